@@ -1,0 +1,27 @@
+"""Installs vit_jax: Vision Transformers pre-trained and fine-tuned with JAX."""
+import setuptools
+
+setuptools.setup(
+    name="vit_jax",
+    version="0.1.0",
+    description="Pre-train and fine-tune Vision Transformers in JAX/Flax, "
+                "sharded over every device of one or many hosts.",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["vit_jax", "vit_jax.*", "configs"]),
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12",
+        "tensorflow-cpu>=2.21",  # tf.data input pipelines and tf.summary events
+        "tensorflow-datasets>=4.9.10",
+        "ml-collections>=1.1",
+        "absl-py>=2.0",
+        "numpy>=2.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "cuda12": ["jax[cuda12]>=0.10"],
+        "tpu": ["jax[tpu]>=0.10"],
+    },
+)

@@ -1,0 +1,1 @@
+"""vit_jax: Vision Transformers pre-trained and fine-tuned with JAX/Flax."""
