@@ -15,6 +15,8 @@ setuptools.setup(
         "orbax-checkpoint>=0.12",
         "tensorflow-cpu>=2.21",  # tf.data input pipelines and tf.summary events
         "tensorflow-datasets>=4.9.10",
+        "importlib_resources",  # tfds 4.9.10 imports it without declaring it
+        "tensorboard>=2.21",  # the TensorBoard event writer behind tf.summary
         "ml-collections>=1.1",
         "absl-py>=2.0",
         "numpy>=2.0",

@@ -1,0 +1,146 @@
+"""Pieces every config shares: arg-string parsing and dataset presets.
+
+A config is chosen on the command line as ``configs/X.py:key=value,...``; the
+part after the colon reaches ``get_config(arg)`` as one string. Parsing it
+here, against the defaults each config declares, makes a typo an error that
+lists the valid keys instead of a silently ignored setting.
+"""
+import ml_collections
+
+# What the input pipeline needs to know about each dataset: its tfds name,
+# class count, the splits used for training and evaluation, and whether an
+# image may carry several labels (precision@1 is reported instead of top-1).
+# Split names follow tfds slicing; held-out slices of `train` stand in for a
+# validation set where the dataset has none, as in big_vision.
+DATASETS = {
+    "imagenet21k": dict(
+        tfds_name="imagenet21k", num_classes=21843, multi_label=False,
+        train_split="train[:98%]", eval_splits={"val": "train[98%:]"},
+        prepare="tfds build imagenet21k --manual_dir=DIR_WITH_THE_TARS"),
+    "imagenet2012": dict(
+        tfds_name="imagenet2012", num_classes=1000, multi_label=False,
+        train_split="train[:99%]",
+        eval_splits={"minival": "train[99%:]", "val": "validation"},
+        prepare="tfds build imagenet2012 --manual_dir=DIR_WITH_THE_TARS"),
+    "cifar10": dict(
+        tfds_name="cifar10", num_classes=10, multi_label=False,
+        train_split="train[:98%]",
+        eval_splits={"minival": "train[98%:]", "test": "test"},
+        prepare="tfds build cifar10 (on a machine with network access), "
+                "then copy the data_dir"),
+    "cifar100": dict(
+        tfds_name="cifar100", num_classes=100, multi_label=False,
+        train_split="train[:98%]",
+        eval_splits={"minival": "train[98%:]", "test": "test"},
+        prepare="tfds build cifar100 (on a machine with network access), "
+                "then copy the data_dir"),
+    "oxford_iiit_pet": dict(
+        tfds_name="oxford_iiit_pet", num_classes=37, multi_label=False,
+        train_split="train[:90%]",
+        eval_splits={"minival": "train[90%:]", "test": "test"},
+        prepare="tfds build oxford_iiit_pet (on a machine with network "
+                "access), then copy the data_dir"),
+    "oxford_flowers102": dict(
+        tfds_name="oxford_flowers102", num_classes=102, multi_label=False,
+        train_split="train+validation", eval_splits={"test": "test"},
+        prepare="tfds build oxford_flowers102 (on a machine with network "
+                "access), then copy the data_dir"),
+    "fashion_mnist": dict(
+        tfds_name="fashion_mnist_local", num_classes=10, multi_label=False,
+        train_split="train", eval_splits={"test": "test"},
+        prepare="python scripts/prepare_data.py --dataset=fashion_mnist_local "
+                "--data_dir=DATA_DIR (needs `apt-get install "
+                "dataset-fashion-mnist`)"),
+}
+
+
+def parse_arg_string(arg, **defaults):
+  """Parses ``'k1=v1,k2=v2'`` against ``defaults`` into a locked ConfigDict.
+
+  Values keep the type of their default (``res=384`` is an int when the
+  default is an int); a key without a default is an error naming it and the
+  valid keys. An empty or missing string gives the defaults.
+  """
+  parsed = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep:
+      raise ValueError(f"config argument {item!r} is not key=value; "
+                       f"valid keys: {', '.join(sorted(defaults))}")
+    if key not in defaults:
+      raise ValueError(f"unknown config argument {key!r}; valid keys: "
+                       f"{', '.join(sorted(defaults))}")
+    parsed[key] = _like(defaults[key], value.strip(), key)
+  return ml_collections.ConfigDict(parsed)
+
+
+def _like(default, value, key):
+  """Converts the string ``value`` to the type of ``default``."""
+  if isinstance(default, bool):
+    if value.lower() not in ("true", "false", "1", "0"):
+      raise ValueError(f"config argument {key}={value!r}: expected a bool")
+    return value.lower() in ("true", "1")
+  if isinstance(default, (int, float)):
+    try:
+      return type(default)(value)
+    except ValueError:
+      raise ValueError(f"config argument {key}={value!r}: expected "
+                       f"{type(default).__name__}") from None
+  return value
+
+
+def dataset_config(name, *, data_dir=None):
+  """The `config.data` block of the dataset preset ``name``."""
+  if name not in DATASETS:
+    raise ValueError(f"unknown dataset {name!r}; valid: "
+                     f"{', '.join(sorted(DATASETS))}")
+  preset = dict(DATASETS[name])
+  return ml_collections.ConfigDict(dict(
+      name=preset["tfds_name"],
+      data_dir=data_dir,
+      num_classes=preset["num_classes"],
+      multi_label=preset["multi_label"],
+      train_split=preset["train_split"],
+      eval_splits=preset["eval_splits"],
+      prepare=preset["prepare"],
+      shuffle_buffer=50_000,
+      cache=False,
+  ))
+
+
+def base_config():
+  """Fields every job has, with the paper's pre-training defaults.
+
+  Durations are counted in steps; `total_epochs` may replace `total_steps`
+  (see `vit_jax.train.resolve_total_steps`).
+  """
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.variant = "B/16"
+  c.image_size = 224
+  c.model = dict(
+      classifier="token", representation_size=None, dropout_rate=0.0,
+      attention_dropout_rate=0.0, dtype="float32", param_dtype="float32",
+      remat=False, head_bias_init=0.0)
+  c.init = ""  # checkpoint or .npz to fine-tune from; empty: from scratch
+  c.posemb_resample = "bilinear"
+  c.loss = "sigmoid_xent"
+  c.label_smoothing = 0.0
+  c.global_batch = 4096
+  c.eval_batch = 1024
+  c.accum_steps = 1
+  c.total_steps = None
+  c.total_epochs = None
+  c.optim = dict(name="adam", b1=0.9, b2=0.999, momentum=0.9,
+                 weight_decay=0.1, weight_decay_params=r".*/kernel$",
+                 grad_clip_norm=1.0)
+  c.lr = dict(base=1e-3, warmup_steps=10_000, decay="linear", end=0.0)
+  c.ema_decay = 0.0  # 0 turns the Polyak average of the parameters off
+  c.mesh = dict(data=-1, fsdp=1, fsdp_min_size=2 ** 18)
+  c.log_every = 50
+  c.eval_every = 5_000
+  c.checkpoint_every = 1_000
+  c.keep_checkpoints = 3
+  c.prefetch = 2
+  return c

@@ -1,0 +1,50 @@
+"""Classification losses on (batch, classes) logits and float targets.
+
+Targets are one-hot or multi-hot rows (see the `onehot` preprocessing op), so
+the same losses serve single-label and multi-label data.
+"""
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def smooth_labels(labels, smoothing):
+  """Label smoothing: mixes the targets with the uniform distribution."""
+  if not smoothing:
+    return labels
+  return labels * (1.0 - smoothing) + smoothing / labels.shape[-1]
+
+
+def softmax_xent(logits, labels):
+  """Per-example softmax cross-entropy against (possibly soft) targets."""
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
+
+
+def sigmoid_xent(logits, labels):
+  """Per-example sigmoid cross-entropy, summed over classes.
+
+  Summing (not averaging) over classes keeps the gradient of each class
+  independent of the class count, as the ViT/BiT pre-training code does.
+  """
+  per_class = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels)
+  return jnp.sum(per_class, axis=-1)
+
+
+LOSSES = {"softmax_xent": softmax_xent, "sigmoid_xent": sigmoid_xent}
+
+
+def get_loss(name):
+  if name not in LOSSES:
+    raise ValueError(f"config.loss={name!r} is not a loss; valid: "
+                     f"{', '.join(sorted(LOSSES))}")
+  return LOSSES[name]
+
+
+def top1_hits(logits, labels):
+  """1 where the top-scoring class is a true label, else 0.
+
+  For one-hot targets this is top-1 accuracy; for multi-hot targets it is
+  the precision@1 that big_vision reports for multi-label data.
+  """
+  predicted = jnp.argmax(logits, axis=-1)
+  return jnp.take_along_axis(labels, predicted[:, None], axis=-1)[:, 0] > 0

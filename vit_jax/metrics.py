@@ -1,0 +1,84 @@
+"""Where a run's numbers go: the console, ``metrics.jsonl`` and TensorBoard.
+
+Only process 0 writes, so a multi-host run logs once. Each record is one
+JSON line ``{"step": ..., "split": "train" | <eval split>, ...}``; the same
+scalars go to TensorBoard under ``<split>/<name>``. A person at a terminal
+also gets a progress bar; a log file gets plain lines.
+"""
+import json
+import os
+import sys
+import time
+
+import jax
+import tensorflow as tf
+
+
+def _format(value):
+  if isinstance(value, float):
+    return f"{value:.4g}"
+  return str(value)
+
+
+class MetricWriter:
+  """Writes scalars of a run to the console, JSON lines and TensorBoard."""
+
+  def __init__(self, workdir, *, total_steps, stream=None):
+    self.total_steps = total_steps
+    self.active = jax.process_index() == 0
+    self.stream = stream or sys.stdout
+    self.interactive = self.stream.isatty()
+    self._start = time.monotonic()
+    self._start_step = None
+    if self.active:
+      os.makedirs(workdir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step, scalars, *, split="train"):
+    """Records ``scalars`` (name -> number) of ``split`` at ``step``."""
+    if not self.active:
+      return
+    record = {"step": int(step), "split": split}
+    record.update({k: _to_python(v) for k, v in scalars.items()})
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+    with self._tb.as_default(step=int(step)):
+      for name, value in record.items():
+        if name not in ("step", "split") and isinstance(value, (int, float)):
+          tf.summary.scalar(f"{split}/{name}", value)
+    self._tb.flush()
+    self._console(step, split, record)
+
+  def _console(self, step, split, record):
+    if self._start_step is None:
+      self._start_step = step
+    shown = ("loss", "top1", "prec@1", "lr", "img_per_sec", "mfu")
+    fields = " ".join(f"{k}={_format(record[k])}" for k in shown if k in record)
+    line = f"[{split}] step {step}/{self.total_steps} {fields}{self._eta(step)}"
+    if self.interactive and split == "train":
+      line = f"{self._bar(step)} {line}"
+    print(line, file=self.stream, flush=True)
+
+  def _eta(self, step):
+    done = step - self._start_step
+    if done <= 0 or step >= self.total_steps:
+      return ""
+    seconds = (time.monotonic() - self._start) / done * (self.total_steps - step)
+    return f" eta {int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+  def _bar(self, step, width=24):
+    filled = int(width * min(step / max(self.total_steps, 1), 1.0))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+  def close(self):
+    if self.active:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def _to_python(value):
+  """Numbers from numpy/jax scalars, so they serialise as JSON."""
+  if hasattr(value, "item"):
+    return value.item()
+  return value

@@ -1,0 +1,280 @@
+"""`train_and_evaluate(config, workdir)`: the story of one run, top to bottom.
+
+Pre-training and fine-tuning are the same loop; fine-tuning is a run whose
+`config.init` names pre-trained parameters. Every step is one `jax.jit`
+program over a ('data', 'fsdp') mesh of all devices of all processes. The
+details live beside this file: `sharding` (mesh, layouts), `input_pipeline`
+(tf.data to global arrays), `optim` (optax), `checkpoint` (orbax, npz,
+posemb), `evaluate` (exact eval), `metrics` and `accounting` (what is logged).
+"""
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from vit_jax import (accounting, checkpoint, evaluate, input_pipeline, losses,
+                     metrics, models, optim, sharding)
+
+
+def resolve_total_steps(config, train_examples):
+  """Steps of the run from `config.total_steps` or `config.total_epochs`."""
+  if (config.total_steps is None) == (config.total_epochs is None):
+    raise ValueError("set exactly one of config.total_steps and "
+                     "config.total_epochs")
+  if config.total_steps is not None:
+    return int(config.total_steps)
+  return max(1, int(config.total_epochs * train_examples // config.global_batch))
+
+
+def check_config(config, *, num_devices, process_count):
+  """Fails before any compilation on settings that cannot work together."""
+  if config.accum_steps < 1:
+    raise ValueError(f"config.accum_steps={config.accum_steps} must be >= 1")
+  micro_batch, remainder = divmod(config.global_batch, config.accum_steps)
+  if remainder or micro_batch % num_devices:
+    raise ValueError(
+        f"config.global_batch={config.global_batch} must be divisible by "
+        f"config.accum_steps={config.accum_steps} x {num_devices} devices")
+  for field in ("global_batch", "eval_batch"):
+    if config[field] % num_devices or config[field] % process_count:
+      raise ValueError(f"config.{field}={config[field]} must be divisible by "
+                       f"the {num_devices} devices")
+  patch = models.get_model(config.variant, num_classes=1).patch_size
+  if config.image_size % patch:
+    raise ValueError(f"config.image_size={config.image_size} is not divisible "
+                     f"by the patch size {patch} of {config.variant}")
+  losses.get_loss(config.loss)
+
+
+def _write_config(config, workdir):
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def make_train_step(model, tx, loss_fn, schedule, config, mesh):
+  """The train step: loss, gradients (accumulated), optimizer update, EMA.
+
+  Dropout keys come from the seed and the step, so a resumed run draws the
+  same masks as an uninterrupted one.
+  """
+  base_key = jax.random.key(config.seed)
+  micro_sharding = NamedSharding(mesh, P(None, sharding.BATCH_AXES))
+
+  def loss_on(params, images, labels, key):
+    logits = model.apply({"params": params}, images, train=True,
+                         rngs={"dropout": key})
+    targets = losses.smooth_labels(labels, config.label_smoothing)
+    return jnp.mean(loss_fn(logits, targets))
+
+  grad_fn = jax.value_and_grad(loss_on)
+
+  def microbatches(x):
+    # (B, ...) -> (accum, B / accum, ...), keeping each device's rows local.
+    x = x.reshape((-1, config.accum_steps) + x.shape[1:]).swapaxes(0, 1)
+    return jax.lax.with_sharding_constraint(x, micro_sharding)
+
+  def train_step(state, batch):
+    params, step = state["params"], state["step"]
+    key = jax.random.fold_in(base_key, step)
+    if config.accum_steps == 1:
+      loss, grads = grad_fn(params, batch["image"], batch["labels"], key)
+    else:
+      def accumulate(carry, micro):
+        index, images, labels = micro
+        loss, grads = grad_fn(params, images, labels, jax.random.fold_in(key, index))
+        return jax.tree.map(jnp.add, carry, (loss, grads)), None
+      zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+      micro = (jnp.arange(config.accum_steps), microbatches(batch["image"]),
+               microbatches(batch["labels"]))
+      (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro)
+      loss, grads = jax.tree.map(lambda x: x / config.accum_steps, (loss, grads))
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    new_state = dict(state, step=step + 1, opt_state=opt_state,
+                     params=optax.apply_updates(params, updates))
+    if "ema_params" in state:
+      decay = config.ema_decay
+      new_state["ema_params"] = jax.tree.map(
+          lambda e, p: decay * e + (1.0 - decay) * p,
+          state["ema_params"], new_state["params"])
+    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads),
+                       "lr": schedule(step)}
+
+  return train_step
+
+
+def train_and_evaluate(config, workdir, *, devices=None):
+  """Trains and evaluates as `config` says; everything goes into `workdir`.
+
+  Re-running with the same workdir resumes from its latest checkpoint.
+  Returns the summary that is also written to `workdir/summary.json`.
+  ``devices`` restricts the mesh (tests compare 1 and 8 devices).
+  """
+  run_start = time.monotonic()
+  is_main = jax.process_index() == 0
+
+  # ------------------------------------------------------------------------
+  # Set up the mesh and the workdir.
+  # ------------------------------------------------------------------------
+  mesh = sharding.make_mesh(config.mesh, devices)
+  num_devices = mesh.size
+  check_config(config, num_devices=num_devices, process_count=jax.process_count())
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    _write_config(config, workdir)
+  batch_sharding = sharding.batch_sharding(mesh)
+
+  # ------------------------------------------------------------------------
+  # Input pipeline (fails fast, before the model, if the data is missing).
+  # ------------------------------------------------------------------------
+  train_examples = input_pipeline.examples_in(config.data, config.data.train_split)
+  total_steps = resolve_total_steps(config, train_examples)
+  eval_sets = {
+      name: input_pipeline.EvalData(config.data, config.pp.eval, split,
+                                    global_batch=config.eval_batch)
+      for name, split in config.data.eval_splits.items()}
+
+  # ------------------------------------------------------------------------
+  # Model, optimizer and train state.
+  # ------------------------------------------------------------------------
+  model = models.get_model(config.variant, num_classes=config.data.num_classes,
+                           **config.model)
+  schedule = optim.make_schedule(config.lr, total_steps)
+  tx = optim.make_optimizer(config.optim, schedule)
+  loss_fn = losses.get_loss(config.loss)
+  grid = (config.image_size // model.patch_size,) * 2
+  dummy_images = jnp.zeros((1, config.image_size, config.image_size, 3))
+
+  def init_params():
+    return model.init(jax.random.key(config.seed), dummy_images, train=False)["params"]
+
+  def state_from(params):
+    state = {"step": jnp.zeros((), jnp.int32), "params": params,
+             "opt_state": tx.init(params)}
+    if config.ema_decay:
+      state["ema_params"] = params
+    return state
+
+  abstract_state = jax.eval_shape(lambda: state_from(init_params()))
+  state_shardings = sharding.state_shardings(
+      mesh, abstract_state, config.mesh.fsdp_min_size)
+  manager = checkpoint.make_manager(workdir, max_to_keep=config.keep_checkpoints)
+  start_step = manager.latest_step() or 0
+  if start_step:
+    logging.info("Resuming from the checkpoint at step %d in %s", start_step, workdir)
+    restored = checkpoint.restore(manager, start_step, jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract_state, state_shardings))
+    state, progress = restored["state"], restored["progress"]
+  else:
+    progress = {"examples_seen": 0, "train_seconds": 0.0}
+    if config.init:
+      fresh = jax.device_get(jax.jit(init_params)())
+      params = checkpoint.load_pretrained(
+          config.init, fresh, new_grid=grid,
+          num_prefix_tokens=int(model.classifier == "token"),
+          posemb_method=config.posemb_resample)
+      state = jax.jit(state_from, out_shardings=state_shardings)(params)
+    else:
+      state = jax.jit(lambda: state_from(init_params()),
+                      out_shardings=state_shardings)()
+
+  # ------------------------------------------------------------------------
+  # Step functions, compiled once; the train step donates the old state.
+  # ------------------------------------------------------------------------
+  train_step = jax.jit(
+      make_train_step(model, tx, loss_fn, schedule, config, mesh),
+      in_shardings=(state_shardings, batch_sharding),
+      out_shardings=(state_shardings, sharding.replicated(mesh)),
+      donate_argnums=0)
+  eval_step = evaluate.make_eval_step(model, loss_fn)
+
+  host_batches = input_pipeline.train_batches(
+      config.data, config.pp.train, global_batch=config.global_batch,
+      seed=config.seed, start_step=start_step)
+  batches = input_pipeline.prefetch_to_devices(host_batches, batch_sharding,
+                                               config.prefetch)
+  batch = next(batches)
+  compile_start = time.monotonic()
+  compiled_step = train_step.lower(state, batch).compile()
+  compile_seconds = time.monotonic() - compile_start
+  step_flops = accounting.compiled_flops(compiled_step)
+  flops_per_example = (
+      step_flops * num_devices / config.global_batch if step_flops
+      else accounting.analytic_flops_per_example(model, config.image_size, train=True))
+  accountant = accounting.Accountant(
+      flops_per_example=flops_per_example, num_devices=num_devices,
+      device_kind=accounting.device_kind_label(mesh.devices.flat[0]),
+      peak_flops_per_device=accounting.peak_flops_per_device(
+          mesh.devices.flat[0], config.model.dtype),
+      examples_per_epoch=train_examples, **progress)
+
+  writer = metrics.MetricWriter(workdir, total_steps=total_steps)
+  if is_main:
+    logging.info("%s: %d parameters, %d steps, %d devices, compiled in %.1fs",
+                 config.variant, sum(x.size for x in jax.tree.leaves(abstract_state["params"])),
+                 total_steps, num_devices, compile_seconds)
+
+  def run_evals(step):
+    params = state.get("ema_params", state["params"])
+    results = {}
+    for name, data in eval_sets.items():
+      results[name] = evaluate.evaluate(eval_step, params, data, batch_sharding,
+                                        multi_label=config.data.multi_label)
+      writer.write(step, {**results[name], **accountant.fields()}, split=name)
+    return results
+
+  # ------------------------------------------------------------------------
+  # Training loop. Metrics are fetched from the devices only every
+  # `log_every` steps, so the host never waits on the step in between.
+  # ------------------------------------------------------------------------
+  eval_results = {}
+  step = start_step
+  timer_start, timer_step = time.monotonic(), step
+  while step < total_steps:
+    state, step_metrics = compiled_step(state, batch)
+    step += 1
+    if step < total_steps:
+      batch = next(batches)
+    is_last = step == total_steps
+    do_log = step % config.log_every == 0 or is_last
+    do_save = step % config.checkpoint_every == 0 or is_last
+    do_eval = step % config.eval_every == 0 or is_last
+    if not (do_log or do_save or do_eval):
+      continue
+    # Close the timing window: what follows is not training time.
+    fetched = jax.device_get(step_metrics)  # waits for this step to finish
+    accountant.update(examples=(step - timer_step) * config.global_batch,
+                      seconds=time.monotonic() - timer_start)
+    if not np.isfinite(fetched["loss"]):
+      raise FloatingPointError(f"loss is {fetched['loss']} at step {step}; "
+                               f"the last good checkpoint stays in {workdir}")
+    if do_log:
+      writer.write(step, {**fetched, **accountant.fields(),
+                          "compile_seconds": compile_seconds})
+    if do_save:
+      checkpoint.save(manager, step, state, accountant.state_dict())
+    if do_eval:
+      eval_results = run_evals(step)
+    timer_start, timer_step = time.monotonic(), step
+  manager.wait_until_finished()
+  writer.close()
+
+  # ------------------------------------------------------------------------
+  # Summary.
+  # ------------------------------------------------------------------------
+  if not eval_results:  # resumed a run that had already finished
+    eval_results = run_evals(step)
+  summary = {"step": step, "wall_s": time.monotonic() - run_start,
+             "variant": config.variant, "dataset": config.data.name,
+             "image_size": config.image_size, "eval": eval_results,
+             "compile_seconds": compile_seconds, **accountant.fields()}
+  if is_main:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  return summary
