@@ -22,7 +22,7 @@ def get_config(arg=None):
   config = common.base_config()
   config.variant = args.variant
   config.data = common.dataset_config(args.data, data_dir=args.data_dir or None)
-  hidden_size = models.VARIANTS[args.variant.split("/")[0]][0]
+  hidden_size = models.get_model(args.variant, num_classes=1).hidden_size
   config.model.representation_size = hidden_size
   config.model.dropout_rate = 0.1
   config.model.head_bias_init = -10.0

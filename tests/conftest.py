@@ -10,3 +10,41 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402  (after the environment above)
+
+NUM_TRAIN, NUM_TEST = 512, 103  # 103: eval batches never divide it evenly
+
+
+@pytest.fixture(scope="session")
+def fashion_data_dir(tmp_path_factory):
+  """A data_dir holding a tiny, learnable `fashion_mnist_local` dataset."""
+  import fake_data
+
+  manual_dir = tmp_path_factory.mktemp("fashion_manual")
+  data_dir = tmp_path_factory.mktemp("fashion_tfds")
+  fake_data.write_fashion_mnist_files(manual_dir, num_train=NUM_TRAIN,
+                                      num_test=NUM_TEST)
+  fake_data.build_fashion_mnist(manual_dir, data_dir)
+  return str(data_dir)
+
+
+def tiny_config(data_dir, **overrides):
+  """The demo config shrunk to a model and run that take seconds on CPU."""
+  from configs import demo
+
+  config = demo.get_config(f"stage=pretrain,data_dir={data_dir}")
+  config.unlock()
+  config.model.update(hidden_size=32, num_layers=2, mlp_dim=64, num_heads=2)
+  config.update(dict(global_batch=32, eval_batch=40, total_steps=12,
+                     log_every=4, eval_every=12, checkpoint_every=4,
+                     keep_checkpoints=5))
+  config.lr.update(dict(base=1e-2, warmup_steps=2))
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  config.lock()
+  return config

@@ -2,7 +2,6 @@
 
 They build from tiny synthetic IDX files, so they run offline and fast.
 """
-import gzip
 import pathlib
 import subprocess
 import sys
@@ -14,37 +13,19 @@ import tensorflow_datasets as tfds
 import vit_jax.datasets  # noqa: F401 (registers the builders)
 from vit_jax.datasets import fashion_mnist_local
 
+import fake_data
+
 NUM_TRAIN, NUM_TEST = 20, 7
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def write_idx(path: pathlib.Path, array: np.ndarray, magic: int) -> None:
-  """Writes `array` (uint8) as a gzipped IDX file with the given magic."""
-  header = magic.to_bytes(4, "big") + b"".join(
-      d.to_bytes(4, "big") for d in array.shape)
-  with gzip.open(path, "wb") as f:
-    f.write(header + array.astype(np.uint8).tobytes())
-
-
 def write_fake_fashion_mnist(manual_dir: pathlib.Path) -> dict:
-  """Writes the four IDX files; returns {split: (images, labels)}."""
-  rng = np.random.RandomState(0)
-  arrays = {}
-  for split, count in [("train", NUM_TRAIN), ("test", NUM_TEST)]:
-    images = rng.randint(0, 256, (count, 28, 28)).astype(np.uint8)
-    labels = rng.randint(0, 10, count).astype(np.uint8)
-    images_name, labels_name = fashion_mnist_local.SPLIT_FILES[split]
-    write_idx(manual_dir / images_name, images, 0x803)
-    write_idx(manual_dir / labels_name, labels, 0x801)
-    arrays[split] = (images, labels)
-  return arrays
+  """Writes the four IDX files of random images; returns {split: (images, labels)}."""
+  return fake_data.write_fashion_mnist_files(
+      manual_dir, num_train=NUM_TRAIN, num_test=NUM_TEST, learnable=False)
 
 
-def build(manual_dir: pathlib.Path, data_dir: pathlib.Path):
-  builder = tfds.builder("fashion_mnist_local", data_dir=str(data_dir))
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-  return builder
+build = fake_data.build_fashion_mnist
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +77,7 @@ def test_missing_file_is_named_with_install_instructions(tmp_path):
 def test_bad_magic_number_names_the_file(tmp_path):
   write_fake_fashion_mnist(tmp_path)
   corrupt = tmp_path / "train-labels-idx1-ubyte.gz"
-  write_idx(corrupt, np.zeros(NUM_TRAIN, np.uint8), 0x1234)
+  fake_data.write_idx(corrupt, np.zeros(NUM_TRAIN, np.uint8), 0x1234)
   with pytest.raises(ValueError, match="magic number") as error:
     build(tmp_path, tmp_path / "data")
   assert str(corrupt) in str(error.value)

@@ -36,21 +36,21 @@ def get_builder(data_config):
   """The tfds builder of `config.data`, which must already be prepared."""
   data_dir = data_config.data_dir
   where = data_dir or tfds.core.constants.DATA_DIR
+  how = (f"Nothing is downloaded at run time; prepare it with: "
+         f"{data_config.prepare}, or point config.data.data_dir at a "
+         f"directory that holds it")
   try:
     builder = tfds.builder(data_config.name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise DatasetNotPreparedError(
-        f"dataset {data_config.name!r} (config.data.name) is not a tfds "
-        f"dataset and was not found in data_dir {where!r} "
-        f"(config.data.data_dir); prepare it with: {data_config.prepare}"
-    ) from None
+        f"dataset {data_config.name!r} (config.data.name) is no registered "
+        f"tfds dataset and is not in data_dir {where!r} "
+        f"(config.data.data_dir). {how}") from None
   if not builder.is_prepared():
     raise DatasetNotPreparedError(
         f"dataset {data_config.name!r} (config.data.name) is not prepared in "
         f"data_dir {where!r} (config.data.data_dir): looked for "
-        f"{builder.data_dir}. Nothing is downloaded at run time; prepare it "
-        f"with: {data_config.prepare}, or point config.data.data_dir at "
-        f"a directory that holds it")
+        f"{builder.data_dir}. {how}")
   return builder
 
 
@@ -94,7 +94,10 @@ def train_batches(data_config, pp_spec, *, global_batch, seed, start_step=0,
   # Each process shuffles and augments its own slice with its own seed.
   seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
   ds = _read(builder, split, shuffle_seed=seed, cache=data_config.cache)
-  ds = ds.repeat().shuffle(data_config.shuffle_buffer, seed=seed)
+  # Shuffling before repeating keeps epochs whole: every example once per
+  # epoch, in a new (seeded) order each epoch.
+  ds = ds.shuffle(data_config.shuffle_buffer, seed=seed,
+                  reshuffle_each_iteration=True).repeat()
   ds = preprocess.add_example_seeds(ds, seed)
   local_batch = global_batch // process_count
   ds = ds.skip(start_step * local_batch)

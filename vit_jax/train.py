@@ -236,40 +236,43 @@ def train_and_evaluate(config, workdir, *, devices=None):
   eval_results = {}
   step = start_step
   timer_start, timer_step = time.monotonic(), step
-  while step < total_steps:
-    state, step_metrics = compiled_step(state, batch)
-    step += 1
-    if step < total_steps:
-      batch = next(batches)
-    is_last = step == total_steps
-    do_log = step % config.log_every == 0 or is_last
-    do_save = step % config.checkpoint_every == 0 or is_last
-    do_eval = step % config.eval_every == 0 or is_last
-    if not (do_log or do_save or do_eval):
-      continue
-    # Close the timing window: what follows is not training time.
-    fetched = jax.device_get(step_metrics)  # waits for this step to finish
-    accountant.update(examples=(step - timer_step) * config.global_batch,
-                      seconds=time.monotonic() - timer_start)
-    if not np.isfinite(fetched["loss"]):
-      raise FloatingPointError(f"loss is {fetched['loss']} at step {step}; "
-                               f"the last good checkpoint stays in {workdir}")
-    if do_log:
-      writer.write(step, {**fetched, **accountant.fields(),
-                          "compile_seconds": compile_seconds})
-    if do_save:
-      checkpoint.save(manager, step, state, accountant.state_dict())
-    if do_eval:
+  try:
+    while step < total_steps:
+      state, step_metrics = compiled_step(state, batch)
+      step += 1
+      if step < total_steps:
+        batch = next(batches)
+      is_last = step == total_steps
+      do_log = step % config.log_every == 0 or is_last
+      do_save = step % config.checkpoint_every == 0 or is_last
+      do_eval = step % config.eval_every == 0 or is_last
+      if not (do_log or do_save or do_eval):
+        continue
+      # Close the timing window: what follows is not training time.
+      fetched = jax.device_get(step_metrics)  # waits for this step to finish
+      accountant.update(examples=(step - timer_step) * config.global_batch,
+                        seconds=time.monotonic() - timer_start)
+      if not np.isfinite(fetched["loss"]):
+        raise FloatingPointError(f"loss is {fetched['loss']} at step {step}; "
+                                 f"the last good checkpoint stays in {workdir}")
+      if do_log:
+        writer.write(step, {**fetched, **accountant.fields(),
+                            "compile_seconds": compile_seconds})
+      if do_save:
+        checkpoint.save(manager, step, state, accountant.state_dict())
+      if do_eval:
+        eval_results = run_evals(step)
+      timer_start, timer_step = time.monotonic(), step
+    if not eval_results:  # resumed a run that had already finished
       eval_results = run_evals(step)
-    timer_start, timer_step = time.monotonic(), step
-  manager.wait_until_finished()
-  writer.close()
+  finally:
+    # Commit a save still in flight, also when the run stops on an error.
+    manager.wait_until_finished()
+    writer.close()
 
   # ------------------------------------------------------------------------
   # Summary.
   # ------------------------------------------------------------------------
-  if not eval_results:  # resumed a run that had already finished
-    eval_results = run_evals(step)
   summary = {"step": step, "wall_s": time.monotonic() - run_start,
              "variant": config.variant, "dataset": config.data.name,
              "image_size": config.image_size, "eval": eval_results,

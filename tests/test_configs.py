@@ -1,0 +1,82 @@
+"""Config files: paper defaults, arg-string parsing and the errors of a typo."""
+import pytest
+from ml_collections import config_flags  # noqa: F401 (config files load through it)
+
+from configs import common, demo, finetune, pretrain
+
+
+def test_pretrain_config_has_the_papers_defaults():
+  config = pretrain.get_config("variant=L/16,data=imagenet21k")
+  assert config.variant == "L/16"
+  assert config.data.num_classes == 21843
+  assert (config.optim.name, config.optim.b1, config.optim.b2) == ("adam", 0.9, 0.999)
+  assert config.optim.weight_decay == 0.1 and config.optim.grad_clip_norm == 1.0
+  assert config.global_batch == 4096
+  assert (config.lr.base, config.lr.warmup_steps, config.lr.decay) == (1e-3, 10_000, "linear")
+  assert config.loss == "sigmoid_xent" and config.model.head_bias_init == -10.0
+  assert config.model.representation_size == 1024  # pre_logits of the hidden size
+  assert config.model.dropout_rate == 0.1 and config.image_size == 224
+  assert "inception_crop(224)|flip_lr" in config.pp.train
+
+
+def test_finetune_config_has_the_papers_defaults():
+  config = finetune.get_config("variant=B/16,data=cifar10,res=384,init=/x")
+  assert (config.optim.name, config.optim.momentum) == ("sgd", 0.9)
+  assert config.optim.weight_decay == 0.0 and config.optim.grad_clip_norm == 1.0
+  assert config.global_batch == 512 and config.total_steps == 10_000
+  assert (config.lr.warmup_steps, config.lr.decay) == (500, "cosine")
+  assert config.lr.base in (0.003, 0.01, 0.03, 0.06)
+  assert config.model.representation_size is None and config.model.head_bias_init == 0.0
+  assert config.image_size == 384 and config.init == "/x"
+  assert config.data.num_classes == 10 and config.loss == "softmax_xent"
+
+
+def test_arg_values_keep_the_type_of_their_default():
+  config = finetune.get_config("res=512,steps=20,lr=0.03")
+  assert config.image_size == 512 and isinstance(config.image_size, int)
+  assert config.total_steps == 20 and config.lr.base == 0.03
+
+
+def test_unknown_arg_names_it_and_lists_the_valid_ones():
+  with pytest.raises(ValueError, match=r"unknown config argument 'varaint'.*valid keys: .*variant"):
+    pretrain.get_config("varaint=B/16")
+
+
+def test_arg_of_the_wrong_type_is_named():
+  with pytest.raises(ValueError, match=r"res='big': expected int"):
+    finetune.get_config("res=big")
+
+
+def test_arg_without_value_is_an_error():
+  with pytest.raises(ValueError, match=r"'res' is not key=value"):
+    finetune.get_config("res")
+
+
+def test_unknown_dataset_lists_the_presets():
+  with pytest.raises(ValueError, match=r"unknown dataset 'imagenet22k'; valid: .*imagenet21k"):
+    pretrain.get_config("data=imagenet22k")
+
+
+def test_unknown_variant_lists_the_valid_ones():
+  with pytest.raises(ValueError, match=r"unknown ViT variant 'X/16'.*Ti, S, B, L, H"):
+    pretrain.get_config("variant=X/16")
+
+
+def test_unknown_demo_stage_is_named():
+  with pytest.raises(ValueError, match=r"stage='train'; valid: pretrain, finetune"):
+    demo.get_config("stage=train")
+
+
+def test_configs_are_locked_so_a_typo_in_an_override_fails():
+  config = demo.get_config("stage=pretrain")
+  with pytest.raises(AttributeError, match="global_bacth"):
+    config.global_bacth = 8
+  with pytest.raises(AttributeError, match="dropout"):
+    config.model.dropout = 0.1
+
+
+def test_every_dataset_preset_has_what_the_pipeline_reads():
+  for name in common.DATASETS:
+    data = common.dataset_config(name)
+    assert data.num_classes > 0 and data.train_split and data.eval_splits
+    assert data.prepare
