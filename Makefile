@@ -45,7 +45,7 @@ demo: data
 	    --workdir=$(DEMO_DIR)/finetune
 	$(PY) scripts/summarize.py $(DEMO_DIR)/pretrain $(DEMO_DIR)/finetune
 
-test: install
+test: data
 	$(PY) -m pytest -q -n 2 --durations=15
 
 clean:

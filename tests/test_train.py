@@ -105,12 +105,12 @@ def test_fine_tuning_at_a_higher_resolution_resamples_the_position_embeddings(fa
   pretrained = str(tmp_path / "pretrain")
   train.train_and_evaluate(tiny_config(fashion_data_dir, total_steps=24), pretrained)
   config = tiny_config(
-      fashion_data_dir, init=pretrained, image_size=28, total_steps=8,
-      loss="softmax_xent", **{"pp.train": "decode|value_range(-1,1)|onehot(10)",
-                              "pp.eval": "decode|value_range(-1,1)|onehot(10)"})
+      fashion_data_dir, init=pretrained, image_size=20, total_steps=16,
+      **{"pp.train": "decode|resize(20)|value_range(-1,1)|onehot(10)",
+         "pp.eval": "decode|resize(20)|value_range(-1,1)|onehot(10)"})
   summary = train.train_and_evaluate(config, str(tmp_path / "finetune"))
   params = params_of(str(tmp_path / "finetune"))
-  assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 1 + 7 * 7, 32)
+  assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 1 + 5 * 5, 32)
   assert summary["eval"]["test"]["top1"] >= 0.9
 
 

@@ -125,19 +125,32 @@ class EvalData:
     self.num_examples = sum(counts)
     self.local_batch = global_batch // process_count
     self.num_batches = math.ceil(max(counts) / self.local_batch)
+    self.split = split
     pp = preprocess.parse(pp_spec)
     ds = _read(builder, splits[process_index], cache=data_config.cache)
-    ds = ds.map(lambda f: dict(_model_inputs(pp(f)), mask=True),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    padding = tf.data.Dataset.from_tensors(
-        {k: tf.zeros(s.shape, s.dtype) for k, s in ds.element_spec.items()}).repeat()
-    self._dataset = (ds.concatenate(padding)
-                     .take(self.num_batches * self.local_batch)
-                     .batch(self.local_batch)
-                     .prefetch(tf.data.AUTOTUNE))
+    ds = ds.map(lambda f: _model_inputs(pp(f)), num_parallel_calls=tf.data.AUTOTUNE)
+    self._dataset = ds.batch(self.local_batch).prefetch(tf.data.AUTOTUNE)
 
   def __iter__(self):
-    return self._dataset.as_numpy_iterator()
+    """Yields `num_batches` full batches; padding rows have mask False."""
+    template, count = None, 0
+    for batch in self._dataset.as_numpy_iterator():
+      template, count = batch, count + 1
+      yield _pad(batch, self.local_batch)
+    if template is None:
+      raise ValueError(f"eval split {self.split!r} gives this process no "
+                       f"examples: it has fewer examples than processes")
+    for _ in range(self.num_batches - count):
+      yield _pad({k: v[:0] for k, v in template.items()}, self.local_batch)
+
+
+def _pad(batch, size):
+  """Pads a batch with zero rows to ``size`` rows and adds its 'mask'."""
+  real = len(batch["image"])
+  padded = {k: np.concatenate([v, np.zeros((size - real,) + v.shape[1:], v.dtype)])
+            for k, v in batch.items()}
+  padded["mask"] = np.arange(size) < real
+  return padded
 
 
 def to_global(host_batch, sharding):

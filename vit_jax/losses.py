@@ -3,7 +3,6 @@
 Targets are one-hot or multi-hot rows (see the `onehot` preprocessing op), so
 the same losses serve single-label and multi-label data.
 """
-import jax
 import jax.numpy as jnp
 import optax
 

@@ -7,8 +7,14 @@ Re-running the same command on the same workdir resumes the run. On several
 hosts, run the same command on every host; the distributed runtime is set up
 before anything touches the devices.
 """
+import logging as python_logging
+import os
+
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+# TensorFlow only reads input here; its C++ start-up chatter is noise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -24,9 +30,20 @@ flags.DEFINE_integer("process_id", None, "This process's index in the run.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _OnlyLibraryWarnings(python_logging.Filter):
+  """Keeps orbax's and tfds's per-save, per-read INFO lines off the console."""
+
+  QUIET = ("/orbax/", "/tensorflow_datasets/", "/etils/")
+
+  def filter(self, record):
+    return (record.levelno >= python_logging.WARNING
+            or not any(part in record.pathname for part in self.QUIET))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_OnlyLibraryWarnings())
   import jax  # after flag parsing, so --help is fast
 
   if FLAGS.coordinator_address or FLAGS.num_processes:

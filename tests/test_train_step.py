@@ -1,0 +1,50 @@
+"""The train step on its own: EMA of the parameters and label smoothing."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from conftest import tiny_config
+from vit_jax import losses, models, optim, sharding, train
+
+
+def run_one_step(config):
+  mesh = sharding.make_mesh(config.mesh)
+  model = models.get_model(config.variant, num_classes=10, **config.model)
+  schedule = optax.constant_schedule(0.1)
+  tx = optim.make_optimizer(config.optim, schedule)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
+  # A head that prefers later classes, so the loss depends on the targets.
+  params["head"]["bias"] = jnp.arange(10, dtype=jnp.float32)
+  state = {"step": jnp.zeros((), jnp.int32), "params": params,
+           "opt_state": tx.init(params), "ema_params": params}
+  batch = {"image": jax.random.normal(jax.random.key(1), (8, 16, 16, 3)),
+           "labels": jax.nn.one_hot(jnp.arange(8) % 10, 10)}
+  step = jax.jit(train.make_train_step(model, tx, losses.get_loss(config.loss),
+                                       schedule, config, mesh))
+  new_state, metrics = step(state, batch)
+  logits = model.apply({"params": params}, batch["image"], train=False)
+  return state, new_state, metrics, (logits, batch["labels"])
+
+
+def test_ema_is_the_decayed_average_of_the_parameters(tmp_path):
+  config = tiny_config(str(tmp_path), ema_decay=0.75)
+  state, new_state, metrics, _ = run_one_step(config)
+  assert int(new_state["step"]) == 1 and np.isfinite(metrics["loss"])
+  expected = jax.tree.map(lambda old, new: 0.75 * old + 0.25 * new,
+                          state["params"], new_state["params"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               new_state["ema_params"], expected)
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state["params"]),
+                                                 jax.tree.leaves(new_state["params"]))]
+  assert any(moved)
+
+
+def test_the_step_trains_on_smoothed_labels(tmp_path):
+  _, _, plain, (logits, labels) = run_one_step(tiny_config(str(tmp_path)))
+  _, _, smoothed, _ = run_one_step(tiny_config(str(tmp_path), label_smoothing=0.2))
+  log_probs = np.asarray(jax.nn.log_softmax(logits))
+  smooth_targets = np.asarray(labels) * 0.8 + 0.02
+  np.testing.assert_allclose(plain["loss"], -np.mean(np.sum(labels * log_probs, -1)), rtol=1e-5)
+  np.testing.assert_allclose(smoothed["loss"], -np.mean(np.sum(smooth_targets * log_probs, -1)),
+                             rtol=1e-5)
