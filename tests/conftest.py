@@ -36,9 +36,12 @@ def tiny_config(data_dir, **overrides):
   config = demo.get_config(f"stage=pretrain,data_dir={data_dir}")
   config.unlock()
   config.model.update(hidden_size=32, num_layers=2, mlp_dim=64, num_heads=2)
-  config.update(dict(global_batch=32, eval_batch=40, total_steps=12,
-                     log_every=4, eval_every=12, checkpoint_every=4,
-                     keep_checkpoints=5))
+  config.update(dict(variant="Ti/4", image_size=16, global_batch=32,
+                     eval_batch=40, total_steps=12, log_every=4, eval_every=12,
+                     checkpoint_every=4, keep_checkpoints=5))
+  config.pp.update(dict(
+      train="decode|resize(16)|flip_lr|value_range(-1,1)|onehot(10)",
+      eval="decode|resize(16)|value_range(-1,1)|onehot(10)"))
   config.lr.update(dict(base=1e-2, warmup_steps=2))
   for key, value in overrides.items():
     node = config

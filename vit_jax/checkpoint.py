@@ -7,20 +7,28 @@ is never picked on resume. The train state is a dict
 
 Fine-tuning reads parameters from any of: a workdir (its latest step), one
 step directory, or a ``.npz`` in the layout of the published ViT checkpoints
-(flat '/'-joined names). `load_pretrained` then fits them to the new model:
-head re-initialised, pre_logits dropped when the new model has none, and the
-position embeddings resampled to the new patch grid.
+(flat '/'-joined names; the older layouts of the same model are renamed on
+reading). `load_pretrained` then fits them to the new model: head
+re-initialised, pre_logits dropped when the new model has none, and the
+position embeddings resampled to the new patch grid. Inference and export
+(`restore_model`) take them as they are, checked name by name and shape by
+shape against the model the run's config describes.
 """
+import json
 import os
+import re
+import zipfile
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vit_jax import tree_util
+from vit_jax import models, tree_util
 
 CHECKPOINT_SUBDIR = "checkpoints"
+CONFIG_FILE = "config.json"
 POSEMB = "Transformer/posembed_input/pos_embedding"
 HEAD_PREFIXES = ("head/",)
 RESAMPLE_METHODS = {"bilinear": "linear", "bicubic": "cubic"}
@@ -102,44 +110,146 @@ def save_npz(params, path):
     np.savez(f, **flatten(params))
 
 
+# Other files of the same ViT name its tensors differently; `load_npz` maps
+# them onto the published names. The original vision_transformer code wrote
+# flax.optim checkpoints with the parameters under 'opt/target/' (beside the
+# optimizer state); big_vision writes them under 'params/'.
+_PARAMS_PREFIXES = ("opt/target/", "params/")
+# Pre-Linen flax, whose names the published files keep, numbered a block's
+# submodules in creation order across classes; Linen numbers each class
+# separately, so the Linen port of vision_transformer and big_vision write the
+# names on the left for the same four submodules.
+_LINEN_BLOCK_NAMES = {"MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1",
+                      "LayerNorm_1": "LayerNorm_2", "MlpBlock_0": "MlpBlock_3"}
+_LINEN_BLOCK_RE = re.compile(
+    rf"^(Transformer/encoderblock_\d+/)({'|'.join(_LINEN_BLOCK_NAMES)})/")
+# big_vision keeps the position embeddings at the top level, and with
+# `scan=True` stacks the blocks' parameters along a leading layer axis.
+_BIG_VISION_POSEMB = "pos_embedding"
+_SCANNED_BLOCK = "Transformer/encoderblock/"
+
+
+def _published_names(flat):
+  """Renames the tensors of an older or foreign layout to the published names."""
+  for prefix in _PARAMS_PREFIXES:
+    if prefix + "embedding/kernel" in flat:
+      flat = {n[len(prefix):]: v for n, v in flat.items() if n.startswith(prefix)}
+  renamed = {}
+  for name, value in flat.items():
+    if name.startswith(_SCANNED_BLOCK):
+      rest = name[len(_SCANNED_BLOCK):]
+      renamed.update({f"Transformer/encoderblock_{i}/{rest}": layer
+                      for i, layer in enumerate(value)})
+    elif name == _BIG_VISION_POSEMB:
+      renamed[POSEMB] = value
+    else:
+      renamed[name] = value
+  return {_LINEN_BLOCK_RE.sub(lambda m: m[1] + _LINEN_BLOCK_NAMES[m[2]] + "/", n): v
+          for n, v in renamed.items()}
+
+
 def load_npz(path):
-  """Reads a published-layout .npz into a nested dict of numpy arrays."""
+  """Reads a published-layout .npz into a nested dict of numpy arrays.
+
+  Files are read without unpickling (which can run arbitrary code): a file
+  holding Python objects is refused, as is a truncated or corrupt one, each
+  with a one-line error naming the file.
+  """
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint file {path} does not exist")
-  with np.load(path, allow_pickle=False) as data:
-    return unflatten({name: data[name] for name in data.files})
+  corrupt = f"{path} is not a readable .npz file (truncated or corrupt?)"
+  unreadable = (ValueError, OSError, EOFError, zipfile.BadZipFile)
+  try:
+    data = np.load(path, allow_pickle=False)
+  except unreadable as e:
+    if "pickle" in str(e):  # numpy's guess for whatever is neither zip nor .npy
+      raise ValueError(
+          f"{path} is neither an .npz nor an .npy file, and is not read as the "
+          f"pickle it may be (unpickling can run arbitrary code)") from None
+    raise ValueError(f"{corrupt}: {e}") from None
+  if not isinstance(data, np.lib.npyio.NpzFile):
+    raise ValueError(f"{path} holds one unnamed array (.npy), not the named "
+                     f"parameters of an .npz")
+  flat = {}
+  with data:
+    for name in data.files:
+      try:
+        flat[name] = data[name]
+      except unreadable as e:
+        if "allow_pickle" in str(e):
+          raise ValueError(
+              f"{path}: array {name!r} holds pickled Python objects, which are "
+              f"not loaded (unpickling can run arbitrary code); a parameter "
+              f"file holds numeric arrays only") from None
+        raise ValueError(f"{corrupt}: array {name!r}: {e}") from None
+  return unflatten(_published_names(flat))
 
 
 # ---------------------------------------------------------------------------
-# Fine-tuning: reading and fitting pre-trained parameters.
+# Reading parameters from any of the places above, and checking them.
 # ---------------------------------------------------------------------------
-def read_params(path):
+def read_params(path, *, step=None):
   """Parameters from a .npz, a run's workdir, or one checkpoint step dir.
 
-  A run that kept an EMA of its parameters is read through the EMA, which is
-  what its evaluation reported.
+  A workdir gives its latest step, or ``step``. A run that kept an EMA of its
+  parameters is read through the EMA, which is what its evaluation reported.
   """
+  if step is not None and not os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
+    raise ValueError(f"a step ({step}) picks a checkpoint of a workdir, and "
+                     f"{path!r} is no workdir")
   if path.endswith(".npz"):
     return load_npz(path)
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
     checkpoint_dir = os.path.join(path, CHECKPOINT_SUBDIR)
-    step = ocp.CheckpointManager(
+    steps = ocp.CheckpointManager(
         checkpoint_dir, options=ocp.CheckpointManagerOptions(
-            read_only=True, create=False)).latest_step()
-    if step is None:
+            read_only=True, create=False)).all_steps()
+    if not steps:
       raise FileNotFoundError(f"no committed checkpoint in {checkpoint_dir}")
+    if step is None:
+      step = max(steps)
+    elif step not in steps:
+      raise FileNotFoundError(f"no committed checkpoint of step {step} in "
+                              f"{checkpoint_dir}; it has steps {sorted(steps)}")
   elif os.path.basename(path).isdigit() and os.path.isdir(path):
     checkpoint_dir, step = os.path.dirname(path), int(os.path.basename(path))
   else:
     raise FileNotFoundError(
-        f"config.init={path!r} is neither a .npz file, a workdir with a "
+        f"{path!r} is neither a .npz file, a workdir with a "
         f"'{CHECKPOINT_SUBDIR}' folder, nor a checkpoint step directory")
   state = _restore_on_host(checkpoint_dir, step)
   params = state.get("ema_params") or state["params"]
   return jax.tree.map(np.asarray, params)
 
 
+def check_params(loaded, expected, *, source):
+  """Raises unless ``loaded`` has exactly the parameter names and shapes of ``expected``.
+
+  ``expected`` may be abstract (``jax.eval_shape`` of the model's init). The
+  error names the first parameter, in name order, that is missing, extra or
+  of another shape, with both shapes: a file written for another variant,
+  width or depth is recognised from that one line.
+  """
+  have = {name: tuple(leaf.shape) for name, leaf in tree_util.flatten_named(loaded)}
+  want = {name: tuple(leaf.shape) for name, leaf in tree_util.flatten_named(expected)}
+  problems = []
+  for name in sorted(have.keys() | want.keys()):
+    if name not in have:
+      problems.append(f"parameter {name} of the model is missing in the checkpoint")
+    elif name not in want:
+      problems.append(f"parameter {name} of the checkpoint is not in the model")
+    elif have[name] != want[name]:
+      problems.append(f"parameter {name} has shape {have[name]} in the "
+                      f"checkpoint but {want[name]} in the model")
+  if problems:
+    raise ValueError(f"{source}: {problems[0]} ({len(problems)} mismatching "
+                     f"in all)")
+
+
+# ---------------------------------------------------------------------------
+# Fine-tuning: fitting pre-trained parameters to a new model.
+# ---------------------------------------------------------------------------
 def grid_size(num_tokens):
   """The side of a square patch grid of ``num_tokens`` tokens."""
   side = int(round(np.sqrt(num_tokens)))
@@ -183,29 +293,50 @@ def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,
   The head keeps its fresh (zero) initialisation for the new classes; a
   pre_logits layer the new model lacks is dropped; the position embeddings
   are resampled to ``new_grid``; every other tensor must match in name and
-  shape, and a mismatch is an error naming the parameter and both shapes.
+  shape (see `check_params`).
   """
   loaded = flatten(read_params(path))
   fresh = flatten(init_params)
-  missing = sorted(set(fresh) - set(loaded) - {n for n in fresh if n.startswith(HEAD_PREFIXES)})
-  if missing:
-    raise ValueError(f"{path}: parameter {missing[0]} of the model is missing "
-                     f"in the checkpoint ({len(missing)} missing in all)")
-  unexpected = sorted(set(loaded) - set(fresh) - {n for n in loaded if n.startswith("pre_logits/")})
-  if unexpected:
-    raise ValueError(f"{path}: parameter {unexpected[0]} of the checkpoint is "
-                     f"not in the model ({len(unexpected)} unexpected in all)")
-  fitted = {}
-  for name, fresh_value in fresh.items():
-    if name.startswith(HEAD_PREFIXES):
-      fitted[name] = fresh_value
-      continue
-    value = loaded[name]
-    if name == POSEMB:
-      value = resample_posemb(value, new_grid, num_prefix_tokens=num_prefix_tokens,
-                              method=posemb_method)
-    if value.shape != fresh_value.shape:
-      raise ValueError(f"{path}: parameter {name} has shape {value.shape} in "
-                       f"the checkpoint but {fresh_value.shape} in the model")
-    fitted[name] = value.astype(fresh_value.dtype)
-  return unflatten(fitted)
+  keep_pre_logits = any(name.startswith("pre_logits/") for name in fresh)
+  fitted = {name: value for name, value in loaded.items()
+            if not name.startswith(HEAD_PREFIXES)
+            and (keep_pre_logits or not name.startswith("pre_logits/"))}
+  fitted.update({name: value for name, value in fresh.items()
+                 if name.startswith(HEAD_PREFIXES)})
+  if POSEMB in fitted:
+    fitted[POSEMB] = resample_posemb(fitted[POSEMB], new_grid,
+                                     num_prefix_tokens=num_prefix_tokens,
+                                     method=posemb_method)
+  check_params(fitted, fresh, source=path)
+  return unflatten({name: value.astype(fresh[name].dtype, copy=False)
+                    for name, value in fitted.items()})
+
+
+# ---------------------------------------------------------------------------
+# Inference and export: a finished run's model and parameters, as they are.
+# ---------------------------------------------------------------------------
+def read_config(path):
+  """The resolved config a run wrote, from its workdir or the .json itself."""
+  if os.path.isdir(path):
+    path = os.path.join(path, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: is it a run's workdir, "
+                            f"or its {CONFIG_FILE}?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_model(config, path, *, step=None):
+  """The model ``config`` describes and the parameters at ``path``, for inference.
+
+  ``path`` is anything `read_params` reads. Unlike `load_pretrained`, nothing
+  is adapted: every parameter must match the model in name and shape.
+  """
+  model = models.get_model(config.variant, num_classes=config.data.num_classes,
+                           **config.model)
+  images = jnp.zeros((1, config.image_size, config.image_size, 3))
+  abstract = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), images, train=False)["params"])
+  params = read_params(path, step=step)
+  check_params(params, abstract, source=path)
+  return model, params

@@ -1,4 +1,4 @@
-"""Exact classification evaluation: every example of a split counts once.
+r"""Exact classification evaluation: every example of a split counts once.
 
 Eval batches arrive padded with ``mask == False`` rows (see
 `input_pipeline.EvalData`); sums are taken over the masked rows on the
@@ -6,11 +6,21 @@ devices and fetched once at the end of the split. Single-label data reports
 top-1 accuracy; multi-label data the precision@1 that big_vision reports
 (the top-scoring class is one of the image's labels). Both are the same
 computation on one-hot or multi-hot targets.
+
+As a command, it evaluates a checkpoint without training, on the mesh,
+batches and preprocessing of the run's config, so the numbers are those the
+run itself reports (one JSON line per split):
+
+  python -m vit_jax.evaluate --workdir=runs/demo/finetune \
+      [--checkpoint=PATH] [--split=NAME]
 """
+import argparse
+import json
+
 import jax
 import jax.numpy as jnp
 
-from vit_jax import input_pipeline, losses
+from vit_jax import checkpoint, input_pipeline, losses, sharding
 
 
 def make_eval_step(model, loss_fn):
@@ -43,3 +53,39 @@ def evaluate(eval_step, params, eval_data, batch_sharding, *, multi_label):
   return {metric: float(totals["hits"]) / count,
           "loss": float(totals["loss_sum"]) / count,
           "num_examples": count}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(
+      prog="python -m vit_jax.evaluate", description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--workdir", required=True,
+                      help="the run: its config.json, and its latest checkpoint")
+  parser.add_argument("--checkpoint", help="parameters to evaluate instead: a "
+                      ".npz, another workdir or a checkpoint step directory")
+  parser.add_argument("--split", help="one split: a name of config.data.eval_splits "
+                      "or a tfds split such as 'test[:1000]' (default: all eval splits)")
+  args = parser.parse_args(argv)
+
+  config = checkpoint.read_config(args.workdir)
+  path = args.checkpoint or args.workdir
+  model, params = checkpoint.restore_model(config, path)
+  splits = dict(config.data.eval_splits)
+  if args.split:
+    splits = {args.split: splits.get(args.split, args.split)}
+  mesh = sharding.make_mesh(config.mesh)
+  params = jax.device_put(params, sharding.state_shardings(
+      mesh, params, config.mesh.fsdp_min_size))
+  eval_step = make_eval_step(model, losses.get_loss(config.loss))
+  results = {}
+  for name, split in splits.items():
+    data = input_pipeline.EvalData(config.data, config.pp.eval, split,
+                                   global_batch=config.eval_batch)
+    results[name] = evaluate(eval_step, params, data, sharding.batch_sharding(mesh),
+                             multi_label=config.data.multi_label)
+    print(json.dumps({"checkpoint": path, "split": name, **results[name]}))
+  return results
+
+
+if __name__ == "__main__":
+  main()

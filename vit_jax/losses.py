@@ -3,6 +3,7 @@
 Targets are one-hot or multi-hot rows (see the `onehot` preprocessing op), so
 the same losses serve single-label and multi-label data.
 """
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -30,6 +31,8 @@ def sigmoid_xent(logits, labels):
 
 
 LOSSES = {"softmax_xent": softmax_xent, "sigmoid_xent": sigmoid_xent}
+# The probabilities a model trained with each loss predicts from its logits.
+PROBABILITIES = {"softmax_xent": jax.nn.softmax, "sigmoid_xent": jax.nn.sigmoid}
 
 
 def get_loss(name):

@@ -1,0 +1,113 @@
+r"""Prints the top-5 classes of image files, from a run or a checkpoint.
+
+  python -m vit_jax.predict --workdir=runs/demo/finetune shirt.png boot.jpg
+  python -m vit_jax.predict --checkpoint=ViT-B_16_cifar10.npz \
+      --config=configs/finetune.py:variant=B/16,data=cifar10 cat.jpg
+
+Images go through the evaluation preprocessing of the config (`pp.eval`), so
+they reach the model exactly as the run's eval images did. Classes are named
+by the dataset's tfds `ClassLabel` where it has names; the scores are the
+probabilities of the run's loss (softmax or sigmoid).
+"""
+import argparse
+import importlib.util
+import os
+
+# TensorFlow only decodes images here; its C++ start-up chatter is noise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402  (after the environment above)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from vit_jax import checkpoint, losses, preprocess  # noqa: E402
+from vit_jax import datasets  # noqa: E402,F401  (registers the offline builders)
+
+TOP_K = 5
+
+
+def class_names(data_config):
+  """Class names by index from the dataset's tfds ClassLabel, or None.
+
+  Only the dataset's metadata is read, so names are found for a registered
+  dataset even where its data is not prepared.
+  """
+  try:
+    builder = tfds.builder(data_config.name, data_dir=data_config.data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    return None
+  label = dict(builder.info.features.items()).get("label")
+  return list(label.names) if isinstance(label, tfds.features.ClassLabel) else None
+
+
+def preprocess_image(pp, image):
+  """One image (encoded bytes or uint8 HWC) through the ops ``pp`` of an eval spec.
+
+  Eval specs end with label ops (e.g. ``onehot(10)``); a placeholder label
+  lets the spec run unchanged, and only the image is kept.
+  """
+  return pp({"image": image, "label": tf.constant(0, tf.int64)})["image"].numpy()
+
+
+def load_images(paths, pp_spec):
+  """Image files as one float32 batch, preprocessed by ``pp_spec``."""
+  pp = preprocess.parse(pp_spec)
+  return np.stack([preprocess_image(pp, tf.io.read_file(path))
+                   for path in paths]).astype(np.float32)
+
+
+def config_from_file(spec):
+  """The config of ``configs/X.py:args``, or of a run's config.json."""
+  if spec.endswith(".json"):
+    return checkpoint.read_config(spec)
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--config={spec}: {path} does not exist")
+  module_spec = importlib.util.spec_from_file_location("config_file", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def top_classes(probabilities, names, k=TOP_K):
+  """[(class name or index, probability)] of the ``k`` most probable classes."""
+  best = np.argsort(-probabilities)[:k]
+  return [(names[i] if names else str(i), float(probabilities[i])) for i in best]
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(
+      prog="python -m vit_jax.predict", description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, GIF, BMP)")
+  parser.add_argument("--workdir",
+                      help="a run's workdir: its config and latest checkpoint")
+  parser.add_argument("--checkpoint", help="parameters to use instead: a .npz, a "
+                      "workdir or a checkpoint step directory")
+  parser.add_argument("--config", help="without --workdir: configs/X.py:args or a "
+                      "run's config.json")
+  args = parser.parse_args(argv)
+  if bool(args.workdir) == bool(args.config):
+    parser.error("give either --workdir, or --checkpoint with --config")
+  if args.config and not args.checkpoint:
+    parser.error("--config needs --checkpoint")
+
+  if args.workdir:
+    config = checkpoint.read_config(args.workdir)
+  else:
+    config = config_from_file(args.config)
+  model, params = checkpoint.restore_model(config, args.checkpoint or args.workdir)
+  images = load_images(args.images, config.pp.eval)
+  apply = jax.jit(model.apply, static_argnames="train")
+  logits = apply({"params": params}, images, train=False)
+  probabilities = np.asarray(losses.PROBABILITIES[config.loss](logits))
+  names = class_names(config.data)
+  for path, image_probabilities in zip(args.images, probabilities):
+    print(path)
+    for name, probability in top_classes(image_probabilities, names):
+      print(f"  {100 * probability:6.2f}%  {name}")
+
+
+if __name__ == "__main__":
+  main()
