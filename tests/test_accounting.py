@@ -302,3 +302,10 @@ def test_resumed_accountant_continues_its_totals():
 
   assert before.state_dict() == {"examples_seen": 600, "train_seconds": 4.0}
   assert resumed.fields() == uninterrupted.fields()
+
+
+def test_emulated_cpu_devices_share_the_measured_host_peak():
+  device = jax.devices()[0]
+  assert jax.device_count() == 8
+  host_peak = accounting.measured_matmul_flops(device, "float32")
+  assert accounting.peak_flops_per_device(device) == pytest.approx(host_peak / 8)

@@ -209,13 +209,12 @@ def peak_flops_per_device(device=None, dtype="float32") -> float:
   TF32 (see jax_default_matmul_precision); they can then beat the float32
   peak and give MFU > 1.
 
-  CPU, and as a fallback any accelerator not in the tables (with a logged
-  warning): the rate of a large jitted matmul timed on that one device, once
-  per process. XLA:CPU's emulated devices
-  (--xla_force_host_platform_device_count) share the host's cores, so the
-  figure is per device as JAX sees it, measured while the others idle; when
-  all run at once each gets a share, and MFU reads low by up to that factor.
-  CPU is always measured in float32, XLA:CPU's fast matmul path.
+  CPU: the rate of a large jitted float32 matmul (XLA:CPU's fast path) timed
+  once per process, which uses all of the host's cores, divided among the
+  host's CPU devices: emulated devices (--xla_force_host_platform_device_count)
+  share those cores, so each one's peak is its share.
+
+  Any accelerator not in the tables: a measured matmul, with a logged warning.
 
   Args:
     device: a jax Device (default jax.devices()[0]); for the tables anything
@@ -233,7 +232,8 @@ def peak_flops_per_device(device=None, dtype="float32") -> float:
     half_precision_peak, float32_peak = _GPU_PEAK_FLOPS[label]
     return float32_peak if dtype_name == "float32" else half_precision_peak
   if label == "cpu":
-    return measured_matmul_flops(device, "float32")
+    host_devices = sum(d.platform == "cpu" for d in jax.local_devices(backend="cpu"))
+    return measured_matmul_flops(device, "float32") / max(host_devices, 1)
   _log.warning(
     "No peak FLOP/s known for device kind %r; MFU will be "
     "relative to a measured matmul rate instead.",
