@@ -5,7 +5,7 @@ import numpy as np
 import optax
 
 from conftest import tiny_config
-from vit_jax import losses, models, optim, sharding, train
+from vit_jax import losses, models, optim, sharding, steps
 
 
 def run_one_step(config):
@@ -20,7 +20,7 @@ def run_one_step(config):
            "opt_state": tx.init(params), "ema_params": params}
   batch = {"image": jax.random.normal(jax.random.key(1), (8, 16, 16, 3)),
            "labels": jax.nn.one_hot(jnp.arange(8) % 10, 10)}
-  step = jax.jit(train.make_train_step(model, tx, losses.get_loss(config.loss),
+  step = jax.jit(steps.make_train_step(model, tx, losses.get_loss(config.loss),
                                        schedule, config, mesh))
   new_state, metrics = step(state, batch)
   logits = model.apply({"params": params}, batch["image"], train=False)

@@ -3,9 +3,10 @@
 Pre-training and fine-tuning are the same loop; fine-tuning is a run whose
 `config.init` names pre-trained parameters. Every step is one `jax.jit`
 program over a ('data', 'fsdp') mesh of all devices of all processes. The
-details live beside this file: `sharding` (mesh, layouts), `input_pipeline`
-(tf.data to global arrays), `optim` (optax), `checkpoint` (orbax, npz,
-posemb), `evaluate` (exact eval), `metrics` and `accounting` (what is logged).
+details live beside this file: `steps` (the train step), `sharding` (mesh,
+layouts), `input_pipeline` (tf.data to global arrays), `optim` (optax),
+`checkpoint` (orbax, npz, posemb), `evaluate` (exact eval), `metrics` and
+`accounting` (what is logged).
 """
 import json
 import os
@@ -14,12 +15,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vit_jax import (accounting, checkpoint, evaluate, input_pipeline, losses,
-                     metrics, models, optim, sharding)
+                     metrics, models, optim, sharding, steps)
 
 
 def resolve_total_steps(config, train_examples):
@@ -55,57 +54,6 @@ def check_config(config, *, num_devices, process_count):
 def _write_config(config, workdir):
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
-def make_train_step(model, tx, loss_fn, schedule, config, mesh):
-  """The train step: loss, gradients (accumulated), optimizer update, EMA.
-
-  Dropout keys come from the seed and the step, so a resumed run draws the
-  same masks as an uninterrupted one.
-  """
-  base_key = jax.random.key(config.seed)
-  micro_sharding = NamedSharding(mesh, P(None, sharding.BATCH_AXES))
-
-  def loss_on(params, images, labels, key):
-    logits = model.apply({"params": params}, images, train=True,
-                         rngs={"dropout": key})
-    targets = losses.smooth_labels(labels, config.label_smoothing)
-    return jnp.mean(loss_fn(logits, targets))
-
-  grad_fn = jax.value_and_grad(loss_on)
-
-  def microbatches(x):
-    # (B, ...) -> (accum, B / accum, ...), keeping each device's rows local.
-    x = x.reshape((-1, config.accum_steps) + x.shape[1:]).swapaxes(0, 1)
-    return jax.lax.with_sharding_constraint(x, micro_sharding)
-
-  def train_step(state, batch):
-    params, step = state["params"], state["step"]
-    key = jax.random.fold_in(base_key, step)
-    if config.accum_steps == 1:
-      loss, grads = grad_fn(params, batch["image"], batch["labels"], key)
-    else:
-      def accumulate(carry, micro):
-        index, images, labels = micro
-        loss, grads = grad_fn(params, images, labels, jax.random.fold_in(key, index))
-        return jax.tree.map(jnp.add, carry, (loss, grads)), None
-      zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-      micro = (jnp.arange(config.accum_steps), microbatches(batch["image"]),
-               microbatches(batch["labels"]))
-      (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro)
-      loss, grads = jax.tree.map(lambda x: x / config.accum_steps, (loss, grads))
-    updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_state = dict(state, step=step + 1, opt_state=opt_state,
-                     params=optax.apply_updates(params, updates))
-    if "ema_params" in state:
-      decay = config.ema_decay
-      new_state["ema_params"] = jax.tree.map(
-          lambda e, p: decay * e + (1.0 - decay) * p,
-          state["ema_params"], new_state["params"])
-    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads),
-                       "lr": schedule(step)}
-
-  return train_step
 
 
 def train_and_evaluate(config, workdir, *, devices=None):
@@ -188,7 +136,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
   # Step functions, compiled once; the train step donates the old state.
   # ------------------------------------------------------------------------
   train_step = jax.jit(
-      make_train_step(model, tx, loss_fn, schedule, config, mesh),
+      steps.make_train_step(model, tx, loss_fn, schedule, config, mesh),
       in_shardings=(state_shardings, batch_sharding),
       out_shardings=(state_shardings, sharding.replicated(mesh)),
       donate_argnums=0)
