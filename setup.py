@@ -20,10 +20,14 @@ setuptools.setup(
         "ml-collections>=1.1",
         "absl-py>=2.0",
         "numpy>=2.0",
+        "matplotlib>=3.8",  # scripts/plot_metrics.py
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],
         "cuda12": ["jax[cuda12]>=0.10"],
         "tpu": ["jax[tpu]>=0.10"],
+        # scripts/benchmark.py --compare-timm. On a CPU-only box install
+        # torch's CPU build first, or pip pulls the CUDA one.
+        "timm": ["timm>=1.0", "torch>=2.4", "torchvision"],
     },
 )

@@ -1,0 +1,88 @@
+r"""Plots runs' metrics against steps and against TPUv3-core-days.
+
+  python scripts/plot_metrics.py runs/demo/pretrain runs/demo/finetune \
+      --out=docs/demo_metrics.png
+
+One row per metric (train loss, eval accuracy, learning rate, images/s),
+one column per x-axis (steps, TPUv3-core-days), one line per workdir, read
+from each workdir's `metrics.jsonl`. The cost axis is the one the ViT paper
+compares models on; see README "Cost accounting".
+"""
+import argparse
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+# (row title, split the value is read from ('eval' = every non-train split),
+#  metric keys, the first present of which is plotted)
+ROWS = (
+    ("train loss", "train", ("loss",)),
+    ("eval accuracy", "eval", ("top1", "prec@1")),
+    ("learning rate", "train", ("lr",)),
+    ("images/s", "train", ("img_per_sec",)),
+)
+X_AXES = (("step", "step"), ("tpuv3_core_days", "TPUv3-core-days"))
+
+
+def read_metrics(workdir):
+  """The records of ``workdir/metrics.jsonl``, in the order written."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    raise SystemExit(f"no metrics in {workdir}: {path} does not exist")
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def series(records, split, keys, x_key):
+  """{label: (xs, ys)} of the first key of ``keys`` that the records carry."""
+  lines = {}
+  for record in records:
+    in_split = (record.get("split") == "train") == (split == "train")
+    key = next((k for k in keys if k in record), None)
+    if not in_split or key is None or x_key not in record:
+      continue
+    label = record["split"] if split == "eval" else key
+    xs, ys = lines.setdefault(label, ([], []))
+    xs.append(record[x_key])
+    ys.append(record[key])
+  return lines
+
+
+def plot(workdirs, out):
+  runs = {workdir: read_metrics(workdir) for workdir in workdirs}
+  figure, axes = plt.subplots(len(ROWS), len(X_AXES), squeeze=False,
+                              figsize=(5 * len(X_AXES), 2.6 * len(ROWS)))
+  for row, (title, split, keys) in enumerate(ROWS):
+    for column, (x_key, x_label) in enumerate(X_AXES):
+      ax = axes[row][column]
+      for workdir, records in runs.items():
+        for label, (xs, ys) in series(records, split, keys, x_key).items():
+          name = os.path.basename(os.path.normpath(workdir))
+          ax.plot(xs, ys, marker="o" if len(xs) < 3 else None, markersize=4,
+                  label=f"{name} {label}" if split == "eval" else name)
+      ax.set_title(title, fontsize=10)
+      ax.grid(alpha=0.3)
+      if row == len(ROWS) - 1:
+        ax.set_xlabel(x_label)
+      if row == 0 and column == 0 or split == "eval" and column == 0:
+        ax.legend(fontsize=7)
+  figure.tight_layout()
+  figure.savefig(out, dpi=110)
+  plt.close(figure)
+  return out
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("workdirs", nargs="+", help="run workdirs")
+  parser.add_argument("--out", default="metrics.png", help="PNG to write")
+  args = parser.parse_args()
+  print(plot(args.workdirs, args.out))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,56 @@
+"""The cost estimator: XLA's FLOPs against the analytic count, no allocation."""
+import json
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from vit_jax import accounting, cost_estimate, models
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("variant", ["Ti/16", "S/16", "B/16", "L/16", "H/14"])
+def test_xla_flops_agree_with_the_analytic_count_within_5_percent(variant):
+  model = models.get_model(variant, num_classes=1000)
+  for train in (False, True):
+    xla = cost_estimate.xla_flops_per_example(model, 224, train=train)
+    analytic = accounting.analytic_flops_per_example(model, 224, train=train)
+    assert abs(xla / analytic - 1) < 0.05, (variant, train, xla, analytic)
+
+
+def test_estimate_of_h14_on_imagenet21k_needs_no_model_memory():
+  """ViT-H/14's f32 parameters alone are 2.6 GB; the estimator stays far below."""
+  before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+  out = subprocess.run(
+      [sys.executable, "scripts/estimate_cost.py",
+       "--config=configs/pretrain.py:variant=H/14,data=imagenet21k",
+       "--train_examples=13_900_000", "--mfu=0.5"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=True).stdout
+  peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+  assert max(before * 1024, peak_rss) < 1.5e9, peak_rss
+  fields = dict(line.split(None, 1) for line in out.strip().splitlines())
+  assert fields["parameters"] == "660,385,363"  # with pre_logits, 21,843 classes
+  steps = 90 * 13_900_000 // 4096
+  assert fields["total_steps"] == f"{steps:,}"
+  flops = float(fields["train_flops_per_example"])
+  expected_days = flops * 4096 * steps / (61.5e12 * 0.5 * 86400)
+  assert float(fields["tpuv3_core_days"]) == pytest.approx(expected_days, rel=1e-3)
+
+
+def test_epochs_without_a_dataset_or_a_size_is_a_clear_error():
+  from configs import pretrain
+
+  config = pretrain.get_config("variant=Ti/16,data=imagenet21k,data_dir=/nonexistent")
+  with pytest.raises(ValueError, match=r"config.total_epochs=90 .*--train_examples"):
+    cost_estimate.planned_steps(config)
+  assert cost_estimate.planned_steps(config, train_examples=4096 * 10) == 900
+
+
+def test_an_impossible_mfu_is_refused():
+  from configs import benchmark
+
+  with pytest.raises(ValueError, match="MFU"):
+    cost_estimate.estimate(benchmark.get_config(), total_steps=10, mfu=1.5)
