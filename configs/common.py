@@ -45,6 +45,14 @@ DATASETS = {
         train_split="train+validation", eval_splits={"test": "test"},
         prepare="tfds build oxford_flowers102 (on a machine with network "
                 "access), then copy the data_dir"),
+    # JFT-style: TFRecord shards written (or indexed) by
+    # scripts/make_tfrecords.py, several labels per image.
+    "jft": dict(
+        source="tfrecord", pattern="{split}-*.tfrecord", tfds_name="jft",
+        num_classes=18291, multi_label=True, train_split="train[:99%]",
+        eval_splits={"minival": "train[99%:]", "val": "val"},
+        prepare="python scripts/make_tfrecords.py --index_only "
+                "--out_dir=DATA_DIR (shards named SPLIT-*.tfrecord)"),
     "fashion_mnist": dict(
         tfds_name="fashion_mnist_local", num_classes=10, multi_label=False,
         train_split="train", eval_splits={"test": "test"},
@@ -97,8 +105,15 @@ def dataset_config(name, *, data_dir=None):
                      f"{', '.join(sorted(DATASETS))}")
   preset = dict(DATASETS[name])
   return ml_collections.ConfigDict(dict(
+      # "tfds" | "tfrecord" | "folder": see vit_jax/sources.py.
+      source=preset.get("source", "tfds"),
       name=preset["tfds_name"],
       data_dir=data_dir,
+      # tfrecord: a glob of shards in data_dir; folder: the directory of
+      # class subfolders; `{split}` is replaced by the split's name.
+      pattern=preset.get("pattern", ""),
+      # False: skip and count corrupt images; True: stop, naming the file.
+      strict=False,
       num_classes=preset["num_classes"],
       multi_label=preset["multi_label"],
       train_split=preset["train_split"],
@@ -137,10 +152,22 @@ def base_config():
                  grad_clip_norm=1.0)
   c.lr = dict(base=1e-3, warmup_steps=10_000, decay="linear", end=0.0)
   c.ema_decay = 0.0  # 0 turns the Polyak average of the parameters off
-  c.mesh = dict(data=-1, fsdp=1, fsdp_min_size=2 ** 18)
+  c.mixup = dict(alpha=0.0)  # Beta(alpha, alpha) batch mixup; 0 turns it off
+  # Layouts (see vit_jax/sharding.py): data parallel data=-1,fsdp=1; FSDP
+  # data=1,fsdp=-1; both e.g. data=2,fsdp=-1. `rules`: (regex over the
+  # parameter name, 'fsdp' | 'replicate'), first match wins; 'fsdp' splits
+  # parameters of at least `fsdp_min_size` elements.
+  c.mesh = dict(data=-1, fsdp=1, fsdp_min_size=2 ** 18, rules=((".*", "fsdp"),))
   c.log_every = 50
   c.eval_every = 5_000
   c.checkpoint_every = 1_000
   c.keep_checkpoints = 3
+  # A step whose loss or gradient norm is NaN/Inf: "stop" (name the step,
+  # keep the last good checkpoint) or "skip" (not applied, counted in the
+  # `skipped_steps` metric).
+  c.on_nonfinite = "stop"
+  # A checkpoint that cannot be written (disk full, read-only): "stop" the run
+  # cleanly, or "continue" training with the previous checkpoint kept.
+  c.on_save_error = "stop"
   c.prefetch = 2
   return c

@@ -181,7 +181,6 @@ def benchmark_jax(config, batch_size):
     result["inference"].update(flops_per_example=inference_flops,
                                compile_s=forward_compile_s)
   result["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-  del holder, batch
   return result, model
 
 

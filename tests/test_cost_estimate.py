@@ -1,5 +1,4 @@
 """The cost estimator: XLA's FLOPs against the analytic count, no allocation."""
-import json
 import os
 import resource
 import subprocess

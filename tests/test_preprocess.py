@@ -1,13 +1,14 @@
 """Tests for vit_jax.preprocess: every op eagerly and inside tf.data.map."""
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from vit_jax import preprocess
+from vit_jax import mixup, preprocess
 
 MODES = ["eager", "dataset"]
 RANDOM_SPECS = ["flip_lr", "random_crop(8)", "inception_crop(8)",
-                "decode_jpeg_and_inception_crop(8)"]
+                "decode_jpeg_and_inception_crop(8)", "randaug(2, 9)"]
 
 
 def run(spec: str, features: dict, mode: str) -> dict:
@@ -265,3 +266,63 @@ def test_seeded_pipeline_replays_identically():
   first, second = ([e["image"].numpy() for e in ds] for _ in range(2))
   np.testing.assert_array_equal(first, second)
   assert "_rng" not in ds.element_spec
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", sorted(preprocess.randaug_ops(0)))
+def test_each_randaug_op_keeps_shape_and_dtype_and_is_identity_where_it_should_be(name, mode):
+  image = random_image()
+  fn = preprocess.randaug_ops(7)[name]
+  if mode == "eager":
+    out = fn(tf.constant(image), -1.0).numpy()
+  else:
+    ds = tf.data.Dataset.from_tensors(image).map(lambda x: fn(x, -1.0))
+    out = next(iter(ds)).numpy()
+  assert out.shape == image.shape and out.dtype == np.uint8
+  if name == "invert":
+    np.testing.assert_array_equal(out, 255 - image)
+  elif name != "identity":
+    assert not np.array_equal(out, image), name
+  weakest = preprocess.randaug_ops(0)[name](tf.constant(image), 1.0).numpy()
+  if name not in ("invert", "auto_contrast"):  # no strength knob
+    np.testing.assert_array_equal(weakest, image)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_randaug_keeps_shape_and_is_seeded_and_rejects_floats(mode):
+  out = run("randaug(3, 10)", example(random_image()), mode)
+  assert out["image"].shape == (20, 24, 3) and out["image"].dtype == np.uint8
+  with pytest.raises(ValueError, match="before value_range"):
+    run("value_range(0, 1)|randaug", example(random_image()), mode)
+  with pytest.raises(ValueError, match="magnitude must be in 0..10"):
+    preprocess.parse("randaug(2, 11)")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_is_decodable_accepts_whole_images_and_rejects_truncated_or_foreign(mode):
+  jpeg = tf.io.encode_jpeg(random_image()).numpy()
+  png = tf.io.encode_png(random_image()).numpy()
+  cases = {jpeg: True, png: True, jpeg + b"\0" * 10: True, jpeg[:-40]: False,
+           png[:len(png) // 2]: False, b"": False, b"GIF": False, b"not an image": False}
+  data = tf.constant(list(cases))
+  if mode == "eager":
+    got = [bool(preprocess.is_decodable(d)) for d in data]
+  else:
+    got = [bool(v) for v in tf.data.Dataset.from_tensor_slices(data).map(
+        preprocess.is_decodable)]
+  assert got == list(cases.values())
+
+
+def test_mixup_blends_each_example_with_its_neighbour():
+  images = jax.numpy.arange(4 * 3, dtype=jax.numpy.float32).reshape(4, 3)
+  labels = jax.numpy.eye(4)
+  same = mixup.mixup(jax.random.key(0), images, labels, alpha=0.0)
+  np.testing.assert_array_equal(same[0], images)
+  mixed_images, mixed_labels = jax.jit(
+      lambda k, x, y: mixup.mixup(k, x, y, alpha=0.4))(jax.random.key(1), images, labels)
+  weight = float(mixed_labels[0, 0])
+  assert 0 < weight < 1
+  np.testing.assert_allclose(mixed_labels[0, 3], 1 - weight, rtol=1e-6)
+  np.testing.assert_allclose(mixed_images, weight * images + (1 - weight) * np.roll(images, 1, 0),
+                             rtol=1e-6)
+  np.testing.assert_allclose(mixed_labels.sum(axis=1), 1, rtol=1e-6)

@@ -14,11 +14,13 @@ position embeddings resampled to the new patch grid. Inference and export
 (`restore_model`) take them as they are, checked name by name and shape by
 shape against the model the run's config describes.
 """
+import contextlib
 import json
 import os
 import re
 import zipfile
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -38,7 +40,13 @@ RESAMPLE_METHODS = {"bilinear": "linear", "bicubic": "cubic"}
 # Orbax checkpoints of the train state.
 # ---------------------------------------------------------------------------
 def make_manager(workdir, *, max_to_keep=None, read_only=False):
-  """The CheckpointManager of ``workdir``; saves are asynchronous."""
+  """The CheckpointManager of ``workdir``; saves are asynchronous.
+
+  A step's directory is created before `save` returns: where it cannot be
+  (a read-only or full disk) the error is raised there, whereas orbax's
+  asynchronous creation would leave its writer threads waiting 5 minutes for
+  a directory that never comes, and the process with them.
+  """
   directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_SUBDIR))
   return ocp.CheckpointManager(
       directory,
@@ -46,18 +54,96 @@ def make_manager(workdir, *, max_to_keep=None, read_only=False):
                      "progress": ocp.JsonCheckpointHandler()},
       options=ocp.CheckpointManagerOptions(
           max_to_keep=max_to_keep, read_only=read_only,
-          create=not read_only))
+          create=not read_only,
+          async_options=ocp.AsyncOptions(create_directories_asynchronously=False)))
 
 
-def save(manager, step, state, progress):
+class SaveError(RuntimeError):
+  """A checkpoint could not be written (disk full, read-only directory)."""
+
+
+# Fields of a run's config that fix the shapes of its train state: a workdir
+# cannot resume under another value (`check_workdir`). The other `model`
+# fields (dropout, remat, compute dtype) leave the shapes as they are.
+STATE_DEFINING_FIELDS = ("variant", "image_size", "data.num_classes", "optim.name")
+SHAPELESS_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "remat", "dtype")
+
+
+@contextlib.contextmanager
+def _reported_write_errors(manager, on_error):
+  """Turns a failed write into one clear line; stops or logs by ``on_error``.
+
+  The previous checkpoint stays committed either way: orbax renames a step's
+  directory into place only once every file of it is written.
+  """
+  try:
+    yield
+  except OSError as e:
+    message = (f"could not write a checkpoint in {manager.directory}: {e}; "
+               f"the last committed checkpoint is step {manager.latest_step()}")
+    if on_error == "continue":
+      logging.error("%s; training goes on (config.on_save_error='continue')",
+                    message)
+    else:
+      raise SaveError(f"{message} (config.on_save_error='stop'; 'continue' "
+                      f"trains on without it)") from None
+
+
+def save(manager, step, state, progress, *, on_error="stop"):
   """Starts an asynchronous save of ``state`` and the JSON ``progress`` at ``step``.
 
   ``progress`` holds the run's running totals (examples seen, training
-  seconds) so that a resumed run's accounting continues them.
+  seconds) so that a resumed run's accounting continues them. A failure of
+  the previous (asynchronous) save surfaces here, before this one starts.
   """
-  manager.save(step, force=True, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      progress=ocp.args.JsonSave(progress)))
+  wait(manager, on_error=on_error)
+  with _reported_write_errors(manager, on_error):
+    manager.save(step, force=True, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        progress=ocp.args.JsonSave(progress)))
+
+
+def wait(manager, *, on_error="stop"):
+  """Waits until the save in flight is committed (or has failed, see `save`)."""
+  with _reported_write_errors(manager, on_error):
+    manager.wait_until_finished()
+
+
+def check_workdir(workdir, config):
+  """Refuses to resume a workdir whose run trained another model.
+
+  Compares the fields that fix the train state's shapes with the config the
+  workdir's run wrote, before anything is compiled or restored, and names the
+  first field that differs.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  checkpoints = os.path.join(workdir, CHECKPOINT_SUBDIR)
+  if not (os.path.exists(path) and os.path.isdir(checkpoints)
+          and any(name.isdigit() for name in os.listdir(checkpoints))):
+    return  # nothing committed to resume
+  try:
+    saved = read_config(path)
+  except ValueError as e:
+    raise ValueError(f"{path} is not a readable run config: {e}") from None
+  fields = list(STATE_DEFINING_FIELDS) + [
+      f"model.{key}" for key in sorted(config.model.keys())
+      if key not in SHAPELESS_MODEL_FIELDS]
+  for field in fields:
+    old, new = _field(saved, field), _field(config, field)
+    if old != new:
+      raise ValueError(
+          f"{path}: the run in {workdir} has {field}={old!r}, this config "
+          f"{field}={new!r}; resume it with the same model, or start a new "
+          f"workdir (with config.init={workdir!r} to fine-tune from it)")
+
+
+def _field(config, dotted):
+  node = config
+  for part in dotted.split("."):
+    if part not in node:
+      return None
+    node = node[part]
+  return node
 
 
 def restore(manager, step, abstract_state):
@@ -65,10 +151,30 @@ def restore(manager, step, abstract_state):
 
   The target decides the layout, so a checkpoint written on another mesh or
   device count restores onto the current one. Returns {'state', 'progress'}.
+  A checkpoint of another model, or a truncated one, is a one-line error
+  naming its directory.
   """
-  return manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      progress=ocp.args.JsonRestore()))
+  step_dir = os.path.join(str(manager.directory), str(step))
+  try:
+    saved = manager.item_metadata(step)["state"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{step_dir} is not a readable checkpoint (truncated "
+                     f"or corrupt?): {_first_line(e)}") from None
+  check_params(saved["params"], abstract_state["params"], source=step_dir)
+  try:
+    return manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        progress=ocp.args.JsonRestore()))
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{step_dir} is not a readable checkpoint of this run's "
+                     f"train state (truncated or corrupt?): "
+                     f"{_first_line(e)}") from None
+
+
+def _first_line(error):
+  """The gist of a storage library's error, which may run to many lines."""
+  lines = str(error).strip().splitlines() or [type(error).__name__]
+  return lines[0][:300]
 
 
 def _restore_on_host(checkpoint_dir, step):

@@ -74,8 +74,7 @@ def main(argv=None):
   if args.split:
     splits = {args.split: splits.get(args.split, args.split)}
   mesh = sharding.make_mesh(config.mesh)
-  params = jax.device_put(params, sharding.state_shardings(
-      mesh, params, config.mesh.fsdp_min_size))
+  params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))
   eval_step = make_eval_step(model, losses.get_loss(config.loss))
   results = {}
   for name, split in splits.items():

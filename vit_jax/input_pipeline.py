@@ -1,66 +1,52 @@
-"""tf.data input: each process reads its own slice, batches, and feeds devices.
+"""tf.data input: each process reads its own share, batches, and feeds devices.
 
 Train data is an endless, shuffled, augmented stream of host batches of
-``global_batch / process_count`` examples. Eval data is finite and exact:
-each process reads an even slice of the split, the last batch is padded with
-``mask == False`` examples, and every process yields the same number of
-batches, so every example counts once and no collective waits forever.
-Host batches become global `jax.Array`s with
+``global_batch / process_count`` examples, from any source of
+`vit_jax.sources` (tfds, TFRecord shards, image folders). Eval data is
+finite and exact: each process reads its share of the split, the last
+batch is padded with ``mask == False`` examples, and every process yields
+the same number of batches, so every example counts once and no collective
+waits forever. Host batches become global `jax.Array`s with
 `jax.make_array_from_process_local_data`, a few steps ahead of the step.
-Nothing is downloaded: a dataset that is not prepared is an error that says
-where it was looked for and how to prepare it.
+
+Order of the train stream, and why: files in a seeded order, a parallel
+interleave of them, a seeded shuffle buffer, repeat (so epochs stay whole),
+a cheap check of the encoded image, per-example seeds, the skip of a
+resumed run, then decoding and augmentation in a parallel map, so only the
+examples actually used are decoded. A corrupt image is skipped and counted
+(`InputStats`), or with ``config.data.strict`` stops the run naming the file
+and record.
 """
 import collections
 import itertools
 import math
+import os
 
 import jax
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
+from absl import logging
 
-from vit_jax import datasets  # noqa: F401  (registers the offline builders)
-from vit_jax import preprocess
+from vit_jax import preprocess, sources
+from vit_jax.sources import DatasetNotPreparedError, get_builder  # noqa: F401  (API)
 
 # The input pipeline runs on the host: keep TensorFlow off any accelerator.
 tf.config.set_visible_devices([], "GPU")
 
 MODEL_INPUTS = ("image", "labels")
+_RAW = "_raw"  # position of an example in the stream before corrupt ones are dropped
+_VALID = "_valid"  # whether its encoded image passed `preprocess.is_decodable`
 
 
-class DatasetNotPreparedError(FileNotFoundError):
-  """A dataset named in the config is not in its data_dir."""
+class InputStats:
+  """What the train stream dropped so far, for the metrics.
 
+  ``corrupt_images`` counts the images this process skipped since the
+  stream started (a resumed run counts from its resume step).
+  """
 
-def get_builder(data_config):
-  """The tfds builder of `config.data`, which must already be prepared."""
-  data_dir = data_config.data_dir
-  where = data_dir or tfds.core.constants.DATA_DIR
-  how = (f"Nothing is downloaded at run time; prepare it with: "
-         f"{data_config.prepare}, or point config.data.data_dir at a "
-         f"directory that holds it")
-  try:
-    builder = tfds.builder(data_config.name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise DatasetNotPreparedError(
-        f"dataset {data_config.name!r} (config.data.name) is no registered "
-        f"tfds dataset and is not in data_dir {where!r} "
-        f"(config.data.data_dir). {how}") from None
-  if not builder.is_prepared():
-    raise DatasetNotPreparedError(
-        f"dataset {data_config.name!r} (config.data.name) is not prepared in "
-        f"data_dir {where!r} (config.data.data_dir): looked for "
-        f"{builder.data_dir}. {how}")
-  return builder
-
-
-def _read(builder, split, *, shuffle_seed=None, cache=False):
-  """Encoded examples of ``split``; images are decoded by the `decode` op."""
-  decoders = {"image": tfds.decode.SkipDecoding()} if "image" in builder.info.features else None
-  ds = builder.as_dataset(
-      split=split, shuffle_files=shuffle_seed is not None, decoders=decoders,
-      read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed, skip_prefetch=True))
-  return ds.cache() if cache else ds
+  def __init__(self):
+    self.corrupt_images = 0
 
 
 def _model_inputs(features):
@@ -72,12 +58,29 @@ def _model_inputs(features):
   return {k: features[k] for k in MODEL_INPUTS}
 
 
-def _process_split(split, process_index, process_count):
-  return tfds.even_splits(split, n=process_count)[process_index]
+def _options():
+  """Deterministic order, and a thread pool of its own for the pipeline."""
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.private_threadpool_size = os.cpu_count() or 1
+  return options
+
+
+def _strict_check(features):
+  """Fails on an image that `preprocess.is_decodable` rejects, naming it."""
+  check = tf.debugging.Assert(
+      preprocess.is_decodable(features["image"]),
+      ["corrupt or undecodable image (config.data.strict=True) at", features["_id"]])
+  with tf.control_dependencies([check]):
+    return {**features, "image": tf.identity(features["image"])}
+
+
+def _encoded(features):
+  return features["image"].dtype == tf.string
 
 
 def train_batches(data_config, pp_spec, *, global_batch, seed, start_step=0,
-                  process_index=None, process_count=None):
+                  process_index=None, process_count=None, stats=None):
   """Endless iterator over this process's numpy batches of training data.
 
   ``seed`` fixes the file order, the shuffle and each example's augmentation,
@@ -85,56 +88,105 @@ def train_batches(data_config, pp_spec, *, global_batch, seed, start_step=0,
   ``start_step`` skips the examples of the steps already taken before they
   are decoded, and so sees exactly the batches the uninterrupted run saw.
   The skip still reads the skipped records; on very large datasets resuming
-  costs a pass over them.
+  costs a pass over them. ``stats`` (an `InputStats`) counts corrupt images.
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
-  builder = get_builder(data_config)
-  split = _process_split(data_config.train_split, process_index, process_count)
-  # Each process shuffles and augments its own slice with its own seed.
+  stats = InputStats() if stats is None else stats
+  source = sources.get_source(data_config)
+  # Each process shuffles and augments its own share with its own seed.
   seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
-  ds = _read(builder, split, shuffle_seed=seed, cache=data_config.cache)
+  ds = source.read(data_config.train_split, process_index, process_count,
+                   shuffle_seed=seed)
   # Shuffling before repeating keeps epochs whole: every example once per
   # epoch, in a new (seeded) order each epoch.
   ds = ds.shuffle(data_config.shuffle_buffer, seed=seed,
                   reshuffle_each_iteration=True).repeat()
+  strict = data_config.get("strict", False)
+  check = _encoded(ds.element_spec)
+
+  def position_and_check(position, features):
+    features = {**features, _RAW: position}
+    if check and strict:
+      return _strict_check(features)
+    if check:
+      return {**features, _VALID: preprocess.is_decodable(features["image"])}
+    return features
+  ds = ds.enumerate().map(position_and_check, num_parallel_calls=tf.data.AUTOTUNE)
+  if check and not strict:
+    # Dropped before the seeds and the skip, so a resumed run skips the
+    # same valid examples as the uninterrupted one.
+    ds = ds.filter(lambda f: f[_VALID])
   ds = preprocess.add_example_seeds(ds, seed)
   local_batch = global_batch // process_count
   ds = ds.skip(start_step * local_batch)
   pp = preprocess.parse(pp_spec)
-  ds = ds.map(lambda f: _model_inputs(pp(f)), num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(local_batch, drop_remainder=True)
-  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  ds = ds.map(lambda f: {**_model_inputs(pp(f)), _RAW: f[_RAW]},
+              num_parallel_calls=tf.data.AUTOTUNE)
+  if not strict:
+    # An image that passed the check and still fails to decode: skipped too.
+    ds = ds.ignore_errors(log_warning=True)
+  ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  return _counting(ds.with_options(_options()), stats)
+
+
+def _counting(ds, stats):
+  """Yields batches without their stream positions; gaps are corrupt images."""
+  first = delivered = None
+  for batch in ds.as_numpy_iterator():
+    raw = batch.pop(_RAW)
+    if first is None:
+      first, delivered = int(raw[0]), 0
+    delivered += len(raw)
+    stats.corrupt_images = int(raw[-1]) + 1 - first - delivered
+    yield batch
 
 
 def examples_in(data_config, split):
   """Number of examples of a (possibly sliced) split, e.g. 'train[:98%]'."""
-  return get_builder(data_config).info.splits[split].num_examples
+  return sources.get_source(data_config).num_examples(split)
 
 
 class EvalData:
-  """One eval split: re-iterable, padded and masked, equal batches per process."""
+  """One eval split: re-iterable, padded and masked, equal batches per process.
+
+  A corrupt image cannot be dropped without making the count differ between
+  processes, so by default it is scored as a blank image (a miss, almost
+  surely), counted in ``corrupt_images`` and named in a warning; with
+  ``config.data.strict`` it stops the evaluation naming the file and record.
+  """
 
   def __init__(self, data_config, pp_spec, split, *, global_batch,
                process_index=None, process_count=None):
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
-    builder = get_builder(data_config)
-    splits = tfds.even_splits(split, n=process_count)
-    counts = [builder.info.splits[s].num_examples for s in splits]
+    source = sources.get_source(data_config)
+    counts = source.process_counts(split, process_count)
     self.num_examples = sum(counts)
     self.local_batch = global_batch // process_count
     self.num_batches = math.ceil(max(counts) / self.local_batch)
     self.split = split
+    self.corrupt_images = 0
     pp = preprocess.parse(pp_spec)
-    ds = _read(builder, splits[process_index], cache=data_config.cache)
-    ds = ds.map(lambda f: _model_inputs(pp(f)), num_parallel_calls=tf.data.AUTOTUNE)
-    self._dataset = ds.batch(self.local_batch).prefetch(tf.data.AUTOTUNE)
+    ds = source.read(split, process_index, process_count)
+    if _encoded(ds.element_spec):
+      ds = ds.map(_strict_check if data_config.get("strict", False) else _blank_if_corrupt,
+                  num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda f: {**_model_inputs(pp(f)), **_corrupt_fields(f)},
+                num_parallel_calls=tf.data.AUTOTUNE)
+    self._dataset = ds.batch(self.local_batch).prefetch(tf.data.AUTOTUNE).with_options(
+        _options())
 
   def __iter__(self):
     """Yields `num_batches` full batches; padding rows have mask False."""
-    template, count = None, 0
+    template, count, self.corrupt_images = None, 0, 0
     for batch in self._dataset.as_numpy_iterator():
+      if "_corrupt" in batch:
+        corrupt, ids = batch.pop("_corrupt"), batch.pop("_id")
+        for name in ids[corrupt]:
+          logging.warning("eval split %s: corrupt image %s scored as blank",
+                          self.split, name.decode())
+        self.corrupt_images += int(corrupt.sum())
       template, count = batch, count + 1
       yield _pad(batch, self.local_batch)
     if template is None:
@@ -142,6 +194,16 @@ class EvalData:
                        f"examples: it has fewer examples than processes")
     for _ in range(self.num_batches - count):
       yield _pad({k: v[:0] for k, v in template.items()}, self.local_batch)
+
+
+def _blank_if_corrupt(features):
+  corrupt = tf.logical_not(preprocess.is_decodable(features["image"]))
+  image = tf.where(corrupt, preprocess.blank_jpeg(), features["image"])
+  return {**features, "image": image, "_corrupt": corrupt}
+
+
+def _corrupt_fields(features):
+  return {k: features[k] for k in ("_corrupt", "_id") if "_corrupt" in features}
 
 
 def _pad(batch, size):

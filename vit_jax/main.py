@@ -5,13 +5,17 @@ r"""Runs one job from a config file; flags only, the work is in `train`.
 
 Re-running the same command on the same workdir resumes the run. On several
 hosts, run the same command on every host; the distributed runtime is set up
-before anything touches the devices.
+before anything touches the devices: detected on Cloud TPU pod slices and in
+SLURM job steps of several tasks, from --coordinator_address, --num_processes
+and --process_id anywhere else (also N processes on one machine, on CPU).
 """
 import logging as python_logging
 import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from vit_jax import distributed, host_malloc
 
 # TensorFlow only reads input here; its C++ start-up chatter is noise.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,6 +31,13 @@ flags.DEFINE_string("coordinator_address", None,
                     "Cloud TPU and SLURM (which are detected).")
 flags.DEFINE_integer("num_processes", None, "Processes of a multi-host run.")
 flags.DEFINE_integer("process_id", None, "This process's index in the run.")
+flags.DEFINE_bool("dry_run", False,
+                  "Print what the job will cost (parameters, FLOPs, "
+                  "TPUv3-core-days at --assumed_mfu) and exit without running.")
+flags.DEFINE_float("assumed_mfu", 0.4, "The MFU --dry_run assumes on TPU v3.")
+flags.DEFINE_integer("distributed_timeout", 300,
+                     "Seconds to wait for the coordinator and for every "
+                     "process to join before failing.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -46,24 +57,31 @@ def main(argv):
   logging.get_absl_handler().addFilter(_OnlyLibraryWarnings())
   import jax  # after flag parsing, so --help is fast
 
-  if FLAGS.coordinator_address or FLAGS.num_processes:
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                               FLAGS.process_id)
+  if FLAGS.dry_run:
+    from vit_jax import cost_estimate
+
+    steps = cost_estimate.planned_steps(FLAGS.config)
+    print(cost_estimate.format_estimate(cost_estimate.estimate(
+        FLAGS.config, total_steps=steps, mfu=FLAGS.assumed_mfu)))
+    return
+  distributed.initialize_distributed(
+      FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+      timeout_s=FLAGS.distributed_timeout)
   logging.info("JAX %s: process %d of %d, %d local / %d global devices",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
-  from vit_jax import train
+  from vit_jax import metrics, preemption, train
 
-  summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except preemption.Preempted as e:  # not a failure: the same command resumes
+    logging.warning("%s", e)
+    raise SystemExit(preemption.EXIT_CODE) from None
   if jax.process_index() == 0:
-    results = ", ".join(f"{split} {name}={value:.4f}"
-                        for split, split_metrics in summary["eval"].items()
-                        for name, value in split_metrics.items()
-                        if name in ("top1", "prec@1"))
-    print(f"done: step {summary['step']}, {results}, "
-          f"{summary['wall_s']:.0f}s, {summary['core_days']:.4g} core-days, "
-          f"{summary['tpuv3_core_days']:.4g} TPUv3-core-days")
+    print(f"done in {summary['wall_s']:.0f}s:")
+    print(metrics.summary_table({FLAGS.workdir: summary}))
 
 
 if __name__ == "__main__":
+  host_malloc.reexec_with_tunables()
   app.run(main)

@@ -82,3 +82,27 @@ def _to_python(value):
   if hasattr(value, "item"):
     return value.item()
   return value
+
+
+SUMMARY_COLUMNS = ("run", "model", "data", "res", "steps", "examples",
+                   "core-days", "TPUv3-core-days", "accuracy")
+
+
+def summary_table(summaries):
+  """Runs as rows of a table like the ViT paper's Table 2.
+
+  ``summaries`` maps a run's name to its `summary.json` contents.
+  """
+  rows = [SUMMARY_COLUMNS]
+  for name, summary in summaries.items():
+    accuracy = ", ".join(
+        f"{split} {metric} {100 * value:.2f}%"
+        for split, split_metrics in summary["eval"].items()
+        for metric, value in split_metrics.items() if metric in ("top1", "prec@1"))
+    rows.append((name, f"ViT-{summary['variant']}", summary["dataset"],
+                 str(summary["image_size"]), str(summary["step"]),
+                 f"{summary['examples_seen']:,.0f}", f"{summary['core_days']:.3g}",
+                 f"{summary['tpuv3_core_days']:.3g}", accuracy))
+  widths = [max(len(row[i]) for row in rows) for i in range(len(SUMMARY_COLUMNS))]
+  return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+                   for row in rows)

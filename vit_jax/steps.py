@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vit_jax import losses, sharding
+from vit_jax import losses, mixup, sharding
 
 
 def make_train_step(model, tx, loss_fn, schedule, config, mesh):
@@ -19,6 +19,7 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
   same masks as an uninterrupted one.
   """
   base_key = jax.random.key(config.seed)
+  mixup_key = jax.random.fold_in(base_key, 0x6d6978)  # its own stream ("mix")
   micro_sharding = NamedSharding(mesh, P(None, sharding.BATCH_AXES))
 
   def loss_on(params, images, labels, key):
@@ -37,16 +38,18 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
   def train_step(state, batch):
     params, step = state["params"], state["step"]
     key = jax.random.fold_in(base_key, step)
+    images, labels = mixup.mixup(jax.random.fold_in(mixup_key, step), batch["image"],
+                                 batch["labels"], alpha=config.mixup.alpha)
     if config.accum_steps == 1:
-      loss, grads = grad_fn(params, batch["image"], batch["labels"], key)
+      loss, grads = grad_fn(params, images, labels, key)
     else:
       def accumulate(carry, micro):
         index, images, labels = micro
         loss, grads = grad_fn(params, images, labels, jax.random.fold_in(key, index))
         return jax.tree.map(jnp.add, carry, (loss, grads)), None
       zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-      micro = (jnp.arange(config.accum_steps), microbatches(batch["image"]),
-               microbatches(batch["labels"]))
+      micro = (jnp.arange(config.accum_steps), microbatches(images),
+               microbatches(labels))
       (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro)
       loss, grads = jax.tree.map(lambda x: x / config.accum_steps, (loss, grads))
     updates, opt_state = tx.update(grads, state["opt_state"], params)
@@ -57,7 +60,22 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
       new_state["ema_params"] = jax.tree.map(
           lambda e, p: decay * e + (1.0 - decay) * p,
           state["ema_params"], new_state["params"])
-    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads),
-                       "lr": schedule(step)}
+    grad_norm = optax.global_norm(grads)
+    # A step whose loss or gradient norm is NaN or Inf changes nothing but the
+    # step counter, decided here on the device because the host sees metrics
+    # only every `log_every` steps; the loop then stops or skips (see
+    # `config.on_nonfinite`), and names the first such step from the counters.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                             new_state, state)
+    new_state["step"] = step + 1
+    step_metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(step)}
+    if "skipped_steps" in state:
+      new_state["skipped_steps"] = state["skipped_steps"] + (~finite)
+      new_state["first_skipped_step"] = jnp.where(
+          finite | (state["first_skipped_step"] > 0),
+          state["first_skipped_step"], step + 1)
+      step_metrics["skipped_steps"] = new_state["skipped_steps"]
+    return new_state, step_metrics
 
   return train_step

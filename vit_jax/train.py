@@ -14,11 +14,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from vit_jax import (accounting, checkpoint, evaluate, input_pipeline, losses,
-                     metrics, models, optim, sharding, steps)
+                     metrics, models, optim, preemption, sharding, steps)
 
 
 def resolve_total_steps(config, train_examples):
@@ -49,6 +48,24 @@ def check_config(config, *, num_devices, process_count):
     raise ValueError(f"config.image_size={config.image_size} is not divisible "
                      f"by the patch size {patch} of {config.variant}")
   losses.get_loss(config.loss)
+  for field, valid in (("on_nonfinite", ("stop", "skip")),
+                       ("on_save_error", ("stop", "continue"))):
+    if config[field] not in valid:
+      raise ValueError(f"config.{field}={config[field]!r}; valid: "
+                       f"{', '.join(valid)}")
+
+
+def _nonfinite_message(state, skipped_before, window_start, step, manager):
+  """Names the first step whose loss or gradient norm was NaN or Inf."""
+  if skipped_before == 0:
+    where = f"at step {int(state['first_skipped_step'])}"
+  else:  # the counter holds an earlier skip of this run (config changed)
+    where = f"in steps {window_start + 1}-{step}"
+  return (f"non-finite loss or gradient norm {where}: the run stops, its "
+          f"update was not applied and nothing after it is saved; the last "
+          f"good checkpoint is step {manager.latest_step()} in "
+          f"{manager.directory} (config.on_nonfinite='skip' skips such "
+          f"steps instead)")
 
 
 def _write_config(config, workdir):
@@ -72,6 +89,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
   mesh = sharding.make_mesh(config.mesh, devices)
   num_devices = mesh.size
   check_config(config, num_devices=num_devices, process_count=jax.process_count())
+  checkpoint.check_workdir(workdir, config)  # before its config.json is replaced
   if is_main:
     os.makedirs(workdir, exist_ok=True)
     _write_config(config, workdir)
@@ -102,15 +120,21 @@ def train_and_evaluate(config, workdir, *, devices=None):
     return model.init(jax.random.key(config.seed), dummy_images, train=False)["params"]
 
   def state_from(params):
+    # skipped_steps, first_skipped_step: the steps whose loss or gradient
+    # norm was not finite, counted on the device (see `steps`).
     state = {"step": jnp.zeros((), jnp.int32), "params": params,
-             "opt_state": tx.init(params)}
+             "opt_state": tx.init(params),
+             "skipped_steps": jnp.zeros((), jnp.int32),
+             "first_skipped_step": jnp.zeros((), jnp.int32)}
     if config.ema_decay:
       state["ema_params"] = params
     return state
 
   abstract_state = jax.eval_shape(lambda: state_from(init_params()))
-  state_shardings = sharding.state_shardings(
-      mesh, abstract_state, config.mesh.fsdp_min_size)
+  state_shardings = sharding.state_shardings(mesh, abstract_state, config.mesh)
+  if is_main:
+    logging.info("Partition rules and layout:\n%s", sharding.describe(
+        mesh, abstract_state["params"], config.mesh))
   manager = checkpoint.make_manager(workdir, max_to_keep=config.keep_checkpoints)
   start_step = manager.latest_step() or 0
   if start_step:
@@ -142,9 +166,10 @@ def train_and_evaluate(config, workdir, *, devices=None):
       donate_argnums=0)
   eval_step = evaluate.make_eval_step(model, loss_fn)
 
+  input_stats = input_pipeline.InputStats()  # corrupt images skipped
   host_batches = input_pipeline.train_batches(
       config.data, config.pp.train, global_batch=config.global_batch,
-      seed=config.seed, start_step=start_step)
+      seed=config.seed, start_step=start_step, stats=input_stats)
   batches = input_pipeline.prefetch_to_devices(host_batches, batch_sharding,
                                                config.prefetch)
   batch = next(batches)
@@ -183,7 +208,11 @@ def train_and_evaluate(config, workdir, *, devices=None):
   # ------------------------------------------------------------------------
   eval_results = {}
   step = start_step
+  skipped_seen = int(state["skipped_steps"])
   timer_start, timer_step = time.monotonic(), step
+  # SIGTERM from here on only asks the loop to checkpoint and stop.
+  stop_request = preemption.StopRequest(manager)
+  stop_request.install()
   try:
     while step < total_steps:
       state, step_metrics = compiled_step(state, batch)
@@ -191,23 +220,34 @@ def train_and_evaluate(config, workdir, *, devices=None):
       if step < total_steps:
         batch = next(batches)
       is_last = step == total_steps
-      do_log = step % config.log_every == 0 or is_last
-      do_save = step % config.checkpoint_every == 0 or is_last
-      do_eval = step % config.eval_every == 0 or is_last
+      preempted = stop_request.reached(step)
+      do_log = step % config.log_every == 0 or is_last or preempted
+      do_save = step % config.checkpoint_every == 0 or is_last or preempted
+      do_eval = (step % config.eval_every == 0 or is_last) and not preempted
       if not (do_log or do_save or do_eval):
         continue
       # Close the timing window: what follows is not training time.
       fetched = jax.device_get(step_metrics)  # waits for this step to finish
       accountant.update(examples=(step - timer_step) * config.global_batch,
                         seconds=time.monotonic() - timer_start)
-      if not np.isfinite(fetched["loss"]):
-        raise FloatingPointError(f"loss is {fetched['loss']} at step {step}; "
-                                 f"the last good checkpoint stays in {workdir}")
+      if fetched["skipped_steps"] > skipped_seen:
+        if config.on_nonfinite == "stop":  # before this state is saved
+          checkpoint.wait(manager, on_error=config.on_save_error)
+          raise FloatingPointError(_nonfinite_message(
+              state, skipped_seen, timer_step, step, manager))
+        logging.warning("skipped %d step(s) with a non-finite loss or gradient "
+                        "norm up to step %d (config.on_nonfinite='skip')",
+                        fetched["skipped_steps"] - skipped_seen, step)
+        skipped_seen = int(fetched["skipped_steps"])
       if do_log:
         writer.write(step, {**fetched, **accountant.fields(),
-                            "compile_seconds": compile_seconds})
+                            "compile_seconds": compile_seconds,
+                            "corrupt_images": input_stats.corrupt_images})
       if do_save:
-        checkpoint.save(manager, step, state, accountant.state_dict())
+        checkpoint.save(manager, step, state, accountant.state_dict(),
+                        on_error=config.on_save_error)
+      if preempted:  # the `finally` below commits the checkpoint first
+        raise preemption.Preempted(step, manager.directory)
       if do_eval:
         eval_results = run_evals(step)
       timer_start, timer_step = time.monotonic(), step
@@ -215,7 +255,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
       eval_results = run_evals(step)
   finally:
     # Commit a save still in flight, also when the run stops on an error.
-    manager.wait_until_finished()
+    stop_request.uninstall()
+    checkpoint.wait(manager, on_error=config.on_save_error)
     writer.close()
 
   # ------------------------------------------------------------------------

@@ -1,0 +1,150 @@
+r"""Images/s of the input pipeline alone, per host and per core, beside a train step.
+
+  python scripts/benchmark_input.py \
+      --pp='decode_jpeg_and_inception_crop(224)|flip_lr|value_range(-1,1)' \
+      --pp='decode|inception_crop(224)|flip_lr|value_range(-1,1)'
+
+Writes `--num_images` synthetic 400x350 JPEGs (smooth random images, about
+ImageNet's size and JPEG statistics) as TFRecord shards with
+`vit_jax.datasets.tfrecords` (or reads `--data_dir` written before), then
+runs `input_pipeline.train_batches` exactly as training does (shuffle,
+corrupt-image check, per-example seeds, parallel map, batching) for each
+`--pp` string and counts the images it yields over `--seconds`, after a
+warm-up. `|onehot(1000)` is appended to a string without labels.
+
+Then, in the same process, it times a jitted train step of `--variant`
+(default ViT-Ti/16, 1000 classes, AdamW, softmax cross-entropy) at
+`--model_batch` 224 px images on the default JAX device, and prints how
+many times the images/s each pipeline delivers exceeds what the step
+consumes. Both share the machine's cores, so each is measured alone.
+Prints one JSON line per measurement.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+if __name__ == "__main__":
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from vit_jax import host_malloc
+  host_malloc.reexec_with_tunables()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from vit_jax import input_pipeline, losses, models  # noqa: E402
+from vit_jax.datasets import tfrecords  # noqa: E402
+
+NUM_CLASSES = 1000
+DEFAULT_PP = ("decode_jpeg_and_inception_crop(224)|flip_lr|value_range(-1,1)",
+              "decode|inception_crop(224)|flip_lr|value_range(-1,1)")
+
+
+def synthetic_jpegs(num, height=350, width=400, seed=0):
+  """(encode thunk, [class]) pairs of smooth random images with some texture."""
+  rng = np.random.default_rng(seed)
+
+  def encode(index):
+    coarse = rng.integers(0, 256, (1, 6, 7, 3)).astype(np.float32)
+    smooth = tf.image.resize(coarse, (height, width), method="bicubic")[0]
+    noise = np.random.default_rng(index).normal(0, 12, (height, width, 3))
+    image = tf.saturate_cast(smooth + noise, tf.uint8)
+    return tf.io.encode_jpeg(image, quality=90).numpy()
+  return [((lambda i=i: encode(i)), [int(rng.integers(NUM_CLASSES))]) for i in range(num)]
+
+
+def data_config(data_dir):
+  return ml_collections.ConfigDict(dict(
+      source="tfrecord", name="synthetic_jpegs", data_dir=data_dir,
+      pattern="{split}-*.tfrecord", strict=False, num_classes=NUM_CLASSES,
+      multi_label=False, train_split="train", eval_splits={}, shuffle_buffer=1024,
+      cache=False, prepare="scripts/benchmark_input.py"))
+
+
+def pipeline_images_per_second(config, pp, *, batch, seconds, warmup_batches=3):
+  if "onehot" not in pp:
+    pp += f"|onehot({NUM_CLASSES})"
+  batches = input_pipeline.train_batches(config, pp, global_batch=batch, seed=0,
+                                         process_index=0, process_count=1)
+  for _ in range(warmup_batches):
+    next(batches)
+  count, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    count += len(next(batches)["image"])
+  return count / (time.perf_counter() - start)
+
+
+def train_step_images_per_second(variant, batch, steps, image_size=224):
+  model = models.get_model(variant, num_classes=NUM_CLASSES)
+  images = jnp.asarray(np.random.default_rng(0).normal(
+      size=(batch, image_size, image_size, 3)), jnp.float32)
+  labels = jax.nn.one_hot(jnp.arange(batch) % NUM_CLASSES, NUM_CLASSES)
+  params = jax.jit(lambda: model.init(jax.random.key(0), images[:1], train=False)["params"])()
+  tx = optax.adamw(1e-3, weight_decay=0.1)
+
+  def loss_fn(params, key):
+    logits = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
+    return jnp.mean(losses.softmax_xent(logits, labels))
+
+  @jax.jit
+  def step(params, opt_state, key):
+    loss, grads = jax.value_and_grad(loss_fn)(params, key)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  opt_state = tx.init(params)
+  key = jax.random.key(1)
+  for _ in range(2):  # compile and warm up
+    params, opt_state, loss = step(params, opt_state, key)
+  loss.block_until_ready()
+  start = time.perf_counter()
+  for _ in range(steps):
+    params, opt_state, loss = step(params, opt_state, key)
+  loss.block_until_ready()
+  return steps * batch / (time.perf_counter() - start)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--pp", action="append", help="preprocessing string (repeatable)")
+  parser.add_argument("--data_dir", help="TFRecords written by an earlier run")
+  parser.add_argument("--num_images", type=int, default=512)
+  parser.add_argument("--batch", type=int, default=64, help="pipeline batch")
+  parser.add_argument("--seconds", type=float, default=15.0, help="per pipeline")
+  parser.add_argument("--variant", default="Ti/16", help="'' skips the train step")
+  parser.add_argument("--model_batch", type=int, default=32)
+  parser.add_argument("--model_steps", type=int, default=5)
+  args = parser.parse_args(argv)
+
+  cores = len(os.sched_getaffinity(0))
+  data_dir = args.data_dir or tempfile.mkdtemp(prefix="benchmark_input_")
+  if not os.path.exists(os.path.join(data_dir, "manifest.json")):
+    tfrecords.write_split(data_dir, "train", synthetic_jpegs(args.num_images),
+                          num_shards=16, workers=cores)
+  results = []
+  for pp in args.pp or DEFAULT_PP:
+    rate = pipeline_images_per_second(data_config(data_dir), pp, batch=args.batch,
+                                      seconds=args.seconds)
+    results.append({"pp": pp, "images_per_s": round(rate, 1),
+                    "images_per_s_per_core": round(rate / cores, 1), "cores": cores})
+    print(json.dumps(results[-1]), flush=True)
+  if args.variant:
+    step_rate = train_step_images_per_second(args.variant, args.model_batch,
+                                             args.model_steps)
+    print(json.dumps({"train_step": f"ViT-{args.variant} batch {args.model_batch} 224px",
+                      "device": jax.devices()[0].device_kind,
+                      "images_per_s": round(step_rate, 1)}), flush=True)
+    for result in results:
+      print(json.dumps({"pp": result["pp"], "pipeline_over_step":
+                        round(result["images_per_s"] / step_rate, 2)}))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,228 @@
+"""Sources: TFRecord shards and image folders, process shares, resume, corrupt images."""
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vit_jax import input_pipeline, sources
+from vit_jax.datasets import tfrecords
+
+NUM = 24  # examples; example i has class i (and i+1 mod NUM when multi-label)
+PP = f"decode|resize(8)|value_range(-1,1)|onehot({NUM})"
+
+
+def image(index, size=12):
+  """A flat colour per example, so JPEG keeps it recognisable."""
+  return np.full((size, size, 3), index * 10, np.uint8)
+
+
+def write_tfrecords(out_dir, *, num_shards, multi_label=False, split="train", num=NUM):
+  labels = np.zeros((num, NUM), np.int64)
+  labels[np.arange(num), np.arange(num)] = 1
+  if multi_label:
+    labels[np.arange(num), (np.arange(num) + 1) % NUM] = 1
+  examples = tfrecords.array_examples(np.stack([image(i) for i in range(num)]), labels)
+  return tfrecords.write_split(str(out_dir), split, examples, num_shards=num_shards,
+                               classes=[f"class{i}" for i in range(NUM)])
+
+
+def data_config(source, data_dir, **overrides):
+  config = dict(source=source, name=source, data_dir=str(data_dir),
+                pattern="{split}-*.tfrecord" if source == "tfrecord" else "{split}",
+                strict=False, num_classes=NUM, multi_label=False,
+                train_split="train", eval_splits={}, shuffle_buffer=64,
+                cache=False, prepare="scripts/make_tfrecords.py")
+  config.update(overrides)
+  return ml_collections.ConfigDict(config)
+
+
+@pytest.fixture(scope="module")
+def tfrecord_dir(tmp_path_factory):
+  out = tmp_path_factory.mktemp("tfrecords")
+  write_tfrecords(out, num_shards=4)
+  return out
+
+
+@pytest.fixture(scope="module")
+def folder_dir(tmp_path_factory):
+  """train/classK/*.jpg|png: JPEGs for even examples, PNGs for odd ones."""
+  root = tmp_path_factory.mktemp("folder")
+  for i in range(NUM):
+    folder = root / "train" / f"class{i:02d}"
+    folder.mkdir(parents=True)
+    encode = tf.io.encode_png if i % 2 else tf.io.encode_jpeg
+    (folder / f"img.{'png' if i % 2 else 'jpg'}").write_bytes(encode(image(i)).numpy())
+  (root / "train" / "class00" / "notes.txt").write_text("not an image")
+  return root
+
+
+def classes_of(batches):
+  """Class ids of single-label batches (the argmax of the one-hot targets)."""
+  return [int(c) for b in batches for c in np.argmax(b["labels"], axis=-1)]
+
+
+def test_split_slices_count_records_in_file_order(tfrecord_dir):
+  source = sources.get_source(data_config("tfrecord", tfrecord_dir))
+  assert source.num_examples("train") == NUM
+  assert source.num_examples("train[:25%]") == 6
+  assert source.num_examples("train[25%:]") == 18
+  assert source.num_examples("train[5:-3]") == 16
+  assert source.class_names[:2] == ["class0", "class1"]
+  with pytest.raises(ValueError, match="not 'name' or a slice"):
+    sources.parse_split("train[1%:5]")
+
+
+def test_a_sliced_eval_split_reads_exactly_its_records(tfrecord_dir):
+  eval_data = input_pipeline.EvalData(data_config("tfrecord", tfrecord_dir), PP,
+                                      "train[5:-3]", global_batch=8)
+  batches = list(eval_data)
+  masks = np.concatenate([b["mask"] for b in batches])
+  labels = np.concatenate([b["labels"] for b in batches])[masks]
+  assert sorted(np.argmax(labels, -1)) == list(range(5, NUM - 3))
+  assert eval_data.num_examples == 16 and len(batches) == 2
+
+
+@pytest.mark.parametrize("num_shards", [4, 1])  # whole files / record ranges
+def test_two_processes_read_disjoint_shares_that_make_the_whole_split(tmp_path, num_shards):
+  write_tfrecords(tmp_path, num_shards=num_shards)
+  config = data_config("tfrecord", tmp_path)
+  seen = []
+  for index in range(2):
+    batches = input_pipeline.train_batches(config, PP, global_batch=8, seed=0,
+                                           process_index=index, process_count=2)
+    epoch = classes_of(next(batches) for _ in range(NUM // 8))  # 3 batches of 4
+    assert len(set(epoch)) == NUM // 2  # each example of the share once
+    seen.append(set(epoch))
+  assert not seen[0] & seen[1]
+  assert seen[0] | seen[1] == set(range(NUM))
+
+
+@pytest.mark.parametrize("source", ["tfrecord", "folder"])
+def test_a_resumed_stream_equals_the_uninterrupted_one(source, tfrecord_dir, folder_dir):
+  config = data_config(source, tfrecord_dir if source == "tfrecord" else folder_dir)
+  pp = f"decode|inception_crop(8)|flip_lr|value_range(-1,1)|onehot({NUM})"
+
+  def stream(start_step):
+    return input_pipeline.train_batches(config, pp, global_batch=5, seed=7,
+                                        start_step=start_step)
+  full = [next(b) for b in [stream(0)] for _ in range(9)]  # crosses an epoch
+  resumed = stream(6)
+  for expected in full[6:]:
+    got = next(resumed)
+    np.testing.assert_array_equal(got["image"], expected["image"])
+    np.testing.assert_array_equal(got["labels"], expected["labels"])
+  assert classes_of(full[:4]) != classes_of(full[4:8])  # shuffled per epoch
+
+
+def test_a_folder_of_jpegs_and_pngs_reads_every_image_with_its_class(folder_dir):
+  config = data_config("folder", folder_dir)
+  assert input_pipeline.examples_in(config, "train") == NUM
+  eval_data = input_pipeline.EvalData(
+      config, f"decode|value_range(0,255)|onehot({NUM})", "train", global_batch=10)
+  batches = list(eval_data)
+  mask = np.concatenate([b["mask"] for b in batches])
+  images = np.concatenate([b["image"] for b in batches])[mask]
+  classes = np.argmax(np.concatenate([b["labels"] for b in batches])[mask], -1)
+  assert sorted(classes) == list(range(NUM))
+  np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), classes * 10, atol=2)
+
+
+def test_multi_label_records_give_multi_hot_targets(tmp_path):
+  write_tfrecords(tmp_path, num_shards=2, multi_label=True)
+  eval_data = input_pipeline.EvalData(data_config("tfrecord", tmp_path), PP,
+                                      "train[:3]", global_batch=4)
+  labels = next(iter(eval_data))["labels"][:3]
+  assert [np.flatnonzero(row).tolist() for row in labels] == [[0, 1], [1, 2], [2, 3]]
+
+
+def corrupt_shards(out_dir):
+  """Two shards of 12; record 3 of the second (example 15) is a truncated JPEG."""
+  write_tfrecords(out_dir, num_shards=2)
+  good = tf.io.encode_jpeg(image(15)).numpy()
+  path = os.path.join(out_dir, "train-00001-of-00002.tfrecord")
+  records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+  records[3] = tfrecords._example(good[:len(good) // 2], [15])
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in records:
+      writer.write(record)
+  return path
+
+
+def test_a_corrupt_jpeg_is_skipped_and_counted(tmp_path):
+  corrupt_shards(tmp_path)
+  config = data_config("tfrecord", tmp_path)
+  stats = input_pipeline.InputStats()
+  batches = input_pipeline.train_batches(config, PP, global_batch=23, seed=0, stats=stats)
+  epochs = classes_of([next(batches), next(batches)])  # two epochs of 23 good ones
+  assert sorted(epochs[:23]) == sorted(epochs[23:]) == [c for c in range(NUM) if c != 15]
+  assert stats.corrupt_images == 2  # once per epoch
+  eval_data = input_pipeline.EvalData(config, PP, "train", global_batch=8)
+  assert sum(b["mask"].sum() for b in eval_data) == NUM  # scored as blank
+  assert eval_data.corrupt_images == 1
+
+
+def test_a_corrupt_jpeg_is_named_in_strict_mode(tmp_path):
+  path = corrupt_shards(tmp_path)
+  config = data_config("tfrecord", tmp_path, strict=True)
+  with pytest.raises(tf.errors.InvalidArgumentError) as error:
+    batches = input_pipeline.train_batches(config, PP, global_batch=8, seed=0)
+    for _ in range(3):
+      next(batches)
+  assert f"{path}:3" in str(error.value) and "config.data.strict" in str(error.value)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=f"{path}:3"):
+    list(input_pipeline.EvalData(config, PP, "train", global_batch=8))
+
+
+def test_a_missing_manifest_says_how_to_write_one(tmp_path):
+  with pytest.raises(sources.DatasetNotPreparedError, match="make_tfrecords.py --index_only"):
+    sources.get_source(data_config("tfrecord", tmp_path))
+
+
+def test_index_only_counts_foreign_shards(tmp_path):
+  write_tfrecords(tmp_path, num_shards=3)
+  os.remove(tmp_path / sources.MANIFEST)
+  from scripts import make_tfrecords
+  make_tfrecords.main(["--index_only", f"--out_dir={tmp_path}"])
+  assert input_pipeline.examples_in(data_config("tfrecord", tmp_path), "train") == NUM
+
+
+@pytest.mark.slow
+def test_multi_label_tfrecords_train_with_sigmoid_loss_and_report_hand_checked_prec1(tmp_path):
+  from conftest import tiny_config
+  from vit_jax import checkpoint, models, preprocess, train
+
+  write_tfrecords(tmp_path / "data", num_shards=3, multi_label=True)
+  write_tfrecords(tmp_path / "data", num_shards=2, multi_label=True, split="val", num=13)
+  eval_pp = f"decode|resize(16)|value_range(-1,1)|onehot({NUM})"
+  config = tiny_config(
+      str(tmp_path / "data"), total_steps=8, eval_every=8, loss="sigmoid_xent",
+      data=data_config("tfrecord", tmp_path / "data", multi_label=True,
+                       eval_splits={"val": "val"}),
+      **{"pp.train": f"decode|inception_crop(16)|flip_lr|value_range(-1,1)|onehot({NUM})",
+         "pp.eval": eval_pp, "mixup.alpha": 0.4, "eval_batch": 8})
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+
+  # Precision@1 by hand: the top class of each of the 13 images is one of its labels.
+  model = models.get_model(config.variant, num_classes=NUM, **config.model)
+  params = checkpoint.read_params(str(tmp_path / "run"))
+  pp = preprocess.parse(eval_pp)
+  hits = []
+  for path in sorted((tmp_path / "data").glob("val-*")):
+    for record in tf.data.TFRecordDataset(str(path)):
+      example = tf.io.parse_single_example(record, {
+          sources.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+          sources.LABEL_KEY: tf.io.VarLenFeature(tf.int64)})
+      features = pp({"image": example[sources.IMAGE_KEY],
+                     "label": tf.sparse.to_dense(example[sources.LABEL_KEY])})
+      logits = model.apply({"params": params}, features["image"].numpy()[None], train=False)
+      hits.append(features["labels"].numpy()[int(np.argmax(logits))] == 1)
+  result = summary["eval"]["val"]
+  assert result["num_examples"] == len(hits) == 13
+  assert result["prec@1"] == pytest.approx(np.mean(hits))
+  with open(tmp_path / "run" / "metrics.jsonl") as f:
+    train_records = [r for r in map(json.loads, f) if r["split"] == "train"]
+  assert train_records[-1]["loss"] < train_records[0]["loss"]
+  assert train_records[-1]["corrupt_images"] == 0
