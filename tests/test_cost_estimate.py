@@ -53,3 +53,17 @@ def test_an_impossible_mfu_is_refused():
 
   with pytest.raises(ValueError, match="MFU"):
     cost_estimate.estimate(benchmark.get_config(), total_steps=10, mfu=1.5)
+
+
+def test_main_dry_run_prints_the_estimate_and_runs_nothing(tmp_path):
+  workdir = tmp_path / "run"
+  out = subprocess.run(
+      [sys.executable, "-m", "vit_jax.main", "--dry_run", f"--workdir={workdir}",
+       "--config=configs/finetune.py:variant=B/16,data=cifar10,res=384,steps=1000"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=True).stdout
+  fields = dict(line.split(None, 1) for line in out.strip().splitlines())
+  assert fields["variant"] == "B/16" and fields["image_size"] == "384"
+  assert fields["examples"] == f"{512 * 1000:,}"
+  assert float(fields["tpuv3_core_days"]) == pytest.approx(
+      float(fields["total_train_flops"]) / (61.5e12 * 0.4 * 86400), rel=1e-3)
+  assert not workdir.exists()
