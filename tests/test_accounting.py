@@ -309,3 +309,10 @@ def test_emulated_cpu_devices_share_the_measured_host_peak():
   assert jax.device_count() == 8
   host_peak = accounting.measured_matmul_flops(device, "float32")
   assert accounting.peak_flops_per_device(device) == pytest.approx(host_peak / 8)
+
+
+def test_xla_flops_are_used_only_where_they_agree_with_the_analytic_count():
+  assert accounting.cross_checked_flops(1.02e11, 1.0e11) == 1.02e11
+  # XLA:GPU leaves cuBLAS matmuls out of its count (ViT-B/16 on an H200).
+  assert accounting.cross_checked_flops(4.8e9, 1.05e11) == 1.05e11
+  assert accounting.cross_checked_flops(None, 1.05e11) == 1.05e11
