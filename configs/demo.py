@@ -14,7 +14,7 @@ table row per run:
       --workdir=runs/demo/finetune
 
 Measured with `make demo` on 2 CPU cores: pre-training reaches 82.21% top-1
-at 21 px (190 s), fine-tuning 88.92% at 28 px; 11m57s in all.
+at 21 px (171 s), fine-tuning 88.92% at 28 px (403 s); 10m22s in all.
 
 Data: `python scripts/prepare_data.py --dataset=fashion_mnist_local
 --data_dir=data/tfds` (Debian's dataset-fashion-mnist files, no download).
