@@ -4,15 +4,9 @@ r"""Times the compiled train step and inference on the devices at hand.
       --batch=32 --steps=10 [--compare-timm]
 
 The train step is `vit_jax.steps.make_train_step`, the function `train.py`
-runs, jitted over a data-parallel mesh of every device with the state
-donated, on synthetic batches that already sit on the devices: what is timed
-is the step alone, with no input pipeline. After `--warmup` steps, `--rounds`
-rounds of `--steps` steps each are run back to back and synchronised only at
-the end of a round, so the host never stalls the device inside a round; the
-step time is a round's time / steps, reported as the median and the spread
-over rounds. MFU counts the model's FLOPs (`accounting.analytic_flops_per_
-example`) against the devices' peak (`accounting.peak_flops_per_device`; on
-CPU a matmul measured at start-up). XLA's own FLOP count is printed beside it.
+runs, on synthetic batches already on the devices; `vit_jax/benchmarking.py`
+says how it is timed (`--warmup` steps, then `--rounds` rounds of `--steps`
+steps) and how MFU is counted. XLA's own FLOP count is printed beside it.
 
 `--compare-timm` also times timm's VisionTransformer of the same shape (class
 token, no pre_logits, same classes) in the same process, eager PyTorch as
@@ -24,10 +18,7 @@ Prints one JSON object; `--out=FILE` also writes it there.
 """
 import json
 import os
-import resource
-import statistics
 import sys
-import time
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,6 +27,8 @@ if __name__ == "__main__":
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from vit_jax import benchmarking  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -51,160 +44,10 @@ flags.DEFINE_string("out", None, "Also write the JSON here.")
 
 
 # ---------------------------------------------------------------------------
-# Timing.
-# ---------------------------------------------------------------------------
-def time_rounds(run_step, sync, *, steps, rounds, warmup, batch):
-  """Step-time statistics of ``run_step``; ``sync`` waits for the device."""
-  for _ in range(warmup):
-    run_step()
-  sync()
-  faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  step_seconds = []
-  for _ in range(rounds):
-    start = time.perf_counter()
-    for _ in range(steps):
-      run_step()
-    sync()
-    step_seconds.append((time.perf_counter() - start) / steps)
-  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
-  median = statistics.median(step_seconds)
-  return {
-      "img_per_sec": batch / median,
-      "step_ms_median": 1e3 * median,
-      "step_ms_min": 1e3 * min(step_seconds),
-      "step_ms_max": 1e3 * max(step_seconds),
-      "page_faults_per_step": faults / (steps * rounds),
-  }
-
-
-def with_mfu(stats, *, flops_per_example, num_devices, peak_per_device):
-  stats["mfu"] = (flops_per_example * stats["img_per_sec"]
-                  / (num_devices * peak_per_device))
-  stats["img_per_sec_per_device"] = stats["img_per_sec"] / num_devices
-  return stats
-
-
-# ---------------------------------------------------------------------------
-# vit_jax.
-# ---------------------------------------------------------------------------
-def benchmark_jax(config, batch_size):
-  import jax
-  import jax.numpy as jnp
-
-  from vit_jax import accounting, losses, models, optim, sharding, steps
-
-  mesh = sharding.make_mesh(config.mesh)
-  devices = mesh.devices.flat
-  model = models.get_model(config.variant, num_classes=config.data.num_classes,
-                           **config.model)
-  schedule = optim.make_schedule(config.lr, config.total_steps)
-  tx = optim.make_optimizer(config.optim, schedule)
-  size = config.image_size
-  images_shape = (batch_size, size, size, 3)
-
-  def init_state():
-    params = model.init(jax.random.key(config.seed), jnp.zeros((1, size, size, 3)),
-                        train=False)["params"]
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": tx.init(params)}
-
-  abstract_state = jax.eval_shape(init_state)
-  state_shardings = sharding.state_shardings(mesh, abstract_state, config.mesh)
-  state = jax.jit(init_state, out_shardings=state_shardings)()
-  batch_sharding = sharding.batch_sharding(mesh)
-  image_key, label_key = jax.random.split(jax.random.key(1))
-  batch = jax.device_put({
-      "image": jax.random.normal(image_key, images_shape),
-      "labels": jax.nn.one_hot(jax.random.randint(
-          label_key, (batch_size,), 0, config.data.num_classes),
-          config.data.num_classes)}, batch_sharding)
-
-  train_step = jax.jit(
-      steps.make_train_step(model, tx, losses.get_loss(config.loss), schedule,
-                            config, mesh),
-      in_shardings=(state_shardings, batch_sharding),
-      out_shardings=(state_shardings, sharding.replicated(mesh)),
-      donate_argnums=0)
-  start = time.perf_counter()
-  compiled = train_step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
-
-  holder = {"state": state}
-  last = {}
-
-  def run_train_step():
-    holder["state"], last["metrics"] = compiled(holder["state"], batch)
-
-  def sync():
-    jax.block_until_ready((holder["state"], last.get("metrics")))
-
-  peak = accounting.peak_flops_per_device(devices[0], config.model.dtype)
-  flops = accounting.analytic_flops_per_example(model, size, train=True)
-  xla_flops = accounting.compiled_flops(compiled)
-  common = dict(steps=FLAGS.steps, rounds=FLAGS.rounds, warmup=FLAGS.warmup,
-                batch=batch_size)
-  train = with_mfu(time_rounds(run_train_step, sync, **common),
-                   flops_per_example=flops, num_devices=mesh.size,
-                   peak_per_device=peak)
-  train.update(
-      flops_per_example=flops,
-      xla_flops_per_example=(xla_flops * mesh.size / batch_size
-                             if xla_flops else None),
-      compile_s=compile_s,
-      compiled_memory_bytes=_compiled_bytes(compiled),
-      peak_device_memory_bytes=_peak_device_bytes(devices[0]))
-
-  result = {
-      "device": devices[0].device_kind, "platform": devices[0].platform,
-      "num_devices": mesh.size, "variant": config.variant, "image_size": size,
-      "batch": batch_size, "dtype": config.model.dtype,
-      "peak_flops_per_device": peak, "train": train,
-  }
-  if FLAGS.inference:
-    params = holder["state"]["params"]
-    forward = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False),
-                      in_shardings=(state_shardings["params"], batch_sharding))
-    start = time.perf_counter()
-    compiled_forward = forward.lower(params, batch["image"]).compile()
-    forward_compile_s = time.perf_counter() - start
-    out = {}
-
-    def run_forward():
-      out["logits"] = compiled_forward(params, batch["image"])
-
-    inference_flops = accounting.analytic_flops_per_example(model, size, train=False)
-    result["inference"] = with_mfu(
-        time_rounds(run_forward, lambda: jax.block_until_ready(out["logits"]),
-                    **common),
-        flops_per_example=inference_flops, num_devices=mesh.size,
-        peak_per_device=peak)
-    result["inference"].update(flops_per_example=inference_flops,
-                               compile_s=forward_compile_s)
-  result["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-  return result, model
-
-
-def _compiled_bytes(compiled):
-  """Device bytes XLA plans for the step: arguments, outputs and scratch."""
-  try:
-    analysis = compiled.memory_analysis()
-  except (NotImplementedError, RuntimeError):
-    return None
-  if analysis is None:
-    return None
-  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-             - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
-
-
-def _peak_device_bytes(device):
-  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
-
-
-# ---------------------------------------------------------------------------
 # timm, for comparison.
 # ---------------------------------------------------------------------------
-def benchmark_timm(config, model, batch_size, *, peak, num_devices):
+def benchmark_timm(config, model, batch_size, *, peak, num_devices,
+                   flops_per_example):
   """timm's eager train step for the same ViT, on one torch device."""
   try:
     import torch
@@ -247,22 +90,19 @@ def benchmark_timm(config, model, batch_size, *, peak, num_devices):
     if device.type == "cuda":
       torch.cuda.synchronize()
 
-  stats = time_rounds(run_step, sync, steps=FLAGS.steps, rounds=FLAGS.rounds,
-                      warmup=FLAGS.warmup, batch=batch_size)
+  stats = benchmarking.time_rounds(run_step, sync, steps=FLAGS.steps,
+                                   rounds=FLAGS.rounds, warmup=FLAGS.warmup,
+                                   batch=batch_size)
   # One torch device against the same per-device peak as ours.
   torch_devices = 1 if device.type == "cuda" else num_devices
-  stats = with_mfu(stats, peak_per_device=peak, num_devices=torch_devices,
-                   flops_per_example=_flops(model, size))
+  stats = benchmarking.with_mfu(stats, peak_per_device=peak,
+                                num_devices=torch_devices,
+                                flops_per_example=flops_per_example)
   stats.update(
       torch=torch.__version__, amp_bf16=amp, threads=torch.get_num_threads(),
       peak_device_memory_bytes=(torch.cuda.max_memory_allocated()
                                 if device.type == "cuda" else None))
   return stats
-
-
-def _flops(model, size):
-  from vit_jax import accounting
-  return accounting.analytic_flops_per_example(model, size, train=True)
 
 
 def main(argv):
@@ -272,12 +112,16 @@ def main(argv):
   batch_size = FLAGS.batch or config.global_batch
   if FLAGS["compare-timm"].value:
     # Leave GPU memory to PyTorch: JAX would otherwise take 75% up front.
+    # (read when the backend starts, at the first use of a device).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-  result, model = benchmark_jax(config, batch_size)
+  result, model = benchmarking.measure(
+      config, batch_size, steps=FLAGS.steps, rounds=FLAGS.rounds,
+      warmup=FLAGS.warmup, inference=FLAGS.inference)
   if FLAGS["compare-timm"].value:
     result["timm"] = benchmark_timm(config, model, batch_size,
                                     peak=result["peak_flops_per_device"],
-                                    num_devices=result["num_devices"])
+                                    num_devices=result["num_devices"],
+                                    flops_per_example=result["train"]["flops_per_example"])
     result["speedup_vs_timm"] = (result["train"]["img_per_sec"]
                                  / result["timm"]["img_per_sec"])
   text = json.dumps(result, indent=2)

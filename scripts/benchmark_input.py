@@ -12,11 +12,11 @@ corrupt-image check, per-example seeds, parallel map, batching) for each
 `--pp` string and counts the images it yields over `--seconds`, after a
 warm-up. `|onehot(1000)` is appended to a string without labels.
 
-Then, in the same process, it times a jitted train step of `--variant`
-(default ViT-Ti/16, 1000 classes, AdamW, softmax cross-entropy) at
-`--model_batch` 224 px images on the default JAX device, and prints how
-many times the images/s each pipeline delivers exceeds what the step
-consumes. Both share the machine's cores, so each is measured alone.
+Then, in the same process, it times the train step of `--variant`
+(default ViT-Ti/16) as `scripts/benchmark.py` does (`configs/benchmark.py`:
+1000 classes, AdamW, softmax cross-entropy; `vit_jax.benchmarking`) at
+`--model_batch` 224 px images on the JAX devices, and prints how many times
+the images/s each pipeline delivers exceeds what the step consumes. Both share the machine's cores, so each is measured alone.
 Prints one JSON line per measurement.
 """
 import argparse
@@ -32,13 +32,12 @@ if __name__ == "__main__":
   host_malloc.reexec_with_tunables()
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from vit_jax import input_pipeline, losses, models  # noqa: E402
+from configs import benchmark as benchmark_config  # noqa: E402
+from vit_jax import benchmarking, input_pipeline  # noqa: E402
 from vit_jax.datasets import tfrecords  # noqa: E402
 
 NUM_CLASSES = 1000
@@ -80,36 +79,6 @@ def pipeline_images_per_second(config, pp, *, batch, seconds, warmup_batches=3):
   return count / (time.perf_counter() - start)
 
 
-def train_step_images_per_second(variant, batch, steps, image_size=224):
-  model = models.get_model(variant, num_classes=NUM_CLASSES)
-  images = jnp.asarray(np.random.default_rng(0).normal(
-      size=(batch, image_size, image_size, 3)), jnp.float32)
-  labels = jax.nn.one_hot(jnp.arange(batch) % NUM_CLASSES, NUM_CLASSES)
-  params = jax.jit(lambda: model.init(jax.random.key(0), images[:1], train=False)["params"])()
-  tx = optax.adamw(1e-3, weight_decay=0.1)
-
-  def loss_fn(params, key):
-    logits = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
-    return jnp.mean(losses.softmax_xent(logits, labels))
-
-  @jax.jit
-  def step(params, opt_state, key):
-    loss, grads = jax.value_and_grad(loss_fn)(params, key)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  opt_state = tx.init(params)
-  key = jax.random.key(1)
-  for _ in range(2):  # compile and warm up
-    params, opt_state, loss = step(params, opt_state, key)
-  loss.block_until_ready()
-  start = time.perf_counter()
-  for _ in range(steps):
-    params, opt_state, loss = step(params, opt_state, key)
-  loss.block_until_ready()
-  return steps * batch / (time.perf_counter() - start)
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,8 +105,11 @@ def main(argv=None):
                     "images_per_s_per_core": round(rate / cores, 1), "cores": cores})
     print(json.dumps(results[-1]), flush=True)
   if args.variant:
-    step_rate = train_step_images_per_second(args.variant, args.model_batch,
-                                             args.model_steps)
+    step_config = benchmark_config.get_config(f"variant={args.variant}")
+    timing, _ = benchmarking.measure(step_config, args.model_batch,
+                                     steps=args.model_steps, rounds=1, warmup=2,
+                                     inference=False)
+    step_rate = timing["train"]["img_per_sec"]
     print(json.dumps({"train_step": f"ViT-{args.variant} batch {args.model_batch} 224px",
                       "device": jax.devices()[0].device_kind,
                       "images_per_s": round(step_rate, 1)}), flush=True)

@@ -53,7 +53,7 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
       (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro)
       loss, grads = jax.tree.map(lambda x: x / config.accum_steps, (loss, grads))
     updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_state = dict(state, step=step + 1, opt_state=opt_state,
+    new_state = dict(state, opt_state=opt_state,
                      params=optax.apply_updates(params, updates))
     if "ema_params" in state:
       decay = config.ema_decay
