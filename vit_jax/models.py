@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax import attention
+
 # name -> (hidden_size, num_layers, mlp_dim, num_heads), as in the ViT paper
 # (Ti and S from the DeiT / "How to train your ViT" follow-ups).
 VARIANTS = {
@@ -73,15 +75,16 @@ class MlpBlock(nn.Module):
 class MultiHeadDotProductAttention(nn.Module):
   """Multi-head self-attention with the checkpoint's query/key/value/out layout.
 
-  Uses ``jax.nn.dot_product_attention`` (which may dispatch to fused kernels)
-  whenever no attention dropout is applied; that API has no dropout on the
-  attention weights, so training with attention dropout takes the explicit
-  path. Both take the softmax in float32.
+  Without attention dropout, the attention itself is `vit_jax.attention`'s
+  ``implementation`` (fused kernels on GPU, a CPU-friendly layout on CPU).
+  Those have no dropout on the attention weights, so training with attention
+  dropout takes an explicit path. All take the softmax in float32.
   """
   num_heads: int
   dropout_rate: float
   dtype: Any
   param_dtype: Any
+  implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -104,7 +107,7 @@ class MultiHeadDotProductAttention(nn.Module):
           weights, deterministic=False)
       y = jnp.einsum('bhqk,bkhd->bqhd', weights.astype(v.dtype), v)
     else:
-      y = jax.nn.dot_product_attention(q, k, v)
+      y = attention.attention(q, k, v, implementation=self.implementation)
     assert y.shape == (batch, tokens, self.num_heads, head_dim), y.shape
 
     return nn.DenseGeneral(hidden, axis=(-2, -1), name='out', **dense)(y)
@@ -121,6 +124,7 @@ class Encoder1DBlock(nn.Module):
   attention_dropout_rate: float
   dtype: Any
   param_dtype: Any
+  attention_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -128,6 +132,7 @@ class Encoder1DBlock(nn.Module):
     y = nn.LayerNorm(name='LayerNorm_0', **dtypes)(x)
     y = MultiHeadDotProductAttention(
         self.num_heads, self.attention_dropout_rate,
+        implementation=self.attention_implementation,
         name='MultiHeadDotProductAttention_1', **dtypes)(y, train=train)
     y = nn.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
     x = x + y
@@ -148,6 +153,7 @@ class Encoder(nn.Module):
   dtype: Any
   param_dtype: Any
   remat: bool
+  attention_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -163,7 +169,8 @@ class Encoder(nn.Module):
     for i in range(self.num_layers):
       x = block_cls(
           self.mlp_dim, self.num_heads, self.dropout_rate, self.attention_dropout_rate,
-          self.dtype, self.param_dtype, name=f'encoderblock_{i}')(x, train)
+          self.dtype, self.param_dtype, self.attention_implementation,
+          name=f'encoderblock_{i}')(x, train)
     return nn.LayerNorm(name='encoder_norm', dtype=self.dtype,
                         param_dtype=self.param_dtype)(x)
 
@@ -190,6 +197,8 @@ class VisionTransformer(nn.Module):
   param_dtype: Any = jnp.float32
   remat: bool = False
   head_bias_init: float = 0.0
+  # One of vit_jax.attention.IMPLEMENTATIONS; 'auto' picks by backend.
+  attention_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, images, *, train: bool):
@@ -198,6 +207,7 @@ class VisionTransformer(nn.Module):
           f'unknown classifier {self.classifier!r}; valid: {", ".join(CLASSIFIERS)}')
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f'expected NHWC RGB images, got shape {images.shape}')
+    attention.resolve(self.attention_implementation)  # a bad name fails here
     batch, height, width, _ = images.shape
     p = self.patch_size
     if height % p or width % p:
@@ -216,7 +226,8 @@ class VisionTransformer(nn.Module):
 
     x = Encoder(self.num_layers, self.mlp_dim, self.num_heads, self.dropout_rate,
                 self.attention_dropout_rate, self.dtype, self.param_dtype,
-                self.remat, name='Transformer')(x, train=train)
+                self.remat, self.attention_implementation,
+                name='Transformer')(x, train=train)
 
     if self.classifier == 'token':
       x = x[:, 0]

@@ -1,0 +1,72 @@
+"""Tests for vit_jax.attention: each implementation computes the same thing."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_jax import attention
+
+# ViT-like: a class token makes the token count odd; several heads.
+SHAPE = (3, 17, 4, 8)  # (batch, tokens, heads, head_dim)
+
+
+def qkv(dtype=jnp.float32, scale=3.0):
+  keys = jax.random.split(jax.random.key(0), 3)
+  # Large enough logits that the softmax is far from uniform.
+  return [(scale * jax.random.normal(k, SHAPE)).astype(dtype) for k in keys]
+
+
+def reference(q, k, v):
+  """Textbook attention, in float64 numpy."""
+  q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+  logits = np.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(q.shape[-1])
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  return np.einsum('bhqk,bkhd->bqhd', weights, v)
+
+
+@pytest.mark.parametrize('implementation', ['dot_product_attention', 'head_major'])
+def test_matches_textbook_attention(implementation):
+  q, k, v = qkv()
+  got = jax.jit(lambda *a: attention.attention(*a, implementation=implementation))(q, k, v)
+  assert got.shape == SHAPE and got.dtype == jnp.float32
+  np.testing.assert_allclose(got, reference(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+def test_head_major_gradients_match_autodiff_of_the_library_kernel():
+  """The hand-written backward pass equals JAX's autodiff of jax.nn's attention."""
+  q, k, v = qkv()
+  cotangent = jax.random.normal(jax.random.key(1), SHAPE)
+
+  def grads(implementation):
+    loss = lambda *a: jnp.sum(
+        attention.attention(*a, implementation=implementation) * cotangent)
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+
+  for got, want, name in zip(grads('head_major'), grads('dot_product_attention'),
+                             'qkv'):
+    assert float(jnp.max(jnp.abs(want))) > 0.1, name  # a real gradient
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_head_major_in_bfloat16_keeps_the_dtype_and_the_value():
+  q, k, v = qkv(jnp.bfloat16, scale=1.0)
+  out, vjp = jax.vjp(
+      lambda *a: attention.attention(*a, implementation='head_major'), q, k, v)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(out.astype(np.float32), reference(q, k, v),
+                             rtol=3e-2, atol=3e-2)
+  grads = vjp(jnp.ones(SHAPE, jnp.bfloat16))
+  assert [g.dtype for g in grads] == [jnp.bfloat16] * 3
+
+
+def test_auto_picks_head_major_on_cpu():
+  assert jax.default_backend() == 'cpu'
+  assert attention.resolve('auto') == 'head_major'
+  assert attention.resolve('dot_product_attention') == 'dot_product_attention'
+
+
+def test_unknown_implementation_names_the_valid_ones():
+  with pytest.raises(ValueError, match=r"'flash'.*valid: auto, dot_product_attention, "
+                                       r"head_major"):
+    attention.attention(*qkv(), implementation='flash')

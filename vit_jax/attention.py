@@ -1,0 +1,85 @@
+"""Scaled dot-product attention, in the implementation each backend runs best.
+
+Queries, keys and values come as (batch, tokens, heads, head_dim), the
+layout of the checkpoint's projection kernels, and the result goes back in
+that layout. Logits and softmax are computed in float32 whatever the input
+dtype.
+
+- ``dot_product_attention``: ``jax.nn.dot_product_attention``, which
+  dispatches to cuDNN's fused (flash) kernel on GPU where the shape allows
+  and to XLA's own lowering elsewhere. The choice on accelerators.
+- ``head_major``: einsums in (batch, heads, tokens, head_dim) layout with a
+  hand-written backward pass. XLA:CPU runs batched matmuls fastest when the
+  batch dimensions lead; in the token-major layout it copies and transposes
+  around every matmul and its autodiff backward, which made attention ~40%
+  of a ViT-Ti/16 train step for ~15% of its FLOPs. Measured on the 2-core
+  CPU box: the Ti/16 train step at batch 32 went from 1,171 to 1,027 ms.
+
+``auto`` picks ``head_major`` when JAX's default backend is the CPU, and
+``dot_product_attention`` otherwise.
+"""
+import jax
+import jax.numpy as jnp
+
+IMPLEMENTATIONS = ('auto', 'dot_product_attention', 'head_major')
+
+
+def resolve(implementation: str) -> str:
+  """The concrete implementation that ``implementation`` stands for."""
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'unknown attention implementation {implementation!r}; '
+                     f'valid: {", ".join(IMPLEMENTATIONS)}')
+  if implementation == 'auto':
+    return 'head_major' if jax.default_backend() == 'cpu' else 'dot_product_attention'
+  return implementation
+
+
+def attention(q, k, v, *, implementation: str = 'auto'):
+  """softmax(q k^T / sqrt(head_dim)) v over (batch, tokens, heads, head_dim)."""
+  if resolve(implementation) == 'dot_product_attention':
+    return jax.nn.dot_product_attention(q, k, v)
+  to_head_major = lambda x: jnp.swapaxes(x, 1, 2)
+  out = _head_major_attention(*map(to_head_major, (q, k, v)))
+  return to_head_major(out)
+
+
+def _forward(q, k, v):
+  """Attention over (batch, heads, tokens, head_dim), with what backward needs."""
+  scale = q.shape[-1] ** -0.5
+  logits = jnp.einsum('bhqd,bhkd->bhqk', q * scale, k,
+                      preferred_element_type=jnp.float32)
+  probs = jax.nn.softmax(logits, axis=-1)
+  out = jnp.einsum('bhqk,bhkd->bhqd', probs.astype(v.dtype), v)
+  return out, (q, k, v, probs, out)
+
+
+def _backward(residuals, d_out):
+  """Gradients of `_forward`, with each matmul in the form XLA:CPU runs fast.
+
+  With P = softmax(S), S = scale * q k^T and O = P v:
+    dv = P^T dO,  dP = dO v^T,  dS = P * (dP - rowsum(dO * O)),
+    dq = scale * dS k,  dk = scale * dS^T q.
+  rowsum(dO * O) equals rowsum(dP * P) but sums head_dim terms, not tokens.
+  The transposed products are taken as (dO^T P)^T and (q^T dS)^T: a
+  contraction over the leading token axis of P or dS is what XLA:CPU does
+  slowly (measured 4.8 ms against 2.9 ms for Ti/16's shapes).
+  """
+  q, k, v, probs, out = residuals
+  scale = q.shape[-1] ** -0.5
+  d_v = jnp.einsum('bhqd,bhqk->bhdk', d_out, probs.astype(d_out.dtype))
+  d_probs = jnp.einsum('bhqd,bhkd->bhqk', d_out, v,
+                       preferred_element_type=jnp.float32)
+  row_dot = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32),
+                    axis=-1, keepdims=True)
+  d_logits = (probs * (d_probs - row_dot)).astype(q.dtype)
+  d_q = jnp.einsum('bhqk,bhkd->bhqd', d_logits, k) * scale
+  d_k = jnp.einsum('bhqd,bhqk->bhdk', q * scale, d_logits)
+  return d_q, jnp.swapaxes(d_k, -1, -2), jnp.swapaxes(d_v, -1, -2)
+
+
+@jax.custom_vjp
+def _head_major_attention(q, k, v):
+  return _forward(q, k, v)[0]
+
+
+_head_major_attention.defvjp(_forward, _backward)
