@@ -137,7 +137,10 @@ def base_config():
   c.model = dict(
       classifier="token", representation_size=None, dropout_rate=0.0,
       attention_dropout_rate=0.0, dtype="float32", param_dtype="float32",
-      remat=False, head_bias_init=0.0)
+      remat=False, head_bias_init=0.0,
+      # vit_jax/attention.py: "auto" (head_major on CPU, jax.nn's fused
+      # dot_product_attention on accelerators), or either by name.
+      attention_implementation="auto")
   c.init = ""  # checkpoint or .npz to fine-tune from; empty: from scratch
   c.posemb_resample = "bilinear"
   c.loss = "sigmoid_xent"

@@ -269,7 +269,7 @@ def measured_matmul_flops(device, dtype_name: str) -> float:
   calls of a 2048 matmul gave 310-444 GFLOP/s where the settled best was
   ~475), and a peak read too low inflates every MFU computed against it. So
   half a second of untimed calls comes first, then the fastest call of the
-  next half second counts, since noise only ever slows a call down. The
+  next second counts, since noise only ever slows a call down. The
   side, 2048 on CPU (~40 ms a call) and 8192 on accelerators, is large
   enough to saturate the device.
   """
@@ -294,7 +294,7 @@ def measured_matmul_flops(device, dtype_name: str) -> float:
     return fastest
 
   fastest_call_seconds(0.5)  # compiles, then warms up
-  best_seconds = fastest_call_seconds(0.5)
+  best_seconds = fastest_call_seconds(1.0)
   return 2 * side**3 / best_seconds
 
 
