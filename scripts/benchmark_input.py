@@ -32,11 +32,11 @@ if __name__ == "__main__":
   host_malloc.reexec_with_tunables()
 
 import jax  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from configs import benchmark as benchmark_config  # noqa: E402
+from configs import common  # noqa: E402
 from vit_jax import benchmarking, input_pipeline  # noqa: E402
 from vit_jax.datasets import tfrecords  # noqa: E402
 
@@ -59,11 +59,12 @@ def synthetic_jpegs(num, height=350, width=400, seed=0):
 
 
 def data_config(data_dir):
-  return ml_collections.ConfigDict(dict(
-      source="tfrecord", name="synthetic_jpegs", data_dir=data_dir,
-      pattern="{split}-*.tfrecord", strict=False, num_classes=NUM_CLASSES,
-      multi_label=False, train_split="train", eval_splits={}, shuffle_buffer=1024,
-      cache=False, prepare="scripts/benchmark_input.py"))
+  """The JFT-style TFRecord preset, single-label over the synthetic shards."""
+  config = common.dataset_config("jft", data_dir=data_dir)
+  config.update(name="synthetic_jpegs", num_classes=NUM_CLASSES, multi_label=False,
+                train_split="train", eval_splits={}, shuffle_buffer=1024,
+                prepare="scripts/benchmark_input.py")
+  return config
 
 
 def pipeline_images_per_second(config, pp, *, batch, seconds, warmup_batches=3):
