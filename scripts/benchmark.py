@@ -28,7 +28,7 @@ if __name__ == "__main__":
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vit_jax import benchmarking  # noqa: E402
+from vit_jax import benchmarking, cpu_devices  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -110,6 +110,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = FLAGS.config
   batch_size = FLAGS.batch or config.global_batch
+  cpu_devices.use_one_device_per_core((batch_size,))
   if FLAGS["compare-timm"].value:
     # Leave GPU memory to PyTorch: JAX would otherwise take 75% up front.
     # (read when the backend starts, at the first use of a device).

@@ -4,6 +4,7 @@ import types
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from vit_jax import accounting
@@ -304,11 +305,15 @@ def test_resumed_accountant_continues_its_totals():
   assert resumed.fields() == uninterrupted.fields()
 
 
-def test_emulated_cpu_devices_share_the_measured_host_peak():
-  device = jax.devices()[0]
-  assert jax.device_count() == 8
-  host_peak = accounting.measured_matmul_flops(device, "float32")
-  assert accounting.peak_flops_per_device(device) == pytest.approx(host_peak / 8)
+def test_the_cpu_peak_is_measured_on_every_emulated_device_at_once():
+  devices = jax.local_devices(backend="cpu")
+  assert len(devices) == 8
+  sharding = accounting.matmul_operands_sharding(devices)
+  stack = jax.device_put(np.zeros((8, 2, 2), np.float32), sharding)
+  assert {shard.device for shard in stack.addressable_shards} == set(devices)
+  assert all(shard.data.shape == (1, 2, 2) for shard in stack.addressable_shards)
+  assert accounting.peak_flops_per_device(devices[3]) == (
+    accounting.measured_matmul_flops("cpu", "float32"))
 
 
 def test_xla_flops_are_used_only_where_they_agree_with_the_analytic_count():

@@ -17,6 +17,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 TPU_V3_CORE_PEAK = 61.5e12
 """FLOP/s of one TPU v3 core (bfloat16): 123 TFLOP/s a chip, 2 cores a chip."""
@@ -227,10 +228,10 @@ def peak_flops_per_device(device=None, dtype="float32") -> float:
   TF32 (see jax_default_matmul_precision); they can then beat the float32
   peak and give MFU > 1.
 
-  CPU: the rate of a large jitted float32 matmul (XLA:CPU's fast path) timed
-  once per process, which uses all of the host's cores, divided among the
-  host's CPU devices: emulated devices (--xla_force_host_platform_device_count)
-  share those cores, so each one's peak is its share.
+  CPU: the rate of large jitted float32 matmuls (XLA:CPU's fast path), one
+  per local CPU device, all running at once, timed once per process: the
+  host's CPU devices share its cores, so each one's peak is its share of
+  what they do together.
 
   Any accelerator not in the tables: a measured matmul, with a logged warning.
 
@@ -250,38 +251,47 @@ def peak_flops_per_device(device=None, dtype="float32") -> float:
     half_precision_peak, float32_peak = _GPU_PEAK_FLOPS[label]
     return float32_peak if dtype_name == "float32" else half_precision_peak
   if label == "cpu":
-    host_devices = sum(d.platform == "cpu" for d in jax.local_devices(backend="cpu"))
-    return measured_matmul_flops(device, "float32") / max(host_devices, 1)
+    return measured_matmul_flops("cpu", "float32")
   _log.warning(
     "No peak FLOP/s known for device kind %r; MFU will be "
     "relative to a measured matmul rate instead.",
     label,
   )
-  return measured_matmul_flops(device, dtype_name)
+  return measured_matmul_flops(device.platform, dtype_name)
 
 
 @functools.cache
-def measured_matmul_flops(device, dtype_name: str) -> float:
-  """Best FLOP/s of a square jitted matmul on `device`; cached per process.
+def measured_matmul_flops(platform: str, dtype_name: str) -> float:
+  """FLOP/s of one device while every local device multiplies; cached.
 
-  FLOP/s = 2 * side^3 / seconds. The first calls run slow (page faults,
-  clocks and thread pools ramping up: on a shared 2-core VM the first three
-  calls of a 2048 matmul gave 310-444 GFLOP/s where the settled best was
-  ~475), and a peak read too low inflates every MFU computed against it. So
-  half a second of untimed calls comes first, then the fastest call of the
-  next second counts, since noise only ever slows a call down. The
-  side, 2048 on CPU (~40 ms a call) and 8192 on accelerators, is large
-  enough to saturate the device.
+  Each local device of `platform` multiplies its own pair of square
+  matrices, all at once in one jitted call, and a device's rate is
+  2 * side^3 / seconds per call. All of them at once, because emulated CPU
+  devices share the host's cores, and how XLA:CPU spreads a lone device's
+  matmul over them depends on flags (with --xla_cpu_multi_thread_eigen=false
+  a device uses one core; by default it takes them all): only a concurrent
+  run measures what each device can do while all of them work, which is
+  what a data-parallel step asks of them.
+
+  The first calls run slow (page faults, clocks and thread pools ramping
+  up: on a shared 2-core VM the first three calls of a 2048 matmul gave
+  310-444 GFLOP/s where the settled best was ~475), and a peak read too low
+  inflates every MFU computed against it. So half a second of untimed calls
+  comes first, then the fastest call of the next second counts, since noise
+  only ever slows a call down. The side, 2048 on CPU (~40 ms a call on one
+  device) and 8192 on accelerators, is large enough to saturate a device.
   """
-  side = 2048 if device.platform == "cpu" else 8192
+  devices = jax.local_devices(backend=platform)
+  side = 2048 if platform == "cpu" else 8192
+  operands_sharding = matmul_operands_sharding(devices)
+
+  @functools.partial(jax.jit, out_shardings=operands_sharding)
+  def random_operand(key):
+    return jax.random.normal(key, (len(devices), side, side), dtype_name)
+
   left_key, right_key = jax.random.split(jax.random.key(0))
-  left = jax.device_put(
-    jax.random.normal(left_key, (side, side), dtype_name), device
-  )
-  right = jax.device_put(
-    jax.random.normal(right_key, (side, side), dtype_name), device
-  )
-  matmul = jax.jit(jnp.matmul)
+  left, right = random_operand(left_key), random_operand(right_key)
+  matmul = jax.jit(jnp.matmul, out_shardings=operands_sharding)
 
   def fastest_call_seconds(budget_seconds, min_calls=3):
     deadline = time.perf_counter() + budget_seconds
@@ -296,6 +306,12 @@ def measured_matmul_flops(device, dtype_name: str) -> float:
   fastest_call_seconds(0.5)  # compiles, then warms up
   best_seconds = fastest_call_seconds(1.0)
   return 2 * side**3 / best_seconds
+
+
+def matmul_operands_sharding(devices):
+  """Splits a stack of matrices one per device, for `measured_matmul_flops`."""
+  mesh = jax.sharding.Mesh(np.array(devices), ("device",))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("device"))
 
 
 class Accountant:

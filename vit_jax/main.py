@@ -15,7 +15,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vit_jax import distributed, host_malloc
+from vit_jax import cpu_devices, distributed, host_malloc
 
 # TensorFlow only reads input here; its C++ start-up chatter is noise.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -67,13 +67,16 @@ def main(argv):
   distributed.initialize_distributed(
       FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
       timeout_s=FLAGS.distributed_timeout)
+  config = FLAGS.config
+  cpu_devices.use_one_device_per_core(
+      (config.global_batch // max(config.accum_steps, 1), config.eval_batch))
   logging.info("JAX %s: process %d of %d, %d local / %d global devices",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
   from vit_jax import metrics, preemption, train
 
   try:
-    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    summary = train.train_and_evaluate(config, FLAGS.workdir)
   except preemption.Preempted as e:  # not a failure: the same command resumes
     logging.warning("%s", e)
     raise SystemExit(preemption.EXIT_CODE) from None
