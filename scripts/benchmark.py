@@ -14,6 +14,9 @@ timm trains: AdamW, global-norm clipping, autocast bf16 when the config's
 dtype is bfloat16, at the same batch; and prints our images/s over timm's.
 It needs `pip install -e .[timm]`.
 
+On a CPU host it starts one JAX device per core, as `vit_jax.main` does
+(`vit_jax/cpu_devices.py`); `JAX_NUM_CPU_DEVICES=1` times a single device.
+
 Prints one JSON object; `--out=FILE` also writes it there.
 """
 import json

@@ -20,7 +20,7 @@ import json
 import jax
 import jax.numpy as jnp
 
-from vit_jax import checkpoint, input_pipeline, losses, sharding
+from vit_jax import checkpoint, cpu_devices, input_pipeline, losses, sharding
 
 
 def make_eval_step(model, loss_fn):
@@ -68,6 +68,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
 
   config = checkpoint.read_config(args.workdir)
+  cpu_devices.use_one_device_per_core((config.eval_batch,))
   path = args.checkpoint or args.workdir
   model, params = checkpoint.restore_model(config, path)
   splits = dict(config.data.eval_splits)
