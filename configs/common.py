@@ -120,6 +120,8 @@ def dataset_config(name, *, data_dir=None):
       eval_splits=preset["eval_splits"],
       prepare=preset["prepare"],
       shuffle_buffer=50_000,
+      # Keep the encoded examples in memory after the first epoch, for data
+      # that fits there; the files are read once.
       cache=False,
   ))
 

@@ -1,6 +1,7 @@
 """Sources: TFRecord shards and image folders, process shares, resume, corrupt images."""
 import json
 import os
+import shutil
 
 import ml_collections
 import numpy as np
@@ -115,6 +116,23 @@ def test_a_resumed_stream_equals_the_uninterrupted_one(source, tfrecord_dir, fol
     np.testing.assert_array_equal(got["image"], expected["image"])
     np.testing.assert_array_equal(got["labels"], expected["labels"])
   assert classes_of(full[:4]) != classes_of(full[4:8])  # shuffled per epoch
+
+
+@pytest.mark.parametrize("source", ["tfrecord", "folder"])
+def test_a_cached_source_reads_its_files_once(source, tfrecord_dir, folder_dir, tmp_path):
+  data_dir = tmp_path / "data"
+  shutil.copytree(tfrecord_dir if source == "tfrecord" else folder_dir, data_dir)
+  batches = input_pipeline.train_batches(
+      data_config(source, data_dir, cache=True, strict=True), PP, global_batch=8,
+      seed=0)  # strict: a file read again would fail, not be skipped
+  first_epoch = classes_of(next(batches) for _ in range(NUM // 8))
+  shutil.rmtree(data_dir)  # later epochs can only come from the cache
+  # More epochs than the pipeline's prefetch buffers could have read ahead.
+  later_epochs = [classes_of(next(batches) for _ in range(NUM // 8))
+                  for _ in range(10)]
+  for epoch in later_epochs:
+    assert sorted(epoch) == list(range(NUM))
+  assert first_epoch != later_epochs[0]  # still shuffled per epoch
 
 
 def test_a_folder_of_jpegs_and_pngs_reads_every_image_with_its_class(folder_dir):

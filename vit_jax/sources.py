@@ -131,7 +131,10 @@ class _PartsSource:
         tf.constant(labels, tf.int64)))
     if shuffle_seed is not None:
       ds = ds.shuffle(len(parts), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return self._examples(ds)
+    ds = self._examples(ds)
+    # Like tfds: the files' order is then the first epoch's in every epoch;
+    # the shuffle buffer downstream still mixes the examples anew.
+    return ds.cache() if self.config.cache else ds
 
   def _split_path(self, split):
     name = parse_split(split)[0]
