@@ -27,6 +27,9 @@ def test_benchmark_json_is_consistent(tmp_path):
   result = run_benchmark(tmp_path)
   devices = cpu_devices.count_for((8,), len(os.sched_getaffinity(0)))
   assert (result["num_devices"], result["batch"], result["image_size"]) == (devices, 8, 32)
+  # On CPU the peak is read before and after the timed rounds; the higher counts.
+  assert len(result["peak_flops_reads"]) == 2
+  assert result["peak_flops_per_device"] == max(result["peak_flops_reads"])
   for part in ("train", "inference"):
     stats = result[part]
     assert stats["img_per_sec"] == pytest.approx(8 / (stats["step_ms_median"] / 1e3))
