@@ -145,11 +145,12 @@ def measure(config, batch_size, *, steps, rounds, warmup, inference=True):
     # read counts.
     accounting.measured_matmul_flops.cache_clear()
     peak_reads.append(accounting.peak_flops_per_device(devices[0], config.model.dtype))
-  result.update(peak_flops_per_device=max(peak_reads), peak_flops_reads=peak_reads)
+  peak = max(peak_reads)
+  result.update(peak_flops_per_device=peak, peak_flops_reads=peak_reads)
   for part in ("train", "inference"):
     if part in result:
       with_mfu(result[part], flops_per_example=result[part]["flops_per_example"],
-               num_devices=mesh.size, peak_per_device=max(peak_reads))
+               num_devices=mesh.size, peak_per_device=peak)
   result["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   return result, model
 
