@@ -131,10 +131,7 @@ class _PartsSource:
         tf.constant(labels, tf.int64)))
     if shuffle_seed is not None:
       ds = ds.shuffle(len(parts), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = self._examples(ds)
-    # Like tfds: the files' order is then the first epoch's in every epoch;
-    # the shuffle buffer downstream still mixes the examples anew.
-    return ds.cache() if self.config.cache else ds
+    return _cached_if_asked(self._examples(ds), self.config)
 
   def _split_path(self, split):
     name = parse_split(split)[0]
@@ -255,10 +252,18 @@ class TfdsSource:
         shuffle_files=shuffle_seed is not None, decoders=decoders,
         read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed, skip_prefetch=True,
                                     add_tfds_id=True))
-    if self.config.cache:
-      ds = ds.cache()
+    ds = _cached_if_asked(ds, self.config)
     return ds.map(lambda f: {**{k: v for k, v in f.items() if k != "tfds_id"},
                              "_id": f["tfds_id"]}, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _cached_if_asked(ds, data_config):
+  """``ds`` kept in memory after its first pass, where config.data.cache says.
+
+  The files are then read once. Their order is the first epoch's in every
+  epoch; the shuffle buffer downstream still mixes the examples anew.
+  """
+  return ds.cache() if data_config.cache else ds
 
 
 def get_builder(data_config):
