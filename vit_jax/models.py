@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax import attention
+from vit_jax import attention, layer_norm
 
 # name -> (hidden_size, num_layers, mlp_dim, num_heads), as in the ViT paper
 # (Ti and S from the DeiT / "How to train your ViT" follow-ups).
@@ -129,7 +129,7 @@ class Encoder1DBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    y = nn.LayerNorm(name='LayerNorm_0', **dtypes)(x)
+    y = layer_norm.LayerNorm(name='LayerNorm_0', **dtypes)(x)
     y = MultiHeadDotProductAttention(
         self.num_heads, self.attention_dropout_rate,
         implementation=self.attention_implementation,
@@ -137,7 +137,7 @@ class Encoder1DBlock(nn.Module):
     y = nn.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
     x = x + y
 
-    y = nn.LayerNorm(name='LayerNorm_2', **dtypes)(x)
+    y = layer_norm.LayerNorm(name='LayerNorm_2', **dtypes)(x)
     y = MlpBlock(self.mlp_dim, self.dropout_rate, name='MlpBlock_3', **dtypes)(
         y, train=train)
     return x + y
@@ -171,7 +171,7 @@ class Encoder(nn.Module):
           self.mlp_dim, self.num_heads, self.dropout_rate, self.attention_dropout_rate,
           self.dtype, self.param_dtype, self.attention_implementation,
           name=f'encoderblock_{i}')(x, train)
-    return nn.LayerNorm(name='encoder_norm', dtype=self.dtype,
+    return layer_norm.LayerNorm(name='encoder_norm', dtype=self.dtype,
                         param_dtype=self.param_dtype)(x)
 
 
