@@ -14,8 +14,8 @@ table row per run:
       --workdir=runs/demo/finetune
 
 Measured with `make demo` on 2 CPU cores (one JAX device each): pre-training
-reaches 81.81% top-1 at 21 px (167 s), fine-tuning 88.84% at 28 px (346 s);
-9m24s in all.
+reaches 82.25% top-1 at 21 px (184 s), fine-tuning 89.00% at 28 px (362 s);
+9m19s in all.
 
 Data: `python scripts/prepare_data.py --dataset=fashion_mnist_local
 --data_dir=data/tfds` (Debian's dataset-fashion-mnist files, no download).
