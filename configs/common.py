@@ -142,7 +142,10 @@ def base_config():
       remat=False, head_bias_init=0.0,
       # vit_jax/attention.py: "auto" (head_major on CPU, jax.nn's fused
       # dot_product_attention on accelerators), or either by name.
-      attention_implementation="auto")
+      attention_implementation="auto",
+      # vit_jax/layer_norm.py: "auto" (matvec statistics on CPU, flax's
+      # LayerNorm on accelerators), or either by name.
+      layer_norm_implementation="auto")
   c.init = ""  # checkpoint or .npz to fine-tune from; empty: from scratch
   c.posemb_resample = "bilinear"
   c.loss = "sigmoid_xent"

@@ -34,11 +34,11 @@ def test_parameters_are_flax_layer_norms():
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 2e-5), (jnp.bfloat16, 1e-2)])
-def test_matches_flax_values_and_gradients(dtype, tolerance):
-  assert layer_norm._use_matvec_statistics()  # the tests run on the CPU
+def test_matvec_matches_flax_values_and_gradients(dtype, tolerance):
   x, variables = _inputs_and_variables()
   x = x.astype(dtype)
-  ours, our_grads = _value_and_grads(layer_norm.LayerNorm(dtype=dtype), variables, x)
+  matvec = layer_norm.LayerNorm(dtype=dtype, implementation="matvec")
+  ours, our_grads = _value_and_grads(matvec, variables, x)
   flax_y, flax_grads = _value_and_grads(nn.LayerNorm(dtype=dtype), variables, x)
   assert ours.dtype == flax_y.dtype == dtype
   np.testing.assert_allclose(ours.astype(np.float32), flax_y.astype(np.float32),
@@ -54,31 +54,47 @@ def test_statistics_are_float32_for_bfloat16_inputs():
   values = 512.0 + 4.0 * np.arange(8.0)  # exact in bfloat16
   x = jnp.asarray(values, jnp.bfloat16)[None]
   variables = nn.LayerNorm().init(jax.random.key(0), x)
-  y = layer_norm.LayerNorm(dtype=jnp.float32).apply(variables, x)
+  y = layer_norm.LayerNorm(dtype=jnp.float32, implementation="matvec").apply(variables, x)
   expected = (values - values.mean()) / np.sqrt(values.var() + 1e-6)
   np.testing.assert_allclose(np.asarray(y[0]), expected, atol=1e-5)
 
 
-def test_off_the_cpu_it_is_flax_layer_norm(monkeypatch):
-  monkeypatch.setattr(layer_norm, "_use_matvec_statistics", lambda: False)
+def _jaxpr(module, variables, x):
+  return str(jax.make_jaxpr(lambda x: module.apply(variables, x))(x))
+
+
+def test_flax_implementation_is_flax_layer_norm():
   x, variables = _inputs_and_variables()
-  np.testing.assert_array_equal(layer_norm.LayerNorm().apply(variables, x),
+  flax_impl = layer_norm.LayerNorm(implementation="flax")
+  np.testing.assert_array_equal(flax_impl.apply(variables, x),
                                 nn.LayerNorm().apply(variables, x))
-  jaxpr = str(jax.make_jaxpr(lambda x: layer_norm.LayerNorm().apply(variables, x))(x))
-  assert "custom_vjp" not in jaxpr and "dot_general" not in jaxpr
+  assert _jaxpr(flax_impl, variables, x) == _jaxpr(nn.LayerNorm(), variables, x)
 
 
-def test_matvec_statistics_on_the_cpu():
-  """The CPU path is the one whose means are matvecs, with its own backward."""
+def test_matvec_means_are_matvecs_with_their_own_backward():
   x, variables = _inputs_and_variables()
-  jaxpr = str(jax.make_jaxpr(lambda x: layer_norm.LayerNorm().apply(variables, x))(x))
+  jaxpr = _jaxpr(layer_norm.LayerNorm(implementation="matvec"), variables, x)
   assert "custom_vjp" in jaxpr and "dot_general" in jaxpr
+
+
+@pytest.mark.parametrize("backend, expected", [("cpu", "matvec"), ("gpu", "flax"),
+                                               ("tpu", "flax")])
+def test_auto_is_matvec_on_the_cpu_only(monkeypatch, backend, expected):
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+  assert layer_norm.resolve("auto") == expected
+  assert layer_norm.resolve("flax") == "flax"
+
+
+def test_unknown_implementation_names_the_valid_ones():
+  with pytest.raises(ValueError, match=r"'fused'; valid: auto, flax, matvec"):
+    layer_norm.resolve("fused")
 
 
 def test_other_configurations_fall_back_to_flax():
   """Normalising over other axes is flax's own code, parameters included."""
   x, _ = _inputs_and_variables()
-  ours = layer_norm.LayerNorm(reduction_axes=(1, 2), feature_axes=-1)
+  ours = layer_norm.LayerNorm(reduction_axes=(1, 2), feature_axes=-1,
+                              implementation="matvec")
   theirs = nn.LayerNorm(reduction_axes=(1, 2), feature_axes=-1)
   variables = theirs.init(jax.random.key(0), x)
   np.testing.assert_array_equal(ours.apply(variables, x), theirs.apply(variables, x))

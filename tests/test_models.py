@@ -221,6 +221,28 @@ def test_unknown_attention_implementation():
     init(model, images())
 
 
+def test_layer_norm_implementations_agree(tiny_params):
+  """Logits and parameter gradients do not depend on the LayerNorm statistics."""
+  x, params = images(), tiny_params
+
+  def logits_and_grads(implementation):
+    model = tiny_model(layer_norm_implementation=implementation)
+    loss = lambda p: jnp.sum(jnp.tanh(model.apply({'params': p}, x, train=False)))
+    return apply(model, params, x), jax.jit(jax.grad(loss))(params)
+
+  logits, grads = logits_and_grads('matvec')
+  want_logits, want_grads = logits_and_grads('flax')
+  np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               grads, want_grads)
+
+
+def test_unknown_layer_norm_implementation():
+  model = tiny_model(layer_norm_implementation='fused')
+  with pytest.raises(ValueError, match=r"layer_norm_implementation 'fused'.*valid: auto, flax, matvec"):
+    init(model, images())
+
+
 def test_head_init():
   model = tiny_model(head_bias_init=-10.0)
   x = images()

@@ -2,7 +2,11 @@
 
 A drop-in for ``flax.linen.LayerNorm`` over the last axis: the same
 parameters (``scale``, ``bias``), initialisers, epsilon and output dtype, so
-checkpoints do not change. Off the CPU it *is* flax's LayerNorm.
+checkpoints do not change. Its ``implementation`` (from
+``config.model.layer_norm_implementation``) picks how the statistics are
+computed: ``matvec`` (below), ``flax`` (flax's own code), or ``auto``:
+``matvec`` on the CPU, where it was measured to help, and ``flax`` on
+accelerators.
 
 On the CPU, XLA computes a product with a vector of 1/features (an Eigen
 matvec) faster than the reduction loop it emits for a mean over the last
@@ -24,18 +28,27 @@ import jax
 import jax.numpy as jnp
 
 
-def _use_matvec_statistics() -> bool:
-  """Whether the running backend is the one the matvec statistics help."""
-  return jax.default_backend() == 'cpu'
+IMPLEMENTATIONS = ('auto', 'flax', 'matvec')
+
+
+def resolve(implementation: str) -> str:
+  """The concrete implementation: ``auto`` is ``matvec`` on CPU, else ``flax``."""
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'unknown layer_norm_implementation {implementation!r}; '
+                     f'valid: {", ".join(IMPLEMENTATIONS)}')
+  if implementation == 'auto':
+    return 'matvec' if jax.default_backend() == 'cpu' else 'flax'
+  return implementation
 
 
 class LayerNorm(nn.LayerNorm):
-  """`flax.linen.LayerNorm`, with matvec statistics on the CPU.
+  """`flax.linen.LayerNorm`, with matvec statistics where ``implementation`` says.
 
   Only the configuration ViT uses (normalise and scale the last axis, with
   scale and bias, no cross-device axis) takes the matvec path; any other is
   flax's.
   """
+  implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, mask=None):
@@ -43,7 +56,7 @@ class LayerNorm(nn.LayerNorm):
              and self.reduction_axes in (-1, (-1,), x.ndim - 1)
              and self.feature_axes in (-1, (-1,), x.ndim - 1)
              and self.axis_name is None)
-    if not (plain and _use_matvec_statistics()):
+    if not plain or resolve(self.implementation) == 'flax':
       return super().__call__(x, mask=mask)
     features = x.shape[-1]
     scale = self.param('scale', self.scale_init, (features,), self.param_dtype)

@@ -125,11 +125,13 @@ class Encoder1DBlock(nn.Module):
   dtype: Any
   param_dtype: Any
   attention_implementation: str = 'auto'
+  layer_norm_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    y = layer_norm.LayerNorm(name='LayerNorm_0', **dtypes)(x)
+    norm = dict(implementation=self.layer_norm_implementation, **dtypes)
+    y = layer_norm.LayerNorm(name='LayerNorm_0', **norm)(x)
     y = MultiHeadDotProductAttention(
         self.num_heads, self.attention_dropout_rate,
         implementation=self.attention_implementation,
@@ -137,7 +139,7 @@ class Encoder1DBlock(nn.Module):
     y = nn.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
     x = x + y
 
-    y = layer_norm.LayerNorm(name='LayerNorm_2', **dtypes)(x)
+    y = layer_norm.LayerNorm(name='LayerNorm_2', **norm)(x)
     y = MlpBlock(self.mlp_dim, self.dropout_rate, name='MlpBlock_3', **dtypes)(
         y, train=train)
     return x + y
@@ -154,6 +156,7 @@ class Encoder(nn.Module):
   param_dtype: Any
   remat: bool
   attention_implementation: str = 'auto'
+  layer_norm_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -170,9 +173,10 @@ class Encoder(nn.Module):
       x = block_cls(
           self.mlp_dim, self.num_heads, self.dropout_rate, self.attention_dropout_rate,
           self.dtype, self.param_dtype, self.attention_implementation,
-          name=f'encoderblock_{i}')(x, train)
+          self.layer_norm_implementation, name=f'encoderblock_{i}')(x, train)
     return layer_norm.LayerNorm(name='encoder_norm', dtype=self.dtype,
-                        param_dtype=self.param_dtype)(x)
+                                param_dtype=self.param_dtype,
+                                implementation=self.layer_norm_implementation)(x)
 
 
 class VisionTransformer(nn.Module):
@@ -199,6 +203,8 @@ class VisionTransformer(nn.Module):
   head_bias_init: float = 0.0
   # One of vit_jax.attention.IMPLEMENTATIONS; 'auto' picks by backend.
   attention_implementation: str = 'auto'
+  # One of vit_jax.layer_norm.IMPLEMENTATIONS; 'auto' picks by backend.
+  layer_norm_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, images, *, train: bool):
@@ -207,7 +213,9 @@ class VisionTransformer(nn.Module):
           f'unknown classifier {self.classifier!r}; valid: {", ".join(CLASSIFIERS)}')
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f'expected NHWC RGB images, got shape {images.shape}')
-    attention.resolve(self.attention_implementation)  # a bad name fails here
+    # A bad implementation name fails here, before anything is built.
+    attention.resolve(self.attention_implementation)
+    layer_norm.resolve(self.layer_norm_implementation)
     batch, height, width, _ = images.shape
     p = self.patch_size
     if height % p or width % p:
@@ -227,7 +235,7 @@ class VisionTransformer(nn.Module):
     x = Encoder(self.num_layers, self.mlp_dim, self.num_heads, self.dropout_rate,
                 self.attention_dropout_rate, self.dtype, self.param_dtype,
                 self.remat, self.attention_implementation,
-                name='Transformer')(x, train=train)
+                self.layer_norm_implementation, name='Transformer')(x, train=train)
 
     if self.classifier == 'token':
       x = x[:, 0]
