@@ -1,10 +1,12 @@
-"""Pieces every config shares: arg-string parsing and dataset presets.
+"""Pieces every config shares: arg-string parsing, overrides, dataset presets.
 
 A config is chosen on the command line as ``configs/X.py:key=value,...``; the
 part after the colon reaches ``get_config(arg)`` as one string. Parsing it
 here, against the defaults each config declares, makes a typo an error that
 lists the valid keys instead of a silently ignored setting.
 """
+import ast
+
 import ml_collections
 
 # What the input pipeline needs to know about each dataset: its tfds name,
@@ -96,6 +98,48 @@ def _like(default, value, key):
       raise ValueError(f"config argument {key}={value!r}: expected "
                        f"{type(default).__name__}") from None
   return value
+
+
+def with_overrides(config, overrides):
+  """A copy of ``config`` with ``'model.remat=True,image_size=384'`` applied.
+
+  Each value takes the type of the one it replaces, as in
+  `parse_arg_string` (``None`` unsets a field, and a field that is None
+  takes a Python literal or else the string); a key the config does not have is an error naming the
+  keys at that level. For timing a config against a variant of itself
+  (``scripts/benchmark.py --against``).
+  """
+  config = config.copy_and_resolve_references()
+  for item in filter(None, overrides.split(",")):
+    path, sep, value = item.partition("=")
+    path = path.strip()
+    if not sep:
+      raise ValueError(f"override {item!r} is not key=value "
+                       f"(e.g. model.layer_norm_implementation=flax)")
+    parent, node = None, config
+    for part in path.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        raise ValueError(f"override {path!r}: no {part!r} there; valid keys: "
+                         f"{', '.join(valid) or 'none, it is not a block'}")
+      parent, node = node, node[part]
+    if isinstance(node, ml_collections.ConfigDict):
+      raise ValueError(f"override {path!r} names a block; set one of its keys: "
+                       f"{', '.join(sorted(node.keys()))}")
+    value = value.strip()
+    if node is None or value == "None":  # unset fields take any type, or None
+      parent[part] = _literal(value)
+    else:
+      parent[part] = _like(node, value, path)
+  return config
+
+
+def _literal(value):
+  """A number, bool or None written as Python would, else the string itself."""
+  try:
+    return ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return value
 
 
 def dataset_config(name, *, data_dir=None):

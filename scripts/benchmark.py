@@ -14,6 +14,14 @@ timm trains: AdamW, global-norm clipping, autocast bf16 when the config's
 dtype is bfloat16, at the same batch; and prints our images/s over timm's.
 It needs `pip install -e .[timm]`.
 
+`--against=OVERRIDES` (e.g. `model.layer_norm_implementation=flax`, or
+several, comma-separated) times the train step of the config with those
+overrides against `--config`'s, both compiled in this process and their
+rounds interleaved (`benchmarking.compare`): a shared host drifts by more
+than many changes are worth, so this is how to tell a few percent. It prints
+both steps' statistics, the median over rounds of the ratio of their round
+times, and in how many rounds the override was faster; no inference, no timm.
+
 On a CPU host it starts one JAX device per core, as `vit_jax.main` does
 (`vit_jax/cpu_devices.py`); `JAX_NUM_CPU_DEVICES=1` times a single device.
 
@@ -31,6 +39,7 @@ if __name__ == "__main__":
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from configs import common  # noqa: E402
 from vit_jax import benchmarking, cpu_devices  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -43,6 +52,10 @@ flags.DEFINE_integer("rounds", 5, "Timed rounds; the median and spread are over 
 flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 flags.DEFINE_bool("inference", True, "Also time the inference forward pass.")
 flags.DEFINE_bool("compare-timm", False, "Also time timm's equivalent model.")
+flags.DEFINE_string("against", None,
+                    "Config overrides, 'key=value,...' (e.g. model.remat=True): "
+                    "time that variant's train step against --config's, "
+                    "rounds interleaved in this process.")
 flags.DEFINE_string("out", None, "Also write the JSON here.")
 
 
@@ -108,12 +121,8 @@ def benchmark_timm(config, model, batch_size, *, peak, num_devices,
   return stats
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = FLAGS.config
-  batch_size = FLAGS.batch or config.global_batch
-  cpu_devices.use_one_device_per_core((batch_size,))
+def measure_with_timm(config, batch_size):
+  """`benchmarking.measure`, and timm's step beside it with --compare-timm."""
   if FLAGS["compare-timm"].value:
     # Leave GPU memory to PyTorch: JAX would otherwise take 75% up front.
     # (read when the backend starts, at the first use of a device).
@@ -128,6 +137,28 @@ def main(argv):
                                     flops_per_example=result["train"]["flops_per_example"])
     result["speedup_vs_timm"] = (result["train"]["img_per_sec"]
                                  / result["timm"]["img_per_sec"])
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = FLAGS.config
+  batch_size = FLAGS.batch or config.global_batch
+  cpu_devices.use_one_device_per_core((batch_size,))
+  if FLAGS.against is not None:
+    if FLAGS["compare-timm"].value:
+      raise app.UsageError("--against compares two configs' train steps; "
+                           "run --compare-timm on its own")
+    try:
+      other = common.with_overrides(config, FLAGS.against)
+    except ValueError as e:
+      raise app.UsageError(f"--against: {e}") from None
+    result = benchmarking.compare(config, other, batch_size, steps=FLAGS.steps,
+                                  rounds=FLAGS.rounds, warmup=FLAGS.warmup)
+    result["against_overrides"] = FLAGS.against
+  else:
+    result = measure_with_timm(config, batch_size)
   text = json.dumps(result, indent=2)
   print(text)
   if FLAGS.out:

@@ -14,13 +14,14 @@ TINY = ["--config=configs/benchmark.py:variant=Ti/16,res=32", "--batch=8",
         "--steps=2", "--rounds=2", "--warmup=1"]
 
 
-def run_benchmark(tmp_path, *flags):
+def run_benchmark(tmp_path, *flags, check=True):
+  """The printed JSON; with ``check=False``, the finished process instead."""
   out = tmp_path / "bench.json"
   env = dict(os.environ, XLA_FLAGS="")  # a device per core, as a user would run it
-  subprocess.run([sys.executable, "scripts/benchmark.py", *TINY, *flags,
-                  f"--out={out}"], cwd=REPO, env=env, check=True, timeout=600,
-                 capture_output=True)
-  return json.loads(out.read_text())
+  process = subprocess.run([sys.executable, "scripts/benchmark.py", *TINY, *flags,
+                            f"--out={out}"], cwd=REPO, env=env, check=check,
+                           timeout=600, capture_output=True, text=True)
+  return json.loads(out.read_text()) if check else process
 
 
 def test_benchmark_json_is_consistent(tmp_path):
@@ -57,3 +58,31 @@ def test_compare_timm_reports_the_ratio(tmp_path):
   assert result["speedup_vs_timm"] == pytest.approx(
       result["train"]["img_per_sec"] / result["timm"]["img_per_sec"])
   assert result["timm"]["mfu"] > 0 and result["timm"]["amp_bf16"] is False
+
+
+def test_against_times_the_overridden_config_interleaved(tmp_path):
+  # A larger image is a visible override: more FLOPs per example.
+  result = run_benchmark(tmp_path, "--against=image_size=48,model.remat=True",
+                         "--rounds=3")
+  train, against = result["train"], result["against"]
+  assert result["against_overrides"] == "image_size=48,model.remat=True"
+  assert "inference" not in result and "timm" not in result
+  assert against["flops_per_example"] > 2 * train["flops_per_example"]
+  devices = result["num_devices"]
+  for stats in (train, against):
+    assert stats["step_ms_min"] <= stats["step_ms_median"] <= stats["step_ms_max"]
+    assert stats["mfu"] == pytest.approx(
+        stats["flops_per_example"] * stats["img_per_sec"]
+        / (devices * result["peak_flops_per_device"]))
+  # The median of per-round ratios lies within the extremes of the rounds.
+  assert (against["step_ms_min"] / train["step_ms_max"]
+          <= result["against_over_train_step_time"]
+          <= against["step_ms_max"] / train["step_ms_min"])
+  assert result["rounds"] == 3 and 0 <= result["rounds_against_faster"] <= 3
+
+
+def test_against_a_key_the_config_lacks_names_it(tmp_path):
+  process = run_benchmark(tmp_path, "--against=model.layernorm=flax", check=False)
+  assert process.returncode != 0
+  assert "--against: override 'model.layernorm': no 'layernorm' there" in process.stderr
+  assert "layer_norm_implementation" in process.stderr

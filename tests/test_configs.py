@@ -75,6 +75,31 @@ def test_configs_are_locked_so_a_typo_in_an_override_fails():
     config.model.dropout = 0.1
 
 
+def test_overrides_give_a_typed_copy_and_leave_the_config_alone():
+  config = pretrain.get_config("variant=B/16,data=imagenet21k")
+  other = common.with_overrides(
+      config, "model.remat=True, image_size=384,lr.base=3e-4,"
+              "model.representation_size=None,model.layer_norm_implementation=flax")
+  assert other.model.remat is True and other.image_size == 384
+  assert other.lr.base == 3e-4 and other.model.representation_size is None
+  assert other.model.layer_norm_implementation == "flax"
+  assert (config.model.remat, config.image_size, config.lr.base) == (False, 224, 1e-3)
+  assert config.model.representation_size == 768
+  assert config.model.layer_norm_implementation == "auto"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ("model.rematt=True", r"'model.rematt': no 'rematt' there; valid keys: .*remat"),
+    ("image_size.x=1", r"'image_size.x': no 'x' there; valid keys: none, it is not a block"),
+    ("model=1", r"'model' names a block; set one of its keys: .*remat"),
+    ("model.remat=sometimes", r"model.remat='sometimes': expected a bool"),
+    ("model.remat", r"'model.remat' is not key=value"),
+])
+def test_bad_overrides_name_the_key(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    common.with_overrides(pretrain.get_config("variant=B/16"), overrides)
+
+
 def test_every_dataset_preset_has_what_the_pipeline_reads():
   for name in common.DATASETS:
     data = common.dataset_config(name)
