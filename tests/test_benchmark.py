@@ -71,9 +71,10 @@ def test_against_times_the_overridden_config_interleaved(tmp_path):
   devices = result["num_devices"]
   for stats in (train, against):
     assert stats["step_ms_min"] <= stats["step_ms_median"] <= stats["step_ms_max"]
+    assert stats["peak_flops_per_device"] == max(stats["peak_flops_reads"])
     assert stats["mfu"] == pytest.approx(
         stats["flops_per_example"] * stats["img_per_sec"]
-        / (devices * result["peak_flops_per_device"]))
+        / (devices * stats["peak_flops_per_device"]))
   # The median of per-round ratios lies within the extremes of the rounds.
   assert (against["step_ms_min"] / train["step_ms_max"]
           <= result["against_over_train_step_time"]

@@ -174,15 +174,17 @@ def compare(config, other, batch_size, *, steps, rounds, warmup):
   separate runs cannot tell a 5% change. Here both steps are compiled side
   by side and their rounds interleaved, the order alternating (A B, B A,
   ...), so a drift slows both alike. Returns the result dict that
-  `scripts/benchmark.py --against` prints: each step's statistics and MFU,
-  the median over rounds of other's round time / config's, and in how many
-  rounds other was faster.
+  `scripts/benchmark.py --against` prints: each step's statistics and MFU
+  (against the peak at its own dtype), the median over rounds of other's
+  round time / config's, and in how many rounds other was faster.
   """
-  timed = {"train": _TrainStep(config, batch_size),
-           "against": _TrainStep(other, batch_size)}
+  configs = {"train": config, "against": other}
+  timed = {name: _TrainStep(c, batch_size) for name, c in configs.items()}
   mesh = timed["train"].mesh
   devices = mesh.devices.flat
-  peak_reads = [accounting.peak_flops_per_device(devices[0], config.model.dtype)]
+  # An override may change the compute dtype, and with it the peak.
+  peak_reads = {c.model.dtype: [accounting.peak_flops_per_device(devices[0], c.model.dtype)]
+                for c in configs.values()}
   for step in timed.values():
     for _ in range(warmup):
       step.run()
@@ -191,20 +193,23 @@ def compare(config, other, batch_size, *, steps, rounds, warmup):
   for i in range(rounds):
     for name in (("train", "against") if i % 2 == 0 else ("against", "train")):
       seconds[name].append(_round_seconds(timed[name].run, timed[name].sync, steps))
-  peak = _peak(devices[0], config.model.dtype, peak_reads)
+  peaks = {dtype: _peak(devices[0], dtype, reads) for dtype, reads in peak_reads.items()}
   result = {
       "device": devices[0].device_kind, "platform": devices[0].platform,
       "num_devices": mesh.size, "variant": config.variant,
       "image_size": config.image_size, "batch": batch_size,
       "dtype": config.model.dtype,
-      "peak_flops_per_device": peak, "peak_flops_reads": peak_reads,
   }
   for name, step in timed.items():
+    dtype = configs[name].model.dtype
     stats = _step_stats(seconds[name], batch_size)
-    stats.update(flops_per_example=accounting.analytic_flops_per_example(
-        step.model, step.image_size, train=True), compile_s=step.compile_s)
+    stats.update(
+        flops_per_example=accounting.analytic_flops_per_example(
+            step.model, step.image_size, train=True),
+        compile_s=step.compile_s, peak_flops_per_device=peaks[dtype],
+        peak_flops_reads=peak_reads[dtype])
     result[name] = with_mfu(stats, flops_per_example=stats["flops_per_example"],
-                            num_devices=mesh.size, peak_per_device=peak)
+                            num_devices=mesh.size, peak_per_device=peaks[dtype])
   ratios = [b / a for a, b in zip(seconds["train"], seconds["against"])]
   result.update(against_over_train_step_time=statistics.median(ratios),
                 rounds_against_faster=sum(r < 1 for r in ratios), rounds=rounds)
