@@ -23,17 +23,16 @@ dtype.
 import jax
 import jax.numpy as jnp
 
+from vit_jax import implementations
+
 IMPLEMENTATIONS = ('auto', 'dot_product_attention', 'head_major')
 
 
 def resolve(implementation: str) -> str:
   """The concrete implementation that ``implementation`` stands for."""
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f'unknown attention implementation {implementation!r}; '
-                     f'valid: {", ".join(IMPLEMENTATIONS)}')
-  if implementation == 'auto':
-    return 'head_major' if jax.default_backend() == 'cpu' else 'dot_product_attention'
-  return implementation
+  return implementations.resolve(
+      'attention_implementation', implementation, IMPLEMENTATIONS,
+      on_cpu='head_major', elsewhere='dot_product_attention')
 
 
 def attention(q, k, v, *, implementation: str = 'auto'):

@@ -26,18 +26,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax import implementations
 
 IMPLEMENTATIONS = ('auto', 'flax', 'matvec')
 
 
 def resolve(implementation: str) -> str:
   """The concrete implementation: ``auto`` is ``matvec`` on CPU, else ``flax``."""
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f'unknown layer_norm_implementation {implementation!r}; '
-                     f'valid: {", ".join(IMPLEMENTATIONS)}')
-  if implementation == 'auto':
-    return 'matvec' if jax.default_backend() == 'cpu' else 'flax'
-  return implementation
+  return implementations.resolve(
+      'layer_norm_implementation', implementation, IMPLEMENTATIONS,
+      on_cpu='matvec', elsewhere='flax')
 
 
 class LayerNorm(nn.LayerNorm):
