@@ -199,47 +199,34 @@ def test_attention_paths_agree(tiny_params):
   np.testing.assert_allclose(explicit, fused, rtol=1e-5, atol=1e-5)
 
 
-def test_attention_implementations_agree(tiny_params):
-  """Logits and parameter gradients do not depend on the attention kernel."""
+@pytest.mark.parametrize('field, implementation, reference', [
+    ('attention_implementation', 'head_major', 'dot_product_attention'),
+    ('layer_norm_implementation', 'matvec', 'flax'),
+])
+def test_kernel_implementations_agree(tiny_params, field, implementation, reference):
+  """Logits and parameter gradients do not depend on the attention or LayerNorm kernel."""
   x, params = images(), tiny_params
 
-  def logits_and_grads(implementation):
-    model = tiny_model(attention_implementation=implementation)
+  def logits_and_grads(name):
+    model = tiny_model(**{field: name})
     loss = lambda p: jnp.sum(jnp.tanh(model.apply({'params': p}, x, train=False)))
     return apply(model, params, x), jax.jit(jax.grad(loss))(params)
 
-  logits, grads = logits_and_grads('head_major')
-  want_logits, want_grads = logits_and_grads('dot_product_attention')
+  logits, grads = logits_and_grads(implementation)
+  want_logits, want_grads = logits_and_grads(reference)
   np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                grads, want_grads)
 
 
-def test_unknown_attention_implementation():
-  model = tiny_model(attention_implementation='flash')
-  with pytest.raises(ValueError, match=r"'flash'.*valid: auto, dot_product_attention"):
-    init(model, images())
-
-
-def test_layer_norm_implementations_agree(tiny_params):
-  """Logits and parameter gradients do not depend on the LayerNorm statistics."""
-  x, params = images(), tiny_params
-
-  def logits_and_grads(implementation):
-    model = tiny_model(layer_norm_implementation=implementation)
-    loss = lambda p: jnp.sum(jnp.tanh(model.apply({'params': p}, x, train=False)))
-    return apply(model, params, x), jax.jit(jax.grad(loss))(params)
-
-  logits, grads = logits_and_grads('matvec')
-  want_logits, want_grads = logits_and_grads('flax')
-  np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               grads, want_grads)
-
-
-def test_unknown_layer_norm_implementation():
-  model = tiny_model(layer_norm_implementation='fused')
-  with pytest.raises(ValueError, match=r"layer_norm_implementation 'fused'.*valid: auto, flax, matvec"):
+@pytest.mark.parametrize('field, name, message', [
+    ('attention_implementation', 'flash', r"'flash'.*valid: auto, dot_product_attention"),
+    ('layer_norm_implementation', 'fused',
+     r"layer_norm_implementation 'fused'.*valid: auto, flax, matvec"),
+])
+def test_unknown_kernel_implementation(field, name, message):
+  model = tiny_model(**{field: name})
+  with pytest.raises(ValueError, match=message):
     init(model, images())
 
 
