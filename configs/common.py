@@ -72,17 +72,24 @@ def parse_arg_string(arg, **defaults):
   valid keys. An empty or missing string gives the defaults.
   """
   parsed = dict(defaults)
-  for item in filter(None, (arg or "").split(",")):
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    if not sep:
-      raise ValueError(f"config argument {item!r} is not key=value; "
-                       f"valid keys: {', '.join(sorted(defaults))}")
+  valid = f"valid keys: {', '.join(sorted(defaults))}"
+  for key, value in _key_values(arg, what="config argument", hint=valid):
     if key not in defaults:
-      raise ValueError(f"unknown config argument {key!r}; valid keys: "
-                       f"{', '.join(sorted(defaults))}")
-    parsed[key] = _like(defaults[key], value.strip(), key)
+      raise ValueError(f"unknown config argument {key!r}; {valid}")
+    parsed[key] = _like(defaults[key], value, key)
   return ml_collections.ConfigDict(parsed)
+
+
+def _key_values(text, *, what, hint):
+  """The stripped (key, value) pairs of ``'k1=v1,k2=v2'``; none if empty.
+
+  An item without ``=`` is an error naming it as ``what``, then ``hint``.
+  """
+  for item in filter(None, (text or "").split(",")):
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"{what} {item!r} is not key=value; {hint}")
+    yield key.strip(), value.strip()
 
 
 def _like(default, value, key):
@@ -104,29 +111,26 @@ def with_overrides(config, overrides):
   """A copy of ``config`` with ``'model.remat=True,image_size=384'`` applied.
 
   Each value takes the type of the one it replaces, as in
-  `parse_arg_string` (``None`` unsets a field, and a field that is None
-  takes a Python literal or else the string); a key the config does not have is an error naming the
-  keys at that level. For timing a config against a variant of itself
-  (``scripts/benchmark.py --against``).
+  `parse_arg_string`; ``None`` unsets a field, and a field that is None
+  takes a Python literal, else the string. A key the config does not have
+  is an error naming the keys at that level. For timing a config against a
+  variant of itself (``scripts/benchmark.py --against``).
   """
   config = config.copy_and_resolve_references()
-  for item in filter(None, overrides.split(",")):
-    path, sep, value = item.partition("=")
-    path = path.strip()
-    if not sep:
-      raise ValueError(f"override {item!r} is not key=value "
-                       f"(e.g. model.layer_norm_implementation=flax)")
+  for path, value in _key_values(overrides, what="override",
+                                 hint="e.g. model.layer_norm_implementation=flax"):
     parent, node = None, config
     for part in path.split("."):
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      if not isinstance(node, ml_collections.ConfigDict):
         raise ValueError(f"override {path!r}: no {part!r} there; valid keys: "
-                         f"{', '.join(valid) or 'none, it is not a block'}")
+                         f"none, it is not a block")
+      if part not in node:
+        raise ValueError(f"override {path!r}: no {part!r} there; valid keys: "
+                         f"{', '.join(sorted(node.keys()))}")
       parent, node = node, node[part]
     if isinstance(node, ml_collections.ConfigDict):
       raise ValueError(f"override {path!r} names a block; set one of its keys: "
                        f"{', '.join(sorted(node.keys()))}")
-    value = value.strip()
     if node is None or value == "None":  # unset fields take any type, or None
       parent[part] = _literal(value)
     else:
