@@ -133,11 +133,7 @@ def measure(config, batch_size, *, steps, rounds, warmup, inference=True):
       compile_s=step.compile_s,
       compiled_memory_bytes=_compiled_bytes(step.compiled),
       peak_device_memory_bytes=_peak_device_bytes(devices[0]))
-  result = {
-      "device": devices[0].device_kind, "platform": devices[0].platform,
-      "num_devices": mesh.size, "variant": config.variant, "image_size": size,
-      "batch": batch_size, "dtype": config.model.dtype, "train": train,
-  }
+  result = {**_what_ran(config, mesh, batch_size), "train": train}
   if inference:
     params = step.state["params"]
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False),
@@ -194,12 +190,7 @@ def compare(config, other, batch_size, *, steps, rounds, warmup):
     for name in (("train", "against") if i % 2 == 0 else ("against", "train")):
       seconds[name].append(_round_seconds(timed[name].run, timed[name].sync, steps))
   peaks = {dtype: _peak(devices[0], dtype, reads) for dtype, reads in peak_reads.items()}
-  result = {
-      "device": devices[0].device_kind, "platform": devices[0].platform,
-      "num_devices": mesh.size, "variant": config.variant,
-      "image_size": config.image_size, "batch": batch_size,
-      "dtype": config.model.dtype,
-  }
+  result = _what_ran(config, mesh, batch_size)
   for name, step in timed.items():
     dtype = configs[name].model.dtype
     stats = _step_stats(seconds[name], batch_size)
@@ -214,6 +205,15 @@ def compare(config, other, batch_size, *, steps, rounds, warmup):
   result.update(against_over_train_step_time=statistics.median(ratios),
                 rounds_against_faster=sum(r < 1 for r in ratios), rounds=rounds)
   return result
+
+
+def _what_ran(config, mesh, batch_size):
+  """The head of a result: devices, model, resolution, batch and dtype."""
+  device = mesh.devices.flat[0]
+  return {"device": device.device_kind, "platform": device.platform,
+          "num_devices": mesh.size, "variant": config.variant,
+          "image_size": config.image_size, "batch": batch_size,
+          "dtype": config.model.dtype}
 
 
 def _peak(device, dtype, reads):
