@@ -188,8 +188,9 @@ def base_config():
       classifier="token", representation_size=None, dropout_rate=0.0,
       attention_dropout_rate=0.0, dtype="float32", param_dtype="float32",
       remat=False, head_bias_init=0.0,
-      # vit_jax/attention.py: "auto" (head_major on CPU, jax.nn's fused
-      # dot_product_attention on accelerators), or either by name.
+      # vit_jax/attention.py: "auto" (head_major on CPU, cuDNN's fused
+      # kernel on GPU where it runs, XLA's dot_product_attention otherwise),
+      # or one of them by name.
       attention_implementation="auto",
       # vit_jax/layer_norm.py: "auto" (matvec statistics on CPU, flax's
       # LayerNorm on accelerators), or either by name.

@@ -66,7 +66,37 @@ def test_auto_picks_head_major_on_cpu():
   assert attention.resolve('dot_product_attention') == 'dot_product_attention'
 
 
+@pytest.mark.parametrize('backend, expected', [
+    ('gpu', 'cudnn'), ('tpu', 'dot_product_attention'), ('cpu', 'head_major')])
+def test_auto_by_backend(monkeypatch, backend, expected):
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  assert attention.resolve('auto') == expected
+  assert attention.resolve('cudnn') == 'cudnn'
+
+
+def test_auto_on_a_gpu_falls_back_to_xla_where_cudnn_refuses(monkeypatch, caplog):
+  """This jaxlib has no cuDNN, so cuDNN refuses as it does a float32 q on a GPU."""
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  attention._warn_once.cache_clear()
+  q, k, v = qkv()
+  with caplog.at_level('WARNING'):
+    got = jax.jit(lambda *a: attention.attention(*a, implementation='auto'))(q, k, v)
+  np.testing.assert_allclose(got, reference(q, k, v), rtol=1e-5, atol=1e-5)
+  refusals = [r.getMessage() for r in caplog.records if 'cuDNN' in r.getMessage()]
+  assert len(refusals) == 1, refusals
+  assert 'cuDNN is not detected' in refusals[0] and str(SHAPE) in refusals[0]
+  assert 'dot_product_attention' in refusals[0]
+
+
+def test_cudnn_by_name_is_an_error_where_it_cannot_run():
+  with pytest.raises(ValueError, match=r"attention_implementation 'cudnn' cannot run "
+                                       r"q, k, v of shape \(3, 17, 4, 8\) and dtype "
+                                       r"float32: cuDNN is not detected.*bfloat16.*"
+                                       r"'dot_product_attention'"):
+    attention.attention(*qkv(), implementation='cudnn')
+
+
 def test_unknown_implementation_names_the_valid_ones():
-  with pytest.raises(ValueError, match=r"'flash'.*valid: auto, dot_product_attention, "
-                                       r"head_major"):
+  with pytest.raises(ValueError, match=r"'flash'.*valid: auto, cudnn, "
+                                       r"dot_product_attention, head_major"):
     attention.attention(*qkv(), implementation='flash')

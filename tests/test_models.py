@@ -220,7 +220,7 @@ def test_kernel_implementations_agree(tiny_params, field, implementation, refere
 
 
 @pytest.mark.parametrize('field, name, message', [
-    ('attention_implementation', 'flash', r"'flash'.*valid: auto, dot_product_attention"),
+    ('attention_implementation', 'flash', r"'flash'.*valid: auto, cudnn, dot_product_attention"),
     ('layer_norm_implementation', 'fused',
      r"layer_norm_implementation 'fused'.*valid: auto, flax, matvec"),
 ])

@@ -5,9 +5,13 @@ layout of the checkpoint's projection kernels, and the result goes back in
 that layout. Logits and softmax are computed in float32 whatever the input
 dtype.
 
-- ``dot_product_attention``: ``jax.nn.dot_product_attention``, which
-  dispatches to cuDNN's fused (flash) kernel on GPU where the shape allows
-  and to XLA's own lowering elsewhere. The choice on accelerators.
+- ``cudnn``: ``jax.nn.dot_product_attention(..., implementation='cudnn')``,
+  cuDNN's fused (flash) kernel, which never writes the (tokens x tokens)
+  weights to memory. It takes bfloat16 or float16 inputs and a head_dim that
+  is a multiple of 8, on an NVIDIA GPU.
+- ``dot_product_attention``: ``jax.nn.dot_product_attention`` as JAX picks
+  by default, which is XLA's own lowering on every backend: JAX does not
+  choose cuDNN unless asked.
 - ``head_major``: einsums in (batch, heads, tokens, head_dim) layout with a
   hand-written backward pass. XLA:CPU runs batched matmuls fastest when the
   batch dimensions lead; in the token-major layout it copies and transposes
@@ -17,31 +21,68 @@ dtype.
   --against=model.attention_implementation=dot_product_attention``: the
   Ti/16 train step took a median 1,025 ms this way against 1,173 ms.
 
-``auto`` picks ``head_major`` when JAX's default backend is the CPU, and
-``dot_product_attention`` otherwise.
+``auto`` picks ``head_major`` when JAX's default backend is the CPU,
+``cudnn`` on a GPU, and ``dot_product_attention`` otherwise. Where cuDNN
+refuses the inputs (float32 compute, an odd head_dim, no cuDNN), ``auto``
+falls back to ``dot_product_attention`` and logs cuDNN's reason once per shape; a
+``cudnn`` asked for by name is an error instead.
 """
+import functools
+
+from absl import logging
 import jax
 import jax.numpy as jnp
 
 from vit_jax import implementations
 
-IMPLEMENTATIONS = ('auto', 'dot_product_attention', 'head_major')
+IMPLEMENTATIONS = ('auto', 'cudnn', 'dot_product_attention', 'head_major')
 
 
 def resolve(implementation: str) -> str:
   """The concrete implementation that ``implementation`` stands for."""
   return implementations.resolve(
       'attention_implementation', implementation, IMPLEMENTATIONS,
-      on_cpu='head_major', elsewhere='dot_product_attention')
+      on_cpu='head_major', on_gpu='cudnn', elsewhere='dot_product_attention')
 
 
 def attention(q, k, v, *, implementation: str = 'auto'):
   """softmax(q k^T / sqrt(head_dim)) v over (batch, tokens, heads, head_dim)."""
-  if resolve(implementation) == 'dot_product_attention':
+  chosen = resolve(implementation)
+  if chosen == 'head_major':
+    to_head_major = lambda x: jnp.swapaxes(x, 1, 2)
+    out = _head_major_attention(*map(to_head_major, (q, k, v)))
+    return to_head_major(out)
+  if chosen == 'cudnn':
+    return _cudnn_or_fallback(q, k, v, fall_back=implementation == 'auto')
+  return jax.nn.dot_product_attention(q, k, v)
+
+
+def _cudnn_or_fallback(q, k, v, *, fall_back: bool):
+  """cuDNN's fused attention; where it refuses, XLA's if ``fall_back``.
+
+  JAX checks cuDNN's limits (dtype, head_dim, the library's presence) while
+  tracing, so a refusal is an exception here, before anything is compiled.
+  """
+  try:
+    return jax.nn.dot_product_attention(q, k, v, implementation='cudnn')
+  except (NotImplementedError, RuntimeError) as refusal:
+    if not fall_back:
+      raise ValueError(
+          f"attention_implementation 'cudnn' cannot run q, k, v of shape "
+          f"{q.shape} and dtype {q.dtype}: {refusal} (cuDNN's fused attention "
+          f"needs an NVIDIA GPU, bfloat16 or float16 compute (model.dtype) and a "
+          f"head_dim that is a multiple of 8; 'auto' falls back to "
+          f"'dot_product_attention' where it cannot)") from refusal
+    _warn_once(f"cuDNN's fused attention refused q of shape {q.shape} and dtype "
+               f"{q.dtype} ({refusal}); running XLA's attention "
+               f"(dot_product_attention) instead.")
     return jax.nn.dot_product_attention(q, k, v)
-  to_head_major = lambda x: jnp.swapaxes(x, 1, 2)
-  out = _head_major_attention(*map(to_head_major, (q, k, v)))
-  return to_head_major(out)
+
+
+@functools.cache
+def _warn_once(message: str):
+  """Logs ``message`` the first time only: every block of every trace repeats it."""
+  logging.warning(message)
 
 
 def _forward(q, k, v):

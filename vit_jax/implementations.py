@@ -7,15 +7,17 @@ the one accelerators run best; a config field names one or leaves it to
 import jax
 
 
-def resolve(field: str, implementation: str, valid, *, on_cpu: str, elsewhere: str) -> str:
+def resolve(field: str, implementation: str, valid, *, on_cpu: str, elsewhere: str,
+            on_gpu: str | None = None) -> str:
   """The concrete implementation that ``implementation`` stands for.
 
-  ``auto`` is ``on_cpu`` when JAX's default backend is the CPU and
-  ``elsewhere`` otherwise; a name not in ``valid`` is an error naming the
-  config ``field`` and the valid names.
+  ``auto`` is ``on_cpu`` when JAX's default backend is the CPU, ``on_gpu``
+  (when given) on a GPU, and ``elsewhere`` otherwise; a name not in ``valid``
+  is an error naming the config ``field`` and the valid names.
   """
   if implementation not in valid:
     raise ValueError(f'unknown {field} {implementation!r}; valid: {", ".join(valid)}')
   if implementation == 'auto':
-    return on_cpu if jax.default_backend() == 'cpu' else elsewhere
+    by_backend = {'cpu': on_cpu, 'gpu': on_gpu or elsewhere}
+    return by_backend.get(jax.default_backend(), elsewhere)
   return implementation
