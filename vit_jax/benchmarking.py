@@ -73,7 +73,6 @@ class _TrainStep:
 
   def __init__(self, config, batch_size):
     self.mesh = mesh = sharding.make_mesh(config.mesh)
-    self.image_size = config.image_size
     self.model = models.get_model(config.variant, num_classes=config.data.num_classes,
                                   **config.model)
     schedule = optim.make_schedule(config.lr, config.total_steps)
@@ -120,7 +119,7 @@ def measure(config, batch_size, *, steps, rounds, warmup, inference=True):
   Returns (the result dict that `scripts/benchmark.py` prints, the model).
   """
   step = _TrainStep(config, batch_size)
-  mesh, model, size = step.mesh, step.model, step.image_size
+  mesh, model, size = step.mesh, step.model, config.image_size
   devices = mesh.devices.flat
   peak_reads = [accounting.peak_flops_per_device(devices[0], config.model.dtype)]
   xla_flops = accounting.compiled_flops(step.compiled)
@@ -196,7 +195,7 @@ def compare(config, other, batch_size, *, steps, rounds, warmup):
     stats = _step_stats(seconds[name], batch_size)
     stats.update(
         flops_per_example=accounting.analytic_flops_per_example(
-            step.model, step.image_size, train=True),
+            step.model, configs[name].image_size, train=True),
         compile_s=step.compile_s, peak_flops_per_device=peaks[dtype],
         peak_flops_reads=peak_reads[dtype])
     result[name] = with_mfu(stats, flops_per_example=stats["flops_per_example"],
