@@ -119,7 +119,12 @@ def _param_layouts(mesh, abstract_params, mesh_config):
 
 def param_shardings(mesh, abstract_params, mesh_config):
   """NamedShardings for a tree of parameters, by `config.mesh.rules`."""
-  layouts = _param_layouts(mesh, abstract_params, mesh_config)
+  return _as_shardings(mesh, abstract_params,
+                       _param_layouts(mesh, abstract_params, mesh_config))
+
+
+def _as_shardings(mesh, abstract_params, layouts):
+  """The tree of NamedShardings that `_param_layouts`' ``layouts`` give."""
   return jax.tree_util.tree_map_with_path(
       lambda path, _: NamedSharding(mesh, layouts[tree_util.path_name(path)][0]),
       abstract_params)
@@ -170,7 +175,7 @@ def describe(mesh, abstract_params, mesh_config):
                  + ("" if regex else " (no rule matched)"))
   lines.append(f"  {replicated_count} more parameters replicated")
   per_device = bytes_per_device(
-      abstract_params, param_shardings(mesh, abstract_params, mesh_config))
+      abstract_params, _as_shardings(mesh, abstract_params, layouts))
   total = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract_params))
   lines.append(f"parameters: {per_device / 2**20:.1f} MiB per device of "
                f"{total / 2**20:.1f} MiB (optimizer moments lie alike)")
