@@ -188,6 +188,9 @@ def base_config():
       classifier="token", representation_size=None, dropout_rate=0.0,
       attention_dropout_rate=0.0, dtype="float32", param_dtype="float32",
       remat=False, head_bias_init=0.0,
+      # With remat: what each block keeps for the backward pass, one of
+      # vit_jax.models.REMAT_POLICIES (nothing_saveable: the least memory).
+      remat_policy="nothing_saveable",
       # vit_jax/attention.py: "auto" (head_major on CPU, cuDNN's fused
       # kernel on GPU where it runs, XLA's dot_product_attention otherwise),
       # or one of them by name.

@@ -159,9 +159,10 @@ def test_bf16_compute_with_f32_params(tiny_params):
   assert not np.array_equal(got, want)  # bf16 really was used
 
 
-def test_remat_matches_plain(tiny_params):
+@pytest.mark.parametrize('policy', models.REMAT_POLICIES)
+def test_remat_matches_plain(tiny_params, policy):
   x, params = images(), tiny_params
-  plain, rematted = tiny_model(), tiny_model(remat=True)
+  plain, rematted = tiny_model(), tiny_model(remat=True, remat_policy=policy)
   assert flat_shapes(abstract_params(rematted, 16, 16)) == flat_shapes(params)
 
   np.testing.assert_allclose(apply(rematted, params, x), apply(plain, params, x),
@@ -174,6 +175,28 @@ def test_remat_matches_plain(tiny_params):
   grads_plain, grads_remat = grads(plain), grads(rematted)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                grads_remat, grads_plain)
+
+
+def test_remat_policy_decides_which_matmuls_the_backward_pass_redoes():
+  """Matmuls in the lowered gradient, against the same model without remat.
+
+  ``dots_saveable`` keeps every matmul's output, so none is redone;
+  ``dots_with_no_batch_dims_saveable`` redoes the attention's two batched
+  matmuls in each block; ``nothing_saveable`` redoes those and the
+  projections and the MLP's.
+  """
+  x, params = images(), init(tiny_model(), images())
+
+  def matmuls(**overrides):
+    model = tiny_model(layer_norm_implementation='flax', **overrides)
+    loss = lambda p: jnp.sum(model.apply({'params': p}, x, train=False) ** 2)
+    return jax.jit(jax.grad(loss)).lower(params).as_text().count('stablehlo.dot_general')
+
+  plain = matmuls()
+  kept = {policy: matmuls(remat=True, remat_policy=policy) for policy in models.REMAT_POLICIES}
+  assert kept['dots_saveable'] == plain
+  assert kept['dots_with_no_batch_dims_saveable'] == plain + 2 * TINY['num_layers']
+  assert kept['nothing_saveable'] > plain + 2 * TINY['num_layers']
 
 
 @pytest.mark.parametrize('attention_dropout_rate,remat', [(0.0, False), (0.1, True)])
@@ -223,8 +246,12 @@ def test_kernel_implementations_agree(tiny_params, field, implementation, refere
     ('attention_implementation', 'flash', r"'flash'.*valid: auto, cudnn, dot_product_attention"),
     ('layer_norm_implementation', 'fused',
      r"layer_norm_implementation 'fused'.*valid: auto, flax, matvec"),
+    ('remat_policy', 'everything',
+     r"unknown remat_policy 'everything'; valid: nothing_saveable, dots_saveable, "
+     r"dots_with_no_batch_dims_saveable"),
 ])
-def test_unknown_kernel_implementation(field, name, message):
+def test_unknown_model_choice_names_the_valid_ones(field, name, message):
+  """Even with remat off, so that a misspelt policy fails before a long run."""
   model = tiny_model(**{field: name})
   with pytest.raises(ValueError, match=message):
     init(model, images())

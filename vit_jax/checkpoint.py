@@ -64,11 +64,11 @@ class SaveError(RuntimeError):
 
 # Fields of a run's config that fix the shapes of its train state: a workdir
 # cannot resume under another value (`check_workdir`). The other `model`
-# fields (dropout, remat, compute dtype, attention and LayerNorm kernels)
-# leave the shapes as they are.
+# fields (dropout, remat and its policy, compute dtype, attention and
+# LayerNorm kernels) leave the shapes as they are.
 STATE_DEFINING_FIELDS = ("variant", "image_size", "data.num_classes", "optim.name")
-SHAPELESS_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "remat", "dtype",
-                          "attention_implementation", "layer_norm_implementation")
+SHAPELESS_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "remat", "remat_policy",
+                          "dtype", "attention_implementation", "layer_norm_implementation")
 
 
 @contextlib.contextmanager

@@ -28,6 +28,19 @@ VARIANTS = {
 
 CLASSIFIERS = ('token', 'gap')
 
+# What a rematerialised block keeps for the backward pass (`jax.checkpoint_policies`):
+# nothing (the least memory, the whole forward pass again), every matmul's
+# output, or the outputs of the matmuls with weights (projections and MLP)
+# while the attention's batched matmuls and all elementwise work are redone.
+REMAT_POLICIES = ('nothing_saveable', 'dots_saveable', 'dots_with_no_batch_dims_saveable')
+
+
+def remat_policy(name: str):
+  """The `jax.checkpoint_policies` function that ``config.model.remat_policy`` names."""
+  if name not in REMAT_POLICIES:
+    raise ValueError(f'unknown remat_policy {name!r}; valid: {", ".join(REMAT_POLICIES)}')
+  return getattr(jax.checkpoint_policies, name)
+
 # The original ViT initialises Dense layers this way; tiny biases rather than
 # zeros keep the same checkpoint statistics and training behaviour.
 _dense_kernel_init = nn.initializers.xavier_uniform()
@@ -157,6 +170,7 @@ class Encoder(nn.Module):
   remat: bool
   attention_implementation: str = 'auto'
   layer_norm_implementation: str = 'auto'
+  remat_policy: str = 'nothing_saveable'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -164,11 +178,13 @@ class Encoder(nn.Module):
     x = nn.Dropout(self.dropout_rate, name='Dropout_0')(x, deterministic=not train)
 
     # Rematerialising trades recomputation in the backward pass for not
-    # storing each block's activations; `train` (argument 2, counting self)
-    # selects Python control flow, so it must be static.
+    # storing each block's activations, all or those the policy does not
+    # keep; `train` (argument 2, counting self) selects Python control flow,
+    # so it must be static.
     block_cls = Encoder1DBlock
     if self.remat:
-      block_cls = nn.remat(Encoder1DBlock, static_argnums=(2,))
+      block_cls = nn.remat(Encoder1DBlock, static_argnums=(2,),
+                           policy=remat_policy(self.remat_policy))
     for i in range(self.num_layers):
       x = block_cls(
           self.mlp_dim, self.num_heads, self.dropout_rate, self.attention_dropout_rate,
@@ -200,6 +216,8 @@ class VisionTransformer(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
+  # One of REMAT_POLICIES: what each block keeps when ``remat`` is on.
+  remat_policy: str = 'nothing_saveable'
   head_bias_init: float = 0.0
   # One of vit_jax.attention.IMPLEMENTATIONS; 'auto' picks by backend.
   attention_implementation: str = 'auto'
@@ -216,6 +234,7 @@ class VisionTransformer(nn.Module):
     # A bad implementation name fails here, before anything is built.
     attention.resolve(self.attention_implementation)
     layer_norm.resolve(self.layer_norm_implementation)
+    remat_policy(self.remat_policy)
     batch, height, width, _ = images.shape
     p = self.patch_size
     if height % p or width % p:
@@ -235,7 +254,8 @@ class VisionTransformer(nn.Module):
     x = Encoder(self.num_layers, self.mlp_dim, self.num_heads, self.dropout_rate,
                 self.attention_dropout_rate, self.dtype, self.param_dtype,
                 self.remat, self.attention_implementation,
-                self.layer_norm_implementation, name='Transformer')(x, train=train)
+                self.layer_norm_implementation, self.remat_policy,
+                name='Transformer')(x, train=train)
 
     if self.classifier == 'token':
       x = x[:, 0]
