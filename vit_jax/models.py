@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax import attention, layer_norm
+from vit_jax import attention, dropout, layer_norm
 
 # name -> (hidden_size, num_layers, mlp_dim, num_heads), as in the ViT paper
 # (Ti and S from the DeiT / "How to train your ViT" follow-ups).
@@ -80,9 +80,9 @@ class MlpBlock(nn.Module):
                  kernel_init=_dense_kernel_init, bias_init=_dense_bias_init)
     y = nn.Dense(self.mlp_dim, name='Dense_0', **dense)(x)
     y = nn.gelu(y)
-    y = nn.Dropout(self.dropout_rate, name='Dropout_0')(y, deterministic=not train)
+    y = dropout.Dropout(self.dropout_rate, name='Dropout_0')(y, deterministic=not train)
     y = nn.Dense(x.shape[-1], name='Dense_1', **dense)(y)
-    return nn.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
+    return dropout.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
 
 
 class MultiHeadDotProductAttention(nn.Module):
@@ -116,7 +116,7 @@ class MultiHeadDotProductAttention(nn.Module):
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k,
                           preferred_element_type=jnp.float32)
       weights = jax.nn.softmax(logits * head_dim**-0.5)
-      weights = nn.Dropout(self.dropout_rate, name='attention_dropout')(
+      weights = dropout.Dropout(self.dropout_rate, name='attention_dropout')(
           weights, deterministic=False)
       y = jnp.einsum('bhqk,bkhd->bqhd', weights.astype(v.dtype), v)
     else:
@@ -149,7 +149,7 @@ class Encoder1DBlock(nn.Module):
         self.num_heads, self.attention_dropout_rate,
         implementation=self.attention_implementation,
         name='MultiHeadDotProductAttention_1', **dtypes)(y, train=train)
-    y = nn.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
+    y = dropout.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
     x = x + y
 
     y = layer_norm.LayerNorm(name='LayerNorm_2', **norm)(x)
@@ -175,7 +175,7 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     x = AddPositionEmbs(self.param_dtype, name='posembed_input')(x)
-    x = nn.Dropout(self.dropout_rate, name='Dropout_0')(x, deterministic=not train)
+    x = dropout.Dropout(self.dropout_rate, name='Dropout_0')(x, deterministic=not train)
 
     # Rematerialising trades recomputation in the backward pass for not
     # storing each block's activations, all or those the policy does not

@@ -1,0 +1,55 @@
+"""Dropout that draws 16 random bits per element, not flax's 32.
+
+flax's ``nn.Dropout`` draws a float32 uniform for every element: one 32-bit
+threefry word each, and threefry is ~20 integer operations per word. With the
+paper's pre-training dropout of 0.1 those draws cost more than anything but
+the matmuls: on the 2-core CPU a ViT-Ti/16 train step at batch 32 took a
+median 1,683 ms with flax's dropout against 976 ms with none. 16 bits per
+element resolve a rate to 1/65,536, so this module draws one word for every
+two elements and compares each 16-bit half with the rate: 1,156 ms.
+
+The drop probability is the rate rounded to a multiple of 2^-16 (0.1 ->
+0.1000061), and kept values are scaled by the inverse of the realised keep
+probability, so every element's expectation is unchanged exactly. The
+module has no parameters: swapping it for flax's leaves checkpoints as they
+are, and only the random masks differ.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_LEVELS = 2**16  # distinct values of a 16-bit draw
+
+
+class Dropout(nn.Module):
+  """Inverted dropout over all elements, called like ``flax.linen.Dropout``."""
+  rate: float
+  rng_collection: str = 'dropout'
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    if not 0.0 <= self.rate <= 1.0:
+      raise ValueError(f'dropout rate {self.rate} must lie in [0, 1] '
+                       f'(config.model.dropout_rate, attention_dropout_rate)')
+    if deterministic:
+      return x
+    threshold = round(self.rate * _LEVELS)
+    if threshold == 0:
+      return x
+    if threshold == _LEVELS:
+      return jnp.zeros_like(x)
+    keep = keep_mask(self.make_rng(self.rng_collection), x.shape, threshold)
+    scale = jnp.asarray(_LEVELS / (_LEVELS - threshold), x.dtype)
+    return jnp.where(keep, x * scale, jnp.zeros((), x.dtype))
+
+
+def keep_mask(key, shape, threshold: int):
+  """True where a uniform 16-bit draw is at least ``threshold``.
+
+  One 32-bit word serves two elements of the last axis: its low half the
+  first half of the row, its high half the second.
+  """
+  *leading, last = shape
+  words = jax.random.bits(key, (*leading, (last + 1) // 2), jnp.uint32)
+  draws = jnp.concatenate([words & 0xFFFF, words >> 16], axis=-1)[..., :last]
+  return draws >= threshold
