@@ -38,12 +38,12 @@ class Dropout(nn.Module):
       return x
     if threshold == _LEVELS:
       return jnp.zeros_like(x)
-    keep = keep_mask(self.make_rng(self.rng_collection), x.shape, threshold)
+    keep = _keep_mask(self.make_rng(self.rng_collection), x.shape, threshold)
     scale = jnp.asarray(_LEVELS / (_LEVELS - threshold), x.dtype)
     return jnp.where(keep, x * scale, jnp.zeros((), x.dtype))
 
 
-def keep_mask(key, shape, threshold: int):
+def _keep_mask(key, shape, threshold: int):
   """True where a uniform 16-bit draw is at least ``threshold``.
 
   One 32-bit word serves two elements of the last axis: its low half the
