@@ -24,8 +24,8 @@ dtype.
 ``auto`` picks ``head_major`` when JAX's default backend is the CPU,
 ``cudnn`` on a GPU, and ``dot_product_attention`` otherwise. Where cuDNN
 refuses the inputs (float32 compute, an odd head_dim, no cuDNN), ``auto``
-falls back to ``dot_product_attention`` and logs cuDNN's reason once per shape; a
-``cudnn`` asked for by name is an error instead.
+falls back to ``dot_product_attention`` and logs cuDNN's reason once per
+shape; a ``cudnn`` asked for by name is an error instead.
 """
 import functools
 
