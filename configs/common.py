@@ -192,8 +192,8 @@ def base_config():
       # vit_jax.models.REMAT_POLICIES (nothing_saveable: the least memory).
       remat_policy="nothing_saveable",
       # vit_jax/attention.py: "auto" (head_major on CPU, cuDNN's fused
-      # kernel on GPU where it runs, XLA's dot_product_attention otherwise),
-      # or one of them by name.
+      # kernel on GPU for bfloat16/float16 compute, XLA's
+      # dot_product_attention otherwise), or one of them by name.
       attention_implementation="auto",
       # vit_jax/layer_norm.py: "auto" (matvec statistics on CPU, flax's
       # LayerNorm on accelerators), or either by name.

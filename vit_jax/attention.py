@@ -22,10 +22,11 @@ dtype.
   Ti/16 train step took a median 1,025 ms this way against 1,173 ms.
 
 ``auto`` picks ``head_major`` when JAX's default backend is the CPU,
-``cudnn`` on a GPU, and ``dot_product_attention`` otherwise. Where cuDNN
-refuses the inputs (float32 compute, an odd head_dim, no cuDNN), ``auto``
-falls back to ``dot_product_attention`` and logs cuDNN's reason once per
-shape; a ``cudnn`` asked for by name is an error instead.
+``cudnn`` on a GPU for bfloat16 or float16 compute, and
+``dot_product_attention`` otherwise. Where cuDNN refuses half-precision
+inputs too (an odd head_dim, no cuDNN), ``auto`` falls back to
+``dot_product_attention`` and logs cuDNN's reason once per shape; a
+``cudnn`` asked for by name is an error instead.
 """
 import functools
 
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 from vit_jax import implementations
 
 IMPLEMENTATIONS = ('auto', 'cudnn', 'dot_product_attention', 'head_major')
+_CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)  # cuDNN's fused kernel has no float32
 
 
 def resolve(implementation: str) -> str:
@@ -52,8 +54,9 @@ def attention(q, k, v, *, implementation: str = 'auto'):
     to_head_major = lambda x: jnp.swapaxes(x, 1, 2)
     out = _head_major_attention(*map(to_head_major, (q, k, v)))
     return to_head_major(out)
-  if chosen == 'cudnn':
-    return _cudnn_or_fallback(q, k, v, fall_back=implementation == 'auto')
+  auto = implementation == 'auto'
+  if chosen == 'cudnn' and not (auto and q.dtype not in _CUDNN_DTYPES):
+    return _cudnn_or_fallback(q, k, v, fall_back=auto)
   return jax.nn.dot_product_attention(q, k, v)
 
 
