@@ -37,6 +37,11 @@ def test_the_mask_follows_the_key():
   assert not np.array_equal(apply(0.3, x, seed=0), apply(0.3, x, seed=1))
 
 
+def test_a_scalar_is_kept_or_dropped_whole():
+  outcomes = {float(apply(0.5, jnp.float32(2.0), seed=seed)) for seed in range(40)}
+  assert outcomes == {0.0, 2.0 * 65536 / 32768}
+
+
 def test_deterministic_rate_zero_and_rate_one():
   x = jax.random.normal(jax.random.key(2), (4, 10))
   np.testing.assert_array_equal(apply(0.5, x, deterministic=True), x)

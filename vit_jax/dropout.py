@@ -49,6 +49,8 @@ def _keep_mask(key, shape, threshold: int):
   One 32-bit word serves two elements of the last axis: its low half the
   first half of the row, its high half the second.
   """
+  if not shape:  # a scalar: one row of one element
+    return _keep_mask(key, (1,), threshold).reshape(())
   *leading, last = shape
   words = jax.random.bits(key, (*leading, (last + 1) // 2), jnp.uint32)
   draws = jnp.concatenate([words & 0xFFFF, words >> 16], axis=-1)[..., :last]
