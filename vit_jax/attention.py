@@ -54,9 +54,9 @@ def attention(q, k, v, *, implementation: str = 'auto'):
     to_head_major = lambda x: jnp.swapaxes(x, 1, 2)
     out = _head_major_attention(*map(to_head_major, (q, k, v)))
     return to_head_major(out)
-  auto = implementation == 'auto'
-  if chosen == 'cudnn' and not (auto and q.dtype not in _CUDNN_DTYPES):
-    return _cudnn_or_fallback(q, k, v, fall_back=auto)
+  # `auto` leaves float32 to XLA's attention without asking cuDNN.
+  if chosen == 'cudnn' and (implementation == 'cudnn' or q.dtype in _CUDNN_DTYPES):
+    return _cudnn_or_fallback(q, k, v, fall_back=implementation == 'auto')
   return jax.nn.dot_product_attention(q, k, v)
 
 
