@@ -1,17 +1,20 @@
 """Sources: TFRecord shards and image folders, process shares, resume, corrupt images."""
 import json
 import os
+import re
 import shutil
+import threading
 
 import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from vit_jax import input_pipeline, sources
+from vit_jax import input_pipeline, preprocess, sources
 from vit_jax.datasets import tfrecords
 
-NUM = 24  # examples; example i has class i (and i+1 mod NUM when multi-label)
+NUM = 24  # examples and classes; example i has class i (and i+1 mod NUM when
+# multi-label), both mod NUM where a test writes more examples
 PP = f"decode|resize(8)|value_range(-1,1)|onehot({NUM})"
 
 
@@ -22,10 +25,11 @@ def image(index, size=12):
 
 def write_tfrecords(out_dir, *, num_shards, multi_label=False, split="train", num=NUM):
   labels = np.zeros((num, NUM), np.int64)
-  labels[np.arange(num), np.arange(num)] = 1
+  classes = np.arange(num) % NUM
+  labels[np.arange(num), classes] = 1
   if multi_label:
-    labels[np.arange(num), (np.arange(num) + 1) % NUM] = 1
-  examples = tfrecords.array_examples(np.stack([image(i) for i in range(num)]), labels)
+    labels[np.arange(num), (classes + 1) % NUM] = 1
+  examples = tfrecords.array_examples(np.stack([image(c) for c in classes]), labels)
   return tfrecords.write_split(str(out_dir), split, examples, num_shards=num_shards,
                                classes=[f"class{i}" for i in range(NUM)])
 
@@ -156,21 +160,29 @@ def test_multi_label_records_give_multi_hot_targets(tmp_path):
   assert [np.flatnonzero(row).tolist() for row in labels] == [[0, 1], [1, 2], [2, 3]]
 
 
-def corrupt_shards(out_dir):
-  """Two shards of 12; record 3 of the second (example 15) is a truncated JPEG."""
+def corrupt_shards(out_dir, *, intact_markers=False):
+  """Two shards of 12; record 3 of the second (example 15) is a corrupt JPEG.
+
+  Truncated, or with ``intact_markers`` its start and end markers around a
+  body of zeros: that passes `preprocess.is_decodable` and fails only when
+  decoded.
+  """
   write_tfrecords(out_dir, num_shards=2)
   good = tf.io.encode_jpeg(image(15)).numpy()
   path = os.path.join(out_dir, "train-00001-of-00002.tfrecord")
   records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
-  records[3] = tfrecords._example(good[:len(good) // 2], [15])
+  bad = good[:3] + bytes(60) + good[-2:] if intact_markers else good[:len(good) // 2]
+  assert bool(preprocess.is_decodable(tf.constant(bad))) == intact_markers
+  records[3] = tfrecords._example(bad, [15])
   with tf.io.TFRecordWriter(path) as writer:
     for record in records:
       writer.write(record)
   return path
 
 
-def test_a_corrupt_jpeg_is_skipped_and_counted(tmp_path):
-  corrupt_shards(tmp_path)
+@pytest.mark.parametrize("intact_markers", [False, True], ids=["truncated", "bad_body"])
+def test_a_corrupt_jpeg_is_skipped_and_counted(tmp_path, intact_markers):
+  corrupt_shards(tmp_path, intact_markers=intact_markers)
   config = data_config("tfrecord", tmp_path)
   stats = input_pipeline.InputStats()
   batches = input_pipeline.train_batches(config, PP, global_batch=23, seed=0, stats=stats)
@@ -192,6 +204,34 @@ def test_a_corrupt_jpeg_is_named_in_strict_mode(tmp_path):
   assert f"{path}:3" in str(error.value) and "config.data.strict" in str(error.value)
   with pytest.raises(tf.errors.InvalidArgumentError, match=f"{path}:3"):
     list(input_pipeline.EvalData(config, PP, "train", global_batch=8))
+
+
+def test_a_training_file_deleted_mid_run_stops_the_stream_naming_it(tmp_path):
+  """Not skipped like a corrupt image: with every file gone the endless
+  stream would otherwise wait forever. A thread bounds the wait."""
+  write_tfrecords(tmp_path, num_shards=2, num=NUM * 20)
+  batches = input_pipeline.train_batches(data_config("tfrecord", tmp_path), PP,
+                                         global_batch=8, seed=0)
+  next(batches)
+  for path in tmp_path.glob("train-*.tfrecord"):
+    path.unlink()
+  outcome = []
+
+  def read_on():  # the examples already buffered, then the error
+    try:
+      for _ in range(10 * NUM):
+        next(batches)
+      outcome.append("no error")
+    except Exception as error:  # noqa: BLE001  (the test inspects it)
+      outcome.append(error)
+  reader = threading.Thread(target=read_on, daemon=True)
+  reader.start()
+  reader.join(timeout=120)
+  assert outcome, "the stream neither yielded nor failed within 120 s"
+  error, = outcome
+  assert isinstance(error, FileNotFoundError), error
+  assert "went missing" in str(error)
+  assert re.search(r"train-0000[01]-of-00002\.tfrecord; No such file", str(error))
 
 
 def test_a_missing_manifest_says_how_to_write_one(tmp_path):

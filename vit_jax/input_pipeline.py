@@ -12,15 +12,16 @@ waits forever. Host batches become global `jax.Array`s with
 Order of the train stream, and why: files in a seeded order, a parallel
 interleave of them, a seeded shuffle buffer, repeat (so epochs stay whole),
 a cheap check of the encoded image, per-example seeds, the skip of a
-resumed run, then decoding and augmentation in a parallel map, so only the
-examples actually used are decoded. A corrupt image is skipped and counted
-(`InputStats`), or with ``config.data.strict`` stops the run naming the file
-and record.
+resumed run, then decoding and augmentation in parallel windows of
+examples, so only the examples actually used are decoded. A corrupt image is
+skipped and counted (`InputStats`), or with ``config.data.strict`` stops the
+run naming the file and record; a file that goes missing stops it too.
 """
 import collections
 import itertools
 import math
 import os
+import re
 
 import jax
 import numpy as np
@@ -36,6 +37,10 @@ tf.config.set_visible_devices([], "GPU")
 MODEL_INPUTS = ("image", "labels")
 _RAW = "_raw"  # position of an example in the stream before corrupt ones are dropped
 _VALID = "_valid"  # whether its encoded image passed `preprocess.is_decodable`
+# Examples per small dataset that contains decode errors (`_decoded`), and how
+# many such datasets are decoded at once.
+_DECODE_WINDOW = 16
+_DECODE_WINDOWS_IN_FLIGHT = os.cpu_count() or 1
 
 
 class InputStats:
@@ -121,25 +126,63 @@ def train_batches(data_config, pp_spec, *, global_batch, seed, start_step=0,
   local_batch = global_batch // process_count
   ds = ds.skip(start_step * local_batch)
   pp = preprocess.parse(pp_spec)
-  ds = ds.map(lambda f: {**_model_inputs(pp(f)), _RAW: f[_RAW]},
-              num_parallel_calls=tf.data.AUTOTUNE)
-  if not strict:
-    # An image that passed the check and still fails to decode: skipped too.
-    ds = ds.ignore_errors(log_warning=True)
+  prepare = lambda f: {**_model_inputs(pp(f)), _RAW: f[_RAW]}
+  if check and not strict:
+    ds = _decoded(ds, prepare)
+  else:
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return _counting(ds.with_options(_options()), stats)
+
+
+def _decoded(ds, prepare, *, substitute=None):
+  """``ds.map(prepare)``, where an example whose image fails to decode is
+  dropped, or with ``substitute`` replaced by ``prepare(substitute(example))``.
+
+  Such an image passed `preprocess.is_decodable` (intact markers, damaged
+  body). ``ignore_errors`` would swallow every error upstream of it too: a
+  training file deleted mid-run would be skipped silently, and once all
+  were gone the endless stream would spin without yielding or failing. So
+  it guards only windows of examples already read, each its own small
+  dataset, and read errors stop the run naming the file. Windows are
+  prepared in parallel and kept in order; one with a failure is prepared
+  again an example at a time for ``substitute``.
+  """
+  def prepare_window(window):
+    """The window's prepared examples as at most one batch."""
+    examples = tf.data.Dataset.zip(window)
+    prepared = examples.map(prepare).ignore_errors(log_warning=True).batch(_DECODE_WINDOW)
+    if substitute is None:
+      return prepared
+    size = tf.cast(examples.cardinality(), tf.int32)
+    whole = prepared.filter(lambda batch: tf.shape(batch["image"])[0] == size)
+
+    def one_by_one(example):
+      return (tf.data.Dataset.from_tensors(example).map(prepare).ignore_errors()
+              .concatenate(tf.data.Dataset.from_tensors(substitute(example)).map(prepare))
+              .take(1))
+    patched = examples.flat_map(one_by_one).batch(_DECODE_WINDOW)
+    return whole.concatenate(patched).take(1)
+  return ds.window(_DECODE_WINDOW).interleave(
+      prepare_window, cycle_length=_DECODE_WINDOWS_IN_FLIGHT,
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
 
 def _counting(ds, stats):
   """Yields batches without their stream positions; gaps are corrupt images."""
   first = delivered = None
-  for batch in ds.as_numpy_iterator():
-    raw = batch.pop(_RAW)
-    if first is None:
-      first, delivered = int(raw[0]), 0
-    delivered += len(raw)
-    stats.corrupt_images = int(raw[-1]) + 1 - first - delivered
-    yield batch
+  try:
+    for batch in ds.as_numpy_iterator():
+      raw = batch.pop(_RAW)
+      if first is None:
+        first, delivered = int(raw[0]), 0
+      delivered += len(raw)
+      stats.corrupt_images = int(raw[-1]) + 1 - first - delivered
+      yield batch
+  except tf.errors.NotFoundError as error:
+    where = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*", "", error.message, flags=re.DOTALL)
+    raise FileNotFoundError(
+        f"a training file went missing while the run was reading it: {where}") from None
 
 
 def examples_in(data_config, split):
@@ -169,11 +212,14 @@ class EvalData:
     self.corrupt_images = 0
     pp = preprocess.parse(pp_spec)
     ds = source.read(split, process_index, process_count)
-    if _encoded(ds.element_spec):
-      ds = ds.map(_strict_check if data_config.get("strict", False) else _blank_if_corrupt,
-                  num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda f: {**_model_inputs(pp(f)), **_corrupt_fields(f)},
-                num_parallel_calls=tf.data.AUTOTUNE)
+    prepare = lambda f: {**_model_inputs(pp(f)), **_corrupt_fields(f)}
+    if not _encoded(ds.element_spec):
+      ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    elif data_config.get("strict", False):
+      ds = ds.map(lambda f: prepare(_strict_check(f)), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+      ds = ds.map(_blank_if_corrupt, num_parallel_calls=tf.data.AUTOTUNE)
+      ds = _decoded(ds, prepare, substitute=_blank)
     self._dataset = ds.batch(self.local_batch).prefetch(tf.data.AUTOTUNE).with_options(
         _options())
 
@@ -200,6 +246,11 @@ def _blank_if_corrupt(features):
   corrupt = tf.logical_not(preprocess.is_decodable(features["image"]))
   image = tf.where(corrupt, preprocess.blank_jpeg(), features["image"])
   return {**features, "image": image, "_corrupt": corrupt}
+
+
+def _blank(features):
+  """The stand-in for an image that passed the check and failed to decode."""
+  return {**features, "image": preprocess.blank_jpeg(), "_corrupt": tf.constant(True)}
 
 
 def _corrupt_fields(features):
