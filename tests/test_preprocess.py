@@ -111,6 +111,17 @@ def test_decode_jpeg_and_inception_crop(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("channels", [3, 1])
+def test_decode_jpeg_and_inception_crop_of_a_png_is_decode_then_inception_crop(mode, channels):
+  """A PNG (a PNG dataset, or ImageNet's PNGs named .JPEG) is decoded whole."""
+  png = example(tf.io.encode_png(random_image(32, 40, channels)), seed=(5, 6))
+  out = run("decode_jpeg_and_inception_crop((8, 12), area_max=50)", png, mode)
+  expected = run("decode|inception_crop((8, 12), area_max=50)", png, mode)
+  np.testing.assert_array_equal(out["image"], expected["image"])
+  assert out["image"].shape == (8, 12, 3)
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_value_range_maps_endpoints(mode):
   image = np.array([[[0], [255]]], np.uint8)
   out = run("value_range(-1, 1)", {"image": tf.constant(image)}, mode)

@@ -194,8 +194,9 @@ def test_a_corrupt_jpeg_is_skipped_and_counted(tmp_path, intact_markers):
   assert eval_data.corrupt_images == 1
 
 
-def test_a_corrupt_jpeg_is_named_in_strict_mode(tmp_path):
-  path = corrupt_shards(tmp_path)
+@pytest.mark.parametrize("intact_markers", [False, True], ids=["truncated", "bad_body"])
+def test_a_corrupt_jpeg_is_named_in_strict_mode(tmp_path, intact_markers):
+  path = corrupt_shards(tmp_path, intact_markers=intact_markers)
   config = data_config("tfrecord", tmp_path, strict=True)
   with pytest.raises(tf.errors.InvalidArgumentError) as error:
     batches = input_pipeline.train_batches(config, PP, global_batch=8, seed=0)
@@ -204,6 +205,17 @@ def test_a_corrupt_jpeg_is_named_in_strict_mode(tmp_path):
   assert f"{path}:3" in str(error.value) and "config.data.strict" in str(error.value)
   with pytest.raises(tf.errors.InvalidArgumentError, match=f"{path}:3"):
     list(input_pipeline.EvalData(config, PP, "train", global_batch=8))
+
+
+def test_a_preprocessing_error_is_raised_not_skipped_as_a_corrupt_image(tfrecord_dir):
+  """A crop larger than every image fails on good images: skipping them all
+  would leave the endless train stream spinning, and eval scoring blanks."""
+  config = data_config("tfrecord", tfrecord_dir)
+  too_big = f"decode|central_crop(16)|value_range(-1,1)|onehot({NUM})"  # images are 12 px
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    next(input_pipeline.train_batches(config, too_big, global_batch=8, seed=0))
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    list(input_pipeline.EvalData(config, too_big, "train", global_batch=8))
 
 
 def test_a_training_file_deleted_mid_run_stops_the_stream_naming_it(tmp_path):

@@ -37,10 +37,11 @@ tf.config.set_visible_devices([], "GPU")
 MODEL_INPUTS = ("image", "labels")
 _RAW = "_raw"  # position of an example in the stream before corrupt ones are dropped
 _VALID = "_valid"  # whether its encoded image passed `preprocess.is_decodable`
-# Examples per small dataset that contains decode errors (`_decoded`), and how
-# many such datasets are decoded at once.
+# The cores this process may run on (a container may allow fewer than the host has).
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# Examples per small dataset that contains decode errors (`_decoded`); one such
+# dataset per core is decoded at a time.
 _DECODE_WINDOW = 16
-_DECODE_WINDOWS_IN_FLIGHT = os.cpu_count() or 1
 
 
 class InputStats:
@@ -67,15 +68,20 @@ def _options():
   """Deterministic order, and a thread pool of its own for the pipeline."""
   options = tf.data.Options()
   options.deterministic = True
-  options.threading.private_threadpool_size = os.cpu_count() or 1
+  options.threading.private_threadpool_size = _CORES
   return options
 
 
 def _strict_check(features):
   """Fails on an image that `preprocess.is_decodable` rejects, naming it."""
+  return _image_or_fail(preprocess.is_decodable(features["image"]), features,
+                        "corrupt or undecodable image")
+
+
+def _image_or_fail(ok, features, problem):
+  """``features``, once ``ok`` holds; else an error naming the file and record."""
   check = tf.debugging.Assert(
-      preprocess.is_decodable(features["image"]),
-      ["corrupt or undecodable image (config.data.strict=True) at", features["_id"]])
+      ok, [f"{problem} (config.data.strict=True) at", features["_id"]])
   with tf.control_dependencies([check]):
     return {**features, "image": tf.identity(features["image"])}
 
@@ -127,45 +133,63 @@ def train_batches(data_config, pp_spec, *, global_batch, seed, start_step=0,
   ds = ds.skip(start_step * local_batch)
   pp = preprocess.parse(pp_spec)
   prepare = lambda f: {**_model_inputs(pp(f)), _RAW: f[_RAW]}
-  if check and not strict:
-    ds = _decoded(ds, prepare)
+  if check:
+    ds = _decoded(ds, prepare, on_corrupt="fail" if strict else "skip")
   else:
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return _counting(ds.with_options(_options()), stats)
 
 
-def _decoded(ds, prepare, *, substitute=None):
-  """``ds.map(prepare)``, where an example whose image fails to decode is
-  dropped, or with ``substitute`` replaced by ``prepare(substitute(example))``.
+def _decoded(ds, prepare, *, on_corrupt):
+  """``ds.map(prepare)`` where an image that fails to decode is handled.
 
   Such an image passed `preprocess.is_decodable` (intact markers, damaged
-  body). ``ignore_errors`` would swallow every error upstream of it too: a
-  training file deleted mid-run would be skipped silently, and once all
-  were gone the endless stream would spin without yielding or failing. So
-  it guards only windows of examples already read, each its own small
-  dataset, and read errors stop the run naming the file. Windows are
-  prepared in parallel and kept in order; one with a failure is prepared
-  again an example at a time for ``substitute``.
+  body). ``on_corrupt`` says what becomes of it: ``'skip'`` drops it,
+  ``'blank'`` prepares the blank stand-in instead (`_blank`), ``'fail'``
+  stops naming its file and record.
+
+  tf.data's ``ignore_errors`` swallows every error upstream of it, read
+  errors included: a training file deleted mid-run would be skipped
+  silently, and with every file gone the endless stream would spin without
+  yielding or failing. So it guards only windows of examples already read,
+  each its own small dataset, prepared in parallel and kept in order. A
+  window that lost an example is prepared again an example at a time: an
+  image that `tf.io.decode_image` cannot decode is corrupt, and any other
+  error (a preprocessing string that cannot work on this data) is raised.
   """
   def prepare_window(window):
-    """The window's prepared examples as at most one batch."""
+    """The window's prepared examples as one batch."""
     examples = tf.data.Dataset.zip(window)
-    prepared = examples.map(prepare).ignore_errors(log_warning=True).batch(_DECODE_WINDOW)
-    if substitute is None:
-      return prepared
     size = tf.cast(examples.cardinality(), tf.int32)
-    whole = prepared.filter(lambda batch: tf.shape(batch["image"])[0] == size)
+    whole = (examples.map(prepare).ignore_errors(log_warning=True)
+             .batch(_DECODE_WINDOW)
+             .filter(lambda batch: tf.shape(batch["image"])[0] == size))
+    one_by_one = examples.flat_map(_with_decodability)
+    if on_corrupt == "skip":
+      one_by_one = one_by_one.filter(lambda decodes, example: decodes)
+    one_by_one = one_by_one.map(lambda *args: prepare(settle(*args)))
+    return whole.concatenate(one_by_one.batch(_DECODE_WINDOW)).take(1)
 
-    def one_by_one(example):
-      return (tf.data.Dataset.from_tensors(example).map(prepare).ignore_errors()
-              .concatenate(tf.data.Dataset.from_tensors(substitute(example)).map(prepare))
-              .take(1))
-    patched = examples.flat_map(one_by_one).batch(_DECODE_WINDOW)
-    return whole.concatenate(patched).take(1)
+  def settle(decodes, example):
+    """The example to prepare, its blank stand-in, or the strict-mode error."""
+    if on_corrupt == "blank":
+      return tf.cond(decodes, lambda: example, lambda: _blank(example))
+    if on_corrupt == "fail":
+      return _image_or_fail(decodes, example, "image that does not decode")
+    return example  # 'skip': the undecodable ones are filtered out already
   return ds.window(_DECODE_WINDOW).interleave(
-      prepare_window, cycle_length=_DECODE_WINDOWS_IN_FLIGHT,
+      prepare_window, cycle_length=_CORES,
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+
+def _with_decodability(example):
+  """A one-element dataset: (whether its image decodes, the example)."""
+  decodes = (tf.data.Dataset.from_tensors(example["image"])
+             .map(lambda image: tf.io.decode_image(image, expand_animations=False))
+             .ignore_errors().map(lambda _: True)
+             .concatenate(tf.data.Dataset.from_tensors(False)).take(1))
+  return decodes.map(lambda ok: (ok, example))
 
 
 def _counting(ds, stats):
@@ -216,10 +240,11 @@ class EvalData:
     if not _encoded(ds.element_spec):
       ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     elif data_config.get("strict", False):
-      ds = ds.map(lambda f: prepare(_strict_check(f)), num_parallel_calls=tf.data.AUTOTUNE)
+      ds = ds.map(_strict_check, num_parallel_calls=tf.data.AUTOTUNE)
+      ds = _decoded(ds, prepare, on_corrupt="fail")
     else:
       ds = ds.map(_blank_if_corrupt, num_parallel_calls=tf.data.AUTOTUNE)
-      ds = _decoded(ds, prepare, substitute=_blank)
+      ds = _decoded(ds, prepare, on_corrupt="blank")
     self._dataset = ds.batch(self.local_batch).prefetch(tf.data.AUTOTUNE).with_options(
         _options())
 

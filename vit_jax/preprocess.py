@@ -29,6 +29,7 @@ _INCEPTION_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
 # The whole image as one box, in the normalised [ymin, xmin, ymax, xmax] form
 # the bounding-box samplers expect; crops are sampled relative to it.
 _WHOLE_IMAGE_BOX = [[[0.0, 0.0, 1.0, 1.0]]]
+_JPEG_START = b"\xff\xd8\xff"  # SOI and the first marker's lead byte
 
 
 def register(name: str) -> Callable[[Callable[..., Op]], Callable[..., Op]]:
@@ -213,27 +214,46 @@ def decode_jpeg_and_inception_crop(size: int | Sequence[int],
                                    area_min: float = 5,
                                    area_max: float = 100,
                                    method: str = "bilinear") -> Op:
-  """Inception crop of JPEG bytes, decoding only the cropped window.
+  """Inception crop of encoded bytes, decoding only the cropped window of a JPEG.
 
   Sampling the box from the JPEG header and decoding just that window is
-  much cheaper than decoding the full image and cropping afterwards.
-  Areas are percentages of the image.
+  much cheaper than decoding the full image and cropping afterwards. Any
+  other format (a PNG dataset, or ImageNet's PNG files named .JPEG) is
+  decoded whole and cropped with the same box, as ``decode|inception_crop``
+  would. Areas are percentages of the image.
   """
   target = _hw(size)
 
   def op(features):
     features, seed = _take_seed(features, "decode_jpeg_and_inception_crop")
     data = features["image"]
-    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.image.extract_jpeg_shape(data), _WHOLE_IMAGE_BOX, seed=seed,
-        area_range=(area_min / 100, area_max / 100),
-        aspect_ratio_range=_INCEPTION_ASPECT_RATIO_RANGE,
-        use_image_if_no_bounding_boxes=True)
-    window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
-    image = tf.image.decode_and_crop_jpeg(data, window, channels=3)
+
+    def jpeg_window():
+      begin, crop_size = _inception_box(tf.image.extract_jpeg_shape(data), seed,
+                                        area_min, area_max)
+      window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
+      return tf.image.decode_and_crop_jpeg(data, window, channels=3)
+
+    def whole_image_crop():
+      image = tf.io.decode_image(data, channels=3, expand_animations=False)
+      begin, crop_size = _inception_box(tf.shape(image), seed, area_min, area_max)
+      return tf.slice(image, begin, crop_size)
+
+    is_jpeg = tf.strings.substr(data, 0, len(_JPEG_START)) == _JPEG_START
+    image = tf.cond(is_jpeg, jpeg_window, whole_image_crop)
     return {**features, "image": _resize(image, target, method)}
 
   return op
+
+
+def _inception_box(image_shape, seed, area_min, area_max):
+  """Begin and size of a random box of `area_min`..`area_max` % of the image."""
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      image_shape, _WHOLE_IMAGE_BOX, seed=seed,
+      area_range=(area_min / 100, area_max / 100),
+      aspect_ratio_range=_INCEPTION_ASPECT_RATIO_RANGE,
+      use_image_if_no_bounding_boxes=True)
+  return begin, crop_size
 
 
 @register("resize")
@@ -295,11 +315,7 @@ def inception_crop(size: int | Sequence[int], area_min: float = 5,
   def op(features):
     features, seed = _take_seed(features, "inception_crop")
     image = features["image"]
-    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), _WHOLE_IMAGE_BOX, seed=seed,
-        area_range=(area_min / 100, area_max / 100),
-        aspect_ratio_range=_INCEPTION_ASPECT_RATIO_RANGE,
-        use_image_if_no_bounding_boxes=True)
+    begin, crop_size = _inception_box(tf.shape(image), seed, area_min, area_max)
     cropped = tf.slice(image, begin, crop_size)
     return {**features, "image": _resize(cropped, target, method)}
 
@@ -371,7 +387,7 @@ def keep(*keys: str) -> Op:
 # input pipeline can run them on every record, also on those a resumed run
 # skips, and drop truncated or foreign files before they reach a decoder.
 _SIGNATURES = {  # format: (leading bytes, trailing marker, bytes it may sit from the end)
-    "jpeg": (b"\xff\xd8\xff", b"\xff\xd9", 32),  # some writers pad after EOI
+    "jpeg": (_JPEG_START, b"\xff\xd9", 32),  # some writers pad after EOI
     "png": (b"\x89PNG\r\n\x1a\n", b"IEND", 8),  # IEND, then its 4-byte CRC
     "gif": (b"GIF8", b";", 0),
     "bmp": (b"BM", b"", 0),
