@@ -260,6 +260,19 @@ def test_resuming_a_workdir_of_another_width_names_its_config_and_the_field(
   assert seconds < 10
 
 
+@pytest.mark.parametrize("field, value", [
+    ("ema_decay", 0.9), ("optim.grad_clip_norm", 0.0), ("optim.weight_decay", 0.0)])
+def test_resuming_with_a_part_of_the_state_switched_on_or_off_names_the_field(
+    fashion_data_dir, tmp_path, runs_of_two_widths, field, value):
+  """An average or an optimizer stage more or less: not a corrupt checkpoint."""
+  workdir = copy_run(runs_of_two_widths[32], str(tmp_path / "run"))
+  config = tiny_config(fashion_data_dir, total_steps=8, **{field: value})
+  message, seconds = failure_of(config, workdir)
+  assert message.startswith(os.path.join(workdir, "config.json") + ": ")
+  assert f"this config {field}={value}" in message and "switching it on or off" in message
+  assert seconds < 10
+
+
 def test_a_checkpoint_of_another_model_names_its_directory(
     fashion_data_dir, tmp_path, runs_of_two_widths):
   workdir = copy_run(runs_of_two_widths[32], str(tmp_path / "run"))

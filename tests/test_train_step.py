@@ -16,8 +16,8 @@ def run_one_step(config):
   params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
   # A head that prefers later classes, so the loss depends on the targets.
   params["head"]["bias"] = jnp.arange(10, dtype=jnp.float32)
-  state = {"step": jnp.zeros((), jnp.int32), "params": params,
-           "opt_state": tx.init(params), "ema_params": params}
+  # The state train.py and scripts/benchmark.py both build.
+  state = steps.initial_state(params, tx, config)
   batch = {"image": jax.random.normal(jax.random.key(1), (8, 16, 16, 3)),
            "labels": jax.nn.one_hot(jnp.arange(8) % 10, 10)}
   step = jax.jit(steps.make_train_step(model, tx, losses.get_loss(config.loss),
@@ -30,7 +30,10 @@ def run_one_step(config):
 def test_ema_is_the_decayed_average_of_the_parameters(tmp_path):
   config = tiny_config(str(tmp_path), ema_decay=0.75)
   state, new_state, metrics, _ = run_one_step(config)
+  assert set(state) == {"step", "params", "opt_state", "ema_params", "skipped_steps",
+                        "first_skipped_step"}
   assert int(new_state["step"]) == 1 and np.isfinite(metrics["loss"])
+  assert int(metrics["skipped_steps"]) == 0
   expected = jax.tree.map(lambda old, new: 0.75 * old + 0.25 * new,
                           state["params"], new_state["params"])
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),

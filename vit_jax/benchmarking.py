@@ -82,8 +82,7 @@ class _TrainStep:
     def init_state():
       params = self.model.init(jax.random.key(config.seed),
                                jnp.zeros((1, size, size, 3)), train=False)["params"]
-      return {"step": jnp.zeros((), jnp.int32), "params": params,
-              "opt_state": tx.init(params)}
+      return train_steps.initial_state(params, tx, config)
 
     self.state_shardings = sharding.state_shardings(
         mesh, jax.eval_shape(init_state), config.mesh)

@@ -2,8 +2,9 @@
 
 A run's checkpoints live in ``WORKDIR/checkpoints/<step>/`` and are written by
 an orbax ``CheckpointManager``, whose commit marker means a half-written step
-is never picked on resume. The train state is a dict
-``{'step', 'params', 'opt_state'[, 'ema_params']}``.
+is never picked on resume. The train state is the dict that
+`steps.initial_state` builds: ``{'step', 'params', 'opt_state',
+'skipped_steps', 'first_skipped_step'[, 'ema_params']}``.
 
 Fine-tuning reads parameters from any of: a workdir (its latest step), one
 step directory, or a ``.npz`` in the layout of the published ViT checkpoints
@@ -67,6 +68,10 @@ class SaveError(RuntimeError):
 # fields (dropout, remat and its policy, compute dtype, attention and
 # LayerNorm kernels) leave the shapes as they are.
 STATE_DEFINING_FIELDS = ("variant", "image_size", "data.num_classes", "optim.name")
+# Fields whose value may change on resume, but not between zero and non-zero:
+# that adds or removes a part of the state (`steps.initial_state`,
+# `optim.make_optimizer`).
+STATE_SWITCHING_FIELDS = ("ema_decay", "optim.weight_decay", "optim.grad_clip_norm")
 SHAPELESS_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "remat", "remat_policy",
                           "dtype", "attention_implementation", "layer_norm_implementation")
 
@@ -130,13 +135,21 @@ def check_workdir(workdir, config):
   fields = list(STATE_DEFINING_FIELDS) + [
       f"model.{key}" for key in sorted(config.model.keys())
       if key not in SHAPELESS_MODEL_FIELDS]
+  new_workdir = (f"or start a new workdir (with config.init={workdir!r} to "
+                 f"fine-tune from it)")
   for field in fields:
     old, new = _field(saved, field), _field(config, field)
     if old != new:
-      raise ValueError(
-          f"{path}: the run in {workdir} has {field}={old!r}, this config "
-          f"{field}={new!r}; resume it with the same model, or start a new "
-          f"workdir (with config.init={workdir!r} to fine-tune from it)")
+      raise ValueError(f"{path}: the run in {workdir} has {field}={old!r}, this "
+                       f"config {field}={new!r}; resume it with the same model, "
+                       f"{new_workdir}")
+  for field in STATE_SWITCHING_FIELDS:
+    old, new = _field(saved, field), _field(config, field)
+    if bool(old) != bool(new):
+      raise ValueError(f"{path}: the run in {workdir} has {field}={old!r}, this "
+                       f"config {field}={new!r}; switching it on or off changes "
+                       f"the train state: resume it with {field} "
+                       f"{'non-zero' if old else '0'}, {new_workdir}")
 
 
 def _field(config, dotted):

@@ -12,6 +12,22 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from vit_jax import losses, mixup, sharding
 
 
+def initial_state(params, tx, config):
+  """The train state that `make_train_step`'s step takes, from fresh parameters.
+
+  ``skipped_steps`` and ``first_skipped_step`` count the steps whose loss or
+  gradient norm was not finite, on the device; ``ema_params`` is there when
+  ``config.ema_decay`` asks for an average.
+  """
+  state = {"step": jnp.zeros((), jnp.int32), "params": params,
+           "opt_state": tx.init(params),
+           "skipped_steps": jnp.zeros((), jnp.int32),
+           "first_skipped_step": jnp.zeros((), jnp.int32)}
+  if config.ema_decay:
+    state["ema_params"] = params
+  return state
+
+
 def make_train_step(model, tx, loss_fn, schedule, config, mesh):
   """The train step: loss, gradients (accumulated), optimizer update, EMA.
 

@@ -120,15 +120,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
     return model.init(jax.random.key(config.seed), dummy_images, train=False)["params"]
 
   def state_from(params):
-    # skipped_steps, first_skipped_step: the steps whose loss or gradient
-    # norm was not finite, counted on the device (see `steps`).
-    state = {"step": jnp.zeros((), jnp.int32), "params": params,
-             "opt_state": tx.init(params),
-             "skipped_steps": jnp.zeros((), jnp.int32),
-             "first_skipped_step": jnp.zeros((), jnp.int32)}
-    if config.ema_decay:
-      state["ema_params"] = params
-    return state
+    return steps.initial_state(params, tx, config)
 
   abstract_state = jax.eval_shape(lambda: state_from(init_params()))
   state_shardings = sharding.state_shardings(mesh, abstract_state, config.mesh)
