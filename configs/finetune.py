@@ -6,7 +6,7 @@ r"""Fine-tuning a pre-trained ViT at a higher resolution (the paper's 384 px).
 SGD with momentum 0.9, batch 512, lr 0.01 (the paper sweeps 0.003-0.06),
 cosine decay after 500 warm-up steps, clip 1, no weight decay, no pre_logits,
 a zero-initialised head for the new classes, softmax cross-entropy, 10k
-steps (20k for ImageNet). The position embeddings of `init` are resampled to
+steps (20k for ImageNet; `steps=N` sets another). The position embeddings of `init` are resampled to
 the new grid (224 -> 384 px: 14x14 -> 24x24 patches at /16).
 
 `init` is a workdir of a pre-training run (its latest checkpoint), one orbax
@@ -14,11 +14,14 @@ checkpoint step directory, or a published-layout .npz file.
 """
 from configs import common
 
+# The paper's fine-tuning steps where they are not 10k (its Table 4).
+PAPER_STEPS = {"imagenet2012": 20_000}
+
 
 def get_config(arg=None):
   args = common.parse_arg_string(
       arg, variant="B/16", data="cifar10", data_dir="", res=384, init="",
-      steps=10_000, lr=0.01)
+      steps=0, lr=0.01)
   config = common.base_config()
   config.variant = args.variant
   config.data = common.dataset_config(args.data, data_dir=args.data_dir or None)
@@ -26,7 +29,7 @@ def get_config(arg=None):
   config.image_size = args.res
   config.loss = "softmax_xent"
   config.global_batch = 512
-  config.total_steps = args.steps
+  config.total_steps = args.steps or PAPER_STEPS.get(args.data, 10_000)
   config.optim = dict(name="sgd", momentum=0.9, weight_decay=0.0,
                       weight_decay_params=r".*/kernel$", grad_clip_norm=1.0)
   config.lr = dict(base=args.lr, warmup_steps=500, decay="cosine", end=0.0)

@@ -29,6 +29,7 @@ def test_finetune_config_has_the_papers_defaults():
   assert config.model.representation_size is None and config.model.head_bias_init == 0.0
   assert config.image_size == 384 and config.init == "/x"
   assert config.data.num_classes == 10 and config.loss == "softmax_xent"
+  assert finetune.get_config("data=imagenet2012").total_steps == 20_000
 
 
 def test_arg_values_keep_the_type_of_their_default():
