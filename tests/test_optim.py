@@ -35,6 +35,8 @@ def test_bad_schedule_settings_are_named():
     optim.make_schedule(lr(decay="step"), 100)
   with pytest.raises(ValueError, match=r"config.lr.warmup_steps=200 must be in \[0, total steps=100\)"):
     optim.make_schedule(lr(warmup=200), 100)
+  with pytest.raises(ValueError, match=r"config.lr.base=0.0 must be > 0"):
+    optim.make_schedule(lr(base=0.0, decay="cosine"), 100)
 
 
 def optim_config(**overrides):

@@ -16,6 +16,9 @@ def make_schedule(lr_config, total_steps):
   """Linear warm-up from 0 to `lr.base`, then linear or cosine decay to `lr.end`."""
   if lr_config.decay not in DECAYS:
     raise ValueError(f"config.lr.decay={lr_config.decay!r}; valid: {', '.join(DECAYS)}")
+  if not lr_config.base > 0:
+    raise ValueError(f"config.lr.base={lr_config.base} must be > 0 (the peak "
+                     f"learning rate; config.lr.end is where it decays to)")
   warmup = lr_config.warmup_steps
   if not 0 <= warmup < total_steps:
     raise ValueError(f"config.lr.warmup_steps={warmup} must be in "
