@@ -5,9 +5,11 @@ hardware is converted to that unit by asking how long TPU v3 cores would have
 needed for the same FLOPs at the run's own model FLOPs utilisation (MFU), so
 the figure compares hardware, not the efficiency of this code.
 
-Everything here counts *model* FLOPs: the matmuls the ViT needs per image,
-derived analytically, with a multiply-add counted as 2 FLOPs. XLA's own count
-(`compiled_flops`) is offered as a cross-check.
+FLOPs are counted two ways, a multiply-add as 2 FLOPs: analytically, the
+matmuls the ViT needs per image, and by XLA's cost analysis of the compiled
+step (`compiled_flops`), which also counts the optimizer and elementwise
+work. A run uses XLA's count where the two agree (`cross_checked_flops`), so
+its MFU is slightly above a pure model-FLOPs MFU; the benchmark reports both.
 """
 
 import functools
