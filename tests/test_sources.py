@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vit_jax import input_pipeline, preprocess, sources
+from vit_jax import input_pipeline, predict, preprocess, sources
 from vit_jax.datasets import tfrecords
 
 NUM = 24  # examples and classes; example i has class i (and i+1 mod NUM when
@@ -137,6 +137,15 @@ def test_a_cached_source_reads_its_files_once(source, tfrecord_dir, folder_dir, 
   for epoch in later_epochs:
     assert sorted(epoch) == list(range(NUM))
   assert first_epoch != later_epochs[0]  # still shuffled per epoch
+
+
+def test_predictions_name_classes_from_the_manifest_or_the_folders(
+    tfrecord_dir, folder_dir, tmp_path):
+  assert predict.class_names(data_config("tfrecord", tfrecord_dir)) == [
+      f"class{i}" for i in range(NUM)]
+  assert predict.class_names(data_config("folder", folder_dir)) == [
+      f"class{i:02d}" for i in range(NUM)]
+  assert predict.class_names(data_config("tfrecord", tmp_path)) is None  # no data here
 
 
 def test_a_folder_of_jpegs_and_pngs_reads_every_image_with_its_class(folder_dir):

@@ -21,18 +21,25 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from vit_jax import checkpoint, losses, preprocess  # noqa: E402
+from vit_jax import checkpoint, losses, preprocess, sources  # noqa: E402
 from vit_jax import datasets  # noqa: E402,F401  (registers the offline builders)
 
 TOP_K = 5
 
 
 def class_names(data_config):
-  """Class names by index from the dataset's tfds ClassLabel, or None.
+  """Class names by index, or None where the data has none.
 
-  Only the dataset's metadata is read, so names are found for a registered
-  dataset even where its data is not prepared.
+  For tfds, the dataset's ClassLabel: only its metadata is read, so names are
+  found for a registered dataset even where its data is not prepared. For
+  TFRecords, the manifest's ``classes``; for image folders, the class
+  folders' names (both need the data).
   """
+  if data_config.get("source", "tfds") != "tfds":
+    try:
+      return sources.get_source(data_config).class_names
+    except sources.DatasetNotPreparedError:
+      return None
   try:
     builder = tfds.builder(data_config.name, data_dir=data_config.data_dir)
   except tfds.core.registered.DatasetNotFoundError:

@@ -235,8 +235,6 @@ class TfdsSource:
   def __init__(self, data_config):
     self.config = data_config
     self.builder = get_builder(data_config)
-    features = self.builder.info.features
-    self.class_names = getattr(features["label"], "names", None) if "label" in features else None
 
   def num_examples(self, split):
     return self.builder.info.splits[split].num_examples
