@@ -203,6 +203,22 @@ def test_a_corrupt_jpeg_is_skipped_and_counted(tmp_path, intact_markers):
   assert eval_data.corrupt_images == 1
 
 
+def test_a_corrupt_first_image_is_counted_too(tmp_path):
+  write_tfrecords(tmp_path, num_shards=1)
+  path = os.path.join(tmp_path, "train-00000-of-00001.tfrecord")
+  records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+  records[0] = tfrecords._example(b"\xff\xd8\xff truncated", [0])
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in records:
+      writer.write(record)
+  stats = input_pipeline.InputStats()
+  batches = input_pipeline.train_batches(  # unshuffled: the corrupt one comes first
+      data_config("tfrecord", tmp_path, shuffle_buffer=1), PP, global_batch=23, seed=0,
+      stats=stats)
+  assert classes_of([next(batches)]) == list(range(1, NUM))
+  assert stats.corrupt_images == 1
+
+
 @pytest.mark.parametrize("intact_markers", [False, True], ids=["truncated", "bad_body"])
 def test_a_corrupt_jpeg_is_named_in_strict_mode(tmp_path, intact_markers):
   path = corrupt_shards(tmp_path, intact_markers=intact_markers)

@@ -138,7 +138,9 @@ def train_batches(data_config, pp_spec, *, global_batch, seed, start_step=0,
   else:
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  return _counting(ds.with_options(_options()), stats)
+  # A fresh stream starts at position 0, so corrupt images before its first
+  # batch count too; a resumed one counts from its first batch.
+  return _counting(ds.with_options(_options()), stats, first=0 if start_step == 0 else None)
 
 
 def _decoded(ds, prepare, *, on_corrupt):
@@ -192,14 +194,17 @@ def _with_decodability(example):
   return decodes.map(lambda ok: (ok, example))
 
 
-def _counting(ds, stats):
-  """Yields batches without their stream positions; gaps are corrupt images."""
-  first = delivered = None
+def _counting(ds, stats, *, first):
+  """Yields batches without their stream positions; gaps are corrupt images.
+
+  ``first`` is the position the count starts at, or None for the first batch's.
+  """
+  delivered = 0
   try:
     for batch in ds.as_numpy_iterator():
       raw = batch.pop(_RAW)
       if first is None:
-        first, delivered = int(raw[0]), 0
+        first = int(raw[0])
       delivered += len(raw)
       stats.corrupt_images = int(raw[-1]) + 1 - first - delivered
       yield batch
