@@ -48,9 +48,14 @@ def make_manager(workdir, *, max_to_keep=None, read_only=False):
   asynchronous creation would leave its writer threads waiting 5 minutes for
   a directory that never comes, and the process with them.
   """
-  directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_SUBDIR))
+  return _manager(os.path.abspath(os.path.join(workdir, CHECKPOINT_SUBDIR)),
+                  max_to_keep=max_to_keep, read_only=read_only)
+
+
+def _manager(checkpoint_dir, *, max_to_keep=None, read_only=False):
+  """The CheckpointManager of a directory of steps (see `make_manager`)."""
   return ocp.CheckpointManager(
-      directory,
+      checkpoint_dir,
       item_handlers={"state": ocp.StandardCheckpointHandler(),
                      "progress": ocp.JsonCheckpointHandler()},
       options=ocp.CheckpointManagerOptions(
@@ -194,9 +199,7 @@ def _first_line(error):
 
 def _restore_on_host(checkpoint_dir, step):
   """Every array of a step, on one local device, whatever mesh wrote it."""
-  manager = ocp.CheckpointManager(
-      checkpoint_dir, item_handlers={"state": ocp.StandardCheckpointHandler()},
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  manager = _manager(checkpoint_dir, read_only=True)
   metadata = manager.item_metadata(step)["state"]
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(
@@ -323,9 +326,7 @@ def read_params(path, *, step=None):
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
     checkpoint_dir = os.path.join(path, CHECKPOINT_SUBDIR)
-    steps = ocp.CheckpointManager(
-        checkpoint_dir, options=ocp.CheckpointManagerOptions(
-            read_only=True, create=False)).all_steps()
+    steps = _manager(checkpoint_dir, read_only=True).all_steps()
     if not steps:
       raise FileNotFoundError(f"no committed checkpoint in {checkpoint_dir}")
     if step is None:
