@@ -180,6 +180,7 @@ def _decoded(ds, prepare, *, on_corrupt):
     if on_corrupt == "fail":
       return _image_or_fail(decodes, example, "image that does not decode")
     return example  # 'skip': the undecodable ones are filtered out already
+
   return ds.window(_DECODE_WINDOW).interleave(
       prepare_window, cycle_length=_CORES,
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
