@@ -148,7 +148,7 @@ def _decoded(ds, prepare, *, on_corrupt):
 
   Such an image passed `preprocess.is_decodable` (intact markers, damaged
   body). ``on_corrupt`` says what becomes of it: ``'skip'`` drops it,
-  ``'blank'`` prepares the blank stand-in instead (`_blank`), ``'fail'``
+  ``'blank'`` prepares the blank stand-in instead (`_blanked`), ``'fail'``
   stops naming its file and record.
 
   tf.data's ``ignore_errors`` swallows every error upstream of it, read
@@ -175,8 +175,8 @@ def _decoded(ds, prepare, *, on_corrupt):
 
   def settle(decodes, example):
     """The example to prepare, its blank stand-in, or the strict-mode error."""
-    if on_corrupt == "blank":
-      return tf.cond(decodes, lambda: example, lambda: _blank(example))
+    if on_corrupt == "blank":  # corrupt already where the cheap check failed
+      return _blanked(example, example["_corrupt"] | tf.logical_not(decodes))
     if on_corrupt == "fail":
       return _image_or_fail(decodes, example, "image that does not decode")
     return example  # 'skip': the undecodable ones are filtered out already
@@ -274,14 +274,16 @@ class EvalData:
 
 
 def _blank_if_corrupt(features):
-  corrupt = tf.logical_not(preprocess.is_decodable(features["image"]))
+  return _blanked(features, tf.logical_not(preprocess.is_decodable(features["image"])))
+
+
+def _blanked(features, corrupt):
+  """``features`` with the blank stand-in image where ``corrupt``.
+
+  ``_corrupt`` records it, for the eval count and warning.
+  """
   image = tf.where(corrupt, preprocess.blank_jpeg(), features["image"])
   return {**features, "image": image, "_corrupt": corrupt}
-
-
-def _blank(features):
-  """The stand-in for an image that passed the check and failed to decode."""
-  return {**features, "image": preprocess.blank_jpeg(), "_corrupt": tf.constant(True)}
 
 
 def _corrupt_fields(features):
