@@ -6,8 +6,9 @@ r"""Fine-tuning a pre-trained ViT at a higher resolution (the paper's 384 px).
 SGD with momentum 0.9, batch 512, lr 0.01 (the paper sweeps 0.003-0.06),
 cosine decay after 500 warm-up steps, clip 1, no weight decay, no pre_logits,
 a zero-initialised head for the new classes, softmax cross-entropy, 10k
-steps (20k for ImageNet; `steps=N` sets another). The position embeddings of `init` are resampled to
-the new grid (224 -> 384 px: 14x14 -> 24x24 patches at /16).
+steps (20k for ImageNet; `steps=N` sets another). The position embeddings
+of `init` are resampled to the new grid (224 -> 384 px: 14x14 -> 24x24
+patches at /16).
 
 `init` is a workdir of a pre-training run (its latest checkpoint), one orbax
 checkpoint step directory, or a published-layout .npz file.

@@ -20,10 +20,10 @@ random images for the model formats.
 
 Measured here (CPU, jax 0.10.2, a 100-step Fashion-MNIST run of a ViT-Ti/4
 at width 128 and 16 px with ema_decay=0.9, logits up to 5.1; the demo config
-of the time), on 256 Fashion-MNIST test images against the jitted model: the .npz reads
-back bit for bit and gives identical logits; the serving artefact, run in a
-fresh process that imports no vit_jax code, differs by 0 (by 1.5e-6 from the
-op-by-op `model.apply`); the SavedModel by 1.6e-6.
+of the time), on 256 Fashion-MNIST test images against the jitted model: the
+.npz reads back bit for bit and gives identical logits; the serving
+artefact, run in a fresh process that imports no vit_jax code, differs by 0
+(by 1.5e-6 from the op-by-op `model.apply`); the SavedModel by 1.6e-6.
 """
 import argparse
 import json
