@@ -8,6 +8,7 @@ lists the valid keys instead of a silently ignored setting.
 import ast
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 # What the input pipeline needs to know about each dataset: its tfds name,
 # class count, the splits used for training and evaluation, and whether an
@@ -156,7 +157,7 @@ def dataset_config(name, *, data_dir=None):
       # "tfds" | "tfrecord" | "folder": see vit_jax/sources.py.
       source=preset.get("source", "tfds"),
       name=preset["tfds_name"],
-      data_dir=data_dir,
+      data_dir=placeholder(str) if data_dir is None else data_dir,
       # tfrecord: a glob of shards in data_dir; folder: the directory of
       # class subfolders; `{split}` is replaced by the split's name.
       pattern=preset.get("pattern", ""),
@@ -185,7 +186,7 @@ def base_config():
   c.variant = "B/16"
   c.image_size = 224
   c.model = dict(
-      classifier="token", representation_size=None, dropout_rate=0.0,
+      classifier="token", representation_size=placeholder(int), dropout_rate=0.0,
       attention_dropout_rate=0.0, dtype="float32", param_dtype="float32",
       remat=False, head_bias_init=0.0,
       # With remat: what each block keeps for the backward pass, one of
@@ -205,8 +206,10 @@ def base_config():
   c.global_batch = 4096
   c.eval_batch = 1024
   c.accum_steps = 1
-  c.total_steps = None
-  c.total_epochs = None
+  # Fields that are unset (None) by default are typed placeholders, so that
+  # `--config.total_steps=1000` on the command line can still set them.
+  c.total_steps = placeholder(int)
+  c.total_epochs = placeholder(float)
   c.optim = dict(name="adam", b1=0.9, b2=0.999, momentum=0.9,
                  weight_decay=0.1, weight_decay_params=r".*/kernel$",
                  grad_clip_norm=1.0)

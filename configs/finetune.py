@@ -31,8 +31,8 @@ def get_config(arg=None):
   config.loss = "softmax_xent"
   config.global_batch = 512
   config.total_steps = args.steps or PAPER_STEPS.get(args.data, 10_000)
-  config.optim = dict(name="sgd", momentum=0.9, weight_decay=0.0,
-                      weight_decay_params=r".*/kernel$", grad_clip_norm=1.0)
+  # Updated, not replaced, so that `--config.optim.name=adam` finds b1 and b2.
+  config.optim.update(name="sgd", momentum=0.9, weight_decay=0.0, grad_clip_norm=1.0)
   config.lr = dict(base=args.lr, warmup_steps=500, decay="cosine", end=0.0)
   config.eval_every = 1_000
   n, res = config.data.num_classes, args.res

@@ -9,7 +9,8 @@ sigmoid cross-entropy with a zero head whose bias starts at -10, a pre_logits
 layer of the hidden size, 224 px with inception crop and flip. 90 epochs of
 ImageNet-21k, as in the paper (its Table 6 ran 300 epochs on JFT).
 
-Arguments: variant, data (a preset of configs/common.py), data_dir, epochs.
+Arguments: variant, data (a preset of configs/common.py), data_dir, epochs;
+steps=N counts the run in steps instead of epochs.
 The dataset must be prepared beforehand; nothing is downloaded.
 """
 from configs import common
@@ -18,7 +19,7 @@ from vit_jax import models
 
 def get_config(arg=None):
   args = common.parse_arg_string(
-      arg, variant="B/16", data="imagenet21k", data_dir="", epochs=90)
+      arg, variant="B/16", data="imagenet21k", data_dir="", epochs=90, steps=0)
   config = common.base_config()
   config.variant = args.variant
   config.data = common.dataset_config(args.data, data_dir=args.data_dir or None)
@@ -26,7 +27,10 @@ def get_config(arg=None):
   config.model.representation_size = hidden_size
   config.model.dropout_rate = 0.1
   config.model.head_bias_init = -10.0
-  config.total_epochs = args.epochs
+  if args.steps:
+    config.total_steps = args.steps
+  else:
+    config.total_epochs = args.epochs
   n = config.data.num_classes
   config.pp = dict(
       train=f"decode|inception_crop(224)|flip_lr|value_range(-1,1)|onehot({n})",

@@ -106,3 +106,32 @@ def test_every_dataset_preset_has_what_the_pipeline_reads():
     data = common.dataset_config(name)
     assert data.num_classes > 0 and data.train_split and data.eval_splits
     assert data.prepare
+
+
+def parse_flags(*argv):
+  """The config that `python -m vit_jax.main` would get from ``argv``."""
+  from absl import flags
+  argv = ["main", *argv]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+def test_fields_unset_by_default_can_be_set_on_the_command_line():
+  config = parse_flags("--config=configs/finetune.py:variant=Ti/16",
+                       "--config.model.representation_size=192",
+                       "--config.data.data_dir=/data/tfds")
+  assert config.model.representation_size == 192
+  assert config.data.data_dir == "/data/tfds"
+  config = parse_flags("--config=configs/pretrain.py:variant=Ti/16,steps=1000",
+                       "--config.total_steps=2000")
+  assert (config.total_steps, config.total_epochs) == (2000, None)
+  assert pretrain.get_config("variant=Ti/16").total_epochs == 90
+
+
+def test_finetune_keeps_adams_betas_so_adam_can_be_chosen():
+  from vit_jax import optim
+  config = parse_flags("--config=configs/finetune.py", "--config.optim.name=adam")
+  assert (config.optim.b1, config.optim.b2) == (0.9, 0.999)
+  optim.make_optimizer(config.optim, 0.01)  # raised KeyError 'b1' before

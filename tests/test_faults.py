@@ -75,18 +75,10 @@ def committed_steps(workdir):
   return checkpoint.make_manager(workdir, read_only=True).all_steps()
 
 
-def first_train_step_logged_after(workdir, line_index):
+def train_steps_logged(workdir):
+  """The steps of the train records in ``metrics.jsonl``, in file order."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f][line_index:]
-  return next(r["step"] for r in records if r["split"] == "train")
-
-
-def metric_lines(workdir):
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return 0
-  with open(path) as f:
-    return sum(1 for _ in f)
+    return [r["step"] for r in map(json.loads, f) if r["split"] == "train"]
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +97,13 @@ def test_kill_9_three_times_then_rerun_ends_with_the_uninterrupted_params(
   config = tiny_config(fashion_data_dir, **RUN)
   workdir = str(tmp_path / "run")
   for fault in ("sigkill:6", "sigkill_save:8", "sigkill:10"):
-    lines_before = metric_lines(workdir)
     resume_from = max(committed_steps(workdir), default=0)
     rc, stderr, _ = run_main(config, fashion_data_dir, workdir, fault)
     assert rc == -9, stderr[-2000:]
-    # It resumed from the last committed checkpoint: its first log line is
-    # the first log step after it.
-    assert first_train_step_logged_after(workdir, lines_before) == resume_from + 2
+    # It resumed from the last committed checkpoint, and the steps the killed
+    # run had logged after it were dropped, not logged twice.
+    logged = train_steps_logged(workdir)
+    assert logged == sorted(set(logged)) and resume_from + 2 in logged, logged
     if fault == "sigkill_save:8":
       # Killed with the files of step 8 written but not committed: the
       # half-written step lies beside the committed ones and is never picked.
@@ -139,8 +131,35 @@ def test_sigterm_saves_the_current_step_and_the_rerun_matches(
   assert max(committed_steps(workdir)) == 7
   rc, stderr, _ = run_main(config, fashion_data_dir, workdir)
   assert rc == 0, stderr[-2000:]
-  assert first_train_step_logged_after(workdir, 4) == 8  # 2, 4, 6, 7, then 8
+  assert train_steps_logged(workdir) == [2, 4, 6, 7, 8, 10, 12]
   assert_same_params(params_of(workdir), uninterrupted)
+
+
+def preempt_at(monkeypatch, at_step):
+  """The run is asked to stop at ``at_step``, as SIGTERM would ask."""
+  monkeypatch.setattr(preemption.StopRequest, "reached",
+                      lambda self, step: step == at_step)
+
+
+def test_a_run_preempted_at_an_eval_step_evaluates_it_once_on_resume(
+    fashion_data_dir, tmp_path, monkeypatch):
+  """The preempted run saves and stops without the eval; the resumed one
+  makes it up before its first step, and the log holds each step once."""
+  config = tiny_config(fashion_data_dir, **dict(RUN, eval_every=4))
+  workdir = str(tmp_path / "run")
+  preempt_at(monkeypatch, 4)
+  with pytest.raises(preemption.Preempted, match="stopped at step 4 "):
+    train.train_and_evaluate(config, workdir)
+  monkeypatch.undo()
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [(r["split"], r["step"]) for r in map(json.loads, f)]
+  assert [step for split, step in records if split == "test"] == [4, 8, 12]
+  assert train_steps_logged(workdir) == [2, 4, 6, 8, 10, 12]
+  # Re-running the finished run evaluates again, replacing its last eval.
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    assert [(r["split"], r["step"]) for r in map(json.loads, f)] == records
 
 
 # ---------------------------------------------------------------------------
@@ -174,8 +193,16 @@ def test_a_nan_at_step_6_stops_naming_it_and_the_workdir_resumes_from_step_4(
   monkeypatch.undo()
   summary = train.train_and_evaluate(config, workdir)
   assert summary["step"] == 12
-  assert first_train_step_logged_after(workdir, 1) == 8  # resumed at 4
+  assert train_steps_logged(workdir) == [4, 8, 12]  # resumed at 4
   assert_same_params(params_of(workdir), uninterrupted)
+
+
+def test_a_nan_before_the_first_checkpoint_says_a_rerun_starts_from_step_0(
+    fashion_data_dir, tmp_path, monkeypatch):
+  poison(monkeypatch, at_step=2)
+  with pytest.raises(FloatingPointError, match=r"at step 2: .*no checkpoint was "
+                     r"saved before it, so a rerun starts from step 0 "):
+    train.train_and_evaluate(tiny_config(fashion_data_dir, **RUN), str(tmp_path / "run"))
 
 
 def test_skip_mode_leaves_the_nan_step_out_and_counts_it(
@@ -209,7 +236,11 @@ def test_bad_configs_fail_within_10_seconds_naming_the_field(fashion_data_dir, t
   cases = {"global_batch": dict(global_batch=36),
            "accum_steps": dict(global_batch=32, accum_steps=8),
            "image_size": dict(image_size=18),
-           "on_nonfinite": dict(on_nonfinite="ignore")}
+           "on_nonfinite": dict(on_nonfinite="ignore"),
+           "eval_every": dict(eval_every=0),  # was a ZeroDivisionError at step 1
+           "log_every": dict(log_every=-2),
+           "keep_checkpoints": dict(keep_checkpoints=0),  # orbax: keep none
+           "ema_decay": dict(ema_decay=1.0)}  # would evaluate the initial params
   for field, overrides in cases.items():
     message, seconds = failure_of(tiny_config(fashion_data_dir, **overrides),
                                   str(tmp_path / field))
@@ -339,3 +370,17 @@ def test_with_continue_a_failed_checkpoint_write_is_reported_and_training_goes_o
   assert len(reports) == 2  # steps 8 and 12, each resumable from step 4
   assert all("last committed checkpoint is step 4; training goes on" in r
              for r in reports)
+
+
+def test_a_preempted_run_whose_save_fails_says_so_even_with_continue(
+    fashion_data_dir, tmp_path, monkeypatch):
+  """'continue' trains on past a failed save; a preempted run cannot, and
+  must not claim a checkpoint it does not have."""
+  workdir = str(tmp_path / "run")
+  read_only_from_step(monkeypatch, workdir, 6)
+  preempt_at(monkeypatch, 6)
+  with pytest.raises(checkpoint.SaveError, match=r"Read-only file system.* "
+                     r"last committed checkpoint is step 4 "):
+    train.train_and_evaluate(
+        tiny_config(fashion_data_dir, on_save_error="continue", **RUN), workdir)
+  assert committed_steps(workdir) == [4]

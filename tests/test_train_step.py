@@ -51,3 +51,32 @@ def test_the_step_trains_on_smoothed_labels(tmp_path):
   np.testing.assert_allclose(plain["loss"], -np.mean(np.sum(labels * log_probs, -1)), rtol=1e-5)
   np.testing.assert_allclose(smoothed["loss"], -np.mean(np.sum(smooth_targets * log_probs, -1)),
                              rtol=1e-5)
+
+
+def test_a_skipped_step_keeps_the_learning_rate_on_schedule(tmp_path):
+  """A NaN step changes no parameter or moment, but the schedule moves on:
+  the next update uses the rate of its own step, the one the log shows."""
+  config = tiny_config(str(tmp_path), on_nonfinite="skip", **{"optim.weight_decay": 0.0})
+  mesh = sharding.make_mesh(config.mesh)
+  model = models.get_model(config.variant, num_classes=10, **config.model)
+  schedule = optax.linear_schedule(1.0, 0.0, 10)
+  tx = optim.make_optimizer(config.optim, schedule)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
+  step = jax.jit(steps.make_train_step(model, tx, losses.get_loss(config.loss),
+                                       schedule, config, mesh))
+  batch = {"image": jax.random.normal(jax.random.key(1), (8, 16, 16, 3)),
+           "labels": jax.nn.one_hot(jnp.arange(8) % 10, 10)}
+  nan_batch = dict(batch, image=batch["image"].at[0, 0, 0, 0].set(jnp.nan))
+  state = steps.initial_state(params, tx, config)
+  skipped, skipped_metrics = step(state, nan_batch)
+  assert int(skipped_metrics["skipped_steps"]) == 1
+  jax.tree.map(np.testing.assert_array_equal, skipped["params"], params)
+  adam, schedule_state = skipped["opt_state"][1], skipped["opt_state"][-1]
+  assert int(adam.count) == 0 and int(schedule_state.count) == 1
+  # The next update is Adam's first (|update| = lr where the gradient is
+  # not tiny), at the rate of step 1: 0.9, where a delayed schedule gives 1.0.
+  after_skip, metrics = step(skipped, batch)
+  assert float(metrics["lr"]) == float(schedule(1)) == np.float32(0.9)
+  largest = max(float(jnp.max(jnp.abs(new - old))) for new, old in zip(
+      jax.tree.leaves(after_skip["params"]), jax.tree.leaves(params)))
+  assert abs(largest - 0.9) < 1e-4, largest

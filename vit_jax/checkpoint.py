@@ -71,14 +71,15 @@ class SaveError(RuntimeError):
 # Fields of a run's config that fix the shapes of its train state: a workdir
 # cannot resume under another value (`check_workdir`). The other `model`
 # fields (dropout, remat and its policy, compute dtype, attention and
-# LayerNorm kernels) leave the shapes as they are.
+# LayerNorm kernels, the head's initial bias) leave the shapes as they are.
 STATE_DEFINING_FIELDS = ("variant", "image_size", "data.num_classes", "optim.name")
 # Fields whose value may change on resume, but not between zero and non-zero:
 # that adds or removes a part of the state (`steps.initial_state`,
 # `optim.make_optimizer`).
 STATE_SWITCHING_FIELDS = ("ema_decay", "optim.weight_decay", "optim.grad_clip_norm")
 SHAPELESS_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "remat", "remat_policy",
-                          "dtype", "attention_implementation", "layer_norm_implementation")
+                          "dtype", "attention_implementation", "layer_norm_implementation",
+                          "head_bias_init")
 
 
 @contextlib.contextmanager

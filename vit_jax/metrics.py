@@ -23,16 +23,19 @@ def _format(value):
 class MetricWriter:
   """Writes scalars of a run to the console, JSON lines and TensorBoard."""
 
-  def __init__(self, workdir, *, total_steps, stream=None):
+  def __init__(self, workdir, *, total_steps, start_step=0, stream=None):
+    """``start_step``: the step the run starts (or resumes) from; see `_rewind`."""
     self.total_steps = total_steps
     self.active = jax.process_index() == 0
     self.stream = stream or sys.stdout
     self.interactive = self.stream.isatty()
-    self._start = time.monotonic()
+    self._start = None
     self._start_step = None
     if self.active:
       os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      path = os.path.join(workdir, "metrics.jsonl")
+      _rewind(path, start_step)
+      self._jsonl = open(path, "a")
       self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
   def write(self, step, scalars, *, split="train"):
@@ -51,8 +54,8 @@ class MetricWriter:
     self._console(step, split, record)
 
   def _console(self, step, split, record):
-    if self._start_step is None:
-      self._start_step = step
+    if self._start_step is None:  # the ETA counts from the first record
+      self._start, self._start_step = time.monotonic(), step
     shown = ("loss", "top1", "prec@1", "lr", "img_per_sec", "mfu")
     fields = " ".join(f"{k}={_format(record[k])}" for k in shown if k in record)
     line = f"[{split}] step {step}/{self.total_steps} {fields}{self._eta(step)}"
@@ -75,6 +78,38 @@ class MetricWriter:
     if self.active:
       self._jsonl.close()
       self._tb.close()
+
+
+def _rewind(path, start_step):
+  """Drops the records of ``path`` that a run resumed at ``start_step`` writes again.
+
+  A run stopped after its last checkpoint (killed, preempted, failed) logged
+  steps that the resumed run repeats, and the eval of the checkpoint's own
+  step may be missing or cut short; so the train records after
+  ``start_step`` and the eval records from it on go, and the resumed run
+  evaluates ``start_step`` again when it is an eval step. The file is
+  replaced whole, so a crash here leaves the old one.
+  """
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = [line for line in lines if _kept(line, start_step)]
+  if len(kept) == len(lines):
+    return
+  with open(path + ".tmp", "w") as f:
+    f.writelines(kept)
+  os.replace(path + ".tmp", path)
+
+
+def _kept(line, start_step):
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError:  # the torn last line of a killed run
+    return False
+  if record["split"] == "train":
+    return record["step"] <= start_step
+  return record["step"] < start_step
 
 
 def _to_python(value):

@@ -85,13 +85,29 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                              new_state, state)
     new_state["step"] = step + 1
-    step_metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(step)}
-    if "skipped_steps" in state:
-      new_state["skipped_steps"] = state["skipped_steps"] + (~finite)
-      new_state["first_skipped_step"] = jnp.where(
-          finite | (state["first_skipped_step"] > 0),
-          state["first_skipped_step"], step + 1)
-      step_metrics["skipped_steps"] = new_state["skipped_steps"]
+    # The learning rate follows the step, skipped or not, as the logged `lr`
+    # says (a skip does not delay the rest of the schedule).
+    new_state["opt_state"] = _with_schedule_count(new_state["opt_state"], step + 1)
+    new_state["skipped_steps"] = state["skipped_steps"] + (~finite)
+    new_state["first_skipped_step"] = jnp.where(
+        finite | (state["first_skipped_step"] > 0),
+        state["first_skipped_step"], step + 1)
+    step_metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(step),
+                    "skipped_steps": new_state["skipped_steps"]}
     return new_state, step_metrics
 
   return train_step
+
+
+def _with_schedule_count(opt_state, count):
+  """``opt_state`` with its learning-rate schedule at step ``count``.
+
+  Only the schedule's counter is set: Adam's own counter (its bias
+  correction) stays with the moments, which a skipped step leaves as they were.
+  """
+  def set_count(node):
+    if isinstance(node, optax.ScaleByScheduleState):
+      return node._replace(count=jnp.asarray(count, node.count.dtype))
+    return node
+  return jax.tree.map(set_count, opt_state,
+                      is_leaf=lambda node: isinstance(node, optax.ScaleByScheduleState))

@@ -23,8 +23,10 @@ from vit_jax import (accounting, checkpoint, evaluate, input_pipeline, losses,
 def resolve_total_steps(config, train_examples):
   """Steps of the run from `config.total_steps` or `config.total_epochs`."""
   if (config.total_steps is None) == (config.total_epochs is None):
-    raise ValueError("set exactly one of config.total_steps and "
-                     "config.total_epochs")
+    raise ValueError(
+        f"set exactly one of config.total_steps={config.total_steps} and "
+        f"config.total_epochs={config.total_epochs} (configs/pretrain.py "
+        f"counts epochs=N, or steps=N instead)")
   if config.total_steps is not None:
     return int(config.total_steps)
   return max(1, int(config.total_epochs * train_examples // config.global_batch))
@@ -42,7 +44,18 @@ def check_config(config, *, num_devices, process_count):
   for field in ("global_batch", "eval_batch"):
     if config[field] % num_devices or config[field] % process_count:
       raise ValueError(f"config.{field}={config[field]} must be divisible by "
-                       f"the {num_devices} devices")
+                       f"the {num_devices} devices and the {process_count} "
+                       f"processes")
+  for field in ("log_every", "eval_every", "checkpoint_every"):
+    if not config[field] >= 1:
+      raise ValueError(f"config.{field}={config[field]} must be >= 1 (a number "
+                       f"of steps; the last step always logs, evaluates and saves)")
+  if config.keep_checkpoints is not None and not config.keep_checkpoints >= 1:
+    raise ValueError(f"config.keep_checkpoints={config.keep_checkpoints} must be "
+                     f">= 1, or None to keep every checkpoint")
+  if not 0 <= config.ema_decay < 1:
+    raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1) "
+                     f"(0 turns the parameter average off)")
   patch = models.get_model(config.variant, num_classes=1).patch_size
   if config.image_size % patch:
     raise ValueError(f"config.image_size={config.image_size} is not divisible "
@@ -61,16 +74,20 @@ def _nonfinite_message(state, skipped_before, window_start, step, manager):
     where = f"at step {int(state['first_skipped_step'])}"
   else:  # the counter holds an earlier skip of this run (config changed)
     where = f"in steps {window_start + 1}-{step}"
+  last = manager.latest_step()
+  saved = (f"the last good checkpoint is step {last} in {manager.directory}"
+           if last is not None else "no checkpoint was saved before it, so a "
+           "rerun starts from step 0")
   return (f"non-finite loss or gradient norm {where}: the run stops, its "
-          f"update was not applied and nothing after it is saved; the last "
-          f"good checkpoint is step {manager.latest_step()} in "
-          f"{manager.directory} (config.on_nonfinite='skip' skips such "
-          f"steps instead)")
+          f"update was not applied and nothing after it is saved; {saved} "
+          f"(config.on_nonfinite='skip' skips such steps instead)")
 
 
-def _write_config(config, workdir):
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+def _write_whole(path, text):
+  """Writes ``path`` through a temporary file, so no reader or crash sees half."""
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
 
 
 def train_and_evaluate(config, workdir, *, devices=None):
@@ -92,7 +109,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
   checkpoint.check_workdir(workdir, config)  # before its config.json is replaced
   if is_main:
     os.makedirs(workdir, exist_ok=True)
-    _write_config(config, workdir)
+    _write_whole(os.path.join(workdir, "config.json"),
+                 config.to_json_best_effort(indent=2, sort_keys=True))
   batch_sharding = sharding.batch_sharding(mesh)
 
   # ------------------------------------------------------------------------
@@ -179,7 +197,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
           mesh.devices.flat[0], config.model.dtype),
       examples_per_epoch=train_examples, **progress)
 
-  writer = metrics.MetricWriter(workdir, total_steps=total_steps)
+  writer = metrics.MetricWriter(workdir, total_steps=total_steps, start_step=start_step)
   if is_main:
     logging.info("%s: %d parameters, %d steps, %d devices, compiled in %.1fs",
                  config.variant, sum(x.size for x in jax.tree.leaves(abstract_state["params"])),
@@ -199,6 +217,11 @@ def train_and_evaluate(config, workdir, *, devices=None):
   # `log_every` steps, so the host never waits on the step in between.
   # ------------------------------------------------------------------------
   eval_results = {}
+  if 0 < start_step < total_steps and start_step % config.eval_every == 0:
+    # The run before stopped at this eval step, maybe before its eval ran
+    # (a preempted run saves and stops without it); `metrics` dropped the
+    # eval records of this step, so it is evaluated once, here.
+    eval_results = run_evals(start_step)
   step = start_step
   skipped_seen = int(state["skipped_steps"])
   timer_start, timer_step = time.monotonic(), step
@@ -235,10 +258,12 @@ def train_and_evaluate(config, workdir, *, devices=None):
         writer.write(step, {**fetched, **accountant.fields(),
                             "compile_seconds": compile_seconds,
                             "corrupt_images": input_stats.corrupt_images})
-      if do_save:
+      if do_save:  # a preempted run must leave this step saved, or say so
+        on_save_error = "stop" if preempted else config.on_save_error
         checkpoint.save(manager, step, state, accountant.state_dict(),
-                        on_error=config.on_save_error)
-      if preempted:  # the `finally` below commits the checkpoint first
+                        on_error=on_save_error)
+      if preempted:
+        checkpoint.wait(manager, on_error="stop")
         raise preemption.Preempted(step, manager.directory)
       if do_eval:
         eval_results = run_evals(step)
@@ -259,6 +284,5 @@ def train_and_evaluate(config, workdir, *, devices=None):
              "image_size": config.image_size, "eval": eval_results,
              "compile_seconds": compile_seconds, **accountant.fields()}
   if is_main:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+    _write_whole(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
   return summary
