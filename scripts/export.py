@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from jax import export
 
-from vit_jax import checkpoint, losses, predict, preprocess, serving
+from vit_jax import attention, checkpoint, losses, predict, preprocess, serving
 
 FORMATS = ("npz", "serving", "saved_model")
 CHECK_BATCH = 3  # not 1, so a symbolic batch size is exercised
@@ -50,6 +50,19 @@ def logits_function(model):
   def logits(flat_params, images):
     return model.apply({"params": checkpoint.unflatten(flat_params)}, images, train=False)
   return logits
+
+
+def portable(model, platforms):
+  """``model`` with an attention that every one of ``platforms`` can lower.
+
+  On a GPU host `auto` traces cuDNN's fused attention, which only CUDA
+  lowers; an export for other platforms too takes XLA's attention, which
+  gives the same logits (tests/test_attention.py).
+  """
+  if (set(platforms) != {"cuda"}
+      and attention.resolve(model.attention_implementation) == "cudnn"):
+    return model.clone(attention_implementation="dot_product_attention")
+  return model
 
 
 def value_range(pp_spec, image_size):
@@ -85,7 +98,7 @@ def export_serving(model, params, contract, out):
 
   Returns the exported classifier, loaded back as a server would load it.
   """
-  flat = checkpoint.flatten(params)
+  flat = checkpoint.npz_arrays(params)  # what the server loads
   batch, = export.symbolic_shape("batch")
   size = contract["image_size"]
   exported = export.export(jax.jit(logits_function(model)),
@@ -146,7 +159,7 @@ def main(argv=None):
   model, params = checkpoint.restore_model(config, args.workdir, step=args.step)
   if args.format == "npz":
     checkpoint.save_npz(params, args.out)
-    written = checkpoint.flatten(params)
+    written = checkpoint.npz_arrays(params)
     loaded = checkpoint.flatten(checkpoint.load_npz(args.out))
     if written.keys() != loaded.keys() or any(
         written[n].dtype != loaded[n].dtype or written[n].tobytes() != loaded[n].tobytes()
@@ -156,7 +169,9 @@ def main(argv=None):
     return
 
   source = args.workdir if args.step is None else f"{args.workdir} step {args.step}"
-  contract = make_contract(config, source, args.format, args.platforms.split(","))
+  platforms = args.platforms.split(",")
+  contract = make_contract(config, source, args.format, platforms)
+  model = portable(model, platforms)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, serving.CONTRACT_FILE), "w") as f:
     json.dump(contract, f, indent=2)

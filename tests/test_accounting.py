@@ -190,28 +190,36 @@ def test_analytic_count_is_within_5_percent_of_xla_for_a_tiny_vit():
 
 
 @pytest.mark.parametrize(
-  "device_kind, label, bf16_peak, fp32_peak",
+  "device_kind, label, bf16_peak, fp32_peak, full_fp32_peak",
   [
-    ("TPU v2", "TPU_v2", 22.5e12, 22.5e12),
-    ("TPU v3", "TPU_v3", 61.5e12, 61.5e12),
-    ("TPU v4", "TPU_v4", 275e12, 275e12),
-    ("TPU v5 lite", "TPU_v5e", 197e12, 197e12),
-    ("TPU v5e", "TPU_v5e", 197e12, 197e12),
-    ("TPU v5", "TPU_v5p", 459e12, 459e12),
-    ("TPU v5p", "TPU_v5p", 459e12, 459e12),
-    ("TPU v6 lite", "TPU_v6e", 918e12, 918e12),
-    ("NVIDIA A100-SXM4-80GB", "A100", 312e12, 19.5e12),
-    ("NVIDIA H100 80GB HBM3", "H100", 989e12, 67e12),
-    ("NVIDIA H200", "H200", 989e12, 67e12),
+    ("TPU v2", "TPU_v2", 22.5e12, 22.5e12, 22.5e12),
+    ("TPU v3", "TPU_v3", 61.5e12, 61.5e12, 61.5e12),
+    ("TPU v4", "TPU_v4", 275e12, 275e12, 275e12),
+    ("TPU v5 lite", "TPU_v5e", 197e12, 197e12, 197e12),
+    ("TPU v5e", "TPU_v5e", 197e12, 197e12, 197e12),
+    ("TPU v5", "TPU_v5p", 459e12, 459e12, 459e12),
+    ("TPU v5p", "TPU_v5p", 459e12, 459e12, 459e12),
+    ("TPU v6 lite", "TPU_v6e", 918e12, 918e12, 918e12),
+    # GPUs run float32 matmuls as TF32 at JAX's default precision.
+    ("NVIDIA A100-SXM4-80GB", "A100", 312e12, 156e12, 19.5e12),
+    ("NVIDIA A100 80GB PCIe", "A100", 312e12, 156e12, 19.5e12),
+    ("NVIDIA H100 80GB HBM3", "H100", 989e12, 494.7e12, 67e12),
+    ("NVIDIA H100 PCIe", "H100_PCIe", 756e12, 378e12, 51e12),
+    ("NVIDIA H100 NVL", "H100_NVL", 835e12, 417.5e12, 60e12),
+    ("NVIDIA H200", "H200", 989e12, 494.7e12, 67e12),
+    ("NVIDIA H200 NVL", "H200_NVL", 835e12, 417.5e12, 60e12),
+    ("NVIDIA GH200 480GB", "GH200", 989e12, 494.7e12, 67e12),
   ],
 )
 def test_peak_table_for_known_device_kinds(
-  device_kind, label, bf16_peak, fp32_peak
+  device_kind, label, bf16_peak, fp32_peak, full_fp32_peak
 ):
   device = types.SimpleNamespace(device_kind=device_kind, platform="gpu")
   assert accounting.device_kind_label(device) == label
   assert accounting.peak_flops_per_device(device, "bfloat16") == bf16_peak
   assert accounting.peak_flops_per_device(device, jnp.float32) == fp32_peak
+  with jax.default_matmul_precision("highest"):
+    assert accounting.peak_flops_per_device(device, jnp.float32) == full_fp32_peak
 
 
 def test_unknown_device_kinds_get_a_metric_safe_label():

@@ -173,3 +173,14 @@ def test_saved_model_gives_the_model_logits(fashion_data_dir, tmp_path, capsys):
   logits = signature(images=tf.constant(batch))["logits"].numpy()
   np.testing.assert_allclose(logits, logits_of(model, evaluated[7], batch),
                              rtol=0, atol=TOLERANCE)
+
+
+def test_a_gpu_hosts_cudnn_attention_is_swapped_for_a_portable_one(monkeypatch):
+  """cuDNN's kernel lowers for CUDA only; XLA's attention for every platform."""
+  model = models.get_model("Ti/16", num_classes=10)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # `auto` -> cudnn
+  assert export.portable(model, ["cpu", "cuda", "tpu"]).attention_implementation == (
+      "dot_product_attention")
+  assert export.portable(model, ["cuda"]) is model
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")  # `auto` -> head_major
+  assert export.portable(model, ["cpu", "cuda", "tpu"]) is model

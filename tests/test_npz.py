@@ -208,3 +208,16 @@ def test_check_params_names_missing_and_unexpected_parameters():
         expected, source="f.npz")
   checkpoint.check_params({"a": np.zeros(2), "b": {"kernel": np.zeros((2, 3))}},
                           expected, source="f.npz")
+
+
+def test_bfloat16_parameters_are_written_as_float32_exactly(tmp_path):
+  """numpy has no bfloat16: other readers would get raw 2-byte records."""
+  kernel = jnp.asarray([[1.5, -2.25, 3.0078125]], jnp.bfloat16)
+  params = {"head": {"kernel": kernel, "bias": np.zeros(3, np.float32)}}
+  path = str(tmp_path / "bf16.npz")
+  checkpoint.save_npz(params, path)
+  with np.load(path) as f:
+    written = dict(f)
+  assert written["head/kernel"].dtype == np.float32
+  np.testing.assert_array_equal(written["head/kernel"], np.asarray(kernel, np.float32))
+  assert checkpoint.load_npz(path)["head"]["kernel"].dtype == np.float32

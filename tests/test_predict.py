@@ -89,3 +89,15 @@ def test_evaluate_command_on_a_slice_of_a_split(tiny_run):
   workdir, _ = tiny_run
   results = evaluate.main([f"--workdir={workdir}", "--split=test[:40]"])
   assert results["test[:40]"]["num_examples"] == 40
+
+
+def test_predict_names_a_file_that_is_not_an_image(tiny_run, bar_images, tmp_path, capsys):
+  workdir, _ = tiny_run
+  text = tmp_path / "notes.png"
+  text.write_text("not an image")
+  for bad in (str(text), str(tmp_path / "missing.png")):
+    with pytest.raises(SystemExit):
+      predict.main([f"--workdir={workdir}", bar_images[0], bad])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"python -m vit_jax.predict: error: {bad}: cannot read "
+                            f"it as an image"), error

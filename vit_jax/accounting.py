@@ -176,7 +176,11 @@ _DEVICE_KIND_LABELS = (
   (r"^tpu v5p?$", "TPU_v5p"),
   (r"^tpu v6 ?(lite|e)\b", "TPU_v6e"),
   (r"\ba100\b", "A100"),
+  (r"\bh100\b.*\bpcie\b", "H100_PCIe"),
+  (r"\bh100\b.*\bnvl\b", "H100_NVL"),
+  (r"\bh200\b.*\bnvl\b", "H200_NVL"),
   (r"\bh100\b", "H100"),
+  (r"\bgh200\b", "GH200"),
   (r"\bh200\b", "H200"),
 )
 
@@ -211,12 +215,21 @@ _TPU_PEAK_FLOPS = {
 }
 
 _GPU_PEAK_FLOPS = {
-  # label: (dense bfloat16/float16 tensor-core peak, float32 peak without
-  # tensor cores), SXM parts. H200 is H100's compute with more memory.
-  "A100": (312e12, 19.5e12),
-  "H100": (989e12, 67e12),
-  "H200": (989e12, 67e12),
+  # label: dense (bfloat16/float16, TF32 tensor-core, float32 without tensor
+  # cores) peaks from NVIDIA's data sheets (their tensor-core figures with
+  # sparsity halved). A100 PCIe has the SXM part's peaks; H200 and GH200 have
+  # H100 SXM's compute, the H200 NVL the H100 NVL's.
+  "A100": (312e12, 156e12, 19.5e12),
+  "H100": (989e12, 494.7e12, 67e12),
+  "H100_PCIe": (756e12, 378e12, 51e12),
+  "H100_NVL": (835e12, 417.5e12, 60e12),
+  "GH200": (989e12, 494.7e12, 67e12),
+  "H200": (989e12, 494.7e12, 67e12),
+  "H200_NVL": (835e12, 417.5e12, 60e12),
 }
+
+# jax_default_matmul_precision values that keep float32 matmuls off TF32.
+_FULL_FLOAT32_PRECISIONS = ("highest", "float32", "F32_F32_F32")
 
 
 def peak_flops_per_device(device=None, dtype="float32") -> float:
@@ -225,10 +238,11 @@ def peak_flops_per_device(device=None, dtype="float32") -> float:
   TPUs: the MXU's bfloat16 peak whatever the dtype, since at default
   precision TPUs run float32 matmuls through the same bfloat16 MXU passes.
 
-  A100/H100/H200: the dense tensor-core peak for bfloat16/float16, the plain
-  float32 peak for float32. XLA may run float32 matmuls on tensor cores as
-  TF32 (see jax_default_matmul_precision); they can then beat the float32
-  peak and give MFU > 1.
+  A100/H100/H200 (SXM, PCIe, NVL, GH200): the dense tensor-core peak for
+  bfloat16/float16. For float32 the TF32 tensor-core peak, since at JAX's
+  default precision these GPUs run float32 matmuls as TF32; the plain
+  float32 peak only where `jax_default_matmul_precision` asks for full
+  float32 ('highest', 'float32').
 
   CPU: the rate of large jitted float32 matmuls (XLA:CPU's fast path), one
   per local CPU device, all running at once, timed once per process: the
@@ -250,8 +264,11 @@ def peak_flops_per_device(device=None, dtype="float32") -> float:
   if label in _TPU_PEAK_FLOPS:
     return _TPU_PEAK_FLOPS[label]
   if label in _GPU_PEAK_FLOPS:
-    half_precision_peak, float32_peak = _GPU_PEAK_FLOPS[label]
-    return float32_peak if dtype_name == "float32" else half_precision_peak
+    half_precision_peak, tf32_peak, float32_peak = _GPU_PEAK_FLOPS[label]
+    if dtype_name != "float32":
+      return half_precision_peak
+    full = jax.config.jax_default_matmul_precision in _FULL_FLOAT32_PRECISIONS
+    return float32_peak if full else tf32_peak
   if label == "cpu":
     return measured_matmul_flops("cpu", "float32")
   _log.warning(

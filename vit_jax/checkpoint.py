@@ -229,10 +229,22 @@ def unflatten(flat):
   return tree
 
 
+def npz_arrays(params):
+  """The flat arrays `save_npz` writes for ``params``.
+
+  bfloat16 parameters (``model.param_dtype``) are widened to float32,
+  exactly: numpy has no bfloat16, so other readers (numpy, torch, timm, the
+  original vision_transformer loader) would get raw 2-byte records, and the
+  published files are float32.
+  """
+  return {name: np.asarray(value, np.float32) if value.dtype == jnp.bfloat16
+          else np.asarray(value) for name, value in flatten(params).items()}
+
+
 def save_npz(params, path):
   """Writes ``params`` as a published-layout .npz (flat '/'-joined names)."""
   with open(path, "wb") as f:
-    np.savez(f, **flatten(params))
+    np.savez(f, **npz_arrays(params))
 
 
 # Other files of the same ViT name its tensors differently; `load_npz` maps

@@ -12,6 +12,7 @@ probabilities of the run's loss (softmax or sigmoid).
 import argparse
 import importlib.util
 import os
+import re
 
 # TensorFlow only decodes images here; its C++ start-up chatter is noise.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -58,10 +59,21 @@ def preprocess_image(pp, image):
 
 
 def load_images(paths, pp_spec):
-  """Image files as one float32 batch, preprocessed by ``pp_spec``."""
+  """Image files as one float32 batch, preprocessed by ``pp_spec``.
+
+  A file that is missing or not an image is a ValueError naming it.
+  """
   pp = preprocess.parse(pp_spec)
-  return np.stack([preprocess_image(pp, tf.io.read_file(path))
-                   for path in paths]).astype(np.float32)
+  images = []
+  for path in paths:
+    try:
+      images.append(preprocess_image(pp, tf.io.read_file(path)))
+    except tf.errors.OpError as e:
+      # TF wraps the reason: "{{function_node ...}} REASON [Op:DecodeImage] ...".
+      reason = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:.*$", "", e.message.splitlines()[0])
+      raise ValueError(f"{path}: cannot read it as an image (PNG, JPEG, GIF, "
+                       f"BMP): {reason}") from None
+  return np.stack(images).astype(np.float32)
 
 
 def config_from_file(spec):
@@ -105,7 +117,10 @@ def main(argv=None):
   else:
     config = config_from_file(args.config)
   model, params = checkpoint.restore_model(config, args.checkpoint or args.workdir)
-  images = load_images(args.images, config.pp.eval)
+  try:
+    images = load_images(args.images, config.pp.eval)
+  except ValueError as e:
+    parser.error(str(e))
   apply = jax.jit(model.apply, static_argnames="train")
   logits = apply({"params": params}, images, train=False)
   probabilities = np.asarray(losses.PROBABILITIES[config.loss](logits))

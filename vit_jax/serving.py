@@ -6,7 +6,7 @@
                       serialized StableHLO (`jax.export`), batch size symbolic;
   params.npz          its parameters, in the published ViT layout;
   contract.json       what goes in and comes out: input shape and value range,
-                      the preprocessing that produced the training inputs,
+                      the run's eval preprocessing (config.pp.eval),
                       number and names of the classes, and how logits become
                       probabilities.
 

@@ -187,8 +187,10 @@ def train_and_evaluate(config, workdir, *, devices=None):
   compiled_step = train_step.lower(state, batch).compile()
   compile_seconds = time.monotonic() - compile_start
   step_flops = accounting.compiled_flops(compiled_step)
+  # XLA counts a loop's body once: with accumulation, one micro-batch's work.
+  counted_examples = config.global_batch // config.accum_steps
   flops_per_example = accounting.cross_checked_flops(
-      step_flops * num_devices / config.global_batch if step_flops else None,
+      step_flops * num_devices / counted_examples if step_flops else None,
       accounting.analytic_flops_per_example(model, config.image_size, train=True))
   accountant = accounting.Accountant(
       flops_per_example=flops_per_example, num_devices=num_devices,
