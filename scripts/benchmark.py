@@ -36,6 +36,7 @@ if __name__ == "__main__":
   from vit_jax import host_malloc
   host_malloc.reexec_with_tunables()
 
+import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -46,10 +47,12 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", "configs/benchmark.py", "Config whose model and step are timed.",
     lock_config=True)
-flags.DEFINE_integer("batch", None, "Global batch (default: config.global_batch).")
-flags.DEFINE_integer("steps", 10, "Steps per timed round.")
-flags.DEFINE_integer("rounds", 5, "Timed rounds; the median and spread are over them.")
-flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+flags.DEFINE_integer("batch", None, "Global batch (default: config.global_batch).",
+                     lower_bound=1)
+flags.DEFINE_integer("steps", 10, "Steps per timed round.", lower_bound=1)
+flags.DEFINE_integer("rounds", 5, "Timed rounds; the median and spread are over them.",
+                     lower_bound=1)
+flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.", lower_bound=0)
 flags.DEFINE_bool("inference", True, "Also time the inference forward pass.")
 flags.DEFINE_bool("compare-timm", False, "Also time timm's equivalent model.")
 flags.DEFINE_string("against", None,
@@ -123,10 +126,6 @@ def benchmark_timm(config, model, batch_size, *, peak, num_devices,
 
 def measure_with_timm(config, batch_size):
   """`benchmarking.measure`, and timm's step beside it with --compare-timm."""
-  if FLAGS["compare-timm"].value:
-    # Leave GPU memory to PyTorch: JAX would otherwise take 75% up front.
-    # (read when the backend starts, at the first use of a device).
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   result, model = benchmarking.measure(
       config, batch_size, steps=FLAGS.steps, rounds=FLAGS.rounds,
       warmup=FLAGS.warmup, inference=FLAGS.inference)
@@ -145,7 +144,15 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = FLAGS.config
   batch_size = FLAGS.batch or config.global_batch
+  if FLAGS["compare-timm"].value:
+    # Leave GPU memory to PyTorch: JAX would otherwise take 75% up front
+    # (read when the backend starts, by the device count just below).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   cpu_devices.use_one_device_per_core((batch_size,))
+  # Checked here: jax's own error is a traceback from deep in the first step.
+  if batch_size % (num_devices := jax.device_count()):
+    raise SystemExit(f"--batch={batch_size} is not divisible by the {num_devices} "
+                     f"devices; pass a multiple of {num_devices}")
   if FLAGS.against is not None:
     if FLAGS["compare-timm"].value:
       raise app.UsageError("--against compares two configs' train steps; "

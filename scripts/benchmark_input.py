@@ -15,7 +15,8 @@ warm-up. `|onehot(1000)` is appended to a string without labels.
 Then, in the same process, it times the train step of `--variant`
 (default ViT-Ti/16) as `scripts/benchmark.py` does (`configs/benchmark.py`:
 1000 classes, AdamW, softmax cross-entropy; `vit_jax.benchmarking`) at
-`--model_batch` 224 px images on the JAX devices, and prints how many times
+`--model_batch` 224 px images on the JAX devices (on a CPU host one per
+core, as `scripts/benchmark.py` starts them), and prints how many times
 the images/s each pipeline delivers exceeds what the step consumes. Both share the machine's cores, so each is measured alone.
 Prints one JSON line per measurement.
 """
@@ -37,7 +38,7 @@ import tensorflow as tf  # noqa: E402
 
 from configs import benchmark as benchmark_config  # noqa: E402
 from configs import common  # noqa: E402
-from vit_jax import benchmarking, input_pipeline  # noqa: E402
+from vit_jax import benchmarking, cpu_devices, input_pipeline  # noqa: E402
 from vit_jax.datasets import tfrecords  # noqa: E402
 
 NUM_CLASSES = 1000
@@ -92,6 +93,8 @@ def main(argv=None):
   parser.add_argument("--model_batch", type=int, default=32)
   parser.add_argument("--model_steps", type=int, default=5)
   args = parser.parse_args(argv)
+  if args.variant:  # the step on one device per core, as scripts/benchmark.py runs it
+    cpu_devices.use_one_device_per_core((args.model_batch,))
 
   cores = len(os.sched_getaffinity(0))
   data_dir = args.data_dir or tempfile.mkdtemp(prefix="benchmark_input_")
@@ -113,6 +116,7 @@ def main(argv=None):
     step_rate = timing["train"]["img_per_sec"]
     print(json.dumps({"train_step": f"ViT-{args.variant} batch {args.model_batch} 224px",
                       "device": jax.devices()[0].device_kind,
+                      "devices": jax.device_count(),
                       "images_per_s": round(step_rate, 1)}), flush=True)
     for result in results:
       print(json.dumps({"pp": result["pp"], "pipeline_over_step":

@@ -21,6 +21,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config to estimate.",
                                 lock_config=True)
 flags.DEFINE_float("mfu", 0.4, "Assumed model FLOPs utilisation on TPU v3.")
+flags.register_validator("mfu", lambda mfu: 0 < mfu <= 1,
+                         "must be in (0, 1], a fraction of TPU v3's peak")
 flags.DEFINE_integer("train_examples", None,
                      "Size of the training split, for configs counted in "
                      "epochs (default: read from the prepared dataset).")
@@ -33,11 +35,10 @@ def main(argv):
   from vit_jax import cost_estimate
 
   try:
-    total_steps = cost_estimate.planned_steps(FLAGS.config, FLAGS.train_examples)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
-  print(cost_estimate.format_estimate(cost_estimate.estimate(
-      FLAGS.config, total_steps=total_steps, mfu=FLAGS.mfu)))
+    print(cost_estimate.report(FLAGS.config, train_examples=FLAGS.train_examples,
+                               mfu=FLAGS.mfu))
+  except ValueError as e:  # a config that cannot be estimated, named
+    raise SystemExit(str(e)) from None
 
 
 if __name__ == "__main__":

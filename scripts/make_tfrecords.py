@@ -5,8 +5,9 @@ From a folder of class subfolders (JPEG/PNG files, stored as they are):
   python scripts/make_tfrecords.py --from_folder=/data/pets/train \
       --out_dir=/data/pets_tfr --split=train --num_shards=64
 
-From arrays in an .npz (`images` uint8 (N, H, W, C); `labels` (N,) class ids
-or (N, classes) multi-hot rows for multi-label data), encoded as JPEG:
+From arrays in an .npz (`images` uint8 (N, H, W, C), or (N, H, W) grayscale;
+`labels` (N,) class ids or (N, classes) multi-hot rows for multi-label data),
+encoded as JPEG:
 
   python scripts/make_tfrecords.py --from_npz=arrays.npz --out_dir=DIR --split=train
 
@@ -23,8 +24,6 @@ import glob
 import os
 import pathlib
 import sys
-
-import numpy as np
 
 # Lets the script run from a checkout where vit_jax is not pip-installed.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -63,8 +62,10 @@ def main(argv=None):
       examples, folder_classes = tfrecords.folder_examples(args.from_folder)
       classes = classes or folder_classes
     else:
-      arrays = np.load(args.from_npz)
-      examples = tfrecords.array_examples(arrays["images"], arrays["labels"], args.format)
+      try:  # checked whole before any shard is written
+        examples = tfrecords.npz_examples(args.from_npz, args.format)
+      except ValueError as e:
+        raise SystemExit(f"--from_npz: {e}") from None
     manifest = tfrecords.write_split(args.out_dir, args.split, examples,
                                      num_shards=args.num_shards, classes=classes,
                                      workers=args.workers)

@@ -14,11 +14,22 @@ from vit_jax import metrics  # noqa: E402
 
 
 def read_summary(workdir):
+  """``workdir``'s summary.json, checked whole so a bad one is named, not a KeyError."""
   path = os.path.join(workdir, "summary.json")
   if not os.path.exists(path):
     raise SystemExit(f"{path} does not exist: is {workdir} a finished run?")
   with open(path) as f:
-    return json.load(f)
+    try:
+      summary = json.load(f)
+    except json.JSONDecodeError as e:
+      raise SystemExit(f"{path} is not valid JSON ({e}): a run's summary.json "
+                       f"is one object with {', '.join(metrics.SUMMARY_FIELDS)}") from None
+  missing = [field for field in metrics.SUMMARY_FIELDS
+             if not isinstance(summary, dict) or field not in summary]
+  if missing:
+    raise SystemExit(f"{path} lacks {', '.join(missing)}: a finished run's "
+                     f"summary.json has {', '.join(metrics.SUMMARY_FIELDS)}")
+  return summary
 
 
 def main(workdirs):

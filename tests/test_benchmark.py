@@ -14,10 +14,11 @@ TINY = ["--config=configs/benchmark.py:variant=Ti/16,res=32", "--batch=8",
         "--steps=2", "--rounds=2", "--warmup=1"]
 
 
-def run_benchmark(tmp_path, *flags, check=True):
+def run_benchmark(tmp_path, *flags, check=True, **environment):
   """The printed JSON; with ``check=False``, the finished process instead."""
   out = tmp_path / "bench.json"
-  env = dict(os.environ, XLA_FLAGS="")  # a device per core, as a user would run it
+  # A device per core, as a user would run it, unless ``environment`` says.
+  env = dict(os.environ, XLA_FLAGS="", **environment)
   process = subprocess.run([sys.executable, "scripts/benchmark.py", *TINY, *flags,
                             f"--out={out}"], cwd=REPO, env=env, check=check,
                            timeout=600, capture_output=True, text=True)
@@ -87,3 +88,32 @@ def test_against_a_key_the_config_lacks_names_it(tmp_path):
   assert process.returncode != 0
   assert "--against: override 'model.layernorm': no 'layernorm' there" in process.stderr
   assert "layer_norm_implementation" in process.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch=6"], "--batch=6 is not divisible by the 4 devices; pass a multiple of 4"),
+    (["--rounds=0"], "flag --rounds=0: 0 is not a positive integer"),
+    (["--steps=0"], "flag --steps=0: 0 is not a positive integer"),
+])
+def test_a_batch_or_count_that_cannot_be_timed_is_named_in_one_line(tmp_path, flags,
+                                                                     message):
+  process = run_benchmark(tmp_path, *flags, check=False, JAX_NUM_CPU_DEVICES="4")
+  assert process.returncode != 0 and "Traceback" not in process.stderr, process.stderr
+  assert any(line.endswith(message) for line in process.stderr.splitlines()), \
+      process.stderr
+
+
+def test_benchmark_input_times_the_step_on_one_device_per_core_as_benchmark_does(tmp_path):
+  # The step's timing is stubbed (it takes tens of seconds on CPU); the device
+  # count is the script's own, set before the devices start.
+  code = (
+      "import json, sys; from scripts import benchmark_input; "
+      "from vit_jax import benchmarking; "
+      "benchmarking.measure = lambda *a, **k: ({'train': {'img_per_sec': 1.0}}, None); "
+      f"benchmark_input.main(['--data_dir={tmp_path}', '--num_images=8', '--batch=4', "
+      "'--seconds=0.1', '--pp=decode|resize(8)|value_range(-1,1)', '--model_batch=2'])")
+  env = dict(os.environ, XLA_FLAGS="")  # a device per core, as a user would run it
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
+                       timeout=300, capture_output=True, text=True).stdout
+  step = next(line for line in map(json.loads, out.splitlines()) if "train_step" in line)
+  assert step["devices"] == cpu_devices.count_for((2,), len(os.sched_getaffinity(0)))

@@ -43,7 +43,7 @@ def test_epochs_without_a_dataset_or_a_size_is_a_clear_error():
   from configs import pretrain
 
   config = pretrain.get_config("variant=Ti/16,data=imagenet21k,data_dir=/nonexistent")
-  with pytest.raises(ValueError, match=r"config.total_epochs=90 .*--train_examples"):
+  with pytest.raises(ValueError, match=r"config.total_epochs=90.0 .*--train_examples=N"):
     cost_estimate.planned_steps(config)
   assert cost_estimate.planned_steps(config, train_examples=4096 * 10) == 900
 
@@ -67,3 +67,35 @@ def test_main_dry_run_prints_the_estimate_and_runs_nothing(tmp_path):
   assert float(fields["tpuv3_core_days"]) == pytest.approx(
       float(fields["total_train_flops"]) / (61.5e12 * 0.4 * 86400), rel=1e-3)
   assert not workdir.exists()
+
+
+def stderr_of_a_refused_run(*args):
+  """What a command that must refuse its input printed: no traceback, rc != 0."""
+  process = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True,
+                           text=True, timeout=300)
+  assert process.returncode != 0 and "Traceback" not in process.stderr, process.stderr
+  return process.stderr
+
+
+def test_main_dry_run_of_an_epoch_config_without_a_dataset_names_its_own_flag(tmp_path):
+  command = ["-m", "vit_jax.main", "--dry_run", f"--workdir={tmp_path / 'run'}",
+             "--config=configs/pretrain.py:variant=Ti/16,data=imagenet21k,"
+             "data_dir=/nonexistent"]
+  last_line = stderr_of_a_refused_run(*command).strip().splitlines()[-1]
+  assert last_line.startswith("config.total_epochs=90.0 needs the number of "
+                              "training examples: pass --train_examples=N, ")
+  out = subprocess.run([sys.executable, *command, "--train_examples=40960"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300, check=True).stdout
+  assert dict(line.split(None, 1) for line in out.splitlines())["total_steps"] == "900"
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--mfu=0", "flag --mfu=0.0: must be in (0, 1], a fraction of TPU v3's peak"),
+    ("--config.image_size=225",
+     "config.image_size=225 is not divisible by the patch size 16 of Ti/16"),
+])
+def test_estimate_cost_names_a_bad_flag_or_config_key_in_one_line(flag, message):
+  stderr = stderr_of_a_refused_run(
+      "scripts/estimate_cost.py", "--config=configs/pretrain.py:variant=Ti/16,steps=10",
+      flag)
+  assert any(line.endswith(message) for line in stderr.splitlines()), stderr

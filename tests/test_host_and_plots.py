@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from vit_jax import host_malloc
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,3 +48,20 @@ def test_plot_metrics_draws_train_and_eval_series(tmp_path):
   out = plot_metrics.plot([str(workdir)], str(tmp_path / "m.png"))
   with open(out, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"step": 3,', "is not valid JSON (Expecting property name enclosed in double "
+     "quotes: line 1 column 12 (char 11)): a run's summary.json is one object with "),
+    ('{"step": 3, "variant": "Ti/16", "eval": {}}', "lacks dataset, image_size, "
+     "examples_seen, core_days, tpuv3_core_days: a finished run's summary.json has "),
+])
+def test_summarize_names_a_malformed_summary_and_what_it_lacks(tmp_path, text, problem):
+  sys.path.insert(0, os.path.join(REPO, "scripts"))
+  import summarize
+
+  (tmp_path / "summary.json").write_text(text)
+  with pytest.raises(SystemExit) as exit_info:
+    summarize.main([str(tmp_path)])
+  assert str(exit_info.value) == (f"{tmp_path / 'summary.json'} {problem}"
+                                  + ", ".join(summarize.metrics.SUMMARY_FIELDS))

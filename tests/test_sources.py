@@ -284,6 +284,45 @@ def test_index_only_counts_foreign_shards(tmp_path):
   assert input_pipeline.examples_in(data_config("tfrecord", tmp_path), "train") == NUM
 
 
+
+def test_make_tfrecords_from_npz_gives_grayscale_images_a_channel(tmp_path):
+  from scripts import make_tfrecords
+  gray = np.stack([image(c)[..., 0] for c in range(4)])  # MNIST's (N, H, W)
+  np.savez(tmp_path / "gray.npz", images=gray, labels=np.arange(4))
+  out = tmp_path / "out"
+  make_tfrecords.main([f"--from_npz={tmp_path / 'gray.npz'}", f"--out_dir={out}",
+                       "--num_shards=2"])
+  assert input_pipeline.examples_in(data_config("tfrecord", out), "train") == 4
+  shard = str(out / "train-00001-of-00002.tfrecord")  # examples 2 and 3
+  record = next(iter(tf.data.TFRecordDataset(shard)))
+  features = tf.io.parse_single_example(record, {
+      sources.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+      sources.LABEL_KEY: tf.io.VarLenFeature(tf.int64)})
+  decoded = tf.io.decode_image(features[sources.IMAGE_KEY]).numpy()
+  assert decoded.shape == (12, 12, 1) and decoded.max() == decoded.min() == 20
+  assert features[sources.LABEL_KEY].values.numpy().tolist() == [2]
+
+
+@pytest.mark.parametrize("arrays, problem", [
+    (dict(images=np.zeros((4, 12, 12, 3), np.uint8)),
+     "no 'labels' array (it holds ['images']); valid: 'images' uint8 (N, H, W[, C]) "
+     "and 'labels' (N,) or (N, classes)"),
+    (dict(images=np.zeros((4, 12, 12, 3), np.uint8), labels=np.arange(3)),
+     "labels are (3,) for 4 images; valid: (4,) class ids or (4, classes) multi-hot rows"),
+    (dict(images=np.zeros((4, 12, 12, 3)), labels=np.arange(4)),
+     "images are float64 (4, 12, 12, 3); jpeg needs uint8 (N, H, W) or (N, H, W, C) "
+     "with C in (1, 3)"),
+])
+def test_make_tfrecords_from_a_bad_npz_names_the_file_and_writes_nothing(
+    tmp_path, arrays, problem):
+  from scripts import make_tfrecords
+  path = tmp_path / "bad.npz"
+  np.savez(path, **arrays)
+  with pytest.raises(SystemExit) as exit_info:
+    make_tfrecords.main([f"--from_npz={path}", f"--out_dir={tmp_path / 'out'}"])
+  assert str(exit_info.value) == f"--from_npz: {path}: {problem}"
+  assert not (tmp_path / "out").exists()
+
 @pytest.mark.slow
 def test_multi_label_tfrecords_train_with_sigmoid_loss_and_report_hand_checked_prec1(tmp_path):
   from conftest import tiny_config

@@ -105,6 +105,22 @@ def planned_steps(config, train_examples=None):
     except input_pipeline.DatasetNotPreparedError as e:
       raise ValueError(
           f"config.total_epochs={config.total_epochs} needs the number of "
-          f"training examples; pass --train_examples=N or prepare the "
-          f"dataset ({e})") from None
+          f"training examples: pass --train_examples=N, count the run in "
+          f"steps (steps=N in configs/pretrain.py's arguments), or prepare "
+          f"the dataset ({e})") from None
   return train.resolve_total_steps(config, train_examples or 0)
+
+
+def report(config, *, train_examples=None, mfu):
+  """The printed estimate of `vit_jax.main --dry_run` and scripts/estimate_cost.py.
+
+  A config the trainer would refuse is refused here first, with the
+  trainer's message naming the key (checked as for one device: the run's
+  device count is not known before it starts). Bad input is a ValueError
+  whose message the callers print as the whole error.
+  """
+  from vit_jax import train
+
+  train.check_config(config, num_devices=1, process_count=1)
+  steps = planned_steps(config, train_examples)
+  return format_estimate(estimate(config, total_steps=steps, mfu=mfu))

@@ -35,6 +35,12 @@ flags.DEFINE_bool("dry_run", False,
                   "Print what the job will cost (parameters, FLOPs, "
                   "TPUv3-core-days at --assumed_mfu) and exit without running.")
 flags.DEFINE_float("assumed_mfu", 0.4, "The MFU --dry_run assumes on TPU v3.")
+flags.register_validator("assumed_mfu", lambda mfu: 0 < mfu <= 1,
+                         "must be in (0, 1], a fraction of TPU v3's peak")
+flags.DEFINE_integer("train_examples", None,
+                     "With --dry_run: size of the training split, for configs "
+                     "counted in epochs (default: read from the prepared "
+                     "dataset), as scripts/estimate_cost.py takes it.")
 flags.DEFINE_integer("distributed_timeout", 300,
                      "Seconds to wait for the coordinator and for every "
                      "process to join before failing.")
@@ -60,9 +66,11 @@ def main(argv):
   if FLAGS.dry_run:
     from vit_jax import cost_estimate
 
-    steps = cost_estimate.planned_steps(FLAGS.config)
-    print(cost_estimate.format_estimate(cost_estimate.estimate(
-        FLAGS.config, total_steps=steps, mfu=FLAGS.assumed_mfu)))
+    try:
+      print(cost_estimate.report(FLAGS.config, train_examples=FLAGS.train_examples,
+                                 mfu=FLAGS.assumed_mfu))
+    except ValueError as e:  # a config or flag that cannot be estimated
+      raise SystemExit(str(e)) from None
     return
   distributed.initialize_distributed(
       FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,

@@ -121,6 +121,9 @@ def _to_python(value):
 
 SUMMARY_COLUMNS = ("run", "model", "data", "res", "steps", "examples",
                    "core-days", "TPUv3-core-days", "accuracy")
+# What `summary_table` reads of each run's summary.json (`train.py` writes them).
+SUMMARY_FIELDS = ("variant", "dataset", "image_size", "step", "examples_seen",
+                  "core_days", "tpuv3_core_days", "eval")
 
 
 def summary_table(summaries):

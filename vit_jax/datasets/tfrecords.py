@@ -31,14 +31,42 @@ def folder_examples(directory):
 def array_examples(images, labels, image_format="jpeg"):
   """(encode thunk, class ids) per image of a uint8 (N, H, W, C) array.
 
-  ``labels`` is (N,) class ids or (N, classes) multi-hot rows.
+  ``labels`` is (N,) class ids or (N, classes) multi-hot rows. Grayscale
+  (N, H, W) images (MNIST's layout) get a channel axis. The arrays are
+  checked here, before anything is written: an image the encoder refuses
+  would fail the writer threads midway, leaving empty shards and no
+  manifest, and labels of another length would drop examples silently.
   """
+  images, labels = np.asarray(images), np.asarray(labels)
+  channels = {"jpeg": (1, 3), "png": (1, 2, 3, 4)}[image_format]
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.ndim != 4 or images.shape[-1] not in channels or images.dtype != np.uint8:
+    raise ValueError(f"images are {images.dtype} {images.shape}; {image_format} "
+                     f"needs uint8 (N, H, W) or (N, H, W, C) with C in {channels}")
+  if labels.ndim not in (1, 2) or len(labels) != len(images):
+    raise ValueError(f"labels are {labels.shape} for {len(images)} images; valid: "
+                     f"({len(images)},) class ids or ({len(images)}, classes) "
+                     f"multi-hot rows")
   encode = {"jpeg": tf.io.encode_jpeg, "png": tf.io.encode_png}[image_format]
-  labels = np.asarray(labels)
   ids = ([[int(l)] for l in labels] if labels.ndim == 1
          else [np.flatnonzero(row).tolist() for row in labels])
   return [((lambda image=image: encode(image).numpy()), label)
           for image, label in zip(images, ids)]
+
+
+def npz_examples(path, image_format="jpeg"):
+  """`array_examples` of an .npz's ``images`` and ``labels``; errors name the file."""
+  try:
+    with np.load(path) as arrays:
+      missing = [key for key in ("images", "labels") if key not in arrays.files]
+      if missing:
+        raise ValueError(f"no {' or '.join(map(repr, missing))} array (it holds "
+                         f"{arrays.files}); valid: 'images' uint8 (N, H, W[, C]) "
+                         f"and 'labels' (N,) or (N, classes)")
+      return array_examples(arrays["images"], arrays["labels"], image_format)
+  except (OSError, ValueError) as e:  # a missing, unreadable or pickled file too
+    raise ValueError(f"{path}: {e}") from None
 
 
 def _example(image, labels):
