@@ -13,39 +13,53 @@ from ml_collections.config_dict import placeholder
 # What the input pipeline needs to know about each dataset: its tfds name,
 # class count, the splits used for training and evaluation, and whether an
 # image may carry several labels (precision@1 is reported instead of top-1).
+# `published_sizes` are the whole splits' sizes as their authors give them,
+# for cost estimates made before the data is prepared (a prepared dataset's
+# own count always wins).
 # Split names follow tfds slicing; held-out slices of `train` stand in for a
 # validation set where the dataset has none, as in big_vision.
 DATASETS = {
+    # tfds has no ImageNet-21k builder: the release's class folders (one
+    # per WordNet id, sorted as the published checkpoints' classes are) are
+    # written to TFRecord shards once.
     "imagenet21k": dict(
-        tfds_name="imagenet21k", num_classes=21843, multi_label=False,
+        source="tfrecord", pattern="{split}-*.tfrecord", tfds_name="imagenet21k",
+        num_classes=21843, multi_label=False,
         train_split="train[:98%]", eval_splits={"val": "train[98%:]"},
-        prepare="tfds build imagenet21k --manual_dir=DIR_WITH_THE_TARS"),
+        published_sizes={"train": 14_197_122},
+        prepare="python scripts/make_tfrecords.py --from_folder=DIR_OF_CLASS_FOLDERS "
+                "--out_dir=DATA_DIR --split=train --num_shards=1024"),
     "imagenet2012": dict(
         tfds_name="imagenet2012", num_classes=1000, multi_label=False,
         train_split="train[:99%]",
         eval_splits={"minival": "train[99%:]", "val": "validation"},
+        published_sizes={"train": 1_281_167, "validation": 50_000},
         prepare="tfds build imagenet2012 --manual_dir=DIR_WITH_THE_TARS"),
     "cifar10": dict(
         tfds_name="cifar10", num_classes=10, multi_label=False,
         train_split="train[:98%]",
         eval_splits={"minival": "train[98%:]", "test": "test"},
+        published_sizes={"train": 50_000, "test": 10_000},
         prepare="tfds build cifar10 (on a machine with network access), "
                 "then copy the data_dir"),
     "cifar100": dict(
         tfds_name="cifar100", num_classes=100, multi_label=False,
         train_split="train[:98%]",
         eval_splits={"minival": "train[98%:]", "test": "test"},
+        published_sizes={"train": 50_000, "test": 10_000},
         prepare="tfds build cifar100 (on a machine with network access), "
                 "then copy the data_dir"),
     "oxford_iiit_pet": dict(
         tfds_name="oxford_iiit_pet", num_classes=37, multi_label=False,
         train_split="train[:90%]",
         eval_splits={"minival": "train[90%:]", "test": "test"},
+        published_sizes={"train": 3_680, "test": 3_669},
         prepare="tfds build oxford_iiit_pet (on a machine with network "
                 "access), then copy the data_dir"),
     "oxford_flowers102": dict(
         tfds_name="oxford_flowers102", num_classes=102, multi_label=False,
         train_split="train+validation", eval_splits={"test": "test"},
+        published_sizes={"train": 1_020, "validation": 1_020, "test": 6_149},
         prepare="tfds build oxford_flowers102 (on a machine with network "
                 "access), then copy the data_dir"),
     # JFT-style: TFRecord shards written (or indexed) by
@@ -54,11 +68,13 @@ DATASETS = {
         source="tfrecord", pattern="{split}-*.tfrecord", tfds_name="jft",
         num_classes=18291, multi_label=True, train_split="train[:99%]",
         eval_splits={"minival": "train[99%:]", "val": "val"},
+        published_sizes={"train": 303_000_000},  # JFT-300M, as the ViT paper gives it
         prepare="python scripts/make_tfrecords.py --index_only "
                 "--out_dir=DATA_DIR (shards named SPLIT-*.tfrecord)"),
     "fashion_mnist": dict(
         tfds_name="fashion_mnist_local", num_classes=10, multi_label=False,
         train_split="train", eval_splits={"test": "test"},
+        published_sizes={"train": 60_000, "test": 10_000},
         prepare="python scripts/prepare_data.py --dataset=fashion_mnist_local "
                 "--data_dir=DATA_DIR (needs `apt-get install "
                 "dataset-fashion-mnist`)"),
@@ -168,6 +184,7 @@ def dataset_config(name, *, data_dir=None):
       train_split=preset["train_split"],
       eval_splits=preset["eval_splits"],
       prepare=preset["prepare"],
+      published_sizes=preset["published_sizes"],
       shuffle_buffer=50_000,
       # Keep the encoded examples in memory after the first epoch, for data
       # that fits there; the files are read once.

@@ -17,6 +17,14 @@ def test_pretrain_config_has_the_papers_defaults():
   assert config.model.representation_size == 1024  # pre_logits of the hidden size
   assert config.model.dropout_rate == 0.1 and config.image_size == 224
   assert "inception_crop(224)|flip_lr" in config.pp.train
+  assert config.total_epochs == 90
+
+
+def test_pretrain_on_jft_runs_the_papers_7_epochs_without_dropout():
+  config = pretrain.get_config("variant=L/16,data=jft")
+  assert (config.total_epochs, config.model.dropout_rate) == (7, 0.0)
+  assert config.data.multi_label and config.loss == "sigmoid_xent"
+  assert pretrain.get_config("variant=L/16,data=jft,epochs=14").total_epochs == 14
 
 
 def test_finetune_config_has_the_papers_defaults():

@@ -1,6 +1,5 @@
 """The cost estimator: XLA's FLOPs against the analytic count, no allocation."""
 import os
-import resource
 import subprocess
 import sys
 
@@ -20,17 +19,25 @@ def test_xla_flops_agree_with_the_analytic_count_within_5_percent(variant):
     assert abs(xla / analytic - 1) < 0.05, (variant, train, xla, analytic)
 
 
+# Runs a command as this wrapper's only child and prints the child's peak
+# RSS last: RUSAGE_CHILDREN of the test process itself would be the peak of
+# every subprocess any earlier test in this worker ran.
+_PEAK_RSS_OF_CHILD = (
+    "import resource, subprocess, sys\n"
+    "print(subprocess.run(sys.argv[1:], check=True, capture_output=True,"
+    " text=True).stdout.strip())\n"
+    "print('peak_rss', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)")
+
+
 def test_estimate_of_h14_on_imagenet21k_needs_no_model_memory():
   """ViT-H/14's f32 parameters alone are 2.6 GB; the estimator stays far below."""
-  before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
   out = subprocess.run(
-      [sys.executable, "scripts/estimate_cost.py",
+      [sys.executable, "-c", _PEAK_RSS_OF_CHILD, sys.executable, "scripts/estimate_cost.py",
        "--config=configs/pretrain.py:variant=H/14,data=imagenet21k",
        "--train_examples=13_900_000", "--mfu=0.5"],
       cwd=REPO, capture_output=True, text=True, timeout=300, check=True).stdout
-  peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-  assert max(before * 1024, peak_rss) < 1.5e9, peak_rss
   fields = dict(line.split(None, 1) for line in out.strip().splitlines())
+  assert int(fields.pop("peak_rss")) < 1.5e9, out
   assert fields["parameters"] == "660,385,363"  # with pre_logits, 21,843 classes
   steps = 90 * 13_900_000 // 4096
   assert fields["total_steps"] == f"{steps:,}"
@@ -39,13 +46,42 @@ def test_estimate_of_h14_on_imagenet21k_needs_no_model_memory():
   assert float(fields["tpuv3_core_days"]) == pytest.approx(expected_days, rel=1e-3)
 
 
-def test_epochs_without_a_dataset_or_a_size_is_a_clear_error():
+def test_epochs_without_a_prepared_dataset_take_its_published_size():
+  from configs import pretrain
+
+  config = pretrain.get_config("variant=L/16,data=jft,data_dir=/nonexistent")
+  steps, epoch_size = cost_estimate.planned_steps(config)
+  examples = 303_000_000 * 99 // 100  # JFT-300M's train[:99%]
+  assert steps == 7 * examples // 4096
+  assert epoch_size == (f"{examples:,} examples in train[:99%], from "
+                        f"config.data.published_sizes: 'jft' is not prepared in "
+                        f"data_dir '/nonexistent'")
+  assert cost_estimate.planned_steps(config, train_examples=4096 * 10) == (
+      70, "40,960 examples in train[:99%], from --train_examples")
+
+
+def test_a_split_without_a_known_size_is_a_clear_error():
   from configs import pretrain
 
   config = pretrain.get_config("variant=Ti/16,data=imagenet21k,data_dir=/nonexistent")
+  config.data.train_split = "full[:98%]"
   with pytest.raises(ValueError, match=r"config.total_epochs=90.0 .*--train_examples=N"):
     cost_estimate.planned_steps(config)
-  assert cost_estimate.planned_steps(config, train_examples=4096 * 10) == 900
+
+
+def test_the_issues_jft_estimate_runs_before_the_data_exists():
+  out = subprocess.run(
+      [sys.executable, "scripts/estimate_cost.py",
+       "--config=configs/pretrain.py:variant=L/16,data=jft", "--mfu=0.5"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=True).stdout
+  fields = dict(line.split(None, 1) for line in out.strip().splitlines())
+  steps = 7 * (303_000_000 * 99 // 100) // 4096
+  assert fields["total_steps"] == f"{steps:,}" and fields["epochs"] == "7"
+  assert fields["epoch_size"].startswith("299,970,000 examples in train[:99%], from "
+                                         "config.data.published_sizes")
+  flops = float(fields["train_flops_per_example"])
+  assert float(fields["tpuv3_core_days"]) == pytest.approx(
+      flops * 4096 * steps / (61.5e12 * 0.5 * 86400), rel=1e-3)
 
 
 def test_an_impossible_mfu_is_refused():
@@ -80,7 +116,7 @@ def stderr_of_a_refused_run(*args):
 def test_main_dry_run_of_an_epoch_config_without_a_dataset_names_its_own_flag(tmp_path):
   command = ["-m", "vit_jax.main", "--dry_run", f"--workdir={tmp_path / 'run'}",
              "--config=configs/pretrain.py:variant=Ti/16,data=imagenet21k,"
-             "data_dir=/nonexistent"]
+             "data_dir=/nonexistent", "--config.data.train_split=full"]
   last_line = stderr_of_a_refused_run(*command).strip().splitlines()[-1]
   assert last_line.startswith("config.total_epochs=90.0 needs the number of "
                               "training examples: pass --train_examples=N, ")

@@ -79,7 +79,17 @@ def test_a_missing_dataset_fails_fast_naming_it_and_the_data_dir(tmp_path):
   assert time.monotonic() - start < 5
   message = str(error.value)
   assert "'imagenet21k'" in message and str(tmp_path) in message
-  assert "tfds build imagenet21k" in message and "Nothing is downloaded" in message
+  assert "make_tfrecords.py --from_folder=DIR_OF_CLASS_FOLDERS" in message
+  assert "--index_only" in message and "Nothing is downloaded" in message
+
+
+def test_a_missing_tfds_dataset_says_how_to_build_it(tmp_path):
+  config = common.dataset_config("imagenet2012", data_dir=str(tmp_path))
+  with pytest.raises(input_pipeline.DatasetNotPreparedError) as error:
+    input_pipeline.examples_in(config, config.train_split)
+  message = str(error.value)
+  assert "'imagenet2012'" in message and str(tmp_path) in message
+  assert "tfds build imagenet2012 --manual_dir" in message
 
 
 def test_an_unknown_dataset_name_is_named(tmp_path):

@@ -360,3 +360,17 @@ def test_multi_label_tfrecords_train_with_sigmoid_loss_and_report_hand_checked_p
     train_records = [r for r in map(json.loads, f) if r["split"] == "train"]
   assert train_records[-1]["loss"] < train_records[0]["loss"]
   assert train_records[-1]["corrupt_images"] == 0
+
+
+@pytest.mark.parametrize("split, expected", [
+    ("train", 1000), ("train[:98%]", 980), ("train[98%:]", 20),
+    ("train[100:250]", 150), ("train+validation", 1300),
+    ("train[:10%]+validation[50%:]", 250),
+])
+def test_published_sizes_count_slices_as_the_sources_do(split, expected):
+  assert sources.examples_in_split(split, {"train": 1000, "validation": 300}) == expected
+
+
+def test_a_split_without_a_published_size_is_named():
+  with pytest.raises(KeyError, match="no size known for split 'val'; known: test, train"):
+    sources.examples_in_split("val", {"train": 1, "test": 1})

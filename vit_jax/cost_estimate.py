@@ -93,22 +93,43 @@ def format_estimate(estimate_dict):
 def planned_steps(config, train_examples=None):
   """The run's total steps; `total_epochs` needs the training split's size.
 
-  The size comes from ``train_examples`` or else from the prepared dataset;
-  when neither is there, the error says how to give it.
+  Returns (steps, what the size of the training split was taken from). The
+  size comes from ``train_examples``, else from the prepared dataset, else
+  from the dataset's published split sizes (`config.data.published_sizes`),
+  so that a run can be priced before its data is at hand. When none is
+  there, the error says how to give it.
   """
-  from vit_jax import input_pipeline, train  # the input side needs TensorFlow
+  from vit_jax import train  # the input side needs TensorFlow
 
-  if config.total_steps is None and train_examples is None:
+  if config.total_steps is not None:
+    return train.resolve_total_steps(config, 0), None
+  split = config.data.train_split
+  if train_examples is not None:
+    size, origin = train_examples, "--train_examples"
+  else:
+    size, origin = _train_split_size(config)
+  steps = train.resolve_total_steps(config, size)
+  return steps, f"{size:,} examples in {split}, from {origin}"
+
+
+def _train_split_size(config):
+  """(examples in the training split, where that number came from)."""
+  from vit_jax import input_pipeline, sources
+
+  split = config.data.train_split
+  try:
+    return input_pipeline.examples_in(config.data, split), "the prepared dataset"
+  except input_pipeline.DatasetNotPreparedError as not_prepared:
     try:
-      train_examples = input_pipeline.examples_in(config.data,
-                                                  config.data.train_split)
-    except input_pipeline.DatasetNotPreparedError as e:
+      size = sources.examples_in_split(split, config.data.get("published_sizes") or {})
+    except KeyError:
       raise ValueError(
           f"config.total_epochs={config.total_epochs} needs the number of "
           f"training examples: pass --train_examples=N, count the run in "
           f"steps (steps=N in configs/pretrain.py's arguments), or prepare "
-          f"the dataset ({e})") from None
-  return train.resolve_total_steps(config, train_examples or 0)
+          f"the dataset ({not_prepared})") from None
+    return size, (f"config.data.published_sizes: {config.data.name!r} is not "
+                  f"prepared in data_dir {config.data.data_dir or ''!r}")
 
 
 def report(config, *, train_examples=None, mfu):
@@ -122,5 +143,8 @@ def report(config, *, train_examples=None, mfu):
   from vit_jax import train
 
   train.check_config(config, num_devices=1, process_count=1)
-  steps = planned_steps(config, train_examples)
-  return format_estimate(estimate(config, total_steps=steps, mfu=mfu))
+  steps, epoch_size = planned_steps(config, train_examples)
+  estimate_dict = estimate(config, total_steps=steps, mfu=mfu)
+  if epoch_size:
+    estimate_dict.update(epochs=config.total_epochs, epoch_size=epoch_size)
+  return format_estimate(estimate_dict)

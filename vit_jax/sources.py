@@ -73,13 +73,36 @@ def parse_split(split):
 
 def _slice(parts, split):
   """The records of ``split``'s slice, as parts cut at the slice's ends."""
-  _, start, stop, percent = parse_split(split)
   total = sum(p.end - p.begin for p in parts)
+  return _records(parts, *_slice_bounds(split, total))
+
+
+def _slice_bounds(split, total):
+  """``[start, stop)`` of ``split``'s slice of a split of ``total`` records."""
+  _, start, stop, percent = parse_split(split)
   if percent:
     start = None if start is None else round(total * start / 100)
     stop = None if stop is None else round(total * stop / 100)
   start, stop, _ = slice(start, stop).indices(total)
-  return _records(parts, start, stop)
+  return start, stop
+
+
+def examples_in_split(split, split_sizes):
+  """Examples in ``split`` (``'train[:99%]'``, ``'train+validation'``), by size.
+
+  ``split_sizes`` maps whole splits to their sizes: a dataset's published
+  sizes, for estimates made before it is prepared. A split it lacks is a
+  KeyError naming the split and the sizes known.
+  """
+  count = 0
+  for one in split.split("+"):
+    name = parse_split(one)[0]
+    if name not in split_sizes:
+      raise KeyError(f"no size known for split {name!r}; known: "
+                     f"{', '.join(sorted(split_sizes)) or 'none'}")
+    start, stop = _slice_bounds(one, split_sizes[name])
+    count += max(stop - start, 0)
+  return count
 
 
 def _records(parts, start, stop):
@@ -145,10 +168,14 @@ class TFRecordSource(_PartsSource):
     super().__init__(data_config)
     path = os.path.join(self.root, MANIFEST)
     if not tf.io.gfile.exists(path):
+      index_only = f"scripts/make_tfrecords.py --index_only --out_dir={self.root or '.'}"
+      prepare = data_config.get("prepare") or "scripts/make_tfrecords.py"
+      if "--index_only" not in prepare:
+        prepare += f"; shards written by other tools need only their manifest: {index_only}"
       raise DatasetNotPreparedError(
-          f"no {MANIFEST} in config.data.data_dir={self.root!r}; write shards "
-          f"with scripts/make_tfrecords.py, or index existing shards with "
-          f"scripts/make_tfrecords.py --index_only --out_dir={self.root}")
+          f"dataset {data_config.get('name', '')!r} (config.data.name): no "
+          f"{MANIFEST} in config.data.data_dir={self.root!r}. Nothing is "
+          f"downloaded at run time; prepare it with: {prepare}")
     with tf.io.gfile.GFile(path) as f:
       self.manifest = json.load(f)
     self.class_names = self.manifest.get("classes")
