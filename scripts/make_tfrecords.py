@@ -18,11 +18,18 @@ image/class/label) only need their manifest:
 
 Then train with config.data.source=tfrecord, config.data.data_dir=OUT_DIR,
 config.data.pattern='{split}-*.tfrecord'.
+
+Examples are written in a seeded shuffle (the same shards on every run):
+splits are sliced in file order (`train[:98%]`, `train[98%:]`), and class
+folders come class by class, so unshuffled shards would hold a few classes
+each and a held-out slice only the last ones. `--keep_order` writes them as
+given.
 """
 import argparse
 import glob
 import os
 import pathlib
+import random
 import sys
 
 # Lets the script run from a checkout where vit_jax is not pip-installed.
@@ -45,6 +52,9 @@ def main(argv=None):
   parser.add_argument("--format", default="jpeg", choices=["jpeg", "png"],
                       help="how --from_npz arrays are encoded")
   parser.add_argument("--classes", help="a text file of class names, one a line")
+  parser.add_argument("--keep_order", action="store_true",
+                      help="write the examples in the order given instead of "
+                           "in a seeded shuffle")
   args = parser.parse_args(argv)
 
   classes = None
@@ -66,6 +76,8 @@ def main(argv=None):
         examples = tfrecords.npz_examples(args.from_npz, args.format)
       except ValueError as e:
         raise SystemExit(f"--from_npz: {e}") from None
+    if not args.keep_order:
+      random.Random(0).shuffle(examples)
     manifest = tfrecords.write_split(args.out_dir, args.split, examples,
                                      num_shards=args.num_shards, classes=classes,
                                      workers=args.workers)

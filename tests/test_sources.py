@@ -1,4 +1,5 @@
 """Sources: TFRecord shards and image folders, process shares, resume, corrupt images."""
+import glob
 import json
 import os
 import re
@@ -161,6 +162,21 @@ def test_a_folder_of_jpegs_and_pngs_reads_every_image_with_its_class(folder_dir)
   np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), classes * 10, atol=2)
 
 
+def test_a_folder_split_is_sliced_over_a_seeded_shuffle_of_its_files(folder_dir):
+  """Listed class by class, a held-out slice would hold the last classes only."""
+  config = data_config("folder", folder_dir)
+  halves = []
+  for split in ("train[:50%]", "train[50%:]"):
+    eval_data = input_pipeline.EvalData(config, PP, split, global_batch=12)
+    batch = next(iter(eval_data))
+    halves.append(sorted(np.argmax(batch["labels"][batch["mask"]], -1)))
+  assert len(halves[0]) == len(halves[1]) == NUM // 2
+  assert halves[0] != list(range(NUM // 2))  # not the first classes
+  assert sorted(halves[0] + halves[1]) == list(range(NUM))
+  again = next(iter(input_pipeline.EvalData(config, PP, "train[:50%]", global_batch=12)))
+  assert sorted(np.argmax(again["labels"][again["mask"]], -1)) == halves[0]
+
+
 def test_multi_label_records_give_multi_hot_targets(tmp_path):
   write_tfrecords(tmp_path, num_shards=2, multi_label=True)
   eval_data = input_pipeline.EvalData(data_config("tfrecord", tmp_path), PP,
@@ -285,6 +301,18 @@ def test_index_only_counts_foreign_shards(tmp_path):
 
 
 
+def shard_records(out_dir):
+  """(decoded image, class ids) of every record, shard by shard."""
+  spec = {sources.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+          sources.LABEL_KEY: tf.io.VarLenFeature(tf.int64)}
+  shards = []
+  for shard in sorted(glob.glob(str(out_dir / "train-*.tfrecord"))):
+    records = [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(shard)]
+    shards.append([(tf.io.decode_image(r[sources.IMAGE_KEY]).numpy(),
+                    r[sources.LABEL_KEY].values.numpy().tolist()) for r in records])
+  return shards
+
+
 def test_make_tfrecords_from_npz_gives_grayscale_images_a_channel(tmp_path):
   from scripts import make_tfrecords
   gray = np.stack([image(c)[..., 0] for c in range(4)])  # MNIST's (N, H, W)
@@ -293,14 +321,30 @@ def test_make_tfrecords_from_npz_gives_grayscale_images_a_channel(tmp_path):
   make_tfrecords.main([f"--from_npz={tmp_path / 'gray.npz'}", f"--out_dir={out}",
                        "--num_shards=2"])
   assert input_pipeline.examples_in(data_config("tfrecord", out), "train") == 4
-  shard = str(out / "train-00001-of-00002.tfrecord")  # examples 2 and 3
-  record = next(iter(tf.data.TFRecordDataset(shard)))
-  features = tf.io.parse_single_example(record, {
-      sources.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-      sources.LABEL_KEY: tf.io.VarLenFeature(tf.int64)})
-  decoded = tf.io.decode_image(features[sources.IMAGE_KEY]).numpy()
-  assert decoded.shape == (12, 12, 1) and decoded.max() == decoded.min() == 20
-  assert features[sources.LABEL_KEY].values.numpy().tolist() == [2]
+  records = [record for shard in shard_records(out) for record in shard]
+  assert sorted(label for _, (label,) in records) == [0, 1, 2, 3]
+  for decoded, (label,) in records:
+    assert decoded.shape == (12, 12, 1) and decoded.max() == decoded.min() == label * 10
+
+
+def test_make_tfrecords_from_folders_mixes_the_classes_over_the_shards(tmp_path):
+  """Class folders come class by class; a slice like train[50%:] must not be
+  the last class alone, so the shards are a seeded shuffle of the examples."""
+  from scripts import make_tfrecords
+  for c in range(2):
+    (tmp_path / "images" / f"class{c}").mkdir(parents=True)
+    for i in range(8):
+      tf.io.write_file(str(tmp_path / "images" / f"class{c}" / f"{i}.png"),
+                       tf.io.encode_png(image(c)))
+  shards = {}
+  for run, extra in (("a", []), ("b", []), ("kept", ["--keep_order"])):
+    make_tfrecords.main([f"--from_folder={tmp_path / 'images'}",
+                         f"--out_dir={tmp_path / run}", "--num_shards=2", *extra])
+    shards[run] = [sorted(label for _, (label,) in shard)
+                   for shard in shard_records(tmp_path / run)]
+  assert shards["kept"] == [[0] * 8, [1] * 8]
+  assert all(0 in shard and 1 in shard for shard in shards["a"]), shards["a"]
+  assert shards["a"] == shards["b"]  # the same shuffle on every run
 
 
 @pytest.mark.parametrize("arrays, problem", [

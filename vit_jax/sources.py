@@ -20,10 +20,14 @@ else an even range of records; all shares together are the split.
   ``scripts/make_tfrecords.py``, holds each file's record count and the class
   names, so counting examples needs no pass over the data.
 - ``folder``: ``data_dir/pattern`` is a directory of class subfolders of
-  JPEG and PNG files; classes are the sorted subfolder names.
+  JPEG and PNG files; classes are the sorted subfolder names. Its "file
+  order" is a seeded shuffle of the files, the same on every run: listed
+  class by class, a slice such as ``train[98%:]`` would hold the last
+  classes only.
 """
 import json
 import os
+import random
 import re
 from typing import NamedTuple
 
@@ -240,6 +244,7 @@ class FolderSource(_PartsSource):
       parts += [Part(os.path.join(folder, f), 0, 1, self.class_names.index(name))
                 for f in sorted(_listdir(folder))
                 if f.lower().endswith(IMAGE_SUFFIXES)]
+    random.Random(0).shuffle(parts)  # classes mixed before any slicing
     return parts
 
   def _examples(self, parts):
