@@ -215,7 +215,10 @@ def base_config():
       attention_implementation="auto",
       # vit_jax/layer_norm.py: "auto" (matvec statistics on CPU, flax's
       # LayerNorm on accelerators), or either by name.
-      layer_norm_implementation="auto")
+      layer_norm_implementation="auto",
+      # vit_jax/dense.py: "auto" (a 2-D matmul with a hand-written backward
+      # pass on CPU, flax's dot_general on accelerators), or either by name.
+      dense_implementation="auto")
   c.init = ""  # checkpoint or .npz to fine-tune from; empty: from scratch
   c.posemb_resample = "bilinear"
   c.loss = "sigmoid_xent"

@@ -177,18 +177,21 @@ def test_remat_matches_plain(tiny_params, policy):
                grads_remat, grads_plain)
 
 
-def test_remat_policy_decides_which_matmuls_the_backward_pass_redoes():
+@pytest.mark.parametrize('dense_implementation', ['flax', 'matrix'])
+def test_remat_policy_decides_which_matmuls_the_backward_pass_redoes(dense_implementation):
   """Matmuls in the lowered gradient, against the same model without remat.
 
   ``dots_saveable`` keeps every matmul's output, so none is redone;
   ``dots_with_no_batch_dims_saveable`` redoes the attention's two batched
   matmuls in each block; ``nothing_saveable`` redoes those and the
-  projections and the MLP's.
+  projections and the MLP's. The policies see through the Dense layers'
+  hand-written backward pass (`vit_jax/dense.py`) alike.
   """
   x, params = images(), init(tiny_model(), images())
 
   def matmuls(**overrides):
-    model = tiny_model(layer_norm_implementation='flax', **overrides)
+    model = tiny_model(layer_norm_implementation='flax',
+                       dense_implementation=dense_implementation, **overrides)
     loss = lambda p: jnp.sum(model.apply({'params': p}, x, train=False) ** 2)
     return jax.jit(jax.grad(loss)).lower(params).as_text().count('stablehlo.dot_general')
 
@@ -225,9 +228,10 @@ def test_attention_paths_agree(tiny_params):
 @pytest.mark.parametrize('field, implementation, reference', [
     ('attention_implementation', 'head_major', 'dot_product_attention'),
     ('layer_norm_implementation', 'matvec', 'flax'),
+    ('dense_implementation', 'matrix', 'flax'),
 ])
 def test_kernel_implementations_agree(tiny_params, field, implementation, reference):
-  """Logits and parameter gradients do not depend on the attention or LayerNorm kernel."""
+  """Logits and parameter gradients do not depend on the attention, LayerNorm or Dense kernel."""
   x, params = images(), tiny_params
 
   def logits_and_grads(name):
@@ -246,6 +250,7 @@ def test_kernel_implementations_agree(tiny_params, field, implementation, refere
     ('attention_implementation', 'flash', r"'flash'.*valid: auto, cudnn, dot_product_attention"),
     ('layer_norm_implementation', 'fused',
      r"layer_norm_implementation 'fused'.*valid: auto, flax, matvec"),
+    ('dense_implementation', 'fused', r"dense_implementation 'fused'.*valid: auto, flax, matrix"),
     ('remat_policy', 'everything',
      r"unknown remat_policy 'everything'; valid: nothing_saveable, dots_saveable, "
      r"dots_with_no_batch_dims_saveable"),

@@ -79,7 +79,7 @@ STATE_DEFINING_FIELDS = ("variant", "image_size", "data.num_classes", "optim.nam
 STATE_SWITCHING_FIELDS = ("ema_decay", "optim.weight_decay", "optim.grad_clip_norm")
 SHAPELESS_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "remat", "remat_policy",
                           "dtype", "attention_implementation", "layer_norm_implementation",
-                          "head_bias_init")
+                          "dense_implementation", "head_bias_init")
 
 
 @contextlib.contextmanager

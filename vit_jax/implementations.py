@@ -1,8 +1,8 @@
 """Picking one of an op's implementations by name, ``auto`` by backend.
 
-The model's attention and LayerNorm each have a CPU-friendly formulation and
-the one accelerators run best; a config field names one or leaves it to
-``auto``.
+The model's attention, LayerNorm and Dense matmuls each have a CPU-friendly
+formulation and the one accelerators run best; a config field names one or
+leaves it to ``auto``.
 """
 import jax
 

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax import attention, dropout, layer_norm
+from vit_jax import attention, dense, dropout, layer_norm
 
 # name -> (hidden_size, num_layers, mlp_dim, num_heads), as in the ViT paper
 # (Ti and S from the DeiT / "How to train your ViT" follow-ups).
@@ -73,15 +73,17 @@ class MlpBlock(nn.Module):
   dropout_rate: float
   dtype: Any
   param_dtype: Any
+  dense_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    dense = dict(dtype=self.dtype, param_dtype=self.param_dtype,
-                 kernel_init=_dense_kernel_init, bias_init=_dense_bias_init)
-    y = nn.Dense(self.mlp_dim, name='Dense_0', **dense)(x)
+    layer = dict(dtype=self.dtype, param_dtype=self.param_dtype,
+                 kernel_init=_dense_kernel_init, bias_init=_dense_bias_init,
+                 dot_general=dense.dot_general(self.dense_implementation))
+    y = nn.Dense(self.mlp_dim, name='Dense_0', **layer)(x)
     y = nn.gelu(y)
     y = dropout.Dropout(self.dropout_rate, name='Dropout_0')(y, deterministic=not train)
-    y = nn.Dense(x.shape[-1], name='Dense_1', **dense)(y)
+    y = nn.Dense(x.shape[-1], name='Dense_1', **layer)(y)
     return dropout.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
 
 
@@ -98,6 +100,7 @@ class MultiHeadDotProductAttention(nn.Module):
   dtype: Any
   param_dtype: Any
   implementation: str = 'auto'
+  dense_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -106,9 +109,10 @@ class MultiHeadDotProductAttention(nn.Module):
       raise ValueError(
           f'hidden_size {hidden} is not divisible by num_heads {self.num_heads}')
     head_dim = hidden // self.num_heads
-    dense = dict(dtype=self.dtype, param_dtype=self.param_dtype,
-                 kernel_init=_dense_kernel_init, bias_init=nn.initializers.zeros)
-    q, k, v = (nn.DenseGeneral((self.num_heads, head_dim), name=name, **dense)(x)
+    layer = dict(dtype=self.dtype, param_dtype=self.param_dtype,
+                 kernel_init=_dense_kernel_init, bias_init=nn.initializers.zeros,
+                 dot_general=dense.dot_general(self.dense_implementation))
+    q, k, v = (nn.DenseGeneral((self.num_heads, head_dim), name=name, **layer)(x)
                for name in ('query', 'key', 'value'))
     assert q.shape == (batch, tokens, self.num_heads, head_dim), q.shape
 
@@ -123,7 +127,7 @@ class MultiHeadDotProductAttention(nn.Module):
       y = attention.attention(q, k, v, implementation=self.implementation)
     assert y.shape == (batch, tokens, self.num_heads, head_dim), y.shape
 
-    return nn.DenseGeneral(hidden, axis=(-2, -1), name='out', **dense)(y)
+    return nn.DenseGeneral(hidden, axis=(-2, -1), name='out', **layer)(y)
 
 
 class Encoder1DBlock(nn.Module):
@@ -139,6 +143,7 @@ class Encoder1DBlock(nn.Module):
   param_dtype: Any
   attention_implementation: str = 'auto'
   layer_norm_implementation: str = 'auto'
+  dense_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -148,13 +153,15 @@ class Encoder1DBlock(nn.Module):
     y = MultiHeadDotProductAttention(
         self.num_heads, self.attention_dropout_rate,
         implementation=self.attention_implementation,
+        dense_implementation=self.dense_implementation,
         name='MultiHeadDotProductAttention_1', **dtypes)(y, train=train)
     y = dropout.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
     x = x + y
 
     y = layer_norm.LayerNorm(name='LayerNorm_2', **norm)(x)
-    y = MlpBlock(self.mlp_dim, self.dropout_rate, name='MlpBlock_3', **dtypes)(
-        y, train=train)
+    y = MlpBlock(self.mlp_dim, self.dropout_rate,
+                 dense_implementation=self.dense_implementation,
+                 name='MlpBlock_3', **dtypes)(y, train=train)
     return x + y
 
 
@@ -171,6 +178,7 @@ class Encoder(nn.Module):
   attention_implementation: str = 'auto'
   layer_norm_implementation: str = 'auto'
   remat_policy: str = 'nothing_saveable'
+  dense_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -189,7 +197,8 @@ class Encoder(nn.Module):
       x = block_cls(
           self.mlp_dim, self.num_heads, self.dropout_rate, self.attention_dropout_rate,
           self.dtype, self.param_dtype, self.attention_implementation,
-          self.layer_norm_implementation, name=f'encoderblock_{i}')(x, train)
+          self.layer_norm_implementation, self.dense_implementation,
+          name=f'encoderblock_{i}')(x, train)
     return layer_norm.LayerNorm(name='encoder_norm', dtype=self.dtype,
                                 param_dtype=self.param_dtype,
                                 implementation=self.layer_norm_implementation)(x)
@@ -223,6 +232,8 @@ class VisionTransformer(nn.Module):
   attention_implementation: str = 'auto'
   # One of vit_jax.layer_norm.IMPLEMENTATIONS; 'auto' picks by backend.
   layer_norm_implementation: str = 'auto'
+  # One of vit_jax.dense.IMPLEMENTATIONS, for the blocks' Dense layers.
+  dense_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, images, *, train: bool):
@@ -234,6 +245,7 @@ class VisionTransformer(nn.Module):
     # A bad implementation name fails here, before anything is built.
     attention.resolve(self.attention_implementation)
     layer_norm.resolve(self.layer_norm_implementation)
+    dense.resolve(self.dense_implementation)
     remat_policy(self.remat_policy)
     batch, height, width, _ = images.shape
     p = self.patch_size
@@ -255,7 +267,7 @@ class VisionTransformer(nn.Module):
                 self.attention_dropout_rate, self.dtype, self.param_dtype,
                 self.remat, self.attention_implementation,
                 self.layer_norm_implementation, self.remat_policy,
-                name='Transformer')(x, train=train)
+                self.dense_implementation, name='Transformer')(x, train=train)
 
     if self.classifier == 'token':
       x = x[:, 0]
