@@ -14,8 +14,8 @@ table row per run:
       --workdir=runs/demo/finetune
 
 Measured with `make demo` on 2 CPU cores (one JAX device each): pre-training
-reaches 82.25% top-1 at 21 px (184 s), fine-tuning 89.00% at 28 px (362 s);
-9m19s in all.
+reaches 81.71% top-1 at 21 px (188 s), fine-tuning 88.98% at 28 px (361 s);
+9m22s in all.
 
 Data: `python scripts/prepare_data.py --dataset=fashion_mnist_local
 --data_dir=data/tfds` (Debian's dataset-fashion-mnist files, no download).
