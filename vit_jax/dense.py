@@ -1,8 +1,9 @@
 """The matmul of the Dense layers, in the form each backend runs best.
 
 flax's ``Dense`` and ``DenseGeneral`` call a ``dot_general``; this module
-picks it from ``config.model.dense_implementation``. Parameters, values and
-gradients are the same either way:
+picks it from ``config.model.dense_implementation``. Parameters are the
+same either way, and values and gradients up to float rounding (the sums
+run in another order):
 
 - ``flax``: ``lax.dot_general``, as flax calls it, differentiated by JAX.
 - ``matrix``: the product as one 2-D matmul, (tokens, in) x (in, out), with
