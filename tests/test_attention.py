@@ -110,3 +110,39 @@ def test_unknown_implementation_names_the_valid_ones():
   with pytest.raises(ValueError, match=r"'flash'.*valid: auto, cudnn, "
                                        r"dot_product_attention, head_major"):
     attention.attention(*qkv(), implementation='flash')
+
+
+def _on_a_gpu():
+  try:
+    return bool(jax.devices('gpu'))
+  except RuntimeError:
+    return False
+
+
+@pytest.mark.skipif(not _on_a_gpu(), reason="cuDNN's kernel runs on an NVIDIA GPU: "
+                    "JAX_PLATFORMS=cuda CUDA_VISIBLE_DEVICES=0 pytest -k cudnn_on")
+@pytest.mark.parametrize('shape', [SHAPE, (2, 197, 12, 64)])  # ViT-B/16 at 224 px
+def test_cudnn_on_a_gpu_matches_textbook_attention_and_xla_gradients(shape):
+  """The fused kernel against float64 numpy, and its backward pass against XLA's."""
+  keys = jax.random.split(jax.random.key(0), 4)
+  q, k, v, cotangent = [jax.device_put(jax.random.normal(key, shape, jnp.bfloat16),
+                                       jax.devices('gpu')[0]) for key in keys]
+
+  def value_and_grads(implementation):
+    def loss(*a):
+      out = attention.attention(*a, implementation=implementation)
+      return jnp.sum(out.astype(jnp.float32) * cotangent), out
+    (_, out), grads = jax.jit(jax.value_and_grad(
+        loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+    return out, grads
+
+  out, grads = value_and_grads('cudnn')
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out, np.float32), reference(q, k, v),
+                             rtol=2e-2, atol=2e-2)
+  _, xla_grads = value_and_grads('dot_product_attention')
+  for got, want, name in zip(grads, xla_grads, 'qkv'):
+    want = np.asarray(want, np.float32)
+    assert np.abs(want).max() > 0.1, name  # a real gradient
+    np.testing.assert_allclose(np.asarray(got, np.float32), want,
+                               rtol=5e-2, atol=5e-2 * np.abs(want).max(), err_msg=name)

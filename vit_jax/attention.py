@@ -8,7 +8,9 @@ dtype.
 - ``cudnn``: ``jax.nn.dot_product_attention(..., implementation='cudnn')``,
   cuDNN's fused (flash) kernel, which never writes the (tokens x tokens)
   weights to memory. It takes bfloat16 or float16 inputs and a head_dim that
-  is a multiple of 8, on an NVIDIA GPU.
+  is a multiple of 8, on an NVIDIA GPU. An odd token count (a ViT's class
+  token makes 197 at 224 px) is padded by one masked token: see
+  ``_cudnn_attention``.
 - ``dot_product_attention``: ``jax.nn.dot_product_attention`` as JAX picks
   by default, which is XLA's own lowering on every backend: JAX does not
   choose cuDNN unless asked.
@@ -67,7 +69,7 @@ def _cudnn_or_fallback(q, k, v, *, fall_back: bool):
   tracing, so a refusal is an exception here, before anything is compiled.
   """
   try:
-    return jax.nn.dot_product_attention(q, k, v, implementation='cudnn')
+    return _cudnn_attention(q, k, v)
   except (NotImplementedError, RuntimeError) as refusal:
     if not fall_back:
       raise ValueError(
@@ -80,6 +82,28 @@ def _cudnn_or_fallback(q, k, v, *, fall_back: bool):
                f"{q.dtype} ({refusal}); running XLA's attention "
                f"(dot_product_attention) instead.")
     return jax.nn.dot_product_attention(q, k, v)
+
+
+def _cudnn_attention(q, k, v):
+  """cuDNN's kernel, with an odd token count padded to an even one.
+
+  JAX (0.10, 0.11) refuses odd sequence lengths for cuDNN under autodiff:
+  its forward rule tests the placeholder it passes for "no bias" as if it were
+  a bias, and cuDNN's backward pass with a bias needs even lengths. So every
+  ViT train step at 224 px (197 tokens) fell back to XLA's attention. One
+  zero token is appended to q, k and v and masked out by sequence lengths
+  (cuDNN's padding mask, no logits materialised), and its output row is cut
+  off again; its gradients are zero.
+  """
+  tokens = q.shape[1]
+  if tokens % 2 == 0:
+    return jax.nn.dot_product_attention(q, k, v, implementation='cudnn')
+  pad = lambda x: jnp.pad(x, ((0, 0), (0, 1), (0, 0), (0, 0)))
+  lengths = jnp.full((q.shape[0],), tokens, jnp.int32)
+  out = jax.nn.dot_product_attention(
+      pad(q), pad(k), pad(v), query_seq_lengths=lengths,
+      key_value_seq_lengths=lengths, implementation='cudnn')
+  return out[:, :tokens]
 
 
 @functools.cache
