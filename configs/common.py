@@ -170,7 +170,7 @@ def dataset_config(name, *, data_dir=None):
                      f"{', '.join(sorted(DATASETS))}")
   preset = dict(DATASETS[name])
   return ml_collections.ConfigDict(dict(
-      # "tfds" | "tfrecord" | "folder": see vit_jax/sources.py.
+      # "tfds" | "tfrecord" | "folder": see vit_jax/data/sources.py.
       source=preset.get("source", "tfds"),
       name=preset["tfds_name"],
       data_dir=placeholder(str) if data_dir is None else data_dir,
@@ -196,7 +196,7 @@ def base_config():
   """Fields every job has, with the paper's pre-training defaults.
 
   Durations are counted in steps; `total_epochs` may replace `total_steps`
-  (see `vit_jax.train.resolve_total_steps`).
+  (see `vit_jax.train.config_checks.resolve_total_steps`).
   """
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -209,14 +209,14 @@ def base_config():
       # With remat: what each block keeps for the backward pass, one of
       # vit_jax.models.REMAT_POLICIES (nothing_saveable: the least memory).
       remat_policy="nothing_saveable",
-      # vit_jax/attention.py: "auto" (head_major on CPU, cuDNN's fused
+      # vit_jax/models/attention.py: "auto" (head_major on CPU, cuDNN's fused
       # kernel on GPU for bfloat16/float16 compute, XLA's
       # dot_product_attention otherwise), or one of them by name.
       attention_implementation="auto",
-      # vit_jax/layer_norm.py: "auto" (matvec statistics on CPU, flax's
+      # vit_jax/models/layer_norm.py: "auto" (matvec statistics on CPU, flax's
       # LayerNorm on accelerators), or either by name.
       layer_norm_implementation="auto",
-      # vit_jax/dense.py: "auto" (a 2-D matmul with a hand-written backward
+      # vit_jax/models/dense.py: "auto" (a 2-D matmul with a hand-written backward
       # pass on CPU, flax's dot_general on accelerators), or either by name.
       dense_implementation="auto")
   c.init = ""  # checkpoint or .npz to fine-tune from; empty: from scratch
@@ -236,7 +236,7 @@ def base_config():
   c.lr = dict(base=1e-3, warmup_steps=10_000, decay="linear", end=0.0)
   c.ema_decay = 0.0  # 0 turns the Polyak average of the parameters off
   c.mixup = dict(alpha=0.0)  # Beta(alpha, alpha) batch mixup; 0 turns it off
-  # Layouts (see vit_jax/sharding.py): data parallel data=-1,fsdp=1; FSDP
+  # Layouts (see vit_jax/train/sharding.py): data parallel data=-1,fsdp=1; FSDP
   # data=1,fsdp=-1; both e.g. data=2,fsdp=-1. `rules`: (regex over the
   # parameter name, 'fsdp' | 'replicate'), first match wins; 'fsdp' splits
   # parameters of at least `fsdp_min_size` elements.

@@ -3,8 +3,8 @@ r"""Times the compiled train step and inference on the devices at hand.
   python scripts/benchmark.py --config=configs/benchmark.py:variant=Ti/16 \
       --batch=32 --steps=10 [--compare-timm]
 
-The train step is `vit_jax.steps.make_train_step`, the function `train.py`
-runs, on synthetic batches already on the devices; `vit_jax/benchmarking.py`
+The train step is `vit_jax.train.steps.make_train_step`, the function `train.py`
+runs, on synthetic batches already on the devices; `vit_jax/cost/benchmarking.py`
 says how it is timed (`--warmup` steps, then `--rounds` rounds of `--steps`
 steps) and how MFU is counted. XLA's own FLOP count is printed beside it.
 
@@ -23,7 +23,7 @@ both steps' statistics, the median over rounds of the ratio of their round
 times, and in how many rounds the override was faster; no inference, no timm.
 
 On a CPU host it starts one JAX device per core, as `vit_jax.main` does
-(`vit_jax/cpu_devices.py`); `JAX_NUM_CPU_DEVICES=1` times a single device.
+(`vit_jax/runtime/cpu_devices.py`); `JAX_NUM_CPU_DEVICES=1` times a single device.
 
 Prints one JSON object; `--out=FILE` also writes it there.
 """
@@ -33,7 +33,7 @@ import sys
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from vit_jax import host_malloc
+  from vit_jax.runtime import host_malloc
   host_malloc.reexec_with_tunables()
 
 import jax  # noqa: E402
@@ -41,7 +41,8 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from configs import common  # noqa: E402
-from vit_jax import benchmarking, cpu_devices  # noqa: E402
+from vit_jax.cost import benchmarking  # noqa: E402
+from vit_jax.runtime import cpu_devices
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(

@@ -6,7 +6,7 @@ r"""Images/s of the input pipeline alone, per host and per core, beside a train 
 
 Writes `--num_images` synthetic 400x350 JPEGs (smooth random images, about
 ImageNet's size and JPEG statistics) as TFRecord shards with
-`vit_jax.datasets.tfrecords` (or reads `--data_dir` written before), then
+`vit_jax.data.tfrecords` (or reads `--data_dir` written before), then
 runs `input_pipeline.train_batches` exactly as training does (shuffle,
 corrupt-image check, per-example seeds, parallel map, batching) for each
 `--pp` string and counts the images it yields over `--seconds`, after a
@@ -14,7 +14,7 @@ warm-up. `|onehot(1000)` is appended to a string without labels.
 
 Then, in the same process, it times the train step of `--variant`
 (default ViT-Ti/16) as `scripts/benchmark.py` does (`configs/benchmark.py`:
-1000 classes, AdamW, softmax cross-entropy; `vit_jax.benchmarking`) at
+1000 classes, AdamW, softmax cross-entropy; `vit_jax.cost.benchmarking`) at
 `--model_batch` 224 px images on the JAX devices (on a CPU host one per
 core, as `scripts/benchmark.py` starts them), and prints how many times
 the images/s each pipeline delivers exceeds what the step consumes. Both share the machine's cores, so each is measured alone.
@@ -29,7 +29,7 @@ import time
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from vit_jax import host_malloc
+  from vit_jax.runtime import host_malloc
   host_malloc.reexec_with_tunables()
 
 import jax  # noqa: E402
@@ -38,8 +38,10 @@ import tensorflow as tf  # noqa: E402
 
 from configs import benchmark as benchmark_config  # noqa: E402
 from configs import common  # noqa: E402
-from vit_jax import benchmarking, cpu_devices, input_pipeline  # noqa: E402
-from vit_jax.datasets import tfrecords  # noqa: E402
+from vit_jax.cost import benchmarking  # noqa: E402
+from vit_jax.data import input_pipeline
+from vit_jax.runtime import cpu_devices
+from vit_jax.data import tfrecords  # noqa: E402
 
 NUM_CLASSES = 1000
 DEFAULT_PP = ("decode_jpeg_and_inception_crop(224)|flip_lr|value_range(-1,1)",

@@ -5,7 +5,7 @@ r"""Prints what a config will cost to train, without allocating the model.
 
 Parameters, FLOPs per example (analytic, and XLA's count of the lowered
 program), total training FLOPs and TPUv3-core-days at the assumed MFU; see
-`vit_jax/cost_estimate.py` for the formula. `python -m vit_jax.main
+`vit_jax/estimate.py` for the formula. `python -m vit_jax.main
 --dry_run` prints the same for a job and exits.
 """
 import os
@@ -32,10 +32,10 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from vit_jax import cost_estimate
+  from vit_jax.cost import estimate
 
   try:
-    print(cost_estimate.report(FLAGS.config, train_examples=FLAGS.train_examples,
+    print(estimate.report(FLAGS.config, train_examples=FLAGS.train_examples,
                                mfu=FLAGS.mfu))
   except ValueError as e:  # a config that cannot be estimated, named
     raise SystemExit(str(e)) from None

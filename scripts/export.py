@@ -7,7 +7,7 @@ r"""Exports a run's classifier for use outside this codebase.
 npz          the parameters (the EMA, when the run kept one) in the published ViT
              layout, for `checkpoint.load_npz`, `config.init` and third-party
              loaders.
-serving      a directory that `vit_jax/serving.py` runs with jax and numpy
+serving      a directory that `vit_jax/inference/serving.py` runs with jax and numpy
              alone: the `jax.export` function, its parameters and a
              contract.json (see that module).
 saved_model  a TensorFlow SavedModel made with jax2tf: signature
@@ -35,7 +35,11 @@ import numpy as np
 import tensorflow as tf
 from jax import export
 
-from vit_jax import attention, checkpoint, losses, predict, preprocess, serving
+from vit_jax import checkpoint, predict
+from vit_jax.data import preprocess
+from vit_jax.inference import serving
+from vit_jax.models import attention
+from vit_jax.train import losses
 
 FORMATS = ("npz", "serving", "saved_model")
 CHECK_BATCH = 3  # not 1, so a symbolic batch size is exercised
@@ -57,7 +61,7 @@ def portable(model, platforms):
 
   On a GPU host `auto` traces cuDNN's fused attention, which only CUDA
   lowers; an export for other platforms too takes XLA's attention, which
-  gives the same logits (tests/test_attention.py).
+  gives the same logits (tests/models/test_attention.py).
   """
   if (set(platforms) != {"cuda"}
       and attention.resolve(model.attention_implementation) == "cudnn"):

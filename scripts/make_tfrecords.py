@@ -34,7 +34,7 @@ import sys
 
 # Lets the script run from a checkout where vit_jax is not pip-installed.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from vit_jax.datasets import tfrecords  # noqa: E402
+from vit_jax.data import tfrecords  # noqa: E402
 
 
 def main(argv=None):

@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 
 # Lets the script run from a checkout where vit_jax is not pip-installed.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import vit_jax.datasets  # noqa: E402,F401 (registers the local builders)
+import vit_jax.data.builders  # noqa: E402,F401 (registers the local builders)
 
 _DATASET = flags.DEFINE_string("dataset", "fashion_mnist_local",
                                "Registered TFDS name of the dataset to build.")

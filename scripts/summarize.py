@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vit_jax import metrics  # noqa: E402
+from vit_jax.train import metrics  # noqa: E402
 
 
 def read_summary(workdir):

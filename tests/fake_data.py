@@ -10,8 +10,8 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-import vit_jax.datasets  # noqa: F401 (registers the builders)
-from vit_jax.datasets import fashion_mnist_local
+import vit_jax.data.builders  # noqa: F401 (registers the builders)
+from vit_jax.data.builders import fashion_mnist_local
 
 
 def write_idx(path, array, magic):

@@ -21,7 +21,8 @@ import sys
 from absl import app
 from orbax.checkpoint._src.path import atomicity
 
-from vit_jax import main, metrics
+from vit_jax import main
+from vit_jax.train import metrics
 
 SIGNALS = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM}
 

@@ -1,9 +1,9 @@
-"""One process of a multi-host run on loopback, for tests/test_multihost.py.
+"""One process of a multi-host run on loopback, for tests/train/test_multihost.py.
 
   python tests/multihost_worker.py ADDRESS NUM_PROCESSES PROCESS_ID CONFIG WORKDIR
 
 CONFIG is a pickled ConfigDict. The process joins the run through
-`vit_jax.distributed.initialize_distributed` (the code behind main's flags), sees
+`vit_jax.runtime.distributed.initialize_distributed` (the code behind main's flags), sees
 2 emulated CPU devices, trains with `train_and_evaluate`, and writes
 WORKDIR/seen_<PROCESS_ID>.json: for each train batch it fed, a hash of each
 of its examples, so the test can tell which data each process saw.
@@ -28,7 +28,9 @@ def recording(train_batches, seen):
 
 
 def run(address, num_processes, process_id, config_path, workdir):
-  from vit_jax import distributed, input_pipeline, train
+  from vit_jax import train
+  from vit_jax.data import input_pipeline
+  from vit_jax.runtime import distributed
 
   distributed.initialize_distributed(address, int(num_processes), int(process_id),
                                      timeout_s=60)

@@ -139,7 +139,7 @@ def test_fields_unset_by_default_can_be_set_on_the_command_line():
 
 
 def test_finetune_keeps_adams_betas_so_adam_can_be_chosen():
-  from vit_jax import optim
+  from vit_jax.train import optim
   config = parse_flags("--config=configs/finetune.py", "--config.optim.name=adam")
   assert (config.optim.b1, config.optim.b2) == (0.9, 0.999)
   optim.make_optimizer(config.optim, 0.01)  # raised KeyError 'b1' before

@@ -1,15 +1,7 @@
-r"""Exact classification evaluation: every example of a split counts once.
+r"""Evaluates a checkpoint without training; flags only, the work is in `evaluators`.
 
-Eval batches arrive padded with ``mask == False`` rows (see
-`input_pipeline.EvalData`); sums are taken over the masked rows on the
-devices and fetched once at the end of the split. Single-label data reports
-top-1 accuracy; multi-label data the precision@1 that big_vision reports
-(the top-scoring class is one of the image's labels). Both are the same
-computation on one-hot or multi-hot targets.
-
-As a command, it evaluates a checkpoint without training, on the mesh,
-batches and preprocessing of the run's config, so the numbers are those the
-run itself reports (one JSON line per split):
+It runs on the mesh, batches and preprocessing of the run's config, so the
+numbers are those the run itself reports (one JSON line per split):
 
   python -m vit_jax.evaluate --workdir=runs/demo/finetune \
       [--checkpoint=PATH] [--split=NAME]
@@ -18,41 +10,12 @@ import argparse
 import json
 
 import jax
-import jax.numpy as jnp
 
-from vit_jax import checkpoint, cpu_devices, input_pipeline, losses, sharding
-
-
-def make_eval_step(model, loss_fn):
-  """A jitted function (params, batch) -> sums of hits, loss and examples."""
-
-  @jax.jit
-  def eval_step(params, batch):
-    logits = model.apply({"params": params}, batch["image"], train=False)
-    mask = batch["mask"]
-    hits = losses.top1_hits(logits, batch["labels"]) & mask
-    loss = jnp.where(mask, loss_fn(logits, batch["labels"]), 0.0)
-    return {"hits": jnp.sum(hits), "loss_sum": jnp.sum(loss),
-            "count": jnp.sum(mask)}
-
-  return eval_step
-
-
-def evaluate(eval_step, params, eval_data, batch_sharding, *, multi_label):
-  """Metrics of ``params`` on all of ``eval_data``: top1 or prec@1, loss."""
-  totals = None
-  for host_batch in eval_data:
-    sums = eval_step(params, input_pipeline.to_global(host_batch, batch_sharding))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = int(totals["count"])
-  if count != eval_data.num_examples:
-    raise RuntimeError(f"evaluation counted {count} examples, but the split "
-                       f"has {eval_data.num_examples}")
-  metric = "prec@1" if multi_label else "top1"
-  return {metric: float(totals["hits"]) / count,
-          "loss": float(totals["loss_sum"]) / count,
-          "num_examples": count}
+from vit_jax import checkpoint
+from vit_jax.data import input_pipeline
+from vit_jax.evaluators import classification
+from vit_jax.runtime import cpu_devices
+from vit_jax.train import losses, sharding
 
 
 def main(argv=None):
@@ -76,12 +39,12 @@ def main(argv=None):
     splits = {args.split: splits.get(args.split, args.split)}
   mesh = sharding.make_mesh(config.mesh)
   params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))
-  eval_step = make_eval_step(model, losses.get_loss(config.loss))
+  eval_step = classification.make_eval_step(model, losses.get_loss(config.loss))
   results = {}
   for name, split in splits.items():
     data = input_pipeline.EvalData(config.data, config.pp.eval, split,
                                    global_batch=config.eval_batch)
-    results[name] = evaluate(eval_step, params, data, sharding.batch_sharding(mesh),
+    results[name] = classification.evaluate(eval_step, params, data, sharding.batch_sharding(mesh),
                              multi_label=config.data.multi_label)
     print(json.dumps({"checkpoint": path, "split": name, **results[name]}))
   return results

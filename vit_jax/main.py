@@ -15,7 +15,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vit_jax import cpu_devices, distributed, host_malloc
+from vit_jax.runtime import cpu_devices, distributed, host_malloc
 
 # TensorFlow only reads input here; its C++ start-up chatter is noise.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -64,10 +64,10 @@ def main(argv):
   import jax  # after flag parsing, so --help is fast
 
   if FLAGS.dry_run:
-    from vit_jax import cost_estimate
+    from vit_jax.cost import estimate
 
     try:
-      print(cost_estimate.report(FLAGS.config, train_examples=FLAGS.train_examples,
+      print(estimate.report(FLAGS.config, train_examples=FLAGS.train_examples,
                                  mfu=FLAGS.assumed_mfu))
     except ValueError as e:  # a config or flag that cannot be estimated
       raise SystemExit(str(e)) from None
@@ -81,7 +81,8 @@ def main(argv):
   logging.info("JAX %s: process %d of %d, %d local / %d global devices",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
-  from vit_jax import metrics, preemption, train
+  from vit_jax import train
+  from vit_jax.train import metrics, preemption
 
   try:
     summary = train.train_and_evaluate(config, FLAGS.workdir)

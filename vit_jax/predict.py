@@ -22,8 +22,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from vit_jax import checkpoint, losses, preprocess, sources  # noqa: E402
-from vit_jax import datasets  # noqa: E402,F401  (registers the offline builders)
+from vit_jax import checkpoint  # noqa: E402
+from vit_jax.data import preprocess, sources
+from vit_jax.train import losses
+from vit_jax.data import builders  # noqa: E402,F401  (registers the offline builders)
 
 TOP_K = 5
 

@@ -1,0 +1,119 @@
+"""scripts/benchmark.py: its JSON is self-consistent, and timm runs beside it."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vit_jax.runtime import cpu_devices
+from repo_root import REPO
+
+TINY = ["--config=configs/benchmark.py:variant=Ti/16,res=32", "--batch=8",
+        "--steps=2", "--rounds=2", "--warmup=1"]
+
+
+def run_benchmark(tmp_path, *flags, check=True, **environment):
+  """The printed JSON; with ``check=False``, the finished process instead."""
+  out = tmp_path / "bench.json"
+  # A device per core, as a user would run it, unless ``environment`` says.
+  env = dict(os.environ, XLA_FLAGS="", **environment)
+  process = subprocess.run([sys.executable, "scripts/benchmark.py", *TINY, *flags,
+                            f"--out={out}"], cwd=REPO, env=env, check=check,
+                           timeout=600, capture_output=True, text=True)
+  return json.loads(out.read_text()) if check else process
+
+
+def test_benchmark_json_is_consistent(tmp_path):
+  result = run_benchmark(tmp_path)
+  devices = cpu_devices.count_for((8,), len(os.sched_getaffinity(0)))
+  assert (result["num_devices"], result["batch"], result["image_size"]) == (devices, 8, 32)
+  # On CPU the peak is read before and after the timed rounds; the higher counts.
+  assert len(result["peak_flops_reads"]) == 2
+  assert result["peak_flops_per_device"] == max(result["peak_flops_reads"])
+  for part in ("train", "inference"):
+    stats = result[part]
+    assert stats["img_per_sec"] == pytest.approx(8 / (stats["step_ms_median"] / 1e3))
+    assert stats["step_ms_min"] <= stats["step_ms_median"] <= stats["step_ms_max"]
+    assert stats["mfu"] == pytest.approx(
+        stats["flops_per_example"] * stats["img_per_sec"]
+        / (devices * result["peak_flops_per_device"]))
+    assert 0 < stats["mfu"] < 1
+  train = result["train"]
+  assert train["flops_per_example"] == pytest.approx(3 * result["inference"]["flops_per_example"])
+  # XLA also counts the optimizer's update, which every device runs on its
+  # replica: large per example at batch 8 and 32 px (5 tokens), where it
+  # adds ~14% per device. tests/cost/test_cost_estimate.py checks the model at 224 px.
+  assert train["xla_flops_per_example"] == pytest.approx(
+      train["flops_per_example"], rel=0.15 * devices + 0.1)
+  assert train["compile_s"] > 0 and train["compiled_memory_bytes"] > 0
+  assert result["max_rss_bytes"] > 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None,
+                    reason="timm is an optional extra: pip install -e .[timm]")
+def test_compare_timm_reports_the_ratio(tmp_path):
+  result = run_benchmark(tmp_path, "--compare-timm", "--noinference")
+  assert "inference" not in result
+  assert result["speedup_vs_timm"] == pytest.approx(
+      result["train"]["img_per_sec"] / result["timm"]["img_per_sec"])
+  assert result["timm"]["mfu"] > 0 and result["timm"]["amp_bf16"] is False
+
+
+def test_against_times_the_overridden_config_interleaved(tmp_path):
+  # A larger image is a visible override: more FLOPs per example.
+  result = run_benchmark(tmp_path, "--against=image_size=48,model.remat=True",
+                         "--rounds=3")
+  train, against = result["train"], result["against"]
+  assert result["against_overrides"] == "image_size=48,model.remat=True"
+  assert "inference" not in result and "timm" not in result
+  assert against["flops_per_example"] > 2 * train["flops_per_example"]
+  devices = result["num_devices"]
+  for stats in (train, against):
+    assert stats["step_ms_min"] <= stats["step_ms_median"] <= stats["step_ms_max"]
+    assert stats["peak_flops_per_device"] == max(stats["peak_flops_reads"])
+    assert stats["mfu"] == pytest.approx(
+        stats["flops_per_example"] * stats["img_per_sec"]
+        / (devices * stats["peak_flops_per_device"]))
+  # The median of per-round ratios lies within the extremes of the rounds.
+  assert (against["step_ms_min"] / train["step_ms_max"]
+          <= result["against_over_train_step_time"]
+          <= against["step_ms_max"] / train["step_ms_min"])
+  assert result["rounds"] == 3 and 0 <= result["rounds_against_faster"] <= 3
+
+
+def test_against_a_key_the_config_lacks_names_it(tmp_path):
+  process = run_benchmark(tmp_path, "--against=model.layernorm=flax", check=False)
+  assert process.returncode != 0
+  assert "--against: override 'model.layernorm': no 'layernorm' there" in process.stderr
+  assert "layer_norm_implementation" in process.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch=6"], "--batch=6 is not divisible by the 4 devices; pass a multiple of 4"),
+    (["--rounds=0"], "flag --rounds=0: 0 is not a positive integer"),
+    (["--steps=0"], "flag --steps=0: 0 is not a positive integer"),
+])
+def test_a_batch_or_count_that_cannot_be_timed_is_named_in_one_line(tmp_path, flags,
+                                                                     message):
+  process = run_benchmark(tmp_path, *flags, check=False, JAX_NUM_CPU_DEVICES="4")
+  assert process.returncode != 0 and "Traceback" not in process.stderr, process.stderr
+  assert any(line.endswith(message) for line in process.stderr.splitlines()), \
+      process.stderr
+
+
+def test_benchmark_input_times_the_step_on_one_device_per_core_as_benchmark_does(tmp_path):
+  # The step's timing is stubbed (it takes tens of seconds on CPU); the device
+  # count is the script's own, set before the devices start.
+  code = (
+      "import json, sys; from scripts import benchmark_input; "
+      "from vit_jax import benchmarking; "
+      "benchmarking.measure = lambda *a, **k: ({'train': {'img_per_sec': 1.0}}, None); "
+      f"benchmark_input.main(['--data_dir={tmp_path}', '--num_images=8', '--batch=4', "
+      "'--seconds=0.1', '--pp=decode|resize(8)|value_range(-1,1)', '--model_batch=2'])")
+  env = dict(os.environ, XLA_FLAGS="")  # a device per core, as a user would run it
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
+                       timeout=300, capture_output=True, text=True).stdout
+  step = next(line for line in map(json.loads, out.splitlines()) if "train_step" in line)
+  assert step["devices"] == cpu_devices.count_for((2,), len(os.sched_getaffinity(0)))

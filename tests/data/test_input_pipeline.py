@@ -1,0 +1,106 @@
+"""The input pipeline: exact eval, disjoint process slices, clear missing-data errors."""
+import time
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import common
+from conftest import NUM_TEST, NUM_TRAIN
+from vit_jax.data import input_pipeline
+
+EVAL_PP = "decode|resize(16)|value_range(-1,1)|onehot(10)|keep('image','labels','label')"
+TRAIN_PP = "decode|resize(16)|flip_lr|value_range(-1,1)|onehot(10)"
+
+
+def data_config(data_dir):
+  return common.dataset_config("fashion_mnist", data_dir=data_dir)
+
+
+def test_eval_counts_every_example_once_with_a_padded_last_batch(fashion_data_dir):
+  eval_data = input_pipeline.EvalData(data_config(fashion_data_dir), EVAL_PP,
+                                      "test", global_batch=40)
+  batches = list(eval_data)
+  assert eval_data.num_examples == NUM_TEST
+  assert len(batches) == eval_data.num_batches == 3  # 40 + 40 + 23 real
+  assert all(b["image"].shape == (40, 16, 16, 3) for b in batches)
+  masks = np.concatenate([b["mask"] for b in batches])
+  assert masks.sum() == NUM_TEST and masks[:NUM_TEST].all() and not masks[NUM_TEST:].any()
+
+
+def test_eval_slices_of_two_processes_are_disjoint_and_cover_the_split(fashion_data_dir):
+  seen = []
+  for index in range(2):
+    eval_data = input_pipeline.EvalData(
+        data_config(fashion_data_dir), "decode|resize(16)|value_range(-1,1)|onehot(10)",
+        "test", global_batch=40, process_index=index, process_count=2)
+    batches = list(eval_data)
+    assert len(batches) == 3  # ceil(52 / 20): both processes yield as many
+    images = np.concatenate([b["image"] for b in batches])[
+        np.concatenate([b["mask"] for b in batches])]
+    seen.append({img.tobytes() for img in images})
+  assert len(seen[0]) + len(seen[1]) == NUM_TEST
+  assert not seen[0] & seen[1]
+
+
+def test_train_slices_of_two_processes_are_disjoint(fashion_data_dir):
+  seen = []
+  for index in range(2):
+    batches = input_pipeline.train_batches(
+        data_config(fashion_data_dir), "decode|value_range(0,255)|onehot(10)",
+        global_batch=64, seed=0, process_index=index, process_count=2)
+    epoch = [next(batches) for _ in range(NUM_TRAIN // 64)]  # one epoch each
+    assert epoch[0]["image"].shape == (32, 28, 28, 3)
+    seen.append({img.tobytes() for b in epoch for img in b["image"]})
+    assert len(seen[-1]) == NUM_TRAIN // 2  # each example once per epoch
+  assert not seen[0] & seen[1]
+  assert len(seen[0] | seen[1]) == NUM_TRAIN
+
+
+def test_train_stream_is_reproducible_and_resumes_at_a_step(fashion_data_dir):
+  def stream(start_step):
+    return input_pipeline.train_batches(
+        data_config(fashion_data_dir), TRAIN_PP, global_batch=16, seed=3,
+        start_step=start_step)
+  full = [next(b) for b in [stream(0)] for _ in range(6)]
+  resumed = stream(4)
+  for expected in full[4:]:
+    got = next(resumed)
+    np.testing.assert_array_equal(got["image"], expected["image"])
+    np.testing.assert_array_equal(got["labels"], expected["labels"])
+
+
+def test_a_missing_dataset_fails_fast_naming_it_and_the_data_dir(tmp_path):
+  config = ml_collections.ConfigDict(dict(common.dataset_config("imagenet21k",
+                                                                data_dir=str(tmp_path))))
+  start = time.monotonic()
+  with pytest.raises(input_pipeline.DatasetNotPreparedError) as error:
+    input_pipeline.examples_in(config, config.train_split)
+  assert time.monotonic() - start < 5
+  message = str(error.value)
+  assert "'imagenet21k'" in message and str(tmp_path) in message
+  assert "make_tfrecords.py --from_folder=DIR_OF_CLASS_FOLDERS" in message
+  assert "--index_only" in message and "Nothing is downloaded" in message
+
+
+def test_a_missing_tfds_dataset_says_how_to_build_it(tmp_path):
+  config = common.dataset_config("imagenet2012", data_dir=str(tmp_path))
+  with pytest.raises(input_pipeline.DatasetNotPreparedError) as error:
+    input_pipeline.examples_in(config, config.train_split)
+  message = str(error.value)
+  assert "'imagenet2012'" in message and str(tmp_path) in message
+  assert "tfds build imagenet2012 --manual_dir" in message
+
+
+def test_an_unknown_dataset_name_is_named(tmp_path):
+  config = common.dataset_config("cifar10", data_dir=str(tmp_path))
+  config.name = "no_such_dataset"
+  with pytest.raises(input_pipeline.DatasetNotPreparedError, match="'no_such_dataset'"):
+    input_pipeline.get_builder(config)
+
+
+def test_preprocessing_without_labels_is_explained(fashion_data_dir):
+  with pytest.raises(ValueError, match=r"without \['labels'\]"):
+    next(input_pipeline.train_batches(
+        data_config(fashion_data_dir), "decode|value_range(-1,1)",
+        global_batch=8, seed=0))

@@ -1,0 +1,422 @@
+"""Sources: TFRecord shards and image folders, process shares, resume, corrupt images."""
+import glob
+import json
+import os
+import re
+import shutil
+import threading
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vit_jax import predict
+from vit_jax.data import input_pipeline, preprocess, sources
+from vit_jax.data import tfrecords
+
+NUM = 24  # examples and classes; example i has class i (and i+1 mod NUM when
+# multi-label), both mod NUM where a test writes more examples
+PP = f"decode|resize(8)|value_range(-1,1)|onehot({NUM})"
+
+
+def image(index, size=12):
+  """A flat colour per example, so JPEG keeps it recognisable."""
+  return np.full((size, size, 3), index * 10, np.uint8)
+
+
+def write_tfrecords(out_dir, *, num_shards, multi_label=False, split="train", num=NUM):
+  labels = np.zeros((num, NUM), np.int64)
+  classes = np.arange(num) % NUM
+  labels[np.arange(num), classes] = 1
+  if multi_label:
+    labels[np.arange(num), (classes + 1) % NUM] = 1
+  examples = tfrecords.array_examples(np.stack([image(c) for c in classes]), labels)
+  return tfrecords.write_split(str(out_dir), split, examples, num_shards=num_shards,
+                               classes=[f"class{i}" for i in range(NUM)])
+
+
+def data_config(source, data_dir, **overrides):
+  config = dict(source=source, name=source, data_dir=str(data_dir),
+                pattern="{split}-*.tfrecord" if source == "tfrecord" else "{split}",
+                strict=False, num_classes=NUM, multi_label=False,
+                train_split="train", eval_splits={}, shuffle_buffer=64,
+                cache=False, prepare="scripts/make_tfrecords.py")
+  config.update(overrides)
+  return ml_collections.ConfigDict(config)
+
+
+@pytest.fixture(scope="module")
+def tfrecord_dir(tmp_path_factory):
+  out = tmp_path_factory.mktemp("tfrecords")
+  write_tfrecords(out, num_shards=4)
+  return out
+
+
+@pytest.fixture(scope="module")
+def folder_dir(tmp_path_factory):
+  """train/classK/*.jpg|png: JPEGs for even examples, PNGs for odd ones."""
+  root = tmp_path_factory.mktemp("folder")
+  for i in range(NUM):
+    folder = root / "train" / f"class{i:02d}"
+    folder.mkdir(parents=True)
+    encode = tf.io.encode_png if i % 2 else tf.io.encode_jpeg
+    (folder / f"img.{'png' if i % 2 else 'jpg'}").write_bytes(encode(image(i)).numpy())
+  (root / "train" / "class00" / "notes.txt").write_text("not an image")
+  return root
+
+
+def classes_of(batches):
+  """Class ids of single-label batches (the argmax of the one-hot targets)."""
+  return [int(c) for b in batches for c in np.argmax(b["labels"], axis=-1)]
+
+
+def test_split_slices_count_records_in_file_order(tfrecord_dir):
+  source = sources.get_source(data_config("tfrecord", tfrecord_dir))
+  assert source.num_examples("train") == NUM
+  assert source.num_examples("train[:25%]") == 6
+  assert source.num_examples("train[25%:]") == 18
+  assert source.num_examples("train[5:-3]") == 16
+  assert source.class_names[:2] == ["class0", "class1"]
+  with pytest.raises(ValueError, match="not 'name' or a slice"):
+    sources.parse_split("train[1%:5]")
+
+
+def test_a_sliced_eval_split_reads_exactly_its_records(tfrecord_dir):
+  eval_data = input_pipeline.EvalData(data_config("tfrecord", tfrecord_dir), PP,
+                                      "train[5:-3]", global_batch=8)
+  batches = list(eval_data)
+  masks = np.concatenate([b["mask"] for b in batches])
+  labels = np.concatenate([b["labels"] for b in batches])[masks]
+  assert sorted(np.argmax(labels, -1)) == list(range(5, NUM - 3))
+  assert eval_data.num_examples == 16 and len(batches) == 2
+
+
+@pytest.mark.parametrize("num_shards", [4, 1])  # whole files / record ranges
+def test_two_processes_read_disjoint_shares_that_make_the_whole_split(tmp_path, num_shards):
+  write_tfrecords(tmp_path, num_shards=num_shards)
+  config = data_config("tfrecord", tmp_path)
+  seen = []
+  for index in range(2):
+    batches = input_pipeline.train_batches(config, PP, global_batch=8, seed=0,
+                                           process_index=index, process_count=2)
+    epoch = classes_of(next(batches) for _ in range(NUM // 8))  # 3 batches of 4
+    assert len(set(epoch)) == NUM // 2  # each example of the share once
+    seen.append(set(epoch))
+  assert not seen[0] & seen[1]
+  assert seen[0] | seen[1] == set(range(NUM))
+
+
+@pytest.mark.parametrize("source", ["tfrecord", "folder"])
+def test_a_resumed_stream_equals_the_uninterrupted_one(source, tfrecord_dir, folder_dir):
+  config = data_config(source, tfrecord_dir if source == "tfrecord" else folder_dir)
+  pp = f"decode|inception_crop(8)|flip_lr|value_range(-1,1)|onehot({NUM})"
+
+  def stream(start_step):
+    return input_pipeline.train_batches(config, pp, global_batch=5, seed=7,
+                                        start_step=start_step)
+  full = [next(b) for b in [stream(0)] for _ in range(9)]  # crosses an epoch
+  resumed = stream(6)
+  for expected in full[6:]:
+    got = next(resumed)
+    np.testing.assert_array_equal(got["image"], expected["image"])
+    np.testing.assert_array_equal(got["labels"], expected["labels"])
+  assert classes_of(full[:4]) != classes_of(full[4:8])  # shuffled per epoch
+
+
+@pytest.mark.parametrize("source", ["tfrecord", "folder"])
+def test_a_cached_source_reads_its_files_once(source, tfrecord_dir, folder_dir, tmp_path):
+  data_dir = tmp_path / "data"
+  shutil.copytree(tfrecord_dir if source == "tfrecord" else folder_dir, data_dir)
+  batches = input_pipeline.train_batches(
+      data_config(source, data_dir, cache=True, strict=True), PP, global_batch=8,
+      seed=0)  # strict: a file read again would fail, not be skipped
+  first_epoch = classes_of(next(batches) for _ in range(NUM // 8))
+  shutil.rmtree(data_dir)  # later epochs can only come from the cache
+  # More epochs than the pipeline's prefetch buffers could have read ahead.
+  later_epochs = [classes_of(next(batches) for _ in range(NUM // 8))
+                  for _ in range(10)]
+  for epoch in later_epochs:
+    assert sorted(epoch) == list(range(NUM))
+  assert first_epoch != later_epochs[0]  # still shuffled per epoch
+
+
+def test_predictions_name_classes_from_the_manifest_or_the_folders(
+    tfrecord_dir, folder_dir, tmp_path):
+  assert predict.class_names(data_config("tfrecord", tfrecord_dir)) == [
+      f"class{i}" for i in range(NUM)]
+  assert predict.class_names(data_config("folder", folder_dir)) == [
+      f"class{i:02d}" for i in range(NUM)]
+  assert predict.class_names(data_config("tfrecord", tmp_path)) is None  # no data here
+
+
+def test_a_folder_of_jpegs_and_pngs_reads_every_image_with_its_class(folder_dir):
+  config = data_config("folder", folder_dir)
+  assert input_pipeline.examples_in(config, "train") == NUM
+  eval_data = input_pipeline.EvalData(
+      config, f"decode|value_range(0,255)|onehot({NUM})", "train", global_batch=10)
+  batches = list(eval_data)
+  mask = np.concatenate([b["mask"] for b in batches])
+  images = np.concatenate([b["image"] for b in batches])[mask]
+  classes = np.argmax(np.concatenate([b["labels"] for b in batches])[mask], -1)
+  assert sorted(classes) == list(range(NUM))
+  np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), classes * 10, atol=2)
+
+
+def test_a_folder_split_is_sliced_over_a_seeded_shuffle_of_its_files(folder_dir):
+  """Listed class by class, a held-out slice would hold the last classes only."""
+  config = data_config("folder", folder_dir)
+  halves = []
+  for split in ("train[:50%]", "train[50%:]"):
+    eval_data = input_pipeline.EvalData(config, PP, split, global_batch=12)
+    batch = next(iter(eval_data))
+    halves.append(sorted(np.argmax(batch["labels"][batch["mask"]], -1)))
+  assert len(halves[0]) == len(halves[1]) == NUM // 2
+  assert halves[0] != list(range(NUM // 2))  # not the first classes
+  assert sorted(halves[0] + halves[1]) == list(range(NUM))
+  again = next(iter(input_pipeline.EvalData(config, PP, "train[:50%]", global_batch=12)))
+  assert sorted(np.argmax(again["labels"][again["mask"]], -1)) == halves[0]
+
+
+def test_multi_label_records_give_multi_hot_targets(tmp_path):
+  write_tfrecords(tmp_path, num_shards=2, multi_label=True)
+  eval_data = input_pipeline.EvalData(data_config("tfrecord", tmp_path), PP,
+                                      "train[:3]", global_batch=4)
+  labels = next(iter(eval_data))["labels"][:3]
+  assert [np.flatnonzero(row).tolist() for row in labels] == [[0, 1], [1, 2], [2, 3]]
+
+
+def corrupt_shards(out_dir, *, intact_markers=False):
+  """Two shards of 12; record 3 of the second (example 15) is a corrupt JPEG.
+
+  Truncated, or with ``intact_markers`` its start and end markers around a
+  body of zeros: that passes `preprocess.is_decodable` and fails only when
+  decoded.
+  """
+  write_tfrecords(out_dir, num_shards=2)
+  good = tf.io.encode_jpeg(image(15)).numpy()
+  path = os.path.join(out_dir, "train-00001-of-00002.tfrecord")
+  records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+  bad = good[:3] + bytes(60) + good[-2:] if intact_markers else good[:len(good) // 2]
+  assert bool(preprocess.is_decodable(tf.constant(bad))) == intact_markers
+  records[3] = tfrecords._example(bad, [15])
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in records:
+      writer.write(record)
+  return path
+
+
+@pytest.mark.parametrize("intact_markers", [False, True], ids=["truncated", "bad_body"])
+def test_a_corrupt_jpeg_is_skipped_and_counted(tmp_path, intact_markers):
+  corrupt_shards(tmp_path, intact_markers=intact_markers)
+  config = data_config("tfrecord", tmp_path)
+  stats = input_pipeline.InputStats()
+  batches = input_pipeline.train_batches(config, PP, global_batch=23, seed=0, stats=stats)
+  epochs = classes_of([next(batches), next(batches)])  # two epochs of 23 good ones
+  assert sorted(epochs[:23]) == sorted(epochs[23:]) == [c for c in range(NUM) if c != 15]
+  assert stats.corrupt_images == 2  # once per epoch
+  eval_data = input_pipeline.EvalData(config, PP, "train", global_batch=8)
+  assert sum(b["mask"].sum() for b in eval_data) == NUM  # scored as blank
+  assert eval_data.corrupt_images == 1
+
+
+def test_a_corrupt_first_image_is_counted_too(tmp_path):
+  write_tfrecords(tmp_path, num_shards=1)
+  path = os.path.join(tmp_path, "train-00000-of-00001.tfrecord")
+  records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+  records[0] = tfrecords._example(b"\xff\xd8\xff truncated", [0])
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in records:
+      writer.write(record)
+  stats = input_pipeline.InputStats()
+  batches = input_pipeline.train_batches(  # unshuffled: the corrupt one comes first
+      data_config("tfrecord", tmp_path, shuffle_buffer=1), PP, global_batch=23, seed=0,
+      stats=stats)
+  assert classes_of([next(batches)]) == list(range(1, NUM))
+  assert stats.corrupt_images == 1
+
+
+@pytest.mark.parametrize("intact_markers", [False, True], ids=["truncated", "bad_body"])
+def test_a_corrupt_jpeg_is_named_in_strict_mode(tmp_path, intact_markers):
+  path = corrupt_shards(tmp_path, intact_markers=intact_markers)
+  config = data_config("tfrecord", tmp_path, strict=True)
+  with pytest.raises(tf.errors.InvalidArgumentError) as error:
+    batches = input_pipeline.train_batches(config, PP, global_batch=8, seed=0)
+    for _ in range(3):
+      next(batches)
+  assert f"{path}:3" in str(error.value) and "config.data.strict" in str(error.value)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=f"{path}:3"):
+    list(input_pipeline.EvalData(config, PP, "train", global_batch=8))
+
+
+def test_a_preprocessing_error_is_raised_not_skipped_as_a_corrupt_image(tfrecord_dir):
+  """A crop larger than every image fails on good images: skipping them all
+  would leave the endless train stream spinning, and eval scoring blanks."""
+  config = data_config("tfrecord", tfrecord_dir)
+  too_big = f"decode|central_crop(16)|value_range(-1,1)|onehot({NUM})"  # images are 12 px
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    next(input_pipeline.train_batches(config, too_big, global_batch=8, seed=0))
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    list(input_pipeline.EvalData(config, too_big, "train", global_batch=8))
+
+
+def test_a_training_file_deleted_mid_run_stops_the_stream_naming_it(tmp_path):
+  """Not skipped like a corrupt image: with every file gone the endless
+  stream would otherwise wait forever. A thread bounds the wait."""
+  write_tfrecords(tmp_path, num_shards=2, num=NUM * 20)
+  batches = input_pipeline.train_batches(data_config("tfrecord", tmp_path), PP,
+                                         global_batch=8, seed=0)
+  next(batches)
+  for path in tmp_path.glob("train-*.tfrecord"):
+    path.unlink()
+  outcome = []
+
+  def read_on():  # the examples already buffered, then the error
+    try:
+      for _ in range(10 * NUM):
+        next(batches)
+      outcome.append("no error")
+    except Exception as error:  # noqa: BLE001  (the test inspects it)
+      outcome.append(error)
+  reader = threading.Thread(target=read_on, daemon=True)
+  reader.start()
+  reader.join(timeout=120)
+  assert outcome, "the stream neither yielded nor failed within 120 s"
+  error, = outcome
+  assert isinstance(error, FileNotFoundError), error
+  assert "went missing" in str(error)
+  assert re.search(r"train-0000[01]-of-00002\.tfrecord; No such file", str(error))
+
+
+def test_a_missing_manifest_says_how_to_write_one(tmp_path):
+  with pytest.raises(sources.DatasetNotPreparedError, match="make_tfrecords.py --index_only"):
+    sources.get_source(data_config("tfrecord", tmp_path))
+
+
+def test_index_only_counts_foreign_shards(tmp_path):
+  write_tfrecords(tmp_path, num_shards=3)
+  os.remove(tmp_path / sources.MANIFEST)
+  from scripts import make_tfrecords
+  make_tfrecords.main(["--index_only", f"--out_dir={tmp_path}"])
+  assert input_pipeline.examples_in(data_config("tfrecord", tmp_path), "train") == NUM
+
+
+
+def shard_records(out_dir):
+  """(decoded image, class ids) of every record, shard by shard."""
+  spec = {sources.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+          sources.LABEL_KEY: tf.io.VarLenFeature(tf.int64)}
+  shards = []
+  for shard in sorted(glob.glob(str(out_dir / "train-*.tfrecord"))):
+    records = [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(shard)]
+    shards.append([(tf.io.decode_image(r[sources.IMAGE_KEY]).numpy(),
+                    r[sources.LABEL_KEY].values.numpy().tolist()) for r in records])
+  return shards
+
+
+def test_make_tfrecords_from_npz_gives_grayscale_images_a_channel(tmp_path):
+  from scripts import make_tfrecords
+  gray = np.stack([image(c)[..., 0] for c in range(4)])  # MNIST's (N, H, W)
+  np.savez(tmp_path / "gray.npz", images=gray, labels=np.arange(4))
+  out = tmp_path / "out"
+  make_tfrecords.main([f"--from_npz={tmp_path / 'gray.npz'}", f"--out_dir={out}",
+                       "--num_shards=2"])
+  assert input_pipeline.examples_in(data_config("tfrecord", out), "train") == 4
+  records = [record for shard in shard_records(out) for record in shard]
+  assert sorted(label for _, (label,) in records) == [0, 1, 2, 3]
+  for decoded, (label,) in records:
+    assert decoded.shape == (12, 12, 1) and decoded.max() == decoded.min() == label * 10
+
+
+def test_make_tfrecords_from_folders_mixes_the_classes_over_the_shards(tmp_path):
+  """Class folders come class by class; a slice like train[50%:] must not be
+  the last class alone, so the shards are a seeded shuffle of the examples."""
+  from scripts import make_tfrecords
+  for c in range(2):
+    (tmp_path / "images" / f"class{c}").mkdir(parents=True)
+    for i in range(8):
+      tf.io.write_file(str(tmp_path / "images" / f"class{c}" / f"{i}.png"),
+                       tf.io.encode_png(image(c)))
+  shards = {}
+  for run, extra in (("a", []), ("b", []), ("kept", ["--keep_order"])):
+    make_tfrecords.main([f"--from_folder={tmp_path / 'images'}",
+                         f"--out_dir={tmp_path / run}", "--num_shards=2", *extra])
+    shards[run] = [sorted(label for _, (label,) in shard)
+                   for shard in shard_records(tmp_path / run)]
+  assert shards["kept"] == [[0] * 8, [1] * 8]
+  assert all(0 in shard and 1 in shard for shard in shards["a"]), shards["a"]
+  assert shards["a"] == shards["b"]  # the same shuffle on every run
+
+
+@pytest.mark.parametrize("arrays, problem", [
+    (dict(images=np.zeros((4, 12, 12, 3), np.uint8)),
+     "no 'labels' array (it holds ['images']); valid: 'images' uint8 (N, H, W[, C]) "
+     "and 'labels' (N,) or (N, classes)"),
+    (dict(images=np.zeros((4, 12, 12, 3), np.uint8), labels=np.arange(3)),
+     "labels are (3,) for 4 images; valid: (4,) class ids or (4, classes) multi-hot rows"),
+    (dict(images=np.zeros((4, 12, 12, 3)), labels=np.arange(4)),
+     "images are float64 (4, 12, 12, 3); jpeg needs uint8 (N, H, W) or (N, H, W, C) "
+     "with C in (1, 3)"),
+])
+def test_make_tfrecords_from_a_bad_npz_names_the_file_and_writes_nothing(
+    tmp_path, arrays, problem):
+  from scripts import make_tfrecords
+  path = tmp_path / "bad.npz"
+  np.savez(path, **arrays)
+  with pytest.raises(SystemExit) as exit_info:
+    make_tfrecords.main([f"--from_npz={path}", f"--out_dir={tmp_path / 'out'}"])
+  assert str(exit_info.value) == f"--from_npz: {path}: {problem}"
+  assert not (tmp_path / "out").exists()
+
+@pytest.mark.slow
+def test_multi_label_tfrecords_train_with_sigmoid_loss_and_report_hand_checked_prec1(tmp_path):
+  from conftest import tiny_config
+  from vit_jax import checkpoint, models, train
+  from vit_jax.data import preprocess
+
+  write_tfrecords(tmp_path / "data", num_shards=3, multi_label=True)
+  write_tfrecords(tmp_path / "data", num_shards=2, multi_label=True, split="val", num=13)
+  eval_pp = f"decode|resize(16)|value_range(-1,1)|onehot({NUM})"
+  config = tiny_config(
+      str(tmp_path / "data"), total_steps=8, eval_every=8, loss="sigmoid_xent",
+      data=data_config("tfrecord", tmp_path / "data", multi_label=True,
+                       eval_splits={"val": "val"}),
+      **{"pp.train": f"decode|inception_crop(16)|flip_lr|value_range(-1,1)|onehot({NUM})",
+         "pp.eval": eval_pp, "mixup.alpha": 0.4, "eval_batch": 8})
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+
+  # Precision@1 by hand: the top class of each of the 13 images is one of its labels.
+  model = models.get_model(config.variant, num_classes=NUM, **config.model)
+  params = checkpoint.read_params(str(tmp_path / "run"))
+  pp = preprocess.parse(eval_pp)
+  hits = []
+  for path in sorted((tmp_path / "data").glob("val-*")):
+    for record in tf.data.TFRecordDataset(str(path)):
+      example = tf.io.parse_single_example(record, {
+          sources.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+          sources.LABEL_KEY: tf.io.VarLenFeature(tf.int64)})
+      features = pp({"image": example[sources.IMAGE_KEY],
+                     "label": tf.sparse.to_dense(example[sources.LABEL_KEY])})
+      logits = model.apply({"params": params}, features["image"].numpy()[None], train=False)
+      hits.append(features["labels"].numpy()[int(np.argmax(logits))] == 1)
+  result = summary["eval"]["val"]
+  assert result["num_examples"] == len(hits) == 13
+  assert result["prec@1"] == pytest.approx(np.mean(hits))
+  with open(tmp_path / "run" / "metrics.jsonl") as f:
+    train_records = [r for r in map(json.loads, f) if r["split"] == "train"]
+  assert train_records[-1]["loss"] < train_records[0]["loss"]
+  assert train_records[-1]["corrupt_images"] == 0
+
+
+@pytest.mark.parametrize("split, expected", [
+    ("train", 1000), ("train[:98%]", 980), ("train[98%:]", 20),
+    ("train[100:250]", 150), ("train+validation", 1300),
+    ("train[:10%]+validation[50%:]", 250),
+])
+def test_published_sizes_count_slices_as_the_sources_do(split, expected):
+  assert sources.examples_in_split(split, {"train": 1000, "validation": 300}) == expected
+
+
+def test_a_split_without_a_published_size_is_named():
+  with pytest.raises(KeyError, match="no size known for split 'val'; known: test, train"):
+    sources.examples_in_split("val", {"train": 1, "test": 1})

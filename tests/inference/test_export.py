@@ -1,0 +1,187 @@
+"""scripts/export.py: each format of a run's classifier, read back and run."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import tiny_config
+from scripts import export
+from fake_params import abstract_params, random_flat
+from vit_jax import checkpoint, models
+from vit_jax.inference import serving
+from vit_jax.data.builders import fashion_mnist_local
+from repo_root import REPO
+
+TOLERANCE = 1e-5
+
+
+def write_run(workdir, config, steps=(7,)):
+  """A workdir as a finished run leaves it: config.json and orbax checkpoints.
+
+  Every parameter gets a random value (a fresh head would be all zeros), the
+  EMA other ones than the raw parameters. Returns the parameters the run
+  evaluates with, by step, and its model.
+  """
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, checkpoint.CONFIG_FILE), "w") as f:
+    f.write(config.to_json_best_effort())
+  model = models.get_model(config.variant, num_classes=config.data.num_classes,
+                           **config.model)
+  abstract = abstract_params(model, config.image_size)
+  manager = checkpoint.make_manager(workdir)
+  evaluated = {}
+  for step in steps:
+    params = checkpoint.unflatten(random_flat(abstract, seed=step))
+    state = {"step": np.int32(step), "params": params, "opt_state": np.zeros(())}
+    if config.ema_decay:
+      state["ema_params"] = checkpoint.unflatten(random_flat(abstract, seed=100 + step))
+    checkpoint.save(manager, step, state, {"examples_seen": 0})
+    evaluated[step] = state.get("ema_params", params)
+  manager.wait_until_finished()
+  return model, evaluated
+
+
+def make_run(data_dir, workdir, *, classifier="token", representation_size=None,
+             ema=False, steps=(7,)):
+  config = tiny_config(data_dir, ema_decay=0.999 if ema else 0.0, **{
+      "model.classifier": classifier, "model.representation_size": representation_size})
+  model, evaluated = write_run(str(workdir), config, steps)
+  return config, model, evaluated
+
+
+def images(config, batch, seed=0):
+  size = config.image_size
+  return np.random.default_rng(seed).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+
+
+def logits_of(model, params, batch):
+  """The model's logits, compiled as a whole like every exported function."""
+  apply = jax.jit(model.apply, static_argnames="train")
+  return np.asarray(apply({"params": params}, batch, train=False))
+
+
+@pytest.mark.parametrize("classifier,representation_size,ema", [
+    ("token", None, False), ("token", 16, True), ("gap", None, True), ("gap", 16, False)])
+def test_npz_export_loads_back_to_identical_params_and_logits(
+    fashion_data_dir, tmp_path, capsys, classifier, representation_size, ema):
+  config, model, evaluated = make_run(
+      fashion_data_dir, tmp_path / "run", classifier=classifier,
+      representation_size=representation_size, ema=ema)
+  out = str(tmp_path / "params.npz")
+  export.main([f"--workdir={tmp_path / 'run'}", "--format=npz", f"--out={out}"])
+  assert "read back bit for bit" in capsys.readouterr().out
+
+  loaded, params = checkpoint.load_npz(out), evaluated[7]  # the EMA where kept
+  assert jax.tree.structure(loaded) == jax.tree.structure(params)
+  for (name, a), b in zip(checkpoint.flatten(loaded).items(), jax.tree.leaves(params)):
+    assert a.dtype == b.dtype, name
+    np.testing.assert_array_equal(a, b, err_msg=name)
+  batch = images(config, 4)
+  logits = logits_of(model, params, batch)
+  assert np.abs(logits).max() > 0.1  # a meaningful comparison, not of zeros
+  np.testing.assert_array_equal(logits_of(model, loaded, batch), logits)
+
+
+def test_npz_export_of_an_earlier_step(fashion_data_dir, tmp_path, capsys):
+  _, _, evaluated = make_run(fashion_data_dir, tmp_path / "run", steps=(3, 7))
+  out = str(tmp_path / "step3.npz")
+  export.main([f"--workdir={tmp_path / 'run'}", "--step=3", "--format=npz", f"--out={out}"])
+  jax.tree.map(np.testing.assert_array_equal, checkpoint.load_npz(out), evaluated[3])
+  with pytest.raises(FileNotFoundError, match=r"no committed checkpoint of step 5 .* "
+                                              r"it has steps \[3, 7\]"):
+    export.main([f"--workdir={tmp_path / 'run'}", "--step=5", "--format=npz", f"--out={out}"])
+
+
+# Runs in a fresh interpreter that imports vit_jax/inference/serving.py by its path and
+# reports which modules of the training code (or flax, TF) got imported.
+LOAD_BY_PATH = """
+import importlib.util, json, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location("serving", sys.argv[1])
+serving = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(serving)
+images = np.load(sys.argv[2])
+for directory in sys.argv[3:]:
+  classifier = serving.load(directory)
+  np.save(directory + "/logits.npy", classifier(images))
+  np.save(directory + "/logits_1.npy", classifier(images[:1]))
+print(json.dumps(sorted(m for m in sys.modules
+                        if m.split(".")[0] in ("vit_jax", "configs", "flax", "tensorflow"))))
+"""
+
+
+def test_serving_artefact_in_a_fresh_process_gives_the_model_logits(
+    fashion_data_dir, tmp_path, capsys):
+  runs = {}
+  for classifier, representation_size in (("token", 16), ("gap", None)):
+    name = f"{classifier}_{representation_size}"
+    config, model, evaluated = make_run(
+        fashion_data_dir, tmp_path / name, classifier=classifier,
+        representation_size=representation_size)
+    out = str(tmp_path / f"{name}_serving")
+    export.main([f"--workdir={tmp_path / name}", "--format=serving", f"--out={out}"])
+    assert "max |logit difference| to the model" in capsys.readouterr().out
+    runs[out] = (config, model, evaluated[7])
+
+  batch = images(config, 5)
+  np.save(tmp_path / "images.npy", batch)
+  result = subprocess.run(
+      [sys.executable, "-c", LOAD_BY_PATH, os.path.join(REPO, "vit_jax", "inference", "serving.py"),
+       str(tmp_path / "images.npy"), *runs],
+      cwd=tmp_path, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert json.loads(result.stdout.splitlines()[-1]) == []
+
+  for out, (config, model, params) in runs.items():
+    expected = logits_of(model, params, batch)
+    served = np.load(os.path.join(out, "logits.npy"))
+    assert served.shape == (5, 10)
+    np.testing.assert_allclose(served, expected, rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(np.load(os.path.join(out, "logits_1.npy")), expected[:1],
+                               rtol=0, atol=TOLERANCE)
+    with open(os.path.join(out, serving.CONTRACT_FILE)) as f:
+      contract = json.load(f)
+    assert contract["image_size"] == 16 and contract["channels"] == 3
+    assert contract["value_range"] == [-1.0, 1.0]
+    assert contract["preprocessing"] == config.pp.eval
+    assert contract["num_classes"] == 10
+    assert contract["class_names"] == list(fashion_mnist_local.CLASS_NAMES)
+    assert contract["probabilities"] == "softmax"
+
+
+def test_serving_refuses_images_of_another_size(fashion_data_dir, tmp_path):
+  make_run(fashion_data_dir, tmp_path / "run")
+  out = str(tmp_path / "serving")
+  export.main([f"--workdir={tmp_path / 'run'}", "--format=serving", f"--out={out}"])
+  with pytest.raises(ValueError, match=r"expected images of shape \(batch, 16, 16, 3\) "
+                                       r"in \[-1.0, 1.0\], got \(2, 32, 32, 3\)"):
+    serving.load(out)(np.zeros((2, 32, 32, 3)))
+
+
+def test_saved_model_gives_the_model_logits(fashion_data_dir, tmp_path, capsys):
+  config, model, evaluated = make_run(fashion_data_dir, tmp_path / "run", representation_size=16)
+  out = str(tmp_path / "saved_model")
+  export.main([f"--workdir={tmp_path / 'run'}", "--format=saved_model", f"--out={out}"])
+  assert "max |logit difference| to the model" in capsys.readouterr().out
+  assert os.path.exists(os.path.join(out, serving.CONTRACT_FILE))
+  signature = tf.saved_model.load(out).signatures["serving_default"]
+  batch = images(config, 3)
+  logits = signature(images=tf.constant(batch))["logits"].numpy()
+  np.testing.assert_allclose(logits, logits_of(model, evaluated[7], batch),
+                             rtol=0, atol=TOLERANCE)
+
+
+def test_a_gpu_hosts_cudnn_attention_is_swapped_for_a_portable_one(monkeypatch):
+  """cuDNN's kernel lowers for CUDA only; XLA's attention for every platform."""
+  model = models.get_model("Ti/16", num_classes=10)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # `auto` -> cudnn
+  assert export.portable(model, ["cpu", "cuda", "tpu"]).attention_implementation == (
+      "dot_product_attention")
+  assert export.portable(model, ["cuda"]) is model
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")  # `auto` -> head_major
+  assert export.portable(model, ["cpu", "cuda", "tpu"]) is model

@@ -1,0 +1,103 @@
+"""The inference commands on a tiny finished run: predict and evaluate."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fake_data
+from conftest import NUM_TEST, tiny_config
+from vit_jax import evaluate, predict, train
+from vit_jax.data.builders import fashion_mnist_local
+
+pytestmark = pytest.mark.slow
+CLASS_NAMES = fashion_mnist_local.CLASS_NAMES
+
+
+@pytest.fixture(scope="module")
+def tiny_run(fashion_data_dir, tmp_path_factory):
+  """A finished run that learned the data (>= 90% in test_train) and its summary."""
+  workdir = str(tmp_path_factory.mktemp("tiny_run"))
+  summary = train.train_and_evaluate(
+      tiny_config(fashion_data_dir, total_steps=40, eval_every=40), workdir)
+  return workdir, summary
+
+
+@pytest.fixture
+def bar_images(tmp_path):
+  """PNG files of the dataset's kind: class 1 (Trouser) and 7 (Sneaker)."""
+  images = fake_data.bar_images([1, 7], np.random.RandomState(1))
+  paths = []
+  for label, image in zip([1, 7], images):
+    path = str(tmp_path / f"class_{label}.png")
+    tf.io.write_file(path, tf.io.encode_png(image[..., None]))
+    paths.append(path)
+  return paths
+
+
+def parse_top5(output):
+  """{image path: [(class name, percent)]} from predict's printout."""
+  results, path = {}, None
+  for line in output.splitlines():
+    if not line.startswith(" "):
+      path = line
+      results[path] = []
+    else:
+      percent, name = line.split("%", 1)
+      results[path].append((name.strip(), float(percent)))
+  return results
+
+
+def test_predict_prints_the_top5_class_names(tiny_run, bar_images, capsys):
+  workdir, _ = tiny_run
+  predict.main([f"--workdir={workdir}", *bar_images])
+  results = parse_top5(capsys.readouterr().out)
+  assert list(results) == bar_images
+  for path, top5 in results.items():
+    names = [name for name, _ in top5]
+    percents = [percent for _, percent in top5]
+    assert len(set(names)) == 5 and set(names) <= set(CLASS_NAMES), names
+    assert percents == sorted(percents, reverse=True) and sum(percents) <= 100.01
+  assert results[bar_images[0]][0][0] == "Trouser"
+  assert results[bar_images[1]][0][0] == "Sneaker"
+
+
+def test_predict_from_a_checkpoint_and_config_file_matches_the_workdir(
+    tiny_run, bar_images, capsys):
+  workdir, _ = tiny_run
+  predict.main([f"--workdir={workdir}", *bar_images])
+  from_workdir = capsys.readouterr().out
+  predict.main([f"--checkpoint={workdir}", f"--config={os.path.join(workdir, 'config.json')}",
+                *bar_images])
+  assert capsys.readouterr().out == from_workdir
+  with pytest.raises(SystemExit):
+    predict.main([f"--config={os.path.join(workdir, 'config.json')}", *bar_images])
+  assert "--config needs --checkpoint" in capsys.readouterr().err
+
+
+def test_evaluate_command_reproduces_the_run_summary(tiny_run, capsys):
+  workdir, summary = tiny_run
+  results = evaluate.main([f"--workdir={workdir}"])
+  assert results == summary["eval"]
+  assert results["test"]["num_examples"] == NUM_TEST
+  printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert printed == [{"checkpoint": workdir, "split": "test", **summary["eval"]["test"]}]
+
+
+def test_evaluate_command_on_a_slice_of_a_split(tiny_run):
+  workdir, _ = tiny_run
+  results = evaluate.main([f"--workdir={workdir}", "--split=test[:40]"])
+  assert results["test[:40]"]["num_examples"] == 40
+
+
+def test_predict_names_a_file_that_is_not_an_image(tiny_run, bar_images, tmp_path, capsys):
+  workdir, _ = tiny_run
+  text = tmp_path / "notes.png"
+  text.write_text("not an image")
+  for bad in (str(text), str(tmp_path / "missing.png")):
+    with pytest.raises(SystemExit):
+      predict.main([f"--workdir={workdir}", bar_images[0], bad])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"python -m vit_jax.predict: error: {bad}: cannot read "
+                            f"it as an image"), error

@@ -1,0 +1,67 @@
+"""The launchers' malloc settings, and the metrics plot."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vit_jax.runtime import host_malloc
+from repo_root import REPO
+
+PRINT_TUNABLES = ("from vit_jax import host_malloc; host_malloc.reexec_with_tunables(); "
+                  "import os; print(repr(os.environ['GLIBC_TUNABLES']))")
+
+
+def run_python(code, **env_changes):
+  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  env.update(env_changes)
+  return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                        capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_a_launcher_restarts_itself_with_the_malloc_tunables():
+  assert run_python(PRINT_TUNABLES) == repr(host_malloc.TUNABLES)
+
+
+def test_a_users_own_glibc_tunables_are_kept():
+  assert run_python(PRINT_TUNABLES, GLIBC_TUNABLES="") == "''"
+  assert run_python(PRINT_TUNABLES, GLIBC_TUNABLES="glibc.malloc.arena_max=1") == \
+      "'glibc.malloc.arena_max=1'"
+
+
+def test_plot_metrics_draws_train_and_eval_series(tmp_path):
+  sys.path.insert(0, os.path.join(REPO, "scripts"))
+  import plot_metrics
+
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  records = [{"step": s, "split": "train", "loss": 1.0 / s, "lr": 0.1,
+              "img_per_sec": 100.0, "tpuv3_core_days": s * 1e-6} for s in (1, 2, 3)]
+  records.append({"step": 3, "split": "test", "top1": 0.9, "tpuv3_core_days": 3e-6})
+  (workdir / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)))
+  loaded = plot_metrics.read_metrics(str(workdir))
+  assert plot_metrics.series(loaded, "train", ("loss",), "step") == {
+      "loss": ([1, 2, 3], [1.0, 0.5, 1.0 / 3])}
+  assert plot_metrics.series(loaded, "eval", ("top1", "prec@1"), "tpuv3_core_days") == {
+      "test": ([3e-6], [0.9])}
+  out = plot_metrics.plot([str(workdir)], str(tmp_path / "m.png"))
+  with open(out, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"step": 3,', "is not valid JSON (Expecting property name enclosed in double "
+     "quotes: line 1 column 12 (char 11)): a run's summary.json is one object with "),
+    ('{"step": 3, "variant": "Ti/16", "eval": {}}', "lacks dataset, image_size, "
+     "examples_seen, core_days, tpuv3_core_days: a finished run's summary.json has "),
+])
+def test_summarize_names_a_malformed_summary_and_what_it_lacks(tmp_path, text, problem):
+  sys.path.insert(0, os.path.join(REPO, "scripts"))
+  import summarize
+
+  (tmp_path / "summary.json").write_text(text)
+  with pytest.raises(SystemExit) as exit_info:
+    summarize.main([str(tmp_path)])
+  assert str(exit_info.value) == (f"{tmp_path / 'summary.json'} {problem}"
+                                  + ", ".join(summarize.metrics.SUMMARY_FIELDS))

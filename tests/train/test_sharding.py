@@ -1,0 +1,179 @@
+"""Partition rules, FSDP memory and results, and resuming on another mesh."""
+import json
+import os
+import re
+import shutil
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from configs import common
+from conftest import tiny_config
+from vit_jax import checkpoint, models, train, tree_util
+from vit_jax.train import losses, optim, sharding, steps
+
+
+def mesh_config(**overrides):
+  config = ml_collections.ConfigDict(dict(common.base_config().mesh))
+  config.update(overrides)
+  return config
+
+
+def abstract_train_state(model, tx, image_size):
+  def init():
+    params = model.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
+                        train=False)["params"]
+    return steps.initial_state(params, tx, ml_collections.ConfigDict({"ema_decay": 0.9999}))
+  return jax.eval_shape(init)
+
+
+def specs_by_name(shardings):
+  return {name: s.spec for name, s in tree_util.flatten_named(shardings)}
+
+
+def test_mesh_sizes_take_the_rest_and_bad_sizes_name_the_config_keys():
+  assert dict(sharding.make_mesh(mesh_config()).shape) == {"data": 8, "fsdp": 1}
+  assert dict(sharding.make_mesh(mesh_config(data=1, fsdp=-1)).shape) == {"data": 1, "fsdp": 8}
+  assert dict(sharding.make_mesh(mesh_config(data=2, fsdp=-1)).shape) == {"data": 2, "fsdp": 4}
+  for data, fsdp in ((3, -1), (-1, -1), (2, 2)):
+    with pytest.raises(ValueError, match=r"config.mesh data=.* does not cover the 8 devices"):
+      sharding.make_mesh(mesh_config(data=data, fsdp=fsdp))
+
+
+def test_first_matching_rule_decides_and_optimizer_state_follows_its_parameter():
+  model = models.get_model("Ti/4", num_classes=10, hidden_size=32, num_layers=1,
+                           mlp_dim=64, num_heads=2)
+  tx = optim.make_optimizer(common.base_config().optim, optax.constant_schedule(0.1))
+  state = abstract_train_state(model, tx, 16)
+  config = mesh_config(data=2, fsdp=-1, fsdp_min_size=1024, rules=(
+      ("head/.*", "replicate"), (".*/MlpBlock_3/.*", "fsdp"), ("embedding/.*", "fsdp")))
+  mesh = sharding.make_mesh(config)
+  specs = specs_by_name(sharding.state_shardings(mesh, state, config))
+  mlp = "Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"  # (32, 64)
+  assert specs[f"params/{mlp}"] == P(None, "fsdp")  # the largest dimension
+  assert specs["params/embedding/kernel"] == P(None, None, None, "fsdp")  # (4, 4, 3, 32)
+  assert specs["params/head/kernel"] == P()  # 'replicate' matched first
+  assert specs["params/Transformer/encoderblock_0/MlpBlock_3/Dense_0/bias"] == P()  # 64 < 1024
+  attention = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"
+  assert specs[f"params/{attention}"] == P()  # no rule matched
+  shadows = 0
+  for name, spec in specs.items():
+    for prefix in ("opt_state/1/mu/", "opt_state/1/nu/", "ema_params/"):
+      if name.startswith(prefix):
+        assert spec == specs["params/" + name[len(prefix):]], name
+        shadows += 1
+  assert shadows == 3 * len(jax.tree.leaves(state["params"]))
+  assert specs["step"] == P() and specs["opt_state/1/count"] == P()
+  text = sharding.describe(mesh, state["params"], config)
+  assert "'head/.*' -> replicate" in text
+  assert f"{mlp} (32, 64) -> {P(None, 'fsdp')}\n" in text
+  assert f"{attention} (32, 2, 16) -> {P()} (no rule matched)\n" in text
+  assert re.search(r"\nparameters: \d+\.\d MiB per device of \d+\.\d MiB", text)
+
+
+def test_an_unknown_rule_is_an_error_that_lists_the_valid_ones():
+  params = {"head": {"kernel": jax.ShapeDtypeStruct((8, 8), jnp.float32)}}
+  config = mesh_config(fsdp=-1, data=1, rules=((".*", "shard"),))
+  with pytest.raises(ValueError, match=r"config.mesh.rules entry .*fsdp, replicate"):
+    sharding.param_shardings(sharding.make_mesh(config), params, config)
+
+
+@pytest.mark.slow
+def test_fsdp_keeps_a_sixth_of_the_b16_state_per_device():
+  """Per-device bytes of params + Adam state, replicated vs 8-way FSDP.
+
+  Counted from the shardings of the abstract state (nothing materialised)
+  and from the compiled train step's memory analysis (its arguments: the
+  state and a batch of 8 images). The threshold shards every weight matrix.
+  """
+  config = common.base_config()
+  model = models.get_model("B/16", num_classes=1000, **config.model)
+  schedule = optax.constant_schedule(1e-3)
+  tx = optim.make_optimizer(config.optim, schedule)
+  state = abstract_train_state(model, tx, 224)
+  del state["ema_params"]
+  batch = {"image": jax.ShapeDtypeStruct((8, 224, 224, 3), jnp.float32),
+           "labels": jax.ShapeDtypeStruct((8, 1000), jnp.float32)}
+  counted, compiled = {}, {}
+  for layout, (data, fsdp) in {"replicated": (-1, 1), "fsdp": (1, -1)}.items():
+    layout_config = mesh_config(data=data, fsdp=fsdp, fsdp_min_size=2 ** 16)
+    mesh = sharding.make_mesh(layout_config)
+    shardings = sharding.state_shardings(mesh, state, layout_config)
+    if layout == "fsdp":
+      specs = specs_by_name(shardings)
+      matrices = [n for n, leaf in tree_util.flatten_named(state["params"])
+                  if leaf.ndim >= 2 and leaf.size > 768]
+      assert len(matrices) == 2 + 12 * 6 + 1  # embedding, posemb, 6 per block, head
+      assert all("fsdp" in specs["params/" + n] for n in matrices)
+    counted[layout] = sharding.bytes_per_device(state, shardings)
+    step = jax.jit(
+        steps.make_train_step(model, tx, losses.get_loss(config.loss), schedule,
+                              config, mesh),
+        in_shardings=(shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+    analysis = step.lower(state, batch).compile().memory_analysis()
+    compiled[layout] = analysis.argument_size_in_bytes
+  counters = sum(leaf.size * 4 for leaf in jax.tree.leaves(state) if leaf.ndim == 0)
+  assert counted["replicated"] == 3 * 4 * 86_567_656 + counters  # params, mu, nu
+  assert counted["fsdp"] <= counted["replicated"] / 6
+  assert compiled["fsdp"] <= compiled["replicated"] / 6
+  image_bytes = 224 * 224 * 3 * 4 + 1000 * 4
+  # One of the 8 images; the schedule's int32 count is not an argument: the
+  # step sets it from "step" without reading it.
+  assert compiled["replicated"] - counted["replicated"] == image_bytes - 4
+
+
+def params_of(workdir):
+  return checkpoint.read_params(workdir)
+
+
+def losses_of(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return {r["step"]: r["loss"] for r in map(json.loads, f) if r["split"] == "train"}
+
+
+FSDP = {"mesh.data": 1, "mesh.fsdp": -1, "mesh.fsdp_min_size": 256}
+
+
+@pytest.mark.slow
+def test_a_train_step_under_fsdp_equals_data_parallel(fashion_data_dir, tmp_path):
+  """SGD: Adam would turn the rounding noise of the attention key bias's zero
+  gradient (softmax ignores a shift of all logits) into steps of the full lr."""
+  common_overrides = dict(total_steps=2, log_every=1, eval_every=2, checkpoint_every=2,
+                          **{"optim.name": "sgd", "lr.warmup_steps": 0})
+  train.train_and_evaluate(tiny_config(fashion_data_dir, **common_overrides),
+                           str(tmp_path / "data"))
+  train.train_and_evaluate(tiny_config(fashion_data_dir, **common_overrides, **FSDP),
+                           str(tmp_path / "fsdp"))
+  data, fsdp = params_of(str(tmp_path / "data")), params_of(str(tmp_path / "fsdp"))
+  assert not np.allclose(data["head"]["kernel"], 0)  # zero-initialised head moved
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               data, fsdp)
+  np.testing.assert_allclose(list(losses_of(str(tmp_path / "data")).values()),
+                             list(losses_of(str(tmp_path / "fsdp")).values()), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_an_fsdp_checkpoint_on_8_devices_resumes_data_parallel_on_4(fashion_data_dir, tmp_path):
+  """The run stopped after its step-3 checkpoint is a copy of that step."""
+  straight = str(tmp_path / "straight")
+  train.train_and_evaluate(
+      tiny_config(fashion_data_dir, total_steps=6, log_every=1, eval_every=6,
+                  checkpoint_every=3, **FSDP), straight)
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(os.path.join(straight, "checkpoints", "3"),
+                  os.path.join(resumed, "checkpoints", "3"))
+  summary = train.train_and_evaluate(
+      tiny_config(fashion_data_dir, total_steps=6, log_every=1, eval_every=6,
+                  checkpoint_every=3), resumed, devices=jax.devices()[:4])
+  assert summary["step"] == 6 and summary["examples_seen"] == 6 * 32
+  before, after = losses_of(straight), losses_of(resumed)
+  assert sorted(after) == [4, 5, 6]
+  np.testing.assert_allclose([after[s] for s in (4, 5, 6)],
+                             [before[s] for s in (4, 5, 6)], rtol=1e-5)
+  assert before[6] < before[1]

@@ -1,0 +1,83 @@
+"""The train step on its own: EMA of the parameters and label smoothing."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from conftest import tiny_config
+from vit_jax import models
+from vit_jax.train import losses, optim, sharding, steps
+
+
+def run_one_step(config):
+  mesh = sharding.make_mesh(config.mesh)
+  model = models.get_model(config.variant, num_classes=10, **config.model)
+  schedule = optax.constant_schedule(0.1)
+  tx = optim.make_optimizer(config.optim, schedule)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
+  # A head that prefers later classes, so the loss depends on the targets.
+  params["head"]["bias"] = jnp.arange(10, dtype=jnp.float32)
+  # The state train.py and scripts/benchmark.py both build.
+  state = steps.initial_state(params, tx, config)
+  batch = {"image": jax.random.normal(jax.random.key(1), (8, 16, 16, 3)),
+           "labels": jax.nn.one_hot(jnp.arange(8) % 10, 10)}
+  step = jax.jit(steps.make_train_step(model, tx, losses.get_loss(config.loss),
+                                       schedule, config, mesh))
+  new_state, metrics = step(state, batch)
+  logits = model.apply({"params": params}, batch["image"], train=False)
+  return state, new_state, metrics, (logits, batch["labels"])
+
+
+def test_ema_is_the_decayed_average_of_the_parameters(tmp_path):
+  config = tiny_config(str(tmp_path), ema_decay=0.75)
+  state, new_state, metrics, _ = run_one_step(config)
+  assert set(state) == {"step", "params", "opt_state", "ema_params", "skipped_steps",
+                        "first_skipped_step"}
+  assert int(new_state["step"]) == 1 and np.isfinite(metrics["loss"])
+  assert int(metrics["skipped_steps"]) == 0
+  expected = jax.tree.map(lambda old, new: 0.75 * old + 0.25 * new,
+                          state["params"], new_state["params"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               new_state["ema_params"], expected)
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state["params"]),
+                                                 jax.tree.leaves(new_state["params"]))]
+  assert any(moved)
+
+
+def test_the_step_trains_on_smoothed_labels(tmp_path):
+  _, _, plain, (logits, labels) = run_one_step(tiny_config(str(tmp_path)))
+  _, _, smoothed, _ = run_one_step(tiny_config(str(tmp_path), label_smoothing=0.2))
+  log_probs = np.asarray(jax.nn.log_softmax(logits))
+  smooth_targets = np.asarray(labels) * 0.8 + 0.02
+  np.testing.assert_allclose(plain["loss"], -np.mean(np.sum(labels * log_probs, -1)), rtol=1e-5)
+  np.testing.assert_allclose(smoothed["loss"], -np.mean(np.sum(smooth_targets * log_probs, -1)),
+                             rtol=1e-5)
+
+
+def test_a_skipped_step_keeps_the_learning_rate_on_schedule(tmp_path):
+  """A NaN step changes no parameter or moment, but the schedule moves on:
+  the next update uses the rate of its own step, the one the log shows."""
+  config = tiny_config(str(tmp_path), on_nonfinite="skip", **{"optim.weight_decay": 0.0})
+  mesh = sharding.make_mesh(config.mesh)
+  model = models.get_model(config.variant, num_classes=10, **config.model)
+  schedule = optax.linear_schedule(1.0, 0.0, 10)
+  tx = optim.make_optimizer(config.optim, schedule)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
+  step = jax.jit(steps.make_train_step(model, tx, losses.get_loss(config.loss),
+                                       schedule, config, mesh))
+  batch = {"image": jax.random.normal(jax.random.key(1), (8, 16, 16, 3)),
+           "labels": jax.nn.one_hot(jnp.arange(8) % 10, 10)}
+  nan_batch = dict(batch, image=batch["image"].at[0, 0, 0, 0].set(jnp.nan))
+  state = steps.initial_state(params, tx, config)
+  skipped, skipped_metrics = step(state, nan_batch)
+  assert int(skipped_metrics["skipped_steps"]) == 1
+  jax.tree.map(np.testing.assert_array_equal, skipped["params"], params)
+  adam, schedule_state = skipped["opt_state"][1], skipped["opt_state"][-1]
+  assert int(adam.count) == 0 and int(schedule_state.count) == 1
+  # The next update is Adam's first (|update| = lr where the gradient is
+  # not tiny), at the rate of step 1: 0.9, where a delayed schedule gives 1.0.
+  after_skip, metrics = step(skipped, batch)
+  assert float(metrics["lr"]) == float(schedule(1)) == np.float32(0.9)
+  largest = max(float(jnp.max(jnp.abs(new - old))) for new, old in zip(
+      jax.tree.leaves(after_skip["params"]), jax.tree.leaves(params)))
+  assert abs(largest - 0.9) < 1e-4, largest

@@ -1,0 +1,1 @@
+"""Cost: FLOPs, MFU and TPUv3-core-days of a run, its estimate beforehand, and benchmarks."""

@@ -1,0 +1,318 @@
+"""Where examples come from: tfds datasets, TFRecord shards, image folders.
+
+A source turns a split name into this process's share of encoded examples,
+``{"image": encoded bytes, "label": class id(s), "_id": name}``, where
+``_id`` names the file and record an example came from (for errors about
+corrupt images). Decoding is left to the preprocessing ops, so it happens
+after shuffling, on the examples actually used.
+
+Splits of TFRecord and folder sources accept tfds-style slices of one
+split, ``train[:98%]``, ``train[1000:]``, counted over the split's records
+in file order. Each process reads a disjoint share: whole files, dealt out
+in turn, when a split has at least as many files as there are processes,
+else an even range of records; all shares together are the split.
+
+- ``tfds``: ``config.data.name`` in ``config.data.data_dir``; never downloads.
+- ``tfrecord``: files ``data_dir/pattern`` (``{split}`` in the pattern is the
+  split name), each record a ``tf.train.Example`` with ``image/encoded``
+  (bytes) and ``image/class/label`` (one or more int64 class ids: multi-hot
+  targets for the sigmoid loss). ``data_dir/manifest.json``, written by
+  ``scripts/make_tfrecords.py``, holds each file's record count and the class
+  names, so counting examples needs no pass over the data.
+- ``folder``: ``data_dir/pattern`` is a directory of class subfolders of
+  JPEG and PNG files; classes are the sorted subfolder names. Its "file
+  order" is a seeded shuffle of the files, the same on every run: listed
+  class by class, a slice such as ``train[98%:]`` would hold the last
+  classes only.
+"""
+import json
+import os
+import random
+import re
+from typing import NamedTuple
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vit_jax.data import builders  # noqa: F401  (registers the offline builders)
+
+MANIFEST = "manifest.json"
+IMAGE_KEY, LABEL_KEY = "image/encoded", "image/class/label"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Files read at once by a parallel interleave of TFRecord shards.
+_CYCLE_LENGTH = 16
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+  """A dataset named in the config is not in its data_dir."""
+
+
+def get_source(data_config):
+  """The source that `config.data.source` names."""
+  kinds = {"tfds": TfdsSource, "tfrecord": TFRecordSource, "folder": FolderSource}
+  kind = data_config.get("source", "tfds")  # runs from before sources existed
+  if kind not in kinds:
+    raise ValueError(f"config.data.source={kind!r}; valid: {', '.join(kinds)}")
+  return kinds[kind](data_config)
+
+
+class Part(NamedTuple):
+  """Records ``[begin, end)`` of one file (one image file for folders)."""
+  path: str
+  begin: int
+  end: int
+  label: int = -1  # folders: the class of the file; TFRecords carry their own
+
+
+def parse_split(split):
+  """``'train[10%:90%]'`` -> ``('train', start, stop, is_percent)``."""
+  match = re.fullmatch(r"\s*(\w+)\s*(?:\[\s*(-?\d*)(%?)\s*:\s*(-?\d*)(%?)\s*\])?\s*", split)
+  if not match or (match[2] and match[4] and match[3] != match[5]):
+    raise ValueError(f"split {split!r} is not 'name' or a slice like "
+                     f"'name[:98%]' or 'name[1000:2000]'")
+  name, start, start_pct, stop, stop_pct = match.groups()
+  to_int = lambda s: int(s) if s else None
+  return name, to_int(start), to_int(stop), bool(start_pct or stop_pct)
+
+
+def _slice(parts, split):
+  """The records of ``split``'s slice, as parts cut at the slice's ends."""
+  total = sum(p.end - p.begin for p in parts)
+  return _records(parts, *_slice_bounds(split, total))
+
+
+def _slice_bounds(split, total):
+  """``[start, stop)`` of ``split``'s slice of a split of ``total`` records."""
+  _, start, stop, percent = parse_split(split)
+  if percent:
+    start = None if start is None else round(total * start / 100)
+    stop = None if stop is None else round(total * stop / 100)
+  start, stop, _ = slice(start, stop).indices(total)
+  return start, stop
+
+
+def examples_in_split(split, split_sizes):
+  """Examples in ``split`` (``'train[:99%]'``, ``'train+validation'``), by size.
+
+  ``split_sizes`` maps whole splits to their sizes: a dataset's published
+  sizes, for estimates made before it is prepared. A split it lacks is a
+  KeyError naming the split and the sizes known.
+  """
+  count = 0
+  for one in split.split("+"):
+    name = parse_split(one)[0]
+    if name not in split_sizes:
+      raise KeyError(f"no size known for split {name!r}; known: "
+                     f"{', '.join(sorted(split_sizes)) or 'none'}")
+    start, stop = _slice_bounds(one, split_sizes[name])
+    count += max(stop - start, 0)
+  return count
+
+
+def _records(parts, start, stop):
+  """Parts holding records ``[start, stop)`` of the concatenated ``parts``."""
+  kept, offset = [], 0
+  for part in parts:
+    size = part.end - part.begin
+    begin, end = max(start - offset, 0), min(stop - offset, size)
+    if begin < end:
+      kept.append(part._replace(begin=part.begin + begin, end=part.begin + end))
+    offset += size
+  return kept
+
+
+def process_share(parts, process_index, process_count):
+  """This process's disjoint share: whole files in turn, else a record range."""
+  if len(parts) >= process_count:
+    return parts[process_index::process_count]
+  total = sum(p.end - p.begin for p in parts)
+  bounds = [total * i // process_count for i in range(process_count + 1)]
+  return _records(parts, bounds[process_index], bounds[process_index + 1])
+
+
+class _PartsSource:
+  """A source whose splits are lists of parts with known record counts."""
+
+  def __init__(self, data_config):
+    self.config = data_config
+    self.root = data_config.data_dir or ""
+
+  def num_examples(self, split):
+    return sum(p.end - p.begin for p in _slice(self._parts(split), split))
+
+  def process_counts(self, split, process_count):
+    parts = _slice(self._parts(split), split)
+    return [sum(p.end - p.begin for p in process_share(parts, i, process_count))
+            for i in range(process_count)]
+
+  def read(self, split, process_index, process_count, *, shuffle_seed=None):
+    """This process's encoded examples; files in a seeded order if shuffled."""
+    parts = process_share(_slice(self._parts(split), split), process_index,
+                          process_count)
+    if not parts:
+      raise ValueError(f"split {split!r} of {self.root!r} gives process "
+                       f"{process_index} of {process_count} no examples")
+    paths, begins, ends, labels = zip(*parts)
+    ds = tf.data.Dataset.from_tensor_slices((
+        list(paths), tf.constant(begins, tf.int64), tf.constant(ends, tf.int64),
+        tf.constant(labels, tf.int64)))
+    if shuffle_seed is not None:
+      ds = ds.shuffle(len(parts), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return _cached_if_asked(self._examples(ds), self.config)
+
+  def _split_path(self, split):
+    name = parse_split(split)[0]
+    return os.path.join(self.root, self.config.pattern.format(split=name))
+
+
+class TFRecordSource(_PartsSource):
+  """JFT-style ``tf.train.Example`` shards, counted by their manifest."""
+
+  def __init__(self, data_config):
+    super().__init__(data_config)
+    path = os.path.join(self.root, MANIFEST)
+    if not tf.io.gfile.exists(path):
+      index_only = f"scripts/make_tfrecords.py --index_only --out_dir={self.root or '.'}"
+      prepare = data_config.get("prepare") or "scripts/make_tfrecords.py"
+      if "--index_only" not in prepare:
+        prepare += f"; shards written by other tools need only their manifest: {index_only}"
+      raise DatasetNotPreparedError(
+          f"dataset {data_config.get('name', '')!r} (config.data.name): no "
+          f"{MANIFEST} in config.data.data_dir={self.root!r}. Nothing is "
+          f"downloaded at run time; prepare it with: {prepare}")
+    with tf.io.gfile.GFile(path) as f:
+      self.manifest = json.load(f)
+    self.class_names = self.manifest.get("classes")
+    if self.class_names and len(self.class_names) > data_config.num_classes:
+      raise ValueError(f"{path} lists {len(self.class_names)} classes, more "
+                       f"than config.data.num_classes={data_config.num_classes}")
+
+  def _parts(self, split):
+    pattern = self._split_path(split)
+    paths = sorted(tf.io.gfile.glob(pattern))
+    if not paths:
+      raise DatasetNotPreparedError(
+          f"split {split!r}: no files match {pattern!r} (config.data.data_dir "
+          f"+ config.data.pattern)")
+    counts = self.manifest["files"]
+    missing = [p for p in paths if os.path.basename(p) not in counts]
+    if missing:
+      raise DatasetNotPreparedError(
+          f"{missing[0]} is not in {os.path.join(self.root, MANIFEST)}; "
+          f"re-index with scripts/make_tfrecords.py --index_only")
+    return [Part(p, 0, counts[os.path.basename(p)]) for p in paths]
+
+  def _examples(self, parts):
+    def read_part(path, begin, end, label):
+      del label
+      records = tf.data.TFRecordDataset(path).skip(begin).take(end - begin)
+      return records.enumerate(begin).map(lambda i, r: (path, i, r))
+    ds = parts.interleave(read_part, cycle_length=_CYCLE_LENGTH,
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+            LABEL_KEY: tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True)}
+
+    def parse(path, index, record):
+      example = tf.io.parse_single_example(record, spec)
+      return {"image": example[IMAGE_KEY], "label": example[LABEL_KEY],
+              "_id": tf.strings.join([path, ":", tf.strings.as_string(index)])}
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+class FolderSource(_PartsSource):
+  """``split/<class>/*.{jpg,jpeg,png}``, each file one example."""
+
+  def __init__(self, data_config):
+    super().__init__(data_config)
+    train_dir = self._split_path(data_config.train_split)
+    self.class_names = sorted(
+        d for d in _listdir(train_dir) if tf.io.gfile.isdir(os.path.join(train_dir, d)))
+    if len(self.class_names) > data_config.num_classes:
+      raise ValueError(f"{train_dir} has {len(self.class_names)} class folders, "
+                       f"more than config.data.num_classes={data_config.num_classes}")
+
+  def _parts(self, split):
+    directory = self._split_path(split)
+    parts = []
+    for name in sorted(_listdir(directory)):
+      if not tf.io.gfile.isdir(os.path.join(directory, name)):
+        continue
+      if name not in self.class_names:
+        raise ValueError(f"class folder {name!r} of {directory} is not a class "
+                         f"of the train split {self.class_names}")
+      folder = os.path.join(directory, name)
+      parts += [Part(os.path.join(folder, f), 0, 1, self.class_names.index(name))
+                for f in sorted(_listdir(folder))
+                if f.lower().endswith(IMAGE_SUFFIXES)]
+    random.Random(0).shuffle(parts)  # classes mixed before any slicing
+    return parts
+
+  def _examples(self, parts):
+    def read_file(path, begin, end, label):
+      del begin, end
+      return {"image": tf.io.read_file(path), "label": label, "_id": path}
+    return parts.map(read_file, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _listdir(directory):
+  if not tf.io.gfile.isdir(directory):
+    raise DatasetNotPreparedError(
+        f"no directory {directory!r} (config.data.data_dir + config.data.pattern)")
+  return [name.rstrip("/") for name in tf.io.gfile.listdir(directory)]
+
+
+class TfdsSource:
+  """A prepared tfds dataset, split per process with `tfds.even_splits`."""
+
+  def __init__(self, data_config):
+    self.config = data_config
+    self.builder = get_builder(data_config)
+
+  def num_examples(self, split):
+    return self.builder.info.splits[split].num_examples
+
+  def process_counts(self, split, process_count):
+    return [self.num_examples(s) for s in tfds.even_splits(split, n=process_count)]
+
+  def read(self, split, process_index, process_count, *, shuffle_seed=None):
+    features = self.builder.info.features
+    decoders = {"image": tfds.decode.SkipDecoding()} if "image" in features else None
+    ds = self.builder.as_dataset(
+        split=tfds.even_splits(split, n=process_count)[process_index],
+        shuffle_files=shuffle_seed is not None, decoders=decoders,
+        read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed, skip_prefetch=True,
+                                    add_tfds_id=True))
+    ds = _cached_if_asked(ds, self.config)
+    return ds.map(lambda f: {**{k: v for k, v in f.items() if k != "tfds_id"},
+                             "_id": f["tfds_id"]}, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _cached_if_asked(ds, data_config):
+  """``ds`` kept in memory after its first pass, where config.data.cache says.
+
+  The files are then read once. Their order is the first epoch's in every
+  epoch; the shuffle buffer downstream still mixes the examples anew.
+  """
+  return ds.cache() if data_config.cache else ds
+
+
+def get_builder(data_config):
+  """The tfds builder of `config.data`, which must already be prepared."""
+  data_dir = data_config.data_dir
+  where = data_dir or tfds.core.constants.DATA_DIR
+  how = (f"Nothing is downloaded at run time; prepare it with: "
+         f"{data_config.prepare}, or point config.data.data_dir at a "
+         f"directory that holds it")
+  try:
+    builder = tfds.builder(data_config.name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise DatasetNotPreparedError(
+        f"dataset {data_config.name!r} (config.data.name) is no registered "
+        f"tfds dataset and is not in data_dir {where!r} "
+        f"(config.data.data_dir). {how}") from None
+  if not builder.is_prepared():
+    raise DatasetNotPreparedError(
+        f"dataset {data_config.name!r} (config.data.name) is not prepared in "
+        f"data_dir {where!r} (config.data.data_dir): looked for "
+        f"{builder.data_dir}. {how}")
+  return builder

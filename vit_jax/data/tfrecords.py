@@ -1,0 +1,134 @@
+"""Writes and indexes JFT-style TFRecord shards for `sources.TFRecordSource`.
+
+Each record is a ``tf.train.Example`` with ``image/encoded`` (the encoded
+image, stored as given) and ``image/class/label`` (one or more int64 class
+ids). ``manifest.json`` beside the shards holds each shard's record count
+and the class names, so the pipeline counts examples and slices splits
+without reading the data. Shards are written in parallel threads (the
+encoding and the writes run in TensorFlow's C++ code, outside the GIL).
+"""
+import json
+import os
+from concurrent import futures
+
+import numpy as np
+import tensorflow as tf
+
+from vit_jax.data import sources
+
+
+def folder_examples(directory):
+  """(path, [class id]) of every JPEG/PNG in class subfolders, and the classes."""
+  classes = sorted(d for d in os.listdir(directory)
+                   if os.path.isdir(os.path.join(directory, d)))
+  examples = [(os.path.join(directory, name, f), [index])
+              for index, name in enumerate(classes)
+              for f in sorted(os.listdir(os.path.join(directory, name)))
+              if f.lower().endswith(sources.IMAGE_SUFFIXES)]
+  return examples, classes
+
+
+def array_examples(images, labels, image_format="jpeg"):
+  """(encode thunk, class ids) per image of a uint8 (N, H, W, C) array.
+
+  ``labels`` is (N,) class ids or (N, classes) multi-hot rows. Grayscale
+  (N, H, W) images (MNIST's layout) get a channel axis. The arrays are
+  checked here, before anything is written: an image the encoder refuses
+  would fail the writer threads midway, leaving empty shards and no
+  manifest, and labels of another length would drop examples silently.
+  """
+  images, labels = np.asarray(images), np.asarray(labels)
+  channels = {"jpeg": (1, 3), "png": (1, 2, 3, 4)}[image_format]
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.ndim != 4 or images.shape[-1] not in channels or images.dtype != np.uint8:
+    raise ValueError(f"images are {images.dtype} {images.shape}; {image_format} "
+                     f"needs uint8 (N, H, W) or (N, H, W, C) with C in {channels}")
+  if labels.ndim not in (1, 2) or len(labels) != len(images):
+    raise ValueError(f"labels are {labels.shape} for {len(images)} images; valid: "
+                     f"({len(images)},) class ids or ({len(images)}, classes) "
+                     f"multi-hot rows")
+  encode = {"jpeg": tf.io.encode_jpeg, "png": tf.io.encode_png}[image_format]
+  ids = ([[int(l)] for l in labels] if labels.ndim == 1
+         else [np.flatnonzero(row).tolist() for row in labels])
+  return [((lambda image=image: encode(image).numpy()), label)
+          for image, label in zip(images, ids)]
+
+
+def npz_examples(path, image_format="jpeg"):
+  """`array_examples` of an .npz's ``images`` and ``labels``; errors name the file."""
+  try:
+    with np.load(path) as arrays:
+      missing = [key for key in ("images", "labels") if key not in arrays.files]
+      if missing:
+        raise ValueError(f"no {' or '.join(map(repr, missing))} array (it holds "
+                         f"{arrays.files}); valid: 'images' uint8 (N, H, W[, C]) "
+                         f"and 'labels' (N,) or (N, classes)")
+      return array_examples(arrays["images"], arrays["labels"], image_format)
+  except (OSError, ValueError) as e:  # a missing, unreadable or pickled file too
+    raise ValueError(f"{path}: {e}") from None
+
+
+def _example(image, labels):
+  return tf.train.Example(features=tf.train.Features(feature={
+      sources.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+      sources.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=labels)),
+  })).SerializeToString()
+
+
+def _image_bytes(image):
+  """Bytes of an image given as bytes, a file path or a thunk that encodes it."""
+  if callable(image):
+    return image()
+  if isinstance(image, str):
+    with tf.io.gfile.GFile(image, "rb") as f:
+      return f.read()
+  return image
+
+
+def write_split(out_dir, split, examples, *, num_shards, classes=None, workers=8):
+  """Writes ``examples`` [(image, class ids)] as ``split-i-of-n.tfrecord``.
+
+  Shard i holds a contiguous run of the examples, so file order is example
+  order. Returns the manifest after adding the shards to it.
+  """
+  tf.io.gfile.makedirs(out_dir)
+  num_shards = max(1, min(num_shards, len(examples)))
+  bounds = np.linspace(0, len(examples), num_shards + 1).astype(int)
+
+  def write(shard):
+    name = f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
+    with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as writer:
+      for image, labels in examples[bounds[shard]:bounds[shard + 1]]:
+        writer.write(_example(_image_bytes(image), list(labels)))
+    return name, int(bounds[shard + 1] - bounds[shard])
+
+  with futures.ThreadPoolExecutor(workers) as pool:
+    counts = dict(pool.map(write, range(num_shards)))
+  return update_manifest(out_dir, counts, classes)
+
+
+def count_records(paths, workers=8):
+  """Records in each TFRecord file, counted in parallel."""
+  def count(path):
+    return os.path.basename(path), sum(1 for _ in tf.data.TFRecordDataset(path))
+  with futures.ThreadPoolExecutor(workers) as pool:
+    return dict(pool.map(count, paths))
+
+
+def update_manifest(out_dir, counts, classes=None):
+  """Merges shard counts (and classes, if given) into ``out_dir/manifest.json``."""
+  path = os.path.join(out_dir, sources.MANIFEST)
+  manifest = {"classes": None, "files": {}}
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      manifest = json.load(f)
+  if classes is not None:
+    if manifest["classes"] not in (None, list(classes)):
+      raise ValueError(f"{path} already lists other classes than these")
+    manifest["classes"] = list(classes)
+  manifest["files"].update(counts)
+  manifest["count"] = sum(manifest["files"].values())
+  with tf.io.gfile.GFile(path, "w") as f:
+    json.dump(manifest, f, indent=1, sort_keys=True)
+  return manifest

@@ -1,0 +1,1 @@
+"""Evaluators: what a run reports about a model on held-out data."""

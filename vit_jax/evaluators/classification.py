@@ -1,0 +1,46 @@
+"""Exact classification evaluation: every example of a split counts once.
+
+Eval batches arrive padded with ``mask == False`` rows (see
+`input_pipeline.EvalData`); sums are taken over the masked rows on the
+devices and fetched once at the end of the split. Single-label data reports
+top-1 accuracy; multi-label data the precision@1 that big_vision reports
+(the top-scoring class is one of the image's labels). Both are the same
+computation on one-hot or multi-hot targets.
+"""
+import jax
+import jax.numpy as jnp
+
+from vit_jax.data import input_pipeline
+from vit_jax.train import losses
+
+
+def make_eval_step(model, loss_fn):
+  """A jitted function (params, batch) -> sums of hits, loss and examples."""
+
+  @jax.jit
+  def eval_step(params, batch):
+    logits = model.apply({"params": params}, batch["image"], train=False)
+    mask = batch["mask"]
+    hits = losses.top1_hits(logits, batch["labels"]) & mask
+    loss = jnp.where(mask, loss_fn(logits, batch["labels"]), 0.0)
+    return {"hits": jnp.sum(hits), "loss_sum": jnp.sum(loss),
+            "count": jnp.sum(mask)}
+
+  return eval_step
+
+
+def evaluate(eval_step, params, eval_data, batch_sharding, *, multi_label):
+  """Metrics of ``params`` on all of ``eval_data``: top1 or prec@1, loss."""
+  totals = None
+  for host_batch in eval_data:
+    sums = eval_step(params, input_pipeline.to_global(host_batch, batch_sharding))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = int(totals["count"])
+  if count != eval_data.num_examples:
+    raise RuntimeError(f"evaluation counted {count} examples, but the split "
+                       f"has {eval_data.num_examples}")
+  metric = "prec@1" if multi_label else "top1"
+  return {metric: float(totals["hits"]) / count,
+          "loss": float(totals["loss_sum"]) / count,
+          "num_examples": count}

@@ -1,0 +1,1 @@
+"""Inference: a finished run as a classifier (predict, export, serving)."""

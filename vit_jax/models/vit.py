@@ -1,0 +1,327 @@
+"""Vision Transformer (ViT) in flax.linen.
+
+Module and parameter names are the checkpoint format: they match the published
+ViT checkpoints (``embedding``, ``cls``, ``Transformer/encoderblock_{i}/...``,
+``pre_logits``, ``head``) so that those checkpoints, and third-party loaders
+written for them, work unchanged. Every submodule is therefore named
+explicitly rather than left to flax's auto-naming.
+"""
+import dataclasses
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vit_jax.models import attention, dense, dropout, layer_norm
+
+# name -> (hidden_size, num_layers, mlp_dim, num_heads), as in the ViT paper
+# (Ti and S from the DeiT / "How to train your ViT" follow-ups).
+VARIANTS = {
+    'Ti': (192, 12, 768, 3),
+    'S': (384, 12, 1536, 6),
+    'B': (768, 12, 3072, 12),
+    'L': (1024, 24, 4096, 16),
+    'H': (1280, 32, 5120, 16),
+}
+
+CLASSIFIERS = ('token', 'gap')
+
+# What a rematerialised block keeps for the backward pass (`jax.checkpoint_policies`):
+# nothing (the least memory, the whole forward pass again), every matmul's
+# output, or the outputs of the matmuls with weights (projections and MLP)
+# while the attention's batched matmuls and all elementwise work are redone.
+REMAT_POLICIES = ('nothing_saveable', 'dots_saveable', 'dots_with_no_batch_dims_saveable')
+
+
+def remat_policy(name: str):
+  """The `jax.checkpoint_policies` function that ``config.model.remat_policy`` names."""
+  if name not in REMAT_POLICIES:
+    raise ValueError(f'unknown remat_policy {name!r}; valid: {", ".join(REMAT_POLICIES)}')
+  return getattr(jax.checkpoint_policies, name)
+
+# The original ViT initialises Dense layers this way; tiny biases rather than
+# zeros keep the same checkpoint statistics and training behaviour.
+_dense_kernel_init = nn.initializers.xavier_uniform()
+_dense_bias_init = nn.initializers.normal(stddev=1e-6)
+
+
+class AddPositionEmbs(nn.Module):
+  """Adds a learned position embedding, one vector per token.
+
+  The table's length is fixed by the input at init; running at another
+  resolution needs the table resampled (flax raises a shape error otherwise).
+  """
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    assert x.ndim == 3, f'expected (batch, tokens, hidden), got {x.shape}'
+    posemb = self.param('pos_embedding', nn.initializers.normal(stddev=0.02),
+                        (1, x.shape[1], x.shape[2]), self.param_dtype)
+    return x + posemb.astype(x.dtype)
+
+
+class MlpBlock(nn.Module):
+  """Transformer MLP: Dense -> gelu -> dropout -> Dense -> dropout.
+
+  The final dropout is the residual-branch dropout of the original ViT, so the
+  encoder block adds no further one after the MLP.
+  """
+  mlp_dim: int
+  dropout_rate: float
+  dtype: Any
+  param_dtype: Any
+  dense_implementation: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    layer = dict(dtype=self.dtype, param_dtype=self.param_dtype,
+                 kernel_init=_dense_kernel_init, bias_init=_dense_bias_init,
+                 dot_general=dense.dot_general(self.dense_implementation))
+    y = nn.Dense(self.mlp_dim, name='Dense_0', **layer)(x)
+    y = nn.gelu(y)
+    y = dropout.Dropout(self.dropout_rate, name='Dropout_0')(y, deterministic=not train)
+    y = nn.Dense(x.shape[-1], name='Dense_1', **layer)(y)
+    return dropout.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
+
+
+class MultiHeadDotProductAttention(nn.Module):
+  """Multi-head self-attention with the checkpoint's query/key/value/out layout.
+
+  Without attention dropout, the attention itself is `vit_jax.models.attention`'s
+  ``implementation`` (fused kernels on GPU, a CPU-friendly layout on CPU).
+  Those have no dropout on the attention weights, so training with attention
+  dropout takes an explicit path. All take the softmax in float32.
+  """
+  num_heads: int
+  dropout_rate: float
+  dtype: Any
+  param_dtype: Any
+  implementation: str = 'auto'
+  dense_implementation: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    batch, tokens, hidden = x.shape
+    if hidden % self.num_heads:
+      raise ValueError(
+          f'hidden_size {hidden} is not divisible by num_heads {self.num_heads}')
+    head_dim = hidden // self.num_heads
+    layer = dict(dtype=self.dtype, param_dtype=self.param_dtype,
+                 kernel_init=_dense_kernel_init, bias_init=nn.initializers.zeros,
+                 dot_general=dense.dot_general(self.dense_implementation))
+    q, k, v = (nn.DenseGeneral((self.num_heads, head_dim), name=name, **layer)(x)
+               for name in ('query', 'key', 'value'))
+    assert q.shape == (batch, tokens, self.num_heads, head_dim), q.shape
+
+    if train and self.dropout_rate > 0:
+      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k,
+                          preferred_element_type=jnp.float32)
+      weights = jax.nn.softmax(logits * head_dim**-0.5)
+      weights = dropout.Dropout(self.dropout_rate, name='attention_dropout')(
+          weights, deterministic=False)
+      y = jnp.einsum('bhqk,bkhd->bqhd', weights.astype(v.dtype), v)
+    else:
+      y = attention.attention(q, k, v, implementation=self.implementation)
+    assert y.shape == (batch, tokens, self.num_heads, head_dim), y.shape
+
+    return nn.DenseGeneral(hidden, axis=(-2, -1), name='out', **layer)(y)
+
+
+class Encoder1DBlock(nn.Module):
+  """Pre-LayerNorm transformer block.
+
+  ``train`` is positional so that ``nn.remat`` can mark it static.
+  """
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float
+  attention_dropout_rate: float
+  dtype: Any
+  param_dtype: Any
+  attention_implementation: str = 'auto'
+  layer_norm_implementation: str = 'auto'
+  dense_implementation: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = dict(implementation=self.layer_norm_implementation, **dtypes)
+    y = layer_norm.LayerNorm(name='LayerNorm_0', **norm)(x)
+    y = MultiHeadDotProductAttention(
+        self.num_heads, self.attention_dropout_rate,
+        implementation=self.attention_implementation,
+        dense_implementation=self.dense_implementation,
+        name='MultiHeadDotProductAttention_1', **dtypes)(y, train=train)
+    y = dropout.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
+    x = x + y
+
+    y = layer_norm.LayerNorm(name='LayerNorm_2', **norm)(x)
+    y = MlpBlock(self.mlp_dim, self.dropout_rate,
+                 dense_implementation=self.dense_implementation,
+                 name='MlpBlock_3', **dtypes)(y, train=train)
+    return x + y
+
+
+class Encoder(nn.Module):
+  """Position embedding, a stack of blocks, and a final LayerNorm."""
+  num_layers: int
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float
+  attention_dropout_rate: float
+  dtype: Any
+  param_dtype: Any
+  remat: bool
+  attention_implementation: str = 'auto'
+  layer_norm_implementation: str = 'auto'
+  remat_policy: str = 'nothing_saveable'
+  dense_implementation: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    x = AddPositionEmbs(self.param_dtype, name='posembed_input')(x)
+    x = dropout.Dropout(self.dropout_rate, name='Dropout_0')(x, deterministic=not train)
+
+    # Rematerialising trades recomputation in the backward pass for not
+    # storing each block's activations, all or those the policy does not
+    # keep; `train` (argument 2, counting self) selects Python control flow,
+    # so it must be static.
+    block_cls = Encoder1DBlock
+    if self.remat:
+      block_cls = nn.remat(Encoder1DBlock, static_argnums=(2,),
+                           policy=remat_policy(self.remat_policy))
+    for i in range(self.num_layers):
+      x = block_cls(
+          self.mlp_dim, self.num_heads, self.dropout_rate, self.attention_dropout_rate,
+          self.dtype, self.param_dtype, self.attention_implementation,
+          self.layer_norm_implementation, self.dense_implementation,
+          name=f'encoderblock_{i}')(x, train)
+    return layer_norm.LayerNorm(name='encoder_norm', dtype=self.dtype,
+                                param_dtype=self.param_dtype,
+                                implementation=self.layer_norm_implementation)(x)
+
+
+class VisionTransformer(nn.Module):
+  """ViT classifier: patch embedding, transformer encoder, linear head.
+
+  ``dtype`` is the compute dtype of the body; parameters stay in
+  ``param_dtype``. The head runs in float32 and logits are always float32,
+  because they feed a softmax cross-entropy where bfloat16's ~3 significant
+  digits would visibly coarsen the loss, and the head is a negligible cost.
+  """
+  num_classes: int
+  patch_size: int
+  hidden_size: int
+  num_layers: int
+  mlp_dim: int
+  num_heads: int
+  classifier: str = 'token'
+  representation_size: int | None = None
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  remat: bool = False
+  # One of REMAT_POLICIES: what each block keeps when ``remat`` is on.
+  remat_policy: str = 'nothing_saveable'
+  head_bias_init: float = 0.0
+  # One of vit_jax.models.attention.IMPLEMENTATIONS; 'auto' picks by backend.
+  attention_implementation: str = 'auto'
+  # One of vit_jax.models.layer_norm.IMPLEMENTATIONS; 'auto' picks by backend.
+  layer_norm_implementation: str = 'auto'
+  # One of vit_jax.models.dense.IMPLEMENTATIONS, for the blocks' Dense layers.
+  dense_implementation: str = 'auto'
+
+  @nn.compact
+  def __call__(self, images, *, train: bool):
+    if self.classifier not in CLASSIFIERS:
+      raise ValueError(
+          f'unknown classifier {self.classifier!r}; valid: {", ".join(CLASSIFIERS)}')
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f'expected NHWC RGB images, got shape {images.shape}')
+    # A bad implementation name fails here, before anything is built.
+    attention.resolve(self.attention_implementation)
+    layer_norm.resolve(self.layer_norm_implementation)
+    dense.resolve(self.dense_implementation)
+    remat_policy(self.remat_policy)
+    batch, height, width, _ = images.shape
+    p = self.patch_size
+    if height % p or width % p:
+      raise ValueError(
+          f'image height {height} and width {width} must both be divisible by '
+          f'the patch size {p}')
+
+    x = nn.Conv(self.hidden_size, (p, p), strides=(p, p), padding='VALID',
+                name='embedding', dtype=self.dtype, param_dtype=self.param_dtype)(images)
+    x = jnp.reshape(x, (batch, (height // p) * (width // p), self.hidden_size))
+
+    if self.classifier == 'token':
+      cls = self.param('cls', nn.initializers.zeros, (1, 1, self.hidden_size),
+                       self.param_dtype)
+      x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (batch, 1, 1)), x], axis=1)
+
+    x = Encoder(self.num_layers, self.mlp_dim, self.num_heads, self.dropout_rate,
+                self.attention_dropout_rate, self.dtype, self.param_dtype,
+                self.remat, self.attention_implementation,
+                self.layer_norm_implementation, self.remat_policy,
+                self.dense_implementation, name='Transformer')(x, train=train)
+
+    if self.classifier == 'token':
+      x = x[:, 0]
+    else:
+      x = jnp.mean(x.astype(jnp.float32), axis=1)
+    assert x.shape == (batch, self.hidden_size), x.shape
+
+    if self.representation_size is not None:
+      x = nn.Dense(self.representation_size, name='pre_logits', dtype=self.dtype,
+                   param_dtype=self.param_dtype)(x)
+      x = jnp.tanh(x)
+
+    logits = nn.Dense(
+        self.num_classes, name='head', dtype=jnp.float32, param_dtype=self.param_dtype,
+        kernel_init=nn.initializers.zeros,
+        bias_init=nn.initializers.constant(self.head_bias_init))(x)
+    assert logits.shape == (batch, self.num_classes), logits.shape
+    return logits
+
+
+_VARIANT_RE = re.compile(r'^(?P<name>[A-Za-z]+)/(?P<patch>[0-9]+)$')
+_DTYPE_FIELDS = ('dtype', 'param_dtype')
+
+
+def _field_names():
+  """Configurable fields of VisionTransformer (not flax's parent/name)."""
+  return [f.name for f in dataclasses.fields(VisionTransformer)
+          if f.name not in ('parent', 'name')]
+
+
+def get_model(variant: str, *, num_classes: int, **overrides) -> VisionTransformer:
+  """Builds a ViT from a 'NAME/PATCH' string such as 'B/16'.
+
+  ``overrides`` replace any field, e.g. a tiny model for demos and tests;
+  dtypes may be given as strings ('bfloat16') because configs hold strings.
+  """
+  match = _VARIANT_RE.match(variant) if isinstance(variant, str) else None
+  if match is None or match['name'] not in VARIANTS or int(match['patch']) < 1:
+    raise ValueError(
+        f'unknown ViT variant {variant!r}; valid: {", ".join(VARIANTS)} '
+        f"followed by /PATCH, e.g. 'B/16'")
+  fields = _field_names()
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise ValueError(
+        f'unknown VisionTransformer field(s) {", ".join(map(repr, unknown))}; '
+        f'valid: {", ".join(fields)}')
+
+  hidden_size, num_layers, mlp_dim, num_heads = VARIANTS[match['name']]
+  kwargs = dict(num_classes=num_classes, patch_size=int(match['patch']),
+                hidden_size=hidden_size, num_layers=num_layers, mlp_dim=mlp_dim,
+                num_heads=num_heads)
+  kwargs.update(overrides)
+  for key in _DTYPE_FIELDS:
+    if key in kwargs:
+      kwargs[key] = jnp.dtype(kwargs[key])
+  return VisionTransformer(**kwargs)

@@ -1,0 +1,1 @@
+"""Runtime: the process set-up before JAX starts (distributed, CPU devices, malloc)."""

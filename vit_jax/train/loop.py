@@ -1,0 +1,246 @@
+"""`train_and_evaluate(config, workdir)`: the story of one run, top to bottom.
+
+Pre-training and fine-tuning are the same loop; fine-tuning is a run whose
+`config.init` names pre-trained parameters. Every step is one `jax.jit`
+program over a ('data', 'fsdp') mesh of all devices of all processes. The
+details live beside this file: `steps` (the train step), `sharding` (mesh,
+layouts), `input_pipeline` (tf.data to global arrays), `optim` (optax),
+`checkpoint` (orbax, npz, posemb), `evaluate` (exact eval), `metrics` and
+`accounting` (what is logged).
+"""
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from vit_jax import checkpoint, models
+from vit_jax.cost import accounting
+from vit_jax.data import input_pipeline
+from vit_jax.evaluators import classification
+from vit_jax.train import (config_checks, losses, metrics, optim, preemption,
+                           sharding, steps)
+
+
+def _nonfinite_message(state, skipped_before, window_start, step, manager):
+  """Names the first step whose loss or gradient norm was NaN or Inf."""
+  if skipped_before == 0:
+    where = f"at step {int(state['first_skipped_step'])}"
+  else:  # the counter holds an earlier skip of this run (config changed)
+    where = f"in steps {window_start + 1}-{step}"
+  last = manager.latest_step()
+  saved = (f"the last good checkpoint is step {last} in {manager.directory}"
+           if last is not None else "no checkpoint was saved before it, so a "
+           "rerun starts from step 0")
+  return (f"non-finite loss or gradient norm {where}: the run stops, its "
+          f"update was not applied and nothing after it is saved; {saved} "
+          f"(config.on_nonfinite='skip' skips such steps instead)")
+
+
+def _write_whole(path, text):
+  """Writes ``path`` through a temporary file, so no reader or crash sees half."""
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
+def train_and_evaluate(config, workdir, *, devices=None):
+  """Trains and evaluates as `config` says; everything goes into `workdir`.
+
+  Re-running with the same workdir resumes from its latest checkpoint.
+  Returns the summary that is also written to `workdir/summary.json`.
+  ``devices`` restricts the mesh (tests compare 1 and 8 devices).
+  """
+  run_start = time.monotonic()
+  is_main = jax.process_index() == 0
+
+  # ------------------------------------------------------------------------
+  # Set up the mesh and the workdir.
+  # ------------------------------------------------------------------------
+  mesh = sharding.make_mesh(config.mesh, devices)
+  num_devices = mesh.size
+  config_checks.check_config(config, num_devices=num_devices, process_count=jax.process_count())
+  checkpoint.check_workdir(workdir, config)  # before its config.json is replaced
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    _write_whole(os.path.join(workdir, "config.json"),
+                 config.to_json_best_effort(indent=2, sort_keys=True))
+  batch_sharding = sharding.batch_sharding(mesh)
+
+  # ------------------------------------------------------------------------
+  # Input pipeline (fails fast, before the model, if the data is missing).
+  # ------------------------------------------------------------------------
+  train_examples = input_pipeline.examples_in(config.data, config.data.train_split)
+  total_steps = config_checks.resolve_total_steps(config, train_examples)
+  eval_sets = {
+      name: input_pipeline.EvalData(config.data, config.pp.eval, split,
+                                    global_batch=config.eval_batch)
+      for name, split in config.data.eval_splits.items()}
+
+  # ------------------------------------------------------------------------
+  # Model, optimizer and train state.
+  # ------------------------------------------------------------------------
+  model = models.get_model(config.variant, num_classes=config.data.num_classes,
+                           **config.model)
+  schedule = optim.make_schedule(config.lr, total_steps)
+  tx = optim.make_optimizer(config.optim, schedule)
+  loss_fn = losses.get_loss(config.loss)
+  grid = (config.image_size // model.patch_size,) * 2
+  dummy_images = jnp.zeros((1, config.image_size, config.image_size, 3))
+
+  def init_params():
+    return model.init(jax.random.key(config.seed), dummy_images, train=False)["params"]
+
+  def state_from(params):
+    return steps.initial_state(params, tx, config)
+
+  abstract_state = jax.eval_shape(lambda: state_from(init_params()))
+  state_shardings = sharding.state_shardings(mesh, abstract_state, config.mesh)
+  if is_main:
+    logging.info("Partition rules and layout:\n%s", sharding.describe(
+        mesh, abstract_state["params"], config.mesh))
+  manager = checkpoint.make_manager(workdir, max_to_keep=config.keep_checkpoints)
+  start_step = manager.latest_step() or 0
+  if start_step:
+    logging.info("Resuming from the checkpoint at step %d in %s", start_step, workdir)
+    restored = checkpoint.restore(manager, start_step, jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract_state, state_shardings))
+    state, progress = restored["state"], restored["progress"]
+  else:
+    progress = {"examples_seen": 0, "train_seconds": 0.0}
+    if config.init:
+      fresh = jax.device_get(jax.jit(init_params)())
+      params = checkpoint.load_pretrained(
+          config.init, fresh, new_grid=grid,
+          num_prefix_tokens=int(model.classifier == "token"),
+          posemb_method=config.posemb_resample)
+      state = jax.jit(state_from, out_shardings=state_shardings)(params)
+    else:
+      state = jax.jit(lambda: state_from(init_params()),
+                      out_shardings=state_shardings)()
+
+  # ------------------------------------------------------------------------
+  # Step functions, compiled once; the train step donates the old state.
+  # ------------------------------------------------------------------------
+  train_step = jax.jit(
+      steps.make_train_step(model, tx, loss_fn, schedule, config, mesh),
+      in_shardings=(state_shardings, batch_sharding),
+      out_shardings=(state_shardings, sharding.replicated(mesh)),
+      donate_argnums=0)
+  eval_step = classification.make_eval_step(model, loss_fn)
+
+  input_stats = input_pipeline.InputStats()  # corrupt images skipped
+  host_batches = input_pipeline.train_batches(
+      config.data, config.pp.train, global_batch=config.global_batch,
+      seed=config.seed, start_step=start_step, stats=input_stats)
+  batches = input_pipeline.prefetch_to_devices(host_batches, batch_sharding,
+                                               config.prefetch)
+  batch = next(batches)
+  compile_start = time.monotonic()
+  compiled_step = train_step.lower(state, batch).compile()
+  compile_seconds = time.monotonic() - compile_start
+  step_flops = accounting.compiled_flops(compiled_step)
+  # XLA counts a loop's body once: with accumulation, one micro-batch's work.
+  counted_examples = config.global_batch // config.accum_steps
+  flops_per_example = accounting.cross_checked_flops(
+      step_flops * num_devices / counted_examples if step_flops else None,
+      accounting.analytic_flops_per_example(model, config.image_size, train=True))
+  accountant = accounting.Accountant(
+      flops_per_example=flops_per_example, num_devices=num_devices,
+      device_kind=accounting.device_kind_label(mesh.devices.flat[0]),
+      peak_flops_per_device=accounting.peak_flops_per_device(
+          mesh.devices.flat[0], config.model.dtype),
+      examples_per_epoch=train_examples, **progress)
+
+  writer = metrics.MetricWriter(workdir, total_steps=total_steps, start_step=start_step)
+  if is_main:
+    logging.info("%s: %d parameters, %d steps, %d devices, compiled in %.1fs",
+                 config.variant, sum(x.size for x in jax.tree.leaves(abstract_state["params"])),
+                 total_steps, num_devices, compile_seconds)
+
+  def run_evals(step):
+    params = state.get("ema_params", state["params"])
+    results = {}
+    for name, data in eval_sets.items():
+      results[name] = classification.evaluate(eval_step, params, data, batch_sharding,
+                                        multi_label=config.data.multi_label)
+      writer.write(step, {**results[name], **accountant.fields()}, split=name)
+    return results
+
+  # ------------------------------------------------------------------------
+  # Training loop. Metrics are fetched from the devices only every
+  # `log_every` steps, so the host never waits on the step in between.
+  # ------------------------------------------------------------------------
+  eval_results = {}
+  if 0 < start_step < total_steps and start_step % config.eval_every == 0:
+    # The run before stopped at this eval step, maybe before its eval ran
+    # (a preempted run saves and stops without it); `metrics` dropped the
+    # eval records of this step, so it is evaluated once, here.
+    eval_results = run_evals(start_step)
+  step = start_step
+  skipped_seen = int(state["skipped_steps"])
+  timer_start, timer_step = time.monotonic(), step
+  # SIGTERM from here on only asks the loop to checkpoint and stop.
+  stop_request = preemption.StopRequest(manager)
+  stop_request.install()
+  try:
+    while step < total_steps:
+      state, step_metrics = compiled_step(state, batch)
+      step += 1
+      if step < total_steps:
+        batch = next(batches)
+      is_last = step == total_steps
+      preempted = stop_request.reached(step)
+      do_log = step % config.log_every == 0 or is_last or preempted
+      do_save = step % config.checkpoint_every == 0 or is_last or preempted
+      do_eval = (step % config.eval_every == 0 or is_last) and not preempted
+      if not (do_log or do_save or do_eval):
+        continue
+      # Close the timing window: what follows is not training time.
+      fetched = jax.device_get(step_metrics)  # waits for this step to finish
+      accountant.update(examples=(step - timer_step) * config.global_batch,
+                        seconds=time.monotonic() - timer_start)
+      if fetched["skipped_steps"] > skipped_seen:
+        if config.on_nonfinite == "stop":  # before this state is saved
+          checkpoint.wait(manager, on_error=config.on_save_error)
+          raise FloatingPointError(_nonfinite_message(
+              state, skipped_seen, timer_step, step, manager))
+        logging.warning("skipped %d step(s) with a non-finite loss or gradient "
+                        "norm up to step %d (config.on_nonfinite='skip')",
+                        fetched["skipped_steps"] - skipped_seen, step)
+        skipped_seen = int(fetched["skipped_steps"])
+      if do_log:
+        writer.write(step, {**fetched, **accountant.fields(),
+                            "compile_seconds": compile_seconds,
+                            "corrupt_images": input_stats.corrupt_images})
+      if do_save:  # a preempted run must leave this step saved, or say so
+        on_save_error = "stop" if preempted else config.on_save_error
+        checkpoint.save(manager, step, state, accountant.state_dict(),
+                        on_error=on_save_error)
+      if preempted:
+        checkpoint.wait(manager, on_error="stop")
+        raise preemption.Preempted(step, manager.directory)
+      if do_eval:
+        eval_results = run_evals(step)
+      timer_start, timer_step = time.monotonic(), step
+    if not eval_results:  # resumed a run that had already finished
+      eval_results = run_evals(step)
+  finally:
+    # Commit a save still in flight, also when the run stops on an error.
+    stop_request.uninstall()
+    checkpoint.wait(manager, on_error=config.on_save_error)
+    writer.close()
+
+  # ------------------------------------------------------------------------
+  # Summary.
+  # ------------------------------------------------------------------------
+  summary = {"step": step, "wall_s": time.monotonic() - run_start,
+             "variant": config.variant, "dataset": config.data.name,
+             "image_size": config.image_size, "eval": eval_results,
+             "compile_seconds": compile_seconds, **accountant.fields()}
+  if is_main:
+    _write_whole(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
+  return summary

@@ -1,0 +1,113 @@
+"""The train step as a pure function, importable without the input pipeline.
+
+`train.py` jits it over the mesh; `scripts/benchmark.py` times the very same
+function on synthetic batches, so what is benchmarked is what trains, also on
+a box that has jax but no TensorFlow.
+"""
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from vit_jax.train import losses, mixup, sharding
+
+
+def initial_state(params, tx, config):
+  """The train state that `make_train_step`'s step takes, from fresh parameters.
+
+  ``skipped_steps`` and ``first_skipped_step`` count the steps whose loss or
+  gradient norm was not finite, on the device; ``ema_params`` is there when
+  ``config.ema_decay`` asks for an average.
+  """
+  state = {"step": jnp.zeros((), jnp.int32), "params": params,
+           "opt_state": tx.init(params),
+           "skipped_steps": jnp.zeros((), jnp.int32),
+           "first_skipped_step": jnp.zeros((), jnp.int32)}
+  if config.ema_decay:
+    state["ema_params"] = params
+  return state
+
+
+def make_train_step(model, tx, loss_fn, schedule, config, mesh):
+  """The train step: loss, gradients (accumulated), optimizer update, EMA.
+
+  Dropout keys come from the seed and the step, so a resumed run draws the
+  same masks as an uninterrupted one.
+  """
+  base_key = jax.random.key(config.seed)
+  mixup_key = jax.random.fold_in(base_key, 0x6d6978)  # its own stream ("mix")
+  micro_sharding = NamedSharding(mesh, P(None, sharding.BATCH_AXES))
+
+  def loss_on(params, images, labels, key):
+    logits = model.apply({"params": params}, images, train=True,
+                         rngs={"dropout": key})
+    targets = losses.smooth_labels(labels, config.label_smoothing)
+    return jnp.mean(loss_fn(logits, targets))
+
+  grad_fn = jax.value_and_grad(loss_on)
+
+  def microbatches(x):
+    # (B, ...) -> (accum, B / accum, ...), keeping each device's rows local.
+    x = x.reshape((-1, config.accum_steps) + x.shape[1:]).swapaxes(0, 1)
+    return jax.lax.with_sharding_constraint(x, micro_sharding)
+
+  def train_step(state, batch):
+    params, step = state["params"], state["step"]
+    key = jax.random.fold_in(base_key, step)
+    images, labels = mixup.mixup(jax.random.fold_in(mixup_key, step), batch["image"],
+                                 batch["labels"], alpha=config.mixup.alpha)
+    if config.accum_steps == 1:
+      loss, grads = grad_fn(params, images, labels, key)
+    else:
+      def accumulate(carry, micro):
+        index, images, labels = micro
+        loss, grads = grad_fn(params, images, labels, jax.random.fold_in(key, index))
+        return jax.tree.map(jnp.add, carry, (loss, grads)), None
+      zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+      micro = (jnp.arange(config.accum_steps), microbatches(images),
+               microbatches(labels))
+      (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro)
+      loss, grads = jax.tree.map(lambda x: x / config.accum_steps, (loss, grads))
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    new_state = dict(state, opt_state=opt_state,
+                     params=optax.apply_updates(params, updates))
+    if "ema_params" in state:
+      decay = config.ema_decay
+      new_state["ema_params"] = jax.tree.map(
+          lambda e, p: decay * e + (1.0 - decay) * p,
+          state["ema_params"], new_state["params"])
+    grad_norm = optax.global_norm(grads)
+    # A step whose loss or gradient norm is NaN or Inf changes nothing but the
+    # step counter, decided here on the device because the host sees metrics
+    # only every `log_every` steps; the loop then stops or skips (see
+    # `config.on_nonfinite`), and names the first such step from the counters.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                             new_state, state)
+    new_state["step"] = step + 1
+    # The learning rate follows the step, skipped or not, as the logged `lr`
+    # says (a skip does not delay the rest of the schedule).
+    new_state["opt_state"] = _with_schedule_count(new_state["opt_state"], step + 1)
+    new_state["skipped_steps"] = state["skipped_steps"] + (~finite)
+    new_state["first_skipped_step"] = jnp.where(
+        finite | (state["first_skipped_step"] > 0),
+        state["first_skipped_step"], step + 1)
+    step_metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(step),
+                    "skipped_steps": new_state["skipped_steps"]}
+    return new_state, step_metrics
+
+  return train_step
+
+
+def _with_schedule_count(opt_state, count):
+  """``opt_state`` with its learning-rate schedule at step ``count``.
+
+  Only the schedule's counter is set: Adam's own counter (its bias
+  correction) stays with the moments, which a skipped step leaves as they were.
+  """
+  def set_count(node):
+    if isinstance(node, optax.ScaleByScheduleState):
+      return node._replace(count=jnp.asarray(count, node.count.dtype))
+    return node
+  return jax.tree.map(set_count, opt_state,
+                      is_leaf=lambda node: isinstance(node, optax.ScaleByScheduleState))
