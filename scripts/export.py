@@ -5,7 +5,7 @@ r"""Exports a run's classifier for use outside this codebase.
   python scripts/export.py --workdir=runs/demo/finetune --format=saved_model --out=vit_tf
 
 npz          the parameters (the EMA, when the run kept one) in the published ViT
-             layout, for `checkpoint.load_npz`, `config.init` and third-party
+             layout, for `npz.load_npz`, `config.init` and third-party
              loaders.
 serving      a directory that `vit_jax/inference/serving.py` runs with jax and numpy
              alone: the `jax.export` function, its parameters and a
@@ -35,7 +35,10 @@ import numpy as np
 import tensorflow as tf
 from jax import export
 
-from vit_jax import checkpoint, predict
+from vit_jax import predict
+from vit_jax.models import npz
+from vit_jax.inference import restore
+from vit_jax.train import workdir_files
 from vit_jax.data import preprocess
 from vit_jax.inference import serving
 from vit_jax.models import attention
@@ -52,7 +55,7 @@ def logits_function(model):
   contents of the .npz as they are.
   """
   def logits(flat_params, images):
-    return model.apply({"params": checkpoint.unflatten(flat_params)}, images, train=False)
+    return model.apply({"params": npz.unflatten(flat_params)}, images, train=False)
   return logits
 
 
@@ -102,7 +105,7 @@ def export_serving(model, params, contract, out):
 
   Returns the exported classifier, loaded back as a server would load it.
   """
-  flat = checkpoint.npz_arrays(params)  # what the server loads
+  flat = npz.npz_arrays(params)  # what the server loads
   batch, = export.symbolic_shape("batch")
   size = contract["image_size"]
   exported = export.export(jax.jit(logits_function(model)),
@@ -111,7 +114,7 @@ def export_serving(model, params, contract, out):
       jax.ShapeDtypeStruct((batch, size, size, contract["channels"]), jnp.float32))
   with open(os.path.join(out, serving.FUNCTION_FILE), "wb") as f:
     f.write(exported.serialize())
-  checkpoint.save_npz(params, os.path.join(out, serving.PARAMS_FILE))
+  npz.save_npz(params, os.path.join(out, serving.PARAMS_FILE))
   return serving.load(out)
 
 
@@ -122,7 +125,7 @@ def export_saved_model(model, params, contract, out):
   """
   from jax.experimental import jax2tf  # only this format needs it
 
-  flat = checkpoint.flatten(params)
+  flat = npz.flatten(params)
   size, channels = contract["image_size"], contract["channels"]
   variables = {name: tf.Variable(value, trainable=False) for name, value in flat.items()}
   tf_logits = jax2tf.convert(
@@ -159,12 +162,12 @@ def main(argv=None):
                       help="platforms the model formats are lowered for")
   args = parser.parse_args(argv)
 
-  config = checkpoint.read_config(args.workdir)
-  model, params = checkpoint.restore_model(config, args.workdir, step=args.step)
+  config = workdir_files.read_config(args.workdir)
+  model, params = restore.restore_model(config, args.workdir, step=args.step)
   if args.format == "npz":
-    checkpoint.save_npz(params, args.out)
-    written = checkpoint.npz_arrays(params)
-    loaded = checkpoint.flatten(checkpoint.load_npz(args.out))
+    npz.save_npz(params, args.out)
+    written = npz.npz_arrays(params)
+    loaded = npz.flatten(npz.load_npz(args.out))
     if written.keys() != loaded.keys() or any(
         written[n].dtype != loaded[n].dtype or written[n].tobytes() != loaded[n].tobytes()
         for n in written):

@@ -11,7 +11,8 @@ import json
 
 import jax
 
-from vit_jax import checkpoint
+from vit_jax.inference import restore
+from vit_jax.train import workdir_files
 from vit_jax.data import input_pipeline
 from vit_jax.evaluators import classification
 from vit_jax.runtime import cpu_devices
@@ -30,10 +31,10 @@ def main(argv=None):
                       "or a tfds split such as 'test[:1000]' (default: all eval splits)")
   args = parser.parse_args(argv)
 
-  config = checkpoint.read_config(args.workdir)
+  config = workdir_files.read_config(args.workdir)
   cpu_devices.use_one_device_per_core((config.eval_batch,))
   path = args.checkpoint or args.workdir
-  model, params = checkpoint.restore_model(config, path)
+  model, params = restore.restore_model(config, path)
   splits = dict(config.data.eval_splits)
   if args.split:
     splits = {args.split: splits.get(args.split, args.split)}

@@ -22,10 +22,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from vit_jax import checkpoint  # noqa: E402
-from vit_jax.data import preprocess, sources
-from vit_jax.train import losses
 from vit_jax.data import builders  # noqa: E402,F401  (registers the offline builders)
+from vit_jax.data import preprocess, sources  # noqa: E402
+from vit_jax.inference import restore  # noqa: E402
+from vit_jax.train import losses, workdir_files  # noqa: E402
 
 TOP_K = 5
 
@@ -81,7 +81,7 @@ def load_images(paths, pp_spec):
 def config_from_file(spec):
   """The config of ``configs/X.py:args``, or of a run's config.json."""
   if spec.endswith(".json"):
-    return checkpoint.read_config(spec)
+    return workdir_files.read_config(spec)
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     raise FileNotFoundError(f"--config={spec}: {path} does not exist")
@@ -115,10 +115,10 @@ def main(argv=None):
     parser.error("--config needs --checkpoint")
 
   if args.workdir:
-    config = checkpoint.read_config(args.workdir)
+    config = workdir_files.read_config(args.workdir)
   else:
     config = config_from_file(args.config)
-  model, params = checkpoint.restore_model(config, args.checkpoint or args.workdir)
+  model, params = restore.restore_model(config, args.checkpoint or args.workdir)
   try:
     images = load_images(args.images, config.pp.eval)
   except ValueError as e:

@@ -33,3 +33,27 @@ def regex_mask(tree, pattern):
   regex = re.compile(pattern)
   return jax.tree_util.tree_map_with_path(
       lambda p, _: bool(regex.fullmatch(path_name(p))), tree)
+
+
+def check_same_arrays(loaded, expected, *, source, what="parameter"):
+  """Raises unless ``loaded`` has exactly the array names and shapes of ``expected``.
+
+  ``expected`` may be abstract (``jax.eval_shape`` of the model's init). The
+  error names the first array, in name order, that is missing, extra or
+  of another shape, with both shapes: a file written for another variant,
+  width or depth is recognised from that one line.
+  """
+  have = {name: tuple(leaf.shape) for name, leaf in flatten_named(loaded)}
+  want = {name: tuple(leaf.shape) for name, leaf in flatten_named(expected)}
+  problems = []
+  for name in sorted(have.keys() | want.keys()):
+    if name not in have:
+      problems.append(f"{what} {name} of the model is missing in the checkpoint")
+    elif name not in want:
+      problems.append(f"{what} {name} of the checkpoint is not in the model")
+    elif have[name] != want[name]:
+      problems.append(f"{what} {name} has shape {have[name]} in the "
+                      f"checkpoint but {want[name]} in the model")
+  if problems:
+    raise ValueError(f"{source}: {problems[0]} ({len(problems)} mismatching "
+                     f"in all)")

@@ -371,7 +371,8 @@ def test_make_tfrecords_from_a_bad_npz_names_the_file_and_writes_nothing(
 @pytest.mark.slow
 def test_multi_label_tfrecords_train_with_sigmoid_loss_and_report_hand_checked_prec1(tmp_path):
   from conftest import tiny_config
-  from vit_jax import checkpoint, models, train
+  from vit_jax import models, train
+  from vit_jax.models import pretrained
   from vit_jax.data import preprocess
 
   write_tfrecords(tmp_path / "data", num_shards=3, multi_label=True)
@@ -387,7 +388,7 @@ def test_multi_label_tfrecords_train_with_sigmoid_loss_and_report_hand_checked_p
 
   # Precision@1 by hand: the top class of each of the 13 images is one of its labels.
   model = models.get_model(config.variant, num_classes=NUM, **config.model)
-  params = checkpoint.read_params(str(tmp_path / "run"))
+  params = pretrained.read_params(str(tmp_path / "run"))
   pp = preprocess.parse(eval_pp)
   hits = []
   for path in sorted((tmp_path / "data").glob("val-*")):

@@ -12,7 +12,9 @@ import tensorflow as tf
 from conftest import tiny_config
 from scripts import export
 from fake_params import abstract_params, random_flat
-from vit_jax import checkpoint, models
+from vit_jax import models
+from vit_jax.train import checkpoints, workdir_files
+from vit_jax.models import npz
 from vit_jax.inference import serving
 from vit_jax.data.builders import fashion_mnist_local
 from repo_root import REPO
@@ -28,19 +30,19 @@ def write_run(workdir, config, steps=(7,)):
   evaluates with, by step, and its model.
   """
   os.makedirs(workdir)
-  with open(os.path.join(workdir, checkpoint.CONFIG_FILE), "w") as f:
+  with open(os.path.join(workdir, workdir_files.CONFIG_FILE), "w") as f:
     f.write(config.to_json_best_effort())
   model = models.get_model(config.variant, num_classes=config.data.num_classes,
                            **config.model)
   abstract = abstract_params(model, config.image_size)
-  manager = checkpoint.make_manager(workdir)
+  manager = checkpoints.make_manager(workdir)
   evaluated = {}
   for step in steps:
-    params = checkpoint.unflatten(random_flat(abstract, seed=step))
+    params = npz.unflatten(random_flat(abstract, seed=step))
     state = {"step": np.int32(step), "params": params, "opt_state": np.zeros(())}
     if config.ema_decay:
-      state["ema_params"] = checkpoint.unflatten(random_flat(abstract, seed=100 + step))
-    checkpoint.save(manager, step, state, {"examples_seen": 0})
+      state["ema_params"] = npz.unflatten(random_flat(abstract, seed=100 + step))
+    checkpoints.save(manager, step, state, {"examples_seen": 0})
     evaluated[step] = state.get("ema_params", params)
   manager.wait_until_finished()
   return model, evaluated
@@ -76,9 +78,9 @@ def test_npz_export_loads_back_to_identical_params_and_logits(
   export.main([f"--workdir={tmp_path / 'run'}", "--format=npz", f"--out={out}"])
   assert "read back bit for bit" in capsys.readouterr().out
 
-  loaded, params = checkpoint.load_npz(out), evaluated[7]  # the EMA where kept
+  loaded, params = npz.load_npz(out), evaluated[7]  # the EMA where kept
   assert jax.tree.structure(loaded) == jax.tree.structure(params)
-  for (name, a), b in zip(checkpoint.flatten(loaded).items(), jax.tree.leaves(params)):
+  for (name, a), b in zip(npz.flatten(loaded).items(), jax.tree.leaves(params)):
     assert a.dtype == b.dtype, name
     np.testing.assert_array_equal(a, b, err_msg=name)
   batch = images(config, 4)
@@ -91,7 +93,7 @@ def test_npz_export_of_an_earlier_step(fashion_data_dir, tmp_path, capsys):
   _, _, evaluated = make_run(fashion_data_dir, tmp_path / "run", steps=(3, 7))
   out = str(tmp_path / "step3.npz")
   export.main([f"--workdir={tmp_path / 'run'}", "--step=3", "--format=npz", f"--out={out}"])
-  jax.tree.map(np.testing.assert_array_equal, checkpoint.load_npz(out), evaluated[3])
+  jax.tree.map(np.testing.assert_array_equal, npz.load_npz(out), evaluated[3])
   with pytest.raises(FileNotFoundError, match=r"no committed checkpoint of step 5 .* "
                                               r"it has steps \[3, 7\]"):
     export.main([f"--workdir={tmp_path / 'run'}", "--step=5", "--format=npz", f"--out={out}"])

@@ -20,7 +20,9 @@ import pytest
 from orbax.checkpoint._src.path import async_path
 
 from conftest import tiny_config
-from vit_jax import checkpoint, train
+from vit_jax import train
+from vit_jax.train import checkpoints
+from vit_jax.models import pretrained
 from vit_jax.data import input_pipeline
 from vit_jax.train import preemption
 from repo_root import REPO
@@ -63,7 +65,7 @@ def run_main(config, data_dir, workdir, fault=None):
 
 
 def params_of(workdir):
-  return checkpoint.read_params(workdir)
+  return pretrained.read_params(workdir)
 
 
 def assert_same_params(a, b):
@@ -74,7 +76,7 @@ def assert_same_params(a, b):
 
 
 def committed_steps(workdir):
-  return checkpoint.make_manager(workdir, read_only=True).all_steps()
+  return checkpoints.make_manager(workdir, read_only=True).all_steps()
 
 
 def train_steps_logged(workdir):
@@ -353,7 +355,7 @@ def test_a_failed_checkpoint_write_stops_cleanly_keeping_the_previous_one(
     fashion_data_dir, tmp_path, monkeypatch):
   workdir = str(tmp_path / "run")
   read_only_from_step(monkeypatch, workdir, 8)
-  with pytest.raises(checkpoint.SaveError, match=r"Read-only file system.* "
+  with pytest.raises(checkpoints.SaveError, match=r"Read-only file system.* "
                      r"last committed checkpoint is step 4 ") as e:
     train.train_and_evaluate(tiny_config(fashion_data_dir, **RUN), workdir)
   assert "\n" not in str(e.value)
@@ -381,7 +383,7 @@ def test_a_preempted_run_whose_save_fails_says_so_even_with_continue(
   workdir = str(tmp_path / "run")
   read_only_from_step(monkeypatch, workdir, 6)
   preempt_at(monkeypatch, 6)
-  with pytest.raises(checkpoint.SaveError, match=r"Read-only file system.* "
+  with pytest.raises(checkpoints.SaveError, match=r"Read-only file system.* "
                      r"last committed checkpoint is step 4 "):
     train.train_and_evaluate(
         tiny_config(fashion_data_dir, on_save_error="continue", **RUN), workdir)

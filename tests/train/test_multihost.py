@@ -19,7 +19,8 @@ import pytest
 
 from conftest import tiny_config
 from multihost_worker import example_hashes
-from vit_jax import checkpoint, train
+from vit_jax import train
+from vit_jax.models import pretrained
 from vit_jax.data import input_pipeline
 from repo_root import REPO
 
@@ -139,10 +140,10 @@ def test_two_processes_train_like_one_process_on_the_same_global_batches(
   reference = str(tmp_path / "one_process")
   monkeypatch.setattr(input_pipeline, "train_batches", global_batches)
   train.train_and_evaluate(config, reference, devices=jax.devices()[:4])
-  trained = checkpoint.read_params(workdir)
+  trained = pretrained.read_params(workdir)
   assert not np.allclose(trained["head"]["kernel"], 0)  # the head starts at zero
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               trained, checkpoint.read_params(reference))
+               trained, pretrained.read_params(reference))
 
 
 def main_command(tmp_path, *flags):

@@ -14,7 +14,8 @@ from jax.sharding import PartitionSpec as P
 
 from configs import common
 from conftest import tiny_config
-from vit_jax import checkpoint, models, train, tree_util
+from vit_jax import models, train, tree_util
+from vit_jax.models import pretrained
 from vit_jax.train import losses, optim, sharding, steps
 
 
@@ -129,7 +130,7 @@ def test_fsdp_keeps_a_sixth_of_the_b16_state_per_device():
 
 
 def params_of(workdir):
-  return checkpoint.read_params(workdir)
+  return pretrained.read_params(workdir)
 
 
 def losses_of(workdir):

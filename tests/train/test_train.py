@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import NUM_TEST, tiny_config
-from vit_jax import checkpoint, train
+from vit_jax import train
+from vit_jax.train import checkpoints
+from vit_jax.models import pretrained
 from vit_jax.data import input_pipeline
 from repo_root import REPO
 
@@ -19,7 +21,7 @@ ACCOUNTING_FIELDS = ("core_days", "tpuv3_core_days", "mfu", "examples_seen", "im
 
 
 def params_of(workdir):
-  return checkpoint.read_params(workdir)
+  return pretrained.read_params(workdir)
 
 
 def assert_trees_close(a, b, **tolerance):
@@ -92,7 +94,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint_and_matches(fashion_data_dir,
   with pytest.raises(Preempted):
     train.train_and_evaluate(config, workdir)
   monkeypatch.setattr(input_pipeline, "train_batches", real_batches)
-  assert checkpoint.make_manager(workdir).latest_step() == 4
+  assert checkpoints.make_manager(workdir).latest_step() == 4
   summary = train.train_and_evaluate(config, workdir)
   assert summary["step"] == 12
   with open(os.path.join(workdir, "metrics.jsonl")) as f:

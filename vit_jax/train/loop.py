@@ -4,9 +4,10 @@ Pre-training and fine-tuning are the same loop; fine-tuning is a run whose
 `config.init` names pre-trained parameters. Every step is one `jax.jit`
 program over a ('data', 'fsdp') mesh of all devices of all processes. The
 details live beside this file: `steps` (the train step), `sharding` (mesh,
-layouts), `input_pipeline` (tf.data to global arrays), `optim` (optax),
-`checkpoint` (orbax, npz, posemb), `evaluate` (exact eval), `metrics` and
-`accounting` (what is logged).
+layouts), `optim` (optax), `checkpoints` and `resume` (orbax), `metrics`;
+and in the packages beside this one: `data.input_pipeline` (tf.data to
+global arrays), `models.pretrained` (fine-tuning's starting point),
+`evaluators.classification` (exact eval), `cost.accounting` (what is logged).
 """
 import json
 import os
@@ -16,12 +17,13 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from vit_jax import checkpoint, models
+from vit_jax import models
 from vit_jax.cost import accounting
 from vit_jax.data import input_pipeline
 from vit_jax.evaluators import classification
-from vit_jax.train import (config_checks, losses, metrics, optim, preemption,
-                           sharding, steps)
+from vit_jax.models import pretrained
+from vit_jax.train import (checkpoints, config_checks, losses, metrics, optim,
+                           preemption, resume, sharding, steps, workdir_files)
 
 
 def _nonfinite_message(state, skipped_before, window_start, step, manager):
@@ -37,13 +39,6 @@ def _nonfinite_message(state, skipped_before, window_start, step, manager):
   return (f"non-finite loss or gradient norm {where}: the run stops, its "
           f"update was not applied and nothing after it is saved; {saved} "
           f"(config.on_nonfinite='skip' skips such steps instead)")
-
-
-def _write_whole(path, text):
-  """Writes ``path`` through a temporary file, so no reader or crash sees half."""
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
 
 
 def train_and_evaluate(config, workdir, *, devices=None):
@@ -62,10 +57,10 @@ def train_and_evaluate(config, workdir, *, devices=None):
   mesh = sharding.make_mesh(config.mesh, devices)
   num_devices = mesh.size
   config_checks.check_config(config, num_devices=num_devices, process_count=jax.process_count())
-  checkpoint.check_workdir(workdir, config)  # before its config.json is replaced
+  resume.check_workdir(workdir, config)  # before its config.json is replaced
   if is_main:
     os.makedirs(workdir, exist_ok=True)
-    _write_whole(os.path.join(workdir, "config.json"),
+    workdir_files.write_whole(os.path.join(workdir, workdir_files.CONFIG_FILE),
                  config.to_json_best_effort(indent=2, sort_keys=True))
   batch_sharding = sharding.batch_sharding(mesh)
 
@@ -101,11 +96,11 @@ def train_and_evaluate(config, workdir, *, devices=None):
   if is_main:
     logging.info("Partition rules and layout:\n%s", sharding.describe(
         mesh, abstract_state["params"], config.mesh))
-  manager = checkpoint.make_manager(workdir, max_to_keep=config.keep_checkpoints)
+  manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
   start_step = manager.latest_step() or 0
   if start_step:
     logging.info("Resuming from the checkpoint at step %d in %s", start_step, workdir)
-    restored = checkpoint.restore(manager, start_step, jax.tree.map(
+    restored = checkpoints.restore(manager, start_step, jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         abstract_state, state_shardings))
     state, progress = restored["state"], restored["progress"]
@@ -113,7 +108,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
     progress = {"examples_seen": 0, "train_seconds": 0.0}
     if config.init:
       fresh = jax.device_get(jax.jit(init_params)())
-      params = checkpoint.load_pretrained(
+      params = pretrained.load_pretrained(
           config.init, fresh, new_grid=grid,
           num_prefix_tokens=int(model.classifier == "token"),
           posemb_method=config.posemb_resample)
@@ -205,7 +200,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
                         seconds=time.monotonic() - timer_start)
       if fetched["skipped_steps"] > skipped_seen:
         if config.on_nonfinite == "stop":  # before this state is saved
-          checkpoint.wait(manager, on_error=config.on_save_error)
+          checkpoints.wait(manager, on_error=config.on_save_error)
           raise FloatingPointError(_nonfinite_message(
               state, skipped_seen, timer_step, step, manager))
         logging.warning("skipped %d step(s) with a non-finite loss or gradient "
@@ -218,10 +213,10 @@ def train_and_evaluate(config, workdir, *, devices=None):
                             "corrupt_images": input_stats.corrupt_images})
       if do_save:  # a preempted run must leave this step saved, or say so
         on_save_error = "stop" if preempted else config.on_save_error
-        checkpoint.save(manager, step, state, accountant.state_dict(),
+        checkpoints.save(manager, step, state, accountant.state_dict(),
                         on_error=on_save_error)
       if preempted:
-        checkpoint.wait(manager, on_error="stop")
+        checkpoints.wait(manager, on_error="stop")
         raise preemption.Preempted(step, manager.directory)
       if do_eval:
         eval_results = run_evals(step)
@@ -231,7 +226,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
   finally:
     # Commit a save still in flight, also when the run stops on an error.
     stop_request.uninstall()
-    checkpoint.wait(manager, on_error=config.on_save_error)
+    checkpoints.wait(manager, on_error=config.on_save_error)
     writer.close()
 
   # ------------------------------------------------------------------------
@@ -242,5 +237,5 @@ def train_and_evaluate(config, workdir, *, devices=None):
              "image_size": config.image_size, "eval": eval_results,
              "compile_seconds": compile_seconds, **accountant.fields()}
   if is_main:
-    _write_whole(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
+    workdir_files.write_whole(os.path.join(workdir, workdir_files.SUMMARY_FILE), json.dumps(summary, indent=2))
   return summary

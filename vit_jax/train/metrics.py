@@ -13,6 +13,8 @@ import time
 import jax
 import tensorflow as tf
 
+from vit_jax.train import workdir_files
+
 
 def _format(value):
   if isinstance(value, float):
@@ -97,9 +99,7 @@ def _rewind(path, start_step):
   kept = [line for line in lines if _kept(line, start_step)]
   if len(kept) == len(lines):
     return
-  with open(path + ".tmp", "w") as f:
-    f.writelines(kept)
-  os.replace(path + ".tmp", path)
+  workdir_files.write_whole(path, "".join(kept))
 
 
 def _kept(line, start_step):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fake_params import abstract_params, random_flat
-from vit_jax import checkpoint, models, tree_util
+from vit_jax import models, tree_util
+from vit_jax.models import npz, posemb, pretrained
 
 TINY = dict(hidden_size=16, num_layers=2, mlp_dim=32, num_heads=2)
 
@@ -48,9 +49,9 @@ def published_b16_shapes(num_classes, representation_size):
 
 def test_a_published_b16_file_with_pre_logits_and_21843_classes_fine_tunes_at_384(tmp_path):
   shapes = published_b16_shapes(num_classes=21843, representation_size=768)
-  pretrained = models.get_model("B/16", num_classes=21843, representation_size=768)
+  published_model = models.get_model("B/16", num_classes=21843, representation_size=768)
   assert {name: tuple(leaf.shape) for name, leaf in
-          tree_util.flatten_named(abstract_params(pretrained, 224))} == shapes
+          tree_util.flatten_named(abstract_params(published_model, 224))} == shapes
   rng = np.random.default_rng(0)
   published = {name: rng.random(shape, np.float32) for name, shape in shapes.items()}
   path = str(tmp_path / "ViT-B_16.npz")
@@ -59,20 +60,20 @@ def test_a_published_b16_file_with_pre_logits_and_21843_classes_fine_tunes_at_38
   finetune = abstract_params(models.get_model("B/16", num_classes=10), 384)
   fresh = zeros_like(finetune)
   fresh["head"]["kernel"] = rng.random((768, 10), np.float32)
-  fitted = checkpoint.flatten(checkpoint.load_pretrained(
+  fitted = npz.flatten(pretrained.load_pretrained(
       path, fresh, new_grid=(24, 24), num_prefix_tokens=1))
 
   assert {name: value.shape for name, value in fitted.items()} == {
       name: leaf.shape for name, leaf in tree_util.flatten_named(finetune)}
   np.testing.assert_array_equal(fitted["head/kernel"], fresh["head"]["kernel"])
   np.testing.assert_array_equal(fitted["head/bias"], np.zeros(10))
-  posemb = fitted[checkpoint.POSEMB]
-  assert posemb.shape == (1, 577, 768)
-  old_posemb = published[checkpoint.POSEMB]
-  np.testing.assert_array_equal(posemb[:, :1], old_posemb[:, :1])
-  np.testing.assert_array_equal(posemb, checkpoint.resample_posemb(
+  table = fitted[npz.POSEMB]
+  assert table.shape == (1, 577, 768)
+  old_posemb = published[npz.POSEMB]
+  np.testing.assert_array_equal(table[:, :1], old_posemb[:, :1])
+  np.testing.assert_array_equal(table, posemb.resample_posemb(
       old_posemb, (24, 24), num_prefix_tokens=1))
-  others = set(fitted) - {"head/kernel", "head/bias", checkpoint.POSEMB}
+  others = set(fitted) - {"head/kernel", "head/bias", npz.POSEMB}
   assert len(others) == len(shapes) - 5  # less pre_logits (2), head (2), posemb
   for name in others:
     np.testing.assert_array_equal(fitted[name], published[name], err_msg=name)
@@ -109,7 +110,7 @@ def big_vision_layout(flat):
     if block:
       layers.setdefault(block[2], {})[int(block[1])] = value
     else:
-      out["params/" + ("pos_embedding" if name == checkpoint.POSEMB else name)] = value
+      out["params/" + ("pos_embedding" if name == npz.POSEMB else name)] = value
   for rest, by_index in layers.items():
     out["params/Transformer/encoderblock/" + rest] = np.stack(
         [by_index[i] for i in sorted(by_index)])
@@ -125,7 +126,7 @@ def test_older_layouts_load_with_the_published_names(tmp_path, layout):
   flat = tiny_params(representation_size=16)
   path = str(tmp_path / "other.npz")
   np.savez(path, **layout(flat))
-  loaded = checkpoint.flatten(checkpoint.load_npz(path))
+  loaded = npz.flatten(npz.load_npz(path))
   assert sorted(loaded) == sorted(flat)
   for name, value in flat.items():
     np.testing.assert_array_equal(loaded[name], value, err_msg=name)
@@ -137,18 +138,18 @@ def test_a_pickle_inside_the_npz_is_refused_naming_file_and_array(tmp_path):
                     "head/kernel": np.array([{"run": "code"}], dtype=object)})
   with pytest.raises(ValueError, match=r"^\S*evil.npz: array 'head/kernel' holds pickled "
                                        r"Python objects, which are not loaded"):
-    checkpoint.load_npz(path)
+    npz.load_npz(path)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.99])
 def test_a_truncated_file_is_a_one_line_error_naming_it(tmp_path, keep):
   path = tmp_path / "cut.npz"
-  checkpoint.save_npz(checkpoint.unflatten(tiny_params()), str(path))
+  npz.save_npz(npz.unflatten(tiny_params()), str(path))
   data = path.read_bytes()
   path.write_bytes(data[:int(len(data) * keep)])
   with pytest.raises(ValueError, match=r"cut.npz is not a readable .npz file "
                                        r"\(truncated or corrupt\?\)") as error:
-    checkpoint.load_npz(str(path))
+    npz.load_npz(str(path))
   assert "\n" not in str(error.value)
 
 
@@ -157,12 +158,12 @@ def test_a_file_that_is_no_npz_is_refused(tmp_path):
   with open(npy, "wb") as f:
     np.save(f, np.zeros(3))
   with pytest.raises(ValueError, match="one.npz holds one unnamed array"):
-    checkpoint.load_npz(npy)
+    npz.load_npz(npy)
   html = tmp_path / "page.npz"
   html.write_text("<html>Not Found</html>")
   with pytest.raises(ValueError, match="page.npz is neither an .npz nor an .npy file, and "
                                        "is not read as the pickle it may be"):
-    checkpoint.load_npz(str(html))
+    npz.load_npz(str(html))
 
 
 @pytest.mark.parametrize("file_variant,model_variant,message", [
@@ -175,27 +176,27 @@ def test_a_file_for_another_variant_names_the_first_mismatching_parameter(
     tmp_path, file_variant, model_variant, message):
   other = abstract_params(models.get_model(file_variant, num_classes=10), 224)
   path = str(tmp_path / "other_variant.npz")
-  checkpoint.save_npz(zeros_like(other), path)
+  npz.save_npz(zeros_like(other), path)
   expected = abstract_params(models.get_model(model_variant, num_classes=10), 224)
   with pytest.raises(ValueError, match="other_variant.npz: " + message):
-    checkpoint.load_pretrained(path, zeros_like(expected), new_grid=(14, 14),
+    pretrained.load_pretrained(path, zeros_like(expected), new_grid=(14, 14),
                                num_prefix_tokens=1)
   if file_variant == "Ti/16":  # same grid: read as it is, for inference
     with pytest.raises(ValueError, match="other_variant.npz: " + message):
-      checkpoint.check_params(checkpoint.load_npz(path), expected, source=path)
+      tree_util.check_same_arrays(npz.load_npz(path), expected, source=path)
 
 
-def test_check_params_names_missing_and_unexpected_parameters():
+def test_check_same_arrays_names_missing_and_unexpected_parameters():
   expected = {"a": jax.ShapeDtypeStruct((2,), jnp.float32),
               "b": {"kernel": jax.ShapeDtypeStruct((2, 3), jnp.float32)}}
   with pytest.raises(ValueError, match=r"^f.npz: parameter b/kernel of the model is "
                                        r"missing in the checkpoint \(1 mismatching"):
-    checkpoint.check_params({"a": np.zeros(2)}, expected, source="f.npz")
+    tree_util.check_same_arrays({"a": np.zeros(2)}, expected, source="f.npz")
   with pytest.raises(ValueError, match=r"parameter a2 of the checkpoint is not in the model"):
-    checkpoint.check_params(
+    tree_util.check_same_arrays(
         {"a": np.zeros(2), "a2": np.zeros(1), "b": {"kernel": np.zeros((2, 3))}},
         expected, source="f.npz")
-  checkpoint.check_params({"a": np.zeros(2), "b": {"kernel": np.zeros((2, 3))}},
+  tree_util.check_same_arrays({"a": np.zeros(2), "b": {"kernel": np.zeros((2, 3))}},
                           expected, source="f.npz")
 
 
@@ -204,9 +205,9 @@ def test_bfloat16_parameters_are_written_as_float32_exactly(tmp_path):
   kernel = jnp.asarray([[1.5, -2.25, 3.0078125]], jnp.bfloat16)
   params = {"head": {"kernel": kernel, "bias": np.zeros(3, np.float32)}}
   path = str(tmp_path / "bf16.npz")
-  checkpoint.save_npz(params, path)
+  npz.save_npz(params, path)
   with np.load(path) as f:
     written = dict(f)
   assert written["head/kernel"].dtype == np.float32
   np.testing.assert_array_equal(written["head/kernel"], np.asarray(kernel, np.float32))
-  assert checkpoint.load_npz(path)["head"]["kernel"].dtype == np.float32
+  assert npz.load_npz(path)["head"]["kernel"].dtype == np.float32

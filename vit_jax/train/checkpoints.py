@@ -1,0 +1,128 @@
+"""Orbax checkpoints of the train state: save, wait, restore.
+
+A run's checkpoints live in ``WORKDIR/checkpoints/<step>/`` and are written by
+an orbax ``CheckpointManager``, whose commit marker means a half-written step
+is never picked on resume. The train state is the dict that
+`steps.initial_state` builds: ``{'step', 'params', 'opt_state',
+'skipped_steps', 'first_skipped_step'[, 'ema_params']}``; beside it each step
+keeps the JSON ``progress`` of the run's accounting.
+"""
+import contextlib
+import os
+
+from absl import logging
+import jax
+import orbax.checkpoint as ocp
+
+from vit_jax import tree_util
+from vit_jax.train.workdir_files import CHECKPOINT_SUBDIR
+
+
+def makemanager_at(workdir, *, max_to_keep=None, read_only=False):
+  """The CheckpointManager of ``workdir``; saves are asynchronous.
+
+  A step's directory is created before `save` returns: where it cannot be
+  (a read-only or full disk) the error is raised there, whereas orbax's
+  asynchronous creation would leave its writer threads waiting 5 minutes for
+  a directory that never comes, and the process with them.
+  """
+  return manager_at(os.path.abspath(os.path.join(workdir, CHECKPOINT_SUBDIR)),
+                  max_to_keep=max_to_keep, read_only=read_only)
+
+
+def manager_at(checkpoint_dir, *, max_to_keep=None, read_only=False):
+  """The CheckpointManager of a directory of steps (see `make_manager`)."""
+  return ocp.CheckpointManager(
+      checkpoint_dir,
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "progress": ocp.JsonCheckpointHandler()},
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=max_to_keep, read_only=read_only,
+          create=not read_only,
+          async_options=ocp.AsyncOptions(create_directories_asynchronously=False)))
+
+
+class SaveError(RuntimeError):
+  """A checkpoint could not be written (disk full, read-only directory)."""
+
+
+@contextlib.contextmanager
+def _reported_write_errors(manager, on_error):
+  """Turns a failed write into one clear line; stops or logs by ``on_error``.
+
+  The previous checkpoint stays committed either way: orbax renames a step's
+  directory into place only once every file of it is written.
+  """
+  try:
+    yield
+  except OSError as e:
+    message = (f"could not write a checkpoint in {manager.directory}: {e}; "
+               f"the last committed checkpoint is step {manager.latest_step()}")
+    if on_error == "continue":
+      logging.error("%s; training goes on (config.on_save_error='continue')",
+                    message)
+    else:
+      raise SaveError(f"{message} (config.on_save_error='stop'; 'continue' "
+                      f"trains on without it)") from None
+
+
+def save(manager, step, state, progress, *, on_error="stop"):
+  """Starts an asynchronous save of ``state`` and the JSON ``progress`` at ``step``.
+
+  ``progress`` holds the run's running totals (examples seen, training
+  seconds) so that a resumed run's accounting continues them. A failure of
+  the previous (asynchronous) save surfaces here, before this one starts.
+  """
+  wait(manager, on_error=on_error)
+  with _reported_write_errors(manager, on_error):
+    manager.save(step, force=True, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        progress=ocp.args.JsonSave(progress)))
+
+
+def wait(manager, *, on_error="stop"):
+  """Waits until the save in flight is committed (or has failed, see `save`)."""
+  with _reported_write_errors(manager, on_error):
+    manager.wait_until_finished()
+
+
+def restore(manager, step, abstract_state):
+  """Restores ``step`` into the shardings that ``abstract_state`` carries.
+
+  The target decides the layout, so a checkpoint written on another mesh or
+  device count restores onto the current one. Returns {'state', 'progress'}.
+  A checkpoint of another model, or a truncated one, is a one-line error
+  naming its directory.
+  """
+  step_dir = os.path.join(str(manager.directory), str(step))
+  try:
+    saved = manager.item_metadata(step)["state"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{step_dir} is not a readable checkpoint (truncated "
+                     f"or corrupt?): {_first_line(e)}") from None
+  tree_util.check_same_arrays(saved["params"], abstract_state["params"], source=step_dir)
+  try:
+    return manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        progress=ocp.args.JsonRestore()))
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{step_dir} is not a readable checkpoint of this run's "
+                     f"train state (truncated or corrupt?): "
+                     f"{_first_line(e)}") from None
+
+
+def _first_line(error):
+  """The gist of a storage library's error, which may run to many lines."""
+  lines = str(error).strip().splitlines() or [type(error).__name__]
+  return lines[0][:300]
+
+
+def restore_on_host(checkpoint_dir, step):
+  """Every array of a step, on one local device, whatever mesh wrote it."""
+  manager = manager_at(checkpoint_dir, read_only=True)
+  metadata = manager.item_metadata(step)["state"]
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+  return manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(target)))["state"]
