@@ -7,8 +7,9 @@ DATA_DIR ?= data/tfds
 DEMO_DIR ?= runs/demo
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 # XLA:CPU asks for gigabytes of fresh scratch memory every step; these glibc
-# settings keep freed memory mapped instead of faulting it in again (1.8x
-# faster train steps on CPU hosts, see README). Harmless on accelerators.
+# settings keep freed memory mapped instead of faulting it in again, which
+# makes train steps on CPU hosts much faster (docs/cpu_hosts.md; the figures
+# are in docs/benchmarks.md). Harmless on accelerators.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184:glibc.malloc.top_pad=1073741824
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 

@@ -27,11 +27,11 @@ def get_config(arg=None):
   config.total_steps = 100_000
   config.optim.weight_decay = 0.05
   config.lr = dict(base=1e-3, warmup_steps=0, decay="cosine", end=0.0)
-  n, res = config.data.num_classes, args.res
-  config.pp = dict(
-      train=f"decode_jpeg_and_inception_crop({res})|flip_lr|value_range(-1,1)"
-            f"|onehot({n})",
-      eval=f"decode|resize_small({res * 8 // 7})|central_crop({res})"
-           f"|value_range(-1,1)|onehot({n})")
+  config.pp = common.pp_strings(
+      config,
+      train="decode_jpeg_and_inception_crop({image_size})|flip_lr|value_range(-1,1)"
+            "|onehot({num_classes})",
+      eval="decode|resize_small({eval_resize})|central_crop({image_size})"
+           "|value_range(-1,1)|onehot({num_classes})")
   config.lock()
   return config

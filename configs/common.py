@@ -6,9 +6,12 @@ here, against the defaults each config declares, makes a typo an error that
 lists the valid keys instead of a silently ignored setting.
 """
 import ast
+import string
 
 import ml_collections
 from ml_collections.config_dict import placeholder
+
+from vit_jax.data import config_fields
 
 # What the input pipeline needs to know about each dataset: its tfds name,
 # class count, the splits used for training and evaluation, and whether an
@@ -171,7 +174,7 @@ def dataset_config(name, *, data_dir=None):
   preset = dict(DATASETS[name])
   return ml_collections.ConfigDict(dict(
       # "tfds" | "tfrecord" | "folder": see vit_jax/data/sources.py.
-      source=preset.get("source", "tfds"),
+      source=preset.get("source", config_fields.DEFAULT_SOURCE),
       name=preset["tfds_name"],
       data_dir=placeholder(str) if data_dir is None else data_dir,
       # tfrecord: a glob of shards in data_dir; folder: the directory of
@@ -190,6 +193,38 @@ def dataset_config(name, *, data_dir=None):
       # that fits there; the files are read once.
       cache=False,
   ))
+
+
+def pp_strings(config, **templates):
+  """``config.pp``'s strings, kept in step with the config they run under.
+
+  In each template, ``{image_size}``, ``{num_classes}`` (of ``config.data``)
+  and ``{eval_resize}`` (``image_size * 8 // 7``: the shorter side an eval
+  image is resized to before its central crop, 256 for 224) are filled
+  whenever the string is read, so ``--config.image_size=384`` or
+  ``--config.data.num_classes=N`` on the command line reaches the
+  preprocessing too. Setting a string outright replaces its template.
+  """
+  image_size = config.get_ref("image_size")
+  values = dict(image_size=image_size, num_classes=config.data.get_ref("num_classes"),
+                eval_resize=image_size * 8 // 7)
+  return {key: _filled(template, values) for key, template in templates.items()}
+
+
+def _filled(template, values):
+  """A string FieldReference: ``template.format(**values)`` of the values when read.
+
+  Built from ml_collections' operators only, so the config still pickles.
+  """
+  text = ml_collections.FieldReference("")
+  for literal, name, _, _ in string.Formatter().parse(template):
+    text = text + literal
+    if name is not None:
+      if name not in values:
+        raise ValueError(f"{{{name}}} in the preprocessing template {template!r}; "
+                         f"valid: {', '.join('{%s}' % v for v in values)}")
+      text = text + ml_collections.FieldReference("%s") % values[name]
+  return text
 
 
 def base_config():

@@ -13,20 +13,20 @@ table row per run:
   python -m vit_jax.main --config=configs/demo.py:stage=finetune,init=runs/demo/pretrain \
       --workdir=runs/demo/finetune
 
-Measured with `make demo` on 2 CPU cores (one JAX device each): pre-training
-reaches 81.71% top-1 at 21 px (188 s), fine-tuning 88.98% at 28 px (361 s);
-9m22s in all.
+What both stages reach, and in how long, is in docs/benchmarks.md: the
+demo is re-run there whenever a change may move its figures.
 
 Data: `python scripts/prepare_data.py --dataset=fashion_mnist_local
 --data_dir=data/tfds` (Debian's dataset-fashion-mnist files, no download).
 """
 from configs import common
 
-# stage: (image size, steps, base lr, warm-up steps, weight decay, train ops)
+# stage: (image size, steps, base lr, warm-up steps, weight decay, train ops);
+# the ops follow config.image_size (`common.pp_strings`).
 STAGES = {
     "pretrain": (21, 1200, 2e-3, 200, 0.05,
-                 "decode|inception_crop(21,area_min=50)|flip_lr"),
-    "finetune": (28, 1800, 2e-3, 50, 0.0, "decode|resize(28)"),
+                 "decode|inception_crop({image_size},area_min=50)|flip_lr"),
+    "finetune": (28, 1800, 2e-3, 50, 0.0, "decode|resize({image_size})"),
 }
 
 
@@ -54,8 +54,8 @@ def get_config(arg=None):
   config.log_every = 50
   config.eval_every = steps
   config.checkpoint_every = 500
-  config.pp = dict(
-      train=f"{augment}|value_range(-1,1)|onehot(10)",
-      eval=f"decode|resize({image_size})|value_range(-1,1)|onehot(10)")
+  config.pp = common.pp_strings(
+      config, train=augment + "|value_range(-1,1)|onehot({num_classes})",
+      eval="decode|resize({image_size})|value_range(-1,1)|onehot({num_classes})")
   config.lock()
   return config

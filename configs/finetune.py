@@ -35,10 +35,10 @@ def get_config(arg=None):
   config.optim.update(name="sgd", momentum=0.9, weight_decay=0.0, grad_clip_norm=1.0)
   config.lr = dict(base=args.lr, warmup_steps=500, decay="cosine", end=0.0)
   config.eval_every = 1_000
-  n, res = config.data.num_classes, args.res
-  config.pp = dict(
-      train=f"decode|inception_crop({res})|flip_lr|value_range(-1,1)"
-            f"|onehot({n})",
-      eval=f"decode|resize({res})|value_range(-1,1)|onehot({n})")
+  config.pp = common.pp_strings(
+      config,
+      train="decode|inception_crop({image_size})|flip_lr|value_range(-1,1)"
+            "|onehot({num_classes})",
+      eval="decode|resize({image_size})|value_range(-1,1)|onehot({num_classes})")
   config.lock()
   return config

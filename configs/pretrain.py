@@ -37,10 +37,11 @@ def get_config(arg=None):
     config.total_steps = args.steps
   else:
     config.total_epochs = args.epochs or PAPER_EPOCHS.get(args.data, 90)
-  n = config.data.num_classes
-  config.pp = dict(
-      train=f"decode|inception_crop(224)|flip_lr|value_range(-1,1)|onehot({n})",
-      eval=f"decode|resize_small(256)|central_crop(224)|value_range(-1,1)"
-           f"|onehot({n})")
+  config.pp = common.pp_strings(
+      config,
+      train="decode|inception_crop({image_size})|flip_lr|value_range(-1,1)"
+            "|onehot({num_classes})",
+      eval="decode|resize_small({eval_resize})|central_crop({image_size})"
+           "|value_range(-1,1)|onehot({num_classes})")
   config.lock()
   return config

@@ -3,10 +3,10 @@ r"""Times the compiled train step and inference on the devices at hand.
   python scripts/benchmark.py --config=configs/benchmark.py:variant=Ti/16 \
       --batch=32 --steps=10 [--compare-timm]
 
-The train step is `vit_jax.train.steps.make_train_step`, the function `train.py`
-runs, on synthetic batches already on the devices; `vit_jax/cost/benchmarking.py`
-says how it is timed (`--warmup` steps, then `--rounds` rounds of `--steps`
-steps) and how MFU is counted. XLA's own FLOP count is printed beside it.
+The train step is `vit_jax.train.steps.make_train_step`, the function the
+training loop runs, on synthetic batches already on the devices;
+`vit_jax/cost/benchmarking.py` says how it is timed (`--warmup` steps, then
+`--rounds` rounds of `--steps` steps) and how MFU is counted. XLA's own FLOP count is printed beside it.
 
 `--compare-timm` also times timm's VisionTransformer of the same shape (class
 token, no pre_logits, same classes) in the same process, eager PyTorch as
@@ -29,10 +29,8 @@ Prints one JSON object; `--out=FILE` also writes it there.
 """
 import json
 import os
-import sys
 
 if __name__ == "__main__":
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from vit_jax.runtime import host_malloc
   host_malloc.reexec_with_tunables()
 
@@ -42,25 +40,29 @@ from ml_collections import config_flags  # noqa: E402
 
 from configs import common  # noqa: E402
 from vit_jax.cost import benchmarking  # noqa: E402
-from vit_jax.runtime import cpu_devices
+from vit_jax.runtime import cli, cpu_devices  # noqa: E402
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
+FLAGS = cli.command_flags(__name__)
+_CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/benchmark.py", "Config whose model and step are timed.",
-    lock_config=True)
-flags.DEFINE_integer("batch", None, "Global batch (default: config.global_batch).",
-                     lower_bound=1)
-flags.DEFINE_integer("steps", 10, "Steps per timed round.", lower_bound=1)
-flags.DEFINE_integer("rounds", 5, "Timed rounds; the median and spread are over them.",
-                     lower_bound=1)
-flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.", lower_bound=0)
-flags.DEFINE_bool("inference", True, "Also time the inference forward pass.")
-flags.DEFINE_bool("compare-timm", False, "Also time timm's equivalent model.")
-flags.DEFINE_string("against", None,
-                    "Config overrides, 'key=value,...' (e.g. model.remat=True): "
-                    "time that variant's train step against --config's, "
-                    "rounds interleaved in this process.")
-flags.DEFINE_string("out", None, "Also write the JSON here.")
+    flag_values=FLAGS, lock_config=True)
+_BATCH = flags.DEFINE_integer("batch", None, "Global batch (default: config.global_batch).",
+                              lower_bound=1, flag_values=FLAGS)
+_STEPS = flags.DEFINE_integer("steps", 10, "Steps per timed round.", lower_bound=1,
+                              flag_values=FLAGS)
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds; the median and spread "
+                               "are over them.", lower_bound=1, flag_values=FLAGS)
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.",
+                               lower_bound=0, flag_values=FLAGS)
+_INFERENCE = flags.DEFINE_bool("inference", True, "Also time the inference forward pass.",
+                               flag_values=FLAGS)
+_COMPARE_TIMM = flags.DEFINE_bool("compare-timm", False,
+                                  "Also time timm's equivalent model.", flag_values=FLAGS)
+_AGAINST = flags.DEFINE_string(
+    "against", None, "Config overrides, 'key=value,...' (e.g. model.remat=True): "
+    "time that variant's train step against --config's, rounds interleaved in "
+    "this process.", flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", None, "Also write the JSON here.", flag_values=FLAGS)
 
 
 # ---------------------------------------------------------------------------
@@ -73,11 +75,11 @@ def benchmark_timm(config, model, batch_size, *, peak, num_devices,
     import torch
     from timm.models.vision_transformer import VisionTransformer
   except ImportError as e:
-    raise SystemExit(f"--compare-timm needs torch and timm ({e}); install "
-                     f"them with: pip install -e .[timm]") from None
+    raise app.UsageError(f"--compare-timm needs torch and timm ({e}); install "
+                         f"them with: pip install -e .[timm]") from None
   if model.representation_size:
-    raise SystemExit("--compare-timm: timm's ViT has no pre_logits; use a "
-                     "config with model.representation_size=None")
+    raise app.UsageError("--compare-timm: timm's ViT has no pre_logits; use a "
+                         "config with model.representation_size=None")
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   if device.type == "cpu":
     torch.set_num_threads(os.cpu_count())
@@ -110,8 +112,8 @@ def benchmark_timm(config, model, batch_size, *, peak, num_devices,
     if device.type == "cuda":
       torch.cuda.synchronize()
 
-  stats = benchmarking.time_rounds(run_step, sync, steps=FLAGS.steps,
-                                   rounds=FLAGS.rounds, warmup=FLAGS.warmup,
+  stats = benchmarking.time_rounds(run_step, sync, steps=_STEPS.value,
+                                   rounds=_ROUNDS.value, warmup=_WARMUP.value,
                                    batch=batch_size)
   # One torch device against the same per-device peak as ours.
   torch_devices = 1 if device.type == "cuda" else num_devices
@@ -128,9 +130,9 @@ def benchmark_timm(config, model, batch_size, *, peak, num_devices,
 def measure_with_timm(config, batch_size):
   """`benchmarking.measure`, and timm's step beside it with --compare-timm."""
   result, model = benchmarking.measure(
-      config, batch_size, steps=FLAGS.steps, rounds=FLAGS.rounds,
-      warmup=FLAGS.warmup, inference=FLAGS.inference)
-  if FLAGS["compare-timm"].value:
+      config, batch_size, steps=_STEPS.value, rounds=_ROUNDS.value,
+      warmup=_WARMUP.value, inference=_INFERENCE.value)
+  if _COMPARE_TIMM.value:
     result["timm"] = benchmark_timm(config, model, batch_size,
                                     peak=result["peak_flops_per_device"],
                                     num_devices=result["num_devices"],
@@ -143,36 +145,36 @@ def measure_with_timm(config, batch_size):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = FLAGS.config
-  batch_size = FLAGS.batch or config.global_batch
-  if FLAGS["compare-timm"].value:
+  config = _CONFIG.value
+  batch_size = _BATCH.value or config.global_batch
+  if _COMPARE_TIMM.value:
     # Leave GPU memory to PyTorch: JAX would otherwise take 75% up front
     # (read when the backend starts, by the device count just below).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   cpu_devices.use_one_device_per_core((batch_size,))
   # Checked here: jax's own error is a traceback from deep in the first step.
   if batch_size % (num_devices := jax.device_count()):
-    raise SystemExit(f"--batch={batch_size} is not divisible by the {num_devices} "
-                     f"devices; pass a multiple of {num_devices}")
-  if FLAGS.against is not None:
-    if FLAGS["compare-timm"].value:
+    raise app.UsageError(f"--batch={batch_size} is not divisible by the "
+                         f"{num_devices} devices; pass a multiple of {num_devices}")
+  if _AGAINST.value is not None:
+    if _COMPARE_TIMM.value:
       raise app.UsageError("--against compares two configs' train steps; "
                            "run --compare-timm on its own")
     try:
-      other = common.with_overrides(config, FLAGS.against)
+      other = common.with_overrides(config, _AGAINST.value)
     except ValueError as e:
       raise app.UsageError(f"--against: {e}") from None
-    result = benchmarking.compare(config, other, batch_size, steps=FLAGS.steps,
-                                  rounds=FLAGS.rounds, warmup=FLAGS.warmup)
-    result["against_overrides"] = FLAGS.against
+    result = benchmarking.compare(config, other, batch_size, steps=_STEPS.value,
+                                  rounds=_ROUNDS.value, warmup=_WARMUP.value)
+    result["against_overrides"] = _AGAINST.value
   else:
     result = measure_with_timm(config, batch_size)
   text = json.dumps(result, indent=2)
   print(text)
-  if FLAGS.out:
-    with open(FLAGS.out, "w") as f:
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
       f.write(text + "\n")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

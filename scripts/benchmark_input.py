@@ -20,32 +20,49 @@ core, as `scripts/benchmark.py` starts them), and prints how many times
 the images/s each pipeline delivers exceeds what the step consumes. Both share the machine's cores, so each is measured alone.
 Prints one JSON line per measurement.
 """
-import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
 if __name__ == "__main__":
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from vit_jax.runtime import host_malloc
   host_malloc.reexec_with_tunables()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from configs import benchmark as benchmark_config  # noqa: E402
 from configs import common  # noqa: E402
 from vit_jax.cost import benchmarking  # noqa: E402
-from vit_jax.data import input_pipeline
-from vit_jax.runtime import cpu_devices
-from vit_jax.data import tfrecords  # noqa: E402
+from vit_jax.data import input_pipeline, sources, tfrecords  # noqa: E402
+from vit_jax.runtime import cli, cpu_devices  # noqa: E402
 
 NUM_CLASSES = 1000
 DEFAULT_PP = ("decode_jpeg_and_inception_crop(224)|flip_lr|value_range(-1,1)",
               "decode|inception_crop(224)|flip_lr|value_range(-1,1)")
+
+FLAGS = cli.command_flags(__name__)
+_PP = flags.DEFINE_multi_string(
+    "pp", list(DEFAULT_PP), "A preprocessing string to time (repeatable).",
+    flag_values=FLAGS)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "TFRecords written by an earlier run (default: a fresh "
+    "temporary directory).", flag_values=FLAGS)
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 512, "Synthetic images to write.",
+                                   lower_bound=1, flag_values=FLAGS)
+_BATCH = flags.DEFINE_integer("batch", 64, "The pipeline's batch.", lower_bound=1,
+                              flag_values=FLAGS)
+_SECONDS = flags.DEFINE_float("seconds", 15.0, "Seconds each pipeline is timed.",
+                              lower_bound=0, flag_values=FLAGS)
+_VARIANT = flags.DEFINE_string("variant", "Ti/16", "The train step's model; '' "
+                               "skips the train step.", flag_values=FLAGS)
+_MODEL_BATCH = flags.DEFINE_integer("model_batch", 32, "The train step's batch.",
+                                    lower_bound=1, flag_values=FLAGS)
+_MODEL_STEPS = flags.DEFINE_integer("model_steps", 5, "Train steps timed.",
+                                    lower_bound=1, flag_values=FLAGS)
 
 
 def synthetic_jpegs(num, height=350, width=400, seed=0):
@@ -73,8 +90,8 @@ def data_config(data_dir):
 def pipeline_images_per_second(config, pp, *, batch, seconds, warmup_batches=3):
   if "onehot" not in pp:
     pp += f"|onehot({NUM_CLASSES})"
-  batches = input_pipeline.train_batches(config, pp, global_batch=batch, seed=0,
-                                         process_index=0, process_count=1)
+  batches = input_pipeline.train_batches(sources.get_source(config), pp, global_batch=batch,
+                                         seed=0, process_index=0, process_count=1)
   for _ in range(warmup_batches):
     next(batches)
   count, start = 0, time.perf_counter()
@@ -83,40 +100,31 @@ def pipeline_images_per_second(config, pp, *, batch, seconds, warmup_batches=3):
   return count / (time.perf_counter() - start)
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--pp", action="append", help="preprocessing string (repeatable)")
-  parser.add_argument("--data_dir", help="TFRecords written by an earlier run")
-  parser.add_argument("--num_images", type=int, default=512)
-  parser.add_argument("--batch", type=int, default=64, help="pipeline batch")
-  parser.add_argument("--seconds", type=float, default=15.0, help="per pipeline")
-  parser.add_argument("--variant", default="Ti/16", help="'' skips the train step")
-  parser.add_argument("--model_batch", type=int, default=32)
-  parser.add_argument("--model_steps", type=int, default=5)
-  args = parser.parse_args(argv)
-  if args.variant:  # the step on one device per core, as scripts/benchmark.py runs it
-    cpu_devices.use_one_device_per_core((args.model_batch,))
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _VARIANT.value:  # the step on one device per core, as scripts/benchmark.py runs it
+    cpu_devices.use_one_device_per_core((_MODEL_BATCH.value,))
 
   cores = len(os.sched_getaffinity(0))
-  data_dir = args.data_dir or tempfile.mkdtemp(prefix="benchmark_input_")
+  data_dir = _DATA_DIR.value or tempfile.mkdtemp(prefix="benchmark_input_")
   if not os.path.exists(os.path.join(data_dir, "manifest.json")):
-    tfrecords.write_split(data_dir, "train", synthetic_jpegs(args.num_images),
+    tfrecords.write_split(data_dir, "train", synthetic_jpegs(_NUM_IMAGES.value),
                           num_shards=16, workers=cores)
   results = []
-  for pp in args.pp or DEFAULT_PP:
-    rate = pipeline_images_per_second(data_config(data_dir), pp, batch=args.batch,
-                                      seconds=args.seconds)
+  for pp in _PP.value:
+    rate = pipeline_images_per_second(data_config(data_dir), pp, batch=_BATCH.value,
+                                      seconds=_SECONDS.value)
     results.append({"pp": pp, "images_per_s": round(rate, 1),
                     "images_per_s_per_core": round(rate / cores, 1), "cores": cores})
     print(json.dumps(results[-1]), flush=True)
-  if args.variant:
-    step_config = benchmark_config.get_config(f"variant={args.variant}")
-    timing, _ = benchmarking.measure(step_config, args.model_batch,
-                                     steps=args.model_steps, rounds=1, warmup=2,
+  if _VARIANT.value:
+    step_config = benchmark_config.get_config(f"variant={_VARIANT.value}")
+    timing, _ = benchmarking.measure(step_config, _MODEL_BATCH.value,
+                                     steps=_MODEL_STEPS.value, rounds=1, warmup=2,
                                      inference=False)
     step_rate = timing["train"]["img_per_sec"]
-    print(json.dumps({"train_step": f"ViT-{args.variant} batch {args.model_batch} 224px",
+    print(json.dumps({"train_step": f"ViT-{_VARIANT.value} batch {_MODEL_BATCH.value} 224px",
                       "device": jax.devices()[0].device_kind,
                       "devices": jax.device_count(),
                       "images_per_s": round(step_rate, 1)}), flush=True)
@@ -126,4 +134,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -25,65 +25,76 @@ folders come class by class, so unshuffled shards would hold a few classes
 each and a held-out slice only the last ones. `--keep_order` writes them as
 given.
 """
-import argparse
 import glob
 import os
-import pathlib
 import random
-import sys
 
-# Lets the script run from a checkout where vit_jax is not pip-installed.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from vit_jax.data import tfrecords  # noqa: E402
+from absl import app, flags
+
+from vit_jax.runtime import cli
+
+FLAGS = cli.command_flags(__name__)
+_FROM_FOLDER = flags.DEFINE_string("from_folder", None, "A directory of class subfolders.",
+                                   flag_values=FLAGS)
+_FROM_NPZ = flags.DEFINE_string("from_npz", None, "An .npz with `images` and `labels`.",
+                                flag_values=FLAGS)
+_INDEX_ONLY = flags.DEFINE_bool("index_only", False, "Count the records of the "
+                                "shards in --out_dir.", flag_values=FLAGS)
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the shards and manifest go.",
+                               flag_values=FLAGS, required=True)
+_SPLIT = flags.DEFINE_string("split", "train", "The shards' file name prefix.",
+                             flag_values=FLAGS)
+_NUM_SHARDS = flags.DEFINE_integer("num_shards", 16, "Shards to write.", lower_bound=1,
+                                   flag_values=FLAGS)
+_WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes that "
+                                "encode and write.", lower_bound=1, flag_values=FLAGS)
+_FORMAT = flags.DEFINE_enum("format", "jpeg", ["jpeg", "png"], "How --from_npz "
+                            "arrays are encoded.", flag_values=FLAGS)
+_CLASSES = flags.DEFINE_string("classes", None, "A text file of class names, one a line.",
+                               flag_values=FLAGS)
+_KEEP_ORDER = flags.DEFINE_bool("keep_order", False, "Write the examples in the "
+                                "order given instead of in a seeded shuffle.",
+                                flag_values=FLAGS)
+flags.register_multi_flags_validator(
+    ["from_folder", "from_npz", "index_only"],
+    lambda given: sum(bool(value) for value in given.values()) == 1,
+    "give exactly one of --from_folder, --from_npz and --index_only",
+    flag_values=FLAGS)
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument("--from_folder", help="a directory of class subfolders")
-  source.add_argument("--from_npz", help="an .npz with `images` and `labels`")
-  source.add_argument("--index_only", action="store_true",
-                      help="count the records of the shards in --out_dir")
-  parser.add_argument("--out_dir", required=True)
-  parser.add_argument("--split", default="train", help="file name prefix")
-  parser.add_argument("--num_shards", type=int, default=16)
-  parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-  parser.add_argument("--format", default="jpeg", choices=["jpeg", "png"],
-                      help="how --from_npz arrays are encoded")
-  parser.add_argument("--classes", help="a text file of class names, one a line")
-  parser.add_argument("--keep_order", action="store_true",
-                      help="write the examples in the order given instead of "
-                           "in a seeded shuffle")
-  args = parser.parse_args(argv)
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from vit_jax.data import tfrecords  # after flag parsing: --help is fast
 
+  out_dir = _OUT_DIR.value
   classes = None
-  if args.classes:
-    with open(args.classes) as f:
+  if _CLASSES.value:
+    with open(_CLASSES.value) as f:
       classes = [line.strip() for line in f if line.strip()]
-  if args.index_only:
-    paths = sorted(glob.glob(os.path.join(args.out_dir, "*.tfrecord*")))
+  if _INDEX_ONLY.value:
+    paths = sorted(glob.glob(os.path.join(out_dir, "*.tfrecord*")))
     if not paths:
-      parser.error(f"no *.tfrecord* files in {args.out_dir}")
+      raise app.UsageError(f"--index_only: no *.tfrecord* files in {out_dir}")
     manifest = tfrecords.update_manifest(
-        args.out_dir, tfrecords.count_records(paths, args.workers), classes)
+        out_dir, tfrecords.count_records(paths, _WORKERS.value), classes)
   else:
-    if args.from_folder:
-      examples, folder_classes = tfrecords.folder_examples(args.from_folder)
+    if _FROM_FOLDER.value:
+      examples, folder_classes = tfrecords.folder_examples(_FROM_FOLDER.value)
       classes = classes or folder_classes
     else:
       try:  # checked whole before any shard is written
-        examples = tfrecords.npz_examples(args.from_npz, args.format)
+        examples = tfrecords.npz_examples(_FROM_NPZ.value, _FORMAT.value)
       except ValueError as e:
-        raise SystemExit(f"--from_npz: {e}") from None
-    if not args.keep_order:
+        raise app.UsageError(f"--from_npz: {e}") from None
+    if not _KEEP_ORDER.value:
       random.Random(0).shuffle(examples)
-    manifest = tfrecords.write_split(args.out_dir, args.split, examples,
-                                     num_shards=args.num_shards, classes=classes,
-                                     workers=args.workers)
-  print(f"{args.out_dir}: {manifest['count']} records in {len(manifest['files'])} "
+    manifest = tfrecords.write_split(out_dir, _SPLIT.value, examples,
+                                     num_shards=_NUM_SHARDS.value, classes=classes,
+                                     workers=_WORKERS.value)
+  print(f"{out_dir}: {manifest['count']} records in {len(manifest['files'])} "
         f"shards, {len(manifest['classes'] or [])} class names")
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -6,16 +6,18 @@ r"""Plots runs' metrics against steps and against TPUv3-core-days.
 One row per metric (train loss, eval accuracy, learning rate, images/s),
 one column per x-axis (steps, TPUv3-core-days), one line per workdir, read
 from each workdir's `metrics.jsonl`. The cost axis is the one the ViT paper
-compares models on; see README "Cost accounting".
+compares models on.
 """
-import argparse
 import json
 import os
 
+from absl import app, flags
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+
+from vit_jax.runtime import cli  # noqa: E402
 
 # (row title, split the value is read from ('eval' = every non-train split),
 #  metric keys, the first present of which is plotted)
@@ -27,12 +29,15 @@ ROWS = (
 )
 X_AXES = (("step", "step"), ("tpuv3_core_days", "TPUv3-core-days"))
 
+FLAGS = cli.command_flags(__name__)
+_OUT = flags.DEFINE_string("out", "metrics.png", "The PNG to write.", flag_values=FLAGS)
+
 
 def read_metrics(workdir):
   """The records of ``workdir/metrics.jsonl``, in the order written."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
-    raise SystemExit(f"no metrics in {workdir}: {path} does not exist")
+    raise FileNotFoundError(f"no metrics in {workdir}: {path} does not exist")
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
 
@@ -76,13 +81,12 @@ def plot(workdirs, out):
   return out
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("workdirs", nargs="+", help="run workdirs")
-  parser.add_argument("--out", default="metrics.png", help="PNG to write")
-  args = parser.parse_args()
-  print(plot(args.workdirs, args.out))
+def main(argv):
+  workdirs = argv[1:]
+  if not workdirs:
+    raise app.UsageError("name the run workdirs to plot")
+  print(plot(workdirs, _OUT.value))
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -1,14 +1,8 @@
-"""Parameters for tests: a model's abstract tree, and distinct random values."""
-import jax
-import jax.numpy as jnp
+"""Parameters for tests: distinct random values for a model's abstract tree."""
 import numpy as np
 
 from vit_jax import tree_util
-
-
-def abstract_params(model, size):
-  images = jnp.zeros((1, size, size, 3))
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False)["params"])
+from vit_jax.models.build import abstract_params  # noqa: F401 (tests import it here)
 
 
 def random_flat(abstract, seed=0):

@@ -1,4 +1,6 @@
 """Config files: paper defaults, arg-string parsing and the errors of a typo."""
+import pickle
+
 import pytest
 from ml_collections import config_flags  # noqa: F401 (config files load through it)
 
@@ -143,3 +145,33 @@ def test_finetune_keeps_adams_betas_so_adam_can_be_chosen():
   config = parse_flags("--config=configs/finetune.py", "--config.optim.name=adam")
   assert (config.optim.b1, config.optim.b2) == (0.9, 0.999)
   optim.make_optimizer(config.optim, 0.01)  # raised KeyError 'b1' before
+
+
+def test_image_size_and_class_count_overrides_reach_the_preprocessing():
+  config = parse_flags("--config=configs/pretrain.py:variant=Ti/16", "--config.image_size=384")
+  assert config.pp.train == "decode|inception_crop(384)|flip_lr|value_range(-1,1)|onehot(21843)"
+  assert config.pp.eval == ("decode|resize_small(438)|central_crop(384)|value_range(-1,1)"
+                            "|onehot(21843)")
+  config = parse_flags("--config=configs/finetune.py", "--config.data.num_classes=7",
+                       "--config.image_size=32")
+  assert config.pp.train == "decode|inception_crop(32)|flip_lr|value_range(-1,1)|onehot(7)"
+  assert config.pp.eval == "decode|resize(32)|value_range(-1,1)|onehot(7)"
+  unpickled = pickle.loads(pickle.dumps(config))  # multi-process tests pickle configs
+  unpickled.image_size = 48
+  assert unpickled.pp.eval == "decode|resize(48)|value_range(-1,1)|onehot(7)"
+
+
+def test_a_preprocessing_string_set_outright_replaces_its_template():
+  config = parse_flags("--config=configs/pretrain.py:variant=Ti/16",
+                       "--config.pp.train=decode|resize(64)|value_range(-1,1)|onehot(5)",
+                       "--config.image_size=384")
+  assert config.pp.train == "decode|resize(64)|value_range(-1,1)|onehot(5)"
+  assert "central_crop(384)" in config.pp.eval
+
+
+def test_an_unknown_preprocessing_template_field_is_named():
+  config = pretrain.get_config("variant=Ti/16")
+  with pytest.raises(ValueError, match=r"\{imagesize\} in the preprocessing template "
+                     r"'resize\(\{imagesize\}\)'; valid: \{image_size\}, \{num_classes\}, "
+                     r"\{eval_resize\}"):
+    common.pp_strings(config, train="resize({imagesize})")

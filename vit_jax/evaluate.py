@@ -1,55 +1,50 @@
-r"""Evaluates a checkpoint without training; flags only, the work is in `evaluators`.
-
-It runs on the mesh, batches and preprocessing of the run's config, so the
-numbers are those the run itself reports (one JSON line per split):
+r"""Evaluates a checkpoint without training; prints one JSON line per split.
 
   python -m vit_jax.evaluate --workdir=runs/demo/finetune \
       [--checkpoint=PATH] [--split=NAME]
+
+Flags only; `evaluators.classification.evaluate_checkpoint` runs on the
+mesh, batches and preprocessing of the run's config, so the numbers are those
+the run itself reports.
 """
-import argparse
 import json
+import os
 
-import jax
+# TensorFlow only reads input here; its C++ start-up chatter is noise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from vit_jax.inference import restore
-from vit_jax.train import workdir_files
-from vit_jax.data import input_pipeline
-from vit_jax.evaluators import classification
-from vit_jax.runtime import cpu_devices
-from vit_jax.train import losses, sharding
+from absl import app, flags  # noqa: E402
+
+from vit_jax.runtime import cli, cpu_devices  # noqa: E402
+
+FLAGS = cli.command_flags(__name__)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "The run: its config.json, and its latest checkpoint.",
+    flag_values=FLAGS, required=True)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Parameters to evaluate instead: a .npz, another "
+    "workdir or a checkpoint step directory.", flag_values=FLAGS)
+_SPLIT = flags.DEFINE_string(
+    "split", None, "One split: a name of config.data.eval_splits or a tfds "
+    "split such as 'test[:1000]' (default: all eval splits).", flag_values=FLAGS)
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(
-      prog="python -m vit_jax.evaluate", description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--workdir", required=True,
-                      help="the run: its config.json, and its latest checkpoint")
-  parser.add_argument("--checkpoint", help="parameters to evaluate instead: a "
-                      ".npz, another workdir or a checkpoint step directory")
-  parser.add_argument("--split", help="one split: a name of config.data.eval_splits "
-                      "or a tfds split such as 'test[:1000]' (default: all eval splits)")
-  args = parser.parse_args(argv)
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from vit_jax.evaluators import classification  # after flag parsing: --help is fast
+  from vit_jax.train import workdir_files
 
-  config = workdir_files.read_config(args.workdir)
+  config = workdir_files.read_config(_WORKDIR.value)
   cpu_devices.use_one_device_per_core((config.eval_batch,))
-  path = args.checkpoint or args.workdir
-  model, params = restore.restore_model(config, path)
   splits = dict(config.data.eval_splits)
-  if args.split:
-    splits = {args.split: splits.get(args.split, args.split)}
-  mesh = sharding.make_mesh(config.mesh)
-  params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))
-  eval_step = classification.make_eval_step(model, losses.get_loss(config.loss))
-  results = {}
-  for name, split in splits.items():
-    data = input_pipeline.EvalData(config.data, config.pp.eval, split,
-                                   global_batch=config.eval_batch)
-    results[name] = classification.evaluate(eval_step, params, data, sharding.batch_sharding(mesh),
-                             multi_label=config.data.multi_label)
-    print(json.dumps({"checkpoint": path, "split": name, **results[name]}))
-  return results
+  if _SPLIT.value:
+    splits = {_SPLIT.value: splits.get(_SPLIT.value, _SPLIT.value)}
+  path = _CHECKPOINT.value or _WORKDIR.value
+  results = classification.evaluate_checkpoint(config, path, splits)
+  for name, metrics in results.items():
+    print(json.dumps({"checkpoint": path, "split": name, **metrics}))
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

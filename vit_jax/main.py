@@ -8,6 +8,9 @@ hosts, run the same command on every host; the distributed runtime is set up
 before anything touches the devices: detected on Cloud TPU pod slices and in
 SLURM job steps of several tasks, from --coordinator_address, --num_processes
 and --process_id anywhere else (also N processes on one machine, on CPU).
+
+A user's mistake (a missing dataset or checkpoint, a bad config value) ends
+the run with one line naming it; `vit_jax/runtime/cli.py` has the rule.
 """
 import logging as python_logging
 import os
@@ -15,11 +18,13 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vit_jax.runtime import cpu_devices, distributed, host_malloc
+from vit_jax.runtime import cli, cpu_devices, distributed, host_malloc
 
 # TensorFlow only reads input here; its C++ start-up chatter is noise.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# absl's own FLAGS even when imported: tests/fault_injection.py runs this
+# main under app.run.
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Config file and its arguments, e.g. "
@@ -33,14 +38,9 @@ flags.DEFINE_integer("num_processes", None, "Processes of a multi-host run.")
 flags.DEFINE_integer("process_id", None, "This process's index in the run.")
 flags.DEFINE_bool("dry_run", False,
                   "Print what the job will cost (parameters, FLOPs, "
-                  "TPUv3-core-days at --assumed_mfu) and exit without running.")
-flags.DEFINE_float("assumed_mfu", 0.4, "The MFU --dry_run assumes on TPU v3.")
-flags.register_validator("assumed_mfu", lambda mfu: 0 < mfu <= 1,
-                         "must be in (0, 1], a fraction of TPU v3's peak")
-flags.DEFINE_integer("train_examples", None,
-                     "With --dry_run: size of the training split, for configs "
-                     "counted in epochs (default: read from the prepared "
-                     "dataset), as scripts/estimate_cost.py takes it.")
+                  "TPUv3-core-days at --assumed_mfu, --train_examples) and "
+                  "exit without running, as scripts/estimate_cost.py does.")
+_ASSUMED_MFU, _TRAIN_EXAMPLES = cli.define_estimate_flags(FLAGS)
 flags.DEFINE_integer("distributed_timeout", 300,
                      "Seconds to wait for the coordinator and for every "
                      "process to join before failing.")
@@ -66,11 +66,8 @@ def main(argv):
   if FLAGS.dry_run:
     from vit_jax.cost import estimate
 
-    try:
-      print(estimate.report(FLAGS.config, train_examples=FLAGS.train_examples,
-                                 mfu=FLAGS.assumed_mfu))
-    except ValueError as e:  # a config or flag that cannot be estimated
-      raise SystemExit(str(e)) from None
+    print(estimate.report(FLAGS.config, train_examples=_TRAIN_EXAMPLES.value,
+                          mfu=_ASSUMED_MFU.value))
     return
   distributed.initialize_distributed(
       FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
@@ -96,4 +93,4 @@ def main(argv):
 
 if __name__ == "__main__":
   host_malloc.reexec_with_tunables()
-  app.run(main)
+  cli.run(main)

@@ -107,11 +107,12 @@ def test_benchmark_input_times_the_step_on_one_device_per_core_as_benchmark_does
   # The step's timing is stubbed (it takes tens of seconds on CPU); the device
   # count is the script's own, set before the devices start.
   code = (
-      "import json, sys; from scripts import benchmark_input; "
-      "from vit_jax import benchmarking; "
+      "from scripts import benchmark_input; from vit_jax.cost import benchmarking; "
+      "from vit_jax.runtime import cli; "
       "benchmarking.measure = lambda *a, **k: ({'train': {'img_per_sec': 1.0}}, None); "
-      f"benchmark_input.main(['--data_dir={tmp_path}', '--num_images=8', '--batch=4', "
-      "'--seconds=0.1', '--pp=decode|resize(8)|value_range(-1,1)', '--model_batch=2'])")
+      "cli.call(benchmark_input.main, benchmark_input.FLAGS, ['benchmark_input', "
+      f"'--data_dir={tmp_path}', '--num_images=8', '--batch=4', '--seconds=0.1', "
+      "'--pp=decode|resize(8)|value_range(-1,1)', '--model_batch=2'])")
   env = dict(os.environ, XLA_FLAGS="")  # a device per core, as a user would run it
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
                        timeout=300, capture_output=True, text=True).stdout

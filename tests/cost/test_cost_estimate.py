@@ -35,7 +35,7 @@ def test_estimate_of_h14_on_imagenet21k_needs_no_model_memory():
   out = subprocess.run(
       [sys.executable, "-c", _PEAK_RSS_OF_CHILD, sys.executable, "scripts/estimate_cost.py",
        "--config=configs/pretrain.py:variant=H/14,data=imagenet21k",
-       "--train_examples=13_900_000", "--mfu=0.5"],
+       "--train_examples=13_900_000", "--assumed_mfu=0.5"],
       cwd=REPO, capture_output=True, text=True, timeout=300, check=True).stdout
   fields = dict(line.split(None, 1) for line in out.strip().splitlines())
   assert int(fields.pop("peak_rss")) < 1.5e9, out
@@ -73,7 +73,7 @@ def test_a_split_without_a_known_size_is_a_clear_error():
 def test_the_issues_jft_estimate_runs_before_the_data_exists():
   out = subprocess.run(
       [sys.executable, "scripts/estimate_cost.py",
-       "--config=configs/pretrain.py:variant=L/16,data=jft", "--mfu=0.5"],
+       "--config=configs/pretrain.py:variant=L/16,data=jft", "--assumed_mfu=0.5"],
       cwd=REPO, capture_output=True, text=True, timeout=300, check=True).stdout
   fields = dict(line.split(None, 1) for line in out.strip().splitlines())
   steps = 7 * (303_000_000 * 99 // 100) // 4096
@@ -119,7 +119,7 @@ def test_main_dry_run_of_an_epoch_config_without_a_dataset_names_its_own_flag(tm
              "--config=configs/pretrain.py:variant=Ti/16,data=imagenet21k,"
              "data_dir=/nonexistent", "--config.data.train_split=full"]
   last_line = stderr_of_a_refused_run(*command).strip().splitlines()[-1]
-  assert last_line.startswith("config.total_epochs=90.0 needs the number of "
+  assert last_line.startswith("error: config.total_epochs=90.0 needs the number of "
                               "training examples: pass --train_examples=N, ")
   out = subprocess.run([sys.executable, *command, "--train_examples=40960"], cwd=REPO,
                        capture_output=True, text=True, timeout=300, check=True).stdout
@@ -127,7 +127,8 @@ def test_main_dry_run_of_an_epoch_config_without_a_dataset_names_its_own_flag(tm
 
 
 @pytest.mark.parametrize("flag, message", [
-    ("--mfu=0", "flag --mfu=0.0: must be in (0, 1], a fraction of TPU v3's peak"),
+    ("--assumed_mfu=0",
+     "flag --assumed_mfu=0.0: must be in (0, 1], a fraction of TPU v3's peak"),
     ("--config.image_size=225",
      "config.image_size=225 is not divisible by the patch size 16 of Ti/16"),
 ])

@@ -95,7 +95,7 @@ def test_prepare_data_exits_with_one_line_when_files_missing(tmp_path):
                             f"--manual_dir={tmp_path / 'empty'}")
   assert result.returncode != 0
   message = result.stderr.strip().splitlines()[-1]
-  assert message.startswith("prepare_data: ")
+  assert message.startswith("error: ")  # vit_jax.runtime.cli: one line, no traceback
   assert str(tmp_path / "empty" / "train-images-idx3-ubyte.gz") in message
   assert "apt-get install dataset-fashion-mnist" in message
   assert not (tmp_path / "data" / "fashion_mnist_local").exists()

@@ -5,9 +5,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import common
-from conftest import NUM_TEST, NUM_TRAIN
-from vit_jax.data import input_pipeline
+from configs import common, demo
+from conftest import NUM_TEST, NUM_TRAIN, tiny_config
+from vit_jax.data import input_pipeline, sources
 
 EVAL_PP = "decode|resize(16)|value_range(-1,1)|onehot(10)|keep('image','labels','label')"
 TRAIN_PP = "decode|resize(16)|flip_lr|value_range(-1,1)|onehot(10)"
@@ -17,8 +17,12 @@ def data_config(data_dir):
   return common.dataset_config("fashion_mnist", data_dir=data_dir)
 
 
+def source(data_dir):
+  return sources.get_source(data_config(data_dir))
+
+
 def test_eval_counts_every_example_once_with_a_padded_last_batch(fashion_data_dir):
-  eval_data = input_pipeline.EvalData(data_config(fashion_data_dir), EVAL_PP,
+  eval_data = input_pipeline.EvalData(source(fashion_data_dir), EVAL_PP,
                                       "test", global_batch=40)
   batches = list(eval_data)
   assert eval_data.num_examples == NUM_TEST
@@ -32,7 +36,7 @@ def test_eval_slices_of_two_processes_are_disjoint_and_cover_the_split(fashion_d
   seen = []
   for index in range(2):
     eval_data = input_pipeline.EvalData(
-        data_config(fashion_data_dir), "decode|resize(16)|value_range(-1,1)|onehot(10)",
+        source(fashion_data_dir), "decode|resize(16)|value_range(-1,1)|onehot(10)",
         "test", global_batch=40, process_index=index, process_count=2)
     batches = list(eval_data)
     assert len(batches) == 3  # ceil(52 / 20): both processes yield as many
@@ -47,7 +51,7 @@ def test_train_slices_of_two_processes_are_disjoint(fashion_data_dir):
   seen = []
   for index in range(2):
     batches = input_pipeline.train_batches(
-        data_config(fashion_data_dir), "decode|value_range(0,255)|onehot(10)",
+        source(fashion_data_dir), "decode|value_range(0,255)|onehot(10)",
         global_batch=64, seed=0, process_index=index, process_count=2)
     epoch = [next(batches) for _ in range(NUM_TRAIN // 64)]  # one epoch each
     assert epoch[0]["image"].shape == (32, 28, 28, 3)
@@ -60,7 +64,7 @@ def test_train_slices_of_two_processes_are_disjoint(fashion_data_dir):
 def test_train_stream_is_reproducible_and_resumes_at_a_step(fashion_data_dir):
   def stream(start_step):
     return input_pipeline.train_batches(
-        data_config(fashion_data_dir), TRAIN_PP, global_batch=16, seed=3,
+        source(fashion_data_dir), TRAIN_PP, global_batch=16, seed=3,
         start_step=start_step)
   full = [next(b) for b in [stream(0)] for _ in range(6)]
   resumed = stream(4)
@@ -74,8 +78,8 @@ def test_a_missing_dataset_fails_fast_naming_it_and_the_data_dir(tmp_path):
   config = ml_collections.ConfigDict(dict(common.dataset_config("imagenet21k",
                                                                 data_dir=str(tmp_path))))
   start = time.monotonic()
-  with pytest.raises(input_pipeline.DatasetNotPreparedError) as error:
-    input_pipeline.examples_in(config, config.train_split)
+  with pytest.raises(sources.DatasetNotPreparedError) as error:
+    sources.get_source(config).num_examples(config.train_split)
   assert time.monotonic() - start < 5
   message = str(error.value)
   assert "'imagenet21k'" in message and str(tmp_path) in message
@@ -85,8 +89,8 @@ def test_a_missing_dataset_fails_fast_naming_it_and_the_data_dir(tmp_path):
 
 def test_a_missing_tfds_dataset_says_how_to_build_it(tmp_path):
   config = common.dataset_config("imagenet2012", data_dir=str(tmp_path))
-  with pytest.raises(input_pipeline.DatasetNotPreparedError) as error:
-    input_pipeline.examples_in(config, config.train_split)
+  with pytest.raises(sources.DatasetNotPreparedError) as error:
+    sources.get_source(config).num_examples(config.train_split)
   message = str(error.value)
   assert "'imagenet2012'" in message and str(tmp_path) in message
   assert "tfds build imagenet2012 --manual_dir" in message
@@ -95,12 +99,40 @@ def test_a_missing_tfds_dataset_says_how_to_build_it(tmp_path):
 def test_an_unknown_dataset_name_is_named(tmp_path):
   config = common.dataset_config("cifar10", data_dir=str(tmp_path))
   config.name = "no_such_dataset"
-  with pytest.raises(input_pipeline.DatasetNotPreparedError, match="'no_such_dataset'"):
-    input_pipeline.get_builder(config)
+  with pytest.raises(sources.DatasetNotPreparedError, match="'no_such_dataset'"):
+    sources.get_builder(config)
 
 
 def test_preprocessing_without_labels_is_explained(fashion_data_dir):
   with pytest.raises(ValueError, match=r"without \['labels'\]"):
     next(input_pipeline.train_batches(
-        data_config(fashion_data_dir), "decode|value_range(-1,1)",
+        source(fashion_data_dir), "decode|value_range(-1,1)",
         global_batch=8, seed=0))
+
+
+def test_preprocessing_of_another_image_size_is_named_before_the_model_is_built(
+    fashion_data_dir, tmp_path):
+  from vit_jax import train
+
+  config = tiny_config(fashion_data_dir, image_size=20)  # its strings resize(16)
+  with pytest.raises(ValueError) as error:
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert str(error.value) == (
+      "config.pp.train='decode|resize(16)|flip_lr|value_range(-1,1)|onehot(10)' gives "
+      "16x16 images but config.image_size=20, the size the model's position embeddings "
+      "are made for; make its crop or resize size match")
+
+
+def test_preprocessing_of_another_class_count_is_named(fashion_data_dir):
+  config = tiny_config(fashion_data_dir, **{"pp.eval": "decode|resize(16)|onehot(12)"})
+  with pytest.raises(ValueError, match=r"^config.pp.eval='decode\|resize\(16\)\|onehot\(12\)' "
+                     r"gives 12 classes but config.data.num_classes=10, the size of "
+                     r"the model's head; make its onehot\(N\) match$"):
+    input_pipeline.check_fits_model(source(fashion_data_dir), config)
+
+
+def test_the_stock_strings_follow_an_image_size_override_and_fit_the_model(fashion_data_dir):
+  config = demo.get_config(f"stage=pretrain,data_dir={fashion_data_dir}")
+  config.image_size = 24
+  input_pipeline.check_fits_model(source(fashion_data_dir), config)
+  assert "inception_crop(24,area_min=50)" in config.pp.train

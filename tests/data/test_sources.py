@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vit_jax import predict
-from vit_jax.data import input_pipeline, preprocess, sources
+from vit_jax.inference import predict
+from vit_jax.data import corrupt_images, input_pipeline, sources
 from vit_jax.data import tfrecords
 
 NUM = 24  # examples and classes; example i has class i (and i+1 mod NUM when
@@ -46,6 +46,10 @@ def data_config(source, data_dir, **overrides):
   return ml_collections.ConfigDict(config)
 
 
+def make_source(kind, data_dir, **overrides):
+  return sources.get_source(data_config(kind, data_dir, **overrides))
+
+
 @pytest.fixture(scope="module")
 def tfrecord_dir(tmp_path_factory):
   out = tmp_path_factory.mktemp("tfrecords")
@@ -72,7 +76,7 @@ def classes_of(batches):
 
 
 def test_split_slices_count_records_in_file_order(tfrecord_dir):
-  source = sources.get_source(data_config("tfrecord", tfrecord_dir))
+  source = make_source("tfrecord", tfrecord_dir)
   assert source.num_examples("train") == NUM
   assert source.num_examples("train[:25%]") == 6
   assert source.num_examples("train[25%:]") == 18
@@ -83,7 +87,7 @@ def test_split_slices_count_records_in_file_order(tfrecord_dir):
 
 
 def test_a_sliced_eval_split_reads_exactly_its_records(tfrecord_dir):
-  eval_data = input_pipeline.EvalData(data_config("tfrecord", tfrecord_dir), PP,
+  eval_data = input_pipeline.EvalData(make_source("tfrecord", tfrecord_dir), PP,
                                       "train[5:-3]", global_batch=8)
   batches = list(eval_data)
   masks = np.concatenate([b["mask"] for b in batches])
@@ -95,10 +99,10 @@ def test_a_sliced_eval_split_reads_exactly_its_records(tfrecord_dir):
 @pytest.mark.parametrize("num_shards", [4, 1])  # whole files / record ranges
 def test_two_processes_read_disjoint_shares_that_make_the_whole_split(tmp_path, num_shards):
   write_tfrecords(tmp_path, num_shards=num_shards)
-  config = data_config("tfrecord", tmp_path)
+  source = make_source("tfrecord", tmp_path)
   seen = []
   for index in range(2):
-    batches = input_pipeline.train_batches(config, PP, global_batch=8, seed=0,
+    batches = input_pipeline.train_batches(source, PP, global_batch=8, seed=0,
                                            process_index=index, process_count=2)
     epoch = classes_of(next(batches) for _ in range(NUM // 8))  # 3 batches of 4
     assert len(set(epoch)) == NUM // 2  # each example of the share once
@@ -109,11 +113,11 @@ def test_two_processes_read_disjoint_shares_that_make_the_whole_split(tmp_path, 
 
 @pytest.mark.parametrize("source", ["tfrecord", "folder"])
 def test_a_resumed_stream_equals_the_uninterrupted_one(source, tfrecord_dir, folder_dir):
-  config = data_config(source, tfrecord_dir if source == "tfrecord" else folder_dir)
+  data = make_source(source, tfrecord_dir if source == "tfrecord" else folder_dir)
   pp = f"decode|inception_crop(8)|flip_lr|value_range(-1,1)|onehot({NUM})"
 
   def stream(start_step):
-    return input_pipeline.train_batches(config, pp, global_batch=5, seed=7,
+    return input_pipeline.train_batches(data, pp, global_batch=5, seed=7,
                                         start_step=start_step)
   full = [next(b) for b in [stream(0)] for _ in range(9)]  # crosses an epoch
   resumed = stream(6)
@@ -129,7 +133,7 @@ def test_a_cached_source_reads_its_files_once(source, tfrecord_dir, folder_dir, 
   data_dir = tmp_path / "data"
   shutil.copytree(tfrecord_dir if source == "tfrecord" else folder_dir, data_dir)
   batches = input_pipeline.train_batches(
-      data_config(source, data_dir, cache=True, strict=True), PP, global_batch=8,
+      make_source(source, data_dir, cache=True, strict=True), PP, global_batch=8,
       seed=0)  # strict: a file read again would fail, not be skipped
   first_epoch = classes_of(next(batches) for _ in range(NUM // 8))
   shutil.rmtree(data_dir)  # later epochs can only come from the cache
@@ -151,10 +155,10 @@ def test_predictions_name_classes_from_the_manifest_or_the_folders(
 
 
 def test_a_folder_of_jpegs_and_pngs_reads_every_image_with_its_class(folder_dir):
-  config = data_config("folder", folder_dir)
-  assert input_pipeline.examples_in(config, "train") == NUM
+  source = make_source("folder", folder_dir)
+  assert source.num_examples("train") == NUM
   eval_data = input_pipeline.EvalData(
-      config, f"decode|value_range(0,255)|onehot({NUM})", "train", global_batch=10)
+      source, f"decode|value_range(0,255)|onehot({NUM})", "train", global_batch=10)
   batches = list(eval_data)
   mask = np.concatenate([b["mask"] for b in batches])
   images = np.concatenate([b["image"] for b in batches])[mask]
@@ -163,24 +167,59 @@ def test_a_folder_of_jpegs_and_pngs_reads_every_image_with_its_class(folder_dir)
   np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), classes * 10, atol=2)
 
 
+def listings(monkeypatch):
+  """The directories `sources` lists from now on, in order."""
+  listed, real = [], sources._listdir
+  monkeypatch.setattr(sources, "_listdir", lambda d: listed.append(d) or real(d))
+  return listed
+
+
+def test_one_folder_source_lists_each_directory_once_for_sizes_eval_and_train(
+    folder_dir, monkeypatch):
+  listed = listings(monkeypatch)
+  source = make_source("folder", folder_dir, train_split="train[:50%]")
+  assert source.num_examples("train[:50%]") == NUM // 2
+  list(input_pipeline.EvalData(source, PP, "train[50%:]", global_batch=12))
+  next(input_pipeline.train_batches(source, PP, global_batch=4, seed=0))
+  assert len(listed) == len(set(listed)) == 1 + NUM  # the split, each class folder
+
+
+@pytest.mark.slow
+def test_a_run_builds_its_folder_source_once(folder_dir, tmp_path, monkeypatch):
+  """The train loop passes one source to the split sizes, eval and training."""
+  from conftest import tiny_config
+  from vit_jax import train
+
+  listed = listings(monkeypatch)
+  pp = f"decode|resize(16)|value_range(-1,1)|onehot({NUM})"
+  config = tiny_config(
+      str(folder_dir), total_steps=3, log_every=1, eval_every=3, checkpoint_every=3,
+      eval_batch=8, data=data_config("folder", folder_dir, train_split="train[:50%]",
+                                     eval_splits={"val": "train[50%:]"}),
+      **{"pp.train": pp, "pp.eval": pp})
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert summary["eval"]["val"]["num_examples"] == NUM // 2
+  assert len(listed) == len(set(listed)) == 1 + NUM  # the split, each class folder
+
+
 def test_a_folder_split_is_sliced_over_a_seeded_shuffle_of_its_files(folder_dir):
   """Listed class by class, a held-out slice would hold the last classes only."""
-  config = data_config("folder", folder_dir)
+  source = make_source("folder", folder_dir)
   halves = []
   for split in ("train[:50%]", "train[50%:]"):
-    eval_data = input_pipeline.EvalData(config, PP, split, global_batch=12)
+    eval_data = input_pipeline.EvalData(source, PP, split, global_batch=12)
     batch = next(iter(eval_data))
     halves.append(sorted(np.argmax(batch["labels"][batch["mask"]], -1)))
   assert len(halves[0]) == len(halves[1]) == NUM // 2
   assert halves[0] != list(range(NUM // 2))  # not the first classes
   assert sorted(halves[0] + halves[1]) == list(range(NUM))
-  again = next(iter(input_pipeline.EvalData(config, PP, "train[:50%]", global_batch=12)))
+  again = next(iter(input_pipeline.EvalData(source, PP, "train[:50%]", global_batch=12)))
   assert sorted(np.argmax(again["labels"][again["mask"]], -1)) == halves[0]
 
 
 def test_multi_label_records_give_multi_hot_targets(tmp_path):
   write_tfrecords(tmp_path, num_shards=2, multi_label=True)
-  eval_data = input_pipeline.EvalData(data_config("tfrecord", tmp_path), PP,
+  eval_data = input_pipeline.EvalData(make_source("tfrecord", tmp_path), PP,
                                       "train[:3]", global_batch=4)
   labels = next(iter(eval_data))["labels"][:3]
   assert [np.flatnonzero(row).tolist() for row in labels] == [[0, 1], [1, 2], [2, 3]]
@@ -190,7 +229,7 @@ def corrupt_shards(out_dir, *, intact_markers=False):
   """Two shards of 12; record 3 of the second (example 15) is a corrupt JPEG.
 
   Truncated, or with ``intact_markers`` its start and end markers around a
-  body of zeros: that passes `preprocess.is_decodable` and fails only when
+  body of zeros: that passes `corrupt_images.is_decodable` and fails only when
   decoded.
   """
   write_tfrecords(out_dir, num_shards=2)
@@ -198,7 +237,7 @@ def corrupt_shards(out_dir, *, intact_markers=False):
   path = os.path.join(out_dir, "train-00001-of-00002.tfrecord")
   records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
   bad = good[:3] + bytes(60) + good[-2:] if intact_markers else good[:len(good) // 2]
-  assert bool(preprocess.is_decodable(tf.constant(bad))) == intact_markers
+  assert bool(corrupt_images.is_decodable(tf.constant(bad))) == intact_markers
   records[3] = tfrecords._example(bad, [15])
   with tf.io.TFRecordWriter(path) as writer:
     for record in records:
@@ -209,13 +248,13 @@ def corrupt_shards(out_dir, *, intact_markers=False):
 @pytest.mark.parametrize("intact_markers", [False, True], ids=["truncated", "bad_body"])
 def test_a_corrupt_jpeg_is_skipped_and_counted(tmp_path, intact_markers):
   corrupt_shards(tmp_path, intact_markers=intact_markers)
-  config = data_config("tfrecord", tmp_path)
+  source = make_source("tfrecord", tmp_path)
   stats = input_pipeline.InputStats()
-  batches = input_pipeline.train_batches(config, PP, global_batch=23, seed=0, stats=stats)
+  batches = input_pipeline.train_batches(source, PP, global_batch=23, seed=0, stats=stats)
   epochs = classes_of([next(batches), next(batches)])  # two epochs of 23 good ones
   assert sorted(epochs[:23]) == sorted(epochs[23:]) == [c for c in range(NUM) if c != 15]
   assert stats.corrupt_images == 2  # once per epoch
-  eval_data = input_pipeline.EvalData(config, PP, "train", global_batch=8)
+  eval_data = input_pipeline.EvalData(source, PP, "train", global_batch=8)
   assert sum(b["mask"].sum() for b in eval_data) == NUM  # scored as blank
   assert eval_data.corrupt_images == 1
 
@@ -230,7 +269,7 @@ def test_a_corrupt_first_image_is_counted_too(tmp_path):
       writer.write(record)
   stats = input_pipeline.InputStats()
   batches = input_pipeline.train_batches(  # unshuffled: the corrupt one comes first
-      data_config("tfrecord", tmp_path, shuffle_buffer=1), PP, global_batch=23, seed=0,
+      make_source("tfrecord", tmp_path, shuffle_buffer=1), PP, global_batch=23, seed=0,
       stats=stats)
   assert classes_of([next(batches)]) == list(range(1, NUM))
   assert stats.corrupt_images == 1
@@ -239,32 +278,32 @@ def test_a_corrupt_first_image_is_counted_too(tmp_path):
 @pytest.mark.parametrize("intact_markers", [False, True], ids=["truncated", "bad_body"])
 def test_a_corrupt_jpeg_is_named_in_strict_mode(tmp_path, intact_markers):
   path = corrupt_shards(tmp_path, intact_markers=intact_markers)
-  config = data_config("tfrecord", tmp_path, strict=True)
+  source = make_source("tfrecord", tmp_path, strict=True)
   with pytest.raises(tf.errors.InvalidArgumentError) as error:
-    batches = input_pipeline.train_batches(config, PP, global_batch=8, seed=0)
+    batches = input_pipeline.train_batches(source, PP, global_batch=8, seed=0)
     for _ in range(3):
       next(batches)
   assert f"{path}:3" in str(error.value) and "config.data.strict" in str(error.value)
   with pytest.raises(tf.errors.InvalidArgumentError, match=f"{path}:3"):
-    list(input_pipeline.EvalData(config, PP, "train", global_batch=8))
+    list(input_pipeline.EvalData(source, PP, "train", global_batch=8))
 
 
 def test_a_preprocessing_error_is_raised_not_skipped_as_a_corrupt_image(tfrecord_dir):
   """A crop larger than every image fails on good images: skipping them all
   would leave the endless train stream spinning, and eval scoring blanks."""
-  config = data_config("tfrecord", tfrecord_dir)
+  source = make_source("tfrecord", tfrecord_dir)
   too_big = f"decode|central_crop(16)|value_range(-1,1)|onehot({NUM})"  # images are 12 px
   with pytest.raises(tf.errors.InvalidArgumentError):
-    next(input_pipeline.train_batches(config, too_big, global_batch=8, seed=0))
+    next(input_pipeline.train_batches(source, too_big, global_batch=8, seed=0))
   with pytest.raises(tf.errors.InvalidArgumentError):
-    list(input_pipeline.EvalData(config, too_big, "train", global_batch=8))
+    list(input_pipeline.EvalData(source, too_big, "train", global_batch=8))
 
 
 def test_a_training_file_deleted_mid_run_stops_the_stream_naming_it(tmp_path):
   """Not skipped like a corrupt image: with every file gone the endless
   stream would otherwise wait forever. A thread bounds the wait."""
   write_tfrecords(tmp_path, num_shards=2, num=NUM * 20)
-  batches = input_pipeline.train_batches(data_config("tfrecord", tmp_path), PP,
+  batches = input_pipeline.train_batches(make_source("tfrecord", tmp_path), PP,
                                          global_batch=8, seed=0)
   next(batches)
   for path in tmp_path.glob("train-*.tfrecord"):
@@ -288,6 +327,13 @@ def test_a_training_file_deleted_mid_run_stops_the_stream_naming_it(tmp_path):
   assert re.search(r"train-0000[01]-of-00002\.tfrecord; No such file", str(error))
 
 
+def make_tfrecords_main(*argv):
+  """scripts/make_tfrecords.py run with ``argv``, in this process."""
+  from scripts import make_tfrecords
+  from vit_jax.runtime import cli
+  return cli.call(make_tfrecords.main, make_tfrecords.FLAGS, ["make_tfrecords.py", *argv])
+
+
 def test_a_missing_manifest_says_how_to_write_one(tmp_path):
   with pytest.raises(sources.DatasetNotPreparedError, match="make_tfrecords.py --index_only"):
     sources.get_source(data_config("tfrecord", tmp_path))
@@ -296,9 +342,8 @@ def test_a_missing_manifest_says_how_to_write_one(tmp_path):
 def test_index_only_counts_foreign_shards(tmp_path):
   write_tfrecords(tmp_path, num_shards=3)
   os.remove(tmp_path / sources.MANIFEST)
-  from scripts import make_tfrecords
-  make_tfrecords.main(["--index_only", f"--out_dir={tmp_path}"])
-  assert input_pipeline.examples_in(data_config("tfrecord", tmp_path), "train") == NUM
+  make_tfrecords_main("--index_only", f"--out_dir={tmp_path}")
+  assert make_source("tfrecord", tmp_path).num_examples("train") == NUM
 
 
 
@@ -315,13 +360,12 @@ def shard_records(out_dir):
 
 
 def test_make_tfrecords_from_npz_gives_grayscale_images_a_channel(tmp_path):
-  from scripts import make_tfrecords
   gray = np.stack([image(c)[..., 0] for c in range(4)])  # MNIST's (N, H, W)
   np.savez(tmp_path / "gray.npz", images=gray, labels=np.arange(4))
   out = tmp_path / "out"
-  make_tfrecords.main([f"--from_npz={tmp_path / 'gray.npz'}", f"--out_dir={out}",
-                       "--num_shards=2"])
-  assert input_pipeline.examples_in(data_config("tfrecord", out), "train") == 4
+  make_tfrecords_main(f"--from_npz={tmp_path / 'gray.npz'}", f"--out_dir={out}",
+                      "--num_shards=2")
+  assert make_source("tfrecord", out).num_examples("train") == 4
   records = [record for shard in shard_records(out) for record in shard]
   assert sorted(label for _, (label,) in records) == [0, 1, 2, 3]
   for decoded, (label,) in records:
@@ -331,7 +375,6 @@ def test_make_tfrecords_from_npz_gives_grayscale_images_a_channel(tmp_path):
 def test_make_tfrecords_from_folders_mixes_the_classes_over_the_shards(tmp_path):
   """Class folders come class by class; a slice like train[50%:] must not be
   the last class alone, so the shards are a seeded shuffle of the examples."""
-  from scripts import make_tfrecords
   for c in range(2):
     (tmp_path / "images" / f"class{c}").mkdir(parents=True)
     for i in range(8):
@@ -339,8 +382,8 @@ def test_make_tfrecords_from_folders_mixes_the_classes_over_the_shards(tmp_path)
                        tf.io.encode_png(image(c)))
   shards = {}
   for run, extra in (("a", []), ("b", []), ("kept", ["--keep_order"])):
-    make_tfrecords.main([f"--from_folder={tmp_path / 'images'}",
-                         f"--out_dir={tmp_path / run}", "--num_shards=2", *extra])
+    make_tfrecords_main(f"--from_folder={tmp_path / 'images'}",
+                        f"--out_dir={tmp_path / run}", "--num_shards=2", *extra)
     shards[run] = [sorted(label for _, (label,) in shard)
                    for shard in shard_records(tmp_path / run)]
   assert shards["kept"] == [[0] * 8, [1] * 8]
@@ -360,12 +403,11 @@ def test_make_tfrecords_from_folders_mixes_the_classes_over_the_shards(tmp_path)
 ])
 def test_make_tfrecords_from_a_bad_npz_names_the_file_and_writes_nothing(
     tmp_path, arrays, problem):
-  from scripts import make_tfrecords
   path = tmp_path / "bad.npz"
   np.savez(path, **arrays)
   with pytest.raises(SystemExit) as exit_info:
-    make_tfrecords.main([f"--from_npz={path}", f"--out_dir={tmp_path / 'out'}"])
-  assert str(exit_info.value) == f"--from_npz: {path}: {problem}"
+    make_tfrecords_main(f"--from_npz={path}", f"--out_dir={tmp_path / 'out'}")
+  assert str(exit_info.value) == f"error: --from_npz: {path}: {problem}"
   assert not (tmp_path / "out").exists()
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""scripts/export.py: each format of a run's classifier, read back and run."""
+"""vit_jax/inference/export.py through scripts/export.py: each format of a run's
+classifier, read back and run."""
 import json
 import os
 import subprocess
@@ -10,16 +11,22 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_config
-from scripts import export
+from scripts import export as export_command
 from fake_params import abstract_params, random_flat
 from vit_jax import models
 from vit_jax.train import checkpoints, workdir_files
 from vit_jax.models import npz
-from vit_jax.inference import serving
+from vit_jax.inference import export, serving
 from vit_jax.data.builders import fashion_mnist_local
+from vit_jax.runtime import cli
 from repo_root import REPO
 
 TOLERANCE = 1e-5
+
+
+def run_export(*flags):
+  """scripts/export.py with ``flags``, run in this process."""
+  cli.call(export_command.main, export_command.FLAGS, ["export.py", *flags])
 
 
 def write_run(workdir, config, steps=(7,)):
@@ -75,7 +82,7 @@ def test_npz_export_loads_back_to_identical_params_and_logits(
       fashion_data_dir, tmp_path / "run", classifier=classifier,
       representation_size=representation_size, ema=ema)
   out = str(tmp_path / "params.npz")
-  export.main([f"--workdir={tmp_path / 'run'}", "--format=npz", f"--out={out}"])
+  run_export(f"--workdir={tmp_path / 'run'}", "--format=npz", f"--out={out}")
   assert "read back bit for bit" in capsys.readouterr().out
 
   loaded, params = npz.load_npz(out), evaluated[7]  # the EMA where kept
@@ -92,11 +99,11 @@ def test_npz_export_loads_back_to_identical_params_and_logits(
 def test_npz_export_of_an_earlier_step(fashion_data_dir, tmp_path, capsys):
   _, _, evaluated = make_run(fashion_data_dir, tmp_path / "run", steps=(3, 7))
   out = str(tmp_path / "step3.npz")
-  export.main([f"--workdir={tmp_path / 'run'}", "--step=3", "--format=npz", f"--out={out}"])
+  run_export(f"--workdir={tmp_path / 'run'}", "--step=3", "--format=npz", f"--out={out}")
   jax.tree.map(np.testing.assert_array_equal, npz.load_npz(out), evaluated[3])
-  with pytest.raises(FileNotFoundError, match=r"no committed checkpoint of step 5 .* "
-                                              r"it has steps \[3, 7\]"):
-    export.main([f"--workdir={tmp_path / 'run'}", "--step=5", "--format=npz", f"--out={out}"])
+  with pytest.raises(SystemExit, match=r"^error: no committed checkpoint of step 5 .* "
+                                       r"it has steps \[3, 7\]"):
+    run_export(f"--workdir={tmp_path / 'run'}", "--step=5", "--format=npz", f"--out={out}")
 
 
 # Runs in a fresh interpreter that imports vit_jax/inference/serving.py by its path and
@@ -126,7 +133,7 @@ def test_serving_artefact_in_a_fresh_process_gives_the_model_logits(
         fashion_data_dir, tmp_path / name, classifier=classifier,
         representation_size=representation_size)
     out = str(tmp_path / f"{name}_serving")
-    export.main([f"--workdir={tmp_path / name}", "--format=serving", f"--out={out}"])
+    run_export(f"--workdir={tmp_path / name}", "--format=serving", f"--out={out}")
     assert "max |logit difference| to the model" in capsys.readouterr().out
     runs[out] = (config, model, evaluated[7])
 
@@ -159,7 +166,7 @@ def test_serving_artefact_in_a_fresh_process_gives_the_model_logits(
 def test_serving_refuses_images_of_another_size(fashion_data_dir, tmp_path):
   make_run(fashion_data_dir, tmp_path / "run")
   out = str(tmp_path / "serving")
-  export.main([f"--workdir={tmp_path / 'run'}", "--format=serving", f"--out={out}"])
+  run_export(f"--workdir={tmp_path / 'run'}", "--format=serving", f"--out={out}")
   with pytest.raises(ValueError, match=r"expected images of shape \(batch, 16, 16, 3\) "
                                        r"in \[-1.0, 1.0\], got \(2, 32, 32, 3\)"):
     serving.load(out)(np.zeros((2, 32, 32, 3)))
@@ -168,7 +175,7 @@ def test_serving_refuses_images_of_another_size(fashion_data_dir, tmp_path):
 def test_saved_model_gives_the_model_logits(fashion_data_dir, tmp_path, capsys):
   config, model, evaluated = make_run(fashion_data_dir, tmp_path / "run", representation_size=16)
   out = str(tmp_path / "saved_model")
-  export.main([f"--workdir={tmp_path / 'run'}", "--format=saved_model", f"--out={out}"])
+  run_export(f"--workdir={tmp_path / 'run'}", "--format=saved_model", f"--out={out}")
   assert "max |logit difference| to the model" in capsys.readouterr().out
   assert os.path.exists(os.path.join(out, serving.CONTRACT_FILE))
   signature = tf.saved_model.load(out).signatures["serving_default"]

@@ -10,6 +10,7 @@ import fake_data
 from conftest import NUM_TEST, tiny_config
 from vit_jax import evaluate, predict, train
 from vit_jax.data.builders import fashion_mnist_local
+from vit_jax.runtime import cli
 
 pytestmark = pytest.mark.slow
 CLASS_NAMES = fashion_mnist_local.CLASS_NAMES
@@ -36,6 +37,16 @@ def bar_images(tmp_path):
   return paths
 
 
+def run_predict(*argv):
+  """`python -m vit_jax.predict` with ``argv``, run in this process."""
+  cli.call(predict.main, predict.FLAGS, ["predict", *argv])
+
+
+def run_evaluate(*argv):
+  """`python -m vit_jax.evaluate` with ``argv``, run in this process."""
+  cli.call(evaluate.main, evaluate.FLAGS, ["evaluate", *argv])
+
+
 def parse_top5(output):
   """{image path: [(class name, percent)]} from predict's printout."""
   results, path = {}, None
@@ -51,7 +62,7 @@ def parse_top5(output):
 
 def test_predict_prints_the_top5_class_names(tiny_run, bar_images, capsys):
   workdir, _ = tiny_run
-  predict.main([f"--workdir={workdir}", *bar_images])
+  run_predict(f"--workdir={workdir}", *bar_images)
   results = parse_top5(capsys.readouterr().out)
   assert list(results) == bar_images
   for path, top5 in results.items():
@@ -66,38 +77,37 @@ def test_predict_prints_the_top5_class_names(tiny_run, bar_images, capsys):
 def test_predict_from_a_checkpoint_and_config_file_matches_the_workdir(
     tiny_run, bar_images, capsys):
   workdir, _ = tiny_run
-  predict.main([f"--workdir={workdir}", *bar_images])
+  run_predict(f"--workdir={workdir}", *bar_images)
   from_workdir = capsys.readouterr().out
-  predict.main([f"--checkpoint={workdir}", f"--config={os.path.join(workdir, 'config.json')}",
-                *bar_images])
+  run_predict(f"--checkpoint={workdir}", f"--config={os.path.join(workdir, 'config.json')}",
+              *bar_images)
   assert capsys.readouterr().out == from_workdir
-  with pytest.raises(SystemExit):
-    predict.main([f"--config={os.path.join(workdir, 'config.json')}", *bar_images])
-  assert "--config needs --checkpoint" in capsys.readouterr().err
+  with pytest.raises(SystemExit, match="^error: --config needs --checkpoint$"):
+    run_predict(f"--config={os.path.join(workdir, 'config.json')}", *bar_images)
 
 
 def test_evaluate_command_reproduces_the_run_summary(tiny_run, capsys):
   workdir, summary = tiny_run
-  results = evaluate.main([f"--workdir={workdir}"])
-  assert results == summary["eval"]
-  assert results["test"]["num_examples"] == NUM_TEST
+  run_evaluate(f"--workdir={workdir}")
   printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert list(summary["eval"]) == ["test"]  # every eval split, one line each
   assert printed == [{"checkpoint": workdir, "split": "test", **summary["eval"]["test"]}]
+  assert printed[0]["num_examples"] == NUM_TEST
 
 
-def test_evaluate_command_on_a_slice_of_a_split(tiny_run):
+def test_evaluate_command_on_a_slice_of_a_split(tiny_run, capsys):
   workdir, _ = tiny_run
-  results = evaluate.main([f"--workdir={workdir}", "--split=test[:40]"])
-  assert results["test[:40]"]["num_examples"] == 40
+  run_evaluate(f"--workdir={workdir}", "--split=test[:40]")
+  printed, = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert printed["split"] == "test[:40]" and printed["num_examples"] == 40
 
 
-def test_predict_names_a_file_that_is_not_an_image(tiny_run, bar_images, tmp_path, capsys):
+def test_predict_names_a_file_that_is_not_an_image(tiny_run, bar_images, tmp_path):
   workdir, _ = tiny_run
   text = tmp_path / "notes.png"
   text.write_text("not an image")
   for bad in (str(text), str(tmp_path / "missing.png")):
-    with pytest.raises(SystemExit):
-      predict.main([f"--workdir={workdir}", bar_images[0], bad])
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith(f"python -m vit_jax.predict: error: {bad}: cannot read "
-                            f"it as an image"), error
+    with pytest.raises(SystemExit) as exit_info:
+      run_predict(f"--workdir={workdir}", bar_images[0], bad)
+    error = str(exit_info.value)
+    assert error.startswith(f"error: {bad}: cannot read it as an image"), error

@@ -3,16 +3,19 @@
 Full-size models are only traced (jax.eval_shape), never materialised, so the
 golden parameter counts cost no memory; numerics use a tiny model.
 """
+import collections
 import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import pytest
 from flax import traverse_util
 
 from vit_jax import models
+from vit_jax.models import dense, dropout, layer_norm, vit
 
 TINY = dict(hidden_size=32, num_layers=2, mlp_dim=64, num_heads=4)
 
@@ -269,6 +272,73 @@ def test_head_init():
   np.testing.assert_array_equal(params['head']['kernel'], 0.0)
   np.testing.assert_array_equal(params['head']['bias'], -10.0)
   np.testing.assert_array_equal(apply(model, params, x), -10.0)
+
+
+@pytest.mark.parametrize('module', [
+    vit.ComputeSettings, vit.AddPositionEmbs, vit.MlpBlock,
+    vit.MultiHeadDotProductAttention, vit.Encoder1DBlock, vit.Encoder,
+    vit.VisionTransformer,
+])
+def test_model_settings_are_refused_positionally(module):
+  """Rates, sizes and kernel names of like types cannot be swapped by position."""
+  with pytest.raises(TypeError, match='positional argument'):
+    module(64, 0.1)
+
+
+def test_every_layer_gets_the_models_settings():
+  """Each non-default setting reaches every layer it concerns, and no other's value does.
+
+  All values differ from their defaults and from each other, so a setting
+  dropped on the way down or passed in another's place shows here.
+  """
+  settings = dict(dtype=jnp.bfloat16, param_dtype=jnp.float16,
+                  attention_implementation='head_major', layer_norm_implementation='flax',
+                  dense_implementation='matrix')
+  rates = dict(dropout_rate=0.125, attention_dropout_rate=0.25)
+  model = tiny_model(remat=True, remat_policy='dots_saveable', representation_size=8,
+                     **settings, **rates)
+  layers = {}
+
+  def record(call, args, kwargs, context):
+    if context.method_name == '__call__':
+      layers['/'.join(context.module.path)] = context.module
+    return call(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    params = jax.eval_shape(lambda x: model.init(
+        {'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x, train=True),
+        jax.ShapeDtypeStruct((2, 16, 16, 3), jnp.float32))['params']
+
+  assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float16)}
+  assert layers['Transformer'].remat and layers['Transformer'].remat_policy == 'dots_saveable'
+  want = vit.ComputeSettings(**{k: jnp.dtype(v) if 'dtype' in k else v
+                                for k, v in settings.items()})
+  kinds = collections.Counter()
+  for path, layer in layers.items():
+    if hasattr(layer, 'compute'):
+      assert layer.compute == want, path
+      kinds['compute'] += 1
+    if isinstance(layer, (nn.Dense, nn.DenseGeneral, nn.Conv, nn.LayerNorm)):
+      want_dtype = jnp.float32 if path == 'head' else jnp.bfloat16
+      assert (layer.dtype, layer.param_dtype) == (want_dtype, jnp.float16), path
+      kinds['dtypes'] += 1
+    if isinstance(layer, (nn.Dense, nn.DenseGeneral)) and path.startswith('Transformer/'):
+      assert layer.dot_general is dense.matrix_dot_general, path
+      kinds['dense'] += 1
+    if isinstance(layer, layer_norm.LayerNorm):
+      assert layer.implementation == 'flax', path
+      kinds['layer_norm'] += 1
+    if isinstance(layer, dropout.Dropout):
+      want_rate = rates['attention_dropout_rate' if path.endswith('/attention_dropout')
+                        else 'dropout_rate']
+      assert layer.rate == want_rate, path
+      kinds['dropout'] += 1
+  blocks = TINY['num_layers']
+  # compute: Encoder, posembed and per block the block, its attention and its MLP;
+  # dtypes: embedding, pre_logits, head, the final LayerNorm and 8 per block;
+  # dropout: after posembed and 4 per block.
+  assert kinds == {'compute': 2 + 3 * blocks, 'dtypes': 4 + 8 * blocks, 'dense': 6 * blocks,
+                   'layer_norm': 1 + 2 * blocks, 'dropout': 1 + 4 * blocks}
 
 
 @pytest.mark.parametrize('variant', ['X/16', 'B16', 'B/0', 'B/', 'b/16', 'B/16/2'])

@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fake_params import abstract_params, random_flat
+from fake_params import random_flat
 from vit_jax import models, tree_util
 from vit_jax.models import npz, posemb, pretrained
+from vit_jax.models.build import abstract_params
 
 TINY = dict(hidden_size=16, num_layers=2, mlp_dim=32, num_heads=2)
 

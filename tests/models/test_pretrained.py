@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vit_jax import models
-from vit_jax.models import npz, posemb, pretrained
+from vit_jax.models import build, npz, posemb, pretrained
 
 
 def test_resampling_to_the_same_grid_is_the_identity():
@@ -49,8 +49,7 @@ def test_a_token_count_that_is_no_grid_is_refused():
 
 
 def init(model, size):
-  return jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
-                                    train=False)["params"])()
+  return jax.jit(lambda: build.init_params(model, size, seed=0))()
 
 
 TINY = dict(hidden_size=16, num_layers=2, mlp_dim=32, num_heads=2)

@@ -42,7 +42,7 @@ def run_python(code, **environment):
 def devices_after_setup(batch_sizes, **environment):
   """(what use_one_device_per_core returned, jax.local_device_count())."""
   result = run_python(
-      "import jax; from vit_jax import cpu_devices; "
+      "import jax; from vit_jax.runtime import cpu_devices; "
       f"count = cpu_devices.use_one_device_per_core({batch_sizes!r}); "
       "print(count, jax.local_device_count())", **environment)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -65,7 +65,7 @@ def test_the_users_own_device_count_is_kept(environment):
 
 
 def test_setting_the_count_after_the_backend_started_is_refused():
-  result = run_python("import jax; jax.devices(); from vit_jax import cpu_devices; "
+  result = run_python("import jax; jax.devices(); from vit_jax.runtime import cpu_devices; "
                       "cpu_devices.use_one_device_per_core((8,))")
   assert result.returncode != 0
   assert "before backends are initialized" in result.stderr

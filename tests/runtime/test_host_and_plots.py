@@ -6,10 +6,12 @@ import sys
 
 import pytest
 
-from vit_jax.runtime import host_malloc
+from scripts import plot_metrics, summarize
+from vit_jax.runtime import cli, host_malloc
 from repo_root import REPO
 
-PRINT_TUNABLES = ("from vit_jax import host_malloc; host_malloc.reexec_with_tunables(); "
+PRINT_TUNABLES = ("from vit_jax.runtime import host_malloc; "
+                  "host_malloc.reexec_with_tunables(); "
                   "import os; print(repr(os.environ['GLIBC_TUNABLES']))")
 
 
@@ -31,9 +33,6 @@ def test_a_users_own_glibc_tunables_are_kept():
 
 
 def test_plot_metrics_draws_train_and_eval_series(tmp_path):
-  sys.path.insert(0, os.path.join(REPO, "scripts"))
-  import plot_metrics
-
   workdir = tmp_path / "run"
   workdir.mkdir()
   records = [{"step": s, "split": "train", "loss": 1.0 / s, "lr": 0.1,
@@ -57,11 +56,8 @@ def test_plot_metrics_draws_train_and_eval_series(tmp_path):
      "examples_seen, core_days, tpuv3_core_days: a finished run's summary.json has "),
 ])
 def test_summarize_names_a_malformed_summary_and_what_it_lacks(tmp_path, text, problem):
-  sys.path.insert(0, os.path.join(REPO, "scripts"))
-  import summarize
-
   (tmp_path / "summary.json").write_text(text)
   with pytest.raises(SystemExit) as exit_info:
-    summarize.main([str(tmp_path)])
-  assert str(exit_info.value) == (f"{tmp_path / 'summary.json'} {problem}"
+    cli.call(summarize.main, summarize.FLAGS, ["summarize", str(tmp_path)])
+  assert str(exit_info.value) == (f"error: {tmp_path / 'summary.json'} {problem}"
                                   + ", ".join(summarize.metrics.SUMMARY_FIELDS))

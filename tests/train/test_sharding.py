@@ -15,7 +15,7 @@ from jax.sharding import PartitionSpec as P
 from configs import common
 from conftest import tiny_config
 from vit_jax import models, train, tree_util
-from vit_jax.models import pretrained
+from vit_jax.models import build, pretrained
 from vit_jax.train import losses, optim, sharding, steps
 
 
@@ -27,8 +27,7 @@ def mesh_config(**overrides):
 
 def abstract_train_state(model, tx, image_size):
   def init():
-    params = model.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
-                        train=False)["params"]
+    params = build.init_params(model, image_size, seed=0)
     return steps.initial_state(params, tx, ml_collections.ConfigDict({"ema_decay": 0.9999}))
   return jax.eval_shape(init)
 

@@ -5,16 +5,16 @@ import numpy as np
 import optax
 
 from conftest import tiny_config
-from vit_jax import models
+from vit_jax.models import build
 from vit_jax.train import losses, optim, sharding, steps
 
 
 def run_one_step(config):
   mesh = sharding.make_mesh(config.mesh)
-  model = models.get_model(config.variant, num_classes=10, **config.model)
+  model = build.model_from_config(config)
   schedule = optax.constant_schedule(0.1)
   tx = optim.make_optimizer(config.optim, schedule)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
+  params = build.init_params(model, 16, seed=0)
   # A head that prefers later classes, so the loss depends on the targets.
   params["head"]["bias"] = jnp.arange(10, dtype=jnp.float32)
   # The state train.py and scripts/benchmark.py both build.
@@ -59,10 +59,10 @@ def test_a_skipped_step_keeps_the_learning_rate_on_schedule(tmp_path):
   the next update uses the rate of its own step, the one the log shows."""
   config = tiny_config(str(tmp_path), on_nonfinite="skip", **{"optim.weight_decay": 0.0})
   mesh = sharding.make_mesh(config.mesh)
-  model = models.get_model(config.variant, num_classes=10, **config.model)
+  model = build.model_from_config(config)
   schedule = optax.linear_schedule(1.0, 0.0, 10)
   tx = optim.make_optimizer(config.optim, schedule)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
+  params = build.init_params(model, 16, seed=0)
   step = jax.jit(steps.make_train_step(model, tx, losses.get_loss(config.loss),
                                        schedule, config, mesh))
   batch = {"image": jax.random.normal(jax.random.key(1), (8, 16, 16, 3)),

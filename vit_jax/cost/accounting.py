@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax.data import config_fields
+
 TPU_V3_CORE_PEAK = 61.5e12
 """FLOP/s of one TPU v3 core (bfloat16): 123 TFLOP/s a chip, 2 cores a chip."""
 
@@ -40,14 +42,6 @@ convention accepts this small overcount.)
 """
 
 _log = logging.getLogger(__name__)
-
-
-def _pair(size):
-  """(height, width) from an int or a pair, for image and patch sizes."""
-  if isinstance(size, int):
-    return size, size
-  height, width = size
-  return int(height), int(width)
 
 
 def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
@@ -86,8 +80,8 @@ def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
   Returns:
     FLOPs per image.
   """
-  image_height, image_width = _pair(image_size)
-  patch_height, patch_width = _pair(getattr(model, "patch_size"))
+  image_height, image_width = config_fields.height_width(image_size)
+  patch_height, patch_width = config_fields.height_width(getattr(model, "patch_size"))
   hidden = getattr(model, "hidden_size")
   mlp_dim = getattr(model, "mlp_dim")
   num_layers = getattr(model, "num_layers")
@@ -333,6 +327,15 @@ def matmul_operands_sharding(devices):
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("device"))
 
 
+def mfu(flops_per_example, img_per_sec, *, num_devices, peak_flops_per_device):
+  """Model FLOPs utilisation: the share of the devices' peak that the model's FLOPs use.
+
+  The one formula behind a run's logged `mfu` (`Accountant`) and the
+  benchmark's, so that the two figures compare.
+  """
+  return flops_per_example * img_per_sec / (num_devices * peak_flops_per_device)
+
+
 class Accountant:
   """Running totals of a training run's examples, time and compute cost.
 
@@ -391,10 +394,11 @@ class Accountant:
       "img_per_sec_per_device": img_per_sec / self.num_devices,
       "core_days": core_days,
       f"core_days_{self.device_kind}": core_days,
-      "mfu": (
-        self.flops_per_example
-        * img_per_sec
-        / (self.num_devices * self.peak_flops_per_device)
+      "mfu": mfu(
+        self.flops_per_example,
+        img_per_sec,
+        num_devices=self.num_devices,
+        peak_flops_per_device=self.peak_flops_per_device,
       ),
       "tpuv3_core_days": (
         core_days * self.peak_flops_per_device / TPU_V3_CORE_PEAK

@@ -1,14 +1,14 @@
 """Timing the compiled train step and inference, for the benchmark scripts.
 
-The train step is `vit_jax.train.steps.make_train_step`, the function `train.py`
-runs, jitted over a data-parallel mesh of every device with the state
-donated, on synthetic batches that already sit on the devices: what is timed
-is the step alone, with no input pipeline. After ``warmup`` steps,
+The train step is `vit_jax.train.steps.jit_train_step`, the function the
+training loop runs, jitted over a data-parallel mesh of every device with the
+state donated, on synthetic batches that already sit on the devices: what is
+timed is the step alone, with no input pipeline. After ``warmup`` steps,
 ``rounds`` rounds of ``steps`` steps each are run back to back and
 synchronised only at the end of a round, so the host never stalls the device
 inside a round; the step time is a round's time / steps, reported as the
-median and the spread over rounds. MFU counts the model's FLOPs
-(`accounting.analytic_flops_per_example`) against the devices' peak
+median and the spread over rounds. MFU (`accounting.mfu`) counts the model's
+FLOPs (`accounting.analytic_flops_per_example`) against the devices' peak
 (`accounting.peak_flops_per_device`; on CPU the higher of two matmul
 measurements, before and after the timed rounds). `compare` times two
 configs' train steps in one process with their rounds interleaved, for
@@ -19,10 +19,9 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 
-from vit_jax import models
 from vit_jax.cost import accounting
+from vit_jax.models import build
 from vit_jax.train import losses, optim, sharding
 from vit_jax.train import steps as train_steps  # `steps` counts steps below
 
@@ -60,8 +59,10 @@ def _step_stats(step_seconds, batch):
 
 
 def with_mfu(stats, *, flops_per_example, num_devices, peak_per_device):
-  stats["mfu"] = (flops_per_example * stats["img_per_sec"]
-                  / (num_devices * peak_per_device))
+  """``stats`` with its MFU and per-device throughput added."""
+  stats["mfu"] = accounting.mfu(flops_per_example, stats["img_per_sec"],
+                                num_devices=num_devices,
+                                peak_flops_per_device=peak_per_device)
   stats["img_per_sec_per_device"] = stats["img_per_sec"] / num_devices
   return stats
 
@@ -75,15 +76,13 @@ class _TrainStep:
 
   def __init__(self, config, batch_size):
     self.mesh = mesh = sharding.make_mesh(config.mesh)
-    self.model = models.get_model(config.variant, num_classes=config.data.num_classes,
-                                  **config.model)
+    self.model = build.model_from_config(config)
     schedule = optim.make_schedule(config.lr, config.total_steps)
     tx = optim.make_optimizer(config.optim, schedule)
     size = config.image_size
 
     def init_state():
-      params = self.model.init(jax.random.key(config.seed),
-                               jnp.zeros((1, size, size, 3)), train=False)["params"]
+      params = build.init_params(self.model, size, seed=config.seed)
       return train_steps.initial_state(params, tx, config)
 
     self.state_shardings = sharding.state_shardings(
@@ -96,12 +95,9 @@ class _TrainStep:
         "labels": jax.nn.one_hot(jax.random.randint(
             label_key, (batch_size,), 0, config.data.num_classes),
             config.data.num_classes)}, self.batch_sharding)
-    train_step = jax.jit(
-        train_steps.make_train_step(self.model, tx, losses.get_loss(config.loss),
-                                    schedule, config, mesh),
-        in_shardings=(self.state_shardings, self.batch_sharding),
-        out_shardings=(self.state_shardings, sharding.replicated(mesh)),
-        donate_argnums=0)
+    train_step = train_steps.jit_train_step(
+        self.model, tx, losses.get_loss(config.loss), schedule, config, mesh,
+        self.state_shardings)
     start = time.perf_counter()
     self.compiled = train_step.lower(self.state, self.batch).compile()
     self.compile_s = time.perf_counter() - start

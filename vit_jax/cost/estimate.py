@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vit_jax import models
 from vit_jax.cost import accounting
+from vit_jax.models import build
 from vit_jax.train import config_checks
 
 LOWERING_BATCH = 8
@@ -31,7 +31,7 @@ def xla_flops_per_example(model, image_size, *, train):
   images = jax.ShapeDtypeStruct((LOWERING_BATCH, image_size, image_size, 3),
                                 jnp.float32)
   labels = jax.ShapeDtypeStruct((LOWERING_BATCH, model.num_classes), jnp.float32)
-  params = abstract_params(model, image_size)
+  params = build.abstract_params(model, image_size)
 
   def forward(params, images):
     return model.apply({"params": params}, images, train=False)
@@ -47,21 +47,13 @@ def xla_flops_per_example(model, image_size, *, train):
   return flops / LOWERING_BATCH if flops else None
 
 
-def abstract_params(model, image_size):
-  """The parameters' shapes and dtypes, without allocating them."""
-  return jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
-      train=False)["params"])
-
-
 def estimate(config, *, total_steps, mfu):
   """The cost of training ``config`` for ``total_steps`` steps at ``mfu``."""
   if not 0 < mfu <= 1:
     raise ValueError(f"the assumed MFU must be in (0, 1], got {mfu}")
-  model = models.get_model(config.variant, num_classes=config.data.num_classes,
-                           **config.model)
+  model = build.model_from_config(config)
   size = config.image_size
-  num_params = sum(x.size for x in jax.tree.leaves(abstract_params(model, size)))
+  num_params = sum(x.size for x in jax.tree.leaves(build.abstract_params(model, size)))
   train_flops = accounting.analytic_flops_per_example(model, size, train=True)
   examples = config.global_batch * total_steps
   total_flops = train_flops * examples
@@ -114,12 +106,12 @@ def planned_steps(config, train_examples=None):
 
 def _train_split_size(config):
   """(examples in the training split, where that number came from)."""
-  from vit_jax.data import input_pipeline, sources
+  from vit_jax.data import sources
 
   split = config.data.train_split
   try:
-    return input_pipeline.examples_in(config.data, split), "the prepared dataset"
-  except input_pipeline.DatasetNotPreparedError as not_prepared:
+    return sources.get_source(config.data).num_examples(split), "the prepared dataset"
+  except sources.DatasetNotPreparedError as not_prepared:
     try:
       size = sources.examples_in_split(split, config.data.get("published_sizes") or {})
     except KeyError:

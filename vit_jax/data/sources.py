@@ -35,6 +35,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vit_jax.data import builders  # noqa: F401  (registers the offline builders)
+from vit_jax.data import config_fields
 
 MANIFEST = "manifest.json"
 IMAGE_KEY, LABEL_KEY = "image/encoded", "image/class/label"
@@ -48,9 +49,13 @@ class DatasetNotPreparedError(FileNotFoundError):
 
 
 def get_source(data_config):
-  """The source that `config.data.source` names."""
+  """The source that `config.data.source` names.
+
+  Build it once per run and pass it down: a folder source lists its files,
+  a TFRecord source reads its manifest, a tfds source its metadata.
+  """
   kinds = {"tfds": TfdsSource, "tfrecord": TFRecordSource, "folder": FolderSource}
-  kind = data_config.get("source", "tfds")  # runs from before sources existed
+  kind = data_config.get("source", config_fields.DEFAULT_SOURCE)
   if kind not in kinds:
     raise ValueError(f"config.data.source={kind!r}; valid: {', '.join(kinds)}")
   return kinds[kind](data_config)
@@ -131,38 +136,57 @@ def process_share(parts, process_index, process_count):
 
 
 class _PartsSource:
-  """A source whose splits are lists of parts with known record counts."""
+  """A source whose splits are lists of parts with known record counts.
+
+  Each whole split is listed once (`_parts`), when first asked for.
+  """
 
   def __init__(self, data_config):
     self.config = data_config
     self.root = data_config.data_dir or ""
+    self._listed = {}  # whole split name -> its parts
 
   def num_examples(self, split):
-    return sum(p.end - p.begin for p in _slice(self._parts(split), split))
+    return sum(p.end - p.begin for p in self._sliced(split))
 
   def process_counts(self, split, process_count):
-    parts = _slice(self._parts(split), split)
+    parts = self._sliced(split)
     return [sum(p.end - p.begin for p in process_share(parts, i, process_count))
             for i in range(process_count)]
 
   def read(self, split, process_index, process_count, *, shuffle_seed=None):
     """This process's encoded examples; files in a seeded order if shuffled."""
-    parts = process_share(_slice(self._parts(split), split), process_index,
-                          process_count)
+    parts = process_share(self._sliced(split), process_index, process_count)
     if not parts:
       raise ValueError(f"split {split!r} of {self.root!r} gives process "
                        f"{process_index} of {process_count} no examples")
-    paths, begins, ends, labels = zip(*parts)
-    ds = tf.data.Dataset.from_tensor_slices((
-        list(paths), tf.constant(begins, tf.int64), tf.constant(ends, tf.int64),
-        tf.constant(labels, tf.int64)))
+    ds = _parts_dataset(parts)
     if shuffle_seed is not None:
       ds = ds.shuffle(len(parts), seed=shuffle_seed, reshuffle_each_iteration=True)
     return _cached_if_asked(self._examples(ds), self.config)
 
+  @property
+  def element_spec(self):
+    """The spec of what `read` yields, known without listing or reading a file."""
+    return self._examples(_parts_dataset([])).element_spec
+
+  def _sliced(self, split):
+    name = parse_split(split)[0]
+    if name not in self._listed:
+      self._listed[name] = self._parts(split)
+    return _slice(self._listed[name], split)
+
   def _split_path(self, split):
     name = parse_split(split)[0]
     return os.path.join(self.root, self.config.pattern.format(split=name))
+
+
+def _parts_dataset(parts):
+  """(path, begin, end, label) of each part, as a dataset."""
+  paths, begins, ends, labels = zip(*parts) if parts else ((),) * 4
+  return tf.data.Dataset.from_tensor_slices((
+      tf.constant(paths, tf.string), tf.constant(begins, tf.int64),
+      tf.constant(ends, tf.int64), tf.constant(labels, tf.int64)))
 
 
 class TFRecordSource(_PartsSource):
@@ -224,9 +248,9 @@ class FolderSource(_PartsSource):
 
   def __init__(self, data_config):
     super().__init__(data_config)
+    self._folders = {}  # directory -> its class folders (`_class_folders`)
     train_dir = self._split_path(data_config.train_split)
-    self.class_names = sorted(
-        d for d in _listdir(train_dir) if tf.io.gfile.isdir(os.path.join(train_dir, d)))
+    self.class_names = self._class_folders(train_dir)
     if len(self.class_names) > data_config.num_classes:
       raise ValueError(f"{train_dir} has {len(self.class_names)} class folders, "
                        f"more than config.data.num_classes={data_config.num_classes}")
@@ -234,14 +258,13 @@ class FolderSource(_PartsSource):
   def _parts(self, split):
     directory = self._split_path(split)
     parts = []
-    for name in sorted(_listdir(directory)):
-      if not tf.io.gfile.isdir(os.path.join(directory, name)):
-        continue
-      if name not in self.class_names:
+    class_ids = {name: i for i, name in enumerate(self.class_names)}
+    for name in self._class_folders(directory):
+      if name not in class_ids:
         raise ValueError(f"class folder {name!r} of {directory} is not a class "
                          f"of the train split {self.class_names}")
       folder = os.path.join(directory, name)
-      parts += [Part(os.path.join(folder, f), 0, 1, self.class_names.index(name))
+      parts += [Part(os.path.join(folder, f), 0, 1, class_ids[name])
                 for f in sorted(_listdir(folder))
                 if f.lower().endswith(IMAGE_SUFFIXES)]
     random.Random(0).shuffle(parts)  # classes mixed before any slicing
@@ -252,6 +275,13 @@ class FolderSource(_PartsSource):
       del begin, end
       return {"image": tf.io.read_file(path), "label": label, "_id": path}
     return parts.map(read_file, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _class_folders(self, directory):
+    """The sorted subfolders of ``directory``, listed once per source."""
+    if directory not in self._folders:
+      self._folders[directory] = sorted(
+          d for d in _listdir(directory) if tf.io.gfile.isdir(os.path.join(directory, d)))
+    return self._folders[directory]
 
 
 def _listdir(directory):
@@ -273,6 +303,11 @@ class TfdsSource:
 
   def process_counts(self, split, process_count):
     return [self.num_examples(s) for s in tfds.even_splits(split, n=process_count)]
+
+  @property
+  def element_spec(self):
+    """The spec of what `read` yields; only the metadata is read."""
+    return self.read(self.config.train_split, 0, 1).element_spec
 
   def read(self, split, process_index, process_count, *, shuffle_seed=None):
     features = self.builder.info.features

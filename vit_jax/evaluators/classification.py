@@ -10,8 +10,9 @@ computation on one-hot or multi-hot targets.
 import jax
 import jax.numpy as jnp
 
-from vit_jax.data import input_pipeline
-from vit_jax.train import losses
+from vit_jax.data import input_pipeline, sources
+from vit_jax.inference import restore
+from vit_jax.train import losses, sharding
 
 
 def make_eval_step(model, loss_fn):
@@ -44,3 +45,24 @@ def evaluate(eval_step, params, eval_data, batch_sharding, *, multi_label):
   return {metric: float(totals["hits"]) / count,
           "loss": float(totals["loss_sum"]) / count,
           "num_examples": count}
+
+
+def evaluate_checkpoint(config, path, splits):
+  """{name: metrics} of the parameters at ``path`` on each of ``splits``.
+
+  ``splits`` maps names to tfds splits, as ``config.data.eval_splits`` does.
+  The mesh, batches and preprocessing are the run's (``config``), so the
+  numbers are those the run itself reports.
+  """
+  model, params = restore.restore_model(config, path)
+  mesh = sharding.make_mesh(config.mesh)
+  params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))
+  eval_step = make_eval_step(model, losses.get_loss(config.loss))
+  results = {}
+  source = sources.get_source(config.data)
+  for name, split in splits.items():
+    data = input_pipeline.EvalData(source, config.pp.eval, split,
+                                   global_batch=config.eval_batch)
+    results[name] = evaluate(eval_step, params, data, sharding.batch_sharding(mesh),
+                             multi_label=config.data.multi_label)
+  return results

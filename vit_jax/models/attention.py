@@ -17,11 +17,10 @@ dtype.
 - ``head_major``: einsums in (batch, heads, tokens, head_dim) layout with a
   hand-written backward pass. XLA:CPU runs batched matmuls fastest when the
   batch dimensions lead; in the token-major layout it copies and transposes
-  around every matmul and its autodiff backward, which made attention ~40%
-  of a ViT-Ti/16 train step for ~15% of its FLOPs. Measured on the 2-core
-  CPU box with ``scripts/benchmark.py --batch=32
-  --against=model.attention_implementation=dot_product_attention``: the
-  Ti/16 train step took a median 1,025 ms this way against 1,173 ms.
+  around every matmul and its autodiff backward, so attention took a far
+  larger share of a train step than of its FLOPs. What this layout saves is
+  in docs/benchmarks.md, measured with ``scripts/benchmark.py
+  --against=model.attention_implementation=dot_product_attention``.
 
 ``auto`` picks ``head_major`` when JAX's default backend is the CPU,
 ``cudnn`` on a GPU for bfloat16 or float16 compute, and
@@ -131,7 +130,7 @@ def _backward(residuals, d_out):
   rowsum(dO * O) equals rowsum(dP * P) but sums head_dim terms, not tokens.
   The transposed products are taken as (dO^T P)^T and (q^T dS)^T: a
   contraction over the leading token axis of P or dS is what XLA:CPU does
-  slowly (measured 4.8 ms against 2.9 ms for Ti/16's shapes).
+  slowly (docs/benchmarks.md).
   """
   q, k, v, probs, out = residuals
   scale = q.shape[-1] ** -0.5

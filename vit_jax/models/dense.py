@@ -20,13 +20,9 @@ run in another order):
 - ``auto``: ``matrix`` on the CPU, ``flax`` on accelerators, whose matmuls
   read transposed operands at no cost.
 
-Measured on the 2-core CPU box with `scripts/benchmark.py --batch=32
---against=model.dense_implementation=flax` (both train steps in one process,
-rounds interleaved; the median over rounds of flax's round time over this
-one's): ViT-Ti/16 1.051 and 1.058 (a median 933 against 985 ms per step,
-flax faster in 3 of 10 rounds; 958 against 1,000 ms, 7 of 16), ViT-S/16
-1.039 (2,789 against 2,897 ms, 0 of 8). With every weight gradient taken
-as x^T dy, Ti/16 gave 1.001 and 1.019.
+What ``matrix`` saves on the CPU, and what taking every weight gradient as
+x^T dy would, is in docs/benchmarks.md, measured with `scripts/benchmark.py
+--against=model.dense_implementation=flax`.
 """
 import math
 

@@ -10,15 +10,11 @@ accelerators.
 
 On the CPU, XLA computes a product with a vector of 1/features (an Eigen
 matvec) faster than the reduction loop it emits for a mean over the last
-axis: a LayerNorm forward and backward over cache-resident ViT-Ti rows took
-0.16 ms this way against 0.28 ms with flax's. So the means here are matvecs
-(at 'highest' precision, so nothing is rounded below float32), and the
-backward pass is written out so that its two row means are matvecs as well.
-Statistics are float32 whatever the input dtype, as in flax. Measured on the
-2-core CPU box with `scripts/benchmark.py --batch=32
---against=model.layer_norm_implementation=flax` (both train steps in one
-process, rounds interleaved): ViT-Ti/16 took a median 1,017 ms per step
-against 1,055 ms with flax's LayerNorm, ViT-S/16 2,707 ms against 2,855 ms.
+axis. So the means here are matvecs (at 'highest' precision, so nothing is
+rounded below float32), and the backward pass is written out so that its
+two row means are matvecs as well. Statistics are float32 whatever the input
+dtype, as in flax. What this saves is in docs/benchmarks.md, measured with
+`scripts/benchmark.py --against=model.layer_norm_implementation=flax`.
 """
 import functools
 

@@ -47,23 +47,57 @@ _dense_kernel_init = nn.initializers.xavier_uniform()
 _dense_bias_init = nn.initializers.normal(stddev=1e-6)
 
 
-class AddPositionEmbs(nn.Module):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ComputeSettings:
+  """How the body computes: its dtypes and which kernel runs each layer kind.
+
+  The fields are VisionTransformer's of the same names, which configs and
+  `get_model` override one by one. VisionTransformer gathers them here once
+  and hands the whole to every submodule, so on the way down no setting can
+  land in another's place, and a new one is added here and where it is used
+  rather than to every class in between. Frozen, hence hashable, as flax
+  module fields and ``nn.remat``'s static arguments must be.
+  """
+  dtype: Any
+  param_dtype: Any
+  attention_implementation: str
+  layer_norm_implementation: str
+  dense_implementation: str
+
+  def dense_args(self, *, bias_init):
+    """Keyword arguments of the blocks' Dense layers: dtypes, kernel, initialisers."""
+    return dict(dtype=self.dtype, param_dtype=self.param_dtype,
+                kernel_init=_dense_kernel_init, bias_init=bias_init,
+                dot_general=dense.dot_general(self.dense_implementation))
+
+  def norm(self, *, name: str):
+    """A LayerNorm in these dtypes, computed by ``layer_norm_implementation``."""
+    return layer_norm.LayerNorm(name=name, dtype=self.dtype, param_dtype=self.param_dtype,
+                                implementation=self.layer_norm_implementation)
+
+
+# The modules below take every field by keyword (``kw_only``): their fields
+# are rates, sizes and names of like types in a row, which a positional call
+# could swap without any error.
+
+
+class AddPositionEmbs(nn.Module, kw_only=True):
   """Adds a learned position embedding, one vector per token.
 
   The table's length is fixed by the input at init; running at another
   resolution needs the table resampled (flax raises a shape error otherwise).
   """
-  param_dtype: Any = jnp.float32
+  compute: ComputeSettings
 
   @nn.compact
   def __call__(self, x):
     assert x.ndim == 3, f'expected (batch, tokens, hidden), got {x.shape}'
     posemb = self.param('pos_embedding', nn.initializers.normal(stddev=0.02),
-                        (1, x.shape[1], x.shape[2]), self.param_dtype)
+                        (1, x.shape[1], x.shape[2]), self.compute.param_dtype)
     return x + posemb.astype(x.dtype)
 
 
-class MlpBlock(nn.Module):
+class MlpBlock(nn.Module, kw_only=True):
   """Transformer MLP: Dense -> gelu -> dropout -> Dense -> dropout.
 
   The final dropout is the residual-branch dropout of the original ViT, so the
@@ -71,36 +105,31 @@ class MlpBlock(nn.Module):
   """
   mlp_dim: int
   dropout_rate: float
-  dtype: Any
-  param_dtype: Any
-  dense_implementation: str = 'auto'
+  compute: ComputeSettings
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    layer = dict(dtype=self.dtype, param_dtype=self.param_dtype,
-                 kernel_init=_dense_kernel_init, bias_init=_dense_bias_init,
-                 dot_general=dense.dot_general(self.dense_implementation))
+    layer = self.compute.dense_args(bias_init=_dense_bias_init)
     y = nn.Dense(self.mlp_dim, name='Dense_0', **layer)(x)
     y = nn.gelu(y)
-    y = dropout.Dropout(self.dropout_rate, name='Dropout_0')(y, deterministic=not train)
+    y = dropout.Dropout(rate=self.dropout_rate, name='Dropout_0')(y, deterministic=not train)
     y = nn.Dense(x.shape[-1], name='Dense_1', **layer)(y)
-    return dropout.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
+    return dropout.Dropout(rate=self.dropout_rate, name='Dropout_1')(
+        y, deterministic=not train)
 
 
-class MultiHeadDotProductAttention(nn.Module):
+class MultiHeadDotProductAttention(nn.Module, kw_only=True):
   """Multi-head self-attention with the checkpoint's query/key/value/out layout.
 
   Without attention dropout, the attention itself is `vit_jax.models.attention`'s
-  ``implementation`` (fused kernels on GPU, a CPU-friendly layout on CPU).
-  Those have no dropout on the attention weights, so training with attention
-  dropout takes an explicit path. All take the softmax in float32.
+  ``compute.attention_implementation`` (fused kernels on GPU, a CPU-friendly
+  layout on CPU). Those have no dropout on the attention weights, so training
+  with attention dropout takes an explicit path. All take the softmax in
+  float32.
   """
   num_heads: int
   dropout_rate: float
-  dtype: Any
-  param_dtype: Any
-  implementation: str = 'auto'
-  dense_implementation: str = 'auto'
+  compute: ComputeSettings
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -109,9 +138,7 @@ class MultiHeadDotProductAttention(nn.Module):
       raise ValueError(
           f'hidden_size {hidden} is not divisible by num_heads {self.num_heads}')
     head_dim = hidden // self.num_heads
-    layer = dict(dtype=self.dtype, param_dtype=self.param_dtype,
-                 kernel_init=_dense_kernel_init, bias_init=nn.initializers.zeros,
-                 dot_general=dense.dot_general(self.dense_implementation))
+    layer = self.compute.dense_args(bias_init=nn.initializers.zeros)
     q, k, v = (nn.DenseGeneral((self.num_heads, head_dim), name=name, **layer)(x)
                for name in ('query', 'key', 'value'))
     assert q.shape == (batch, tokens, self.num_heads, head_dim), q.shape
@@ -120,17 +147,17 @@ class MultiHeadDotProductAttention(nn.Module):
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k,
                           preferred_element_type=jnp.float32)
       weights = jax.nn.softmax(logits * head_dim**-0.5)
-      weights = dropout.Dropout(self.dropout_rate, name='attention_dropout')(
+      weights = dropout.Dropout(rate=self.dropout_rate, name='attention_dropout')(
           weights, deterministic=False)
       y = jnp.einsum('bhqk,bkhd->bqhd', weights.astype(v.dtype), v)
     else:
-      y = attention.attention(q, k, v, implementation=self.implementation)
+      y = attention.attention(q, k, v, implementation=self.compute.attention_implementation)
     assert y.shape == (batch, tokens, self.num_heads, head_dim), y.shape
 
     return nn.DenseGeneral(hidden, axis=(-2, -1), name='out', **layer)(y)
 
 
-class Encoder1DBlock(nn.Module):
+class Encoder1DBlock(nn.Module, kw_only=True):
   """Pre-LayerNorm transformer block.
 
   ``train`` is positional so that ``nn.remat`` can mark it static.
@@ -139,51 +166,38 @@ class Encoder1DBlock(nn.Module):
   num_heads: int
   dropout_rate: float
   attention_dropout_rate: float
-  dtype: Any
-  param_dtype: Any
-  attention_implementation: str = 'auto'
-  layer_norm_implementation: str = 'auto'
-  dense_implementation: str = 'auto'
+  compute: ComputeSettings
 
   @nn.compact
   def __call__(self, x, train: bool):
-    dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    norm = dict(implementation=self.layer_norm_implementation, **dtypes)
-    y = layer_norm.LayerNorm(name='LayerNorm_0', **norm)(x)
+    y = self.compute.norm(name='LayerNorm_0')(x)
     y = MultiHeadDotProductAttention(
-        self.num_heads, self.attention_dropout_rate,
-        implementation=self.attention_implementation,
-        dense_implementation=self.dense_implementation,
-        name='MultiHeadDotProductAttention_1', **dtypes)(y, train=train)
-    y = dropout.Dropout(self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
+        num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
+        compute=self.compute, name='MultiHeadDotProductAttention_1')(y, train=train)
+    y = dropout.Dropout(rate=self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
     x = x + y
 
-    y = layer_norm.LayerNorm(name='LayerNorm_2', **norm)(x)
-    y = MlpBlock(self.mlp_dim, self.dropout_rate,
-                 dense_implementation=self.dense_implementation,
-                 name='MlpBlock_3', **dtypes)(y, train=train)
+    y = self.compute.norm(name='LayerNorm_2')(x)
+    y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
+                 compute=self.compute, name='MlpBlock_3')(y, train=train)
     return x + y
 
 
-class Encoder(nn.Module):
+class Encoder(nn.Module, kw_only=True):
   """Position embedding, a stack of blocks, and a final LayerNorm."""
   num_layers: int
   mlp_dim: int
   num_heads: int
   dropout_rate: float
   attention_dropout_rate: float
-  dtype: Any
-  param_dtype: Any
   remat: bool
-  attention_implementation: str = 'auto'
-  layer_norm_implementation: str = 'auto'
-  remat_policy: str = 'nothing_saveable'
-  dense_implementation: str = 'auto'
+  remat_policy: str
+  compute: ComputeSettings
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    x = AddPositionEmbs(self.param_dtype, name='posembed_input')(x)
-    x = dropout.Dropout(self.dropout_rate, name='Dropout_0')(x, deterministic=not train)
+    x = AddPositionEmbs(compute=self.compute, name='posembed_input')(x)
+    x = dropout.Dropout(rate=self.dropout_rate, name='Dropout_0')(x, deterministic=not train)
 
     # Rematerialising trades recomputation in the backward pass for not
     # storing each block's activations, all or those the policy does not
@@ -195,22 +209,21 @@ class Encoder(nn.Module):
                            policy=remat_policy(self.remat_policy))
     for i in range(self.num_layers):
       x = block_cls(
-          self.mlp_dim, self.num_heads, self.dropout_rate, self.attention_dropout_rate,
-          self.dtype, self.param_dtype, self.attention_implementation,
-          self.layer_norm_implementation, self.dense_implementation,
+          mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+          attention_dropout_rate=self.attention_dropout_rate, compute=self.compute,
           name=f'encoderblock_{i}')(x, train)
-    return layer_norm.LayerNorm(name='encoder_norm', dtype=self.dtype,
-                                param_dtype=self.param_dtype,
-                                implementation=self.layer_norm_implementation)(x)
+    return self.compute.norm(name='encoder_norm')(x)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(nn.Module, kw_only=True):
   """ViT classifier: patch embedding, transformer encoder, linear head.
 
   ``dtype`` is the compute dtype of the body; parameters stay in
-  ``param_dtype``. The head runs in float32 and logits are always float32,
-  because they feed a softmax cross-entropy where bfloat16's ~3 significant
-  digits would visibly coarsen the loss, and the head is a negligible cost.
+  ``param_dtype``. These and the ``*_implementation`` fields reach the
+  submodules as one `ComputeSettings`. The head runs in float32 and logits
+  are always float32, because they feed a softmax cross-entropy where
+  bfloat16's ~3 significant digits would visibly coarsen the loss, and the
+  head is a negligible cost.
   """
   num_classes: int
   patch_size: int
@@ -263,11 +276,16 @@ class VisionTransformer(nn.Module):
                        self.param_dtype)
       x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (batch, 1, 1)), x], axis=1)
 
-    x = Encoder(self.num_layers, self.mlp_dim, self.num_heads, self.dropout_rate,
-                self.attention_dropout_rate, self.dtype, self.param_dtype,
-                self.remat, self.attention_implementation,
-                self.layer_norm_implementation, self.remat_policy,
-                self.dense_implementation, name='Transformer')(x, train=train)
+    compute = ComputeSettings(
+        dtype=self.dtype, param_dtype=self.param_dtype,
+        attention_implementation=self.attention_implementation,
+        layer_norm_implementation=self.layer_norm_implementation,
+        dense_implementation=self.dense_implementation)
+    x = Encoder(num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+                dropout_rate=self.dropout_rate,
+                attention_dropout_rate=self.attention_dropout_rate,
+                remat=self.remat, remat_policy=self.remat_policy, compute=compute,
+                name='Transformer')(x, train=train)
 
     if self.classifier == 'token':
       x = x[:, 0]

@@ -2,16 +2,13 @@
 
 One XLA:CPU program leaves a host's cores idle for part of every step: it
 splits matmuls and large elementwise ops over the cores, but not every op
-(flax's LayerNorm forward over (32, 197, 192) took 0.26 ms on two cores and
-0.25 on one, pinned with taskset, where a softmax took 1.0 and 1.8 ms), and
-each split op ends in a join that waits for the slowest part. So the
-launchers (`vit_jax.main`, `vit_jax.evaluate`, `scripts/benchmark.py`) split
-a CPU host into one JAX device per core, as a TPU host has one per
-TensorCore, and the data-parallel mesh gives each device its share of the
-batch: the devices' programs run side by side and fill each other's idle
-time. On the 2-core VM this was measured on, a ViT-Ti/16 train step (fp32,
-batch 32, `scripts/benchmark.py`, runs interleaved) took 1,116-1,142 ms on
-one device and 957-1,026 ms on two.
+(flax's LayerNorm forward takes as long on two cores as on one, where a
+softmax speeds up), and each split op ends in a join that waits for the
+slowest part. So the launchers (`vit_jax.main`, `vit_jax.evaluate`,
+`scripts/benchmark.py`) split a CPU host into one JAX device per core, as a
+TPU host has one per TensorCore, and the data-parallel mesh gives each
+device its share of the batch: the devices' programs run side by side and
+fill each other's idle time. docs/benchmarks.md has the measurements.
 
 The count is the largest number, up to the cores this process may use, that
 divides every batch the run splits over its devices, so a config that runs

@@ -2,12 +2,12 @@
 
 XLA:CPU asks the allocator for gigabytes of fresh scratch memory every step.
 With glibc's defaults, large blocks are mmap'ed and unmapped each time, so
-every step faults its scratch memory in again: a ViT-Ti/16 train step at
-batch 32 took ~620k page faults. Raising the mmap threshold, never trimming
-the heap and asking for huge pages keeps that memory mapped between steps
-(1.8x the images/s here; `scripts/benchmark.py` prints the page faults per
-step, so the effect can be checked on any host). On accelerators the host
-allocator is off the hot path and the settings change nothing.
+every step faults its scratch memory in again, hundreds of thousands of
+pages for a small ViT. Raising the mmap threshold, never trimming the heap
+and asking for huge pages keeps that memory mapped between steps
+(docs/benchmarks.md has what it buys; `scripts/benchmark.py` prints the page
+faults per step, so the effect can be checked on any host). On accelerators
+the host allocator is off the hot path and the settings change nothing.
 
 glibc reads GLIBC_TUNABLES once, at process start, so a launcher that wants
 them re-executes itself with the variable set. A GLIBC_TUNABLES already in

@@ -14,11 +14,10 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
-from vit_jax import tree_util
 from vit_jax.train.workdir_files import CHECKPOINT_SUBDIR
 
 
-def makemanager_at(workdir, *, max_to_keep=None, read_only=False):
+def make_manager(workdir, *, max_to_keep=None, read_only=False):
   """The CheckpointManager of ``workdir``; saves are asynchronous.
 
   A step's directory is created before `save` returns: where it cannot be
@@ -86,28 +85,41 @@ def wait(manager, *, on_error="stop"):
     manager.wait_until_finished()
 
 
+def step_dir(manager, step):
+  """The directory of ``step``: what an error about that checkpoint names."""
+  return os.path.join(str(manager.directory), str(step))
+
+
+def saved_arrays(manager, step):
+  """The train state of ``step`` as its metadata describes it, read from no array.
+
+  A tree like the state, of leaves with the ``shape`` and ``dtype`` of each
+  saved array (optimizer states as dicts and lists, not their classes); an
+  unreadable checkpoint is a one-line error naming its directory.
+  """
+  try:
+    return manager.item_metadata(step)["state"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{step_dir(manager, step)} is not a readable checkpoint "
+                     f"(truncated or corrupt?): {_first_line(e)}") from None
+
+
 def restore(manager, step, abstract_state):
   """Restores ``step`` into the shardings that ``abstract_state`` carries.
 
   The target decides the layout, so a checkpoint written on another mesh or
   device count restores onto the current one. Returns {'state', 'progress'}.
-  A checkpoint of another model, or a truncated one, is a one-line error
-  naming its directory.
+  `resume.check_resumable` comes first, as orbax's own error on a state of
+  other arrays names none of them; a truncated checkpoint is a one-line
+  error naming its directory.
   """
-  step_dir = os.path.join(str(manager.directory), str(step))
-  try:
-    saved = manager.item_metadata(step)["state"]
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{step_dir} is not a readable checkpoint (truncated "
-                     f"or corrupt?): {_first_line(e)}") from None
-  tree_util.check_same_arrays(saved["params"], abstract_state["params"], source=step_dir)
   try:
     return manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         progress=ocp.args.JsonRestore()))
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{step_dir} is not a readable checkpoint of this run's "
-                     f"train state (truncated or corrupt?): "
+    raise ValueError(f"{step_dir(manager, step)} is not a readable checkpoint "
+                     f"of this run's train state (truncated or corrupt?): "
                      f"{_first_line(e)}") from None
 
 
@@ -120,9 +132,9 @@ def _first_line(error):
 def restore_on_host(checkpoint_dir, step):
   """Every array of a step, on one local device, whatever mesh wrote it."""
   manager = manager_at(checkpoint_dir, read_only=True)
-  metadata = manager.item_metadata(step)["state"]
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+      saved_arrays(manager, step))
   return manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(target)))["state"]

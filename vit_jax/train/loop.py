@@ -14,14 +14,12 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 from absl import logging
 
-from vit_jax import models
 from vit_jax.cost import accounting
-from vit_jax.data import input_pipeline
+from vit_jax.data import input_pipeline, sources
 from vit_jax.evaluators import classification
-from vit_jax.models import pretrained
+from vit_jax.models import build, pretrained
 from vit_jax.train import (checkpoints, config_checks, losses, metrics, optim,
                            preemption, resume, sharding, steps, workdir_files)
 
@@ -52,52 +50,52 @@ def train_and_evaluate(config, workdir, *, devices=None):
   is_main = jax.process_index() == 0
 
   # ------------------------------------------------------------------------
-  # Set up the mesh and the workdir.
+  # Set up the mesh.
   # ------------------------------------------------------------------------
   mesh = sharding.make_mesh(config.mesh, devices)
   num_devices = mesh.size
   config_checks.check_config(config, num_devices=num_devices, process_count=jax.process_count())
-  resume.check_workdir(workdir, config)  # before its config.json is replaced
-  if is_main:
-    os.makedirs(workdir, exist_ok=True)
-    workdir_files.write_whole(os.path.join(workdir, workdir_files.CONFIG_FILE),
-                 config.to_json_best_effort(indent=2, sort_keys=True))
   batch_sharding = sharding.batch_sharding(mesh)
 
   # ------------------------------------------------------------------------
   # Input pipeline (fails fast, before the model, if the data is missing).
   # ------------------------------------------------------------------------
-  train_examples = input_pipeline.examples_in(config.data, config.data.train_split)
+  source = sources.get_source(config.data)  # one per run: a folder is listed once
+  input_pipeline.check_fits_model(source, config)
+  train_examples = source.num_examples(config.data.train_split)
   total_steps = config_checks.resolve_total_steps(config, train_examples)
   eval_sets = {
-      name: input_pipeline.EvalData(config.data, config.pp.eval, split,
+      name: input_pipeline.EvalData(source, config.pp.eval, split,
                                     global_batch=config.eval_batch)
       for name, split in config.data.eval_splits.items()}
 
   # ------------------------------------------------------------------------
-  # Model, optimizer and train state.
+  # Model, optimizer and train state; the workdir.
   # ------------------------------------------------------------------------
-  model = models.get_model(config.variant, num_classes=config.data.num_classes,
-                           **config.model)
+  model = build.model_from_config(config)
   schedule = optim.make_schedule(config.lr, total_steps)
   tx = optim.make_optimizer(config.optim, schedule)
   loss_fn = losses.get_loss(config.loss)
   grid = (config.image_size // model.patch_size,) * 2
-  dummy_images = jnp.zeros((1, config.image_size, config.image_size, 3))
 
   def init_params():
-    return model.init(jax.random.key(config.seed), dummy_images, train=False)["params"]
+    return build.init_params(model, config.image_size, seed=config.seed)
 
   def state_from(params):
     return steps.initial_state(params, tx, config)
 
   abstract_state = jax.eval_shape(lambda: state_from(init_params()))
-  state_shardings = sharding.state_shardings(mesh, abstract_state, config.mesh)
-  if is_main:
-    logging.info("Partition rules and layout:\n%s", sharding.describe(
-        mesh, abstract_state["params"], config.mesh))
   manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
   start_step = manager.latest_step() or 0
+  if start_step:  # before anything is compiled or the run's config.json replaced
+    resume.check_resumable(manager, start_step, abstract_state, workdir=workdir)
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    workdir_files.write_whole(os.path.join(workdir, workdir_files.CONFIG_FILE),
+                              config.to_json_best_effort(indent=2, sort_keys=True))
+    logging.info("Partition rules and layout:\n%s", sharding.describe(
+        mesh, abstract_state["params"], config.mesh))
+  state_shardings = sharding.state_shardings(mesh, abstract_state, config.mesh)
   if start_step:
     logging.info("Resuming from the checkpoint at step %d in %s", start_step, workdir)
     restored = checkpoints.restore(manager, start_step, jax.tree.map(
@@ -120,16 +118,13 @@ def train_and_evaluate(config, workdir, *, devices=None):
   # ------------------------------------------------------------------------
   # Step functions, compiled once; the train step donates the old state.
   # ------------------------------------------------------------------------
-  train_step = jax.jit(
-      steps.make_train_step(model, tx, loss_fn, schedule, config, mesh),
-      in_shardings=(state_shardings, batch_sharding),
-      out_shardings=(state_shardings, sharding.replicated(mesh)),
-      donate_argnums=0)
+  train_step = steps.jit_train_step(model, tx, loss_fn, schedule, config, mesh,
+                                    state_shardings)
   eval_step = classification.make_eval_step(model, loss_fn)
 
   input_stats = input_pipeline.InputStats()  # corrupt images skipped
   host_batches = input_pipeline.train_batches(
-      config.data, config.pp.train, global_batch=config.global_batch,
+      source, config.pp.train, global_batch=config.global_batch,
       seed=config.seed, start_step=start_step, stats=input_stats)
   batches = input_pipeline.prefetch_to_devices(host_batches, batch_sharding,
                                                config.prefetch)

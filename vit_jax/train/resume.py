@@ -1,64 +1,54 @@
-"""Whether a workdir's run can resume under a given config."""
+"""Whether a workdir's checkpoint can resume under a given config.
+
+Decided from the checkpoint's own metadata, the name, shape and dtype of
+every array it holds, against the train state that the config builds: the
+parameters, their average, the optimizer's state and the run's counters.
+Whatever a config field changes in that state shows there, so adding a field
+needs nothing listed here; a field that leaves the state as it is (dropout,
+remat, the compute dtype, the kernels) may change between a run and its
+resumption.
+"""
 import os
 
-from vit_jax.train import workdir_files
-from vit_jax.train.workdir_files import CHECKPOINT_SUBDIR, CONFIG_FILE
+from vit_jax import tree_util
+from vit_jax.train import checkpoints
+from vit_jax.train.workdir_files import CONFIG_FILE
 
 
-# Fields of a run's config that fix the shapes of its train state: a workdir
-# cannot resume under another value (`check_workdir`). The other `model`
-# fields (dropout, remat and its policy, compute dtype, attention and
-# LayerNorm kernels, the head's initial bias) leave the shapes as they are.
-STATE_DEFINING_FIELDS = ("variant", "image_size", "data.num_classes", "optim.name")
-# Fields whose value may change on resume, but not between zero and non-zero:
-# that adds or removes a part of the state (`steps.initial_state`,
-# `optim.make_optimizer`).
-STATE_SWITCHING_FIELDS = ("ema_decay", "optim.weight_decay", "optim.grad_clip_norm")
-SHAPELESS_MODEL_FIELDS = ("dropout_rate", "attention_dropout_rate", "remat", "remat_policy",
-                          "dtype", "attention_implementation", "layer_norm_implementation",
-                          "dense_implementation", "head_bias_init")
+def check_resumable(manager, step, abstract_state, *, workdir):
+  """Refuses to resume ``step`` into a train state of other arrays.
 
-
-def check_workdir(workdir, config):
-  """Refuses to resume a workdir whose run trained another model.
-
-  Compares the fields that fix the train state's shapes with the config the
-  workdir's run wrote, before anything is compiled or restored, and names the
-  first field that differs.
+  ``abstract_state`` is the state the config builds (`jax.eval_shape` of
+  `steps.initial_state`). Only the checkpoint's metadata is read, so the
+  loop checks before it compiles, restores or writes anything: a refused
+  resume leaves ``workdir`` as it was. The one-line error names the first
+  array, parameters first, that is missing, extra, or of another shape or
+  dtype.
   """
-  path = os.path.join(workdir, CONFIG_FILE)
-  checkpoints = os.path.join(workdir, CHECKPOINT_SUBDIR)
-  if not (os.path.exists(path) and os.path.isdir(checkpoints)
-          and any(name.isdigit() for name in os.listdir(checkpoints))):
-    return  # nothing committed to resume
+  source = checkpoints.step_dir(manager, step)
+  saved = checkpoints.saved_arrays(manager, step)
+  parts = (("parameter", saved.get("params", {}), abstract_state["params"]),
+           ("array", _without_params(saved), _without_params(abstract_state)))
   try:
-    saved = workdir_files.read_config(path)
+    for what, have, want in parts:
+      tree_util.check_same_arrays(have, want, source=source, what=what)
+    for what, have, want in parts:
+      _check_same_dtypes(have, want, source=source, what=what)
   except ValueError as e:
-    raise ValueError(f"{path} is not a readable run config: {e}") from None
-  fields = list(STATE_DEFINING_FIELDS) + [
-      f"model.{key}" for key in sorted(config.model.keys())
-      if key not in SHAPELESS_MODEL_FIELDS]
-  new_workdir = (f"or start a new workdir (with config.init={workdir!r} to "
-                 f"fine-tune from it)")
-  for field in fields:
-    old, new = _field(saved, field), _field(config, field)
-    if old != new:
-      raise ValueError(f"{path}: the run in {workdir} has {field}={old!r}, this "
-                       f"config {field}={new!r}; resume it with the same model, "
-                       f"{new_workdir}")
-  for field in STATE_SWITCHING_FIELDS:
-    old, new = _field(saved, field), _field(config, field)
-    if bool(old) != bool(new):
-      raise ValueError(f"{path}: the run in {workdir} has {field}={old!r}, this "
-                       f"config {field}={new!r}; switching it on or off changes "
-                       f"the train state: resume it with {field} "
-                       f"{'non-zero' if old else '0'}, {new_workdir}")
+    raise ValueError(
+        f"{e}; resume it with the model and optimizer of "
+        f"{os.path.join(workdir, CONFIG_FILE)}, or start a new workdir (with "
+        f"config.init={workdir!r} to fine-tune from it)") from None
 
 
-def _field(config, dotted):
-  node = config
-  for part in dotted.split("."):
-    if part not in node:
-      return None
-    node = node[part]
-  return node
+def _without_params(state):
+  return {key: state[key] for key in state.keys() if key != "params"}
+
+
+def _check_same_dtypes(saved, expected, *, source, what):
+  """Raises unless each array of ``saved`` has the dtype of its namesake."""
+  wanted = dict(tree_util.flatten_named(expected))
+  for name, leaf in tree_util.flatten_named(saved):
+    if leaf.dtype != wanted[name].dtype:
+      raise ValueError(f"{source}: {what} {name} is {leaf.dtype} in the "
+                       f"checkpoint but {wanted[name].dtype} in the model")

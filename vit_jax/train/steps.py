@@ -1,8 +1,8 @@
 """The train step as a pure function, importable without the input pipeline.
 
-`train.py` jits it over the mesh; `scripts/benchmark.py` times the very same
-function on synthetic batches, so what is benchmarked is what trains, also on
-a box that has jax but no TensorFlow.
+`jit_train_step` compiles it over the mesh for both the training loop and
+`cost.benchmarking`, which times it on synthetic batches: what is benchmarked
+is what trains, also on a box that has jax but no TensorFlow.
 """
 import jax
 import jax.numpy as jnp
@@ -97,6 +97,20 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
     return new_state, step_metrics
 
   return train_step
+
+
+def jit_train_step(model, tx, loss_fn, schedule, config, mesh, state_shardings):
+  """`make_train_step` jitted over ``mesh``; the state passed in is donated.
+
+  The state keeps ``state_shardings`` from step to step, so its buffers are
+  reused in place; the batch is split over the data axes and the metrics
+  come back replicated.
+  """
+  return jax.jit(
+      make_train_step(model, tx, loss_fn, schedule, config, mesh),
+      in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+      out_shardings=(state_shardings, sharding.replicated(mesh)),
+      donate_argnums=0)
 
 
 def _with_schedule_count(opt_state, count):

@@ -1,0 +1,128 @@
+"""Image ops (vit_jax.data.preprocess.image_ops), eagerly and inside tf.data.map."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from preprocess_cases import MODES, example, jpeg_example, random_image, run
+from vit_jax.data import preprocess
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("spec, shape, dtype", [
+    ("decode", (20, 24, 3), np.uint8),
+    ("decode(1)", (20, 24, 1), np.uint8),
+    ("resize(8)", (8, 8, 3), np.uint8),
+    ("resize((6, 10), method='nearest')", (6, 10, 3), np.uint8),
+    ("resize_small(10)", (10, 12, 3), np.uint8),
+    ("central_crop(8)", (8, 8, 3), np.uint8),
+    ("central_crop((6, 10))", (6, 10, 3), np.uint8),
+    ("random_crop((6, 10))", (6, 10, 3), np.uint8),
+    ("inception_crop(8)", (8, 8, 3), np.uint8),
+    ("inception_crop((8, 12), area_min=50)", (8, 12, 3), np.uint8),
+    ("flip_lr", (20, 24, 3), np.uint8),
+    ("value_range(-1, 1)", (20, 24, 3), np.float32),
+    ("decode|inception_crop(8)|flip_lr|value_range(-1,1)", (8, 8, 3),
+     np.float32),
+])
+def test_image_op_shapes_and_dtypes(spec, shape, dtype, mode):
+  out = run(spec, example(random_image()), mode)
+  assert out["image"].shape == shape
+  assert out["image"].dtype == dtype
+  assert out["label"] == 3
+
+
+def test_static_shapes_inside_dataset():
+  ds = tf.data.Dataset.from_tensors(example(random_image())).map(
+      preprocess.parse("random_crop(8)|resize(6)|onehot(10)"))
+  assert ds.element_spec["image"].shape == (6, 6, 3)
+  assert ds.element_spec["labels"].shape == (10,)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("encode", [tf.io.encode_png, tf.io.encode_jpeg])
+def test_decode_encoded_images(encode, mode):
+  image = random_image(12, 16)
+  out = run("decode", {"image": encode(image)}, mode)
+  assert out["image"].shape == (12, 16, 3)
+  assert out["image"].dtype == np.uint8
+  if encode is tf.io.encode_png:  # Lossless, so exact.
+    np.testing.assert_array_equal(out["image"], image)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_decode_grayscale_png_to_three_channels(mode):
+  gray = random_image(12, 16, channels=1)
+  out = run("decode", {"image": tf.io.encode_png(gray)}, mode)
+  np.testing.assert_array_equal(out["image"], np.repeat(gray, 3, axis=-1))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_decode_already_decoded_uint8_fixes_channels(mode):
+  gray = random_image(12, 16, channels=1)
+  out = run("decode", {"image": tf.constant(gray)}, mode)
+  np.testing.assert_array_equal(out["image"], np.repeat(gray, 3, axis=-1))
+  rgb = random_image(12, 16)
+  np.testing.assert_array_equal(
+      run("decode", {"image": tf.constant(rgb)}, mode)["image"], rgb)
+
+
+def test_decode_unknown_channel_count_inside_dataset():
+  gray = random_image(12, 16, channels=1)
+  ds = tf.data.Dataset.from_tensors(gray).map(
+      lambda image: {"image": tf.ensure_shape(image, [None, None, None])})
+  out = next(iter(ds.map(preprocess.parse("decode"))))
+  np.testing.assert_array_equal(out["image"], np.repeat(gray, 3, axis=-1))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_decode_jpeg_and_inception_crop(mode):
+  out = run("decode_jpeg_and_inception_crop((8, 12))", jpeg_example(), mode)
+  assert out["image"].shape == (8, 12, 3)
+  assert out["image"].dtype == np.uint8
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("channels", [3, 1])
+def test_decode_jpeg_and_inception_crop_of_a_png_is_decode_then_inception_crop(mode, channels):
+  """A PNG (a PNG dataset, or ImageNet's PNGs named .JPEG) is decoded whole."""
+  png = example(tf.io.encode_png(random_image(32, 40, channels)), seed=(5, 6))
+  out = run("decode_jpeg_and_inception_crop((8, 12), area_max=50)", png, mode)
+  expected = run("decode|inception_crop((8, 12), area_max=50)", png, mode)
+  np.testing.assert_array_equal(out["image"], expected["image"])
+  assert out["image"].shape == (8, 12, 3)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_flip_lr_is_identity_or_mirror_and_both_happen(mode):
+  image = random_image()
+  flipped = []
+  for seed in range(8):
+    out = run("flip_lr", example(image, (seed, 0)), mode)["image"]
+    if np.array_equal(out, image[:, ::-1]):
+      flipped.append(True)
+    else:
+      np.testing.assert_array_equal(out, image)
+      flipped.append(False)
+  assert set(flipped) == {True, False}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_central_crop_takes_the_centre(mode):
+  image = np.arange(10 * 12, dtype=np.uint8).reshape(10, 12, 1)
+  out = run("central_crop((4, 6))", {"image": tf.constant(image)}, mode)
+  np.testing.assert_array_equal(out["image"], image[3:7, 3:9])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_random_crop_is_a_window_of_the_input(mode):
+  image = np.arange(10 * 12, dtype=np.uint8).reshape(10, 12, 1)
+  out = run("random_crop((4, 6))", example(image), mode)["image"]
+  top, left = np.argwhere(image[..., 0] == out[0, 0, 0])[0]
+  np.testing.assert_array_equal(out, image[top:top + 4, left:left + 6])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_resize_small_keeps_aspect_ratio(mode):
+  out = run("resize_small(15)", {"image": tf.constant(random_image(30, 60))},
+            mode)
+  assert out["image"].shape == (15, 30, 3)

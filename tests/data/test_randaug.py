@@ -1,0 +1,38 @@
+"""RandAugment (vit_jax.data.preprocess.randaug)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from preprocess_cases import MODES, example, random_image, run
+from vit_jax.data import preprocess
+from vit_jax.data.preprocess import randaug
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", sorted(randaug.randaug_ops(0)))
+def test_each_randaug_op_keeps_shape_and_dtype_and_is_identity_where_it_should_be(name, mode):
+  image = random_image()
+  fn = randaug.randaug_ops(7)[name]
+  if mode == "eager":
+    out = fn(tf.constant(image), -1.0).numpy()
+  else:
+    ds = tf.data.Dataset.from_tensors(image).map(lambda x: fn(x, -1.0))
+    out = next(iter(ds)).numpy()
+  assert out.shape == image.shape and out.dtype == np.uint8
+  if name == "invert":
+    np.testing.assert_array_equal(out, 255 - image)
+  elif name != "identity":
+    assert not np.array_equal(out, image), name
+  weakest = randaug.randaug_ops(0)[name](tf.constant(image), 1.0).numpy()
+  if name not in ("invert", "auto_contrast"):  # no strength knob
+    np.testing.assert_array_equal(weakest, image)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_randaug_keeps_shape_and_is_seeded_and_rejects_floats(mode):
+  out = run("randaug(3, 10)", example(random_image()), mode)
+  assert out["image"].shape == (20, 24, 3) and out["image"].dtype == np.uint8
+  with pytest.raises(ValueError, match="before value_range"):
+    run("value_range(0, 1)|randaug", example(random_image()), mode)
+  with pytest.raises(ValueError, match="magnitude must be in 0..10"):
+    preprocess.parse("randaug(2, 11)")

@@ -1,0 +1,18 @@
+"""How configs state their data, importable without TensorFlow.
+
+The config files and the cost estimate read these without importing
+TensorFlow (seconds of start-up); the pipeline reads them too, so each
+default and each reading of a field is written once.
+"""
+from collections.abc import Sequence
+
+# `config.data.source` where a config has none (runs from before sources existed).
+DEFAULT_SOURCE = "tfds"
+
+
+def height_width(size: int | Sequence[int]) -> tuple[int, int]:
+  """(height, width) of an image or patch size given as an int (square) or a pair."""
+  if isinstance(size, int):
+    return size, size
+  height, width = size
+  return int(height), int(width)

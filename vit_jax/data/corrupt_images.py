@@ -1,0 +1,174 @@
+"""Corrupt images: found cheaply, then skipped, blanked or named, behind one call.
+
+Real datasets hold a few truncated, empty or foreign files. The pipeline
+finds them in two steps, both in `prepared`: a cheap check of the encoded
+bytes (`is_decodable`: a few byte comparisons, no decoding), run on every
+record before anything else, also on those a resumed run skips; and, for
+the rare file with intact markers and a damaged body, the decoding itself.
+What becomes of such an image is the caller's choice: training skips it
+(and counts it), evaluation scores a blank stand-in (every process must
+yield the same number of examples), and ``config.data.strict`` stops the
+run naming the file and record.
+"""
+import tensorflow as tf
+
+from vit_jax.data.preprocess.image_ops import JPEG_START
+
+# Examples per small dataset that contains decode errors (`_decoded`).
+_DECODE_WINDOW = 16
+_DECODABLE = "_decodable"  # whether an encoded image passed `is_decodable`
+_CORRUPT = "_corrupt"  # 'blank': whether an image was replaced by the blank one
+
+_SIGNATURES = {  # format: (leading bytes, trailing marker, bytes it may sit from the end)
+    "jpeg": (JPEG_START, b"\xff\xd9", 32),  # some writers pad after EOI
+    "png": (b"\x89PNG\r\n\x1a\n", b"IEND", 8),  # IEND, then its 4-byte CRC
+    "gif": (b"GIF8", b";", 0),
+    "bmp": (b"BM", b"", 0),
+}
+_CHECK_PAD = b"\0" * 64
+
+
+def is_decodable(data: tf.Tensor) -> tf.Tensor:
+  """Whether encoded bytes look like a whole JPEG, PNG, GIF or BMP image.
+
+  Checks the format's leading signature and its end marker (JPEG EOI, PNG
+  IEND, GIF trailer), which catches truncated, empty and foreign files. A
+  file with intact markers and a damaged body can still fail to decode;
+  `prepared` handles those at decode time.
+  """
+  head = tf.strings.join([data, _CHECK_PAD])
+  tail = tf.strings.join([_CHECK_PAD, data])
+  valid = tf.constant(False)
+  for leading, marker, slack in _SIGNATURES.values():
+    ok = tf.strings.substr(head, 0, len(leading)) == leading
+    if marker:
+      ends = [tf.strings.substr(tail, -(len(marker) + offset), len(marker)) == marker
+              for offset in range(slack + 1)]
+      ok = ok & tf.reduce_any(tf.stack(ends))
+    valid = valid | ok
+  return valid
+
+
+def blank_jpeg() -> tf.Tensor:
+  """A small mid-grey JPEG, the stand-in for a corrupt image at eval time."""
+  return tf.io.encode_jpeg(tf.fill([32, 32, 3], tf.constant(128, tf.uint8)))
+
+
+def prepared(ds, prepare, *, on_corrupt, cores, before_decoding=lambda ds: ds):
+  """``before_decoding(ds).map(prepare)``, with corrupt images handled.
+
+  ``ds`` yields a source's examples (`vit_jax.data.sources`), ``prepare``
+  decodes and preprocesses one. ``on_corrupt`` says what becomes of a
+  corrupt image: ``'skip'`` drops it, ``'blank'`` prepares the blank
+  stand-in instead and keeps ``_corrupt`` and ``_id`` in the result (see
+  `pop_blanked`), ``'fail'`` stops naming its file and record.
+  ``before_decoding`` runs between the cheap check and the decoding: the
+  train stream attaches its seeds and skips a resumed run's examples there,
+  counting valid examples only, as the uninterrupted run did. ``cores``
+  windows of examples are decoded at once. Already decoded images (tfds
+  with decoding on) are prepared as they are.
+  """
+  if ds.element_spec["image"].dtype != tf.string:
+    return before_decoding(ds).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+  check = {"skip": _mark_decodable, "blank": _blank_if_corrupt,
+           "fail": _strict_check}[on_corrupt]
+  ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE)
+  if on_corrupt == "skip":
+    ds = ds.filter(lambda features: features[_DECODABLE])
+  if on_corrupt == "blank":
+    prepare = _keeping_corrupt_fields(prepare)
+  return _decoded(before_decoding(ds), prepare, on_corrupt=on_corrupt, cores=cores)
+
+
+def pop_blanked(batch):
+  """Removes the fields `prepared` kept for 'blank'; the ids of the blanked images."""
+  if _CORRUPT not in batch:
+    return []
+  corrupt, ids = batch.pop(_CORRUPT), batch.pop("_id")
+  return [name.decode() for name in ids[corrupt]]
+
+
+def _mark_decodable(features):
+  return {**features, _DECODABLE: is_decodable(features["image"])}
+
+
+def _strict_check(features):
+  """Fails on an image that `is_decodable` rejects, naming it."""
+  return _image_or_fail(is_decodable(features["image"]), features,
+                        "corrupt or undecodable image")
+
+
+def _image_or_fail(ok, features, problem):
+  """``features``, once ``ok`` holds; else an error naming the file and record."""
+  check = tf.debugging.Assert(
+      ok, [f"{problem} (config.data.strict=True) at", features["_id"]])
+  with tf.control_dependencies([check]):
+    return {**features, "image": tf.identity(features["image"])}
+
+
+def _blank_if_corrupt(features):
+  return _blanked(features, tf.logical_not(is_decodable(features["image"])))
+
+
+def _blanked(features, corrupt):
+  """``features`` with the blank stand-in image where ``corrupt``.
+
+  ``_corrupt`` records it, for the eval count and warning.
+  """
+  image = tf.where(corrupt, blank_jpeg(), features["image"])
+  return {**features, "image": image, _CORRUPT: corrupt}
+
+
+def _keeping_corrupt_fields(prepare):
+  return lambda features: {**prepare(features), _CORRUPT: features[_CORRUPT],
+                           "_id": features["_id"]}
+
+
+def _decoded(ds, prepare, *, on_corrupt, cores):
+  """``ds.map(prepare)`` where an image that fails to decode is handled.
+
+  Such an image passed `is_decodable` (intact markers, damaged body).
+  ``on_corrupt`` says what becomes of it, as in `prepared`.
+
+  tf.data's ``ignore_errors`` swallows every error upstream of it, read
+  errors included: a training file deleted mid-run would be skipped
+  silently, and with every file gone the endless stream would spin without
+  yielding or failing. So it guards only windows of examples already read,
+  each its own small dataset, prepared in parallel and kept in order. A
+  window that lost an example is prepared again an example at a time: an
+  image that `tf.io.decode_image` cannot decode is corrupt, and any other
+  error (a preprocessing string that cannot work on this data) is raised.
+  """
+  def prepare_window(window):
+    """The window's prepared examples as one batch."""
+    examples = tf.data.Dataset.zip(window)
+    size = tf.cast(examples.cardinality(), tf.int32)
+    whole = (examples.map(prepare).ignore_errors(log_warning=True)
+             .batch(_DECODE_WINDOW)
+             .filter(lambda batch: tf.shape(batch["image"])[0] == size))
+    one_by_one = examples.flat_map(_with_decodability)
+    if on_corrupt == "skip":
+      one_by_one = one_by_one.filter(lambda decodes, example: decodes)
+    one_by_one = one_by_one.map(lambda *args: prepare(settle(*args)))
+    return whole.concatenate(one_by_one.batch(_DECODE_WINDOW)).take(1)
+
+  def settle(decodes, example):
+    """The example to prepare, its blank stand-in, or the strict-mode error."""
+    if on_corrupt == "blank":  # corrupt already where the cheap check failed
+      return _blanked(example, example[_CORRUPT] | tf.logical_not(decodes))
+    if on_corrupt == "fail":
+      return _image_or_fail(decodes, example, "image that does not decode")
+    return example  # 'skip': the undecodable ones are filtered out already
+
+  return ds.window(_DECODE_WINDOW).interleave(
+      prepare_window, cycle_length=cores,
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+
+def _with_decodability(example):
+  """A one-element dataset: (whether its image decodes, the example)."""
+  decodes = (tf.data.Dataset.from_tensors(example["image"])
+             .map(lambda image: tf.io.decode_image(image, expand_animations=False))
+             .ignore_errors().map(lambda _: True)
+             .concatenate(tf.data.Dataset.from_tensors(False)).take(1))
+  return decodes.map(lambda ok: (ok, example))

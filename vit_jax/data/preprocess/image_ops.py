@@ -1,0 +1,194 @@
+"""Image ops: decoding, crops, resizes and flips of features['image'].
+
+Sizes are an int (square) or (height, width). Resizes keep the image's
+dtype, so a uint8 image stays uint8 until `value_range` maps it to floats.
+"""
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from vit_jax.data import config_fields
+from vit_jax.data.preprocess.registry import Op, on_image, register, take_seed
+
+# Inception-style crops keep a box whose aspect ratio is within 3/4..4/3.
+_INCEPTION_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
+# The whole image as one box, in the normalised [ymin, xmin, ymax, xmax] form
+# the bounding-box samplers expect; crops are sampled relative to it.
+_WHOLE_IMAGE_BOX = [[[0.0, 0.0, 1.0, 1.0]]]
+JPEG_START = b"\xff\xd8\xff"  # SOI and the first marker's lead byte
+
+
+def _resize(image: tf.Tensor, size: tuple[int, int] | tf.Tensor,
+            method: str) -> tf.Tensor:
+  """Resizes keeping `image`'s dtype, so uint8 stays uint8 for value_range."""
+  resized = tf.image.resize(image, size, method=method)
+  if image.dtype.is_integer:
+    return tf.saturate_cast(tf.round(resized), image.dtype)
+  return tf.cast(resized, image.dtype)
+
+
+def _fix_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
+  """Converts a uint8 HWC (or HW) image to `channels` (1 or 3) channels.
+
+  Grey (+alpha) becomes RGB by repeating grey; RGB(A) becomes grey by
+  luminance; alpha is dropped.
+  """
+  if image.shape.rank == 2:
+    image = image[..., tf.newaxis]
+  if channels == 3:
+    convert = lambda: tf.tile(image[..., :1], [1, 1, 3])
+    needs_convert = lambda num_channels: num_channels < 3
+  else:
+    convert = lambda: tf.image.rgb_to_grayscale(image[..., :3])
+    needs_convert = lambda num_channels: num_channels >= 3
+  keep_first = lambda: image[..., :channels]
+  if image.shape[-1] is not None:
+    fixed = convert() if needs_convert(image.shape[-1]) else keep_first()
+  else:
+    fixed = tf.cond(needs_convert(tf.shape(image)[-1]), convert, keep_first)
+  fixed.set_shape([None, None, channels])
+  return fixed
+
+
+@register("decode")
+def decode(channels: int = 3) -> Op:
+  """Decodes PNG/JPEG/GIF/BMP bytes in 'image' to a uint8 HWC tensor.
+
+  An image that is already a uint8 tensor (e.g. from tfds with decoding left
+  on) only has its channel count fixed, so specs work for both kinds of data.
+  """
+  if channels not in (1, 3):
+    raise ValueError(f"decode: channels must be 1 or 3, got {channels}.")
+
+  def fn(image):
+    if image.dtype == tf.string:
+      image = tf.io.decode_image(image, channels=channels,
+                                 expand_animations=False)
+    return _fix_channels(image, channels)
+
+  return on_image(fn)
+
+
+@register("decode_jpeg_and_inception_crop")
+def decode_jpeg_and_inception_crop(size: int | Sequence[int],
+                                   area_min: float = 5,
+                                   area_max: float = 100,
+                                   method: str = "bilinear") -> Op:
+  """Inception crop of encoded bytes, decoding only the cropped window of a JPEG.
+
+  Sampling the box from the JPEG header and decoding just that window is
+  much cheaper than decoding the full image and cropping afterwards. Any
+  other format (a PNG dataset, or ImageNet's PNG files named .JPEG) is
+  decoded whole and cropped with the same box, as ``decode|inception_crop``
+  would. Areas are percentages of the image.
+  """
+  target = config_fields.height_width(size)
+
+  def op(features):
+    features, seed = take_seed(features, "decode_jpeg_and_inception_crop")
+    data = features["image"]
+
+    def jpeg_window():
+      begin, crop_size = _inception_box(tf.image.extract_jpeg_shape(data), seed,
+                                        area_min, area_max)
+      window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
+      return tf.image.decode_and_crop_jpeg(data, window, channels=3)
+
+    def whole_image_crop():
+      image = tf.io.decode_image(data, channels=3, expand_animations=False)
+      begin, crop_size = _inception_box(tf.shape(image), seed, area_min, area_max)
+      return tf.slice(image, begin, crop_size)
+
+    is_jpeg = tf.strings.substr(data, 0, len(JPEG_START)) == JPEG_START
+    image = tf.cond(is_jpeg, jpeg_window, whole_image_crop)
+    return {**features, "image": _resize(image, target, method)}
+
+  return op
+
+
+def _inception_box(image_shape, seed, area_min, area_max):
+  """Begin and size of a random box of `area_min`..`area_max` % of the image."""
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      image_shape, _WHOLE_IMAGE_BOX, seed=seed,
+      area_range=(area_min / 100, area_max / 100),
+      aspect_ratio_range=_INCEPTION_ASPECT_RATIO_RANGE,
+      use_image_if_no_bounding_boxes=True)
+  return begin, crop_size
+
+
+@register("resize")
+def resize(size: int | Sequence[int], method: str = "bilinear") -> Op:
+  """Resizes 'image' to exactly `size`, ignoring its aspect ratio."""
+  target = config_fields.height_width(size)
+  return on_image(lambda image: _resize(image, target, method))
+
+
+@register("resize_small")
+def resize_small(smaller_size: int, method: str = "bilinear") -> Op:
+  """Resizes 'image' so its shorter side is `smaller_size`, keeping aspect."""
+
+  def fn(image):
+    height_width = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = smaller_size / tf.reduce_min(height_width)
+    target = tf.cast(tf.round(height_width * scale), tf.int32)
+    return _resize(image, target, method)
+
+  return on_image(fn)
+
+
+@register("central_crop")
+def central_crop(size: int | Sequence[int]) -> Op:
+  """Crops `size` from the centre of 'image' (evaluation-time crop)."""
+  height, width = config_fields.height_width(size)
+
+  def fn(image):
+    offset_y = (tf.shape(image)[0] - height) // 2
+    offset_x = (tf.shape(image)[1] - width) // 2
+    return tf.image.crop_to_bounding_box(image, offset_y, offset_x, height,
+                                         width)
+
+  return on_image(fn)
+
+
+@register("random_crop")
+def random_crop(size: int | Sequence[int]) -> Op:
+  """Crops `size` from a random position of 'image'."""
+  height, width = config_fields.height_width(size)
+
+  def op(features):
+    features, seed = take_seed(features, "random_crop")
+    image = features["image"]
+    crop_shape = tf.stack([height, width, tf.shape(image)[-1]])
+    cropped = tf.image.stateless_random_crop(image, crop_shape, seed=seed)
+    cropped.set_shape([height, width, image.shape[-1]])
+    return {**features, "image": cropped}
+
+  return op
+
+
+@register("inception_crop")
+def inception_crop(size: int | Sequence[int], area_min: float = 5,
+                   area_max: float = 100, method: str = "bilinear") -> Op:
+  """Random box of `area_min`..`area_max` % of 'image', resized to `size`."""
+  target = config_fields.height_width(size)
+
+  def op(features):
+    features, seed = take_seed(features, "inception_crop")
+    image = features["image"]
+    begin, crop_size = _inception_box(tf.shape(image), seed, area_min, area_max)
+    cropped = tf.slice(image, begin, crop_size)
+    return {**features, "image": _resize(cropped, target, method)}
+
+  return op
+
+
+@register("flip_lr")
+def flip_lr() -> Op:
+  """Mirrors 'image' left-right with probability 1/2."""
+
+  def op(features):
+    features, seed = take_seed(features, "flip_lr")
+    image = tf.image.stateless_random_flip_left_right(features["image"], seed)
+    return {**features, "image": image}
+
+  return op

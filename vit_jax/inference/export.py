@@ -1,0 +1,170 @@
+"""A run's classifier in formats used outside this codebase, each read back and checked.
+
+npz          the parameters (the EMA, when the run kept one) in the published ViT
+             layout, for `npz.load_npz`, `config.init` and third-party
+             loaders.
+serving      a directory that `vit_jax/inference/serving.py` runs with jax and numpy
+             alone: the `jax.export` function, its parameters and a
+             contract.json (see that module).
+saved_model  a TensorFlow SavedModel made with jax2tf: signature
+             `serving_default` maps float32 `images` (batch, H, W, 3) to
+             `logits`; the weights are variables; contract.json beside it.
+
+Each export reads its result back and compares it with the model: the
+parameters bit for bit for npz, the logits on a few random images for the
+model formats. `scripts/export.py` is the command line.
+"""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+from jax import export
+
+from vit_jax.data import preprocess
+from vit_jax.inference import predict, serving
+from vit_jax.models import attention, npz
+from vit_jax.train import losses
+
+CHECK_BATCH = 3  # not 1, so a symbolic batch size is exercised
+
+
+def logits_function(model):
+  """(published-layout params by flat name, images) -> logits, the exported function.
+
+  Taking the parameters by their '/'-joined names lets a loader pass the
+  contents of the .npz as they are.
+  """
+  def logits(flat_params, images):
+    return model.apply({"params": npz.unflatten(flat_params)}, images, train=False)
+  return logits
+
+
+def portable(model, platforms):
+  """``model`` with an attention that every one of ``platforms`` can lower.
+
+  On a GPU host `auto` traces cuDNN's fused attention, which only CUDA
+  lowers; an export for other platforms too takes XLA's attention, which
+  gives the same logits (tests/models/test_attention.py).
+  """
+  if (set(platforms) != {"cuda"}
+      and attention.resolve(model.attention_implementation) == "cudnn"):
+    return model.clone(attention_implementation="dot_product_attention")
+  return model
+
+
+def value_range(pp_spec, image_size):
+  """The [min, max] that the eval preprocessing maps black and white pixels to."""
+  pp = preprocess.parse(pp_spec)
+  black, white = (predict.preprocess_image(pp, tf.fill([image_size, image_size, 3],
+                                                       tf.constant(v, tf.uint8)))
+                  for v in (0, 255))
+  return [float(black.min()), float(white.max())]
+
+
+def make_contract(config, source, export_format, platforms):
+  """What a user of the exported function needs to know to feed it and read it."""
+  return {
+      "format": export_format,
+      "variant": config.variant,
+      "checkpoint": source,
+      "image_size": config.image_size,
+      "channels": 3,
+      "input_dtype": "float32",
+      "value_range": value_range(config.pp.eval, config.image_size),
+      "preprocessing": config.pp.eval,
+      "num_classes": config.data.num_classes,
+      "class_names": predict.class_names(config.data),
+      "probabilities": losses.PROBABILITIES[config.loss].__name__,
+      "platforms": list(platforms),
+      "jax_version": jax.__version__,
+  }
+
+
+def export_serving(model, params, contract, out):
+  """Writes the `jax.export` function and its .npz beside the contract in ``out``.
+
+  Returns the exported classifier, loaded back as a server would load it.
+  """
+  flat = npz.npz_arrays(params)  # what the server loads
+  batch, = export.symbolic_shape("batch")
+  size = contract["image_size"]
+  exported = export.export(jax.jit(logits_function(model)),
+                           platforms=contract["platforms"])(
+      jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), flat),
+      jax.ShapeDtypeStruct((batch, size, size, contract["channels"]), jnp.float32))
+  with open(os.path.join(out, serving.FUNCTION_FILE), "wb") as f:
+    f.write(exported.serialize())
+  npz.save_npz(params, os.path.join(out, serving.PARAMS_FILE))
+  return serving.load(out)
+
+
+def export_saved_model(model, params, contract, out):
+  """Writes a jax2tf SavedModel, whose weights are variables, to ``out``.
+
+  Returns its `serving_default` signature, loaded back, as images -> logits.
+  """
+  from jax.experimental import jax2tf  # only this format needs it
+
+  flat = npz.flatten(params)
+  size, channels = contract["image_size"], contract["channels"]
+  variables = {name: tf.Variable(value, trainable=False) for name, value in flat.items()}
+  tf_logits = jax2tf.convert(
+      logits_function(model), with_gradient=False,
+      polymorphic_shapes=[None, f"(batch, {size}, {size}, {channels})"],
+      native_serialization_platforms=contract["platforms"])
+
+  @tf.function(autograph=False, input_signature=[
+      tf.TensorSpec([None, size, size, channels], tf.float32, name="images")])
+  def serve(images):
+    return {"logits": tf_logits(variables, images)}
+
+  module = tf.Module()
+  module.weights = list(variables.values())  # tracked, so saved as variables
+  module.serve = serve
+  tf.saved_model.save(module, out, signatures={"serving_default": serve})
+  signature = tf.saved_model.load(out).signatures["serving_default"]
+  return lambda images: signature(images=tf.constant(images))["logits"].numpy()
+
+
+EXPORTERS = {"serving": export_serving, "saved_model": export_saved_model}
+
+
+def export_npz(params, out):
+  """Writes ``params`` to the .npz ``out``; returns how many arrays it holds.
+
+  Raises RuntimeError unless the file reads back bit for bit.
+  """
+  npz.save_npz(params, out)
+  written = npz.npz_arrays(params)
+  loaded = npz.flatten(npz.load_npz(out))
+  if written.keys() != loaded.keys() or any(
+      written[n].dtype != loaded[n].dtype or written[n].tobytes() != loaded[n].tobytes()
+      for n in written):
+    raise RuntimeError(f"{out} does not read back as the parameters written")
+  return len(written)
+
+
+def export_model(config, model, params, *, export_format, platforms, source, out):
+  """Writes the model format ``export_format`` and its contract.json to ``out``.
+
+  ``source`` names the checkpoint in the contract. Returns the largest
+  difference between the exported function's logits and the model's on
+  `CHECK_BATCH` random images in the contract's value range.
+  """
+  contract = make_contract(config, source, export_format, platforms)
+  model = portable(model, platforms)
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, serving.CONTRACT_FILE), "w") as f:
+    json.dump(contract, f, indent=2)
+  exported_logits = EXPORTERS[export_format](model, params, contract, out)
+
+  low, high = contract["value_range"]
+  size = config.image_size
+  images = np.random.default_rng(0).uniform(
+      low, high, (CHECK_BATCH, size, size, 3)).astype(np.float32)
+  expected = jax.jit(model.apply, static_argnames="train")({"params": params}, images,
+                                                          train=False)
+  return float(np.max(np.abs(exported_logits(images) - np.asarray(expected))))
