@@ -6,7 +6,6 @@ import tensorflow as tf
 
 from preprocess_cases import MODES, example, jpeg_example, random_image, run
 from vit_jax.data import preprocess
-from vit_jax.train import mixup
 
 RANDOM_SPECS = ["flip_lr", "random_crop(8)", "inception_crop(8)",
                 "decode_jpeg_and_inception_crop(8)", "randaug(2, 9)"]
@@ -99,18 +98,3 @@ def test_seeded_pipeline_replays_identically():
   first, second = ([e["image"].numpy() for e in ds] for _ in range(2))
   np.testing.assert_array_equal(first, second)
   assert "_rng" not in ds.element_spec
-
-
-def test_mixup_blends_each_example_with_its_neighbour():
-  images = jax.numpy.arange(4 * 3, dtype=jax.numpy.float32).reshape(4, 3)
-  labels = jax.numpy.eye(4)
-  same = mixup.mixup(jax.random.key(0), images, labels, alpha=0.0)
-  np.testing.assert_array_equal(same[0], images)
-  mixed_images, mixed_labels = jax.jit(
-      lambda k, x, y: mixup.mixup(k, x, y, alpha=0.4))(jax.random.key(1), images, labels)
-  weight = float(mixed_labels[0, 0])
-  assert 0 < weight < 1
-  np.testing.assert_allclose(mixed_labels[0, 3], 1 - weight, rtol=1e-6)
-  np.testing.assert_allclose(mixed_images, weight * images + (1 - weight) * np.roll(images, 1, 0),
-                             rtol=1e-6)
-  np.testing.assert_allclose(mixed_labels.sum(axis=1), 1, rtol=1e-6)

@@ -21,7 +21,7 @@ from conftest import tiny_config
 from multihost_worker import example_hashes
 from vit_jax import train
 from vit_jax.models import pretrained
-from vit_jax.data import input_pipeline
+from vit_jax.data import input_pipeline, sources
 from repo_root import REPO
 
 pytestmark = pytest.mark.slow
@@ -133,7 +133,7 @@ def test_two_processes_train_like_one_process_on_the_same_global_batches(
   assert train_steps == list(range(1, STEPS + 1))
 
   global_batches = two_process_batches(input_pipeline.train_batches)
-  reference_batches = global_batches(config.data, config.pp.train,
+  reference_batches = global_batches(sources.get_source(config.data), config.pp.train,
                                      global_batch=config.global_batch, seed=config.seed)
   for step, batch in zip(range(STEPS), reference_batches):
     assert example_hashes(batch) == seen[0][step] + seen[1][step]
@@ -190,9 +190,9 @@ def test_a_global_batch_the_devices_of_all_hosts_cannot_split_is_a_clear_error(
 def test_a_slurm_job_step_of_two_tasks_is_detected_without_flags(tmp_path):
   """The variables srun sets, set by hand for two processes on this machine."""
   job_id = next(j for j in range(1000, 5096) if port_is_free(j % 4096 + 61440))
-  join = ("from vit_jax import distributed; distributed.initialize_distributed(timeout_s=30); "
-          "import jax; print('joined', jax.process_index(), jax.process_count(), "
-          "jax.device_count())")
+  join = ("from vit_jax.runtime import distributed; "
+          "distributed.initialize_distributed(timeout_s=30); import jax; "
+          "print('joined', jax.process_index(), jax.process_count(), jax.device_count())")
   envs = [dict(ENV, SLURM_JOB_ID=str(job_id), SLURM_STEP_NODELIST="localhost",
                SLURM_NTASKS="2", SLURM_PROCID=str(task), SLURM_LOCALID=str(task),
                XLA_FLAGS="--xla_force_host_platform_device_count=2")

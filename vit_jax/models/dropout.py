@@ -3,10 +3,9 @@
 flax's ``nn.Dropout`` draws a float32 uniform for every element: one 32-bit
 threefry word each, and threefry is ~20 integer operations per word. With the
 paper's pre-training dropout of 0.1 those draws cost more than anything but
-the matmuls: on the 2-core CPU a ViT-Ti/16 train step at batch 32 took a
-median 1,683 ms with flax's dropout against 976 ms with none. 16 bits per
+the matmuls on a CPU (docs/benchmarks.md has the timings). 16 bits per
 element resolve a rate to 1/65,536, so this module draws one word for every
-two elements and compares each 16-bit half with the rate: 1,156 ms.
+two elements and compares each 16-bit half with the rate.
 
 The drop probability is the rate rounded to a multiple of 2^-16 (0.1 ->
 0.1000061), and kept values are scaled by the inverse of the realised keep
