@@ -2,7 +2,6 @@
 import numpy as np
 
 from vit_jax import tree_util
-from vit_jax.models.build import abstract_params  # noqa: F401 (tests import it here)
 
 
 def random_flat(abstract, seed=0):

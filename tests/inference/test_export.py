@@ -12,13 +12,13 @@ import tensorflow as tf
 
 from conftest import tiny_config
 from scripts import export as export_command
-from fake_params import abstract_params, random_flat
+from fake_params import random_flat
 from vit_jax import models
-from vit_jax.train import checkpoints, workdir_files
-from vit_jax.models import npz
-from vit_jax.inference import export, serving
 from vit_jax.data.builders import fashion_mnist_local
+from vit_jax.inference import export, serving
+from vit_jax.models import build, npz
 from vit_jax.runtime import cli
+from vit_jax.train import checkpoints, workdir_files
 from repo_root import REPO
 
 TOLERANCE = 1e-5
@@ -39,9 +39,8 @@ def write_run(workdir, config, steps=(7,)):
   os.makedirs(workdir)
   with open(os.path.join(workdir, workdir_files.CONFIG_FILE), "w") as f:
     f.write(config.to_json_best_effort())
-  model = models.get_model(config.variant, num_classes=config.data.num_classes,
-                           **config.model)
-  abstract = abstract_params(model, config.image_size)
+  model = build.model_from_config(config)
+  abstract = build.abstract_params(model, config.image_size)
   manager = checkpoints.make_manager(workdir)
   evaluated = {}
   for step in steps:

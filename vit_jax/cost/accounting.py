@@ -147,8 +147,8 @@ def cross_checked_flops(xla_flops, analytic_flops, *, tolerance=0.2) -> float:
 
   XLA's figure also counts the optimizer and elementwise work, so it is the
   better number when it is there; but XLA:GPU leaves out the matmuls it
-  hands to cuBLAS (measured on an H200: 4.8e9 FLOPs counted for a ViT-B/16
-  train step of 1.05e11), which would make MFU look 20x too small. Outside
+  hands to cuBLAS (docs/benchmarks.md has the H200 figures), which would
+  make MFU look many times too small. Outside
   ``tolerance`` of the analytic count the analytic count is used, with a
   warning.
   """
@@ -287,12 +287,11 @@ def measured_matmul_flops(platform: str, dtype_name: str) -> float:
   what a data-parallel step asks of them.
 
   The first calls run slow (page faults, clocks and thread pools ramping
-  up: on a shared 2-core VM the first three calls of a 2048 matmul gave
-  310-444 GFLOP/s where the settled best was ~475), and a peak read too low
-  inflates every MFU computed against it. So half a second of untimed calls
-  comes first, then the fastest call of the next second counts, since noise
-  only ever slows a call down. The side, 2048 on CPU (~40 ms a call on one
-  device) and 8192 on accelerators, is large enough to saturate a device.
+  up), and a peak read too low inflates every MFU computed against it. So
+  half a second of untimed calls comes first, then the fastest call of the
+  next second counts, since noise only ever slows a call down. The side,
+  2048 on CPU and 8192 on accelerators, is large enough to saturate a
+  device.
   """
   devices = jax.local_devices(backend=platform)
   side = 2048 if platform == "cpu" else 8192

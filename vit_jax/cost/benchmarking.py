@@ -162,7 +162,7 @@ def compare(config, other, batch_size, *, steps, rounds, warmup):
   """Times the train steps of ``config`` and ``other`` in one process.
 
   A shared host's speed drifts between processes and between moments by
-  more than many changes are worth (~20% on the 2-core CPU VM), so two
+  more than many changes are worth (docs/benchmarks.md), so two
   separate runs cannot tell a 5% change. Here both steps are compiled side
   by side and their rounds interleaved, the order alternating (A B, B A,
   ...), so a drift slows both alike. Returns the result dict that
