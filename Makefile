@@ -12,6 +12,10 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 # are in docs/benchmarks.md). Harmless on accelerators.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184:glibc.malloc.top_pad=1073741824
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Where the environment forbids bytecode files (PYTHONDONTWRITEBYTECODE), pip
+# installs none and every fresh interpreter compiles TensorFlow's modules
+# again; the tests and the commands start many, so the venv keeps its bytecode.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test install data clean
 

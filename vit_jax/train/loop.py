@@ -54,7 +54,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
   # ------------------------------------------------------------------------
   mesh = sharding.make_mesh(config.mesh, devices)
   num_devices = mesh.size
-  config_checks.check_config(config, num_devices=num_devices, process_count=jax.process_count())
+  config_checks.check_config(config, num_devices=num_devices,
+                             process_count=jax.process_count())
   batch_sharding = sharding.batch_sharding(mesh)
 
   # ------------------------------------------------------------------------
@@ -232,5 +233,6 @@ def train_and_evaluate(config, workdir, *, devices=None):
              "image_size": config.image_size, "eval": eval_results,
              "compile_seconds": compile_seconds, **accountant.fields()}
   if is_main:
-    workdir_files.write_whole(os.path.join(workdir, workdir_files.SUMMARY_FILE), json.dumps(summary, indent=2))
+    workdir_files.write_whole(os.path.join(workdir, workdir_files.SUMMARY_FILE),
+                              json.dumps(summary, indent=2))
   return summary
