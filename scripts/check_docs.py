@@ -48,7 +48,6 @@ and TensorFlow are imported once: each runs as ``python`` would run it
 (``runpy``, its argv, its environment, the repository root as working
 directory), and the flags it defined are removed before the next one.
 """
-import argparse
 import ast
 import contextlib
 import dataclasses
@@ -295,7 +294,7 @@ def worker(request, reply):
   for name in ("execv", "execve", "execvp", "execvpe"):
     setattr(os, name, refuse_exec)
   app.define_help_flags()
-  absl_run, parse_args = app.run, argparse.ArgumentParser.parse_args
+  absl_run = app.run
   results = []
   for check in json.loads(pathlib.Path(request).read_text()):
     parse_only = check["rule"] == "parse"
@@ -306,15 +305,9 @@ def worker(request, reply):
       flags_parser(argv or sys.argv)
       raise _Parsed
 
-    def parse_then_stop(parser, *args, **kwargs):
-      namespace = parse_args(parser, *args, **kwargs)
-      if parse_only:
-        raise _Parsed
-      return namespace
-
-    app.run, argparse.ArgumentParser.parse_args = run, parse_then_stop
+    app.run = run
     results.append(_execute(check["argv"], dict(check["env"]), flags.FLAGS))
-    app.run, argparse.ArgumentParser.parse_args = absl_run, parse_args
+    app.run = absl_run
   pathlib.Path(reply).write_text(json.dumps(results))
 
 
