@@ -4,7 +4,8 @@ import pickle
 import pytest
 from ml_collections import config_flags  # noqa: F401 (config files load through it)
 
-from configs import common, demo, finetune, pretrain
+from configs import benchmark, common, demo, finetune, pretrain
+from vit_jax.train import config_checks
 
 
 def test_pretrain_config_has_the_papers_defaults():
@@ -175,3 +176,72 @@ def test_an_unknown_preprocessing_template_field_is_named():
                      r"'resize\(\{imagesize\}\)'; valid: \{image_size\}, \{num_classes\}, "
                      r"\{eval_resize\}"):
     common.pp_strings(config, train="resize({imagesize})")
+
+
+STOCK_CONFIGS = {
+    "pretrain i21k": lambda: pretrain.get_config("variant=B/16,data=imagenet21k"),
+    "pretrain jft": lambda: pretrain.get_config("variant=L/16,data=jft"),
+    "finetune": lambda: finetune.get_config("variant=B/16,data=cifar10,res=384,init=/x"),
+    "demo pretrain": lambda: demo.get_config("stage=pretrain"),
+    "demo finetune": lambda: demo.get_config("stage=finetune,init=/x"),
+    "benchmark": lambda: benchmark.get_config(),
+}
+# Numeric fields whose valid values depend on more than the field: the layout
+# sizes (-1, or a divisor of the device count, checked by sharding.make_mesh)
+# and the published split sizes (a table the cost estimate reads).
+NOT_RANGED = ("mesh.data", "mesh.fsdp", "data.published_sizes.")
+
+
+def numeric_leaves(node, prefix=""):
+  for key, value in node.items():
+    if hasattr(value, "items"):
+      yield from numeric_leaves(value, f"{prefix}{key}.")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      yield f"{prefix}{key}"
+
+
+@pytest.mark.parametrize("name", STOCK_CONFIGS)
+def test_every_numeric_field_of_the_stock_configs_has_a_range_and_is_in_it(name):
+  config = STOCK_CONFIGS[name]()
+  unranged = [field for field in numeric_leaves(config)
+              if field not in config_checks.NUMERIC_FIELDS
+              and not field.startswith(NOT_RANGED)]
+  assert not unranged, unranged
+  config_checks.check_numeric_fields(config)
+
+
+def has_field(config, dotted):
+  node = config
+  for part in dotted.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def out_of_range(valid):
+  """A value the range refuses: below its low end, else above its high end."""
+  if valid.low is not None:
+    return valid.low if valid.low_open else valid.low - 1
+  if valid.high is not None:
+    return valid.high if valid.high_open else valid.high + 1
+  return float("nan")
+
+
+@pytest.mark.parametrize("field", config_checks.NUMERIC_FIELDS)
+def test_a_numeric_field_out_of_its_range_is_named_with_what_is_valid(field):
+  # The demo has the tiny model's fields; the pre-training config pre_logits.
+  config = next(c for c in (STOCK_CONFIGS["demo pretrain"](), STOCK_CONFIGS["pretrain i21k"]())
+                if has_field(c, field))
+  valid = config_checks.NUMERIC_FIELDS[field]
+  bad = out_of_range(valid)
+  *parents, leaf = field.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  with config.unlocked():
+    node[leaf] = bad
+  bad = node[leaf]  # as the config holds it: an int given to a float field is a float
+  with pytest.raises(ValueError) as error:
+    config_checks.check_config(config, num_devices=1, process_count=1)
+  assert str(error.value) == f"config.{field}={bad!r} must be {valid.describe()}"

@@ -4,8 +4,123 @@ The trainer runs them before anything is compiled, and the cost estimator
 (`vit_jax.cost.estimate`) before it prices a run, so both refuse the same
 configs with the same message; this module imports no TensorFlow.
 """
+import dataclasses
+import math
+import numbers
+
 from vit_jax import models
 from vit_jax.train import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """The values a numeric config field may take: an interval, maybe unset.
+
+  ``low``/``high`` of None leave that side open-ended; ``*_open`` excludes
+  the bound itself; ``unset`` admits None (a field that is off or derived
+  when unset); ``meaning`` says in the error what the field is.
+  """
+  low: float | None = None
+  high: float | None = None
+  low_open: bool = False
+  high_open: bool = False
+  unset: bool = False
+  meaning: str = ""
+
+  def admits(self, value):
+    if value is None:
+      return self.unset
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+      return False
+    if not math.isfinite(value):
+      return False
+    if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+      return False
+    return self.high is None or value < self.high or (not self.high_open and value == self.high)
+
+  def describe(self):
+    low = "" if self.low is None else f"{'(' if self.low_open else '['}{self.low}"
+    high = "" if self.high is None else f"{self.high}{')' if self.high_open else ']'}"
+    if low and high:
+      text = f"in {low}, {high}"
+    elif low:
+      text = f"{'>' if self.low_open else '>='} {self.low}"
+    elif high:
+      text = f"{'<' if self.high_open else '<='} {self.high}"
+    else:
+      text = "a finite number"
+    text += " or None" if self.unset else ""
+    return text + (f" ({self.meaning})" if self.meaning else "")
+
+
+_STEPS = "a number of steps; the last step always logs, evaluates and saves"
+_PROBABILITY = Range(0, 1, high_open=True, meaning="a probability; 0 turns it off")
+_COUNT = Range(1)
+# Every numeric field of a run's config and the values it may take, in one
+# place: `check_config` refuses a value outside, naming the field, before
+# anything is built. A field a config does not have is not checked.
+# `tests/test_configs.py` checks that every numeric field of the stock
+# configs is listed.
+NUMERIC_FIELDS = {
+    "seed": Range(0),
+    "image_size": _COUNT,
+    "label_smoothing": Range(0, 1, high_open=True, meaning="1 would make every "
+                             "target uniform, more would invert them"),
+    "global_batch": _COUNT,
+    "eval_batch": _COUNT,
+    "accum_steps": _COUNT,
+    "total_steps": Range(1, unset=True),
+    "total_epochs": Range(0, low_open=True, unset=True),
+    "prefetch": _COUNT,
+    "log_every": Range(1, meaning=_STEPS),
+    "eval_every": Range(1, meaning=_STEPS),
+    "checkpoint_every": Range(1, meaning=_STEPS),
+    "keep_checkpoints": Range(1, unset=True, meaning="None keeps every checkpoint"),
+    "ema_decay": Range(0, 1, high_open=True, meaning="0 turns the parameter "
+                       "average off"),
+    "mixup.alpha": Range(0, meaning="0 turns mixup off"),
+    "lr.base": Range(0, low_open=True, meaning="the peak learning rate"),
+    "lr.warmup_steps": Range(0),
+    "lr.end": Range(0),
+    "optim.b1": Range(0, 1, high_open=True),
+    "optim.b2": Range(0, 1, high_open=True),
+    "optim.momentum": Range(0, 1, high_open=True),
+    "optim.weight_decay": Range(0, meaning="0 turns it off"),
+    "optim.grad_clip_norm": Range(0, meaning="0 turns clipping off; a negative "
+                                  "norm would flip every gradient"),
+    "model.dropout_rate": _PROBABILITY,
+    "model.attention_dropout_rate": _PROBABILITY,
+    "model.head_bias_init": Range(),
+    "model.representation_size": Range(1, unset=True),
+    "model.hidden_size": _COUNT,
+    "model.num_layers": _COUNT,
+    "model.mlp_dim": _COUNT,
+    "model.num_heads": _COUNT,
+    "data.num_classes": _COUNT,
+    "data.shuffle_buffer": _COUNT,
+    "mesh.fsdp_min_size": Range(0),
+}
+
+
+_ABSENT = object()
+
+
+def _value(config, dotted):
+  """``config``'s value at ``dotted``, or `_ABSENT` where it has no such field."""
+  node = config
+  for part in dotted.split("."):
+    if part not in node:
+      return _ABSENT
+    node = node[part]
+  return node
+
+
+def check_numeric_fields(config):
+  """Refuses the first numeric field (in `NUMERIC_FIELDS`' order) out of range."""
+  for field, valid in NUMERIC_FIELDS.items():
+    value = _value(config, field)
+    if value is not _ABSENT and not valid.admits(value):
+      raise ValueError(f"config.{field}={value!r} must be {valid.describe()}")
 
 
 def resolve_total_steps(config, train_examples):
@@ -22,8 +137,7 @@ def resolve_total_steps(config, train_examples):
 
 def check_config(config, *, num_devices, process_count):
   """Fails before any compilation on settings that cannot work together."""
-  if config.accum_steps < 1:
-    raise ValueError(f"config.accum_steps={config.accum_steps} must be >= 1")
+  check_numeric_fields(config)
   micro_batch, remainder = divmod(config.global_batch, config.accum_steps)
   if remainder or micro_batch % num_devices:
     raise ValueError(
@@ -34,16 +148,6 @@ def check_config(config, *, num_devices, process_count):
       raise ValueError(f"config.{field}={config[field]} must be divisible by "
                        f"the {num_devices} devices and the {process_count} "
                        f"processes")
-  for field in ("log_every", "eval_every", "checkpoint_every"):
-    if not config[field] >= 1:
-      raise ValueError(f"config.{field}={config[field]} must be >= 1 (a number "
-                       f"of steps; the last step always logs, evaluates and saves)")
-  if config.keep_checkpoints is not None and not config.keep_checkpoints >= 1:
-    raise ValueError(f"config.keep_checkpoints={config.keep_checkpoints} must be "
-                     f">= 1, or None to keep every checkpoint")
-  if not 0 <= config.ema_decay < 1:
-    raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1) "
-                     f"(0 turns the parameter average off)")
   patch = models.get_model(config.variant, num_classes=1).patch_size
   if config.image_size % patch:
     raise ValueError(f"config.image_size={config.image_size} is not divisible "
