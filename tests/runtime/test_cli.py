@@ -31,7 +31,15 @@ def refused_run_of_main(tmp_path, *flags):
     (["--config.ema_decay=2"], "error: config.ema_decay=2.0 must be in [0, 1)"),
     (["--config.init=/nonexistent/vit.npz"],
      "error: checkpoint file /nonexistent/vit.npz does not exist"),
-], ids=["missing_dataset", "bad_config_value", "missing_checkpoint"])
+    (["--config.optim.grad_clip_norm=-1"],
+     "error: config.optim.grad_clip_norm=-1.0 must be >= 0 (0 turns clipping off"),
+    (["--config.foo=1"],
+     "error: --config.foo: config has no field 'foo'; valid: accum_steps, "),
+    (["--config.optim.wieght_decay=0.1"],
+     "error: --config.optim.wieght_decay: config.optim has no field 'wieght_decay' "
+     "(did you mean config.optim.weight_decay?); valid: b1, b2, grad_clip_norm, "),
+], ids=["missing_dataset", "bad_config_value", "missing_checkpoint",
+        "negative_clip_norm", "unknown_field", "misspelt_nested_field"])
 def test_main_ends_a_users_mistake_with_one_line_naming_it(
     fashion_data_dir, tmp_path, flags, message):
   line = refused_run_of_main(tmp_path, f"--config.data.data_dir={fashion_data_dir}",

@@ -14,9 +14,13 @@ and what would be valid. The command exits with status 1 and that message
 on one line, ``error: MESSAGE``, without a traceback. So does an
 `app.UsageError`. Any other exception, and these types raised inside a
 library (numpy's ValueError is a bug of ours, not the user's), keeps its
-traceback. A bad flag value is absl's one line: ``FATAL Flags parsing error``.
+traceback. A bad flag value is absl's one line: ``FATAL Flags parsing error``;
+a ``--config.KEY=VALUE`` override of a field the config does not have is one
+line naming it, the valid fields at that level and the closest of them.
 """
+import difflib
 import functools
+import importlib.util
 import os
 
 from absl import app, flags
@@ -90,9 +94,58 @@ def exit_on_user_error(main):
   return wrapped
 
 
+def _unknown_config_field(argv, flag_values):
+  """What names no field in the first ``--config.a.b=v`` of ``argv`` that does so.
+
+  None where every override names a field. The config file is loaded afresh
+  (``get_config(ARGS)`` of ``--config=FILE:ARGS``), without the overrides,
+  which ml_collections applies as it loads it.
+  """
+  files = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("--config=")]
+  if "config" not in flag_values or not files:
+    return None
+  path, _, config_args = files[-1].partition(":")
+  spec = importlib.util.spec_from_file_location("config_file", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(config_args or None)
+  for arg in argv[1:]:
+    if not arg.startswith("--config."):
+      continue
+    node, walked = config, "config"
+    for part in arg[len("--config."):].split("=", 1)[0].split("."):
+      if not hasattr(node, "keys"):
+        return (f"--{walked}.{part}: {walked} is a {type(node).__name__} "
+                f"field, with no fields of its own")
+      if part not in node:
+        valid = sorted(node.keys())
+        close = difflib.get_close_matches(part, valid, n=1)
+        hint = f" (did you mean {walked}.{close[0]}?)" if close else ""
+        return (f"--{walked}.{part}: {walked} has no field {part!r}{hint}; "
+                f"valid: {', '.join(valid)}")
+      node, walked = node[part], f"{walked}.{part}"
+  return None
+
+
+def _parse(parse, argv, flag_values):
+  """``parse(argv)``; an override of a field the config lacks is one line.
+
+  ml_collections raises an AttributeError or KeyError for it from inside
+  absl's parsing, which would otherwise end the program with its traceback.
+  """
+  try:
+    return parse(argv)
+  except (AttributeError, KeyError):
+    message = _unknown_config_field(argv, flag_values)
+    if message is None:
+      raise
+    raise SystemExit(f"error: {message}") from None
+
+
 def run(main):
   """Runs ``main`` as the program: absl parses the flags, then the error rule."""
-  app.run(exit_on_user_error(main))
+  app.run(exit_on_user_error(main), flags_parser=lambda argv: _parse(
+      app.parse_flags_with_usage, argv, flags.FLAGS))
 
 
 def call(main, flag_values, argv):
@@ -104,7 +157,7 @@ def call(main, flag_values, argv):
   """
   flag_values.unparse_flags()
   try:
-    positional = flag_values(argv)
+    positional = _parse(flag_values, argv, flag_values)
   except flags.Error as error:
     raise SystemExit(f"FATAL Flags parsing error: {error}") from None
   return exit_on_user_error(main)(positional)
