@@ -90,23 +90,19 @@ def test_load_pretrained_resets_head_drops_pre_logits_and_resamples_posemb(tmp_p
   np.testing.assert_array_equal(logits, np.zeros((2, 3)))
 
 
-def test_load_pretrained_from_another_width_names_the_parameter(tmp_path):
-  other = jax.device_get(init(models.get_model("Ti/8", num_classes=3, **dict(TINY, hidden_size=32)), 32))
-  path = str(tmp_path / "wide.npz")
-  npz.save_npz(other, path)
+@pytest.mark.parametrize("name, other, match", [
+    ("wide", dict(hidden_size=32), r"wide.npz: parameter .* has shape \(.*32.*\) in the "
+                                   r"checkpoint but \(.*16.*\) in the model"),
+    ("shallow", dict(num_layers=1), r"shallow.npz: parameter Transformer/encoderblock_1/\S+ of the "
+                                    r"model is missing in the checkpoint"),
+])
+def test_load_pretrained_of_another_model_names_the_first_mismatching_parameter(
+    tmp_path, name, other, match):
+  saved = jax.device_get(init(models.get_model("Ti/8", num_classes=3, **dict(TINY, **other)), 32))
+  path = str(tmp_path / f"{name}.npz")
+  npz.save_npz(saved, path)
   fresh = jax.device_get(init(models.get_model("Ti/8", num_classes=3, **TINY), 32))
-  with pytest.raises(ValueError, match=r"wide.npz: parameter .* has shape \(.*32.*\) in the "
-                                        r"checkpoint but \(.*16.*\) in the model"):
-    pretrained.load_pretrained(path, fresh, new_grid=(4, 4), num_prefix_tokens=1)
-
-
-def test_load_pretrained_with_missing_layers_names_one(tmp_path):
-  shallow = jax.device_get(init(models.get_model("Ti/8", num_classes=3, **dict(TINY, num_layers=1)), 32))
-  path = str(tmp_path / "shallow.npz")
-  npz.save_npz(shallow, path)
-  fresh = jax.device_get(init(models.get_model("Ti/8", num_classes=3, **TINY), 32))
-  with pytest.raises(ValueError, match=r"parameter Transformer/encoderblock_1/\S+ of the "
-                                        r"model is missing in the checkpoint"):
+  with pytest.raises(ValueError, match=match):
     pretrained.load_pretrained(path, fresh, new_grid=(4, 4), num_prefix_tokens=1)
 
 
