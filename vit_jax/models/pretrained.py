@@ -33,7 +33,8 @@ def read_params(path, *, step=None):
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
     checkpoint_dir = os.path.join(path, CHECKPOINT_SUBDIR)
-    steps = checkpoints.manager_at(checkpoint_dir, read_only=True).all_steps()
+    manager = checkpoints.manager_at(checkpoint_dir, read_only=True)
+    steps = manager.all_steps()
     if not steps:
       raise FileNotFoundError(f"no committed checkpoint in {checkpoint_dir}")
     if step is None:
@@ -42,12 +43,13 @@ def read_params(path, *, step=None):
       raise FileNotFoundError(f"no committed checkpoint of step {step} in "
                               f"{checkpoint_dir}; it has steps {sorted(steps)}")
   elif os.path.basename(path).isdigit() and os.path.isdir(path):
-    checkpoint_dir, step = os.path.dirname(path), int(os.path.basename(path))
+    manager = checkpoints.manager_at(os.path.dirname(path), read_only=True)
+    step = int(os.path.basename(path))
   else:
     raise FileNotFoundError(
         f"{path!r} is neither a .npz file, a workdir with a "
         f"'{CHECKPOINT_SUBDIR}' folder, nor a checkpoint step directory")
-  state = checkpoints.restore_on_host(checkpoint_dir, step)
+  state = checkpoints.restore_on_host(manager, step)
   params = state.get("ema_params") or state["params"]
   return jax.tree.map(np.asarray, params)
 

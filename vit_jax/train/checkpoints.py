@@ -26,7 +26,7 @@ def make_manager(workdir, *, max_to_keep=None, read_only=False):
   a directory that never comes, and the process with them.
   """
   return manager_at(os.path.abspath(os.path.join(workdir, CHECKPOINT_SUBDIR)),
-                  max_to_keep=max_to_keep, read_only=read_only)
+                    max_to_keep=max_to_keep, read_only=read_only)
 
 
 def manager_at(checkpoint_dir, *, max_to_keep=None, read_only=False):
@@ -129,9 +129,8 @@ def _first_line(error):
   return lines[0][:300]
 
 
-def restore_on_host(checkpoint_dir, step):
+def restore_on_host(manager, step):
   """Every array of a step, on one local device, whatever mesh wrote it."""
-  manager = manager_at(checkpoint_dir, read_only=True)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
