@@ -52,6 +52,11 @@ _FORMAT = flags.DEFINE_enum("format", "jpeg", ["jpeg", "png"], "How --from_npz "
                             "arrays are encoded.", flag_values=FLAGS)
 _CLASSES = flags.DEFINE_string("classes", None, "A text file of class names, one a line.",
                                flag_values=FLAGS)
+_NUM_CLASSES = flags.DEFINE_integer(
+    "num_classes", None, "Class count of --from_npz labels: a class id outside "
+    "[0, N) is refused before anything is written (default: the number of "
+    "--classes names; negative ids are refused always).", lower_bound=1,
+    flag_values=FLAGS)
 _KEEP_ORDER = flags.DEFINE_bool("keep_order", False, "Write the examples in the "
                                 "order given instead of in a seeded shuffle.",
                                 flag_values=FLAGS)
@@ -83,8 +88,9 @@ def main(argv):
       examples, folder_classes = tfrecords.folder_examples(_FROM_FOLDER.value)
       classes = classes or folder_classes
     else:
+      num_classes = _NUM_CLASSES.value or (len(classes) if classes else None)
       try:  # checked whole before any shard is written
-        examples = tfrecords.npz_examples(_FROM_NPZ.value, _FORMAT.value)
+        examples = tfrecords.npz_examples(_FROM_NPZ.value, _FORMAT.value, num_classes)
       except ValueError as e:
         raise app.UsageError(f"--from_npz: {e}") from None
     if not _KEEP_ORDER.value:

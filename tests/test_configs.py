@@ -245,3 +245,61 @@ def test_a_numeric_field_out_of_its_range_is_named_with_what_is_valid(field):
   with pytest.raises(ValueError) as error:
     config_checks.check_config(config, num_devices=1, process_count=1)
   assert str(error.value) == f"config.{field}={bad!r} must be {valid.describe()}"
+
+
+def string_leaves(node, prefix=""):
+  for key, value in node.items():
+    if hasattr(value, "items"):
+      yield from string_leaves(value, f"{prefix}{key}.")
+    elif isinstance(value, str):
+      yield f"{prefix}{key}"
+
+
+# String fields that are no choice among a few: names, paths, regexes,
+# preprocessing strings (each checked where it is read, with its own error).
+FREE_STRINGS = ("variant", "init", "data.name", "data.data_dir", "data.pattern",
+                "data.train_split", "data.prepare", "data.eval_splits.", "pp.",
+                "optim.weight_decay_params")
+
+
+@pytest.mark.parametrize("name", STOCK_CONFIGS)
+def test_every_choice_field_of_the_stock_configs_is_listed_and_valid(name):
+  config = STOCK_CONFIGS[name]()
+  unlisted = [field for field in string_leaves(config)
+              if field not in config_checks.CHOICES and not field.startswith(FREE_STRINGS)]
+  assert not unlisted, unlisted
+  config_checks.check_choices(config)
+
+
+@pytest.mark.parametrize("field", config_checks.CHOICES)
+def test_a_choice_field_naming_no_choice_is_named_with_the_choices(field):
+  config = STOCK_CONFIGS["demo pretrain"]()
+  *parents, leaf = field.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  with config.unlocked():
+    node[leaf] = "bogus"
+  with pytest.raises(ValueError) as error:
+    config_checks.check_config(config, num_devices=1, process_count=1)
+  valid = config_checks.CHOICES[field]
+  assert str(error.value) == f"config.{field}='bogus'; valid: {', '.join(valid)}"
+  assert len(valid) >= 2 and "bogus" not in valid
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("optim.weight_decay_params", "([", "config.optim.weight_decay_params='([' is "
+     "no regex: unterminated character set at position 1"),
+    ("mesh.rules", (("(", "fsdp"),), "config.mesh.rules regex '(': missing ), "
+     "unterminated subpattern at position 0"),
+    ("mesh.rules", ((".*", "shard"),), "config.mesh.rules entry ('.*', 'shard'): "
+     "expected (regex, rule) with rule one of "),
+])
+def test_a_malformed_regex_field_is_named(field, value, message):
+  config = STOCK_CONFIGS["demo pretrain"]()
+  parent, leaf = field.split(".")
+  with config.unlocked():
+    config[parent][leaf] = value
+  with pytest.raises(ValueError) as error:
+    config_checks.check_config(config, num_devices=1, process_count=1)
+  assert str(error.value).startswith(message)

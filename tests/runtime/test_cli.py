@@ -1,26 +1,43 @@
 """The commands' error rule: a user's mistake is one line, a bug a traceback."""
+import json
 import re
+import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from vit_jax import evaluate
-from vit_jax.data import preprocess
+from vit_jax.data import preprocess, sources, tfrecords
 from vit_jax.runtime import cli
 from vit_jax.train import workdir_files
+
+import fake_data
 from repo_root import REPO
 
 
-def refused_run_of_main(tmp_path, *flags):
-  """The one line `python -m vit_jax.main` ended with on the demo config."""
-  process = subprocess.run(
+def run_main(workdir, *flags, timeout=300):
+  """`python -m vit_jax.main` on the demo config, in its own process."""
+  return subprocess.run(
       [sys.executable, "-m", "vit_jax.main", "--config=configs/demo.py",
-       f"--workdir={tmp_path / 'run'}", *flags],
-      cwd=REPO, capture_output=True, text=True, timeout=300)
+       f"--workdir={workdir}", *flags],
+      cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def refused_run_of_main(tmp_path, *flags, within=30):
+  """The one line `python -m vit_jax.main` ended with on the demo config.
+
+  It must come ``within`` seconds, before any training step (none is logged).
+  """
+  start = time.monotonic()
+  process = run_main(tmp_path / "run", *flags)
+  seconds = time.monotonic() - start
   assert process.returncode == 1, process.stderr
   assert "Traceback" not in process.stderr, process.stderr
+  assert "[train] step" not in process.stderr, process.stderr
+  assert seconds < within, f"refused after {seconds:.1f} s"
   return process.stderr.strip().splitlines()[-1]
 
 
@@ -38,13 +55,120 @@ def refused_run_of_main(tmp_path, *flags):
     (["--config.optim.wieght_decay=0.1"],
      "error: --config.optim.wieght_decay: config.optim has no field 'wieght_decay' "
      "(did you mean config.optim.weight_decay?); valid: b1, b2, grad_clip_norm, "),
+    (["--config.label_smoothing=1.5"],
+     "error: config.label_smoothing=1.5 must be in [0, 1) (1 would make every target "
+     "uniform, more would invert them)"),
+    (["--config.total_steps=0"], "error: config.total_steps=0 must be >= 1 or None"),
+    (["--config.pp.train=decode|resize(21)|value_range(-1,1)|onehot(5)"],
+     "error: config.pp.train='decode|resize(21)|value_range(-1,1)|onehot(5)' gives 5 "
+     "classes but config.data.num_classes=10, the size of the model's head"),
+    (["--config.model.dtype=bf16"],
+     "error: config.model.dtype='bf16'; valid: float32, bfloat16, float16"),
+    (["--config.data.train_split=train[:150%]"],
+     "error: config.data.train_split: split 'train[:150%]': 150% lies outside the "
+     "split of 512 records; valid bounds: -100% to 100%"),
+    (["--config.data.eval_splits.test=validation"],
+     "error: config.data.eval_splits.test: dataset 'fashion_mnist_local' has no split "
+     "'validation'; valid: test, train"),
 ], ids=["missing_dataset", "bad_config_value", "missing_checkpoint",
-        "negative_clip_norm", "unknown_field", "misspelt_nested_field"])
+        "negative_clip_norm", "unknown_field", "misspelt_nested_field",
+        "label_smoothing_above_one", "no_steps", "onehot_of_other_class_count",
+        "unknown_dtype", "slice_past_the_split", "split_not_in_dataset"])
 def test_main_ends_a_users_mistake_with_one_line_naming_it(
     fashion_data_dir, tmp_path, flags, message):
   line = refused_run_of_main(tmp_path, f"--config.data.data_dir={fashion_data_dir}",
                              *flags)
   assert line.startswith(message), line
+
+
+TINY_RUN = ["--config.data.source=tfrecord", "--config.data.name=tiny",
+            "--config.data.pattern={split}-*.tfrecord", "--config.total_steps=2",
+            "--config.global_batch=16", "--config.eval_batch=16",
+            "--config.lr.warmup_steps=1", "--config.data.shuffle_buffer=64"]
+
+
+def write_bar_images(data_dir, *, encoded=True):
+  """Fashion-MNIST-like TFRecords, classes 0-9: train 64 and test 20 records in 4 shards.
+
+  Without ``encoded``, ``image/encoded`` holds raw pixels.
+  """
+  rng = np.random.RandomState(0)
+  for split, count in (("train", 64), ("test", 20)):
+    labels = rng.randint(0, 10, count)
+    images = fake_data.bar_images(labels, rng)
+    if encoded:
+      examples = tfrecords.array_examples(images, labels)
+    else:
+      examples = [(image.tobytes(), [int(label)]) for image, label in zip(images, labels)]
+    tfrecords.write_split(str(data_dir), split, examples, num_shards=4)
+  return str(data_dir)
+
+
+@pytest.fixture(scope="module")
+def tfrecord_data_dir(tmp_path_factory):
+  return write_bar_images(tmp_path_factory.mktemp("bars"))
+
+
+def test_a_label_past_num_classes_stops_the_run_naming_the_record(tfrecord_data_dir, tmp_path):
+  line = refused_run_of_main(tmp_path, f"--config.data.data_dir={tfrecord_data_dir}",
+                             *TINY_RUN, "--config.data.num_classes=5")
+  assert re.fullmatch(
+      rf"error: label [5-9] of {tfrecord_data_dir}/train-0000[0-3]-of-00004\.tfrecord:\d+ "
+      r"is outside \[0, 5\) \(config\.data\.num_classes\); fix the data or the class "
+      r"count", line), line
+
+
+def test_a_pattern_that_lets_eval_read_the_train_shards_is_refused(tfrecord_data_dir, tmp_path):
+  line = refused_run_of_main(tmp_path, f"--config.data.data_dir={tfrecord_data_dir}",
+                             *TINY_RUN, "--config.data.pattern=*.tfrecord")
+  assert line == (
+      f"error: config.data.eval_splits.test shares records with config.data.train_split: "
+      f"both read records [0, 5) of {tfrecord_data_dir}/test-00000-of-00004.tfrecord, "
+      f"so the evaluation would score examples the model trained on "
+      f"(config.data.pattern='*.tfrecord' has no {{split}}, so every split reads the "
+      f"same files)")
+
+
+def test_a_manifest_counting_more_records_than_a_shard_holds_is_named(
+    tfrecord_data_dir, tmp_path):
+  data_dir = tmp_path / "data"
+  shutil.copytree(tfrecord_data_dir, data_dir)
+  with open(data_dir / sources.MANIFEST) as f:
+    manifest = json.load(f)
+  manifest["files"]["test-00003-of-00004.tfrecord"] += 10
+  with open(data_dir / sources.MANIFEST, "w") as f:
+    json.dump(manifest, f)
+  line = refused_run_of_main(tmp_path, f"--config.data.data_dir={data_dir}", *TINY_RUN)
+  assert line == (
+      f"error: {data_dir / sources.MANIFEST} lists 15 records for "
+      f"{data_dir}/test-00003-of-00004.tfrecord ('test') but it holds fewer; re-index "
+      f"it with scripts/make_tfrecords.py --index_only --out_dir={data_dir}")
+
+
+def test_shards_of_raw_pixels_end_the_run_within_a_minute(tmp_path):
+  data_dir = write_bar_images(tmp_path / "raw", encoded=False)
+  line = refused_run_of_main(tmp_path, f"--config.data.data_dir={data_dir}", *TINY_RUN,
+                             within=60)
+  assert re.fullmatch(
+      r"error: the last 1000 images read were all corrupt or undecodable, the last of "
+      rf"them {data_dir}/train-0000[0-3]-of-00004\.tfrecord:\d+; the training stream "
+      r"would skip them forever\. .*", line), line
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_with_fewer_steps_is_refused_and_keeps_it(
+    tfrecord_data_dir, tmp_path):
+  workdir = tmp_path / "run"
+  flags = [f"--config.data.data_dir={tfrecord_data_dir}", *TINY_RUN]
+  assert run_main(workdir, *flags, "--config.total_steps=3").returncode == 0
+  kept = {name: (workdir / name).read_bytes() for name in ("summary.json", "config.json")}
+  line = refused_run_of_main(tmp_path, *flags)  # 2 steps
+  assert line == (
+      f"error: {workdir} holds a checkpoint at step 3, past this config's 2 steps "
+      f"(config.total_steps or config.total_epochs): the run is longer than that "
+      f"already. Resume it with its own length ({workdir}/config.json), evaluate it "
+      f"with python -m vit_jax.evaluate --workdir={workdir}, or start a new workdir")
+  assert {name: (workdir / name).read_bytes() for name in kept} == kept
 
 
 def test_a_bad_flag_is_absls_one_line(tmp_path):

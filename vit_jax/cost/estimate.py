@@ -106,14 +106,14 @@ def planned_steps(config, train_examples=None):
 
 def _train_split_size(config):
   """(examples in the training split, where that number came from)."""
-  from vit_jax.data import sources
+  from vit_jax.data import sources, splits
 
   split = config.data.train_split
   try:
     return sources.get_source(config.data).num_examples(split), "the prepared dataset"
   except sources.DatasetNotPreparedError as not_prepared:
     try:
-      size = sources.examples_in_split(split, config.data.get("published_sizes") or {})
+      size = splits.examples_in_split(split, config.data.get("published_sizes") or {})
     except KeyError:
       raise ValueError(
           f"config.total_epochs={config.total_epochs} needs the number of "

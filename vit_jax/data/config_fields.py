@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 # `config.data.source` where a config has none (runs from before sources existed).
 DEFAULT_SOURCE = "tfds"
+# What `config.data.source` may name (`vit_jax.data.sources.get_source`).
+SOURCES = ("tfds", "tfrecord", "folder")
 
 
 def height_width(size: int | Sequence[int]) -> tuple[int, int]:

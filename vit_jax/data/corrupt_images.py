@@ -12,6 +12,7 @@ run naming the file and record.
 """
 import tensorflow as tf
 
+from vit_jax.data import checks
 from vit_jax.data.preprocess.image_ops import JPEG_START
 
 # Examples per small dataset that contains decode errors (`_decoded`).
@@ -61,7 +62,9 @@ def prepared(ds, prepare, *, on_corrupt, cores, before_decoding=lambda ds: ds):
   decodes and preprocesses one. ``on_corrupt`` says what becomes of a
   corrupt image: ``'skip'`` drops it, ``'blank'`` prepares the blank
   stand-in instead and keeps ``_corrupt`` and ``_id`` in the result (see
-  `pop_blanked`), ``'fail'`` stops naming its file and record.
+  `pop_blanked`), ``'fail'`` stops naming its file and record. Skipping
+  stops the run too once `checks.MAX_CORRUPT_IN_A_ROW` images in a row were
+  corrupt: an endless stream of them would never yield an example.
   ``before_decoding`` runs between the cheap check and the decoding: the
   train stream attaches its seeds and skips a resumed run's examples there,
   counting valid examples only, as the uninterrupted run did. ``cores``
@@ -74,10 +77,16 @@ def prepared(ds, prepare, *, on_corrupt, cores, before_decoding=lambda ds: ds):
            "fail": _strict_check}[on_corrupt]
   ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE)
   if on_corrupt == "skip":
+    ds = checks.not_only_corrupt(ds, lambda features: ~features[_DECODABLE])
     ds = ds.filter(lambda features: features[_DECODABLE])
-  if on_corrupt == "blank":
+  if on_corrupt != "fail":
     prepare = _keeping_corrupt_fields(prepare)
-  return _decoded(before_decoding(ds), prepare, on_corrupt=on_corrupt, cores=cores)
+  ds = _decoded(before_decoding(ds), prepare, on_corrupt=on_corrupt, cores=cores)
+  if on_corrupt == "skip":  # images that passed the cheap check but did not decode
+    ds = checks.not_only_corrupt(ds, lambda features: features[_CORRUPT])
+    ds = ds.filter(lambda features: ~features[_CORRUPT]).map(
+        lambda features: {k: v for k, v in features.items() if k not in (_CORRUPT, "_id")})
+  return ds
 
 
 def pop_blanked(batch):
@@ -100,10 +109,8 @@ def _strict_check(features):
 
 def _image_or_fail(ok, features, problem):
   """``features``, once ``ok`` holds; else an error naming the file and record."""
-  check = tf.debugging.Assert(
-      ok, [f"{problem} (config.data.strict=True) at", features["_id"]])
-  with tf.control_dependencies([check]):
-    return {**features, "image": tf.identity(features["image"])}
+  return checks.passed(ok, f"{problem} ", features["_id"],
+                       " (config.data.strict=True)", value=features)
 
 
 def _blank_if_corrupt(features):
@@ -120,8 +127,9 @@ def _blanked(features, corrupt):
 
 
 def _keeping_corrupt_fields(prepare):
-  return lambda features: {**prepare(features), _CORRUPT: features[_CORRUPT],
-                           "_id": features["_id"]}
+  """``prepare`` keeping whether the image was blanked, and its ``_id``."""
+  return lambda features: {**prepare(features), "_id": features["_id"],
+                           _CORRUPT: features.get(_CORRUPT, tf.constant(False))}
 
 
 def _decoded(ds, prepare, *, on_corrupt, cores):
@@ -147,18 +155,17 @@ def _decoded(ds, prepare, *, on_corrupt, cores):
              .batch(_DECODE_WINDOW)
              .filter(lambda batch: tf.shape(batch["image"])[0] == size))
     one_by_one = examples.flat_map(_with_decodability)
-    if on_corrupt == "skip":
-      one_by_one = one_by_one.filter(lambda decodes, example: decodes)
     one_by_one = one_by_one.map(lambda *args: prepare(settle(*args)))
     return whole.concatenate(one_by_one.batch(_DECODE_WINDOW)).take(1)
 
   def settle(decodes, example):
     """The example to prepare, its blank stand-in, or the strict-mode error."""
-    if on_corrupt == "blank":  # corrupt already where the cheap check failed
-      return _blanked(example, example[_CORRUPT] | tf.logical_not(decodes))
     if on_corrupt == "fail":
       return _image_or_fail(decodes, example, "image that does not decode")
-    return example  # 'skip': the undecodable ones are filtered out already
+    # Blanked for 'skip' too, which then drops it: a window of examples that
+    # all fail to decode still yields, so a stream of them ends (`prepared`).
+    corrupt = example.get(_CORRUPT, tf.constant(False))  # the cheap check's verdict
+    return _blanked(example, corrupt | tf.logical_not(decodes))
 
   return ds.window(_DECODE_WINDOW).interleave(
       prepare_window, cycle_length=cores,

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from vit_jax.data import config_fields, corrupt_images, preprocess, tf_errors
+from vit_jax.data import checks, config_fields, corrupt_images, preprocess
 
 # The input pipeline runs on the host: keep TensorFlow off any accelerator.
 tf.config.set_visible_devices([], "GPU")
@@ -126,8 +126,9 @@ def train_batches(source, pp_spec, *, global_batch, seed, start_step=0,
   data_config = source.config
   # Each process shuffles and augments its own share with its own seed.
   seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
-  ds = source.read(data_config.train_split, process_index, process_count,
-                   shuffle_seed=seed)
+  ds = checks.labels_in_range(
+      source.read(data_config.train_split, process_index, process_count,
+                  shuffle_seed=seed), data_config.num_classes)
   # Shuffling before repeating keeps epochs whole: every example once per
   # epoch, in a new (seeded) order each epoch.
   ds = ds.shuffle(data_config.shuffle_buffer, seed=seed,
@@ -156,18 +157,13 @@ def _counting(ds, stats, *, first):
   ``first`` is the position the count starts at, or None for the first batch's.
   """
   delivered = 0
-  try:
-    for batch in ds.as_numpy_iterator():
-      raw = batch.pop(_RAW)
-      if first is None:
-        first = int(raw[0])
-      delivered += len(raw)
-      stats.corrupt_images = int(raw[-1]) + 1 - first - delivered
-      yield batch
-  except tf.errors.NotFoundError as error:
-    raise FileNotFoundError(
-        f"a training file went missing while the run was reading it: "
-        f"{tf_errors.reason(error)}") from None
+  for batch in checks.user_errors(ds.as_numpy_iterator()):
+    raw = batch.pop(_RAW)
+    if first is None:
+      first = int(raw[0])
+    delivered += len(raw)
+    stats.corrupt_images = int(raw[-1]) + 1 - first - delivered
+    yield batch
 
 
 class EvalData:
@@ -192,7 +188,8 @@ class EvalData:
     self.corrupt_images = 0
     pp = preprocess.parse(pp_spec)
     ds = corrupt_images.prepared(
-        source.read(split, process_index, process_count),
+        checks.labels_in_range(source.read(split, process_index, process_count),
+                               source.config.num_classes),
         lambda f: _model_inputs(pp(f)),
         on_corrupt="fail" if source.config.get("strict", False) else "blank",
         cores=_CORES)
@@ -202,7 +199,7 @@ class EvalData:
   def __iter__(self):
     """Yields `num_batches` full batches; padding rows have mask False."""
     template, count, self.corrupt_images = None, 0, 0
-    for batch in self._dataset.as_numpy_iterator():
+    for batch in checks.user_errors(self._dataset.as_numpy_iterator()):
       for name in corrupt_images.pop_blanked(batch):
         logging.warning("eval split %s: corrupt image %s scored as blank",
                         self.split, name)

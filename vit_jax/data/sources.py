@@ -35,13 +35,15 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vit_jax.data import builders  # noqa: F401  (registers the offline builders)
-from vit_jax.data import config_fields
+from vit_jax.data import checks, config_fields, splits, tf_errors
 
 MANIFEST = "manifest.json"
 IMAGE_KEY, LABEL_KEY = "image/encoded", "image/class/label"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Files read at once by a parallel interleave of TFRecord shards.
 _CYCLE_LENGTH = 16
+# A TFRecord's length field and its checksum: what seeking past a record reads.
+_HEADER_BYTES = 12
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -54,7 +56,7 @@ def get_source(data_config):
   Build it once per run and pass it down: a folder source lists its files,
   a TFRecord source reads its manifest, a tfds source its metadata.
   """
-  kinds = {"tfds": TfdsSource, "tfrecord": TFRecordSource, "folder": FolderSource}
+  kinds = dict(zip(config_fields.SOURCES, (TfdsSource, TFRecordSource, FolderSource)))
   kind = data_config.get("source", config_fields.DEFAULT_SOURCE)
   if kind not in kinds:
     raise ValueError(f"config.data.source={kind!r}; valid: {', '.join(kinds)}")
@@ -67,51 +69,13 @@ class Part(NamedTuple):
   begin: int
   end: int
   label: int = -1  # folders: the class of the file; TFRecords carry their own
-
-
-def parse_split(split):
-  """``'train[10%:90%]'`` -> ``('train', start, stop, is_percent)``."""
-  match = re.fullmatch(r"\s*(\w+)\s*(?:\[\s*(-?\d*)(%?)\s*:\s*(-?\d*)(%?)\s*\])?\s*", split)
-  if not match or (match[2] and match[4] and match[3] != match[5]):
-    raise ValueError(f"split {split!r} is not 'name' or a slice like "
-                     f"'name[:98%]' or 'name[1000:2000]'")
-  name, start, start_pct, stop, stop_pct = match.groups()
-  to_int = lambda s: int(s) if s else None
-  return name, to_int(start), to_int(stop), bool(start_pct or stop_pct)
+  records: int = 1  # TFRecords: the file's record count in the manifest
 
 
 def _slice(parts, split):
   """The records of ``split``'s slice, as parts cut at the slice's ends."""
   total = sum(p.end - p.begin for p in parts)
-  return _records(parts, *_slice_bounds(split, total))
-
-
-def _slice_bounds(split, total):
-  """``[start, stop)`` of ``split``'s slice of a split of ``total`` records."""
-  _, start, stop, percent = parse_split(split)
-  if percent:
-    start = None if start is None else round(total * start / 100)
-    stop = None if stop is None else round(total * stop / 100)
-  start, stop, _ = slice(start, stop).indices(total)
-  return start, stop
-
-
-def examples_in_split(split, split_sizes):
-  """Examples in ``split`` (``'train[:99%]'``, ``'train+validation'``), by size.
-
-  ``split_sizes`` maps whole splits to their sizes: a dataset's published
-  sizes, for estimates made before it is prepared. A split it lacks is a
-  KeyError naming the split and the sizes known.
-  """
-  count = 0
-  for one in split.split("+"):
-    name = parse_split(one)[0]
-    if name not in split_sizes:
-      raise KeyError(f"no size known for split {name!r}; known: "
-                     f"{', '.join(sorted(split_sizes)) or 'none'}")
-    start, stop = _slice_bounds(one, split_sizes[name])
-    count += max(stop - start, 0)
-  return count
+  return _records(parts, *splits.slice_bounds(split, total))
 
 
 def _records(parts, start, stop):
@@ -133,6 +97,35 @@ def process_share(parts, process_index, process_count):
   total = sum(p.end - p.begin for p in parts)
   bounds = [total * i // process_count for i in range(process_count + 1)]
   return _records(parts, bounds[process_index], bounds[process_index + 1])
+
+
+def check_splits(source):
+  """Fails, naming the config field, on a split the run cannot read as meant.
+
+  Every split the run reads (`splits.run_splits`) must exist and its slice
+  lie within it, and no eval split may share a record with the training
+  split; listings and metadata tell. A TFRecord eval split's files must
+  also hold what the manifest lists (`TFRecordSource.check_counts`), so a
+  wrong count fails here rather than at the first evaluation.
+  """
+  named = splits.run_splits(source.config)
+  regions = {}
+  for field, split in named.items():
+    try:
+      regions[field] = source.regions(split)
+    except ValueError as e:
+      raise ValueError(f"{field}: {e}") from None
+  pattern = source.config.get("pattern", "")
+  hint = ""
+  if isinstance(source, _PartsSource) and "{split}" not in pattern:
+    hint = (f" (config.data.pattern={pattern!r} has no {{split}}, so every split "
+            f"reads the same files)")
+  train_field, *eval_fields = named
+  for field in eval_fields:
+    splits.check_disjoint(train_field, regions[train_field], field, regions[field],
+                          hint=hint)
+    if isinstance(source, TFRecordSource):
+      source.check_counts(named[field])
 
 
 class _PartsSource:
@@ -170,23 +163,26 @@ class _PartsSource:
     """The spec of what `read` yields, known without listing or reading a file."""
     return self._examples(_parts_dataset([])).element_spec
 
+  def regions(self, split):
+    """``(file, begin, end)`` of the records ``split`` reads (`check_splits`)."""
+    return [(p.path, p.begin, p.end) for p in self._sliced(split)]
+
   def _sliced(self, split):
-    name = parse_split(split)[0]
+    name = splits.parse_split(split)[0]
     if name not in self._listed:
       self._listed[name] = self._parts(split)
     return _slice(self._listed[name], split)
 
   def _split_path(self, split):
-    name = parse_split(split)[0]
+    name = splits.parse_split(split)[0]
     return os.path.join(self.root, self.config.pattern.format(split=name))
 
 
 def _parts_dataset(parts):
-  """(path, begin, end, label) of each part, as a dataset."""
-  paths, begins, ends, labels = zip(*parts) if parts else ((),) * 4
+  """(path, begin, end, label, records) of each part, as a dataset."""
+  paths, *numbers = zip(*parts) if parts else ((),) * len(Part._fields)
   return tf.data.Dataset.from_tensor_slices((
-      tf.constant(paths, tf.string), tf.constant(begins, tf.int64),
-      tf.constant(ends, tf.int64), tf.constant(labels, tf.int64)))
+      tf.constant(paths, tf.string), *(tf.constant(n, tf.int64) for n in numbers)))
 
 
 class TFRecordSource(_PartsSource):
@@ -224,13 +220,57 @@ class TFRecordSource(_PartsSource):
       raise DatasetNotPreparedError(
           f"{missing[0]} is not in {os.path.join(self.root, MANIFEST)}; "
           f"re-index with scripts/make_tfrecords.py --index_only")
-    return [Part(p, 0, counts[os.path.basename(p)]) for p in paths]
+    return [Part(p, 0, counts[os.path.basename(p)], records=counts[os.path.basename(p)])
+            for p in paths]
+
+  def check_counts(self, split):
+    """Fails, naming the manifest and file, where a file ``split`` reads holds
+    another number of records than the manifest lists.
+
+    Seeks from record header to record header (12 bytes read a record, no
+    image read), every file in parallel: cheap enough for eval splits before
+    a run starts (docs/configs.md has the figures). The train split's files
+    are checked as they are read (`_counted_as_listed`): it may have
+    billions of records.
+    """
+    counts = self.manifest["files"]
+    paths = sorted({part.path for part in self._sliced(split)})
+
+    def past_the_last(path, records):
+      """Records found from the manifest's last one on: 1 if the counts agree."""
+      tail = tf.data.TFRecordDataset(path, buffer_size=_HEADER_BYTES).skip(
+          tf.maximum(records - 1, 0)).take(2)
+      return tail.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)
+
+    listed = tf.data.Dataset.from_tensor_slices(
+        (paths, tf.constant([counts[os.path.basename(p)] for p in paths], tf.int64)))
+    found = listed.map(past_the_last, num_parallel_calls=tf.data.AUTOTUNE)
+    manifest = os.path.join(self.root, MANIFEST)
+    try:
+      for path, tail in zip(paths, found.as_numpy_iterator()):
+        records = counts[os.path.basename(path)]
+        if tail != min(records, 1):
+          raise ValueError(
+              f"{manifest} lists {records} records for {path} ({split!r}) but it "
+              f"holds {'more' if tail > min(records, 1) else 'fewer'}; re-index "
+              f"it with scripts/make_tfrecords.py --index_only --out_dir={self.root}")
+    except tf.errors.DataLossError as error:
+      raise ValueError(f"a file of split {split!r} listed in {manifest} is "
+                       f"corrupt: {tf_errors.reason(error)}") from None
 
   def _examples(self, parts):
-    def read_part(path, begin, end, label):
+    manifest = os.path.join(self.root, MANIFEST)
+
+    def read_part(path, begin, end, label, records):
+      """The part's (path, index, record)s; a file that disagrees with its
+      manifest entry stops the run (`_counted_as_listed`)."""
       del label
-      records = tf.data.TFRecordDataset(path).skip(begin).take(end - begin)
-      return records.enumerate(begin).map(lambda i, r: (path, i, r))
+      # One record more where the part ends the file: a file longer than its
+      # manifest entry shows there.
+      wanted = end - begin + tf.cast(end == records, tf.int64)
+      read = tf.data.TFRecordDataset(path).skip(begin).take(wanted).enumerate(begin)
+      return _counted_as_listed(read, path, begin, end, records, manifest).map(
+          lambda i, r: (path, i, r))
     ds = parts.interleave(read_part, cycle_length=_CYCLE_LENGTH,
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
@@ -241,6 +281,33 @@ class TFRecordSource(_PartsSource):
       return {"image": example[IMAGE_KEY], "label": example[LABEL_KEY],
               "_id": tf.strings.join([path, ":", tf.strings.as_string(index)])}
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _counted_as_listed(read, path, begin, end, records, manifest):
+  """``read``, records ``(index, record)`` from ``begin`` to ``end``, checked
+  against the manifest.
+
+  The manifest says the file holds ``records``. A file that ends before
+  ``end``, or goes on past ``records``, stops the run naming the manifest
+  and the file: counts that disagree would make the eval count wrong, or
+  leave examples out, without a word. An end marker after the last record
+  lets the check see where the file ended.
+  """
+  end_marker = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), tf.constant("")))
+
+  def check(next_index, element):
+    index, _ = element
+    at_end = index < 0
+    ok = tf.logical_not(at_end) & (index < records) | at_end & (next_index >= end)
+    held = tf.where(at_end, tf.strings.as_string(next_index), "more")
+    element = checks.passed(
+        ok, manifest, " lists ", records, " records for ", path, " but it holds ",
+        held, "; re-index it with scripts/make_tfrecords.py --index_only",
+        value=element)
+    return tf.where(at_end, next_index, index + 1), element
+
+  return (read.concatenate(end_marker).scan(begin, check)
+          .filter(lambda index, record: index >= 0))
 
 
 class FolderSource(_PartsSource):
@@ -271,8 +338,8 @@ class FolderSource(_PartsSource):
     return parts
 
   def _examples(self, parts):
-    def read_file(path, begin, end, label):
-      del begin, end
+    def read_file(path, begin, end, label, records):
+      del begin, end, records
       return {"image": tf.io.read_file(path), "label": label, "_id": path}
     return parts.map(read_file, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -297,6 +364,24 @@ class TfdsSource:
   def __init__(self, data_config):
     self.config = data_config
     self.builder = get_builder(data_config)
+    features = self.builder.info.features
+    classes = getattr(features["label"], "num_classes", None) if "label" in features else None
+    if classes and classes > data_config.num_classes:
+      raise ValueError(f"dataset {data_config.name!r} has {classes} classes (its "
+                       f"'label' feature), more than config.data.num_classes="
+                       f"{data_config.num_classes}")
+
+  def regions(self, split):
+    """``(split name, begin, end)`` of each ``+``-joined part of ``split``."""
+    sizes = {name: info.num_examples for name, info in self.builder.info.splits.items()}
+    regions = []
+    for part in split.split("+"):
+      name = splits.parse_split(part)[0]
+      if name not in sizes:
+        raise ValueError(f"dataset {self.config.name!r} has no split {name!r}; "
+                         f"valid: {', '.join(sorted(sizes))}")
+      regions.append((name, *splits.slice_bounds(part, sizes[name])))
+    return regions
 
   def num_examples(self, split):
     return self.builder.info.splits[split].num_examples

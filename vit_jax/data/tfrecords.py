@@ -28,14 +28,16 @@ def folder_examples(directory):
   return examples, classes
 
 
-def array_examples(images, labels, image_format="jpeg"):
+def array_examples(images, labels, image_format="jpeg", num_classes=None):
   """(encode thunk, class ids) per image of a uint8 (N, H, W, C) array.
 
   ``labels`` is (N,) class ids or (N, classes) multi-hot rows. Grayscale
   (N, H, W) images (MNIST's layout) get a channel axis. The arrays are
   checked here, before anything is written: an image the encoder refuses
   would fail the writer threads midway, leaving empty shards and no
-  manifest, and labels of another length would drop examples silently.
+  manifest, labels of another length would drop examples silently, and a
+  class id outside [0, num_classes) (negative ones always) would make a
+  run fail on it, or train on an all-zero target where nothing checks.
   """
   images, labels = np.asarray(images), np.asarray(labels)
   channels = {"jpeg": (1, 3), "png": (1, 2, 3, 4)}[image_format]
@@ -48,6 +50,7 @@ def array_examples(images, labels, image_format="jpeg"):
     raise ValueError(f"labels are {labels.shape} for {len(images)} images; valid: "
                      f"({len(images)},) class ids or ({len(images)}, classes) "
                      f"multi-hot rows")
+  _check_class_ids(labels, num_classes)
   encode = {"jpeg": tf.io.encode_jpeg, "png": tf.io.encode_png}[image_format]
   ids = ([[int(l)] for l in labels] if labels.ndim == 1
          else [np.flatnonzero(row).tolist() for row in labels])
@@ -55,7 +58,24 @@ def array_examples(images, labels, image_format="jpeg"):
           for image, label in zip(images, ids)]
 
 
-def npz_examples(path, image_format="jpeg"):
+def _check_class_ids(labels, num_classes):
+  """Refuses class ids (or multi-hot columns) outside [0, num_classes)."""
+  if labels.ndim == 2:
+    if num_classes is not None and labels.shape[1] > num_classes:
+      raise ValueError(f"labels are {labels.shape[1]}-wide multi-hot rows for "
+                       f"{num_classes} classes")
+    return
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"labels are {labels.dtype}; class ids must be integers")
+  valid = "0 or more" if num_classes is None else f"0 to {num_classes - 1}"
+  bad = np.flatnonzero((labels < 0) | (labels >= (num_classes or np.inf)))
+  if bad.size:
+    more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
+    raise ValueError(f"label {labels[bad[0]]} of image {bad[0]}{more} is not a "
+                     f"class id; valid: {valid}")
+
+
+def npz_examples(path, image_format="jpeg", num_classes=None):
   """`array_examples` of an .npz's ``images`` and ``labels``; errors name the file."""
   try:
     with np.load(path) as arrays:
@@ -64,7 +84,8 @@ def npz_examples(path, image_format="jpeg"):
         raise ValueError(f"no {' or '.join(map(repr, missing))} array (it holds "
                          f"{arrays.files}); valid: 'images' uint8 (N, H, W[, C]) "
                          f"and 'labels' (N,) or (N, classes)")
-      return array_examples(arrays["images"], arrays["labels"], image_format)
+      return array_examples(arrays["images"], arrays["labels"], image_format,
+                            num_classes)
   except (OSError, ValueError) as e:  # a missing, unreadable or pickled file too
     raise ValueError(f"{path}: {e}") from None
 

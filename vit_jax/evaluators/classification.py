@@ -54,12 +54,14 @@ def evaluate_checkpoint(config, path, splits):
   The mesh, batches and preprocessing are the run's (``config``), so the
   numbers are those the run itself reports.
   """
+  source = sources.get_source(config.data)
+  for split in splits.values():  # a split that is not there fails before the restore
+    source.regions(split)
   model, params = restore.restore_model(config, path)
   mesh = sharding.make_mesh(config.mesh)
   params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))
   eval_step = make_eval_step(model, losses.get_loss(config.loss))
   results = {}
-  source = sources.get_source(config.data)
   for name, split in splits.items():
     data = input_pipeline.EvalData(source, config.pp.eval, split,
                                    global_batch=config.eval_batch)

@@ -25,11 +25,28 @@ def read_params(path, *, step=None):
   A workdir gives its latest step, or ``step``. A run that kept an EMA of its
   parameters is read through the EMA, which is what its evaluation reported.
   """
+  found = locate(path, step=step)
+  if isinstance(found, str):
+    return npz.load_npz(found)
+  state = checkpoints.restore_on_host(*found)
+  params = state.get("ema_params") or state["params"]
+  return jax.tree.map(np.asarray, params)
+
+
+def locate(path, *, step=None):
+  """What `read_params` reads at ``path``: a .npz path, or (manager, step).
+
+  Cheap (paths and checkpoint metadata only), so a run checks its
+  ``config.init`` before anything heavy; a path that holds no parameters is
+  an error naming it.
+  """
   if step is not None and not os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
     raise ValueError(f"a step ({step}) picks a checkpoint of a workdir, and "
                      f"{path!r} is no workdir")
   if path.endswith(".npz"):
-    return npz.load_npz(path)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    return path
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
     checkpoint_dir = os.path.join(path, CHECKPOINT_SUBDIR)
@@ -42,16 +59,13 @@ def read_params(path, *, step=None):
     elif step not in steps:
       raise FileNotFoundError(f"no committed checkpoint of step {step} in "
                               f"{checkpoint_dir}; it has steps {sorted(steps)}")
-  elif os.path.basename(path).isdigit() and os.path.isdir(path):
-    manager = checkpoints.manager_at(os.path.dirname(path), read_only=True)
-    step = int(os.path.basename(path))
-  else:
-    raise FileNotFoundError(
-        f"{path!r} is neither a .npz file, a workdir with a "
-        f"'{CHECKPOINT_SUBDIR}' folder, nor a checkpoint step directory")
-  state = checkpoints.restore_on_host(manager, step)
-  params = state.get("ema_params") or state["params"]
-  return jax.tree.map(np.asarray, params)
+    return manager, step
+  if os.path.basename(path).isdigit() and os.path.isdir(path):
+    return checkpoints.manager_at(os.path.dirname(path), read_only=True), int(
+        os.path.basename(path))
+  raise FileNotFoundError(
+      f"{path!r} is neither a .npz file, a workdir with a "
+      f"'{CHECKPOINT_SUBDIR}' folder, nor a checkpoint step directory")
 
 
 def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,

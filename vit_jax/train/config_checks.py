@@ -7,9 +7,12 @@ configs with the same message; this module imports no TensorFlow.
 import dataclasses
 import math
 import numbers
+import re
 
 from vit_jax import models
-from vit_jax.train import losses
+from vit_jax.data import config_fields
+from vit_jax.models import attention, dense, layer_norm, posemb, vit
+from vit_jax.train import losses, optim, sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +105,27 @@ NUMERIC_FIELDS = {
 }
 
 
+_FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+# Every field that names one of a few choices, and the choices, taken from
+# the module that acts on the field. A wrong name would otherwise surface
+# late (in the model's first trace) or, for some, not at all.
+CHOICES = {
+    "loss": tuple(losses.LOSSES),
+    "posemb_resample": tuple(posemb.RESAMPLE_METHODS),
+    "on_nonfinite": ("stop", "skip"),
+    "on_save_error": ("stop", "continue"),
+    "model.classifier": vit.CLASSIFIERS,
+    "model.dtype": _FLOAT_DTYPES,
+    "model.param_dtype": _FLOAT_DTYPES,
+    "model.remat_policy": models.REMAT_POLICIES,
+    "model.attention_implementation": attention.IMPLEMENTATIONS,
+    "model.layer_norm_implementation": layer_norm.IMPLEMENTATIONS,
+    "model.dense_implementation": dense.IMPLEMENTATIONS,
+    "optim.name": optim.OPTIMIZERS,
+    "lr.decay": optim.DECAYS,
+    "data.source": config_fields.SOURCES,
+}
+
 _ABSENT = object()
 
 
@@ -121,6 +145,14 @@ def check_numeric_fields(config):
     value = _value(config, field)
     if value is not _ABSENT and not valid.admits(value):
       raise ValueError(f"config.{field}={value!r} must be {valid.describe()}")
+
+
+def check_choices(config):
+  """Refuses the first field of `CHOICES` that names none of its choices."""
+  for field, valid in CHOICES.items():
+    value = _value(config, field)
+    if value is not _ABSENT and value not in valid:
+      raise ValueError(f"config.{field}={value!r}; valid: {', '.join(valid)}")
 
 
 def resolve_total_steps(config, train_examples):
@@ -152,9 +184,10 @@ def check_config(config, *, num_devices, process_count):
   if config.image_size % patch:
     raise ValueError(f"config.image_size={config.image_size} is not divisible "
                      f"by the patch size {patch} of {config.variant}")
-  losses.get_loss(config.loss)
-  for field, valid in (("on_nonfinite", ("stop", "skip")),
-                       ("on_save_error", ("stop", "continue"))):
-    if config[field] not in valid:
-      raise ValueError(f"config.{field}={config[field]!r}; valid: "
-                       f"{', '.join(valid)}")
+  check_choices(config)
+  try:
+    re.compile(config.optim.weight_decay_params)
+  except re.error as e:
+    raise ValueError(f"config.optim.weight_decay_params="
+                     f"{config.optim.weight_decay_params!r} is no regex: {e}") from None
+  sharding.compile_rules(config.mesh)

@@ -62,6 +62,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
   # Input pipeline (fails fast, before the model, if the data is missing).
   # ------------------------------------------------------------------------
   source = sources.get_source(config.data)  # one per run: a folder is listed once
+  sources.check_splits(source)
   input_pipeline.check_fits_model(source, config)
   train_examples = source.num_examples(config.data.train_split)
   total_steps = config_checks.resolve_total_steps(config, train_examples)
@@ -90,6 +91,18 @@ def train_and_evaluate(config, workdir, *, devices=None):
   start_step = manager.latest_step() or 0
   if start_step:  # before anything is compiled or the run's config.json replaced
     resume.check_resumable(manager, start_step, abstract_state, workdir=workdir)
+    resume.check_length(start_step, total_steps, workdir=workdir)
+  elif config.init:  # fine-tuning's starting point, found (not read) now
+    pretrained.locate(config.init)
+  # The first batch, before the train state is built or anything written:
+  # data that fails a check as it is read (`data.checks`) stops the run here.
+  input_stats = input_pipeline.InputStats()  # corrupt images skipped
+  host_batches = input_pipeline.train_batches(
+      source, config.pp.train, global_batch=config.global_batch,
+      seed=config.seed, start_step=start_step, stats=input_stats)
+  batches = input_pipeline.prefetch_to_devices(host_batches, batch_sharding,
+                                               config.prefetch)
+  batch = next(batches)
   if is_main:
     os.makedirs(workdir, exist_ok=True)
     workdir_files.write_whole(os.path.join(workdir, workdir_files.CONFIG_FILE),
@@ -123,13 +136,6 @@ def train_and_evaluate(config, workdir, *, devices=None):
                                     state_shardings)
   eval_step = classification.make_eval_step(model, loss_fn)
 
-  input_stats = input_pipeline.InputStats()  # corrupt images skipped
-  host_batches = input_pipeline.train_batches(
-      source, config.pp.train, global_batch=config.global_batch,
-      seed=config.seed, start_step=start_step, stats=input_stats)
-  batches = input_pipeline.prefetch_to_devices(host_batches, batch_sharding,
-                                               config.prefetch)
-  batch = next(batches)
   compile_start = time.monotonic()
   compiled_step = train_step.lower(state, batch).compile()
   compile_seconds = time.monotonic() - compile_start

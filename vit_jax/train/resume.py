@@ -41,6 +41,22 @@ def check_resumable(manager, step, abstract_state, *, workdir):
         f"config.init={workdir!r} to fine-tune from it)") from None
 
 
+def check_length(step, total_steps, *, workdir):
+  """Refuses to resume a run whose checkpoint lies past the run's new length.
+
+  Evaluating it would replace the run's summary with one that reports a
+  step beyond the config's length, and its config.json with the shorter
+  config. The run stays as it was; the error says how to get what was meant.
+  """
+  if step > total_steps:
+    raise ValueError(
+        f"{workdir} holds a checkpoint at step {step}, past this config's "
+        f"{total_steps} steps (config.total_steps or config.total_epochs): the "
+        f"run is longer than that already. Resume it with its own length "
+        f"({os.path.join(workdir, CONFIG_FILE)}), evaluate it with python -m "
+        f"vit_jax.evaluate --workdir={workdir}, or start a new workdir")
+
+
 def _without_params(state):
   return {key: state[key] for key in state.keys() if key != "params"}
 

@@ -78,7 +78,8 @@ def replicated(mesh):
   return NamedSharding(mesh, P())
 
 
-def _compile_rules(mesh_config):
+def compile_rules(mesh_config):
+  """``config.mesh.rules`` as (compiled regex, rule); a malformed entry is named."""
   rules = []
   for entry in mesh_config.rules:
     if len(entry) != 2 or entry[1] not in RULES:
@@ -106,7 +107,7 @@ def _spec(shape, rule, fsdp, min_size):
 
 def _param_layouts(mesh, abstract_params, mesh_config):
   """{name: (PartitionSpec, regex or None)} for every parameter."""
-  rules = _compile_rules(mesh_config)
+  rules = compile_rules(mesh_config)
   fsdp = mesh.shape["fsdp"]
   layouts = {}
   for name, leaf in tree_util.flatten_named(abstract_params):
