@@ -119,23 +119,32 @@ def test_a_train_shard_that_disagrees_with_its_manifest_stops_the_stream_naming_
     for _ in range(5):
       next(batches)
   assert str(error.value) == (
-      f"{manifest} lists {5 + change} records for {second} but it holds {holds}; "
-      f"re-index it with scripts/make_tfrecords.py --index_only")
-
-
-@pytest.mark.parametrize("change, holds", [(+3, "fewer"), (-1, "more")])
-def test_an_eval_shard_that_disagrees_with_its_manifest_is_found_before_the_run(
-    tmp_path, change, holds):
-  write_split(tmp_path)
-  _, second = write_split(tmp_path, "test")
-  manifest = set_manifest_count(tmp_path, second, change)
-  source = make_source(tmp_path, eval_splits={"test": "test"})
-  with pytest.raises(ValueError) as error:
-    sources.check_splits(source)
-  assert str(error.value) == (
-      f"{manifest} lists {5 + change} records for {second} ('test') but it holds "
+      f"{manifest} lists {5 + change} records for {second} ('train') but it holds "
       f"{holds}; re-index it with scripts/make_tfrecords.py --index_only "
       f"--out_dir={tmp_path}")
+
+
+@pytest.mark.parametrize("scheme", ["", "file://"], ids=["local", "gfile"])
+@pytest.mark.parametrize("change, holds", [
+    (+3, "5"), (-1, "more"), ("cut", "4 records and a truncated one")])
+def test_an_eval_shard_that_disagrees_with_its_manifest_is_found_before_the_run(
+    tmp_path, change, holds, scheme):
+  write_split(tmp_path)
+  _, second = write_split(tmp_path, "test")
+  if change == "cut":  # the last record loses its last bytes
+    with open(second, "r+b") as f:
+      f.truncate(os.path.getsize(second) - 10)
+    manifest = os.path.join(tmp_path, sources.MANIFEST)
+  else:
+    manifest = set_manifest_count(tmp_path, second, change)
+  source = make_source(f"{scheme}{tmp_path}", eval_splits={"test": "test"})
+  with pytest.raises(ValueError) as error:
+    sources.check_splits(source)
+  listed = 5 + (0 if change == "cut" else change)
+  assert str(error.value) == (
+      f"{scheme}{manifest} lists {listed} records for {scheme}{second} ('test') but "
+      f"it holds {holds}; re-index it with scripts/make_tfrecords.py --index_only "
+      f"--out_dir={scheme}{tmp_path}")
 
 
 def test_shards_that_agree_with_their_manifest_pass_every_check(tmp_path):

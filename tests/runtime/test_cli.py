@@ -141,7 +141,7 @@ def test_a_manifest_counting_more_records_than_a_shard_holds_is_named(
   line = refused_run_of_main(tmp_path, f"--config.data.data_dir={data_dir}", *TINY_RUN)
   assert line == (
       f"error: {data_dir / sources.MANIFEST} lists 15 records for "
-      f"{data_dir}/test-00003-of-00004.tfrecord ('test') but it holds fewer; re-index "
+      f"{data_dir}/test-00003-of-00004.tfrecord ('test') but it holds 5; re-index "
       f"it with scripts/make_tfrecords.py --index_only --out_dir={data_dir}")
 
 

@@ -73,20 +73,15 @@ def prepared(ds, prepare, *, on_corrupt, cores, before_decoding=lambda ds: ds):
   """
   if ds.element_spec["image"].dtype != tf.string:
     return before_decoding(ds).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-  check = {"skip": _mark_decodable, "blank": _blank_if_corrupt,
-           "fail": _strict_check}[on_corrupt]
+  in_a_row = checks.CorruptInARow()
+  check = {"skip": lambda features: _mark_decodable(features, in_a_row),
+           "blank": _blank_if_corrupt, "fail": _strict_check}[on_corrupt]
   ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE)
   if on_corrupt == "skip":
-    ds = checks.not_only_corrupt(ds, lambda features: ~features[_DECODABLE])
     ds = ds.filter(lambda features: features[_DECODABLE])
-  if on_corrupt != "fail":
+  if on_corrupt == "blank":
     prepare = _keeping_corrupt_fields(prepare)
-  ds = _decoded(before_decoding(ds), prepare, on_corrupt=on_corrupt, cores=cores)
-  if on_corrupt == "skip":  # images that passed the cheap check but did not decode
-    ds = checks.not_only_corrupt(ds, lambda features: features[_CORRUPT])
-    ds = ds.filter(lambda features: ~features[_CORRUPT]).map(
-        lambda features: {k: v for k, v in features.items() if k not in (_CORRUPT, "_id")})
-  return ds
+  return _decoded(before_decoding(ds), prepare, on_corrupt=on_corrupt, cores=cores)
 
 
 def pop_blanked(batch):
@@ -97,8 +92,10 @@ def pop_blanked(batch):
   return [name.decode() for name in ids[corrupt]]
 
 
-def _mark_decodable(features):
-  return {**features, _DECODABLE: is_decodable(features["image"])}
+def _mark_decodable(features, in_a_row):
+  """``features`` with whether the image passed `is_decodable`, counted in ``in_a_row``."""
+  return {**features, _DECODABLE: in_a_row.keeps(is_decodable(features["image"]),
+                                                  features["_id"])}
 
 
 def _strict_check(features):
@@ -109,8 +106,8 @@ def _strict_check(features):
 
 def _image_or_fail(ok, features, problem):
   """``features``, once ``ok`` holds; else an error naming the file and record."""
-  return checks.passed(ok, f"{problem} ", features["_id"],
-                       " (config.data.strict=True)", value=features)
+  return checks.passed(
+      ok, lambda: [f"{problem} ", features["_id"], " (config.data.strict=True)"], features)
 
 
 def _blank_if_corrupt(features):
@@ -127,9 +124,8 @@ def _blanked(features, corrupt):
 
 
 def _keeping_corrupt_fields(prepare):
-  """``prepare`` keeping whether the image was blanked, and its ``_id``."""
-  return lambda features: {**prepare(features), "_id": features["_id"],
-                           _CORRUPT: features.get(_CORRUPT, tf.constant(False))}
+  return lambda features: {**prepare(features), _CORRUPT: features[_CORRUPT],
+                           "_id": features["_id"]}
 
 
 def _decoded(ds, prepare, *, on_corrupt, cores):
@@ -147,6 +143,8 @@ def _decoded(ds, prepare, *, on_corrupt, cores):
   image that `tf.io.decode_image` cannot decode is corrupt, and any other
   error (a preprocessing string that cannot work on this data) is raised.
   """
+  in_a_row = checks.CorruptInARow()  # 'skip': windows that decode nothing
+
   def prepare_window(window):
     """The window's prepared examples as one batch."""
     examples = tf.data.Dataset.zip(window)
@@ -155,17 +153,20 @@ def _decoded(ds, prepare, *, on_corrupt, cores):
              .batch(_DECODE_WINDOW)
              .filter(lambda batch: tf.shape(batch["image"])[0] == size))
     one_by_one = examples.flat_map(_with_decodability)
+    if on_corrupt == "skip":
+      whole = whole.map(in_a_row.restarted)
+      one_by_one = one_by_one.filter(
+          lambda decodes, example: in_a_row.keeps(decodes, example["_id"]))
     one_by_one = one_by_one.map(lambda *args: prepare(settle(*args)))
     return whole.concatenate(one_by_one.batch(_DECODE_WINDOW)).take(1)
 
   def settle(decodes, example):
     """The example to prepare, its blank stand-in, or the strict-mode error."""
+    if on_corrupt == "blank":  # corrupt already where the cheap check failed
+      return _blanked(example, example[_CORRUPT] | tf.logical_not(decodes))
     if on_corrupt == "fail":
       return _image_or_fail(decodes, example, "image that does not decode")
-    # Blanked for 'skip' too, which then drops it: a window of examples that
-    # all fail to decode still yields, so a stream of them ends (`prepared`).
-    corrupt = example.get(_CORRUPT, tf.constant(False))  # the cheap check's verdict
-    return _blanked(example, corrupt | tf.logical_not(decodes))
+    return example  # 'skip': the undecodable ones are filtered out already
 
   return ds.window(_DECODE_WINDOW).interleave(
       prepare_window, cycle_length=cores,

@@ -126,9 +126,8 @@ def train_batches(source, pp_spec, *, global_batch, seed, start_step=0,
   data_config = source.config
   # Each process shuffles and augments its own share with its own seed.
   seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
-  ds = checks.labels_in_range(
-      source.read(data_config.train_split, process_index, process_count,
-                  shuffle_seed=seed), data_config.num_classes)
+  ds = source.read(data_config.train_split, process_index, process_count,
+                   shuffle_seed=seed)
   # Shuffling before repeating keeps epochs whole: every example once per
   # epoch, in a new (seeded) order each epoch.
   ds = ds.shuffle(data_config.shuffle_buffer, seed=seed,
@@ -148,16 +147,18 @@ def train_batches(source, pp_spec, *, global_batch, seed, start_step=0,
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   # A fresh stream starts at position 0, so corrupt images before its first
   # batch count too; a resumed one counts from its first batch.
-  return _counting(ds.with_options(_options()), stats, first=0 if start_step == 0 else None)
+  batches = checks.user_errors(ds.with_options(_options()).as_numpy_iterator(),
+                               recount=lambda: source.check_counts(data_config.train_split))
+  return _counting(batches, stats, first=0 if start_step == 0 else None)
 
 
-def _counting(ds, stats, *, first):
+def _counting(batches, stats, *, first):
   """Yields batches without their stream positions; gaps are corrupt images.
 
   ``first`` is the position the count starts at, or None for the first batch's.
   """
   delivered = 0
-  for batch in checks.user_errors(ds.as_numpy_iterator()):
+  for batch in batches:
     raw = batch.pop(_RAW)
     if first is None:
       first = int(raw[0])
@@ -185,11 +186,11 @@ class EvalData:
     self.local_batch = global_batch // process_count
     self.num_batches = math.ceil(max(counts) / self.local_batch)
     self.split = split
+    self._source = source
     self.corrupt_images = 0
     pp = preprocess.parse(pp_spec)
     ds = corrupt_images.prepared(
-        checks.labels_in_range(source.read(split, process_index, process_count),
-                               source.config.num_classes),
+        source.read(split, process_index, process_count),
         lambda f: _model_inputs(pp(f)),
         on_corrupt="fail" if source.config.get("strict", False) else "blank",
         cores=_CORES)
@@ -199,7 +200,8 @@ class EvalData:
   def __iter__(self):
     """Yields `num_batches` full batches; padding rows have mask False."""
     template, count, self.corrupt_images = None, 0, 0
-    for batch in checks.user_errors(self._dataset.as_numpy_iterator()):
+    for batch in checks.user_errors(self._dataset.as_numpy_iterator(),
+                                    recount=lambda: self._source.check_counts(self.split)):
       for name in corrupt_images.pop_blanked(batch):
         logging.warning("eval split %s: corrupt image %s scored as blank",
                         self.split, name)
