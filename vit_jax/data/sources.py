@@ -239,7 +239,11 @@ class TFRecordSource(_PartsSource):
     listed = [counts[os.path.basename(path)] for path in paths]
     with futures.ThreadPoolExecutor(_CYCLE_LENGTH) as pool:
       found = pool.map(_records_in, paths, listed)
-      for path, records, held in zip(paths, listed, found):
+      for path, records, (held, cut_short) in zip(paths, listed, found):
+        if cut_short:
+          held = f"{held} records and a truncated one"
+        elif held > records:
+          held = "more"
         if held != records:
           raise ValueError(
               f"{os.path.join(self.root, MANIFEST)} lists {records} records for "
@@ -276,12 +280,11 @@ class TFRecordSource(_PartsSource):
 
 
 def _records_in(path, listed):
-  """The records of a TFRecord file, counted by seeking from header to header.
+  """(records in the TFRecord file at ``path``, whether its last one is cut short).
 
-  Each record is its length (8 bytes), their checksum (4), the data and its
-  checksum (4), so only 12 bytes a record are read. Counting stops one past
-  ``listed``: "more" is all a check needs to say of a longer file. A last
-  record cut short counts as "a truncated record".
+  Counted by seeking from record header to record header: a record is its
+  length (8 bytes), their checksum (4), the data and its checksum (4), so
+  12 bytes a record are read. Counting stops one past ``listed``.
   """
   count = 0
   local = "://" not in path  # Python's own file is ~30x faster to open than gfile's
@@ -290,13 +293,13 @@ def _records_in(path, listed):
     while count <= listed:
       header = f.read(12)
       if not header:
-        return count
+        break
       length = int.from_bytes(header[:8], "little")
       if len(header) < 12 or f.tell() + length + 4 > size:
-        return f"{count} records and a truncated one"
+        return count, True
       f.seek(length + 4, 1)  # from here
       count += 1
-  return "more"
+  return count, False
 
 
 class FolderSource(_PartsSource):
