@@ -186,6 +186,23 @@ def test_evaluate_in_process_names_a_missing_workdir_in_one_line(tmp_path):
              ["evaluate", f"--workdir={tmp_path / 'nothing'}"])
 
 
+@pytest.mark.parametrize("split, message", [
+    ("test[:150%]", "error: split 'test[:150%]': 150% lies outside the split of 103 "
+     "records; valid bounds: -100% to 100%"),
+    ("validation", "error: dataset 'fashion_mnist_local' has no split 'validation'; "
+     "valid: test, train"),
+])
+def test_evaluate_names_a_split_that_is_not_there_before_restoring(
+    fashion_data_dir, tmp_path, split, message):
+  from configs import demo
+  config = demo.get_config(f"data_dir={fashion_data_dir}")
+  (tmp_path / workdir_files.CONFIG_FILE).write_text(config.to_json_best_effort())
+  with pytest.raises(SystemExit) as exit_info:  # the workdir has no checkpoint
+    cli.call(evaluate.main, evaluate.FLAGS,
+             ["evaluate", f"--workdir={tmp_path}", f"--split={split}"])
+  assert str(exit_info.value) == message
+
+
 def test_a_bug_in_our_code_keeps_its_traceback(tmp_path, monkeypatch):
   def read_config(workdir):
     return {}["variant"]  # a KeyError: no user's mistake raises one

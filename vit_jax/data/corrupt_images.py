@@ -73,9 +73,10 @@ def prepared(ds, prepare, *, on_corrupt, cores, before_decoding=lambda ds: ds):
   """
   if ds.element_spec["image"].dtype != tf.string:
     return before_decoding(ds).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-  in_a_row = checks.CorruptInARow()
-  check = {"skip": lambda features: _mark_decodable(features, in_a_row),
-           "blank": _blank_if_corrupt, "fail": _strict_check}[on_corrupt]
+  if on_corrupt == "skip":
+    check = _mark_decodable(checks.CorruptInARow())
+  else:
+    check = {"blank": _blank_if_corrupt, "fail": _strict_check}[on_corrupt]
   ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE)
   if on_corrupt == "skip":
     ds = ds.filter(lambda features: features[_DECODABLE])
@@ -92,10 +93,10 @@ def pop_blanked(batch):
   return [name.decode() for name in ids[corrupt]]
 
 
-def _mark_decodable(features, in_a_row):
-  """``features`` with whether the image passed `is_decodable`, counted in ``in_a_row``."""
-  return {**features, _DECODABLE: in_a_row.keeps(is_decodable(features["image"]),
-                                                  features["_id"])}
+def _mark_decodable(in_a_row):
+  """A map marking whether each image passed `is_decodable`, counted in ``in_a_row``."""
+  return lambda features: {**features, _DECODABLE: in_a_row.keeps(
+      is_decodable(features["image"]), features["_id"])}
 
 
 def _strict_check(features):
@@ -143,7 +144,8 @@ def _decoded(ds, prepare, *, on_corrupt, cores):
   image that `tf.io.decode_image` cannot decode is corrupt, and any other
   error (a preprocessing string that cannot work on this data) is raised.
   """
-  in_a_row = checks.CorruptInARow()  # 'skip': windows that decode nothing
+  # 'skip': counts the images of windows that decode nothing.
+  in_a_row = checks.CorruptInARow() if on_corrupt == "skip" else None
 
   def prepare_window(window):
     """The window's prepared examples as one batch."""
