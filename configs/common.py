@@ -270,6 +270,12 @@ def base_config():
                  grad_clip_norm=1.0)
   c.lr = dict(base=1e-3, warmup_steps=10_000, decay="linear", end=0.0)
   c.ema_decay = 0.0  # 0 turns the Polyak average of the parameters off
+  # Few-shot linear probes of the frozen pre_logits (big_vision's protocol,
+  # vit_jax/evaluators/fewshot.py) every `every` steps and at the end (0: off):
+  # shots from `train_split`, scored on `test_split` ('' : the run's training
+  # split and its 'test' eval split); logged as split "fewshot" ("10shot": ...).
+  c.fewshot = dict(every=0, train_split="", test_split="", shots=(1, 5, 10, 25),
+                   seeds=(0, 1, 2), regulariser=2.0 ** 10)
   c.mixup = dict(alpha=0.0)  # Beta(alpha, alpha) batch mixup; 0 turns it off
   # Layouts (see vit_jax/train/sharding.py): data parallel data=-1,fsdp=1; FSDP
   # data=1,fsdp=-1; both e.g. data=2,fsdp=-1. `rules`: (regex over the

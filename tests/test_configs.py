@@ -259,7 +259,7 @@ def string_leaves(node, prefix=""):
 # preprocessing strings (each checked where it is read, with its own error).
 FREE_STRINGS = ("variant", "init", "data.name", "data.data_dir", "data.pattern",
                 "data.train_split", "data.prepare", "data.eval_splits.", "pp.",
-                "optim.weight_decay_params")
+                "optim.weight_decay_params", "fewshot.train_split", "fewshot.test_split")
 
 
 @pytest.mark.parametrize("name", STOCK_CONFIGS)

@@ -18,12 +18,7 @@ from absl import app, flags  # noqa: E402
 from vit_jax.runtime import cli, cpu_devices  # noqa: E402
 
 FLAGS = cli.command_flags(__name__)
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "The run: its config.json, and its latest checkpoint.",
-    flag_values=FLAGS, required=True)
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Parameters to evaluate instead: a .npz, another "
-    "workdir or a checkpoint step directory.", flag_values=FLAGS)
+_WORKDIR, _CHECKPOINT = cli.define_checkpoint_flags(FLAGS, use="evaluate")
 _SPLIT = flags.DEFINE_string(
     "split", None, "One split: a name of config.data.eval_splits or a tfds "
     "split such as 'test[:1000]' (default: all eval splits).", flag_values=FLAGS)

@@ -110,7 +110,8 @@ def test_two_processes_train_like_one_process_on_the_same_global_batches(
   config = tiny_config(fashion_data_dir, total_steps=STEPS, log_every=1,
                        eval_every=STEPS, checkpoint_every=STEPS,
                        **{"pp.train": "decode|resize(16)|value_range(-1,1)|onehot(10)",
-                          "optim.name": "sgd"})
+                          "optim.name": "sgd", "fewshot.every": STEPS,
+                          "fewshot.shots": (1, 5), "fewshot.seeds": (0, 1)})
   workdir = str(tmp_path / "two_processes")
   results = run_workers(config, workdir, tmp_path)
   for returncode, _, stderr in results:
@@ -144,6 +145,13 @@ def test_two_processes_train_like_one_process_on_the_same_global_batches(
   assert not np.allclose(trained["head"]["kernel"], 0)  # the head starts at zero
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                trained, pretrained.read_params(reference))
+  # The few-shot probes draw the same shots from the two processes' features.
+  probes = []
+  for run in (workdir, reference):
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+      probes.append([(r["1shot"], r["5shot"]) for r in map(json.loads, f)
+                     if r["split"] == "fewshot"])
+  assert len(probes[0]) == 1 and probes[0] == probes[1], probes
 
 
 def main_command(tmp_path, *flags):

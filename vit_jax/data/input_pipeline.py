@@ -37,6 +37,9 @@ from vit_jax.data import checks, config_fields, corrupt_images, preprocess
 tf.config.set_visible_devices([], "GPU")
 
 MODEL_INPUTS = ("image", "labels")
+# `EvalData(keyed=True)`: a hash of each example's file and record, an order
+# of the split that no process count or batch size changes.
+KEY = "key"
 _RAW = "_raw"  # position of an example in the stream before corrupt ones are dropped
 # The cores this process may run on (a container may allow fewer than the host has).
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -175,9 +178,11 @@ class EvalData:
   surely), counted in ``corrupt_images`` and named in a warning; with
   ``config.data.strict`` it stops the evaluation naming the file and record.
   ``source`` (`vit_jax.data.sources.get_source`) is built once per run.
+  ``keyed`` adds each example's `KEY`, for consumers that need the split in
+  one order on any number of processes (few-shot probes draw their shots).
   """
 
-  def __init__(self, source, pp_spec, split, *, global_batch,
+  def __init__(self, source, pp_spec, split, *, global_batch, keyed=False,
                process_index=None, process_count=None):
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
@@ -189,9 +194,15 @@ class EvalData:
     self._source = source
     self.corrupt_images = 0
     pp = preprocess.parse(pp_spec)
+
+    def prepare(features):
+      inputs = _model_inputs(pp(features))
+      if keyed:  # the same for an example on any process, whatever its batch
+        inputs[KEY] = tf.strings.to_hash_bucket_fast(features["_id"], 2 ** 62)
+      return inputs
+
     ds = corrupt_images.prepared(
-        source.read(split, process_index, process_count),
-        lambda f: _model_inputs(pp(f)),
+        source.read(split, process_index, process_count), prepare,
         on_corrupt="fail" if source.config.get("strict", False) else "blank",
         cores=_CORES)
     self._dataset = ds.batch(self.local_batch).prefetch(tf.data.AUTOTUNE).with_options(

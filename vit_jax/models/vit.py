@@ -297,6 +297,9 @@ class VisionTransformer(nn.Module, kw_only=True):
       x = nn.Dense(self.representation_size, name='pre_logits', dtype=self.dtype,
                    param_dtype=self.param_dtype)(x)
       x = jnp.tanh(x)
+    # The frozen features of few-shot probes (vit_jax.evaluators.fewshot);
+    # kept only where the caller asks for the 'intermediates' collection.
+    self.sow('intermediates', 'features', x)
 
     logits = nn.Dense(
         self.num_classes, name='head', dtype=jnp.float32, param_dtype=self.param_dtype,

@@ -65,6 +65,19 @@ def define_estimate_flags(flag_values):
   return assumed_mfu, train_examples
 
 
+def define_checkpoint_flags(flag_values, *, use):
+  """--workdir (required) and --checkpoint, which the commands that load a
+  finished run's model (evaluate, fewshot) share. ``use`` completes "Parameters
+  to ... instead". Returns their flag holders."""
+  workdir = flags.DEFINE_string(
+      "workdir", None, "The run: its config.json, and its latest checkpoint.",
+      flag_values=flag_values, required=True)
+  checkpoint = flags.DEFINE_string(
+      "checkpoint", None, f"Parameters to {use} instead: a .npz, another "
+      "workdir or a checkpoint step directory.", flag_values=flag_values)
+  return workdir, checkpoint
+
+
 def _raised_by_project(error):
   """Whether the innermost frame of ``error``'s traceback is the project's code."""
   traceback = error.__traceback__

@@ -82,6 +82,8 @@ NUMERIC_FIELDS = {
     "ema_decay": Range(0, 1, high_open=True, meaning="0 turns the parameter "
                        "average off"),
     "mixup.alpha": Range(0, meaning="0 turns mixup off"),
+    "fewshot.every": Range(0, meaning="0 turns the few-shot probes off"),
+    "fewshot.regulariser": Range(0, low_open=True, meaning="the ridge regulariser"),
     "lr.base": Range(0, low_open=True, meaning="the peak learning rate"),
     "lr.warmup_steps": Range(0),
     "lr.end": Range(0),
@@ -191,3 +193,9 @@ def check_config(config, *, num_devices, process_count):
     raise ValueError(f"config.optim.weight_decay_params="
                      f"{config.optim.weight_decay_params!r} is no regex: {e}") from None
   sharding.compile_rules(config.mesh)
+  for field, low in (("shots", 1), ("seeds", 0)):
+    values = tuple(_value(config, f"fewshot.{field}") if "fewshot" in config else (low,))
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < low
+                         for v in values):
+      raise ValueError(f"config.fewshot.{field}={values!r} must be one or more "
+                       f"integers >= {low}")

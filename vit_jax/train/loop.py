@@ -18,7 +18,7 @@ from absl import logging
 
 from vit_jax.cost import accounting
 from vit_jax.data import input_pipeline, sources
-from vit_jax.evaluators import classification
+from vit_jax.evaluators import classification, fewshot
 from vit_jax.models import build, pretrained
 from vit_jax.train import (checkpoints, config_checks, losses, metrics, optim,
                            preemption, resume, sharding, steps, workdir_files)
@@ -70,6 +70,9 @@ def train_and_evaluate(config, workdir, *, devices=None):
       name: input_pipeline.EvalData(source, config.pp.eval, split,
                                     global_batch=config.eval_batch)
       for name, split in config.data.eval_splits.items()}
+  probe_every = config.get("fewshot", {}).get("every", 0)
+  probe_sets = (fewshot.probe_data(source, config, fewshot.probe_splits(config))
+                if probe_every else {})
 
   # ------------------------------------------------------------------------
   # Model, optimizer and train state; the workdir.
@@ -135,6 +138,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
   train_step = steps.jit_train_step(model, tx, loss_fn, schedule, config, mesh,
                                     state_shardings)
   eval_step = classification.make_eval_step(model, loss_fn)
+  feature_step = fewshot.make_feature_step(model)
 
   compile_start = time.monotonic()
   compiled_step = train_step.lower(state, batch).compile()
@@ -167,11 +171,19 @@ def train_and_evaluate(config, workdir, *, devices=None):
       writer.write(step, {**results[name], **accountant.fields()}, split=name)
     return results
 
+  def run_probes(step):
+    results = fewshot.run_probes(
+        feature_step, state.get("ema_params", state["params"]), probe_sets,
+        batch_sharding, shots=config.fewshot.shots, seeds=config.fewshot.seeds,
+        num_classes=config.data.num_classes, regulariser=config.fewshot.regulariser)
+    writer.write(step, {**results, **accountant.fields()}, split="fewshot")
+    return results
+
   # ------------------------------------------------------------------------
   # Training loop. Metrics are fetched from the devices only every
   # `log_every` steps, so the host never waits on the step in between.
   # ------------------------------------------------------------------------
-  eval_results = {}
+  eval_results, probe_results = {}, {}
   if 0 < start_step < total_steps and start_step % config.eval_every == 0:
     # The run before stopped at this eval step, maybe before its eval ran
     # (a preempted run saves and stops without it); `metrics` dropped the
@@ -194,7 +206,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
       do_log = step % config.log_every == 0 or is_last or preempted
       do_save = step % config.checkpoint_every == 0 or is_last or preempted
       do_eval = (step % config.eval_every == 0 or is_last) and not preempted
-      if not (do_log or do_save or do_eval):
+      do_probe = bool(probe_sets) and (step % probe_every == 0 or is_last) and not preempted
+      if not (do_log or do_save or do_eval or do_probe):
         continue
       # Close the timing window: what follows is not training time.
       fetched = jax.device_get(step_metrics)  # waits for this step to finish
@@ -222,6 +235,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
         raise preemption.Preempted(step, manager.directory)
       if do_eval:
         eval_results = run_evals(step)
+      if do_probe:
+        probe_results = run_probes(step)
       timer_start, timer_step = time.monotonic(), step
     if not eval_results:  # resumed a run that had already finished
       eval_results = run_evals(step)
@@ -237,6 +252,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
   summary = {"step": step, "wall_s": time.monotonic() - run_start,
              "variant": config.variant, "dataset": config.data.name,
              "image_size": config.image_size, "eval": eval_results,
+             **({"fewshot": probe_results} if probe_results else {}),
              "compile_seconds": compile_seconds, **accountant.fields()}
   if is_main:
     workdir_files.write_whole(os.path.join(workdir, workdir_files.SUMMARY_FILE),

@@ -1,0 +1,88 @@
+r"""Few-shot linear probes of a saved model; prints a row per shot count.
+
+  python -m vit_jax.fewshot --workdir=runs/demo/pretrain \
+      [--checkpoint=PATH] [--shots=1,5,10,25] [--seeds=0,1,2] \
+      [--train_split=train] [--test_split=test]
+
+Flags only; `evaluators.fewshot` holds the protocol (big_vision's). The
+features are the run's model's frozen pre_logits, on its mesh, batches and
+eval preprocessing; the probes use the run's dataset and the splits the
+run's own probes use (`evaluators.fewshot.probe_splits`) unless told.
+"""
+import os
+import time
+
+# TensorFlow only reads input here; its C++ start-up chatter is noise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from vit_jax.runtime import cli, cpu_devices  # noqa: E402
+
+FLAGS = cli.command_flags(__name__)
+_WORKDIR, _CHECKPOINT = cli.define_checkpoint_flags(FLAGS, use="probe")
+_SHOTS = flags.DEFINE_list("shots", ["1", "5", "10", "25"], "Examples a class.",
+                           flag_values=FLAGS)
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the shots' draw; "
+                           "the table gives the mean and spread over them.",
+                           flag_values=FLAGS)
+_TRAIN_SPLIT = flags.DEFINE_string(
+    "train_split", None, "Where the shots come from (default: "
+    "config.fewshot.train_split, else config.data.train_split).", flag_values=FLAGS)
+_TEST_SPLIT = flags.DEFINE_string(
+    "test_split", None, "What the probes are scored on (default: "
+    "config.fewshot.test_split, else the eval split named 'test', else the "
+    "last of config.data.eval_splits).", flag_values=FLAGS)
+_REGULARISER = flags.DEFINE_float(
+    "regulariser", 2.0 ** 10, "The ridge regression's regulariser.",
+    lower_bound=0, flag_values=FLAGS)
+
+
+def _integers(values, flag):
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise app.UsageError(f"--{flag}={','.join(values)}: expected integers") from None
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  import jax
+  import numpy as np
+
+  from vit_jax.data import sources
+  from vit_jax.evaluators import fewshot
+  from vit_jax.inference import restore
+  from vit_jax.train import sharding, workdir_files
+
+  shots, seeds = _integers(_SHOTS.value, "shots"), _integers(_SEEDS.value, "seeds")
+  config = workdir_files.read_config(_WORKDIR.value)
+  cpu_devices.use_one_device_per_core((config.eval_batch,))
+  splits = fewshot.probe_splits(config)
+  splits.update({name: flag.value for name, flag in
+                 (("train", _TRAIN_SPLIT), ("test", _TEST_SPLIT)) if flag.value})
+  source = sources.get_source(config.data)
+  data = fewshot.probe_data(source, config, splits)  # before the restore
+  model, params = restore.restore_model(config, _CHECKPOINT.value or _WORKDIR.value)
+  mesh = sharding.make_mesh(config.mesh)
+  params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))
+  feature_step = fewshot.make_feature_step(model)
+  start = time.monotonic()
+  features = {name: fewshot.extract_features(feature_step, params, split_data,
+                                             sharding.batch_sharding(mesh))
+              for name, split_data in data.items()}
+  print(f"{config.data.name}: shots from {splits['train']} "
+        f"({len(features['train'][1])} images), scored on {splits['test']} "
+        f"({len(features['test'][1])}); features in {time.monotonic() - start:.1f}s")
+  print(f"{'shots':>5}  {'accuracy':>8}  {'std':>6}  seeds")
+  accuracies = fewshot.probe_accuracies(
+      features["train"], features["test"], shots=shots, seeds=seeds,
+      num_classes=config.data.num_classes, regulariser=_REGULARISER.value)
+  for k, values in accuracies.items():
+    print(f"{k:>5}  {np.mean(values):>8.2%}  {np.std(values):>6.2%}  "
+          f"{','.join(map(str, seeds))}")
+
+
+if __name__ == "__main__":
+  cli.run(main)
