@@ -3,10 +3,11 @@ r"""Plots runs' metrics against steps and against TPUv3-core-days.
   python scripts/plot_metrics.py runs/demo/pretrain runs/demo/finetune \
       --out=docs/demo_metrics.png
 
-One row per metric (train loss, eval accuracy, learning rate, images/s),
-one column per x-axis (steps, TPUv3-core-days), one line per workdir, read
-from each workdir's `metrics.jsonl`. The cost axis is the one the ViT paper
-compares models on.
+One row per metric (train loss, eval accuracy, few-shot accuracy, learning
+rate, images/s) that some run logged, one column per x-axis (steps,
+TPUv3-core-days), one line per workdir, read from each workdir's
+`metrics.jsonl`. The cost axis is the one the ViT paper compares models on,
+few-shot accuracy (`config.fewshot`) included.
 """
 import json
 import os
@@ -24,6 +25,7 @@ from vit_jax.runtime import cli  # noqa: E402
 ROWS = (
     ("train loss", "train", ("loss",)),
     ("eval accuracy", "eval", ("top1", "prec@1")),
+    ("few-shot accuracy", "fewshot", ("10shot", "5shot", "25shot", "1shot")),
     ("learning rate", "train", ("lr",)),
     ("images/s", "train", ("img_per_sec",)),
 )
@@ -46,7 +48,8 @@ def series(records, split, keys, x_key):
   """{label: (xs, ys)} of the first key of ``keys`` that the records carry."""
   lines = {}
   for record in records:
-    in_split = (record.get("split") == "train") == (split == "train")
+    in_split = (record.get("split") == split
+                or split == "eval" and record.get("split") != "train")
     key = next((k for k in keys if k in record), None)
     if not in_split or key is None or x_key not in record:
       continue
@@ -57,11 +60,18 @@ def series(records, split, keys, x_key):
   return lines
 
 
+def rows_with_data(runs):
+  """The `ROWS` that some run of ``runs`` ({workdir: records}) has values for."""
+  return [(title, split, keys) for title, split, keys in ROWS
+          if any(series(records, split, keys, "step") for records in runs.values())]
+
+
 def plot(workdirs, out):
   runs = {workdir: read_metrics(workdir) for workdir in workdirs}
-  figure, axes = plt.subplots(len(ROWS), len(X_AXES), squeeze=False,
-                              figsize=(5 * len(X_AXES), 2.6 * len(ROWS)))
-  for row, (title, split, keys) in enumerate(ROWS):
+  rows = rows_with_data(runs)
+  figure, axes = plt.subplots(len(rows), len(X_AXES), squeeze=False,
+                              figsize=(5 * len(X_AXES), 2.6 * len(rows)))
+  for row, (title, split, keys) in enumerate(rows):
     for column, (x_key, x_label) in enumerate(X_AXES):
       ax = axes[row][column]
       for workdir, records in runs.items():
@@ -71,7 +81,7 @@ def plot(workdirs, out):
                   label=f"{name} {label}" if split == "eval" else name)
       ax.set_title(title, fontsize=10)
       ax.grid(alpha=0.3)
-      if row == len(ROWS) - 1:
+      if row == len(rows) - 1:
         ax.set_xlabel(x_label)
       if row == 0 and column == 0 or split == "eval" and column == 0:
         ax.legend(fontsize=7)

@@ -44,9 +44,31 @@ def test_plot_metrics_draws_train_and_eval_series(tmp_path):
       "loss": ([1, 2, 3], [1.0, 0.5, 1.0 / 3])}
   assert plot_metrics.series(loaded, "eval", ("top1", "prec@1"), "tpuv3_core_days") == {
       "test": ([3e-6], [0.9])}
+  assert [title for title, _, _ in plot_metrics.rows_with_data({"run": loaded})] == [
+      "train loss", "eval accuracy", "learning rate", "images/s"]  # no probes logged
   out = plot_metrics.plot([str(workdir)], str(tmp_path / "m.png"))
   with open(out, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_metrics_draws_few_shot_accuracy_against_cost(tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  records = [{"step": s, "split": "train", "loss": 1.0, "lr": 0.1, "img_per_sec": 1.0,
+              "tpuv3_core_days": s * 1e-6} for s in (2, 4)]
+  records += [{"step": s, "split": "fewshot", "1shot": 0.2, "10shot": 0.3 * s,
+               "tpuv3_core_days": s * 1e-6} for s in (2, 4)]
+  records.append({"step": 4, "split": "test", "top1": 0.9, "tpuv3_core_days": 4e-6})
+  (workdir / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)))
+  loaded = plot_metrics.read_metrics(str(workdir))
+  title, split, keys = plot_metrics.ROWS[2]
+  assert title == "few-shot accuracy"
+  assert plot_metrics.series(loaded, split, keys, "tpuv3_core_days") == {
+      "10shot": ([2e-6, 4e-6], [0.6, 1.2])}
+  assert plot_metrics.series(loaded, "eval", ("top1", "prec@1"), "step") == {
+      "test": ([4], [0.9])}  # the probes are no eval split
+  assert "few-shot accuracy" in [t for t, _, _ in plot_metrics.rows_with_data({"run": loaded})]
+  plot_metrics.plot([str(workdir)], str(tmp_path / "m.png"))
 
 
 @pytest.mark.parametrize("text, problem", [
