@@ -193,8 +193,14 @@ def check_config(config, *, num_devices, process_count):
     raise ValueError(f"config.optim.weight_decay_params="
                      f"{config.optim.weight_decay_params!r} is no regex: {e}") from None
   sharding.compile_rules(config.mesh)
+  if "fewshot" in config:  # a run from before the probes has no such block
+    _check_probe_counts(config.fewshot)
+
+
+def _check_probe_counts(fewshot):
+  """Refuses shot counts below 1 and seeds below 0, or none of either."""
   for field, low in (("shots", 1), ("seeds", 0)):
-    values = tuple(_value(config, f"fewshot.{field}") if "fewshot" in config else (low,))
+    values = tuple(fewshot[field])
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < low
                          for v in values):
       raise ValueError(f"config.fewshot.{field}={values!r} must be one or more "
