@@ -78,6 +78,12 @@ def main(argv):
   logging.info("JAX %s: process %d of %d, %d local / %d global devices",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+  from vit_jax.train import config_checks
+
+  # The trainer checks the config too; checking here, before TensorFlow and
+  # orbax are imported, makes a bad value fail in about two seconds.
+  config_checks.check_config(config, num_devices=jax.device_count(),
+                             process_count=jax.process_count())
   from vit_jax import train
   from vit_jax.train import metrics, preemption
 
