@@ -189,6 +189,72 @@ def test_analytic_count_is_within_5_percent_of_xla_for_a_tiny_vit():
   assert analytic == pytest.approx(xla, rel=0.05)
 
 
+def test_resnet_forward_flops_match_hand_count():
+  # One stage of one unit, width 64, at 32 x 32, 10 classes.
+  model = types.SimpleNamespace(block_sizes=(1,), width_factor=1, num_classes=10)
+  root = 2 * 16 * 16 * (7 * 7 * 3) * 64  # 7x7/2 to 16 x 16, then pooled to 8 x 8
+  conv_a = 2 * 8 * 8 * 64 * 64
+  conv_b = 2 * 8 * 8 * (3 * 3 * 64) * 64
+  conv_c = 2 * 8 * 8 * 64 * 256
+  projection = 2 * 8 * 8 * 64 * 256  # 64 channels in, 256 out
+  head = 2 * 256 * 10
+  total = root + conv_a + conv_b + conv_c + projection + head
+  assert total == 14_259_200
+  assert accounting.analytic_flops_per_example(model, 32, train=False) == total
+  assert accounting.analytic_flops_per_example(model, 32, train=True) == 3 * total
+
+
+def test_a_strided_unit_counts_its_first_conv_at_the_input_size():
+  one_stage = types.SimpleNamespace(block_sizes=(1,), width_factor=1, num_classes=None)
+  two_stages = types.SimpleNamespace(block_sizes=(1, 1), width_factor=1, num_classes=None)
+  # Stage 2's unit: 256 -> 128 at 8 x 8, then 3x3/2, 1x1 and the projection
+  # at 4 x 4.
+  unit = (
+    2 * 8 * 8 * 256 * 128
+    + 2 * 4 * 4 * (3 * 3 * 128) * 128
+    + 2 * 4 * 4 * 128 * 512
+    + 2 * 4 * 4 * 256 * 512
+  )
+  assert accounting.analytic_flops_per_example(
+    two_stages, 32, train=False
+  ) - accounting.analytic_flops_per_example(one_stage, 32, train=False) == unit
+
+
+def test_hybrid_adds_its_stem_and_embeds_the_stems_channels():
+  plain = accounting.analytic_flops_per_example(vit_config(), 224, train=False)
+  hybrid = accounting.analytic_flops_per_example(
+    vit_config(resnet_blocks=(3, 4, 9), resnet_width=1), 224, train=False
+  )
+  stem, feature_map = accounting.resnet_stem_flops(
+    224, 224, block_sizes=(3, 4, 9), width_factor=1
+  )
+  assert feature_map == (14, 14, 1024)
+  # The same 196 patches, each one 1024-channel cell instead of 16 x 16 x 3.
+  embedding_change = 2 * 196 * 1024 * 768 - 2 * 196 * (16 * 16 * 3) * 768
+  assert hybrid - plain == stem + embedding_change
+
+
+@pytest.mark.parametrize("variant", ["R50x1", "R50x1+B/16"])
+def test_analytic_count_is_within_5_percent_of_xla_for_resnets(variant):
+  from vit_jax import models
+
+  model = models.get_model(variant, num_classes=1000)
+  image_size, batch = 224, 2
+  params = jax.eval_shape(
+    lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False
+    )
+  )["params"]
+  images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)
+  forward = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
+
+  xla = accounting.compiled_flops(forward.lower(params, images).compile())
+  analytic = batch * accounting.analytic_flops_per_example(
+    model, image_size, train=False
+  )
+  assert analytic == pytest.approx(xla, rel=0.05)
+
+
 @pytest.mark.parametrize(
   "device_kind, label, bf16_peak, fp32_peak, full_fp32_peak",
   [

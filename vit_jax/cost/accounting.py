@@ -6,9 +6,9 @@ needed for the same FLOPs at the run's own model FLOPs utilisation (MFU), so
 the figure compares hardware, not the efficiency of this code.
 
 FLOPs are counted two ways, a multiply-add as 2 FLOPs: analytically, the
-matmuls the ViT needs per image, and by XLA's cost analysis of the compiled
-step (`compiled_flops`), which also counts the optimizer and elementwise
-work. A run uses XLA's count where the two agree (`cross_checked_flops`), so
+matmuls and convolutions the model (ViT, BiT ResNet or hybrid) needs per
+image, and by XLA's cost analysis of the compiled step (`compiled_flops`),
+which also counts the optimizer and elementwise work. A run uses XLA's count where the two agree (`cross_checked_flops`), so
 its MFU is slightly above a pure model-FLOPs MFU; the benchmark reports both.
 """
 
@@ -29,7 +29,7 @@ TPU_V3_CORE_PEAK = 61.5e12
 SECONDS_PER_DAY = 86400.0
 
 IMAGE_CHANNELS = 3
-"""RGB: the patch-embedding convolution reads three input channels."""
+"""RGB: the first convolution (patch embedding, or a ResNet's root) reads three channels."""
 
 TRAIN_FLOPS_MULTIPLIER = 3
 """Training-step FLOPs / forward-pass FLOPs.
@@ -45,12 +45,17 @@ _log = logging.getLogger(__name__)
 
 
 def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
-  """FLOPs to push one image through the ViT (x3 for a training step).
+  """FLOPs to push one image through the model (x3 for a training step).
 
-  Notation: Np = (H // P) * (W // P) patches of P x P; N = Np + 1 tokens with
+  The family is read off the model's attributes: ``block_sizes`` is a BiT
+  ResNet-v2 (`resnet_flops`); anything else is a ViT (`vit_flops`), a hybrid
+  where its ``resnet_blocks`` are set. A multiply-add is 2 FLOPs, and only
+  the matmuls and convolutions are counted.
+
+  ViT. Np = (H // P) * (W // P) patches of P x P; N = Np + 1 tokens with
   the 'token' classifier (the cls token), else N = Np; D = hidden_size;
   M = mlp_dim; L = num_layers; C = 3 channels; R = representation_size;
-  K = num_classes. A multiply-add is 2 FLOPs.
+  K = num_classes.
 
     patch embedding (stride-P conv)       2 * Np * (P*P*C) * D
     per block, L times:
@@ -69,10 +74,41 @@ def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
   are elementwise, O(N D + N^2) per block against O(N D^2) for the matmuls,
   and are left out (they are about 1-3% of XLA's count for ViT-B).
 
+  ResNet: BiT's ResNet-v2, and the hybrid's stem (same convolutions, other
+  norms). Every convolution costs 2 * Ho * Wo * (kh*kw*Cin) * Cout, where
+  an output side is the input side over the stride, rounded up (BiT's fixed
+  padding and the stem's 'SAME' agree on it). F = 64 * width_factor; of the
+  S = len(block_sizes) stages, stage s = 0, 1, ... has Fs = F * 2^s
+  bottleneck channels and 4 Fs out, and its first unit strides by 2 (stage 0
+  by 1) and projects the shortcut.
+
+    root conv 7x7/2 (max pool 3x3/2 after it)  2 * (H/2)(W/2) * (7*7*C) * F
+    per unit, h x w its output, Cin its input channels, stride t:
+      1x1 conv to Fs, at the input's size      2 * (t h)(t w) * Cin * Fs
+      3x3 conv, stride t                       2 * h w * (3*3*Fs) * Fs
+      1x1 conv to 4 Fs                         2 * h w * Fs * 4 Fs
+      shortcut 1x1 conv, stride t (first unit) 2 * h w * Cin * 4 Fs
+    BiT head on the pooled vector, if K        2 * 4 F 2^(S-1) * K
+
+  GroupNorm, weight standardisation, ReLU, max pool, residual adds and the
+  mean are left out. XLA counts those, but not the taps of a padded
+  convolution that fall on the padding (a 3x3 conv on stage 4's 7 x 7 map
+  has 18% of them there), and on balance sits 2% below this count for R50x1
+  at 224.
+
+  Hybrid (ViT with ``resnet_blocks``): the stem's convolutions (as ResNet,
+  without its head), then the ViT on the stem's feature map of Cf channels
+  and stride T = 4 * 2^(S-1): its patches are P' = P / T cells of that map,
+  so Np is the same as the plain ViT's and only the embedding changes,
+
+    patch embedding (stride-P' conv)      2 * Np * (P'*P'*Cf) * D
+
   Args:
-    model: anything with VisionTransformer's attributes (patch_size,
+    model: anything with the attributes of VisionTransformer (patch_size,
       hidden_size, num_layers, mlp_dim, classifier, num_classes,
-      representation_size), read with getattr.
+      representation_size; resnet_blocks and resnet_width for a hybrid) or of
+      bit.ResNetV2 (block_sizes, width_factor, num_classes), read with
+      getattr.
     image_size: the input's side as an int, or (height, width).
     train: count a training step (forward + backward) instead of a forward
       pass.
@@ -81,6 +117,57 @@ def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
     FLOPs per image.
   """
   image_height, image_width = config_fields.height_width(image_size)
+  if getattr(model, "block_sizes", None) is not None:
+    forward = resnet_flops(model, image_height, image_width)
+  else:
+    forward = vit_flops(model, image_height, image_width)
+  return float(forward * (TRAIN_FLOPS_MULTIPLIER if train else 1))
+
+
+def _ceil_div(size, stride):
+  return -(-size // stride)
+
+
+def resnet_stem_flops(image_height, image_width, *, block_sizes, width_factor):
+  """The convolutions of a ResNet's root and stages, and the feature map they leave.
+
+  Returns (forward FLOPs per image, (height, width, channels) of the output).
+  """
+  root_width = 64 * width_factor
+  height, width = _ceil_div(image_height, 2), _ceil_div(image_width, 2)
+  flops = 2 * height * width * (7 * 7 * IMAGE_CHANNELS) * root_width
+  height, width = _ceil_div(height, 2), _ceil_div(width, 2)  # max pool
+  channels = root_width
+  for stage, num_units in enumerate(block_sizes):
+    bottleneck = root_width * 2**stage
+    out = 4 * bottleneck
+    for unit in range(num_units):
+      stride = 2 if stage > 0 and unit == 0 else 1
+      flops += 2 * height * width * channels * bottleneck  # 1x1, at the input's size
+      in_channels = channels
+      height, width = _ceil_div(height, stride), _ceil_div(width, stride)
+      flops += 2 * height * width * (3 * 3 * bottleneck) * bottleneck
+      flops += 2 * height * width * bottleneck * out
+      if unit == 0 and (stride != 1 or in_channels != out):
+        flops += 2 * height * width * in_channels * out  # shortcut projection
+      channels = out
+  return flops, (height, width, channels)
+
+
+def resnet_flops(model, image_height, image_width):
+  """Forward FLOPs per image of a BiT ResNet-v2: its convolutions and head."""
+  flops, (_, _, channels) = resnet_stem_flops(
+    image_height,
+    image_width,
+    block_sizes=getattr(model, "block_sizes"),
+    width_factor=getattr(model, "width_factor"),
+  )
+  num_classes = getattr(model, "num_classes", None)
+  return flops + (2 * channels * num_classes if num_classes else 0)
+
+
+def vit_flops(model, image_height, image_width):
+  """Forward FLOPs per image of a ViT, with its hybrid stem if it has one."""
   patch_height, patch_width = config_fields.height_width(getattr(model, "patch_size"))
   hidden = getattr(model, "hidden_size")
   mlp_dim = getattr(model, "mlp_dim")
@@ -88,12 +175,25 @@ def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
   num_classes = getattr(model, "num_classes", None)
   representation_size = getattr(model, "representation_size", None)
   has_class_token = getattr(model, "classifier", "token") == "token"
+  resnet_blocks = getattr(model, "resnet_blocks", None)
 
   num_patches = (image_height // patch_height) * (image_width // patch_width)
   num_tokens = num_patches + (1 if has_class_token else 0)
-  patch_pixels = patch_height * patch_width * IMAGE_CHANNELS
 
-  patch_embedding = 2 * num_patches * patch_pixels * hidden
+  stem = 0
+  embedding_channels = IMAGE_CHANNELS
+  if resnet_blocks:
+    stem, (map_height, map_width, embedding_channels) = resnet_stem_flops(
+      image_height,
+      image_width,
+      block_sizes=resnet_blocks,
+      width_factor=getattr(model, "resnet_width", 1),
+    )
+    # The patch is P image pixels a side, so P / T cells of the stem's map.
+    patch_height //= image_height // map_height
+    patch_width //= image_width // map_width
+  patch_embedding = 2 * num_patches * (patch_height * patch_width * embedding_channels) * hidden
+
   qkv_projections = 3 * 2 * num_tokens * hidden * hidden
   attention_scores = 2 * num_tokens * num_tokens * hidden
   attention_values = 2 * num_tokens * num_tokens * hidden
@@ -114,8 +214,7 @@ def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
     head_input = representation_size
   head = 2 * head_input * num_classes if num_classes else 0
 
-  forward = patch_embedding + num_layers * per_block + pre_logits + head
-  return float(forward * (TRAIN_FLOPS_MULTIPLIER if train else 1))
+  return stem + patch_embedding + num_layers * per_block + pre_logits + head
 
 
 def compiled_flops(compiled) -> float | None:

@@ -7,11 +7,12 @@ same class count, the same init input and, for a given seed, the same values.
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.vit import get_model
+from vit_jax.models.variants import get_model
 
 
 def model_from_config(config):
-  """The model of ``config.variant``, its ``config.model`` fields and class count."""
+  """The model of ``config.variant`` (any family), its ``config.model`` fields
+  and class count."""
   return get_model(config.variant, num_classes=config.data.num_classes,
                    **config.model)
 

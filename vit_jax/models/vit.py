@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models import attention, dense, dropout, layer_norm
+from vit_jax.models import attention, dense, dropout, layer_norm, resnet_stem
 
 # name -> (hidden_size, num_layers, mlp_dim, num_heads), as in the ViT paper
 # (Ti and S from the DeiT / "How to train your ViT" follow-ups).
@@ -247,6 +247,11 @@ class VisionTransformer(nn.Module, kw_only=True):
   layer_norm_implementation: str = 'auto'
   # One of vit_jax.models.dense.IMPLEMENTATIONS, for the blocks' Dense layers.
   dense_implementation: str = 'auto'
+  # A hybrid (the paper's section 3.1): the units of each stage of a ResNet
+  # stem whose feature map is the patch grid, e.g. (3, 4, 9) for R50+B/16,
+  # and its width factor. ``patch_size`` stays the stride on the image.
+  resnet_blocks: tuple[int, ...] | None = None
+  resnet_width: int = 1
 
   @nn.compact
   def __call__(self, images, *, train: bool):
@@ -267,9 +272,15 @@ class VisionTransformer(nn.Module, kw_only=True):
           f'image height {height} and width {width} must both be divisible by '
           f'the patch size {p}')
 
+    x = images
+    if self.resnet_blocks:
+      x = resnet_stem.resnet_stem(x, block_sizes=self.resnet_blocks,
+                                  width_factor=self.resnet_width, dtype=self.dtype,
+                                  param_dtype=self.param_dtype)
+      p //= resnet_stem.stem_stride(self.resnet_blocks)  # patches of the feature map
     x = nn.Conv(self.hidden_size, (p, p), strides=(p, p), padding='VALID',
-                name='embedding', dtype=self.dtype, param_dtype=self.param_dtype)(images)
-    x = jnp.reshape(x, (batch, (height // p) * (width // p), self.hidden_size))
+                name='embedding', dtype=self.dtype, param_dtype=self.param_dtype)(x)
+    x = jnp.reshape(x, (batch, -1, self.hidden_size))
 
     if self.classifier == 'token':
       cls = self.param('cls', nn.initializers.zeros, (1, 1, self.hidden_size),
@@ -329,7 +340,7 @@ def get_model(variant: str, *, num_classes: int, **overrides) -> VisionTransform
   if match is None or match['name'] not in VARIANTS or int(match['patch']) < 1:
     raise ValueError(
         f'unknown ViT variant {variant!r}; valid: {", ".join(VARIANTS)} '
-        f"followed by /PATCH, e.g. 'B/16'")
+        f"followed by /PATCH, e.g. 'B/16' (ResNets: 'R50x1', hybrids: 'R50x1+B/16')")
   fields = _field_names()
   unknown = sorted(set(overrides) - set(fields))
   if unknown:

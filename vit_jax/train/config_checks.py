@@ -87,6 +87,9 @@ NUMERIC_FIELDS = {
     "lr.base": Range(0, low_open=True, meaning="the peak learning rate"),
     "lr.warmup_steps": Range(0),
     "lr.end": Range(0),
+    # lr.boundaries, a tuple, is checked where the schedule is made (optim).
+    "lr.decay_factor": Range(0, 1, low_open=True, meaning="what the step decay "
+                             "multiplies the rate by at each of lr.boundaries"),
     "optim.b1": Range(0, 1, high_open=True),
     "optim.b2": Range(0, 1, high_open=True),
     "optim.momentum": Range(0, 1, high_open=True),
@@ -182,11 +185,12 @@ def check_config(config, *, num_devices, process_count):
       raise ValueError(f"config.{field}={config[field]} must be divisible by "
                        f"the {num_devices} devices and the {process_count} "
                        f"processes")
-  patch = models.get_model(config.variant, num_classes=1).patch_size
-  if config.image_size % patch:
+  check_choices(config)  # before the model is built from the names
+  model = models.get_model(config.variant, num_classes=1, **config.model)
+  patch = getattr(model, "patch_size", None)  # a ResNet takes any size
+  if patch and config.image_size % patch:
     raise ValueError(f"config.image_size={config.image_size} is not divisible "
                      f"by the patch size {patch} of {config.variant}")
-  check_choices(config)
   try:
     re.compile(config.optim.weight_decay_params)
   except re.error as e:

@@ -81,7 +81,10 @@ def train_and_evaluate(config, workdir, *, devices=None):
   schedule = optim.make_schedule(config.lr, total_steps)
   tx = optim.make_optimizer(config.optim, schedule)
   loss_fn = losses.get_loss(config.loss)
-  grid = (config.image_size // model.patch_size,) * 2
+  # A ViT's (or hybrid's) patch grid, where fine-tuning resamples the
+  # position embeddings to; a ResNet has neither.
+  patch_size = getattr(model, "patch_size", None)
+  grid = (config.image_size // patch_size,) * 2 if patch_size else None
 
   def init_params():
     return build.init_params(model, config.image_size, seed=config.seed)
@@ -125,7 +128,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
       fresh = jax.device_get(jax.jit(init_params)())
       params = pretrained.load_pretrained(
           config.init, fresh, new_grid=grid,
-          num_prefix_tokens=int(model.classifier == "token"),
+          num_prefix_tokens=int(getattr(model, "classifier", None) == "token"),
           posemb_method=config.posemb_resample)
       state = jax.jit(state_from, out_shardings=state_shardings)(params)
     else:

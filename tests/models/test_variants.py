@@ -1,0 +1,47 @@
+"""A variant name picks the family and its shape."""
+import pytest
+
+from vit_jax import models
+from vit_jax.models import bit, variants, vit
+
+
+@pytest.mark.parametrize("variant, blocks, patch_on_grid", [
+    ("R50x1+B/16", (3, 4, 9), 1),       # the paper: stage 4's units in stage 3
+    ("R50x1+B/32", (3, 4, 6, 3), 1),    # stage 4's output
+    ("R50x1+L/32", (3, 4, 6, 3), 1),
+    ("R26x1+S/32", (2, 2, 2, 2), 1),    # the AugReg release's R26+S/32
+    ("R50x2+B/64", (3, 4, 6, 3), 2)])   # 2x2 cells of stage 4 per patch
+def test_hybrid_names_give_the_papers_stems(variant, blocks, patch_on_grid):
+  model = models.get_model(variant, num_classes=10)
+  assert isinstance(model, vit.VisionTransformer)
+  assert model.resnet_blocks == blocks
+  assert model.resnet_width == int(variant.split("x")[1].split("+")[0])
+  stride = 4 * 2 ** (len(blocks) - 1)
+  assert model.patch_size == stride * patch_on_grid
+
+
+def test_a_resnet_name_gives_a_bit_resnet_and_a_vit_name_a_vit():
+  assert isinstance(models.get_model("R101x3", num_classes=10), bit.ResNetV2)
+  model = models.get_model("S/32", num_classes=10)
+  assert isinstance(model, vit.VisionTransformer) and model.resnet_blocks is None
+
+
+def test_hybrid_overrides_reach_the_vit():
+  model = models.get_model("R26x1+Ti/16", num_classes=10, num_layers=2,
+                           classifier="gap")
+  assert (model.num_layers, model.classifier, model.resnet_blocks) == (2, "gap", (2, 2, 4))
+
+
+@pytest.mark.parametrize("variant, message", [
+    ("R34x1", r"unknown BiT variant 'R34x1'; valid: .*depth one of 26, 50, 101, 152"),
+    ("R34x1+B/16", r"unknown hybrid 'R34x1\+B/16'; valid: .*depth one of 26, 50"),
+    ("R50x1+B/24", r"patch of 24 pixels is neither 16 .* nor a multiple of 32"),
+    ("R50x1+X/16", r"unknown ViT variant 'X/16'")])
+def test_unknown_family_members_name_the_valid_ones(variant, message):
+  with pytest.raises(ValueError, match=message):
+    models.get_model(variant, num_classes=10)
+
+
+def test_stem_blocks_keep_the_depth():
+  for depth, units in bit.VARIANTS.items():
+    assert sum(variants.hybrid_stem_blocks(depth, 16)) == sum(units)

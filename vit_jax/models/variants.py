@@ -1,0 +1,50 @@
+"""A model by its variant name, whichever family it belongs to.
+
+  'B/16'        a Vision Transformer (`vit`)
+  'R50x1'       a BiT ResNet-v2 of depth 50 and width factor 1 (`bit`)
+  'R50x1+B/16'  a hybrid: a ViT-B whose patches are the cells of a ResNet-50
+                stem's feature map, 16 image pixels on a side (`vit` with
+                `resnet_stem`)
+
+Configs name a model only by ``config.variant``, so this is the one place
+that tells the families apart.
+"""
+import re
+
+from vit_jax.models import bit, resnet_stem, vit
+
+_HYBRID_RE = re.compile(r'^R(?P<depth>[0-9]+)x(?P<width>[0-9]+)\+(?P<vit>[A-Za-z]+/[0-9]+)$')
+
+
+def hybrid_stem_blocks(depth: int, patch: int) -> tuple[int, ...]:
+  """The units per stage of a hybrid's stem, for a ViT patch of ``patch`` pixels.
+
+  The paper's section 4.1: /32 takes the output of stage 4 of the ResNet;
+  /16 removes stage 4 and puts its units into stage 3 (R50: 3, 4, 9), which
+  keeps the depth and gives a 4x longer sequence. A larger multiple of 32
+  groups 2x2 (or more) cells of stage 4's map into one patch.
+  """
+  units = bit.VARIANTS[depth]
+  if patch == 16:
+    return (*units[:2], sum(units[2:]))
+  if patch % resnet_stem.stem_stride(units) == 0:
+    return tuple(units)
+  raise ValueError(f'a hybrid patch of {patch} pixels is neither 16 (three '
+                   f'ResNet stages) nor a multiple of 32 (four stages)')
+
+
+def get_model(variant: str, *, num_classes: int, **overrides):
+  """The model that ``variant`` names; ``overrides`` replace its fields."""
+  if isinstance(variant, str) and bit.VARIANT_RE.match(variant):
+    return bit.get_model(variant, num_classes=num_classes, **overrides)
+  hybrid = _HYBRID_RE.match(variant) if isinstance(variant, str) else None
+  if hybrid and int(hybrid['depth']) in bit.VARIANTS:
+    patch = int(hybrid['vit'].split('/')[1])
+    stem = dict(resnet_blocks=hybrid_stem_blocks(int(hybrid['depth']), patch),
+                resnet_width=int(hybrid['width']))
+    return vit.get_model(hybrid['vit'], num_classes=num_classes, **{**stem, **overrides})
+  if hybrid:
+    raise ValueError(
+        f'unknown hybrid {variant!r}; valid: R{{depth}}x{{width}}+ViT with depth '
+        f'one of {", ".join(map(str, bit.VARIANTS))}, e.g. R50x1+B/16')
+  return vit.get_model(variant, num_classes=num_classes, **overrides)
