@@ -7,7 +7,10 @@ class token, no pre_logits, no dropout, 1000 classes, softmax
 cross-entropy, AdamW (weight decay 0.05) with global-norm clipping, so that
 `--compare-timm` times the same network and update. `dtype=bfloat16` computes
 in bf16 with float32 parameters (timm's counterpart: autocast AMP).
-The data block is ImageNet-1k's, so the same config can also train.
+The data block is ImageNet-1k's, so the same config can also train. A BiT
+ResNet (`variant=R50x1`) keeps the ResNet's model fields only; a hybrid
+(`variant=R50x1+B/16`) is a ViT with a ResNet stem, as timm's
+`vit_base_r50_s16_224`.
 
 Arguments: variant, res, dtype.
 """
@@ -18,6 +21,8 @@ def get_config(arg=None):
   args = common.parse_arg_string(arg, variant="Ti/16", res=224, dtype="float32")
   config = common.base_config()
   config.variant = args.variant
+  if common.is_resnet(args.variant):
+    common.for_resnet(config)
   config.image_size = args.res
   config.data = common.dataset_config("imagenet2012")
   config.model.dtype = args.dtype

@@ -11,14 +11,17 @@ import string
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from vit_jax.data import config_fields
+from vit_jax.data import config_fields, splits
+from vit_jax.models import bit
 
 # What the input pipeline needs to know about each dataset: its tfds name,
 # class count, the splits used for training and evaluation, and whether an
 # image may carry several labels (precision@1 is reported instead of top-1).
 # `published_sizes` are the whole splits' sizes as their authors give them,
 # for cost estimates made before the data is prepared (a prepared dataset's
-# own count always wins).
+# own count always wins). `image_px` is the side of the images where they all
+# share one (CIFAR's 32x32); datasets of varied, larger images have none. Both
+# also size BiT-HyperRule fine-tuning (configs/bit.py).
 # Split names follow tfds slicing; held-out slices of `train` stand in for a
 # validation set where the dataset has none, as in big_vision.
 DATASETS = {
@@ -39,14 +42,14 @@ DATASETS = {
         published_sizes={"train": 1_281_167, "validation": 50_000},
         prepare="tfds build imagenet2012 --manual_dir=DIR_WITH_THE_TARS"),
     "cifar10": dict(
-        tfds_name="cifar10", num_classes=10, multi_label=False,
+        tfds_name="cifar10", num_classes=10, multi_label=False, image_px=32,
         train_split="train[:98%]",
         eval_splits={"minival": "train[98%:]", "test": "test"},
         published_sizes={"train": 50_000, "test": 10_000},
         prepare="tfds build cifar10 (on a machine with network access), "
                 "then copy the data_dir"),
     "cifar100": dict(
-        tfds_name="cifar100", num_classes=100, multi_label=False,
+        tfds_name="cifar100", num_classes=100, multi_label=False, image_px=32,
         train_split="train[:98%]",
         eval_splits={"minival": "train[98%:]", "test": "test"},
         published_sizes={"train": 50_000, "test": 10_000},
@@ -75,7 +78,7 @@ DATASETS = {
         prepare="python scripts/make_tfrecords.py --index_only "
                 "--out_dir=DATA_DIR (shards named SPLIT-*.tfrecord)"),
     "fashion_mnist": dict(
-        tfds_name="fashion_mnist_local", num_classes=10, multi_label=False,
+        tfds_name="fashion_mnist_local", num_classes=10, multi_label=False, image_px=28,
         train_split="train", eval_splits={"test": "test"},
         published_sizes={"train": 60_000, "test": 10_000},
         prepare="python scripts/prepare_data.py --dataset=fashion_mnist_local "
@@ -195,7 +198,13 @@ def dataset_config(name, *, data_dir=None):
   ))
 
 
-def pp_strings(config, **templates):
+def train_examples(name):
+  """Examples in the training split of the dataset preset ``name``, as published."""
+  preset = DATASETS[name]
+  return splits.examples_in_split(preset["train_split"], preset["published_sizes"])
+
+
+def pp_strings(config, *, values=None, **templates):
   """``config.pp``'s strings, kept in step with the config they run under.
 
   In each template, ``{image_size}``, ``{num_classes}`` (of ``config.data``)
@@ -203,11 +212,13 @@ def pp_strings(config, **templates):
   image is resized to before its central crop, 256 for 224) are filled
   whenever the string is read, so ``--config.image_size=384`` or
   ``--config.data.num_classes=N`` on the command line reaches the
-  preprocessing too. Setting a string outright replaces its template.
+  preprocessing too. ``values`` adds names of a config's own (BiT's
+  ``{precrop}``), as FieldReferences to follow the fields they come from.
+  Setting a string outright replaces its template.
   """
   image_size = config.get_ref("image_size")
   values = dict(image_size=image_size, num_classes=config.data.get_ref("num_classes"),
-                eval_resize=image_size * 8 // 7)
+                eval_resize=image_size * 8 // 7, **(values or {}))
   return {key: _filled(template, values) for key, template in templates.items()}
 
 
@@ -268,7 +279,10 @@ def base_config():
   c.optim = dict(name="adam", b1=0.9, b2=0.999, momentum=0.9,
                  weight_decay=0.1, weight_decay_params=r".*/kernel$",
                  grad_clip_norm=1.0)
-  c.lr = dict(base=1e-3, warmup_steps=10_000, decay="linear", end=0.0)
+  # decay: "linear" or "cosine" to `end`, or "step": x `decay_factor` at each
+  # of `boundaries`, fractions of the run (BiT's; vit_jax/train/optim.py).
+  c.lr = dict(base=1e-3, warmup_steps=10_000, decay="linear", end=0.0,
+              boundaries=(0.3, 0.6, 0.9), decay_factor=0.1)
   c.ema_decay = 0.0  # 0 turns the Polyak average of the parameters off
   # Few-shot linear probes of the frozen pre_logits (big_vision's protocol,
   # vit_jax/evaluators/fewshot.py) every `every` steps and at the end (0: off):
@@ -295,3 +309,33 @@ def base_config():
   c.on_save_error = "stop"
   c.prefetch = 2
   return c
+
+
+# The fields a BiT ResNet takes from `config.model` (vit_jax/models/bit.py);
+# it refuses the ViT's others (classifier, dropout, the kernels' choices).
+RESNET_MODEL_FIELDS = ("dtype", "param_dtype", "remat", "head_bias_init")
+
+
+def is_resnet(variant):
+  """Whether ``variant`` names a BiT ResNet ('R50x1'), not a ViT or hybrid."""
+  return bool(bit.VARIANT_RE.match(variant))
+
+
+def refuse_resnet(variant, config_file):
+  """The ViT recipes' refusal of a BiT ResNet, pointing to its own recipes."""
+  if is_resnet(variant):
+    raise ValueError(f"{config_file}: variant={variant!r} is a BiT ResNet, "
+                     f"whose recipes are configs/bit.py (stage=upstream or "
+                     f"stage=hyperrule); hybrids such as {variant}+B/16 train here")
+
+
+def for_resnet(config):
+  """``config`` (unlocked) with only the fields a ResNet run reads.
+
+  `config.model` keeps `RESNET_MODEL_FIELDS`; `posemb_resample` goes, as a
+  ResNet has no position embeddings. A ViT-only field then cannot be set by
+  mistake: ``--config.model.dropout_rate=0.1`` is an unknown field.
+  """
+  config.model = {key: config.model[key] for key in RESNET_MODEL_FIELDS}
+  del config["posemb_resample"]
+  return config

@@ -16,30 +16,52 @@ table row per run:
 What both stages reach, and in how long, is in docs/benchmarks.md: the
 demo is re-run there whenever a change may move its figures.
 
+`variant=` trains another model through the same pipeline and optimizer, a
+miniature of the paper's comparison with BiT and the hybrids:
+
+  python -m vit_jax.main --config=configs/demo.py:stage=pretrain,variant=R26x1 \
+      --workdir=runs/demo_r26/pretrain
+  python -m vit_jax.main --config=configs/demo.py:stage=pretrain,variant=R26x1+Ti/16 \
+      --workdir=runs/demo_r26_ti16/pretrain
+
+Every ViT and hybrid has the demo's Transformer (width 128, 6 blocks); the
+variant picks the patch embedding or ResNet stem, and the image sizes follow
+the patch so that the grid stays 3x3 then 4x4 (R26x1+Ti/16: 48 then 64 px,
+Fashion-MNIST upscaled). A BiT ResNet takes the default's 21 and 28 px
+images and only the ResNet's model fields.
+
 Data: `python scripts/prepare_data.py --dataset=fashion_mnist_local
 --data_dir=data/tfds` (Debian's dataset-fashion-mnist files, no download).
 """
 from configs import common
 
-# stage: (image size, steps, base lr, warm-up steps, weight decay, train ops);
-# the ops follow config.image_size (`common.pp_strings`).
+# stage: (patch grid side, steps, base lr, warm-up steps, weight decay, train
+# ops); the ops follow config.image_size (`common.pp_strings`).
 STAGES = {
-    "pretrain": (21, 1200, 2e-3, 200, 0.05,
+    "pretrain": (3, 1200, 2e-3, 200, 0.05,
                  "decode|inception_crop({image_size},area_min=50)|flip_lr"),
-    "finetune": (28, 1800, 2e-3, 50, 0.0, "decode|resize({image_size})"),
+    "finetune": (4, 1800, 2e-3, 50, 0.0, "decode|resize({image_size})"),
 }
+DEFAULT_VARIANT = "Ti/7"
+# The Transformer of every ViT and hybrid the demo trains.
+TRANSFORMER = dict(hidden_size=128, num_layers=6, mlp_dim=512, num_heads=4)
 
 
 def get_config(arg=None):
   args = common.parse_arg_string(arg, stage="pretrain", init="",
-                                 data_dir="data/tfds")
+                                 data_dir="data/tfds", variant=DEFAULT_VARIANT)
   if args.stage not in STAGES:
     raise ValueError(f"configs/demo.py: stage={args.stage!r}; valid: "
                      f"{', '.join(STAGES)}")
-  image_size, steps, base_lr, warmup, weight_decay, augment = STAGES[args.stage]
+  grid, steps, base_lr, warmup, weight_decay, augment = STAGES[args.stage]
   config = common.base_config()
-  config.variant = "Ti/7"
-  config.model.update(hidden_size=128, num_layers=6, mlp_dim=512, num_heads=4)
+  config.variant = args.variant
+  if common.is_resnet(args.variant):
+    common.for_resnet(config)
+    image_size = grid * _patch_size(DEFAULT_VARIANT)
+  else:
+    config.model.update(TRANSFORMER)
+    image_size = grid * _patch_size(args.variant)
   config.data = common.dataset_config("fashion_mnist", data_dir=args.data_dir)
   config.data.cache = True
   config.data.shuffle_buffer = 60_000
@@ -50,7 +72,7 @@ def get_config(arg=None):
   config.eval_batch = 1000
   config.total_steps = steps
   config.optim.weight_decay = weight_decay
-  config.lr = dict(base=base_lr, warmup_steps=warmup, decay="cosine", end=0.0)
+  config.lr.update(base=base_lr, warmup_steps=warmup, decay="cosine", end=0.0)
   config.log_every = 50
   config.eval_every = steps
   config.checkpoint_every = 500
@@ -59,3 +81,12 @@ def get_config(arg=None):
       eval="decode|resize({image_size})|value_range(-1,1)|onehot({num_classes})")
   config.lock()
   return config
+
+
+def _patch_size(variant):
+  """The pixels a patch spans, from a ViT's or hybrid's name ('Ti/7', 'R26x1+Ti/16')."""
+  _, slash, patch = variant.rpartition("/")
+  if not slash or not patch.isdigit() or int(patch) < 1:
+    raise ValueError(f"configs/demo.py: variant={variant!r}; valid: a ViT ('Ti/7'), "
+                     f"a hybrid ('R26x1+Ti/16') or a BiT ResNet ('R26x1')")
+  return int(patch)

@@ -23,6 +23,7 @@ def get_config(arg=None):
   args = common.parse_arg_string(
       arg, variant="B/16", data="cifar10", data_dir="", res=384, init="",
       steps=0, lr=0.01)
+  common.refuse_resnet(args.variant, "configs/finetune.py")
   config = common.base_config()
   config.variant = args.variant
   config.data = common.dataset_config(args.data, data_dir=args.data_dir or None)
@@ -33,7 +34,7 @@ def get_config(arg=None):
   config.total_steps = args.steps or PAPER_STEPS.get(args.data, 10_000)
   # Updated, not replaced, so that `--config.optim.name=adam` finds b1 and b2.
   config.optim.update(name="sgd", momentum=0.9, weight_decay=0.0, grad_clip_norm=1.0)
-  config.lr = dict(base=args.lr, warmup_steps=500, decay="cosine", end=0.0)
+  config.lr.update(base=args.lr, warmup_steps=500, decay="cosine", end=0.0)
   config.eval_every = 1_000
   config.pp = common.pp_strings(
       config,

@@ -26,6 +26,7 @@ PAPER_DROPOUT = {"imagenet21k": 0.1, "jft": 0.0}
 def get_config(arg=None):
   args = common.parse_arg_string(
       arg, variant="B/16", data="imagenet21k", data_dir="", epochs=0, steps=0)
+  common.refuse_resnet(args.variant, "configs/pretrain.py")
   config = common.base_config()
   config.variant = args.variant
   config.data = common.dataset_config(args.data, data_dir=args.data_dir or None)

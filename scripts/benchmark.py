@@ -8,11 +8,14 @@ training loop runs, on synthetic batches already on the devices;
 `vit_jax/cost/benchmarking.py` says how it is timed (`--warmup` steps, then
 `--rounds` rounds of `--steps` steps) and how MFU is counted. XLA's own FLOP count is printed beside it.
 
-`--compare-timm` also times timm's VisionTransformer of the same shape (class
-token, no pre_logits, same classes) in the same process, eager PyTorch as
-timm trains: AdamW, global-norm clipping, autocast bf16 when the config's
-dtype is bfloat16, at the same batch; and prints our images/s over timm's.
-It needs `pip install -e .[timm]`.
+`--compare-timm` also times timm's model of the same shape in the same
+process: its VisionTransformer for a ViT (class token, no pre_logits, same
+classes), its ResNetV2 as `resnetv2_50x1_bit` builds it for a BiT ResNet
+(`variant=R50x1`), and its hybrid (`vit_base_r50_s16_224`'s backbone and
+HybridEmbed) for `R50x1+B/16`; eager PyTorch as timm trains: AdamW,
+global-norm clipping, autocast bf16 when the config's dtype is bfloat16, at
+the same batch; and prints our images/s over timm's. It needs
+`pip install -e .[timm]`.
 
 `--against=OVERRIDES` (e.g. `model.layer_norm_implementation=flax`, or
 several, comma-separated) times the train step of the config with those
@@ -39,7 +42,9 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from configs import common  # noqa: E402
+from vit_jax import models  # noqa: E402
 from vit_jax.cost import benchmarking  # noqa: E402
+from vit_jax.models import resnet_stem  # noqa: E402
 from vit_jax.runtime import cli, cpu_devices  # noqa: E402
 
 FLAGS = cli.command_flags(__name__)
@@ -68,28 +73,50 @@ _OUT = flags.DEFINE_string("out", None, "Also write the JSON here.", flag_values
 # ---------------------------------------------------------------------------
 # timm, for comparison.
 # ---------------------------------------------------------------------------
-def benchmark_timm(config, model, batch_size, *, peak, num_devices,
-                   flops_per_example):
-  """timm's eager train step for the same ViT, on one torch device."""
-  try:
-    import torch
-    from timm.models.vision_transformer import VisionTransformer
-  except ImportError as e:
-    raise app.UsageError(f"--compare-timm needs torch and timm ({e}); install "
-                         f"them with: pip install -e .[timm]") from None
+def timm_model(config, model):
+  """timm's network of the same shape as ``model`` (a ViT, BiT or hybrid)."""
+  from functools import partial
+
+  from timm.layers import StdConv2d, StdConv2dSame
+  from timm.models.resnetv2 import ResNetV2
+  from timm.models.vision_transformer import VisionTransformer
+  from timm.models.vision_transformer_hybrid import HybridEmbed
+
+  num_classes = config.data.num_classes
+  if not isinstance(model, models.VisionTransformer):  # a BiT ResNet
+    return ResNetV2(layers=model.block_sizes, width_factor=model.width_factor,
+                    stem_type="fixed", conv_layer=partial(StdConv2d, eps=1e-8),
+                    num_classes=num_classes)
   if model.representation_size:
     raise app.UsageError("--compare-timm: timm's ViT has no pre_logits; use a "
                          "config with model.representation_size=None")
+  patch_size, embed_layer = model.patch_size, {}
+  if model.resnet_blocks:  # as timm's vit_base_r50_s16_224 builds its stem
+    backbone = ResNetV2(layers=model.resnet_blocks, width_factor=model.resnet_width,
+                        num_classes=0, global_pool="", preact=False, stem_type="same",
+                        conv_layer=partial(StdConv2dSame, eps=1e-8))
+    patch_size //= resnet_stem.stem_stride(model.resnet_blocks)
+    embed_layer = dict(embed_layer=partial(HybridEmbed, backbone=backbone))
+  return VisionTransformer(
+      img_size=config.image_size, patch_size=patch_size,
+      embed_dim=model.hidden_size, depth=model.num_layers,
+      num_heads=model.num_heads, mlp_ratio=model.mlp_dim / model.hidden_size,
+      num_classes=num_classes, class_token=model.classifier == "token",
+      global_pool="token" if model.classifier == "token" else "avg", **embed_layer)
+
+
+def benchmark_timm(config, model, batch_size, *, peak, num_devices,
+                   flops_per_example):
+  """timm's eager train step for the same model, on one torch device."""
+  try:
+    import torch
+  except ImportError as e:
+    raise app.UsageError(f"--compare-timm needs torch and timm ({e}); install "
+                         f"them with: pip install -e .[timm]") from None
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   if device.type == "cpu":
     torch.set_num_threads(os.cpu_count())
-  net = VisionTransformer(
-      img_size=config.image_size, patch_size=model.patch_size,
-      embed_dim=model.hidden_size, depth=model.num_layers,
-      num_heads=model.num_heads, mlp_ratio=model.mlp_dim / model.hidden_size,
-      num_classes=config.data.num_classes,
-      class_token=model.classifier == "token",
-      global_pool="token" if model.classifier == "token" else "avg").to(device)
+  net = timm_model(config, model).to(device)
   net.train()
   optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr.base,
                                 betas=(config.optim.b1, config.optim.b2),

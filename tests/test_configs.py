@@ -4,7 +4,8 @@ import pickle
 import pytest
 from ml_collections import config_flags  # noqa: F401 (config files load through it)
 
-from configs import benchmark, common, demo, finetune, pretrain
+from configs import benchmark, bit, common, demo, finetune, pretrain
+from vit_jax.models import bit as bit_models
 from vit_jax.train import config_checks
 
 
@@ -185,6 +186,11 @@ STOCK_CONFIGS = {
     "demo pretrain": lambda: demo.get_config("stage=pretrain"),
     "demo finetune": lambda: demo.get_config("stage=finetune,init=/x"),
     "benchmark": lambda: benchmark.get_config(),
+    "bit upstream": lambda: bit.get_config("stage=upstream,variant=R50x1,data=imagenet21k"),
+    "bit hyperrule": lambda: bit.get_config("stage=hyperrule,variant=R50x1,data=cifar10,"
+                                            "init=/x"),
+    "demo resnet": lambda: demo.get_config("stage=pretrain,variant=R26x1"),
+    "demo hybrid": lambda: demo.get_config("stage=finetune,variant=R26x1+Ti/16,init=/x"),
 }
 # Numeric fields whose valid values depend on more than the field: the layout
 # sizes (-1, or a divisor of the device count, checked by sharding.make_mesh)
@@ -303,3 +309,136 @@ def test_a_malformed_regex_field_is_named(field, value, message):
   with pytest.raises(ValueError) as error:
     config_checks.check_config(config, num_devices=1, process_count=1)
   assert str(error.value).startswith(message)
+
+
+BIT_VARIANTS = [f"R{depth}x{width}" for depth in bit_models.VARIANTS
+                for width in bit_models.WIDTH_FACTORS]
+
+
+@pytest.mark.parametrize("stage", bit.STAGES)
+@pytest.mark.parametrize("variant", BIT_VARIANTS)
+def test_every_bit_stage_and_variant_passes_the_config_checks(stage, variant):
+  config = bit.get_config(f"stage={stage},variant={variant}")
+  config_checks.check_config(config, num_devices=1, process_count=1)
+  assert set(config.model) == set(common.RESNET_MODEL_FIELDS)
+  assert "posemb_resample" not in config
+
+
+def test_bit_upstream_has_the_papers_recipe():
+  config = bit.get_config("stage=upstream,variant=R50x1,data=imagenet21k")
+  assert (config.optim.name, config.optim.momentum, config.optim.grad_clip_norm) == ("sgd", 0.9, 0)
+  assert config.global_batch == 4096 and config.lr.base == pytest.approx(0.03 * 4096 / 256)
+  assert (config.lr.warmup_steps, config.lr.decay, config.lr.decay_factor) == (5000, "step", 0.1)
+  assert config.total_epochs == 90
+  assert [b * 90 for b in config.lr.boundaries] == pytest.approx([30, 60, 80])
+  # L2 1e-4 through momentum 0.9 is decoupled 1e-3 (configs/bit.py).
+  assert config.optim.weight_decay == pytest.approx(1e-4 / (1 - 0.9))
+  assert config.loss == "sigmoid_xent" and config.model.head_bias_init == -10.0
+  assert config.mixup.alpha == 0 and config.image_size == 224
+  assert "inception_crop(224)|flip_lr" in config.pp.train
+  assert bit.get_config("stage=upstream,data=imagenet2012").loss == "softmax_xent"
+  jft = bit.get_config("stage=upstream,data=jft")
+  assert jft.total_epochs == 40
+  assert [b * 40 for b in jft.lr.boundaries] == pytest.approx([10, 23, 30, 37])
+
+
+def test_bit_upstream_lr_follows_the_global_batch():
+  config = parse_flags("--config=configs/bit.py:stage=upstream", "--config.global_batch=1024")
+  assert config.lr.base == pytest.approx(0.03 * 1024 / 256)
+
+
+def test_step_boundaries_can_be_set_on_the_command_line():
+  config = parse_flags("--config=configs/bit.py:stage=upstream",
+                       "--config.lr.boundaries=(0.5,0.75)")
+  assert tuple(config.lr.boundaries) == (0.5, 0.75)
+
+
+@pytest.mark.parametrize("data, examples, steps, warmup, boundaries, res, mixup", [
+    # small: Flowers' 2,040 images of several hundred px (the reference's 500 steps,
+    # 100 warm-up, decays at 200, 300, 400)
+    ("oxford_flowers102", 2_040, 500, 100, (0.4, 0.6, 0.8), (448, 384), 0.0),
+    # medium, small images: CIFAR-10's 49,000 of 32x32 px
+    ("cifar10", 49_000, 10_000, 500, (0.3, 0.6, 0.9), (160, 128), 0.1),
+    # large: ImageNet's 1,268,355
+    ("imagenet2012", 1_268_355, 20_000, 500, (0.3, 0.6, 0.9), (448, 384), 0.1),
+])
+def test_bit_hyperrule_by_dataset_size(data, examples, steps, warmup, boundaries, res, mixup):
+  config = bit.get_config(f"stage=hyperrule,variant=R50x1,data={data},init=/x")
+  assert bit.hyperrule(data)["examples"] == examples
+  assert (config.total_steps, config.lr.warmup_steps) == (steps, warmup)
+  assert tuple(config.lr.boundaries) == boundaries and config.lr.decay == "step"
+  assert config.image_size == res[1] and config.mixup.alpha == mixup
+  assert config.pp.train.startswith(f"decode|resize({res[0]})|random_crop({res[1]})|flip_lr")
+  assert config.pp.eval.startswith(f"decode|resize({res[1]})|")
+  assert (config.optim.name, config.optim.momentum, config.optim.weight_decay) == ("sgd", 0.9, 0)
+  assert config.global_batch == 512 and config.lr.base == 0.003
+  assert config.loss == "softmax_xent" and config.model.head_bias_init == 0.0
+  assert config.init == "/x"
+
+
+def test_bit_hyperrule_res_moves_the_resize_with_the_crop():
+  config = bit.get_config("stage=hyperrule,data=imagenet2012,res=480,steps=100")
+  assert config.total_steps == 100
+  assert config.pp.train.startswith("decode|resize(560)|random_crop(480)|")
+  config = parse_flags("--config=configs/bit.py:stage=hyperrule,data=cifar10",
+                       "--config.image_size=256")
+  assert config.pp.train.startswith("decode|resize(320)|random_crop(256)|")
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("variant=R50x1+B/16", r"variant='R50x1\+B/16' is not a BiT ResNet.*configs/pretrain.py"),
+    ("stage=upstream,res=384", r"stage=upstream does not read res=384; it reads epochs, steps"),
+    ("stage=hyperrule,epochs=9", r"stage=hyperrule does not read epochs=9"),
+    ("stage=finetune", r"stage='finetune'; valid: upstream, hyperrule"),
+])
+def test_bit_config_refuses_what_it_cannot_run(arg, message):
+  with pytest.raises(ValueError, match=message):
+    bit.get_config(arg)
+
+
+def test_a_vit_field_of_a_resnet_config_is_an_unknown_override():
+  with pytest.raises(ValueError, match=r"'model.dropout_rate': no 'dropout_rate' there; "
+                     r"valid keys: dtype, head_bias_init, param_dtype, remat"):
+    common.with_overrides(bit.get_config("stage=upstream"), "model.dropout_rate=0.1")
+
+
+@pytest.mark.parametrize("variant", ["R50x1+B/16", "R50x1+B/32", "R50x1+L/16",
+                                     "R50x1+L/32", "R26x1+S/32"])
+def test_hybrids_take_the_vit_recipes(variant):
+  pre = pretrain.get_config(f"variant={variant},data=imagenet21k")
+  assert pre.model.representation_size == {"B": 768, "L": 1024, "S": 384}[variant[6]]
+  fine = finetune.get_config(f"variant={variant},data=cifar10,init=/x")
+  for config in (pre, fine):
+    config_checks.check_config(config, num_devices=1, process_count=1)
+
+
+def test_demo_without_a_variant_is_the_vit_demo():
+  assert demo.get_config("stage=pretrain") == demo.get_config("stage=pretrain,variant=Ti/7")
+  config = demo.get_config("stage=pretrain")
+  assert config.variant == "Ti/7" and config.image_size == 21
+  assert demo.get_config("stage=finetune").image_size == 28
+  assert (config.model.hidden_size, config.model.num_layers) == (128, 6)
+
+
+def test_demo_trains_a_resnet_and_a_hybrid_with_the_vits_pipeline_and_optimizer():
+  vit = demo.get_config("stage=pretrain")
+  resnet = demo.get_config("stage=pretrain,variant=R26x1")
+  hybrid = demo.get_config("stage=pretrain,variant=R26x1+Ti/16")
+  for config in (resnet, hybrid):
+    config_checks.check_config(config, num_devices=1, process_count=1)
+    for field in ("optim", "lr", "global_batch", "total_steps", "loss", "mixup", "data"):
+      assert config[field] == vit[field], field
+  assert set(resnet.model) == set(common.RESNET_MODEL_FIELDS) and resnet.image_size == 21
+  assert "posemb_resample" not in resnet
+  # The hybrid has the ViT's Transformer and its 3x3 grid: 48 px at /16.
+  assert hybrid.model.hidden_size == 128 and hybrid.image_size == 48
+  assert demo.get_config("stage=finetune,variant=R26x1+Ti/16").image_size == 64
+  with pytest.raises(ValueError, match=r"variant='Ti'; valid: a ViT"):
+    demo.get_config("variant=Ti")
+
+
+@pytest.mark.parametrize("module", [pretrain, finetune])
+def test_the_vit_recipes_point_a_resnet_to_the_bit_configs(module):
+  with pytest.raises(ValueError, match=r"variant='R50x1' is a BiT ResNet, whose "
+                                       r"recipes are configs/bit.py"):
+    module.get_config("variant=R50x1")

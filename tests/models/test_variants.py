@@ -10,7 +10,8 @@ from vit_jax.models import bit, variants, vit
     ("R50x1+B/32", (3, 4, 6, 3), 1),    # stage 4's output
     ("R50x1+L/32", (3, 4, 6, 3), 1),
     ("R26x1+S/32", (2, 2, 2, 2), 1),    # the AugReg release's R26+S/32
-    ("R50x2+B/64", (3, 4, 6, 3), 2)])   # 2x2 cells of stage 4 per patch
+    ("R50x2+B/64", (3, 4, 6, 3), 2),    # 2x2 cells of stage 4 per patch
+    ("R26x1+Ti/8", (2, 6), 1)])         # small images: stages 2-4 in one
 def test_hybrid_names_give_the_papers_stems(variant, blocks, patch_on_grid):
   model = models.get_model(variant, num_classes=10)
   assert isinstance(model, vit.VisionTransformer)
@@ -35,7 +36,7 @@ def test_hybrid_overrides_reach_the_vit():
 @pytest.mark.parametrize("variant, message", [
     ("R34x1", r"unknown BiT variant 'R34x1'; valid: .*depth one of 26, 50, 101, 152"),
     ("R34x1+B/16", r"unknown hybrid 'R34x1\+B/16'; valid: .*depth one of 26, 50"),
-    ("R50x1+B/24", r"patch of 24 pixels is neither 16 .* nor a multiple of 32"),
+    ("R50x1+B/24", r"patch of 24 pixels is none of 4, 8, 16 .* nor a multiple of 32"),
     ("R50x1+X/16", r"unknown ViT variant 'X/16'")])
 def test_unknown_family_members_name_the_valid_ones(variant, message):
   with pytest.raises(ValueError, match=message):
@@ -44,4 +45,5 @@ def test_unknown_family_members_name_the_valid_ones(variant, message):
 
 def test_stem_blocks_keep_the_depth():
   for depth, units in bit.VARIANTS.items():
-    assert sum(variants.hybrid_stem_blocks(depth, 16)) == sum(units)
+    for patch in (4, 8, 16, 32):
+      assert sum(variants.hybrid_stem_blocks(depth, patch)) == sum(units)

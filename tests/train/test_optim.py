@@ -8,9 +8,11 @@ import pytest
 from vit_jax.train import optim
 
 
-def lr(base=1.0, warmup=10, decay="linear", end=0.0):
+def lr(base=1.0, warmup=10, decay="linear", end=0.0, boundaries=(0.3, 0.6, 0.9),
+       decay_factor=0.1):
   return ml_collections.ConfigDict(
-      dict(base=base, warmup_steps=warmup, decay=decay, end=end))
+      dict(base=base, warmup_steps=warmup, decay=decay, end=end, boundaries=boundaries,
+           decay_factor=decay_factor))
 
 
 def test_linear_warmup_then_linear_decay():
@@ -30,9 +32,59 @@ def test_cosine_decays_to_the_end_value():
   np.testing.assert_allclose([float(schedule(0)), float(schedule(100))], [1.0, 0.1], rtol=1e-6)
 
 
+def test_step_decay_multiplies_the_rate_by_the_factor_from_each_boundary_on():
+  # BiT-HyperRule on a medium dataset: 500 warm-up steps of 10k, x0.1 at 30/60/90%.
+  schedule = optim.make_schedule(lr(base=0.003, warmup=500, decay="step"), 10_000)
+  steps_and_values = {0: 0.0, 250: 0.0015, 499: 0.003 * 499 / 500, 500: 0.003,
+                      2999: 0.003, 3000: 3e-4, 3001: 3e-4, 5999: 3e-4, 6000: 3e-5,
+                      8999: 3e-5, 9000: 3e-6, 9999: 3e-6}
+  values = [float(schedule(s)) for s in steps_and_values]
+  np.testing.assert_allclose(values, list(steps_and_values.values()), rtol=1e-5, atol=1e-12)
+
+
+def test_step_decay_of_bits_upstream_epochs_without_warmup():
+  # 30, 60, 80 of 90 epochs at 100 steps an epoch; another factor.
+  schedule = optim.make_schedule(
+      lr(base=0.48, warmup=0, decay="step", boundaries=(1 / 3, 2 / 3, 8 / 9),
+         decay_factor=0.5), 9_000)
+  steps_and_values = {0: 0.48, 2999: 0.48, 3000: 0.24, 5999: 0.24, 6000: 0.12,
+                      7999: 0.12, 8000: 0.06, 8999: 0.06}
+  values = [float(schedule(s)) for s in steps_and_values]
+  np.testing.assert_allclose(values, list(steps_and_values.values()), rtol=1e-6)
+
+
+def test_boundaries_on_the_same_step_each_decay_there():
+  schedule = optim.make_schedule(lr(warmup=0, decay="step", boundaries=(0.5, 0.52)), 10)
+  np.testing.assert_allclose([float(schedule(s)) for s in (4, 5, 9)], [1.0, 0.01, 0.01],
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("boundaries", [(0.6, 0.3), (0.3, 0.3), (0.0, 0.5), (0.5, 1.0),
+                                        (-0.1,), (0.5, "0.7")])
+def test_boundaries_that_are_no_increasing_fractions_are_named(boundaries):
+  with pytest.raises(ValueError, match=r"config.lr.boundaries=.* must be increasing "
+                     r"fractions of the run in \(0, 1\)"):
+    optim.make_schedule(lr(decay="step", boundaries=boundaries), 100)
+
+
+def test_a_boundary_within_the_warmup_is_named():
+  with pytest.raises(ValueError, match=r"config.lr.boundaries=\(0.3, 0.6, 0.9\): the "
+                     r"decay at 0.3 of the run \(step 30 of 100\) is not after the "
+                     r"warm-up \(config.lr.warmup_steps=30\)"):
+    optim.make_schedule(lr(warmup=30, decay="step"), 100)
+
+
+def test_a_step_decay_without_its_fields_names_them():
+  config = ml_collections.ConfigDict(dict(base=1.0, warmup_steps=0, decay="step", end=0.0))
+  with pytest.raises(ValueError, match=r"config.lr.decay='step' needs "
+                     r"config.lr.boundaries and config.lr.decay_factor"):
+    optim.make_schedule(config, 100)
+
+
 def test_bad_schedule_settings_are_named():
-  with pytest.raises(ValueError, match=r"config.lr.decay='step'"):
-    optim.make_schedule(lr(decay="step"), 100)
+  with pytest.raises(ValueError, match=r"config.lr.decay='exponential'; valid: "
+                     r"linear, cosine, step"):
+    optim.make_schedule(lr(decay="exponential"), 100)
   with pytest.raises(ValueError, match=r"config.lr.warmup_steps=200 must be in \[0, total steps=100\)"):
     optim.make_schedule(lr(warmup=200), 100)
   with pytest.raises(ValueError, match=r"config.lr.base=0.0 must be > 0"):

@@ -11,9 +11,13 @@ that tells the families apart.
 """
 import re
 
-from vit_jax.models import bit, resnet_stem, vit
+from vit_jax.models import bit, vit
 
 _HYBRID_RE = re.compile(r'^R(?P<depth>[0-9]+)x(?P<width>[0-9]+)\+(?P<vit>[A-Za-z]+/[0-9]+)$')
+
+
+# A hybrid's patch side in pixels -> the ResNet stages its stem keeps.
+_STAGES_BY_PATCH = {4: 1, 8: 2, 16: 3, 32: 4}
 
 
 def hybrid_stem_blocks(depth: int, patch: int) -> tuple[int, ...]:
@@ -21,16 +25,16 @@ def hybrid_stem_blocks(depth: int, patch: int) -> tuple[int, ...]:
 
   The paper's section 4.1: /32 takes the output of stage 4 of the ResNet;
   /16 removes stage 4 and puts its units into stage 3 (R50: 3, 4, 9), which
-  keeps the depth and gives a 4x longer sequence. A larger multiple of 32
+  keeps the depth and gives a 4x longer sequence. /8 and /4 (small images)
+  fold the later stages into stage 2 or 1 alike; a larger multiple of 32
   groups 2x2 (or more) cells of stage 4's map into one patch.
   """
   units = bit.VARIANTS[depth]
-  if patch == 16:
-    return (*units[:2], sum(units[2:]))
-  if patch % resnet_stem.stem_stride(units) == 0:
-    return tuple(units)
-  raise ValueError(f'a hybrid patch of {patch} pixels is neither 16 (three '
-                   f'ResNet stages) nor a multiple of 32 (four stages)')
+  stages = 4 if patch % 32 == 0 else _STAGES_BY_PATCH.get(patch)
+  if stages is None:
+    raise ValueError(f'a hybrid patch of {patch} pixels is none of 4, 8, 16 '
+                     f'(1-3 ResNet stages) nor a multiple of 32 (four stages)')
+  return (*units[:stages - 1], sum(units[stages - 1:]))
 
 
 def get_model(variant: str, *, num_classes: int, **overrides):

@@ -129,7 +129,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
       params = pretrained.load_pretrained(
           config.init, fresh, new_grid=grid,
           num_prefix_tokens=int(getattr(model, "classifier", None) == "token"),
-          posemb_method=config.posemb_resample)
+          # A ResNet's config has no posemb_resample, nor posemb to resample.
+          posemb_method=config.get("posemb_resample", "bilinear"))
       state = jax.jit(state_from, out_shardings=state_shardings)(params)
     else:
       state = jax.jit(lambda: state_from(init_params()),

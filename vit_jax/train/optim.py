@@ -3,17 +3,27 @@
 The chain is: global-norm clipping, then the optimizer (Adam, or SGD with
 momentum), with decoupled weight decay scaled by the learning rate, applied
 to the parameters whose names match `optim.weight_decay_params`.
+
+Schedules: a linear warm-up from 0 to `lr.base`, then a linear or cosine
+decay to `lr.end` (ViT), or BiT's step decay: the rate multiplied by
+`lr.decay_factor` at each of `lr.boundaries`, fractions of the run.
 """
 import optax
 
 from vit_jax import tree_util
 
-DECAYS = ("linear", "cosine")
+DECAYS = ("linear", "cosine", "step")
 OPTIMIZERS = ("adam", "sgd")
 
 
 def make_schedule(lr_config, total_steps):
-  """Linear warm-up from 0 to `lr.base`, then linear or cosine decay to `lr.end`."""
+  """Linear warm-up from 0 to `lr.base`, then `lr.decay`'s decay.
+
+  ``linear`` and ``cosine`` decay to `lr.end` at the last step; ``step``
+  multiplies the rate by `lr.decay_factor` from each step
+  ``round(boundary * total_steps)`` on (BiT's 30/60/80 of 90 epochs are
+  ``boundaries=(1/3, 2/3, 8/9)``), each boundary after the warm-up.
+  """
   if lr_config.decay not in DECAYS:
     raise ValueError(f"config.lr.decay={lr_config.decay!r}; valid: {', '.join(DECAYS)}")
   if not lr_config.base > 0:
@@ -26,13 +36,50 @@ def make_schedule(lr_config, total_steps):
   decay_steps = total_steps - warmup
   if lr_config.decay == "linear":
     decay = optax.linear_schedule(lr_config.base, lr_config.end, decay_steps)
-  else:
+  elif lr_config.decay == "cosine":
     decay = optax.cosine_decay_schedule(
         lr_config.base, decay_steps, alpha=lr_config.end / lr_config.base)
+  else:
+    decay = _step_decay(lr_config, total_steps)
   if warmup == 0:
     return decay
   return optax.join_schedules(
       [optax.linear_schedule(0.0, lr_config.base, warmup), decay], [warmup])
+
+
+def _step_decay(lr_config, total_steps):
+  """`lr.base`, times `lr.decay_factor` at each boundary, counted after the warm-up.
+
+  The boundaries are fractions of the whole run, so the same config decays
+  at the same points of a longer or shorter run. Boundaries that round to
+  the same step decay there once each.
+  """
+  missing = [f"config.lr.{key}" for key in ("boundaries", "decay_factor")
+             if key not in lr_config]
+  if missing:
+    raise ValueError(f"config.lr.decay='step' needs {' and '.join(missing)}, which "
+                     f"this config's lr block lacks (configs/common.py's base_config "
+                     f"has them)")
+  boundaries = tuple(lr_config.boundaries)
+  fractions = all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 < b < 1
+                  for b in boundaries)
+  if not fractions or any(a >= b for a, b in zip(boundaries, boundaries[1:])):
+    raise ValueError(
+        f"config.lr.boundaries={boundaries!r} must be increasing fractions of the "
+        f"run in (0, 1), e.g. (0.3, 0.6, 0.9): the learning rate is multiplied "
+        f"by config.lr.decay_factor at each")
+  warmup = lr_config.warmup_steps
+  scales = {}
+  for fraction in boundaries:
+    step = round(fraction * total_steps)
+    if step <= warmup:
+      raise ValueError(
+          f"config.lr.boundaries={boundaries!r}: the decay at {fraction} of the "
+          f"run (step {step} of {total_steps}) is not after the warm-up "
+          f"(config.lr.warmup_steps={warmup})")
+    # Steps counted from the end of the warm-up, as join_schedules counts them.
+    scales[step - warmup] = scales.get(step - warmup, 1.0) * lr_config.decay_factor
+  return optax.piecewise_constant_schedule(lr_config.base, scales)
 
 
 def make_optimizer(optim_config, schedule):
