@@ -1,6 +1,10 @@
 """Installs vit_jax: Vision Transformers pre-trained and fine-tuned with JAX."""
 import setuptools
 
+# scripts/benchmark.py --compare-timm. On a CPU-only box install torch's CPU
+# build first, or pip pulls the CUDA one.
+TIMM = ["timm>=1.0", "torch>=2.4", "torchvision"]
+
 setuptools.setup(
     name="vit_jax",
     version="0.1.0",
@@ -21,13 +25,15 @@ setuptools.setup(
         "absl-py>=2.0",
         "numpy>=2.0",
         "matplotlib>=3.8",  # scripts/plot_metrics.py
+        "safetensors>=0.4",  # timm and Hugging Face checkpoints, read with numpy
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],
         "cuda12": ["jax[cuda12]>=0.10"],
         "tpu": ["jax[tpu]>=0.10"],
-        # scripts/benchmark.py --compare-timm. On a CPU-only box install
-        # torch's CPU build first, or pip pulls the CUDA one.
-        "timm": ["timm>=1.0", "torch>=2.4", "torchvision"],
+        "timm": TIMM,
+        # .pth state dicts in, and the checks that timm and transformers load
+        # our exports with the same logits (tests skip them without these).
+        "interop": TIMM + ["transformers>=4.40"],
     },
 )

@@ -11,7 +11,8 @@ from repo_root import REPO
 
 
 
-@pytest.mark.parametrize("variant", ["Ti/16", "S/16", "B/16", "L/16", "H/14"])
+@pytest.mark.parametrize("variant", ["Ti/16", "S/16", "B/16", "L/16", "H/14",
+                                     "R50x1", "R50x1+B/16"])
 def test_xla_flops_agree_with_the_analytic_count_within_5_percent(variant):
   model = models.get_model(variant, num_classes=1000)
   for train in (False, True):

@@ -16,7 +16,7 @@ from fake_params import random_flat
 from vit_jax import models
 from vit_jax.data.builders import fashion_mnist_local
 from vit_jax.inference import export, serving
-from vit_jax.models import build, npz
+from vit_jax.models import build, npz, timm_format
 from vit_jax.runtime import cli
 from vit_jax.train import checkpoints, workdir_files
 from repo_root import REPO
@@ -193,3 +193,74 @@ def test_a_gpu_hosts_cudnn_attention_is_swapped_for_a_portable_one(monkeypatch):
   assert export.portable(model, ["cuda"]) is model
   monkeypatch.setattr(jax, "default_backend", lambda: "cpu")  # `auto` -> head_major
   assert export.portable(model, ["cpu", "cuda", "tpu"]) is model
+
+
+# timm and Hugging Face directories; the conversions themselves are tested in
+# tests/models/test_torch_formats.py.
+RELATIVE_TOLERANCE = 1e-4
+
+
+def library(name):
+  """``name`` imported as the export imports it (`timm_format.require`), or the
+  test skipped."""
+  try:
+    return timm_format.require(name, purpose="this test")
+  except timm_format.MissingPackageError:
+    pytest.skip(f"{name} is not installed")
+
+
+def timm_model_as_documented(out):
+  """docs/checkpoints.md's way to load a timm export with timm alone."""
+  timm = library("timm")
+  with open(os.path.join(out, "config.json")) as f:
+    config = json.load(f)
+  return timm.create_model(config["architecture"], pretrained=True, pretrained_cfg_overlay=dict(
+      file=os.path.join(out, "model.safetensors"), num_classes=config["num_classes"]),
+      **config["model_args"])
+
+
+def hf_model_as_documented(out):
+  transformers = library("transformers")
+  return transformers.ViTForImageClassification.from_pretrained(out)
+
+
+@pytest.mark.parametrize("export_format, classifier, library_model", [
+    ("timm", "token", timm_model_as_documented), ("timm", "gap", timm_model_as_documented),
+    ("hf", "token", hf_model_as_documented)])
+def test_timm_and_hf_exports_give_the_model_logits_in_their_library(
+    fashion_data_dir, tmp_path, capsys, export_format, classifier, library_model):
+  library("torch")
+  config, model, evaluated = make_run(fashion_data_dir, tmp_path / "run",
+                                      classifier=classifier, ema=True)
+  out = str(tmp_path / export_format)
+  run_export(f"--workdir={tmp_path / 'run'}", f"--format={export_format}", f"--out={out}")
+  assert "weights read back bit for bit; max |logit difference| under" in (
+      capsys.readouterr().out)
+  module = library_model(out).eval()
+  batch = images(config, 4)
+  expected = logits_of(model, evaluated[7], batch)  # the EMA
+  logits = timm_format.torch_logits(module, batch)
+  assert np.abs(logits - expected).max() < RELATIVE_TOLERANCE * np.abs(expected).max()
+  if export_format == "hf":
+    assert module.config.id2label[3] == fashion_mnist_local.CLASS_NAMES[3]
+    assert module.config.hidden_act == "gelu_pytorch_tanh"
+
+
+def test_timm_and_hf_refuse_what_they_cannot_hold_in_one_line(fashion_data_dir, tmp_path):
+  make_run(fashion_data_dir, tmp_path / "run", classifier="gap", representation_size=16)
+  with pytest.raises(SystemExit, match=r"^error: the 'gap' classifier .* classifies the class "
+                                       r"token only"):
+    run_export(f"--workdir={tmp_path / 'run'}", "--format=hf", f"--out={tmp_path / 'hf'}")
+  with pytest.raises(SystemExit, match=r"^error: parameter pre_logits/kernel: timm's "
+                                       r"VisionTransformer has no representation layer"):
+    run_export(f"--workdir={tmp_path / 'run'}", "--format=timm", f"--out={tmp_path / 'timm'}")
+  assert not os.path.exists(tmp_path / "hf") and not os.path.exists(tmp_path / "timm")
+
+
+def test_without_timm_an_export_checks_its_weights_alone(
+    fashion_data_dir, tmp_path, capsys, monkeypatch):
+  make_run(fashion_data_dir, tmp_path / "run")
+  monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` raises ImportError
+  run_export(f"--workdir={tmp_path / 'run'}", "--format=timm", f"--out={tmp_path / 'timm'}")
+  assert ("weights read back bit for bit; timm is not installed, so its logits are not "
+          "checked (pip install -e '.[interop]')") in capsys.readouterr().out

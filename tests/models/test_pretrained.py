@@ -1,11 +1,16 @@
 """Posemb resampling, the published .npz layout, and fitting pre-trained params."""
+import json
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fake_params import random_flat
 from vit_jax import models
-from vit_jax.models import build, npz, posemb, pretrained
+from vit_jax.models import build, hf_format, npz, posemb, pretrained, timm_format
 
 
 def test_resampling_to_the_same_grid_is_the_identity():
@@ -107,7 +112,93 @@ def test_load_pretrained_of_another_model_names_the_first_mismatching_parameter(
 
 
 def test_missing_init_path_says_what_it_expected(tmp_path):
-  with pytest.raises(FileNotFoundError, match="neither a .npz file, a workdir"):
+  with pytest.raises(FileNotFoundError, match=r"nowhere' is none of the checkpoints "
+                                              r"accepted: a .npz file; a timm or Hugging "
+                                              r"Face state dict \(.safetensors, .pth, .bin"):
     pretrained.read_params(str(tmp_path / "nowhere"))
   with pytest.raises(FileNotFoundError, match="nowhere.npz does not exist"):
     pretrained.read_params(str(tmp_path / "nowhere.npz"))
+  with pytest.raises(FileNotFoundError, match="nowhere.safetensors does not exist"):
+    pretrained.read_params(str(tmp_path / "nowhere.safetensors"))
+
+
+# timm and Hugging Face files; tests/models/test_torch_formats.py has the
+# conversions themselves and the logits under the real libraries.
+
+
+def params_of(model):
+  """Random parameters of ``model`` at 32 px, without compiling its init."""
+  return npz.unflatten(random_flat(build.abstract_params(model, 32)))
+
+
+def write_timm(params, path, config=None):
+  """A timm state dict at ``path`` (.safetensors), timm's config.json beside it."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  timm_format.write_safetensors(timm_format.to_timm(params), path)
+  if config is not None:
+    with open(os.path.join(os.path.dirname(path), "config.json"), "w") as f:
+      json.dump(config, f)
+  return path
+
+
+def test_locate_tells_the_kinds_apart(tmp_path):
+  params = params_of(models.get_model("Ti/8", num_classes=3, **TINY))
+  npz.save_npz(params, str(tmp_path / "a.npz"))
+  bare = write_timm(params, str(tmp_path / "bare" / "vit.safetensors"))
+  timm_format.save(params, str(tmp_path / "timm"), image_size=32, mean=0.5, std=0.5)
+  hf_format.save(params, str(tmp_path / "hf"), image_size=32, mean=0.5, std=0.5)
+  kinds = {path: pretrained.locate(str(tmp_path / path)).kind
+           for path in ("a.npz", bare, "timm", "timm/model.safetensors", "hf",
+                        "hf/model.safetensors")}
+  assert list(kinds.values()) == ["npz", "timm", "timm", "timm", "hf", "hf"]
+
+
+def test_a_timm_file_fine_tunes_with_the_heads_of_the_new_model(tmp_path):
+  model = models.get_model("Ti/8", num_classes=3, **TINY)
+  old = params_of(models.get_model("Ti/8", num_classes=21, **TINY))
+  path = write_timm(old, str(tmp_path / "timm" / "vit.safetensors"))  # no config.json
+  fitted = pretrained.load_pretrained(path, params_of(model),
+                                      new_grid=(4, 4), num_prefix_tokens=1)
+  for name, value in npz.flatten(old).items():
+    if not name.startswith("head/"):
+      np.testing.assert_array_equal(npz.flatten(fitted)[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("fmt", ["timm", "hf"])
+def test_a_timm_or_hf_checkpoint_of_another_model_names_the_first_mismatching_parameter(
+    tmp_path, fmt):
+  saved = params_of(models.get_model("Ti/8", num_classes=3, **dict(TINY, hidden_size=32)))
+  module = {"timm": timm_format, "hf": hf_format}[fmt]
+  module.save(saved, str(tmp_path / fmt), image_size=32, mean=0.5, std=0.5)
+  fresh = params_of(models.get_model("Ti/8", num_classes=3, **TINY))
+  with pytest.raises(ValueError, match=rf"{fmt}: parameter Transformer/encoder_norm/bias "
+                                       rf"has shape \(32,\) in the checkpoint but "
+                                       rf"\(16,\) in the model"):
+    pretrained.load_pretrained(str(tmp_path / fmt), fresh, new_grid=(4, 4),
+                               num_prefix_tokens=1)
+
+
+def test_model_directories_that_are_no_vit_are_named(tmp_path):
+  for name, config in (("deit", {"model_type": "deit"}), ("empty", {"model_type": "vit"})):
+    os.makedirs(tmp_path / name)
+    with open(tmp_path / name / "config.json", "w") as f:
+      json.dump(config, f)
+  with pytest.raises(ValueError, match=r"deit: a Hugging Face model of model_type 'deit'; "
+                                       r"this ViT reads model_type 'vit'"):
+    pretrained.locate(str(tmp_path / "deit"))
+  with pytest.raises(FileNotFoundError, match=r"empty holds no weights: neither "
+                                              r"model.safetensors nor pytorch_model.bin"):
+    pretrained.locate(str(tmp_path / "empty"))
+
+
+def test_a_safetensors_file_reads_without_torch(tmp_path, monkeypatch):
+  params = params_of(models.get_model("Ti/8", num_classes=3, **TINY))
+  path = write_timm(params, str(tmp_path / "t" / "vit.safetensors"),
+                    config=timm_format.hub_config(params, image_size=32, mean=0.5, std=0.5))
+  monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+  jax.tree.map(np.testing.assert_array_equal, pretrained.read_params(path), params)
+  pth = tmp_path / "t" / "vit.pth"
+  pth.write_bytes(b"")
+  with pytest.raises(ImportError, match=r"needs torch, which is not installed: "
+                                        r"pip install -e '\.\[interop\]'"):
+    pretrained.read_params(str(pth))

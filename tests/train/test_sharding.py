@@ -177,3 +177,25 @@ def test_an_fsdp_checkpoint_on_8_devices_resumes_data_parallel_on_4(fashion_data
   np.testing.assert_allclose([after[s] for s in (4, 5, 6)],
                              [before[s] for s in (4, 5, 6)], rtol=1e-5)
   assert before[6] < before[1]
+
+
+def test_fsdp_splits_a_bit_resnets_convolutions_like_dense_kernels():
+  """R50x1 under 8-way FSDP: every kernel over the threshold is split, on the
+  largest dimension 8 divides (output channels for most, the 3x3's input
+  channels where they are wider), and GroupNorm's vectors stay replicated."""
+  model = models.get_model("R50x1", num_classes=1000)
+  params = build.abstract_params(model, 224)
+  layout_config = mesh_config(data=1, fsdp=-1, fsdp_min_size=2 ** 16)
+  mesh = sharding.make_mesh(layout_config)
+  specs = specs_by_name(sharding.param_shardings(mesh, params, layout_config))
+  kernels = {name: leaf for name, leaf in tree_util.flatten_named(params)
+             if name.endswith("/kernel") and leaf.size >= 2 ** 16}
+  assert len(kernels) > 40
+  for name, leaf in kernels.items():
+    dim = list(specs[name]).index("fsdp")
+    assert leaf.shape[dim] == max(leaf.shape), (name, leaf.shape, specs[name])
+  assert all(specs[name] == P() for name in specs if "group_norm" in name)
+  per_device = sharding.bytes_per_device(
+      params, sharding.param_shardings(mesh, params, layout_config))
+  total = sum(leaf.size * 4 for leaf in jax.tree.leaves(params))
+  assert per_device < total / 7, (per_device, total)

@@ -9,10 +9,19 @@ serving      a directory that `vit_jax/inference/serving.py` runs with jax and n
 saved_model  a TensorFlow SavedModel made with jax2tf: signature
              `serving_default` maps float32 `images` (batch, H, W, 3) to
              `logits`; the weights are variables; contract.json beside it.
+timm         a directory in timm's hub layout (model.safetensors, config.json)
+             that `timm.create_model` loads (`vit_jax.models.timm_format`).
+hf           a Hugging Face model directory (config.json, model.safetensors,
+             preprocessor_config.json) that transformers'
+             `ViTForImageClassification.from_pretrained` loads
+             (`vit_jax.models.hf_format`).
 
 Each export reads its result back and compares it with the model: the
 parameters bit for bit for npz, the logits on a few random images for the
-model formats. `scripts/export.py` is the command line.
+model formats. timm and hf are read back both ways: the weights through our
+importer, bit for bit, and, where timm or transformers is installed, the
+library's model, whose logits are compared. `scripts/export.py` is the
+command line.
 """
 import json
 import os
@@ -25,7 +34,7 @@ from jax import export
 
 from vit_jax.data import preprocess
 from vit_jax.inference import predict, serving
-from vit_jax.models import attention, npz
+from vit_jax.models import attention, hf_format, npz, timm_format
 from vit_jax.train import losses
 
 CHECK_BATCH = 3  # not 1, so a symbolic batch size is exercised
@@ -49,8 +58,9 @@ def portable(model, platforms):
   lowers; an export for other platforms too takes XLA's attention, which
   gives the same logits (tests/models/test_attention.py).
   """
-  if (set(platforms) != {"cuda"}
-      and attention.resolve(model.attention_implementation) == "cudnn"):
+  implementation = getattr(model, "attention_implementation", None)  # ResNets: none
+  if (implementation and set(platforms) != {"cuda"}
+      and attention.resolve(implementation) == "cudnn"):
     return model.clone(attention_implementation="dot_product_attention")
   return model
 
@@ -132,19 +142,36 @@ def export_saved_model(model, params, contract, out):
 EXPORTERS = {"serving": export_serving, "saved_model": export_saved_model}
 
 
+def _check_reads_back(params, loaded, out):
+  """Raises RuntimeError unless ``loaded`` is ``params`` as written, bit for bit."""
+  written = npz.npz_arrays(params)
+  loaded = npz.flatten(loaded)
+  if written.keys() != loaded.keys() or any(
+      written[n].dtype != loaded[n].dtype or written[n].tobytes() != loaded[n].tobytes()
+      for n in written):
+    raise RuntimeError(f"{out} does not read back as the parameters written")
+  return len(written)
+
+
 def export_npz(params, out):
   """Writes ``params`` to the .npz ``out``; returns how many arrays it holds.
 
   Raises RuntimeError unless the file reads back bit for bit.
   """
   npz.save_npz(params, out)
-  written = npz.npz_arrays(params)
-  loaded = npz.flatten(npz.load_npz(out))
-  if written.keys() != loaded.keys() or any(
-      written[n].dtype != loaded[n].dtype or written[n].tobytes() != loaded[n].tobytes()
-      for n in written):
-    raise RuntimeError(f"{out} does not read back as the parameters written")
-  return len(written)
+  return _check_reads_back(params, npz.load_npz(out), out)
+
+
+def check_images(input_range, image_size):
+  """`CHECK_BATCH` random images in the model's input range, NHWC float32."""
+  low, high = input_range
+  return np.random.default_rng(0).uniform(
+      low, high, (CHECK_BATCH, image_size, image_size, 3)).astype(np.float32)
+
+
+def model_logits(model, params, images):
+  return np.asarray(jax.jit(model.apply, static_argnames="train")(
+      {"params": params}, images, train=False))
 
 
 def export_model(config, model, params, *, export_format, platforms, source, out):
@@ -161,10 +188,43 @@ def export_model(config, model, params, *, export_format, platforms, source, out
     json.dump(contract, f, indent=2)
   exported_logits = EXPORTERS[export_format](model, params, contract, out)
 
-  low, high = contract["value_range"]
-  size = config.image_size
-  images = np.random.default_rng(0).uniform(
-      low, high, (CHECK_BATCH, size, size, 3)).astype(np.float32)
-  expected = jax.jit(model.apply, static_argnames="train")({"params": params}, images,
-                                                          train=False)
-  return float(np.max(np.abs(exported_logits(images) - np.asarray(expected))))
+  images = check_images(contract["value_range"], config.image_size)
+  return float(np.max(np.abs(exported_logits(images) - model_logits(model, params, images))))
+
+
+# The directories PyTorch libraries load: the module that writes and reads
+# each, the function building the library's model of it, and the library.
+TORCH_FORMATS = {
+    "timm": (timm_format, timm_format.timm_model, "timm"),
+    "hf": (hf_format, hf_format.hf_model, "transformers"),
+}
+
+
+def pixel_normalisation(input_range):
+  """The mean and std of [0, 1] pixels that timm and transformers take to reach
+  the model's input range: 0.5, 0.5 for [-1, 1]."""
+  low, high = input_range
+  return -low / (high - low), 1 / (high - low)
+
+
+def export_torch_format(config, model, params, *, export_format, out):
+  """Writes the timm or Hugging Face directory ``out`` (`TORCH_FORMATS`).
+
+  Raises RuntimeError unless its weights read back, through our importer, as
+  the parameters bit for bit. Returns the largest difference between the
+  library's logits and the model's on `CHECK_BATCH` random images, or None
+  where the library is not installed.
+  """
+  module, library_model, _ = TORCH_FORMATS[export_format]
+  input_range = value_range(config.pp.eval, config.image_size)
+  mean, std = pixel_normalisation(input_range)
+  module.save(params, out, image_size=config.image_size, mean=mean, std=std,
+              class_names=predict.class_names(config.data))
+  _check_reads_back(params, module.load(out), out)
+  try:
+    torch_model = library_model(out)
+  except timm_format.MissingPackageError:
+    return None
+  images = check_images(input_range, config.image_size)
+  return float(np.max(np.abs(timm_format.torch_logits(torch_model, images)
+                             - model_logits(model, params, images))))

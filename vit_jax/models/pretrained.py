@@ -1,44 +1,94 @@
 """Pre-trained parameters: reading them from anywhere, fitting them to a new model.
 
 Fine-tuning reads parameters from any of: a workdir (its latest step), one
-step directory, or a ``.npz`` in the layout of the published ViT checkpoints
-(`npz`). `load_pretrained` then fits them to the new model: head
-re-initialised, pre_logits dropped when the new model has none, and the
-position embeddings resampled to the new patch grid (`posemb`).
+step directory, a ``.npz`` in the layout of the published ViT checkpoints
+(`npz`), a timm state dict (``.safetensors``, ``.pth``, ``.bin``; timm's
+config.json beside it when there is one) or a timm hub directory
+(`timm_format`), and a Hugging Face ViT directory (`hf_format`).
+`load_pretrained` then fits them to the new model: head re-initialised,
+pre_logits dropped when the new model has none, and the position embeddings
+resampled to the new patch grid (`posemb`).
 """
+import dataclasses
 import os
+from typing import Any
 
 import jax
 import numpy as np
 
 from vit_jax import tree_util
-from vit_jax.models import npz, posemb
+from vit_jax.models import hf_format, npz, posemb, timm_format
 from vit_jax.train import checkpoints
 from vit_jax.train.workdir_files import CHECKPOINT_SUBDIR
 
-HEAD_PREFIXES = ("head/",)
+# The classifiers that fine-tuning replaces: the ViT's and hybrid's, and the
+# 1x1 conv of a BiT ResNet.
+HEAD_PREFIXES = ("head/", "resnet/head/")
+_QUERY_KERNEL = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"
+
+ACCEPTED = (f"a .npz file; a timm or Hugging Face state dict "
+            f"({', '.join(timm_format.STATE_DICT_SUFFIXES)}); a Hugging Face ViT or "
+            f"timm directory (with {timm_format.CONFIG_FILE}); a workdir with a "
+            f"'{CHECKPOINT_SUBDIR}' folder; a checkpoint step directory")
 
 
-def read_params(path, *, step=None):
-  """Parameters from a .npz, a run's workdir, or one checkpoint step dir.
+@dataclasses.dataclass(frozen=True)
+class Located:
+  """What `read_params` reads: ``kind`` and where.
+
+  kind: 'npz', 'timm' (a state-dict file or hub directory), 'hf' (a model
+  directory, or its weights file) or 'orbax' (``manager`` and ``step``).
+  """
+  kind: str
+  path: str
+  manager: Any = None
+  step: int | None = None
+
+
+def read_params(path, *, step=None, num_heads=None):
+  """Parameters from any checkpoint `locate` finds, as a nested dict of arrays.
 
   A workdir gives its latest step, or ``step``. A run that kept an EMA of its
   parameters is read through the EMA, which is what its evaluation reported.
+  ``num_heads`` is for a timm state dict without a config.json, whose shapes
+  do not tell the heads.
   """
   found = locate(path, step=step)
-  if isinstance(found, str):
-    return npz.load_npz(found)
-  state = checkpoints.restore_on_host(*found)
+  if found.kind == "npz":
+    return npz.load_npz(found.path)
+  if found.kind == "timm":
+    return timm_format.load(found.path, num_heads=num_heads)
+  if found.kind == "hf":
+    return hf_format.load(found.path)
+  state = checkpoints.restore_on_host(found.manager, found.step)
   params = state.get("ema_params") or state["params"]
   return jax.tree.map(np.asarray, params)
 
 
-def locate(path, *, step=None):
-  """What `read_params` reads at ``path``: a .npz path, or (manager, step).
+def _model_directory_kind(path):
+  """'hf' or 'timm' for a directory with a model config.json, else None."""
+  config_path = os.path.join(path, timm_format.CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    return None
+  try:
+    config = timm_format.read_json(config_path)
+  except ValueError:  # not JSON: not a model directory
+    return None
+  if hf_format.is_hf_config(config):
+    if config["model_type"] != hf_format.MODEL_TYPE:
+      raise ValueError(f"{path}: a Hugging Face model of model_type "
+                       f"{config['model_type']!r}; this ViT reads model_type "
+                       f"{hf_format.MODEL_TYPE!r}")
+    return "hf"
+  return "timm" if timm_format.is_timm_config(config) else None
 
-  Cheap (paths and checkpoint metadata only), so a run checks its
-  ``config.init`` before anything heavy; a path that holds no parameters is
-  an error naming it.
+
+def locate(path, *, step=None):
+  """Where and what `read_params` reads at ``path``: a `Located`.
+
+  Cheap (paths, config.json and checkpoint metadata only), so a run checks
+  its ``config.init`` before anything heavy; a path that holds no parameters
+  is an error naming it and the kinds accepted.
   """
   if step is not None and not os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
     raise ValueError(f"a step ({step}) picks a checkpoint of a workdir, and "
@@ -46,7 +96,13 @@ def locate(path, *, step=None):
   if path.endswith(".npz"):
     if not os.path.exists(path):
       raise FileNotFoundError(f"checkpoint file {path} does not exist")
-    return path
+    return Located("npz", path)
+  if path.endswith(timm_format.STATE_DICT_SUFFIXES):
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    # A Hugging Face directory's weights name the directory's config.json.
+    beside = os.path.dirname(os.path.abspath(path))
+    return Located(_model_directory_kind(beside) or "timm", path)
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
     checkpoint_dir = os.path.join(path, CHECKPOINT_SUBDIR)
@@ -59,13 +115,22 @@ def locate(path, *, step=None):
     elif step not in steps:
       raise FileNotFoundError(f"no committed checkpoint of step {step} in "
                               f"{checkpoint_dir}; it has steps {sorted(steps)}")
-    return manager, step
+    return Located("orbax", path, manager, step)
   if os.path.basename(path).isdigit() and os.path.isdir(path):
-    return checkpoints.manager_at(os.path.dirname(path), read_only=True), int(
-        os.path.basename(path))
-  raise FileNotFoundError(
-      f"{path!r} is neither a .npz file, a workdir with a "
-      f"'{CHECKPOINT_SUBDIR}' folder, nor a checkpoint step directory")
+    return Located("orbax", path,
+                   checkpoints.manager_at(os.path.dirname(path), read_only=True),
+                   int(os.path.basename(path)))
+  kind = os.path.isdir(path) and _model_directory_kind(path)
+  if kind:
+    timm_format.weights_file(path)  # raises: a config without weights
+    return Located(kind, path)
+  raise FileNotFoundError(f"{path!r} is none of the checkpoints accepted: {ACCEPTED}")
+
+
+def _num_heads(params):
+  """The heads of a ViT's fresh parameters (the query kernel is (D, heads, Dh))."""
+  query = params.get(_QUERY_KERNEL)
+  return query.shape[1] if query is not None and query.ndim == 3 else None
 
 
 def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,
@@ -77,8 +142,11 @@ def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,
   are resampled to ``new_grid``; every other tensor must match in name and
   shape (see `tree_util.check_same_arrays`).
   """
-  loaded = npz.flatten(read_params(path))
   fresh = npz.flatten(init_params)
+  # A timm state dict without its config.json does not state its heads (no
+  # shape does): fine-tuning keeps the architecture, so the new model's are
+  # taken, and logged.
+  loaded = npz.flatten(read_params(path, num_heads=_num_heads(fresh)))
   keep_pre_logits = any(name.startswith("pre_logits/") for name in fresh)
   fitted = {name: value for name, value in loaded.items()
             if not name.startswith(HEAD_PREFIXES)

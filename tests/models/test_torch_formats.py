@@ -1,0 +1,330 @@
+"""timm and Hugging Face ViT state dicts: exact round trips with numpy alone, and
+the same logits as the real libraries (skipped where they are not installed).
+
+Logits are compared by their max relative difference, max |a - b| / max |b|,
+with the libraries configured for our tanh GELU.
+"""
+import json
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from fake_params import random_flat
+from vit_jax import models
+from vit_jax.models import build, hf_format, npz, pretrained, timm_format
+
+TINY = dict(hidden_size=32, num_layers=2, mlp_dim=64, num_heads=2)
+SIZE = 16  # 4x4 patches of 4 pixels
+RELATIVE_TOLERANCE = 1e-4
+
+
+def tiny_model(classifier="token", representation_size=None, num_classes=10):
+  return models.get_model("Ti/4", num_classes=num_classes, classifier=classifier,
+                          representation_size=representation_size, **TINY)
+
+
+def random_params(model, seed=0):
+  """Every parameter random, centred, so no mapping hides behind a zero or a one."""
+  flat = random_flat(build.abstract_params(model, SIZE), seed=seed)
+  return npz.unflatten({name: (value - 0.5) * 0.6 for name, value in flat.items()})
+
+
+def images(batch=3, seed=0):
+  return np.random.default_rng(seed).uniform(-1, 1, (batch, SIZE, SIZE, 3)).astype(np.float32)
+
+
+def our_logits(model, params, batch):
+  return np.asarray(jax.jit(model.apply, static_argnames="train")(
+      {"params": params}, batch, train=False))
+
+
+def library(name):
+  """``name`` imported as the code under test imports it, or the test skipped."""
+  try:
+    return timm_format.require(name, purpose="this test")
+  except timm_format.MissingPackageError:
+    pytest.skip(f"{name} is not installed")
+
+
+def relative_difference(theirs, ours):
+  assert np.abs(ours).max() > 0.1  # a meaningful comparison, not of zeros
+  return float(np.abs(theirs - ours).max() / np.abs(ours).max())
+
+
+def assert_same_params(a, b):
+  a, b = npz.flatten(a), npz.flatten(b)
+  assert sorted(a) == sorted(b)
+  for name in a:
+    assert a[name].dtype == b[name].dtype, name
+    np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+# ---------------------------------------------------------------------------
+# numpy alone
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("classifier", ["token", "gap"])
+def test_ours_to_timm_and_back_is_bit_exact(classifier):
+  params = random_params(tiny_model(classifier))
+  state_dict = timm_format.to_timm(params)
+  assert ("cls_token" in state_dict) == (classifier == "token")
+  assert state_dict["blocks.1.attn.qkv.weight"].shape == (96, 32)
+  assert state_dict["patch_embed.proj.weight"].shape == (32, 3, 4, 4)
+  config = timm_format.hub_config(params, image_size=SIZE, mean=0.5, std=0.5)
+  assert config["model_args"]["global_pool"] == ("token" if classifier == "token" else "avg")
+  assert config["model_args"]["fc_norm"] is False
+  assert config["model_args"]["act_layer"] == "gelu_tanh"
+  assert_same_params(timm_format.from_timm(state_dict, source="sd", config=config), params)
+  # Without a config.json the heads come from the caller.
+  assert_same_params(timm_format.from_timm(state_dict, source="sd", num_heads=2), params)
+
+
+def test_ours_to_hf_and_back_is_bit_exact():
+  params = random_params(tiny_model("token"))
+  state_dict = hf_format.to_hf(params)
+  assert state_dict["vit.encoder.layer.1.attention.attention.query.weight"].shape == (32, 32)
+  config = hf_format.hf_config(params, image_size=SIZE, class_names=list("abcdefghij"))
+  assert config["hidden_act"] == "gelu_pytorch_tanh" and config["layer_norm_eps"] == 1e-6
+  assert config["id2label"]["3"] == "d" and config["label2id"]["d"] == 3
+  assert_same_params(hf_format.from_hf(state_dict, config, source="sd"), params)
+
+
+def test_a_bare_hf_vit_model_pooler_is_our_pre_logits():
+  """ViTModel files (the in21k checkpoints) have no 'vit.' prefix, no classifier,
+  and a Dense + tanh pooler on the class token."""
+  params = npz.flatten(random_params(tiny_model("token", representation_size=16)))
+  body = {n: v for n, v in params.items() if not n.startswith(("pre_logits/", "head/"))}
+  config = hf_format.hf_config(npz.unflatten(body), image_size=SIZE)
+  state_dict = {name.removeprefix("vit."): value
+                for name, value in hf_format.to_hf(npz.unflatten(body)).items()}
+  state_dict["pooler.dense.weight"] = params["pre_logits/kernel"].T
+  state_dict["pooler.dense.bias"] = params["pre_logits/bias"]
+  loaded = npz.flatten(hf_format.from_hf(state_dict, config, source="sd"))
+  assert_same_params(npz.unflatten(loaded), npz.unflatten(
+      {n: v for n, v in params.items() if not n.startswith("head/")}))
+
+
+def test_timm_no_embed_class_gets_a_zero_class_token_position():
+  params = random_params(tiny_model("token"))
+  state_dict = timm_format.to_timm(params)
+  state_dict["pos_embed"] = state_dict["pos_embed"][:, 1:]  # 16 rows: the patches alone
+  loaded = timm_format.from_timm(state_dict, source="sd", num_heads=2)
+  table = loaded["Transformer"]["posembed_input"]["pos_embedding"]
+  np.testing.assert_array_equal(table[:, 0], 0)
+  np.testing.assert_array_equal(table[:, 1:], state_dict["pos_embed"])
+
+
+@pytest.mark.parametrize("tensor, what", [
+    ("reg_token", "register tokens"),
+    ("fc_norm.weight", "a LayerNorm after pooling"),
+    ("blocks.0.ls1.gamma", "layer scale"),
+    ("dist_token", "DeiT.s distillation token"),
+])
+def test_timm_tensors_this_vit_lacks_are_refused_by_name(tensor, what):
+  state_dict = timm_format.to_timm(random_params(tiny_model()))
+  state_dict[tensor] = np.zeros((1, 1, 32), np.float32)
+  with pytest.raises(ValueError, match=rf"^ckpt.pth: tensor {tensor} is {what}"):
+    timm_format.from_timm(state_dict, source="ckpt.pth", num_heads=2)
+
+
+@pytest.mark.parametrize("convert, match", [
+    (timm_format.to_timm, r"^parameter pre_logits/kernel: timm's VisionTransformer has no "
+                          r"representation layer .* model.representation_size=None"),
+    (hf_format.to_hf, r"^parameter pre_logits/kernel: transformers' "
+                      r"ViTForImageClassification has no representation layer"),
+])
+def test_pre_logits_is_refused_on_export(convert, match):
+  with pytest.raises(ValueError, match=match):
+    convert(random_params(tiny_model(representation_size=16)))
+
+
+def test_gap_is_refused_on_export_to_hf():
+  with pytest.raises(ValueError, match=r"'gap' classifier .* classifies the class token "
+                                       r"only; export this model to timm instead"):
+    hf_format.to_hf(random_params(tiny_model("gap")))
+
+
+def test_a_tensor_of_the_wrong_shape_is_named():
+  state_dict = timm_format.to_timm(random_params(tiny_model()))
+  state_dict["blocks.1.mlp.fc2.weight"] = state_dict["blocks.1.mlp.fc2.weight"][:, :32]
+  with pytest.raises(ValueError, match=r"^ckpt: tensor blocks.1.mlp.fc2.weight has shape "
+                                       r"\(32, 32\), but \(32, 64\) in a timm ViT of width 32"):
+    timm_format.from_timm(state_dict, source="ckpt", num_heads=2)
+  params = random_params(tiny_model())
+  config = hf_format.hf_config(params, image_size=SIZE)
+  hf = hf_format.to_hf(params)
+  del hf["vit.encoder.layer.1.layernorm_after.bias"]
+  with pytest.raises(ValueError, match=r"^dir: tensor vit.encoder.layer.1.layernorm_after.bias "
+                                       r"is missing"):
+    hf_format.from_hf(hf, config, source="dir")
+
+
+def test_heads_unknown_without_a_config_are_named():
+  state_dict = timm_format.to_timm(random_params(tiny_model()))
+  with pytest.raises(ValueError, match=r"^ckpt: the number of attention heads \(num_heads\) "
+                                       r"is not in the tensors' shapes"):
+    timm_format.from_timm(state_dict, source="ckpt")
+  # A timm name states them where the width is the named size's.
+  config = {"architecture": "vit_tiny_patch16_224"}
+  assert timm_format._heads_of(config, 192, None, "ckpt") == 3
+
+
+def test_an_export_takes_timms_name_where_the_shape_has_one():
+  args = dict(embed_dim=768, depth=12, mlp_ratio=4.0, num_heads=12, patch_size=16)
+  assert timm_format.architecture(dict(args, img_size=384)) == "vit_base_patch16_384"
+  assert timm_format.architecture(dict(args, img_size=160)) == "vit_base_patch16_224"
+  assert timm_format.architecture(dict(args, embed_dim=32, img_size=224)) == (
+      "vit_base_patch16_224")
+
+
+def test_a_missing_library_is_one_line_naming_it(monkeypatch):
+  monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+  with pytest.raises(ImportError, match=r"^reading x.pth needs torch, which is not "
+                                        r"installed: pip install -e '\.\[interop\]'$"):
+    timm_format.require("torch", purpose="reading x.pth")
+  with pytest.raises(ValueError):  # so a command line prints it as one line
+    timm_format.require("torch", purpose="reading x.pth")
+
+
+# ---------------------------------------------------------------------------
+# Against timm and transformers
+# ---------------------------------------------------------------------------
+
+
+def perturbed(module, torch, seed=0):
+  """``module`` with noise on every parameter: the libraries start biases at zero
+  and norms at one, where a swapped mapping would go unseen."""
+  generator = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for parameter in module.parameters():
+      parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+  return module.eval()
+
+
+def torch_state_dict(module):
+  return {name: value.numpy() for name, value in module.state_dict().items()}
+
+
+def timm_module(timm, torch, **model_args):
+  torch.manual_seed(0)
+  return timm.create_model(timm_format.architecture(model_args), pretrained=False,
+                           **model_args)
+
+
+@pytest.mark.parametrize("classifier", ["token", "gap"])
+def test_ours_in_timm_gives_our_logits(classifier):
+  timm = library("timm")
+  torch = library("torch")
+  model = tiny_model(classifier)
+  params = random_params(model)
+  module = timm_module(timm, torch, **timm_format.model_args(params, image_size=SIZE))
+  module.load_state_dict({name: torch.from_numpy(value) for name, value
+                          in timm_format.to_timm(params).items()}, strict=True)
+  batch = images()
+  difference = relative_difference(timm_format.torch_logits(module.eval(), batch),
+                                   our_logits(model, params, batch))
+  print(f"ours -> timm ({classifier}): max relative logit difference {difference:.2g}")
+  assert difference < RELATIVE_TOLERANCE
+
+
+@pytest.mark.parametrize("classifier, extra", [
+    ("token", {}), ("gap", dict(class_token=False, global_pool="avg", fc_norm=False)),
+    ("token", dict(no_embed_class=True))])
+def test_a_timm_model_here_gives_timms_logits(classifier, extra):
+  timm = library("timm")
+  torch = library("torch")
+  args = dict(img_size=SIZE, patch_size=4, embed_dim=32, depth=2, num_heads=2,
+              mlp_ratio=2.0, num_classes=10, act_layer="gelu_tanh", **extra)
+  module = perturbed(timm_module(timm, torch, **args), torch)
+  params = timm_format.from_timm(torch_state_dict(module), source="timm",
+                                 config={"model_args": args})
+  batch = images()
+  difference = relative_difference(our_logits(tiny_model(classifier), params, batch),
+                                   timm_format.torch_logits(module, batch))
+  print(f"timm -> ours ({classifier}, {extra}): max relative logit difference "
+        f"{difference:.2g}")
+  assert difference < RELATIVE_TOLERANCE
+
+
+def test_timms_registered_names_are_the_ones_an_export_takes():
+  timm = library("timm")
+  assert all(timm.is_model(name) for name in timm_format.TIMM_NAMES)
+
+
+def hf_classes():
+  transformers = library("transformers")
+  library("torch")
+  return transformers
+
+
+def test_ours_in_transformers_gives_our_logits(tmp_path):
+  transformers = hf_classes()
+  model = tiny_model("token")
+  params = random_params(model)
+  hf_format.save(params, str(tmp_path), image_size=SIZE, mean=0.5, std=0.5)
+  module = transformers.ViTForImageClassification.from_pretrained(str(tmp_path)).eval()
+  batch = images()
+  difference = relative_difference(timm_format.torch_logits(module, batch),
+                                   our_logits(model, params, batch))
+  print(f"ours -> transformers: max relative logit difference {difference:.2g}")
+  assert difference < RELATIVE_TOLERANCE
+
+
+def test_a_transformers_model_here_gives_its_logits(tmp_path):
+  """Both as a live model's state dict (transformers 5's module names) and as
+  the directory it saves (the file names)."""
+  transformers = hf_classes()
+  torch = library("torch")
+  torch.manual_seed(0)
+  config = transformers.ViTConfig(
+      hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+      image_size=SIZE, patch_size=4, num_labels=10, hidden_act="gelu_pytorch_tanh",
+      layer_norm_eps=1e-6)
+  module = perturbed(transformers.ViTForImageClassification(config), torch)
+  module.save_pretrained(str(tmp_path))
+  live = hf_format.from_hf(torch_state_dict(module), config.to_dict(), source="live")
+  saved = hf_format.load(str(tmp_path))
+  assert_same_params(live, saved)
+  batch = images()
+  difference = relative_difference(our_logits(tiny_model("token"), saved, batch),
+                                   timm_format.torch_logits(module, batch))
+  print(f"transformers -> ours: max relative logit difference {difference:.2g}")
+  assert difference < RELATIVE_TOLERANCE
+
+
+def test_a_timm_pth_and_a_hf_directory_fine_tune_like_an_npz(tmp_path):
+  """`pretrained.load_pretrained` reads timm's pickled state dict (torch) and
+  a Hugging Face directory to the same parameters as our own .npz."""
+  torch = library("torch")
+  model = tiny_model("token")
+  params = random_params(model)
+  npz.save_npz(params, str(tmp_path / "ours.npz"))
+  torch.save({"state_dict": {"module." + name: torch.from_numpy(value) for name, value
+                             in timm_format.to_timm(params).items()}},
+             str(tmp_path / "timm.pth"))
+  hf_format.save(params, str(tmp_path / "hf"), image_size=SIZE, mean=0.5, std=0.5)
+  fresh = random_params(tiny_model("token", num_classes=3), seed=1)
+  expected = pretrained.load_pretrained(str(tmp_path / "ours.npz"), fresh, new_grid=(4, 4),
+                                        num_prefix_tokens=1)
+  for path in ("timm.pth", "hf", "hf/model.safetensors"):
+    assert_same_params(pretrained.load_pretrained(
+        str(tmp_path / path), fresh, new_grid=(4, 4), num_prefix_tokens=1), expected)
+
+
+def test_timm_config_json_reads_as_timm_writes_it(tmp_path):
+  """The hub config.json is parsed by timm's own reader into the model we wrote."""
+  timm = library("timm")
+  library("torch")
+  params = random_params(tiny_model("gap"))
+  timm_format.save(params, str(tmp_path), image_size=SIZE, mean=0.5, std=0.5,
+                   class_names=list("abcdefghij"))
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["label_names"][3] == "d"
+  module = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+  batch = images()
+  np.testing.assert_array_equal(timm_format.torch_logits(module, batch),
+                                timm_format.torch_logits(timm_format.timm_model(str(tmp_path)),
+                                                         batch))

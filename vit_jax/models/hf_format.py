@@ -1,0 +1,303 @@
+"""ViT parameters <-> Hugging Face transformers' ViTForImageClassification.
+
+A Hugging Face model directory holds ``config.json`` (a ViTConfig, ``model_type:
+vit``) and ``model.safetensors`` (or a pickled ``pytorch_model.bin``), whose
+tensors are named ``vit.embeddings.{cls_token, position_embeddings,
+patch_embeddings.projection}``, ``vit.encoder.layer.N.{layernorm_before,
+attention.attention.{query,key,value}, attention.output.dense,
+layernorm_after, intermediate.dense, output.dense}``, ``vit.layernorm`` and
+``classifier``. transformers 5 names its modules otherwise in memory
+(``vit.layers.N.attention.q_proj``, ...) but saves and loads these names, so
+those are what `save` writes; `from_hf` takes either. A bare ViTModel's file
+lacks the ``vit.`` prefix and the classifier, and may have a pooler (Dense +
+tanh on the class token), which is our ``pre_logits`` layer.
+
+Converting is exact and needs numpy alone (state-dict files are read with
+`timm_format`'s helpers). Where the models differ:
+
+- classifier: ViTForImageClassification reads the class token only, so a
+  'gap' model is refused on export, as is our ``pre_logits`` layer, which
+  its classifier does not use.
+- GELU: ViTConfig's default ``hidden_act='gelu'`` is the exact erf form; ours
+  is the tanh approximation, which transformers calls ``gelu_pytorch_tanh``.
+  An export says so; an import of exact-GELU weights is logged.
+- LayerNorm: ours uses eps 1e-6 (an export says ``layer_norm_eps=1e-6``);
+  ViTConfig's default, and Google's converted checkpoints, say 1e-12, a
+  difference far below float32's resolution of the normalised values.
+"""
+import json
+import os
+import re
+
+import numpy as np
+from absl import logging
+
+from vit_jax.models import npz, timm_format
+from vit_jax.models.timm_format import (CONFIG_FILE, OUR_ATTENTION, OUR_BLOCK,
+                                        WEIGHTS_FILES, OurParams, TorchTensors)
+
+MODEL_TYPE = "vit"
+PREPROCESSOR_FILE = "preprocessor_config.json"
+# transformers' activation names of the GELU we compute, and of the exact one.
+TANH_GELU = "gelu_pytorch_tanh"
+_TANH_GELUS = (TANH_GELU, "gelu_new", "gelu_fast")
+_EXACT_GELU = "gelu"
+LAYER_NORM_EPS = 1e-6
+
+_LAYER = "vit.encoder.layer.{}."
+
+# transformers 5's module names (a live model's state_dict) -> the names its
+# files hold.
+_V5_RENAMES = (
+    (re.compile(r"^(vit\.)?layers\.(\d+)\."), r"\1encoder.layer.\2."),
+    (re.compile(r"\.attention\.q_proj\."), ".attention.attention.query."),
+    (re.compile(r"\.attention\.k_proj\."), ".attention.attention.key."),
+    (re.compile(r"\.attention\.v_proj\."), ".attention.attention.value."),
+    (re.compile(r"\.attention\.o_proj\."), ".attention.output.dense."),
+    (re.compile(r"\.mlp\.fc1\."), ".intermediate.dense."),
+    (re.compile(r"\.mlp\.fc2\."), ".output.dense."),
+)
+
+
+def is_hf_config(config):
+  """Whether a parsed config.json is a transformers model's (any model_type)."""
+  return isinstance(config, dict) and "model_type" in config
+
+
+# ---------------------------------------------------------------------------
+# Ours -> Hugging Face
+# ---------------------------------------------------------------------------
+
+
+def to_hf(params):
+  """ViTForImageClassification's state dict (numpy, by its file names) of ``params``."""
+  ours = OurParams(params, "transformers' ViTForImageClassification")
+  if not ours.has_cls:
+    raise ValueError("the 'gap' classifier (tokens averaged, no class token): "
+                     "transformers' ViTForImageClassification classifies the class "
+                     "token only; export this model to timm instead")
+  ours.refuse("pre_logits/kernel",
+              "transformers' ViTForImageClassification has no representation layer "
+              "(Dense + tanh) before its classifier; fine-tune with "
+              "model.representation_size=None to export to Hugging Face")
+  sd = {"vit.embeddings.cls_token": ours.take("cls"),
+        "vit.embeddings.position_embeddings": ours.take(npz.POSEMB),
+        "vit.embeddings.patch_embeddings.projection.weight":
+            timm_format.conv_to_torch(ours.take("embedding/kernel")),
+        "vit.embeddings.patch_embeddings.projection.bias": ours.take("embedding/bias")}
+  for i in range(ours.depth):
+    block, theirs = OUR_BLOCK.format(i), _LAYER.format(i)
+    for our_norm, their_norm in (("LayerNorm_0", "layernorm_before"),
+                                 ("LayerNorm_2", "layernorm_after")):
+      sd[f"{theirs}{their_norm}.weight"] = ours.take(f"{block}{our_norm}/scale")
+      sd[f"{theirs}{their_norm}.bias"] = ours.take(f"{block}{our_norm}/bias")
+    for name in ("query", "key", "value"):
+      for part, torch_part in (("kernel", "weight"), ("bias", "bias")):
+        sd[f"{theirs}attention.attention.{name}.{torch_part}"] = timm_format.heads_to_torch(
+            ours.take(f"{block}{OUR_ATTENTION}{name}/{part}"))
+    sd[f"{theirs}attention.output.dense.weight"] = timm_format.out_to_torch(
+        ours.take(f"{block}{OUR_ATTENTION}out/kernel"))
+    sd[f"{theirs}attention.output.dense.bias"] = ours.take(f"{block}{OUR_ATTENTION}out/bias")
+    for our_dense, their_dense in (("Dense_0", "intermediate.dense"),
+                                   ("Dense_1", "output.dense")):
+      sd[f"{theirs}{their_dense}.weight"] = ours.take(f"{block}MlpBlock_3/{our_dense}/kernel").T
+      sd[f"{theirs}{their_dense}.bias"] = ours.take(f"{block}MlpBlock_3/{our_dense}/bias")
+  sd["vit.layernorm.weight"] = ours.take("Transformer/encoder_norm/scale")
+  sd["vit.layernorm.bias"] = ours.take("Transformer/encoder_norm/bias")
+  if "head/kernel" in ours.flat:
+    sd["classifier.weight"] = ours.take("head/kernel").T
+    sd["classifier.bias"] = ours.take("head/bias")
+  ours.check_all_taken()
+  return {name: np.ascontiguousarray(value) for name, value in sd.items()}
+
+
+def hf_config(params, *, image_size, class_names=None):
+  """The ViTConfig (config.json) of ViTForImageClassification for ``params``.
+
+  The labels are the run's class names where it has them, else LABEL_i.
+  """
+  ours = OurParams(params, "transformers' ViTForImageClassification")
+  names = list(class_names or [f"LABEL_{i}" for i in range(ours.num_classes)])
+  config = {
+      "architectures": ["ViTForImageClassification"],
+      "model_type": MODEL_TYPE,
+      "hidden_size": ours.width,
+      "num_hidden_layers": ours.depth,
+      "num_attention_heads": ours.heads,
+      "intermediate_size": ours.mlp_dim,
+      "hidden_act": TANH_GELU,
+      "hidden_dropout_prob": 0.0,
+      "attention_probs_dropout_prob": 0.0,
+      "initializer_range": 0.02,
+      "layer_norm_eps": LAYER_NORM_EPS,
+      "image_size": image_size,
+      "patch_size": ours.patch,
+      "num_channels": 3,
+      "qkv_bias": True,
+      "encoder_stride": ours.patch,
+      "dtype": "float32",
+      "id2label": {str(i): name for i, name in enumerate(names)},
+  }
+  if len(set(names)) == len(names):
+    config["label2id"] = {name: i for i, name in enumerate(names)}
+  return config
+
+
+def preprocessor_config(*, image_size, mean, std):
+  """ViTImageProcessor's settings that give the model its input range."""
+  return {"image_processor_type": "ViTImageProcessor",
+          "do_resize": True, "size": {"height": image_size, "width": image_size},
+          "resample": 2,  # bilinear
+          "do_rescale": True, "rescale_factor": 1 / 255,
+          "do_normalize": True, "image_mean": [mean] * 3, "image_std": [std] * 3}
+
+
+def save(params, out, *, image_size, mean, std, class_names=None):
+  """Writes a Hugging Face model directory: config.json, model.safetensors and
+  preprocessor_config.json (``mean``, ``std`` normalise [0, 1] pixels to the
+  model's input range). Returns the config."""
+  state_dict = to_hf(params)  # refusals before anything is written
+  config = hf_config(params, image_size=image_size, class_names=class_names)
+  os.makedirs(out, exist_ok=True)
+  timm_format.write_safetensors(state_dict, os.path.join(out, WEIGHTS_FILES[0]))
+  for name, content in ((CONFIG_FILE, config), (PREPROCESSOR_FILE, preprocessor_config(
+      image_size=image_size, mean=mean, std=std))):
+    with open(os.path.join(out, name), "w") as f:
+      json.dump(content, f, indent=2)
+  return config
+
+
+def hf_model(directory):
+  """transformers' ViTForImageClassification of a model directory (needs transformers)."""
+  transformers = timm_format.require("transformers",
+                                     purpose="building a Hugging Face model")
+  return transformers.ViTForImageClassification.from_pretrained(directory).eval()
+
+
+# ---------------------------------------------------------------------------
+# Hugging Face -> ours
+# ---------------------------------------------------------------------------
+
+
+def _file_names(state_dict):
+  """``state_dict`` under the names of a ViTForImageClassification file."""
+  renamed = {}
+  for name, value in state_dict.items():
+    for pattern, replacement in _V5_RENAMES:
+      name = pattern.sub(replacement, name)
+    renamed[name] = value
+  if not any(name.startswith("vit.") for name in renamed):  # a bare ViTModel
+    renamed = {name if name.startswith("classifier.") else "vit." + name: value
+               for name, value in renamed.items()}
+  return renamed
+
+
+def _size(value, what, source):
+  """A square size from a config value (an int or [h, w])."""
+  if isinstance(value, (list, tuple)):
+    if len(set(value)) != 1:
+      raise ValueError(f"{source}: {what} {value} is not square, as this ViT's patches are")
+    value = value[0]
+  return int(value)
+
+
+def from_hf(state_dict, config, *, source):
+  """Our ViT parameters (numpy) from a transformers ViT state dict and its config.
+
+  The config gives width, depth, heads, MLP size and patch size, which the
+  tensors must have; the position embeddings give the grid. Without query/
+  key/value biases (``qkv_bias=False``) ours are zero, which computes the same.
+  """
+  if config.get("model_type") != MODEL_TYPE:
+    raise ValueError(f"{source}: model_type {config.get('model_type')!r}; this ViT "
+                     f"reads Hugging Face's model_type {MODEL_TYPE!r}")
+  act = config.get("hidden_act", _EXACT_GELU)
+  if act not in (_EXACT_GELU, *_TANH_GELUS):
+    raise ValueError(f"{source}: hidden_act={act!r}; this ViT computes GELU (its "
+                     f"tanh approximation)")
+  if act == _EXACT_GELU:
+    logging.warning("%s uses the exact (erf) GELU, this ViT its tanh approximation: "
+                    "its logits here differ slightly from transformers' until "
+                    "fine-tuned", source)
+  if config.get("num_channels", 3) != 3:
+    raise ValueError(f"{source}: num_channels={config['num_channels']}; this ViT takes "
+                     f"RGB images")
+  width = int(config.get("hidden_size", 768))
+  depth = int(config.get("num_hidden_layers", 12))
+  heads = int(config.get("num_attention_heads", 12))
+  mlp_dim = int(config.get("intermediate_size", 3072))
+  patch = _size(config.get("patch_size", 16), "patch_size", source)
+  if width % heads:
+    raise ValueError(f"{source}: hidden_size {width} is not divisible by "
+                     f"num_attention_heads {heads}")
+
+  state_dict = _file_names(state_dict)
+  # Masked-image modelling's mask token takes no part in classification.
+  state_dict.pop("vit.embeddings.mask_token", None)
+  has_classifier = "classifier.weight" in state_dict
+  if has_classifier:  # ViTForImageClassification does not run a pooler
+    state_dict = {n: v for n, v in state_dict.items() if not n.startswith("vit.pooler.")}
+  sd = TorchTensors(state_dict, source, f"Hugging Face ViT of hidden_size {width}, "
+                                        f"{depth} layers, intermediate_size {mlp_dim}")
+  tokens = sd.shape("vit.embeddings.position_embeddings")[1]
+  flat = {"cls": sd.take("vit.embeddings.cls_token", (1, 1, width)),
+          npz.POSEMB: sd.take("vit.embeddings.position_embeddings", (1, tokens, width)),
+          "embedding/kernel": timm_format.conv_from_torch(sd.take(
+              "vit.embeddings.patch_embeddings.projection.weight", (width, 3, patch, patch))),
+          "embedding/bias": sd.take("vit.embeddings.patch_embeddings.projection.bias",
+                                    (width,))}
+  qkv_bias = config.get("qkv_bias", True)
+  for i in range(depth):
+    block, theirs = OUR_BLOCK.format(i), _LAYER.format(i)
+    for our_norm, their_norm in (("LayerNorm_0", "layernorm_before"),
+                                 ("LayerNorm_2", "layernorm_after")):
+      flat[f"{block}{our_norm}/scale"] = sd.take(f"{theirs}{their_norm}.weight", (width,))
+      flat[f"{block}{our_norm}/bias"] = sd.take(f"{theirs}{their_norm}.bias", (width,))
+    for name in ("query", "key", "value"):
+      weight = sd.take(f"{theirs}attention.attention.{name}.weight", (width, width))
+      bias = (sd.take(f"{theirs}attention.attention.{name}.bias", (width,)) if qkv_bias
+              else np.zeros(width, weight.dtype))
+      flat[f"{block}{OUR_ATTENTION}{name}/kernel"] = timm_format.heads_from_torch(weight, heads)
+      flat[f"{block}{OUR_ATTENTION}{name}/bias"] = timm_format.heads_from_torch(bias, heads)
+    flat[f"{block}{OUR_ATTENTION}out/kernel"] = timm_format.out_from_torch(
+        sd.take(f"{theirs}attention.output.dense.weight", (width, width)), heads)
+    flat[f"{block}{OUR_ATTENTION}out/bias"] = sd.take(f"{theirs}attention.output.dense.bias",
+                                                  (width,))
+    for our_dense, their_dense, (n_out, n_in) in (
+        ("Dense_0", "intermediate.dense", (mlp_dim, width)),
+        ("Dense_1", "output.dense", (width, mlp_dim))):
+      flat[f"{block}MlpBlock_3/{our_dense}/kernel"] = sd.take(
+          f"{theirs}{their_dense}.weight", (n_out, n_in)).T
+      flat[f"{block}MlpBlock_3/{our_dense}/bias"] = sd.take(f"{theirs}{their_dense}.bias",
+                                                           (n_out,))
+  flat["Transformer/encoder_norm/scale"] = sd.take("vit.layernorm.weight", (width,))
+  flat["Transformer/encoder_norm/bias"] = sd.take("vit.layernorm.bias", (width,))
+  if "vit.pooler.dense.weight" in state_dict:
+    if config.get("pooler_act", "tanh") != "tanh":
+      raise ValueError(f"{source}: pooler_act={config['pooler_act']!r}; this ViT's "
+                       f"pre_logits layer is Dense + tanh")
+    size = sd.shape("vit.pooler.dense.weight")[0]
+    flat["pre_logits/kernel"] = sd.take("vit.pooler.dense.weight", (size, width)).T
+    flat["pre_logits/bias"] = sd.take("vit.pooler.dense.bias", (size,))
+  if has_classifier:
+    features = flat["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in flat else width
+    num_classes = sd.shape("classifier.weight")[0]
+    flat["head/kernel"] = sd.take("classifier.weight", (num_classes, features)).T
+    flat["head/bias"] = sd.take("classifier.bias", (num_classes,))
+  sd.check_all_taken()
+  return npz.unflatten({name: np.ascontiguousarray(value) for name, value in flat.items()})
+
+
+def load(path):
+  """Our parameters from a Hugging Face ViT: its directory, or its weights file
+  with config.json beside it."""
+  if os.path.isdir(path):
+    directory, weights = path, timm_format.weights_file(path)
+  else:
+    directory, weights = os.path.dirname(path), path
+  config_path = os.path.join(directory, CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    raise FileNotFoundError(f"{path}: a Hugging Face ViT needs its {CONFIG_FILE} "
+                            f"(sizes, heads, activation) beside the weights")
+  return from_hf(timm_format.read_state_dict(weights), timm_format.read_json(config_path),
+                 source=path)

@@ -1,0 +1,606 @@
+"""ViT parameters <-> timm's VisionTransformer, and the files that hold a state dict.
+
+timm (PyTorch Image Models) keeps a ViT as a PyTorch state dict:
+``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.N.{norm1,
+attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``, ``head``. Here a
+state dict is a flat dict of numpy arrays by those names, so converting needs
+neither torch nor timm: `to_timm` and `from_timm` are exact (transposes and
+reshapes), and `save` writes timm's hub layout (``model.safetensors`` and
+``config.json``) with numpy alone. Reading a pickled ``.pth``/``.bin`` needs
+torch, and building timm's model needs timm; both are imported only then,
+and their absence is a one-line `MissingPackageError`.
+
+Where the two models differ, the conversion keeps our model's function and
+refuses what it cannot keep, naming the tensor:
+
+- pooling: our 'gap' classifier normalises every token (``encoder_norm``) and
+  then averages, while timm's ``global_pool='avg'`` by default averages and
+  then normalises (``fc_norm``). An export says ``fc_norm=False``; a state
+  dict with ``fc_norm`` tensors is refused rather than changed.
+- position embeddings: ``pos_embed`` has a row for the class token unless
+  timm's ``no_embed_class``, which adds none to it; ours always adds row 0,
+  so such a checkpoint gets a zero row there, which sums to the same.
+- GELU: ours is flax's tanh approximation, as in the original ViT; timm's
+  default ``nn.GELU`` is the exact erf form. An export sets
+  ``act_layer='gelu_tanh'``; an import of exact-GELU weights is logged,
+  since its logits move slightly (docs/checkpoints.md).
+- what our ViT does not have (register and distillation tokens, layer scale,
+  qk-norm, a pre-norm, attention pooling; our ``pre_logits`` layer on the
+  way out) is refused by name.
+
+The helpers for state-dict files (`read_state_dict`, `write_safetensors`,
+`weights_file`, `require`, `torch_logits`) serve `hf_format` too.
+"""
+import importlib
+import json
+import os
+import re
+import sys
+
+import numpy as np
+from absl import logging
+
+from vit_jax.models import npz, vit
+
+INSTALL_INTEROP = "pip install -e '.[interop]'"
+CONFIG_FILE = "config.json"
+# What a model directory holds its weights in, preferred first (timm's hub
+# layout and Hugging Face's alike).
+WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".bin", ".pt")
+
+# Our names inside one block.
+OUR_BLOCK = "Transformer/encoderblock_{}/"
+OUR_ATTENTION = "MultiHeadDotProductAttention_1/"
+OUR_BLOCK_RE = re.compile(r"^Transformer/encoderblock_(\d+)/")
+
+# timm's registered names of the plain ViT shapes (our VARIANTS) and their
+# sizes; an export whose shape is one of them takes that name.
+_TIMM_SIZES = {"Ti": "tiny", "S": "small", "B": "base", "L": "large", "H": "huge"}
+TIMM_NAMES = frozenset({
+    "vit_tiny_patch16_224", "vit_tiny_patch16_384",
+    "vit_small_patch8_224", "vit_small_patch16_224", "vit_small_patch16_384",
+    "vit_small_patch32_224", "vit_small_patch32_384",
+    "vit_base_patch8_224", "vit_base_patch16_224", "vit_base_patch16_384",
+    "vit_base_patch32_224", "vit_base_patch32_384",
+    "vit_large_patch14_224", "vit_large_patch16_224", "vit_large_patch16_384",
+    "vit_large_patch32_224", "vit_large_patch32_384", "vit_huge_patch14_224"})
+# Any shape can be built from this name with model_args overriding it.
+_DEFAULT_ARCHITECTURE = "vit_base_patch16_224"
+_ARCHITECTURE_RE = re.compile(r"^vit_(tiny|small|base|large|huge)_")
+
+# timm tensors of models that are not ours: (name regex, what it is).
+_UNSUPPORTED = (
+    (r"reg_token", "register tokens (reg_tokens)"),
+    (r"dist_token|head_dist\.", "DeiT's distillation token and head"),
+    (r"fc_norm\.", "a LayerNorm after pooling (fc_norm; this ViT's 'gap' "
+                   "normalises the tokens before averaging them)"),
+    (r"norm_pre\.", "a LayerNorm before the blocks (pre_norm, as in CLIP)"),
+    (r"blocks\.\d+\.ls[12]\.", "layer scale (init_values)"),
+    (r"blocks\.\d+\.attn\.[qk]_norm\.", "query/key normalisation (qk_norm)"),
+    (r"attn_pool\.", "attention pooling (global_pool='map')"),
+)
+# timm's act_layer names of the GELU we compute, and of the exact one.
+TANH_GELU = "gelu_tanh"
+_EXACT_GELUS = (None, "gelu")
+
+
+class MissingPackageError(ModuleNotFoundError, ValueError):
+  """An optional package that a format needs is not installed.
+
+  Also a ValueError, so a command line reports it as its one line
+  (`vit_jax.runtime.cli`).
+  """
+
+
+# Packages whose import brings torch, and with it (through torch.fx) triton.
+_TORCH_PACKAGES = ("torch", "timm", "transformers")
+
+
+def _keep_triton_out_after_tensorflow():
+  """Keeps triton from loading into a process that has TensorFlow.
+
+  torch's Linux wheels bring triton, which torch.fx imports (timm and
+  transformers import that); triton and TensorFlow each carry LLVM, and
+  triton loaded after TensorFlow crashes the process (a segfault in
+  libtriton). Our commands load TensorFlow first (the input pipeline,
+  SavedModel export) and run torch on the CPU only, which needs no triton:
+  torch, finding none, does without it.
+  """
+  if "tensorflow" in sys.modules and "triton" not in sys.modules:
+    sys.modules["triton"] = None  # `import triton` raises ImportError
+    logging.info("triton kept out of this process, which has TensorFlow")
+
+
+def require(module, *, purpose, package=None, install=INSTALL_INTEROP):
+  """``module``, imported; a `MissingPackageError` naming ``package`` if absent."""
+  package = package or module.split(".")[0]
+  if package in _TORCH_PACKAGES:
+    _keep_triton_out_after_tensorflow()
+  try:
+    return importlib.import_module(module)
+  except ImportError:
+    raise MissingPackageError(f"{purpose} needs {package}, which is not installed: "
+                              f"{install}", name=package) from None
+
+
+# ---------------------------------------------------------------------------
+# State-dict files
+# ---------------------------------------------------------------------------
+
+
+def read_state_dict(path):
+  """The tensors of a PyTorch state-dict file, as numpy arrays by name.
+
+  ``.safetensors`` is read with numpy alone (bfloat16 through ml_dtypes,
+  which jax brings). A pickled ``.pth``/``.bin`` needs torch and is loaded
+  with ``weights_only=True``, which refuses arbitrary Python objects; a
+  training checkpoint's ``state_dict`` (or ``model``) entry is taken, and
+  DistributedDataParallel's ``module.`` prefix dropped.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"checkpoint file {path} does not exist")
+  if path.endswith(".safetensors"):
+    import ml_dtypes  # noqa: F401  (gives numpy the bfloat16 that safetensors names)
+    safetensors = require("safetensors.numpy", purpose=f"reading {path}",
+                          install="pip install -e .")
+    try:
+      tensors = safetensors.load_file(path)
+    except Exception as e:  # safetensors' own error type, OSError, ...
+      raise ValueError(f"{path} is not a readable .safetensors file: "
+                       f"{str(e).splitlines()[0]}") from None
+  else:
+    torch = require("torch", purpose=f"reading {path}")
+    try:
+      loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle's, zipfile's and torch's errors alike
+      raise ValueError(f"{path} is no PyTorch file that torch reads without running "
+                       f"code (weights_only): {str(e).splitlines()[0]}") from None
+    for key in ("state_dict", "model"):
+      if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+        loaded = loaded[key]
+    if not isinstance(loaded, dict) or not all(
+        isinstance(t, torch.Tensor) for t in loaded.values()):
+      raise ValueError(f"{path} holds no state dict (a dict of tensors by name)")
+    tensors = {name: (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+               for name, t in loaded.items()}
+  return {name.removeprefix("module."): value for name, value in tensors.items()}
+
+
+def write_safetensors(tensors, path):
+  """Writes numpy ``tensors`` to ``path`` as a PyTorch-flavoured .safetensors.
+
+  ``format: pt`` in the metadata is what transformers checks before loading.
+  """
+  safetensors = require("safetensors.numpy", purpose=f"writing {path}",
+                        install="pip install -e .")
+  safetensors.save_file({name: np.ascontiguousarray(value)
+                         for name, value in tensors.items()},
+                        path, metadata={"format": "pt"})
+
+
+def weights_file(directory):
+  """The weights file of a model directory (timm hub or Hugging Face layout)."""
+  for name in WEIGHTS_FILES:
+    if os.path.isfile(os.path.join(directory, name)):
+      return os.path.join(directory, name)
+  raise FileNotFoundError(f"{directory} holds no weights: neither "
+                          f"{' nor '.join(WEIGHTS_FILES)}")
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def torch_logits(module, images):
+  """A torch classifier's logits of NHWC float32 ``images``, as numpy."""
+  torch = require("torch", purpose="running a PyTorch model")
+  with torch.no_grad():
+    out = module(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
+  return getattr(out, "logits", out).numpy()
+
+
+# ---------------------------------------------------------------------------
+# Both directions of one tensor: torch Linear weights are (out, in)
+# ---------------------------------------------------------------------------
+
+
+def heads_to_torch(kernel):
+  """Our query/key/value kernel (D, H, Dh) or bias (H, Dh) -> torch (H*Dh, D) or (H*Dh,)."""
+  return kernel.reshape(kernel.shape[0], -1).T if kernel.ndim == 3 else kernel.reshape(-1)
+
+
+def heads_from_torch(weight, heads):
+  """torch (H*Dh, D) or (H*Dh,) -> our (D, H, Dh) or (H, Dh)."""
+  if weight.ndim == 2:
+    return weight.T.reshape(weight.shape[1], heads, -1)
+  return weight.reshape(heads, -1)
+
+
+def out_to_torch(kernel):
+  """Our attention output kernel (H, Dh, D) -> torch (D, H*Dh)."""
+  return kernel.reshape(-1, kernel.shape[-1]).T
+
+
+def out_from_torch(weight, heads):
+  """torch (D, H*Dh) -> our (H, Dh, D)."""
+  return weight.T.reshape(heads, -1, weight.shape[0])
+
+
+def conv_to_torch(kernel):
+  """Our patch embedding (P, P, C, D), HWIO -> torch (D, C, P, P), OIHW."""
+  return kernel.transpose(3, 2, 0, 1)
+
+
+def conv_from_torch(weight):
+  return weight.transpose(2, 3, 1, 0)
+
+
+class OurParams:
+  """Our flat parameters, taken one by one; what is left is named.
+
+  ``to_timm`` and `hf_format.to_hf` take every parameter they convert, so a
+  parameter of another model (a hybrid's ResNet stem, a BiT) is named rather
+  than dropped.
+  """
+
+  def __init__(self, params, target):
+    self.flat = npz.npz_arrays(params)  # float32 where the run kept bfloat16
+    self.left = dict(self.flat)
+    self.target = target
+    if "embedding/kernel" not in self.flat or self.flat["embedding/kernel"].ndim != 4:
+      raise ValueError(f"these parameters are no plain ViT's (no patch embedding "
+                       f"'embedding/kernel'), so there is no {target} of them")
+    self.patch, _, _, self.width = self.flat["embedding/kernel"].shape
+    blocks = {int(m[1]) for m in map(OUR_BLOCK_RE.match, self.flat) if m}
+    self.depth = max(blocks) + 1 if blocks else 0
+    query = self.flat.get(OUR_BLOCK.format(0) + OUR_ATTENTION + "query/kernel")
+    self.heads = query.shape[1] if query is not None else None
+    mlp = self.flat.get(OUR_BLOCK.format(0) + "MlpBlock_3/Dense_0/kernel")
+    self.mlp_dim = mlp.shape[1] if mlp is not None else None
+    self.has_cls = "cls" in self.flat
+    self.num_classes = (self.flat["head/kernel"].shape[1] if "head/kernel" in self.flat
+                        else 0)
+
+  def take(self, name):
+    if name not in self.left:
+      raise ValueError(f"parameter {name} is missing, which {self.target} needs")
+    return self.left.pop(name)
+
+  def refuse(self, name, why):
+    if name in self.flat:
+      raise ValueError(f"parameter {name}: {why}")
+
+  def check_all_taken(self):
+    if self.left:
+      raise ValueError(f"parameter {sorted(self.left)[0]} has no counterpart in "
+                       f"{self.target} ({len(self.left)} such)")
+
+
+class TorchTensors:
+  """A state dict, taken tensor by tensor with the shape each must have.
+
+  Errors name the file and the tensor: a missing one, one of another shape,
+  and, once converted, any left over.
+  """
+
+  def __init__(self, state_dict, source, model):
+    self.tensors = state_dict
+    self.left = dict(state_dict)
+    self.source = source
+    self.model = model
+
+  def _missing(self, name):
+    return ValueError(f"{self.source}: tensor {name} is missing, which a {self.model} has")
+
+  def shape(self, name):
+    if name not in self.tensors:
+      raise self._missing(name)
+    return self.tensors[name].shape
+
+  def take(self, name, shape):
+    if name not in self.left:
+      raise self._missing(name)
+    value = self.left.pop(name)
+    if tuple(value.shape) != tuple(shape):
+      raise ValueError(f"{self.source}: tensor {name} has shape {tuple(value.shape)}, "
+                       f"but {tuple(shape)} in a {self.model}")
+    return value
+
+  def check_all_taken(self):
+    if self.left:
+      raise ValueError(f"{self.source}: tensor {sorted(self.left)[0]} has no counterpart "
+                       f"in this ViT ({len(self.left)} such)")
+
+
+def _block_count(names, pattern):
+  blocks = {int(m[1]) for m in map(re.compile(pattern).match, names) if m}
+  return max(blocks) + 1 if blocks else 0
+
+
+def _is_square(n):
+  return n >= 0 and int(round(np.sqrt(n))) ** 2 == n
+
+
+# ---------------------------------------------------------------------------
+# Ours -> timm
+# ---------------------------------------------------------------------------
+
+
+def to_timm(params):
+  """timm's VisionTransformer state dict (numpy, by torch name) of our ``params``.
+
+  A ``pre_logits`` layer is refused: timm's ViT has no representation layer.
+  """
+  ours = OurParams(params, "timm's VisionTransformer")
+  ours.refuse("pre_logits/kernel",
+              "timm's VisionTransformer has no representation layer (Dense + tanh "
+              "before the head); fine-tune with model.representation_size=None to "
+              "export to timm")
+  sd = {"patch_embed.proj.weight": conv_to_torch(ours.take("embedding/kernel")),
+        "patch_embed.proj.bias": ours.take("embedding/bias")}
+  if ours.has_cls:
+    sd["cls_token"] = ours.take("cls")
+  sd["pos_embed"] = ours.take(npz.POSEMB)
+  for i in range(ours.depth):
+    block, theirs = OUR_BLOCK.format(i), f"blocks.{i}."
+    for our_norm, their_norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+      sd[f"{theirs}{their_norm}.weight"] = ours.take(f"{block}{our_norm}/scale")
+      sd[f"{theirs}{their_norm}.bias"] = ours.take(f"{block}{our_norm}/bias")
+    for part in ("kernel", "bias"):
+      sd[f"{theirs}attn.qkv.{'weight' if part == 'kernel' else 'bias'}"] = np.concatenate(
+          [heads_to_torch(ours.take(f"{block}{OUR_ATTENTION}{name}/{part}"))
+           for name in ("query", "key", "value")])
+    sd[f"{theirs}attn.proj.weight"] = out_to_torch(ours.take(f"{block}{OUR_ATTENTION}out/kernel"))
+    sd[f"{theirs}attn.proj.bias"] = ours.take(f"{block}{OUR_ATTENTION}out/bias")
+    for our_dense, their_fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+      sd[f"{theirs}mlp.{their_fc}.weight"] = ours.take(f"{block}MlpBlock_3/{our_dense}/kernel").T
+      sd[f"{theirs}mlp.{their_fc}.bias"] = ours.take(f"{block}MlpBlock_3/{our_dense}/bias")
+  sd["norm.weight"] = ours.take("Transformer/encoder_norm/scale")
+  sd["norm.bias"] = ours.take("Transformer/encoder_norm/bias")
+  if "head/kernel" in ours.flat:
+    sd["head.weight"] = ours.take("head/kernel").T
+    sd["head.bias"] = ours.take("head/bias")
+  ours.check_all_taken()
+  return {name: np.ascontiguousarray(value) for name, value in sd.items()}
+
+
+def model_args(params, *, image_size):
+  """timm's VisionTransformer arguments that build the model of ``params``."""
+  ours = OurParams(params, "timm's VisionTransformer")
+  mlp_ratio = ours.mlp_dim / ours.width
+  if int(ours.width * mlp_ratio) != ours.mlp_dim:  # how timm sizes its MLP
+    raise ValueError(f"an MLP of {ours.mlp_dim} units is no mlp_ratio timm can "
+                     f"state for width {ours.width}")
+  return dict(
+      img_size=image_size, patch_size=ours.patch, embed_dim=ours.width,
+      depth=ours.depth, num_heads=ours.heads, mlp_ratio=mlp_ratio,
+      class_token=ours.has_cls, global_pool="token" if ours.has_cls else "avg",
+      fc_norm=False, act_layer=TANH_GELU, num_classes=ours.num_classes)
+
+
+def architecture(args):
+  """timm's registered name of the shape in ``args``, or the default to override."""
+  shape = (args["embed_dim"], args["depth"], int(args["embed_dim"] * args["mlp_ratio"]),
+           args["num_heads"])
+  for variant, size in _TIMM_SIZES.items():
+    name = f"vit_{size}_patch{args['patch_size']}_{args['img_size']}"
+    if vit.VARIANTS[variant] == shape and name in TIMM_NAMES:
+      return name
+  return _DEFAULT_ARCHITECTURE
+
+
+def hub_config(params, *, image_size, mean, std, class_names=None):
+  """The config.json of timm's hub layout for ``params``.
+
+  ``model_args`` states every argument that differs from a plain timm ViT
+  (the tanh GELU, the pooling, no fc_norm), even where ``architecture``
+  names the shape, so the architecture's defaults never decide.
+  """
+  args = model_args(params, image_size=image_size)
+  name = architecture(args)
+  config = {
+      "architecture": name,
+      "num_classes": args["num_classes"],
+      "num_features": args["embed_dim"],
+      "global_pool": args["global_pool"],
+      "model_args": args,
+      "pretrained_cfg": {
+          "architecture": name,
+          "input_size": [3, image_size, image_size],
+          "fixed_input_size": True,
+          "interpolation": "bilinear",
+          "crop_pct": 1.0,
+          "crop_mode": "center",
+          "mean": [mean] * 3,
+          "std": [std] * 3,
+          "num_classes": args["num_classes"],
+          "first_conv": "patch_embed.proj",
+          "classifier": "head",
+          "custom_load": False,
+      },
+  }
+  if class_names:
+    config["label_names"] = list(class_names)
+  return config
+
+
+def save(params, out, *, image_size, mean, std, class_names=None):
+  """Writes ``out``/model.safetensors and ``out``/config.json in timm's hub layout.
+
+  ``mean`` and ``std`` are timm's normalisation of [0, 1] pixels that gives
+  the model's input range (0.5, 0.5 for [-1, 1]). Returns the config.
+  """
+  state_dict = to_timm(params)  # refusals before anything is written
+  config = hub_config(params, image_size=image_size, mean=mean, std=std,
+                      class_names=class_names)
+  os.makedirs(out, exist_ok=True)
+  write_safetensors(state_dict, os.path.join(out, WEIGHTS_FILES[0]))
+  with open(os.path.join(out, CONFIG_FILE), "w") as f:
+    json.dump(config, f, indent=2)
+  return config
+
+
+def timm_model(directory):
+  """timm's model of a `save`d directory, built as docs/checkpoints.md says (needs timm).
+
+  The head is kept only where the overlay's ``num_classes`` matches the
+  model's; timm otherwise drops it and starts that layer afresh.
+  """
+  timm = require("timm", purpose="building a timm model")
+  config = read_json(os.path.join(directory, CONFIG_FILE))
+  model = timm.create_model(
+      config["architecture"], pretrained=True,
+      pretrained_cfg_overlay=dict(file=os.path.join(directory, WEIGHTS_FILES[0]),
+                                  num_classes=config["num_classes"]),
+      **config["model_args"])
+  return model.eval()
+
+
+# ---------------------------------------------------------------------------
+# timm -> ours
+# ---------------------------------------------------------------------------
+
+
+def _timm_args(config):
+  """The model arguments a timm config.json states (hub layout or a bare pretrained_cfg)."""
+  args = dict(config.get("model_args") or {})
+  pretrained_cfg = config.get("pretrained_cfg") or {}
+  name = config.get("architecture") or pretrained_cfg.get("architecture")
+  if name:
+    args.setdefault("architecture", name)
+  if config.get("global_pool") is not None:
+    args.setdefault("global_pool", config["global_pool"])
+  return args
+
+
+def _heads_of(args, width, num_heads, source):
+  """Heads, which no tensor's shape tells: config.json, the name, or the caller."""
+  if args.get("num_heads"):
+    return int(args["num_heads"])
+  match = _ARCHITECTURE_RE.match(args.get("architecture") or "")
+  if match and "embed_dim" not in args:
+    variant = {size: v for v, size in _TIMM_SIZES.items()}[match[1]]
+    if vit.VARIANTS[variant][0] == width:
+      return vit.VARIANTS[variant][3]
+  if num_heads:
+    logging.warning("%s: %d attention heads, as the caller says (no config.json "
+                    "states them)", source, num_heads)
+    return int(num_heads)
+  raise ValueError(f"{source}: the number of attention heads (num_heads) is not "
+                   f"in the tensors' shapes; put timm's config.json (model_args, or "
+                   f"an architecture name such as vit_base_patch16_224) beside the file")
+
+
+def from_timm(state_dict, *, source, config=None, num_heads=None):
+  """Our ViT parameters (numpy) from a timm VisionTransformer state dict.
+
+  ``config`` is timm's config.json, where there is one: it gives the heads,
+  the pooling, the activation and ``no_embed_class``; without it, the heads
+  come from ``num_heads`` and the rest from the tensors (a class token reads
+  the class token; without one, the tokens are averaged). ``source`` names
+  the checkpoint in errors.
+  """
+  args = _timm_args(config or {})
+  names = sorted(state_dict)
+  if any(n.startswith(("vit.embeddings.", "embeddings.patch_embeddings.")) for n in names):
+    raise ValueError(f"{source} holds Hugging Face transformers names "
+                     f"(vit.embeddings...), not timm's: give the model directory "
+                     f"with its config.json")
+  for name in names:
+    for pattern, what in _UNSUPPORTED:
+      if re.match(pattern, name):
+        raise ValueError(f"{source}: tensor {name} is {what}, which this ViT "
+                         f"does not have")
+  act = args.get("act_layer")
+  if act not in (*_EXACT_GELUS, TANH_GELU):
+    raise ValueError(f"{source}: act_layer={act!r}; this ViT computes GELU "
+                     f"(its tanh approximation)")
+  if act in _EXACT_GELUS:
+    logging.warning("%s uses the exact (erf) GELU, this ViT its tanh approximation: "
+                    "its logits here differ slightly from timm's until fine-tuned",
+                    source)
+
+  sd = TorchTensors(state_dict, source, "timm ViT")
+  width, channels, patch, patch_w = sd.shape("patch_embed.proj.weight")
+  if channels != 3 or patch != patch_w:
+    raise ValueError(f"{source}: tensor patch_embed.proj.weight has shape "
+                     f"{sd.shape('patch_embed.proj.weight')}; this ViT takes square "
+                     f"patches of RGB images")
+  depth = _block_count(names, r"^blocks\.(\d+)\.")
+  mlp_dim = sd.shape("blocks.0.mlp.fc1.weight")[0]
+  heads = _heads_of(args, width, num_heads, source)
+  if width % heads:
+    raise ValueError(f"{source}: width {width} is not divisible by {heads} heads")
+  has_cls = "cls_token" in state_dict
+  pool = args.get("global_pool")
+  if pool not in (None, "token" if has_cls else "avg"):
+    raise ValueError(
+        f"{source}: global_pool={pool!r} {'beside' if has_cls else 'without'} a class "
+        f"token; this ViT reads the class token ('token') or averages all tokens "
+        f"of a model without one ('gap')")
+  sd.model = f"timm ViT of width {width}, depth {depth}, MLP {mlp_dim}"
+
+  flat = {"embedding/kernel": conv_from_torch(
+              sd.take("patch_embed.proj.weight", (width, 3, patch, patch))),
+          "embedding/bias": sd.take("patch_embed.proj.bias", (width,))}
+  if has_cls:
+    flat["cls"] = sd.take("cls_token", (1, 1, width))
+  tokens = sd.shape("pos_embed")[1]
+  posemb = sd.take("pos_embed", (1, tokens, width))
+  no_embed_class = args.get("no_embed_class")
+  if no_embed_class is None:  # the patch tokens alone form a square grid
+    no_embed_class = _is_square(tokens) and not _is_square(tokens - 1)
+  if has_cls and no_embed_class:
+    posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
+  flat[npz.POSEMB] = posemb
+  for i in range(depth):
+    block, theirs = OUR_BLOCK.format(i), f"blocks.{i}."
+    for our_norm, their_norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+      flat[f"{block}{our_norm}/scale"] = sd.take(f"{theirs}{their_norm}.weight", (width,))
+      flat[f"{block}{our_norm}/bias"] = sd.take(f"{theirs}{their_norm}.bias", (width,))
+    qkv = sd.take(f"{theirs}attn.qkv.weight", (3 * width, width))
+    qkv_bias = sd.take(f"{theirs}attn.qkv.bias", (3 * width,))
+    for name, weight, bias in zip(("query", "key", "value"), np.split(qkv, 3),
+                                  np.split(qkv_bias, 3)):
+      flat[f"{block}{OUR_ATTENTION}{name}/kernel"] = heads_from_torch(weight, heads)
+      flat[f"{block}{OUR_ATTENTION}{name}/bias"] = heads_from_torch(bias, heads)
+    flat[f"{block}{OUR_ATTENTION}out/kernel"] = out_from_torch(
+        sd.take(f"{theirs}attn.proj.weight", (width, width)), heads)
+    flat[f"{block}{OUR_ATTENTION}out/bias"] = sd.take(f"{theirs}attn.proj.bias", (width,))
+    for our_dense, their_fc, (n_out, n_in) in (("Dense_0", "fc1", (mlp_dim, width)),
+                                               ("Dense_1", "fc2", (width, mlp_dim))):
+      flat[f"{block}MlpBlock_3/{our_dense}/kernel"] = sd.take(
+          f"{theirs}mlp.{their_fc}.weight", (n_out, n_in)).T
+      flat[f"{block}MlpBlock_3/{our_dense}/bias"] = sd.take(
+          f"{theirs}mlp.{their_fc}.bias", (n_out,))
+  flat["Transformer/encoder_norm/scale"] = sd.take("norm.weight", (width,))
+  flat["Transformer/encoder_norm/bias"] = sd.take("norm.bias", (width,))
+  if "head.weight" in state_dict:
+    num_classes = sd.shape("head.weight")[0]
+    flat["head/kernel"] = sd.take("head.weight", (num_classes, width)).T
+    flat["head/bias"] = sd.take("head.bias", (num_classes,))
+  sd.check_all_taken()
+  return npz.unflatten({name: np.ascontiguousarray(value) for name, value in flat.items()})
+
+
+def is_timm_config(config):
+  """Whether a parsed config.json is timm's (hub layout, or a bare pretrained_cfg)."""
+  return isinstance(config, dict) and ("architecture" in config or "pretrained_cfg" in config)
+
+
+def load(path, *, num_heads=None):
+  """Our parameters from a timm checkpoint: a state-dict file or a hub directory.
+
+  timm's config.json (beside the file, or in the directory) gives the heads
+  and the rest of `from_timm`'s ``config``; without one, ``num_heads`` must.
+  """
+  if os.path.isdir(path):
+    directory, weights = path, weights_file(path)
+  else:
+    directory, weights = os.path.dirname(path), path
+  config_path = os.path.join(directory, CONFIG_FILE)
+  config = read_json(config_path) if os.path.isfile(config_path) else {}
+  return from_timm(read_state_dict(weights), source=path, num_heads=num_heads,
+                   config=config if is_timm_config(config) else {})
