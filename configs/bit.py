@@ -125,12 +125,7 @@ def _upstream(config, data, args):
     config.model.head_bias_init = -10.0
   else:
     config.loss = "softmax_xent"
-  config.pp = common.pp_strings(
-      config,
-      train="decode|inception_crop({image_size})|flip_lr|value_range(-1,1)"
-            "|onehot({num_classes})",
-      eval="decode|resize_small({eval_resize})|central_crop({image_size})"
-           "|value_range(-1,1)|onehot({num_classes})")
+  config.pp = common.pp_strings(config, **common.UPSTREAM_PP)
 
 
 def hyperrule(data):

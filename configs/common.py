@@ -204,6 +204,15 @@ def train_examples(name):
   return splits.examples_in_split(preset["train_split"], preset["published_sizes"])
 
 
+# Pre-training's preprocessing, the ViT paper's and BiT's upstream alike:
+# inception crops and flips to train, the central crop of a resize to evaluate.
+UPSTREAM_PP = dict(
+    train="decode|inception_crop({image_size})|flip_lr|value_range(-1,1)"
+          "|onehot({num_classes})",
+    eval="decode|resize_small({eval_resize})|central_crop({image_size})"
+         "|value_range(-1,1)|onehot({num_classes})")
+
+
 def pp_strings(config, *, values=None, **templates):
   """``config.pp``'s strings, kept in step with the config they run under.
 
@@ -264,8 +273,14 @@ def base_config():
       layer_norm_implementation="auto",
       # vit_jax/models/dense.py: "auto" (a 2-D matmul with a hand-written backward
       # pass on CPU, flax's dot_general on accelerators), or either by name.
-      dense_implementation="auto")
-  c.init = ""  # checkpoint or .npz to fine-tune from; empty: from scratch
+      dense_implementation="auto",
+      # vit_jax/models/conv.py, for BiT ResNets and the hybrids' stems:
+      # "auto" (1x1 weight gradients as matmuls and a slice-wise max pool on
+      # CPU, XLA's on accelerators), or either by name.
+      conv_implementation="auto")
+  # What to fine-tune from: a workdir, checkpoint step, .npz, or timm or
+  # Hugging Face ViT (vit_jax/models/pretrained.py); empty: from scratch.
+  c.init = ""
   c.posemb_resample = "bilinear"
   c.loss = "sigmoid_xent"
   c.label_smoothing = 0.0
@@ -313,7 +328,8 @@ def base_config():
 
 # The fields a BiT ResNet takes from `config.model` (vit_jax/models/bit.py);
 # it refuses the ViT's others (classifier, dropout, the kernels' choices).
-RESNET_MODEL_FIELDS = ("dtype", "param_dtype", "remat", "head_bias_init")
+RESNET_MODEL_FIELDS = ("dtype", "param_dtype", "remat", "head_bias_init",
+                       "conv_implementation")
 
 
 def is_resnet(variant):

@@ -21,14 +21,15 @@ miniature of the paper's comparison with BiT and the hybrids:
 
   python -m vit_jax.main --config=configs/demo.py:stage=pretrain,variant=R26x1 \
       --workdir=runs/demo_r26/pretrain
-  python -m vit_jax.main --config=configs/demo.py:stage=pretrain,variant=R26x1+Ti/16 \
-      --workdir=runs/demo_r26_ti16/pretrain
+  python -m vit_jax.main --config=configs/demo.py:stage=pretrain,variant=R26x1+Ti/8 \
+      --workdir=runs/demo_r26_ti8/pretrain
 
 Every ViT and hybrid has the demo's Transformer (width 128, 6 blocks); the
 variant picks the patch embedding or ResNet stem, and the image sizes follow
-the patch so that the grid stays 3x3 then 4x4 (R26x1+Ti/16: 48 then 64 px,
-Fashion-MNIST upscaled). A BiT ResNet takes the default's 21 and 28 px
-images and only the ResNet's model fields.
+the patch so that the grid stays 3x3 then 4x4 (R26x1+Ti/8, a stem of two
+stages: 24 then 32 px; R26x1+Ti/16: 48 then 64 px, Fashion-MNIST upscaled).
+A BiT ResNet takes the default's 21 and 28 px images and only the ResNet's
+model fields.
 
 Data: `python scripts/prepare_data.py --dataset=fashion_mnist_local
 --data_dir=data/tfds` (Debian's dataset-fashion-mnist files, no download).

@@ -38,11 +38,6 @@ def get_config(arg=None):
     config.total_steps = args.steps
   else:
     config.total_epochs = args.epochs or PAPER_EPOCHS.get(args.data, 90)
-  config.pp = common.pp_strings(
-      config,
-      train="decode|inception_crop({image_size})|flip_lr|value_range(-1,1)"
-            "|onehot({num_classes})",
-      eval="decode|resize_small({eval_resize})|central_crop({image_size})"
-           "|value_range(-1,1)|onehot({num_classes})")
+  config.pp = common.pp_strings(config, **common.UPSTREAM_PP)
   config.lock()
   return config

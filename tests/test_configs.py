@@ -398,7 +398,8 @@ def test_bit_config_refuses_what_it_cannot_run(arg, message):
 
 def test_a_vit_field_of_a_resnet_config_is_an_unknown_override():
   with pytest.raises(ValueError, match=r"'model.dropout_rate': no 'dropout_rate' there; "
-                     r"valid keys: dtype, head_bias_init, param_dtype, remat"):
+                     r"valid keys: conv_implementation, dtype, head_bias_init, "
+                     r"param_dtype, remat"):
     common.with_overrides(bit.get_config("stage=upstream"), "model.dropout_rate=0.1")
 
 

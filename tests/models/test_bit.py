@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from torch_libraries import library
 from vit_jax import models
 from vit_jax.models import bit, npz, resnet_stem, std_conv
 
@@ -303,13 +304,13 @@ def test_npz_round_trip_is_bit_equal(variant, tmp_path):
 
 def timm_forward(model, x):
   """A timm model's logits for NHWC ``x`` (torch is NCHW)."""
-  import torch
+  torch = library('torch')
   with torch.no_grad():
     return model(torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)).numpy()
 
 
 def test_bit_r50x1_logits_equal_timms(tmp_path):
-  timm = pytest.importorskip('timm')
+  timm = library('timm')
   from timm.models import resnetv2
   model, x = bit.get_model('R50x1', num_classes=1000), images(size=64)
   params = random_params(abstract_params(model, size=64))
@@ -322,8 +323,8 @@ def test_bit_r50x1_logits_equal_timms(tmp_path):
 
 
 def test_hybrid_r50_b16_logits_equal_timms(tmp_path):
-  timm = pytest.importorskip('timm')
-  import torch
+  timm = library('timm')
+  torch = library('torch')
   from timm.models import vision_transformer
   model = models.get_model('R50x1+B/16', num_classes=1000, num_layers=1)
   x = images(size=64)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fake_params import random_flat
+from torch_libraries import library
 from vit_jax import models
 from vit_jax.models import build, hf_format, npz, pretrained, timm_format
 
@@ -38,14 +39,6 @@ def images(batch=3, seed=0):
 def our_logits(model, params, batch):
   return np.asarray(jax.jit(model.apply, static_argnames="train")(
       {"params": params}, batch, train=False))
-
-
-def library(name):
-  """``name`` imported as the code under test imports it, or the test skipped."""
-  try:
-    return timm_format.require(name, purpose="this test")
-  except timm_format.MissingPackageError:
-    pytest.skip(f"{name} is not installed")
 
 
 def relative_difference(theirs, ours):

@@ -47,3 +47,8 @@ def test_stem_blocks_keep_the_depth():
   for depth, units in bit.VARIANTS.items():
     for patch in (4, 8, 16, 32):
       assert sum(variants.hybrid_stem_blocks(depth, patch)) == sum(units)
+
+
+def test_display_names_are_the_papers():
+  assert [variants.display_name(v) for v in ("B/16", "R50x1", "R50x1+B/16")] == [
+      "ViT-B/16", "BiT-R50x1", "R50x1+ViT-B/16"]

@@ -18,21 +18,16 @@ pytestmark = pytest.mark.slow
 # The smallest members of each family that still learn the tiny data: a BiT
 # of two stages of a unit each (R26's widths, 512 features), and a hybrid
 # with that stem (stride 8) feeding the tiny ViT: a 2x2 grid at 16 px.
-RESNET = dict(variant="R26x1", **{"model.block_sizes": (1, 1)})
-HYBRID = dict(variant="R26x1+Ti/8", **{"model.resnet_blocks": (1, 1)})
+RESNET = dict(variant="R26x1", model=dict(block_sizes=(1, 1)))
+HYBRID = dict(variant="R26x1+Ti/8", model=dict(resnet_blocks=(1, 1)))
 
 
 def family_config(data_dir, family, **overrides):
-  config = tiny_config(data_dir, **overrides)
+  config = tiny_config(data_dir, variant=family["variant"], **overrides)
   config.unlock()
   if family is RESNET:
     common.for_resnet(config)
-  for key, value in family.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+  config.model.update(family["model"])
   config.lock()
   return config
 

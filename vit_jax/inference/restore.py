@@ -10,7 +10,9 @@ def restore_model(config, path, *, step=None):
   is adapted: every parameter must match the model in name and shape.
   """
   model = build.model_from_config(config)
-  params = pretrained.read_params(path, step=step)
+  # A bare timm state dict does not say its heads; the config does.
+  params = pretrained.read_params(path, step=step,
+                                  num_heads=getattr(model, "num_heads", None))
   tree_util.check_same_arrays(params, build.abstract_params(model, config.image_size),
                               source=path)
   return model, params

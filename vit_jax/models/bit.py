@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax.models import conv, module_fields
 from vit_jax.models.std_conv import StdConv
 
 # depth -> units per stage.
@@ -78,14 +79,17 @@ class GroupNorm(nn.Module, kw_only=True):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _Dtypes:
-  """Compute and parameter dtypes, handed down whole (hashable, for nn.remat)."""
+  """Compute and parameter dtypes and the convolutions' implementation,
+  handed down whole (hashable, for nn.remat)."""
   dtype: Any
   param_dtype: Any
+  conv_implementation: str
 
   def conv(self, features, kernel_size, *, strides=1, name='standardized_conv2d'):
     return StdConv(features=features, kernel_size=kernel_size, strides=strides,
                    padding=_fixed_padding(kernel_size), standardization='bit',
-                   dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+                   dtype=self.dtype, param_dtype=self.param_dtype,
+                   implementation=self.conv_implementation, name=name)
 
   def norm(self, *, name='group_norm'):
     return GroupNorm(dtype=self.dtype, param_dtype=self.param_dtype, name=name)
@@ -100,7 +104,8 @@ class RootBlock(nn.Module, kw_only=True):
   def __call__(self, x):
     x = self.dtypes.conv(self.width, 7, strides=2)(x)
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
+    return conv.max_pool(x, window=3, strides=2, padding='VALID',
+                         implementation=self.dtypes.conv_implementation)
 
 
 class Projection(nn.Module, kw_only=True):
@@ -234,31 +239,27 @@ class ResNetV2(nn.Module, kw_only=True):
   param_dtype: Any = jnp.float32
   remat: bool = False
   head_bias_init: float = 0.0
+  # One of vit_jax.models.conv.IMPLEMENTATIONS; 'auto' picks by backend.
+  conv_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, images, *, train: bool):
     del train  # no dropout, no batch statistics
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f'expected NHWC RGB images, got shape {images.shape}')
+    conv.resolve(self.conv_implementation)  # a bad name fails before anything is built
     pooled, logits = Body(
         num_classes=self.num_classes, block_sizes=tuple(self.block_sizes),
         width_factor=self.width_factor, remat=self.remat,
         head_bias_init=self.head_bias_init,
-        dtypes=_Dtypes(dtype=self.dtype, param_dtype=self.param_dtype),
+        dtypes=_Dtypes(dtype=self.dtype, param_dtype=self.param_dtype,
+                       conv_implementation=self.conv_implementation),
         name='resnet')(images)
     # The frozen features of few-shot probes (vit_jax.evaluators.fewshot), as
     # VisionTransformer sows them: the vector the head reads.
     self.sow('intermediates', 'features', pooled)
     assert logits.shape == (images.shape[0], self.num_classes), logits.shape
     return logits
-
-
-_DTYPE_FIELDS = ('dtype', 'param_dtype')
-
-
-def _field_names():
-  """Configurable fields of ResNetV2 (not flax's parent/name)."""
-  return [f.name for f in dataclasses.fields(ResNetV2) if f.name not in ('parent', 'name')]
 
 
 def get_model(variant: str, *, num_classes: int, **overrides) -> ResNetV2:
@@ -274,17 +275,8 @@ def get_model(variant: str, *, num_classes: int, **overrides) -> ResNetV2:
         f'unknown BiT variant {variant!r}; valid: R{{depth}}x{{width}} with depth one of '
         f'{", ".join(map(str, VARIANTS))} and width one of '
         f'{", ".join(map(str, WIDTH_FACTORS))}, e.g. \'R50x1\'')
-  fields = _field_names()
-  unknown = sorted(set(overrides) - set(fields))
-  if unknown:
-    raise ValueError(
-        f'unknown ResNetV2 field(s) {", ".join(map(repr, unknown))}; '
-        f'valid: {", ".join(fields)}')
-  kwargs = dict(num_classes=num_classes, block_sizes=VARIANTS[int(match['depth'])],
-                width_factor=int(match['width']))
-  kwargs.update(overrides)
-  kwargs['block_sizes'] = tuple(kwargs['block_sizes'])  # a config's list; fields hash
-  for key in _DTYPE_FIELDS:
-    if key in kwargs:
-      kwargs[key] = jnp.dtype(kwargs[key])
-  return ResNetV2(**kwargs)
+  defaults = dict(num_classes=num_classes, block_sizes=VARIANTS[int(match['depth'])],
+                  width_factor=int(match['width']))
+  if 'block_sizes' in overrides:  # a config's list; module fields must hash
+    overrides = dict(overrides, block_sizes=tuple(overrides['block_sizes']))
+  return module_fields.build(ResNetV2, defaults, overrides)

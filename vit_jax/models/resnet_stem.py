@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vit_jax.models import conv
 from vit_jax.models.std_conv import StdConv
 
 # Units per stage of the presets. R50 for /16 moves stage 4's three units into
@@ -41,10 +42,11 @@ def stem_stride(block_sizes: Sequence[int]) -> int:
   return 4 * 2**max(len(block_sizes) - 1, 0)
 
 
-def _conv(features, kernel_size, *, strides=1, name, dtype, param_dtype):
+def _conv(features, kernel_size, *, strides=1, name, dtype, param_dtype,
+          implementation):
   return StdConv(features=features, kernel_size=kernel_size, strides=strides,
                  padding='SAME', standardization='vit_hybrid', dtype=dtype,
-                 param_dtype=param_dtype, name=name)
+                 param_dtype=param_dtype, implementation=implementation, name=name)
 
 
 class ResidualUnit(nn.Module, kw_only=True):
@@ -53,21 +55,23 @@ class ResidualUnit(nn.Module, kw_only=True):
   strides: int = 1
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  conv_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
     dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    convs = dict(dtypes, implementation=self.conv_implementation)
     out = 4 * self.features
     residual = x
     if x.shape[-1] != out or self.strides != 1:
-      residual = _conv(out, 1, strides=self.strides, name='conv_proj', **dtypes)(x)
+      residual = _conv(out, 1, strides=self.strides, name='conv_proj', **convs)(x)
       residual = nn.GroupNorm(name='gn_proj', **dtypes)(residual)
 
-    y = _conv(self.features, 1, name='conv1', **dtypes)(x)
+    y = _conv(self.features, 1, name='conv1', **convs)(x)
     y = nn.relu(nn.GroupNorm(name='gn1', **dtypes)(y))
-    y = _conv(self.features, 3, strides=self.strides, name='conv2', **dtypes)(y)
+    y = _conv(self.features, 3, strides=self.strides, name='conv2', **convs)(y)
     y = nn.relu(nn.GroupNorm(name='gn2', **dtypes)(y))
-    y = _conv(out, 1, name='conv3', **dtypes)(y)
+    y = _conv(out, 1, name='conv3', **convs)(y)
     y = nn.GroupNorm(name='gn3', scale_init=nn.initializers.zeros, **dtypes)(y)
     return nn.relu(residual + y)
 
@@ -79,18 +83,21 @@ class ResNetStage(nn.Module, kw_only=True):
   first_strides: int
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  conv_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
     for i in range(self.num_units):
       x = ResidualUnit(features=self.features,
                        strides=self.first_strides if i == 0 else 1, dtype=self.dtype,
-                       param_dtype=self.param_dtype, name=f'unit{i + 1}')(x)
+                       param_dtype=self.param_dtype,
+                       conv_implementation=self.conv_implementation,
+                       name=f'unit{i + 1}')(x)
     return x
 
 
 def resnet_stem(x, *, block_sizes: Sequence[int], width_factor: int, dtype: Any,
-                param_dtype: Any):
+                param_dtype: Any, conv_implementation: str = 'auto'):
   """The hybrid's ResNet on NHWC images: a feature map at 1 / `stem_stride`.
 
   Call it inside an ``nn.compact`` method: the modules bind to that method's
@@ -100,10 +107,13 @@ def resnet_stem(x, *, block_sizes: Sequence[int], width_factor: int, dtype: Any,
   """
   width = 64 * width_factor
   dtypes = dict(dtype=dtype, param_dtype=param_dtype)
-  x = _conv(width, 7, strides=2, name='conv_root', **dtypes)(x)
+  x = _conv(width, 7, strides=2, name='conv_root', implementation=conv_implementation,
+            **dtypes)(x)
   x = nn.relu(nn.GroupNorm(name='gn_root', **dtypes)(x))
-  x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+  x = conv.max_pool(x, window=3, strides=2, padding='SAME',
+                    implementation=conv_implementation)
   for i, num_units in enumerate(block_sizes):
     x = ResNetStage(num_units=num_units, features=width * 2**i,
-                    first_strides=1 if i == 0 else 2, name=f'block{i + 1}', **dtypes)(x)
+                    first_strides=1 if i == 0 else 2, conv_implementation=conv_implementation,
+                    name=f'block{i + 1}', **dtypes)(x)
   return x

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax.models import conv
+
 
 def standardize_bit(kernel):
   """BiT's standardisation: per output channel, ``(w - mean) / sqrt(var + 1e-10)``."""
@@ -58,6 +60,8 @@ class StdConv(nn.Module, kw_only=True):
   standardization: str
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  # One of vit_jax.models.conv.IMPLEMENTATIONS; 'auto' picks by backend.
+  implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
@@ -68,7 +72,6 @@ class StdConv(nn.Module, kw_only=True):
     kernel = self.param('kernel', nn.initializers.lecun_normal(),
                         (k, k, x.shape[-1], self.features), self.param_dtype)
     kernel = STANDARDIZATIONS[self.standardization](kernel.astype(jnp.float32))
-    return jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype),
-        window_strides=(self.strides, self.strides), padding=self.padding,
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return conv.conv(x.astype(self.dtype), kernel.astype(self.dtype),
+                     strides=self.strides, padding=self.padding,
+                     implementation=self.implementation)

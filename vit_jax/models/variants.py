@@ -37,6 +37,14 @@ def hybrid_stem_blocks(depth: int, patch: int) -> tuple[int, ...]:
   return (*units[:stages - 1], sum(units[stages - 1:]))
 
 
+def display_name(variant: str) -> str:
+  """The model as the papers name it: ViT-B/16, BiT-R50x1, R50x1+ViT-B/16."""
+  if bit.VARIANT_RE.match(variant):
+    return f'BiT-{variant}'
+  stem, plus, vit_variant = variant.rpartition('+')
+  return f'{stem}{plus}ViT-{vit_variant}'
+
+
 def get_model(variant: str, *, num_classes: int, **overrides):
   """The model that ``variant`` names; ``overrides`` replace its fields."""
   if isinstance(variant, str) and bit.VARIANT_RE.match(variant):

@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models import attention, dense, dropout, layer_norm, resnet_stem
+from vit_jax.models import (attention, conv, dense, dropout, layer_norm, module_fields,
+                            resnet_stem)
 
 # name -> (hidden_size, num_layers, mlp_dim, num_heads), as in the ViT paper
 # (Ti and S from the DeiT / "How to train your ViT" follow-ups).
@@ -252,6 +253,9 @@ class VisionTransformer(nn.Module, kw_only=True):
   # and its width factor. ``patch_size`` stays the stride on the image.
   resnet_blocks: tuple[int, ...] | None = None
   resnet_width: int = 1
+  # One of vit_jax.models.conv.IMPLEMENTATIONS, for the hybrid stem's
+  # convolutions and max pool; 'auto' picks by backend.
+  conv_implementation: str = 'auto'
 
   @nn.compact
   def __call__(self, images, *, train: bool):
@@ -264,6 +268,7 @@ class VisionTransformer(nn.Module, kw_only=True):
     attention.resolve(self.attention_implementation)
     layer_norm.resolve(self.layer_norm_implementation)
     dense.resolve(self.dense_implementation)
+    conv.resolve(self.conv_implementation)
     remat_policy(self.remat_policy)
     batch, height, width, _ = images.shape
     p = self.patch_size
@@ -276,7 +281,8 @@ class VisionTransformer(nn.Module, kw_only=True):
     if self.resnet_blocks:
       x = resnet_stem.resnet_stem(x, block_sizes=self.resnet_blocks,
                                   width_factor=self.resnet_width, dtype=self.dtype,
-                                  param_dtype=self.param_dtype)
+                                  param_dtype=self.param_dtype,
+                                  conv_implementation=self.conv_implementation)
       p //= resnet_stem.stem_stride(self.resnet_blocks)  # patches of the feature map
     x = nn.Conv(self.hidden_size, (p, p), strides=(p, p), padding='VALID',
                 name='embedding', dtype=self.dtype, param_dtype=self.param_dtype)(x)
@@ -321,15 +327,6 @@ class VisionTransformer(nn.Module, kw_only=True):
 
 
 _VARIANT_RE = re.compile(r'^(?P<name>[A-Za-z]+)/(?P<patch>[0-9]+)$')
-_DTYPE_FIELDS = ('dtype', 'param_dtype')
-
-
-def _field_names():
-  """Configurable fields of VisionTransformer (not flax's parent/name)."""
-  return [f.name for f in dataclasses.fields(VisionTransformer)
-          if f.name not in ('parent', 'name')]
-
-
 def get_model(variant: str, *, num_classes: int, **overrides) -> VisionTransformer:
   """Builds a ViT from a 'NAME/PATCH' string such as 'B/16'.
 
@@ -341,19 +338,8 @@ def get_model(variant: str, *, num_classes: int, **overrides) -> VisionTransform
     raise ValueError(
         f'unknown ViT variant {variant!r}; valid: {", ".join(VARIANTS)} '
         f"followed by /PATCH, e.g. 'B/16' (ResNets: 'R50x1', hybrids: 'R50x1+B/16')")
-  fields = _field_names()
-  unknown = sorted(set(overrides) - set(fields))
-  if unknown:
-    raise ValueError(
-        f'unknown VisionTransformer field(s) {", ".join(map(repr, unknown))}; '
-        f'valid: {", ".join(fields)}')
-
   hidden_size, num_layers, mlp_dim, num_heads = VARIANTS[match['name']]
-  kwargs = dict(num_classes=num_classes, patch_size=int(match['patch']),
-                hidden_size=hidden_size, num_layers=num_layers, mlp_dim=mlp_dim,
-                num_heads=num_heads)
-  kwargs.update(overrides)
-  for key in _DTYPE_FIELDS:
-    if key in kwargs:
-      kwargs[key] = jnp.dtype(kwargs[key])
-  return VisionTransformer(**kwargs)
+  defaults = dict(num_classes=num_classes, patch_size=int(match['patch']),
+                  hidden_size=hidden_size, num_layers=num_layers, mlp_dim=mlp_dim,
+                  num_heads=num_heads)
+  return module_fields.build(VisionTransformer, defaults, overrides)

@@ -74,7 +74,8 @@ def define_checkpoint_flags(flag_values, *, use):
       flag_values=flag_values, required=True)
   checkpoint = flags.DEFINE_string(
       "checkpoint", None, f"Parameters to {use} instead: a .npz, another "
-      "workdir or a checkpoint step directory.", flag_values=flag_values)
+      "workdir, a checkpoint step directory, or a timm or Hugging Face ViT "
+      "(state dict file or directory).", flag_values=flag_values)
   return workdir, checkpoint
 
 

@@ -11,7 +11,7 @@ import re
 
 from vit_jax import models
 from vit_jax.data import config_fields
-from vit_jax.models import attention, dense, layer_norm, posemb, vit
+from vit_jax.models import attention, conv, dense, layer_norm, posemb, vit
 from vit_jax.train import losses, optim, sharding
 
 
@@ -126,6 +126,7 @@ CHOICES = {
     "model.attention_implementation": attention.IMPLEMENTATIONS,
     "model.layer_norm_implementation": layer_norm.IMPLEMENTATIONS,
     "model.dense_implementation": dense.IMPLEMENTATIONS,
+    "model.conv_implementation": conv.IMPLEMENTATIONS,
     "optim.name": optim.OPTIMIZERS,
     "lr.decay": optim.DECAYS,
     "data.source": config_fields.SOURCES,

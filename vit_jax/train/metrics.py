@@ -13,6 +13,7 @@ import time
 import jax
 import tensorflow as tf
 
+from vit_jax.models import variants
 from vit_jax.train import workdir_files
 
 
@@ -137,7 +138,7 @@ def summary_table(summaries):
         f"{split} {metric} {100 * value:.2f}%"
         for split, split_metrics in summary["eval"].items()
         for metric, value in split_metrics.items() if metric in ("top1", "prec@1"))
-    rows.append((name, f"ViT-{summary['variant']}", summary["dataset"],
+    rows.append((name, variants.display_name(summary["variant"]), summary["dataset"],
                  str(summary["image_size"]), str(summary["step"]),
                  f"{summary['examples_seen']:,.0f}", f"{summary['core_days']:.3g}",
                  f"{summary['tpuv3_core_days']:.3g}", accuracy))
