@@ -47,16 +47,16 @@ def test_a_family_trains_is_probed_fine_tunes_and_exports(family, fashion_data_d
   assert summary["flops_per_example"] > 0
   model = build.model_from_config(config)
   params = pretrained.read_params(workdir)
-  check_fine_tuning_start(family, model, workdir)
-  check_exports(config, model, params, workdir, str(tmp_path))
+  exported = check_exports(model, params, workdir, str(tmp_path))
+  check_fine_tuning_start(family, model, exported, params)
 
 
-def check_fine_tuning_start(family, model, workdir):
-  """The saved run fitted to 32 px: a fresh head, the rest as trained."""
+def check_fine_tuning_start(family, model, exported_npz, params):
+  """The run's exported .npz fitted to 32 px: a fresh head, the rest as trained."""
   fresh = build.init_params(model, 32, seed=1)
-  loaded = npz.flatten(pretrained.load_pretrained(workdir, fresh, new_grid=(4, 4),
+  loaded = npz.flatten(pretrained.load_pretrained(exported_npz, fresh, new_grid=(4, 4),
                                                   num_prefix_tokens=1))
-  fresh, saved = npz.flatten(fresh), npz.flatten(pretrained.read_params(workdir))
+  fresh, saved = npz.flatten(fresh), npz.flatten(params)
   head = [name for name in fresh if "head/" in name]
   assert head, sorted(fresh)
   for name in head:  # the new (zero) head, not the trained one
@@ -69,9 +69,10 @@ def check_fine_tuning_start(family, model, workdir):
     assert loaded[npz.POSEMB].shape == (1, 1 + 16, 32)
 
 
-def check_exports(config, model, params, workdir, out_dir):
-  """npz, the serving artefact and the SavedModel give the model's logits;
-  scripts/export.py checks the last two as it writes them, too."""
+def check_exports(model, params, workdir, out_dir):
+  """npz, the serving artefact and the SavedModel give the model's logits
+  (scripts/export.py checks the last two as it writes them, too); returns
+  the .npz's path."""
   import tensorflow as tf
 
   images = np.random.default_rng(0).uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)
@@ -91,3 +92,4 @@ def check_exports(config, model, params, workdir, out_dir):
       signature = tf.saved_model.load(out).signatures["serving_default"]
       logits = signature(images=tf.constant(images))["logits"].numpy()
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+  return path
