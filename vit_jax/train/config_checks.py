@@ -11,7 +11,7 @@ import re
 
 from vit_jax import models
 from vit_jax.data import config_fields
-from vit_jax.models import attention, conv, dense, layer_norm, posemb, vit
+from vit_jax.models import attention, build, conv, dense, layer_norm, posemb, vit
 from vit_jax.train import losses, optim, sharding
 
 
@@ -187,7 +187,7 @@ def check_config(config, *, num_devices, process_count):
                        f"the {num_devices} devices and the {process_count} "
                        f"processes")
   check_choices(config)  # before the model is built from the names
-  model = models.get_model(config.variant, num_classes=1, **config.model)
+  model = build.model_from_config(config)
   patch = getattr(model, "patch_size", None)  # a ResNet takes any size
   if patch and config.image_size % patch:
     raise ValueError(f"config.image_size={config.image_size} is not divisible "
