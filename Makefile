@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= data/tfds
 DEMO_DIR ?= runs/demo
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
+# What `make data` prepares: tfds names, a builder config after a slash.
+DATASETS := fashion_mnist_local,fashion_mnist_halves/first5,fashion_mnist_halves/last5,sklearn_digits
 # XLA:CPU asks for gigabytes of fresh scratch memory every step; these glibc
 # settings keep freed memory mapped instead of faulting it in again, which
 # makes train steps on CPU hosts much faster (docs/cpu_hosts.md; the figures
@@ -28,7 +30,10 @@ $(VENV)/.installed: setup.py
 install: $(VENV)/.installed
 
 # Fashion-MNIST's IDX files come from Debian's dataset-fashion-mnist; they are
-# turned into a tfds dataset once, offline.
+# turned into tfds datasets once, offline: the whole of it, and its two halves
+# of five classes (the demo pre-trains on one and transfers to the other).
+# scikit-learn's 8x8 digits, the demo's other transfer task, come inside its
+# wheel. Datasets already in $(DATA_DIR) are left as they are.
 $(FASHION_MNIST)/train-images-idx3-ubyte.gz:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  (apt-get install -y -qq dataset-fashion-mnist || \
@@ -39,16 +44,16 @@ $(FASHION_MNIST)/train-images-idx3-ubyte.gz:
 	fi
 
 data: install $(FASHION_MNIST)/train-images-idx3-ubyte.gz
-	$(PY) scripts/prepare_data.py --dataset=fashion_mnist_local --data_dir=$(DATA_DIR) \
-	    --manual_dir=$(FASHION_MNIST)
+	$(PY) scripts/prepare_data.py --data_dir=$(DATA_DIR) --manual_dir=$(FASHION_MNIST) \
+	    --dataset=$(DATASETS)
 
+# Pre-train on five Fashion-MNIST classes, then the transfer suite on tasks the
+# pre-training never saw; the last lines are its table (configs/transfer.py).
 demo: data
-	$(PY) -m vit_jax.main --config=configs/demo.py:stage=pretrain,data_dir=$(DATA_DIR) \
-	    --workdir=$(DEMO_DIR)/pretrain
-	$(PY) -m vit_jax.main \
-	    --config=configs/demo.py:stage=finetune,data_dir=$(DATA_DIR),init=$(DEMO_DIR)/pretrain \
-	    --workdir=$(DEMO_DIR)/finetune
-	$(PY) scripts/summarize.py $(DEMO_DIR)/pretrain $(DEMO_DIR)/finetune
+	$(PY) -m vit_jax.main --workdir=$(DEMO_DIR)/pretrain \
+	    --config=configs/demo.py:stage=pretrain,data=fashion_mnist_first5,data_dir=$(DATA_DIR)
+	$(PY) -m vit_jax.transfer --workdir=$(DEMO_DIR)/transfer \
+	    --config=configs/transfer.py:suite=demo,data_dir=$(DATA_DIR),init=$(DEMO_DIR)/pretrain
 
 test: data
 	$(PY) -m pytest -q -n 2 --durations=15

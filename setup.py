@@ -26,6 +26,9 @@ setuptools.setup(
         "numpy>=2.0",
         "matplotlib>=3.8",  # scripts/plot_metrics.py
         "safetensors>=0.4",  # timm and Hugging Face checkpoints, read with numpy
+        # The demo's second transfer task: load_digits' 8x8 digits, inside the
+        # wheel, so the sklearn_digits tfds dataset is prepared offline.
+        "scikit-learn>=1.3",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],

@@ -11,6 +11,7 @@ import string
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from configs import transfer_datasets
 from vit_jax.data import config_fields, splits
 from vit_jax.models import bit
 
@@ -24,6 +25,10 @@ from vit_jax.models import bit
 # also size BiT-HyperRule fine-tuning (configs/bit.py).
 # Split names follow tfds slicing; held-out slices of `train` stand in for a
 # validation set where the dataset has none, as in big_vision.
+# `transfer_splits` are the transfer suite's: the final runs train on `train`
+# and report `test`; the learning rate is chosen on `dev` after training on
+# `dev_train` (the ViT paper holds out 10% of train for Pets and Flowers, 2%
+# for CIFAR, 1% for ImageNet). VTAB-1k and ImageNet ReaL: transfer_datasets.py.
 DATASETS = {
     # tfds has no ImageNet-21k builder: the release's class folders (one
     # per WordNet id, sorted as the published checkpoints' classes are) are
@@ -40,12 +45,16 @@ DATASETS = {
         train_split="train[:99%]",
         eval_splits={"minival": "train[99%:]", "val": "validation"},
         published_sizes={"train": 1_281_167, "validation": 50_000},
+        transfer_splits=dict(train="train", dev_train="train[:99%]",
+                             dev="train[99%:]", test="validation"),
         prepare="tfds build imagenet2012 --manual_dir=DIR_WITH_THE_TARS"),
     "cifar10": dict(
         tfds_name="cifar10", num_classes=10, multi_label=False, image_px=32,
         train_split="train[:98%]",
         eval_splits={"minival": "train[98%:]", "test": "test"},
         published_sizes={"train": 50_000, "test": 10_000},
+        transfer_splits=dict(train="train", dev_train="train[:98%]",
+                             dev="train[98%:]", test="test"),
         prepare="tfds build cifar10 (on a machine with network access), "
                 "then copy the data_dir"),
     "cifar100": dict(
@@ -53,6 +62,8 @@ DATASETS = {
         train_split="train[:98%]",
         eval_splits={"minival": "train[98%:]", "test": "test"},
         published_sizes={"train": 50_000, "test": 10_000},
+        transfer_splits=dict(train="train", dev_train="train[:98%]",
+                             dev="train[98%:]", test="test"),
         prepare="tfds build cifar100 (on a machine with network access), "
                 "then copy the data_dir"),
     "oxford_iiit_pet": dict(
@@ -60,12 +71,17 @@ DATASETS = {
         train_split="train[:90%]",
         eval_splits={"minival": "train[90%:]", "test": "test"},
         published_sizes={"train": 3_680, "test": 3_669},
+        transfer_splits=dict(train="train", dev_train="train[:90%]",
+                             dev="train[90%:]", test="test"),
         prepare="tfds build oxford_iiit_pet (on a machine with network "
                 "access), then copy the data_dir"),
     "oxford_flowers102": dict(
         tfds_name="oxford_flowers102", num_classes=102, multi_label=False,
         train_split="train+validation", eval_splits={"test": "test"},
         published_sizes={"train": 1_020, "validation": 1_020, "test": 6_149},
+        transfer_splits=dict(train="train+validation",
+                             dev_train="train[:90%]+validation[:90%]",
+                             dev="train[90%:]+validation[90%:]", test="test"),
         prepare="tfds build oxford_flowers102 (on a machine with network "
                 "access), then copy the data_dir"),
     # JFT-style: TFRecord shards written (or indexed) by
@@ -84,7 +100,38 @@ DATASETS = {
         prepare="python scripts/prepare_data.py --dataset=fashion_mnist_local "
                 "--data_dir=DATA_DIR (needs `apt-get install "
                 "dataset-fashion-mnist`)"),
+    # The demo's transfer tasks: Fashion-MNIST's halves (classes 0-4 and
+    # 5-9, each labelled 0-4: pre-train on one, transfer to the other) and
+    # scikit-learn's 8x8 digits. `transfer_splits` are the transfer suite's:
+    # the learning rate is chosen on dev after training on dev_train.
+    "fashion_mnist_first5": dict(
+        tfds_name="fashion_mnist_halves/first5", num_classes=5, multi_label=False,
+        image_px=28, train_split="train", eval_splits={"test": "test"},
+        published_sizes={"train": 30_000, "test": 5_000},
+        transfer_splits=dict(train="train", dev_train="train[:90%]",
+                             dev="train[90%:]", test="test"),
+        prepare="python scripts/prepare_data.py "
+                "--dataset=fashion_mnist_halves/first5 --data_dir=DATA_DIR "
+                "(needs `apt-get install dataset-fashion-mnist`)"),
+    "fashion_mnist_last5": dict(
+        tfds_name="fashion_mnist_halves/last5", num_classes=5, multi_label=False,
+        image_px=28, train_split="train", eval_splits={"test": "test"},
+        published_sizes={"train": 30_000, "test": 5_000},
+        transfer_splits=dict(train="train", dev_train="train[:90%]",
+                             dev="train[90%:]", test="test"),
+        prepare="python scripts/prepare_data.py "
+                "--dataset=fashion_mnist_halves/last5 --data_dir=DATA_DIR "
+                "(needs `apt-get install dataset-fashion-mnist`)"),
+    "digits": dict(
+        tfds_name="sklearn_digits", num_classes=10, multi_label=False, image_px=8,
+        train_split="train", eval_splits={"test": "test"},
+        published_sizes={"train": 1_297, "test": 500},
+        transfer_splits=dict(train="train", dev_train="train[:90%]",
+                             dev="train[90%:]", test="test"),
+        prepare="python scripts/prepare_data.py --dataset=sklearn_digits "
+                "--data_dir=DATA_DIR (needs scikit-learn, no download)"),
 }
+DATASETS.update(transfer_datasets.DATASETS)
 
 
 def parse_arg_string(arg, **defaults):
@@ -187,6 +234,11 @@ def dataset_config(name, *, data_dir=None):
       strict=False,
       num_classes=preset["num_classes"],
       multi_label=preset["multi_label"],
+      # The tfds feature that holds the class, or a label derived from
+      # others (vit_jax/data/labels.py: VTAB's structured tasks).
+      label=preset.get("label", "label"),
+      # Images of 0s and 1s (dsprites'), read as 0s and 255s.
+      binary_images=preset.get("binary_images", False),
       train_split=preset["train_split"],
       eval_splits=preset["eval_splits"],
       prepare=preset["prepare"],
@@ -281,7 +333,10 @@ def base_config():
   # What to fine-tune from: a workdir, checkpoint step, .npz, or timm or
   # Hugging Face ViT (vit_jax/models/pretrained.py); empty: from scratch.
   c.init = ""
-  c.posemb_resample = "bilinear"
+  # How fine-tuning resamples the position embeddings to a new patch grid
+  # (vit_jax/models/posemb.py): "zoom_linear", vision_transformer's corner-
+  # aligned linear zoom; or "bilinear" / "bicubic" (jax.image.resize).
+  c.posemb_resample = "zoom_linear"
   c.loss = "sigmoid_xent"
   c.label_smoothing = 0.0
   c.global_batch = 4096
@@ -300,11 +355,15 @@ def base_config():
               boundaries=(0.3, 0.6, 0.9), decay_factor=0.1)
   c.ema_decay = 0.0  # 0 turns the Polyak average of the parameters off
   # Few-shot linear probes of the frozen pre_logits (big_vision's protocol,
-  # vit_jax/evaluators/fewshot.py) every `every` steps and at the end (0: off):
-  # shots from `train_split`, scored on `test_split` ('' : the run's training
-  # split and its 'test' eval split); logged as split "fewshot" ("10shot": ...).
-  c.fewshot = dict(every=0, train_split="", test_split="", shots=(1, 5, 10, 25),
-                   seeds=(0, 1, 2), regulariser=2.0 ** 10)
+  # vit_jax/evaluators/fewshot.py) every `every` steps and at the end (0: off),
+  # and before the first step with `at_start`. `datasets`: preset names of
+  # DATASETS, each probed with shots from its train_split, scored on its
+  # 'test' eval split, logged as split "fewshot/<name>" ("10shot": ...); empty:
+  # the run's own data, shots from `train_split`, scored on `test_split`
+  # ('': its training split and its 'test' eval split), as split "fewshot".
+  c.fewshot = dict(every=0, at_start=False, datasets=(), train_split="",
+                   test_split="", shots=(1, 5, 10, 25), seeds=(0, 1, 2),
+                   regulariser=2.0 ** 10)
   c.mixup = dict(alpha=0.0)  # Beta(alpha, alpha) batch mixup; 0 turns it off
   # Layouts (see vit_jax/train/sharding.py): data parallel data=-1,fsdp=1; FSDP
   # data=1,fsdp=-1; both e.g. data=2,fsdp=-1. `rules`: (regex over the

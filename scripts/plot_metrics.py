@@ -7,7 +7,8 @@ One row per metric (train loss, eval accuracy, few-shot accuracy, learning
 rate, images/s) that some run logged, one column per x-axis (steps,
 TPUv3-core-days), one line per workdir, read from each workdir's
 `metrics.jsonl`. The cost axis is the one the ViT paper compares models on,
-few-shot accuracy (`config.fewshot`) included.
+few-shot accuracy (`config.fewshot`) included: one line per probed dataset
+(split `fewshot/<dataset>`; `fewshot`, the run's own data).
 """
 import json
 import os
@@ -20,8 +21,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from vit_jax.runtime import cli  # noqa: E402
 
-# (row title, split the value is read from ('eval' = every non-train split),
-#  metric keys, the first present of which is plotted)
+# (row title, split the value is read from ('eval' = every non-train split,
+#  'fewshot' = it and every 'fewshot/<dataset>'), metric keys, the first
+#  present of which is plotted)
 ROWS = (
     ("train loss", "train", ("loss",)),
     ("eval accuracy", "eval", ("top1", "prec@1")),
@@ -45,15 +47,22 @@ def read_metrics(workdir):
 
 
 def series(records, split, keys, x_key):
-  """{label: (xs, ys)} of the first key of ``keys`` that the records carry."""
+  """{label: (xs, ys)} of the first key of ``keys`` that the records carry.
+
+  The label is the key, the eval split's name, or a probed dataset's name
+  and the key ('digits 10shot').
+  """
   lines = {}
   for record in records:
     in_split = (record.get("split") == split
-                or split == "eval" and record.get("split") != "train")
+                or split == "eval" and record.get("split") != "train"
+                or split == "fewshot" and record.get("split", "").startswith("fewshot/"))
     key = next((k for k in keys if k in record), None)
     if not in_split or key is None or x_key not in record:
       continue
     label = record["split"] if split == "eval" else key
+    if split == "fewshot" and record["split"] != split:
+      label = f"{record['split'].partition('/')[2]} {key}"
     xs, ys = lines.setdefault(label, ([], []))
     xs.append(record[x_key])
     ys.append(record[key])
@@ -78,12 +87,12 @@ def plot(workdirs, out):
         for label, (xs, ys) in series(records, split, keys, x_key).items():
           name = os.path.basename(os.path.normpath(workdir))
           ax.plot(xs, ys, marker="o" if len(xs) < 3 else None, markersize=4,
-                  label=f"{name} {label}" if split == "eval" else name)
+                  label=f"{name} {label}" if split in ("eval", "fewshot") else name)
       ax.set_title(title, fontsize=10)
       ax.grid(alpha=0.3)
       if row == len(rows) - 1:
         ax.set_xlabel(x_label)
-      if row == 0 and column == 0 or split == "eval" and column == 0:
+      if row == 0 and column == 0 or split in ("eval", "fewshot") and column == 0:
         ax.legend(fontsize=7)
   figure.tight_layout()
   figure.savefig(out, dpi=110)

@@ -1,28 +1,43 @@
-"""Builds a local-files TFDS dataset into a data_dir, never downloading.
+"""Builds this project's offline TFDS datasets into a data_dir, never downloading.
 
 Training reads prepared TFDS records; this prepares them once, up front, so
-that a training job never stalls or fails on dataset generation.
+that a training job never stalls or fails on dataset generation. The local
+builders (vit_jax/data/builders/):
 
-  python scripts/prepare_data.py --dataset=fashion_mnist_local \
-      --data_dir=data/tfds [--manual_dir=/usr/share/datasets/fashion-mnist]
+  fashion_mnist_local          Fashion-MNIST, 60,000 train, 10,000 test
+  fashion_mnist_halves/first5  its classes 0-4, 30,000 train, 5,000 test
+  fashion_mnist_halves/last5   its classes 5-9 as labels 0-4, the same sizes
+  sklearn_digits               scikit-learn's 8x8 digits, 1,297 train, 500 test
 
-Source files that are missing end it with one line naming them.
+The Fashion-MNIST ones read Debian's IDX files (`apt-get install
+dataset-fashion-mnist`) from --manual_dir; sklearn_digits reads the file
+inside the scikit-learn wheel and ignores --manual_dir.
+
+  python scripts/prepare_data.py --data_dir=data/tfds \
+      --dataset=fashion_mnist_local,fashion_mnist_halves/first5,sklearn_digits \
+      [--manual_dir=/usr/share/datasets/fashion-mnist]
+
+A dataset already prepared in --data_dir is left as it is. Source files that
+are missing end it with one line naming them.
 """
 from absl import app, flags
 
 from vit_jax.runtime import cli
 
 FLAGS = cli.command_flags(__name__)
-_DATASET = flags.DEFINE_string("dataset", "fashion_mnist_local",
-                               "Registered TFDS name of the dataset to build.",
-                               flag_values=FLAGS)
+_DATASET = flags.DEFINE_list(
+    "dataset", ["fashion_mnist_local"],
+    "Registered TFDS names of the datasets to build, comma-separated; a "
+    "builder config after a slash (fashion_mnist_halves/first5).",
+    flag_values=FLAGS)
 _DATA_DIR = flags.DEFINE_string("data_dir", None,
                                 "Directory the TFDS records are written to.",
                                 required=True, flag_values=FLAGS)
 _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None,
-    "Directory holding the source files; defaults to the builder's own "
-    "default (for fashion_mnist_local, where Debian installs them).",
+    "Directory holding the source files; defaults to each builder's own "
+    "default (for the Fashion-MNIST ones, where Debian installs them). "
+    "Builders that need no files (sklearn_digits) ignore it.",
     flag_values=FLAGS)
 
 
@@ -33,21 +48,26 @@ def main(argv):
 
   from vit_jax.data import builders  # noqa: F401  (registers the local builders)
 
-  try:
-    builder = tfds.builder(_DATASET.value, data_dir=_DATA_DIR.value)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise app.UsageError(f"--dataset={_DATASET.value} is not a registered tfds "
-                         "dataset (this project's offline ones are in "
-                         "vit_jax/data/builders/, e.g. fashion_mnist_local)") from None
-  if builder.is_prepared():
-    print(f"{builder.name} is already prepared in {builder.data_dir}.")
-    return
+  builders_by_name = {}
+  for name in _DATASET.value:  # every name checked before anything is built
+    try:
+      builders_by_name[name] = tfds.builder(name, data_dir=_DATA_DIR.value)
+    except tfds.core.registered.DatasetNotFoundError:
+      raise app.UsageError(
+          f"--dataset={name} is not a registered tfds dataset (this project's "
+          "offline ones are in vit_jax/data/builders/: fashion_mnist_local, "
+          "fashion_mnist_halves/first5, fashion_mnist_halves/last5, "
+          "sklearn_digits)") from None
   config = tfds.download.DownloadConfig(manual_dir=_MANUAL_DIR.value,
                                         try_download_gcs=False)
-  builder.download_and_prepare(download_config=config)
-  print(f"Prepared {builder.name} in {builder.data_dir}: "
-        + ", ".join(f"{name} {split.num_examples}"
-                    for name, split in builder.info.splits.items()))
+  for name, builder in builders_by_name.items():
+    if builder.is_prepared():
+      print(f"{name} is already prepared in {builder.data_dir}.")
+      continue
+    builder.download_and_prepare(download_config=config)
+    print(f"Prepared {name} in {builder.data_dir}: "
+          + ", ".join(f"{split} {info.num_examples}"
+                      for split, info in builder.info.splits.items()))
 
 
 if __name__ == "__main__":

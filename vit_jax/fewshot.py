@@ -1,13 +1,14 @@
-r"""Few-shot linear probes of a saved model; prints a row per shot count.
+r"""Few-shot linear probes of a saved model; prints a row per dataset and shot count.
 
   python -m vit_jax.fewshot --workdir=runs/demo/pretrain \
       [--checkpoint=PATH] [--shots=1,5,10,25] [--seeds=0,1,2] \
-      [--train_split=train] [--test_split=test]
+      [--datasets=digits,fashion_mnist_last5 | --train_split=train --test_split=test] \
+      [--regulariser=1024]
 
 Flags only; `evaluators.fewshot` holds the protocol (big_vision's). The
 features are the run's model's frozen pre_logits, on its mesh, batches and
-eval preprocessing; the probes use the run's dataset and the splits the
-run's own probes use (`evaluators.fewshot.probe_splits`) unless told.
+eval preprocessing; the probes use the datasets and splits the run's own
+probes use (`evaluators.fewshot.probe_sets`) unless told.
 """
 import os
 import time
@@ -26,16 +27,22 @@ _SHOTS = flags.DEFINE_list("shots", ["1", "5", "10", "25"], "Examples a class.",
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the shots' draw; "
                            "the table gives the mean and spread over them.",
                            flag_values=FLAGS)
+_DATASETS = flags.DEFINE_list(
+    "datasets", None, "Dataset presets (configs/common.py) to probe, each with "
+    "shots from its train_split, scored on its 'test' eval split; empty "
+    "(--datasets=): the run's own data (default: config.fewshot.datasets, "
+    "else the run's own data).", flag_values=FLAGS)
 _TRAIN_SPLIT = flags.DEFINE_string(
-    "train_split", None, "Where the shots come from (default: "
-    "config.fewshot.train_split, else config.data.train_split).", flag_values=FLAGS)
+    "train_split", None, "Where the shots of the run's own data come from "
+    "(default: config.fewshot.train_split, else config.data.train_split).",
+    flag_values=FLAGS)
 _TEST_SPLIT = flags.DEFINE_string(
-    "test_split", None, "What the probes are scored on (default: "
-    "config.fewshot.test_split, else the eval split named 'test', else the "
-    "last of config.data.eval_splits).", flag_values=FLAGS)
+    "test_split", None, "What the probes of the run's own data are scored on "
+    "(default: config.fewshot.test_split, else the eval split named 'test', "
+    "else the last of config.data.eval_splits).", flag_values=FLAGS)
 _REGULARISER = flags.DEFINE_float(
-    "regulariser", 2.0 ** 10, "The ridge regression's regulariser.",
-    lower_bound=0, flag_values=FLAGS)
+    "regulariser", None, "The ridge regression's regulariser (default: "
+    "config.fewshot.regulariser, else 2^10).", lower_bound=0, flag_values=FLAGS)
 
 
 def _integers(values, flag):
@@ -51,7 +58,6 @@ def main(argv):
   import jax
   import numpy as np
 
-  from vit_jax.data import sources
   from vit_jax.evaluators import fewshot
   from vit_jax.inference import restore
   from vit_jax.train import sharding, workdir_files
@@ -59,28 +65,43 @@ def main(argv):
   shots, seeds = _integers(_SHOTS.value, "shots"), _integers(_SEEDS.value, "seeds")
   config = workdir_files.read_config(_WORKDIR.value)
   cpu_devices.use_one_device_per_core((config.eval_batch,))
-  splits = fewshot.probe_splits(config)
-  splits.update({name: flag.value for name, flag in
-                 (("train", _TRAIN_SPLIT), ("test", _TEST_SPLIT)) if flag.value})
-  source = sources.get_source(config.data)
-  data = fewshot.probe_data(source, config, splits)  # before the restore
+  datasets = fewshot.probe_datasets(config) if _DATASETS.value is None else _DATASETS.value
+  splits = {name: flag.value for name, flag in
+            (("train", _TRAIN_SPLIT), ("test", _TEST_SPLIT)) if flag.value}
+  if datasets and splits:
+    raise app.UsageError(f"--{'_split, --'.join(splits)}_split choose splits of the "
+                         f"run's own data, but the probes are of {','.join(datasets)}; "
+                         f"add --datasets= to probe the run's own data")
+  if not datasets:
+    splits = {**fewshot.probe_splits(config), **splits}
+  regulariser = _REGULARISER.value
+  if regulariser is None:
+    regulariser = (config.get("fewshot") or {}).get("regulariser",
+                                                    fewshot.DEFAULT_REGULARISER)
+  # Every dataset is found before the restore.
+  probes = fewshot.probe_sets(config, datasets=datasets, splits=splits or None)
   model, params = restore.restore_model(config, _CHECKPOINT.value or _WORKDIR.value)
   mesh = sharding.make_mesh(config.mesh)
   params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))
   feature_step = fewshot.make_feature_step(model)
-  start = time.monotonic()
-  features = {name: fewshot.extract_features(feature_step, params, split_data,
-                                             sharding.batch_sharding(mesh))
-              for name, split_data in data.items()}
-  print(f"{config.data.name}: shots from {splits['train']} "
-        f"({len(features['train'][1])} images), scored on {splits['test']} "
-        f"({len(features['test'][1])}); features in {time.monotonic() - start:.1f}s")
-  print(f"{'shots':>5}  {'accuracy':>8}  {'std':>6}  seeds")
-  accuracies = fewshot.probe_accuracies(
-      features["train"], features["test"], shots=shots, seeds=seeds,
-      num_classes=config.data.num_classes, regulariser=_REGULARISER.value)
-  for k, values in accuracies.items():
-    print(f"{k:>5}  {np.mean(values):>8.2%}  {np.std(values):>6.2%}  "
+  rows = []
+  for split, probe in probes.items():
+    name = split.partition("/")[2] or config.data.name
+    start = time.monotonic()
+    features = {part: fewshot.extract_features(feature_step, params, data,
+                                               sharding.batch_sharding(mesh))
+                for part, data in probe.data.items()}
+    print(f"{name}: shots from {probe.data['train'].split} "
+          f"({len(features['train'][1])} images), scored on {probe.data['test'].split} "
+          f"({len(features['test'][1])}); features in {time.monotonic() - start:.1f}s")
+    accuracies = fewshot.probe_accuracies(
+        features["train"], features["test"], shots=shots, seeds=seeds,
+        num_classes=probe.num_classes, regulariser=regulariser)
+    rows += [(name, k, values) for k, values in accuracies.items()]
+  width = max(len("dataset"), *(len(name) for name, _, _ in rows))
+  print(f"{'dataset':<{width}}  {'shots':>5}  {'accuracy':>8}  {'std':>6}  seeds")
+  for name, k, values in rows:
+    print(f"{name:<{width}}  {k:>5}  {np.mean(values):>8.2%}  {np.std(values):>6.2%}  "
           f"{','.join(map(str, seeds))}")
 
 

@@ -12,7 +12,6 @@ and --process_id anywhere else (also N processes on one machine, on CPU).
 A user's mistake (a missing dataset or checkpoint, a bad config value) ends
 the run with one line naming it; `vit_jax/runtime/cli.py` has the rule.
 """
-import logging as python_logging
 import os
 
 from absl import app, flags, logging
@@ -47,20 +46,10 @@ flags.DEFINE_integer("distributed_timeout", 300,
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _OnlyLibraryWarnings(python_logging.Filter):
-  """Keeps orbax's and tfds's per-save, per-read INFO lines off the console."""
-
-  QUIET = ("/orbax/", "/tensorflow_datasets/", "/etils/")
-
-  def filter(self, record):
-    return (record.levelno >= python_logging.WARNING
-            or not any(part in record.pathname for part in self.QUIET))
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_OnlyLibraryWarnings())
+  cli.quiet_library_logs()
   import jax  # after flag parsing, so --help is fast
 
   if FLAGS.dry_run:

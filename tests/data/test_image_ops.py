@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from preprocess_cases import MODES, example, jpeg_example, random_image, run
 from vit_jax.data import preprocess
+from vit_jax.data.preprocess import image_ops
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -126,3 +127,27 @@ def test_resize_small_keeps_aspect_ratio(mode):
   out = run("resize_small(15)", {"image": tf.constant(random_image(30, 60))},
             mode)
   assert out["image"].shape == (15, 30, 3)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_resize_small_averages_areas_by_default_and_takes_a_method(mode):
+  # A 3x downscale: area interpolation gives each 3x3 block's mean, while
+  # bilinear (half-pixel centres, no antialias) samples the block's centre.
+  image = np.random.RandomState(0).rand(6, 12, 1).astype(np.float32)
+  blocks = image.reshape(2, 3, 4, 3, 1)
+  area = run("resize_small(2)", {"image": tf.constant(image)}, mode)["image"]
+  np.testing.assert_allclose(area, blocks.mean(axis=(1, 3)), rtol=1e-6)
+  bilinear = run("resize_small(2, method='bilinear')", {"image": tf.constant(image)},
+                 mode)["image"]
+  np.testing.assert_allclose(bilinear, blocks[:, 1, :, 1], rtol=1e-6)
+
+
+def test_inception_boxes_go_below_a_tenth_of_the_image_down_to_area_min():
+  """TensorFlow's min_object_covered=0.1 would keep every box >= 10%."""
+  areas = []
+  for seed in range(400):
+    _, size = image_ops._inception_box(tf.constant([100, 100, 3]),
+                                       tf.constant([seed, 7]), 5, 100)
+    areas.append(int(size[0]) * int(size[1]) / 100**2)
+  assert min(areas) >= 0.05
+  assert sum(area < 0.1 for area in areas) >= 5

@@ -1,12 +1,20 @@
-"""Few-shot probes: the closed form, the protocol, and exact features on any mesh."""
+"""Few-shot probes: the closed form, the protocol, exact features on any mesh, and
+the probes a run makes: of other datasets, at its start, on resuming."""
+import json
+import os
+
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
-from conftest import tiny_config
+import fake_data
+from conftest import NUM_TEST, NUM_TRAIN, tiny_config
+from configs import common
+from vit_jax import train
 from vit_jax.data import input_pipeline, sources
 from vit_jax.evaluators import fewshot
-from vit_jax.models import build
+from vit_jax.models import build, pretrained
 from vit_jax.train import sharding
 
 
@@ -68,7 +76,6 @@ def features_on(devices, config, params, source):
 
 
 def test_features_on_eight_devices_equal_those_on_one(fashion_data_dir):
-  from conftest import NUM_TEST
   config = tiny_config(fashion_data_dir, **{"model.representation_size": 24})
   model = build.model_from_config(config)
   params = build.init_params(model, config.image_size, seed=0)
@@ -97,6 +104,7 @@ def test_the_command_probes_a_saved_model_and_prints_a_row_per_shot_count(
   lines = capsys.readouterr().out.splitlines()
   assert lines[0].startswith("fashion_mnist_local: shots from train (512 images), "
                              "scored on test (103); features in ")
+  assert lines[1].split() == ["dataset", "shots", "accuracy", "std", "seeds"]
   source = sources.get_source(config.data)
   features = {}
   for split in ("train", "test"):
@@ -108,6 +116,156 @@ def test_the_command_probes_a_saved_model_and_prints_a_row_per_shot_count(
   for line, shots in zip(lines[2:], (1, 5)):
     accuracies = [fewshot.probe_accuracy(features["train"], features["test"], shots=shots,
                                          seed=seed, num_classes=10) for seed in (0, 1)]
-    assert line.split() == [str(shots), f"{np.mean(accuracies):.2%}",
+    assert line.split() == ["fashion_mnist_local", str(shots), f"{np.mean(accuracies):.2%}",
                             f"{np.std(accuracies):.2%}", "0,1"]
   assert len(lines) == 4
+
+
+def test_a_probe_dataset_is_read_with_the_runs_eval_ops_and_its_own_class_count():
+  assert fewshot.with_num_classes(
+      "decode|resize(16)|value_range(-1,1)|onehot(10)", 5) == (
+          "decode|resize(16)|value_range(-1,1)|onehot(5)")
+  assert fewshot.with_num_classes("decode|onehot(num_classes=3, on=0.9)", 37) == (
+      "decode|onehot(37, on=0.9)")
+  with pytest.raises(ValueError, match=r"config.pp.eval='decode\|resize\(16\)' has no "
+                     r"onehot op; the few-shot probes read each example's class from it"):
+    fewshot.with_num_classes("decode|resize(16)", 5)
+
+
+PROBED = ("fashion_mnist_last5", "digits")
+
+
+@pytest.fixture(scope="module")
+def probe_data_dir(tmp_path_factory):
+  """A data_dir with the tiny run's Fashion-MNIST and two datasets it does not
+  train on: the fake files' classes 5-9 (`fashion_mnist_halves/last5`) and
+  sklearn's digits (its bundled file, as users build it)."""
+  manual_dir = tmp_path_factory.mktemp("probe_manual")
+  data_dir = tmp_path_factory.mktemp("probe_tfds")
+  fake_data.write_fashion_mnist_files(manual_dir, num_train=NUM_TRAIN, num_test=NUM_TEST)
+  fake_data.build_fashion_mnist(manual_dir, data_dir)
+  for name in ("fashion_mnist_halves/last5", "sklearn_digits"):
+    tfds.builder(name, data_dir=str(data_dir)).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+  return str(data_dir)
+
+
+def probe_config(data_dir, **overrides):
+  return tiny_config(data_dir, **{"fewshot.every": 4, "fewshot.at_start": True,
+                                  "fewshot.datasets": PROBED, "fewshot.shots": (1, 5),
+                                  "fewshot.seeds": (0, 1), **overrides})
+
+
+def by_hand(config, params, name, *, shots, seeds, regulariser=fewshot.DEFAULT_REGULARISER):
+  """{k: mean accuracy} of the preset ``name``, its features made with an eval
+  spec written out here (its own class count) and its splits named here."""
+  preset = common.DATASETS[name]
+  source = sources.get_source(common.dataset_config(name, data_dir=config.data.data_dir))
+  spec = f"decode|resize(16)|value_range(-1,1)|onehot({preset['num_classes']})"
+  model = build.model_from_config(config)
+  features = {split: fewshot.extract_features(
+      fewshot.make_feature_step(model), params,
+      input_pipeline.EvalData(source, spec, split, global_batch=40, keyed=True),
+      sharding.batch_sharding(sharding.make_mesh(config.mesh)))
+      for split in ("train", "test")}
+  return {k: np.mean([fewshot.probe_accuracy(
+      features["train"], features["test"], shots=k, seed=seed,
+      num_classes=preset["num_classes"], regulariser=regulariser) for seed in seeds])
+      for k in shots}
+
+
+def probe_records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [r for r in map(json.loads, f) if r["split"].startswith("fewshot")]
+
+
+@pytest.mark.slow
+def test_a_run_probes_other_datasets_from_step_0_as_the_protocol_does_by_hand(
+    probe_data_dir, tmp_path):
+  config = probe_config(probe_data_dir, total_steps=4)
+  workdir = str(tmp_path / "run")
+  summary = train.train_and_evaluate(config, workdir)
+  records = probe_records(workdir)
+  assert [(r["step"], r["split"]) for r in records] == [
+      (0, "fewshot/fashion_mnist_last5"), (0, "fewshot/digits"),
+      (4, "fewshot/fashion_mnist_last5"), (4, "fewshot/digits")]
+  for record in records[:2]:  # before training: no cost yet
+    assert record["examples_seen"] == 0 and record["tpuv3_core_days"] == 0
+    assert record["core_days"] == 0 and record["seconds"] > 0
+  assert records[2]["examples_seen"] == 4 * 32
+  model = build.model_from_config(config)
+  initial = build.init_params(model, config.image_size, seed=config.seed)
+  for step, params in ((0, initial), (4, pretrained.read_params(workdir))):
+    for record in (r for r in records if r["step"] == step):
+      name = record["split"].partition("/")[2]
+      expected = by_hand(config, params, name, shots=(1, 5), seeds=(0, 1))
+      assert (record["1shot"], record["5shot"]) == (expected[1], expected[5]), name
+  assert summary["fewshot/digits"]["5shot"] == records[3]["5shot"]
+  assert 0.15 < records[1]["5shot"] < 1.0  # a probe of 10 classes that can err
+
+
+def test_a_missing_probe_dataset_stops_the_run_before_anything_is_written(
+    fashion_data_dir, tmp_path):
+  workdir = tmp_path / "run"
+  with pytest.raises(sources.DatasetNotPreparedError) as e:
+    train.train_and_evaluate(probe_config(fashion_data_dir), str(workdir))
+  message = str(e.value)
+  assert message.startswith("config.fewshot.datasets: 2 of 2 few-shot dataset(s) "
+                            "cannot be read:\n  fashion_mnist_last5: dataset "
+                            "'fashion_mnist_halves/last5'"), message
+  assert "\n  digits: dataset 'sklearn_digits'" in message
+  assert "python scripts/prepare_data.py --dataset=sklearn_digits" in message
+  assert not workdir.exists()
+
+
+class Stopped(Exception):
+  pass
+
+
+@pytest.mark.slow
+def test_a_resumed_run_probes_the_steps_an_uninterrupted_run_probes_once_each(
+    probe_data_dir, tmp_path, monkeypatch):
+  config = probe_config(probe_data_dir, total_steps=12,
+                        **{"fewshot.datasets": PROBED[:1], "fewshot.seeds": (0,)})
+  workdir = str(tmp_path / "run")
+  real_batches = input_pipeline.train_batches
+
+  def dying_batches(*args, **kwargs):
+    for index, batch in enumerate(real_batches(*args, **kwargs)):
+      if index == 7:  # the step-6 batch: probed at 0 and 4, checkpointed at 4
+        raise Stopped()
+      yield batch
+
+  monkeypatch.setattr(input_pipeline, "train_batches", dying_batches)
+  with pytest.raises(Stopped):
+    train.train_and_evaluate(config, workdir)
+  assert [r["step"] for r in probe_records(workdir)] == [0, 4]
+  monkeypatch.setattr(input_pipeline, "train_batches", real_batches)
+  train.train_and_evaluate(config, workdir)  # resumes at 4, a probe step
+  assert [r["step"] for r in probe_records(workdir)] == [0, 4, 8, 12]
+  last = probe_records(workdir)[-1]
+  summary = train.train_and_evaluate(config, workdir)  # a finished run
+  assert [r["step"] for r in probe_records(workdir)] == [0, 4, 8, 12]
+  assert summary["fewshot/fashion_mnist_last5"]["5shot"] == last["5shot"]
+
+
+def test_the_command_probes_the_datasets_named_with_the_runs_regulariser(
+    probe_data_dir, tmp_path, capsys):
+  from vit_jax import fewshot as fewshot_command
+  from vit_jax.models import npz
+  from vit_jax.runtime import cli
+  from vit_jax.train import workdir_files
+  config = probe_config(probe_data_dir, **{"fewshot.regulariser": 4.0})
+  (tmp_path / workdir_files.CONFIG_FILE).write_text(config.to_json_best_effort())
+  model = build.model_from_config(config)
+  params = build.init_params(model, config.image_size, seed=0)
+  npz.save_npz(params, tmp_path / "params.npz")
+  cli.call(fewshot_command.main, fewshot_command.FLAGS, [
+      "fewshot", f"--workdir={tmp_path}", f"--checkpoint={tmp_path / 'params.npz'}",
+      "--datasets=digits", "--shots=5", "--seeds=0,1"])
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].startswith("digits: shots from train (1297 images), scored on test "
+                             "(500); features in ")
+  expected = by_hand(config, params, "digits", shots=(5,), seeds=(0, 1), regulariser=4.0)
+  assert lines[2].split()[:3] == ["digits", "5", f"{expected[5]:.2%}"]
+  assert len(lines) == 3

@@ -29,7 +29,7 @@ def test_resampling_224_to_384_keeps_the_class_token():
 def test_bilinear_resampling_of_a_2x2_grid_gives_the_known_values():
   # A 2x2 grid with values a=0, b=1 (row 0) and c=2, d=3 (row 1), one channel.
   table = np.arange(4, dtype=np.float32).reshape(1, 4, 1)
-  out = posemb.resample_posemb(table, (4, 4), num_prefix_tokens=0)
+  out = posemb.resample_posemb(table, (4, 4), num_prefix_tokens=0, method="bilinear")
   # Half-pixel centres: new samples sit at -0.25, 0.25, 0.75, 1.25 of the old
   # grid, clamped at the edges: weights 1, .75/.25, .25/.75, 1 per axis.
   axis = np.array([0.0, 0.25, 0.75, 1.0])

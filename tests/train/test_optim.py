@@ -70,8 +70,31 @@ def test_boundaries_that_are_no_increasing_fractions_are_named(boundaries):
 def test_a_boundary_within_the_warmup_is_named():
   with pytest.raises(ValueError, match=r"config.lr.boundaries=\(0.3, 0.6, 0.9\): the "
                      r"decay at 0.3 of the run \(step 30 of 100\) is not after the "
-                     r"warm-up \(config.lr.warmup_steps=30\)"):
+                     r"warm-up \(30 steps; config.lr.warmup_steps=30\)"):
     optim.make_schedule(lr(warmup=30, decay="step"), 100)
+  with pytest.raises(ValueError, match=r"the decay at 0.05 of the run \(step 5 of 100\) "
+                     r"is not after the warm-up \(10 steps; config.lr.warmup_steps=100\)"):
+    optim.make_schedule(lr(warmup=100, decay="step", boundaries=(0.05, 0.5)), 100)
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_a_warmup_as_long_as_the_run_is_cut_to_a_tenth_of_it(decay, caplog):
+  """The paper's 500-step fine-tunes (Pets, Flowers) under a 500-step warm-up."""
+  schedule = optim.make_schedule(lr(base=0.01, warmup=500, decay=decay, end=1e-4), 500)
+  values = np.array([float(schedule(s)) for s in range(501)])
+  np.testing.assert_allclose(values[[0, 25, 50]], [0.0, 0.005, 0.01], rtol=1e-5)
+  assert np.all(np.diff(values[:51]) > 0) and np.all(np.diff(values[50:]) < 0)
+  np.testing.assert_allclose(values[500], 1e-4, rtol=1e-4)
+  assert ("config.lr.warmup_steps=500 is not shorter than the run's 500 steps; "
+          "warming up for 50 steps") in caplog.text
+  longer = optim.make_schedule(lr(base=0.01, warmup=800, decay=decay, end=1e-4), 500)
+  assert [float(longer(s)) for s in (50, 500)] == [float(schedule(s)) for s in (50, 500)]
+
+
+def test_a_warmup_shorter_than_the_run_is_kept():
+  schedule = optim.make_schedule(lr(base=1.0, warmup=90, decay="linear"), 100)
+  np.testing.assert_allclose([float(schedule(s)) for s in (45, 90, 95, 100)],
+                             [0.5, 1.0, 0.5, 0.0], atol=1e-6)
 
 
 def test_a_step_decay_without_its_fields_names_them():
@@ -85,8 +108,8 @@ def test_bad_schedule_settings_are_named():
   with pytest.raises(ValueError, match=r"config.lr.decay='exponential'; valid: "
                      r"linear, cosine, step"):
     optim.make_schedule(lr(decay="exponential"), 100)
-  with pytest.raises(ValueError, match=r"config.lr.warmup_steps=200 must be in \[0, total steps=100\)"):
-    optim.make_schedule(lr(warmup=200), 100)
+  with pytest.raises(ValueError, match=r"config.lr.warmup_steps=-1 must be >= 0"):
+    optim.make_schedule(lr(warmup=-1), 100)
   with pytest.raises(ValueError, match=r"config.lr.base=0.0 must be > 0"):
     optim.make_schedule(lr(base=0.0, decay="cosine"), 100)
 

@@ -9,7 +9,8 @@ from vit_jax.models import build
 from vit_jax.train import losses, optim, sharding, steps
 
 
-def run_one_step(config):
+def run_steps(config, num_steps):
+  """The states before and after each of ``num_steps`` steps on one batch."""
   mesh = sharding.make_mesh(config.mesh)
   model = build.model_from_config(config)
   schedule = optax.constant_schedule(0.1)
@@ -18,29 +19,38 @@ def run_one_step(config):
   # A head that prefers later classes, so the loss depends on the targets.
   params["head"]["bias"] = jnp.arange(10, dtype=jnp.float32)
   # The state train.py and scripts/benchmark.py both build.
-  state = steps.initial_state(params, tx, config)
+  states = [steps.initial_state(params, tx, config)]
   batch = {"image": jax.random.normal(jax.random.key(1), (8, 16, 16, 3)),
            "labels": jax.nn.one_hot(jnp.arange(8) % 10, 10)}
   step = jax.jit(steps.make_train_step(model, tx, losses.get_loss(config.loss),
                                        schedule, config, mesh))
-  new_state, metrics = step(state, batch)
+  for _ in range(num_steps):
+    new_state, metrics = step(states[-1], batch)
+    states.append(new_state)
   logits = model.apply({"params": params}, batch["image"], train=False)
-  return state, new_state, metrics, (logits, batch["labels"])
+  return states, metrics, (logits, batch["labels"])
 
 
-def test_ema_is_the_decayed_average_of_the_parameters(tmp_path):
-  config = tiny_config(str(tmp_path), ema_decay=0.75)
-  state, new_state, metrics, _ = run_one_step(config)
-  assert set(state) == {"step", "params", "opt_state", "ema_params", "skipped_steps",
-                        "first_skipped_step"}
-  assert int(new_state["step"]) == 1 and np.isfinite(metrics["loss"])
-  assert int(metrics["skipped_steps"]) == 0
-  expected = jax.tree.map(lambda old, new: 0.75 * old + 0.25 * new,
-                          state["params"], new_state["params"])
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-               new_state["ema_params"], expected)
-  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state["params"]),
-                                                 jax.tree.leaves(new_state["params"]))]
+def run_one_step(config):
+  (state, new_state), metrics, outputs = run_steps(config, 1)
+  return state, new_state, metrics, outputs
+
+
+def test_ema_warms_up_as_tensorflows_num_updates_rule(tmp_path):
+  """decay = min(ema_decay, (1 + step) / (10 + step)): 1/10, 2/11, then 0.2."""
+  config = tiny_config(str(tmp_path), ema_decay=0.2)
+  states, metrics, _ = run_steps(config, 3)
+  assert set(states[0]) == {"step", "params", "opt_state", "ema_params", "skipped_steps",
+                            "first_skipped_step"}
+  assert int(states[-1]["step"]) == 3 and int(metrics["skipped_steps"]) == 0
+  expected = states[0]["params"]
+  for state, decay in zip(states[1:], (1 / 10, 2 / 11, 0.2)):
+    expected = jax.tree.map(lambda old, new, d=decay: d * old + (1 - d) * new,
+                            expected, state["params"])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 state["ema_params"], expected)
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(states[0]["params"]),
+                                                 jax.tree.leaves(states[-1]["params"]))]
   assert any(moved)
 
 

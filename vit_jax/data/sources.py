@@ -13,6 +13,8 @@ in turn, when a split has at least as many files as there are processes,
 else an even range of records; all shares together are the split.
 
 - ``tfds``: ``config.data.name`` in ``config.data.data_dir``; never downloads.
+  ``label`` is the feature ``config.data.label`` names, or a label derived
+  from others (`vit_jax.data.labels`).
 - ``tfrecord``: files ``data_dir/pattern`` (``{split}`` in the pattern is the
   split name), each record a ``tf.train.Example`` with ``image/encoded``
   (bytes) and ``image/class/label`` (one or more int64 class ids: multi-hot
@@ -35,7 +37,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vit_jax.data import builders  # noqa: F401  (registers the offline builders)
-from vit_jax.data import checks, config_fields, splits
+from vit_jax.data import checks, config_fields, labels, splits
 
 MANIFEST = "manifest.json"
 IMAGE_KEY, LABEL_KEY = "image/encoded", "image/class/label"
@@ -351,16 +353,28 @@ def _listdir(directory):
 
 
 class TfdsSource:
-  """A prepared tfds dataset, split per process with `tfds.even_splits`."""
+  """A prepared tfds dataset, split per process with `tfds.even_splits`.
+
+  Examples carry the label `config.data.label` names: a feature, or one
+  derived from others (`vit_jax.data.labels`); only the image and what the
+  label needs are read. `config.data.binary_images` reads images of 0s and
+  1s (dsprites') as 0s and 255s.
+  """
 
   def __init__(self, data_config):
     self.config = data_config
     self.builder = get_builder(data_config)
     features = self.builder.info.features
-    classes = getattr(features["label"], "num_classes", None) if "label" in features else None
+    if "image" not in features:
+      raise ValueError(f"dataset {data_config.name!r} has no 'image' feature; its "
+                       f"features: {', '.join(sorted(features))}")
+    name = data_config.get("label", "label")
+    self.label = labels.for_dataset(name, features, data_config.name)
+    classes = self.label.num_classes
     if classes and classes > data_config.num_classes:
+      what = f"derived label {name!r}" if name in labels.DERIVED else f"{name!r} feature"
       raise ValueError(f"dataset {data_config.name!r} has {classes} classes (its "
-                       f"'label' feature), more than config.data.num_classes="
+                       f"{what}), more than config.data.num_classes="
                        f"{data_config.num_classes}")
 
   def regions(self, split):
@@ -387,25 +401,46 @@ class TfdsSource:
     return self.read(self.config.train_split, 0, 1).element_spec
 
   def read(self, split, process_index, process_count, *, shuffle_seed=None):
-    features = self.builder.info.features
-    decoders = {"image": tfds.decode.SkipDecoding()} if "image" in features else None
+    # The image stays encoded (decoded after shuffling, see the module
+    # docstring); features the label does not need are not even parsed.
+    decoders = tfds.decode.PartialDecoding(
+        {"image": True, **self.label.reads}, decoders={"image": tfds.decode.SkipDecoding()})
     ds = self.builder.as_dataset(
         split=tfds.even_splits(split, n=process_count)[process_index],
-        shuffle_files=shuffle_seed is not None, decoders=decoders,
+        # An ordered dataset (disable_shuffling) refuses shuffled files;
+        # the shuffle buffer downstream still mixes its examples.
+        shuffle_files=shuffle_seed is not None and not self.builder.info.disable_shuffling,
+        decoders=decoders,
         read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed, skip_prefetch=True,
                                     add_tfds_id=True))
-    ds = _cached_if_asked(ds, self.config)
+    binary_images = self.config.get("binary_images", False)
 
     def named(features):
-      features = {**{k: v for k, v in features.items() if k != "tfds_id"},
-                  "_id": features["tfds_id"]}
-      if "label" in features and features["label"].dtype.is_integer:
-        features = checks.label_checked(features, self.config.num_classes)
-      return features
-    return ds.map(named, num_parallel_calls=tf.data.AUTOTUNE)
+      image = features["image"]
+      if binary_images:
+        image = _times_255(image)
+      example = {"image": image, "label": self.label.compute(features),
+                 "_id": features["tfds_id"]}
+      if example["label"].dtype.is_integer:
+        example = checks.label_checked(example, self.config.num_classes)
+      return example
+    ds = ds.map(named, num_parallel_calls=tf.data.AUTOTUNE)
+    return _cached_if_asked(ds, self.config)
 
   def check_counts(self, split):
     """Nothing to check: tfds wrote its counts with the data."""
+
+
+def _times_255(image):
+  """The encoded ``image`` of 0s and 1s as a PNG of 0s and 255s.
+
+  dsprites stores its shapes so; task_adaptation multiplies them by 255
+  before anything else, and so does this, before any resize could blur 0s
+  and 1s into either. Encoded again, the image goes through the corrupt-image
+  check and the decoding ops as any other (a 64x64 PNG: tens of microseconds).
+  """
+  pixels = tf.io.decode_image(image, expand_animations=False)
+  return tf.io.encode_png(tf.saturate_cast(tf.cast(pixels, tf.int32) * 255, tf.uint8))
 
 
 def _cached_if_asked(ds, data_config):

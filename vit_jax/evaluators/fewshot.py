@@ -15,18 +15,37 @@ per checkpoint costs too much. The protocol is big_vision's:
 
 Features are computed on the devices with the run's sharding, exactly: the
 eval batches are padded and masked, so every example counts once.
+
+A run probes its own dataset, or the dataset presets `config.fewshot.datasets`
+names (`probe_sets`): each with its preset's training split for the shots
+and its 'test' eval split for the score, through the run's eval
+preprocessing with the preset's class count. Each is logged as its own
+split: ``fewshot`` for the run's own data, ``fewshot/<preset>`` for another.
 """
+import ast
+import copy
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from vit_jax.data import input_pipeline
+from vit_jax.data import input_pipeline, sources
 
 DEFAULT_REGULARISER = 2.0 ** 10
 _STD_FLOOR = 1e-5
+# The metrics split of the probes of the run's own data; another dataset's
+# are logged as f"{SPLIT}/{its preset's name}".
+SPLIT = "fewshot"
+
+
+class ProbeSet(NamedTuple):
+  """One dataset's probes: where they are logged, their data, their classes."""
+  split: str  # the metrics split: SPLIT, or SPLIT/<preset>
+  data: dict  # {"train": EvalData of the shots' split, "test": of the scored one}
+  num_classes: int
 
 
 def probe_splits(config):
@@ -35,23 +54,127 @@ def probe_splits(config):
   ``config.fewshot``'s splits where set, else the run's training split and
   its eval split named 'test' (else its last one).
   """
-  eval_splits = dict(config.data.eval_splits)
   chosen = config.get("fewshot") or {}  # a run from before the probes has none
-  return {"train": chosen.get("train_split") or config.data.train_split,
-          "test": chosen.get("test_split") or eval_splits.get(
-              "test", list(eval_splits.values())[-1])}
+  default = _preset_splits(config.data)
+  return {"train": chosen.get("train_split") or default["train"],
+          "test": chosen.get("test_split") or default["test"]}
 
 
-def probe_data(source, config, splits):
-  """The `input_pipeline.EvalData` of each of ``splits``, keyed; a split the
-  source lacks is named first."""
+def _preset_splits(data_config):
+  """A dataset's training split and its eval split named 'test' (else its last)."""
+  eval_splits = dict(data_config.eval_splits)
+  return {"train": data_config.train_split,
+          "test": eval_splits.get("test", list(eval_splits.values())[-1])}
+
+
+def probe_datasets(config):
+  """The preset names of ``config.fewshot.datasets``; empty: the run's own data."""
+  return tuple((config.get("fewshot") or {}).get("datasets") or ())
+
+
+def probe_sets(config, *, source=None, datasets=None, splits=None):
+  """``{metrics split: ProbeSet}`` of every dataset the run probes, all found now.
+
+  ``datasets`` (default `probe_datasets`) are preset names of
+  `configs.common.DATASETS`, read from the run's ``config.data.data_dir``;
+  none: the run's own data (``source``, its `sources.get_source`, if built),
+  on ``splits`` (default `probe_splits`). Every dataset that is not
+  prepared, or lacks a split, is named in one error with how to prepare it,
+  before anything is trained.
+  """
+  datasets = probe_datasets(config) if datasets is None else tuple(datasets)
+  if not datasets:
+    source = source or sources.get_source(config.data)
+    splits = splits or probe_splits(config)
+    _check_splits(source, splits, "the few-shot {0} split (config.fewshot.{0}_split)")
+    return {SPLIT: ProbeSet(SPLIT, _eval_data(source, config.pp.eval, splits, config),
+                            config.data.num_classes)}
+  chosen = splits or {k: (config.get("fewshot") or {}).get(f"{k}_split")
+                      for k in ("train", "test")}
+  chosen = [f"{k}_split={v!r}" for k, v in chosen.items() if v]
+  if chosen:
+    raise ValueError(f"config.fewshot.{', '.join(chosen)} chooses a split of the run's "
+                     f"own data, but config.fewshot.datasets={datasets!r} probes other "
+                     f"datasets, each on its preset's splits; unset one of them")
+  found, problems = {}, []
+  for name in datasets:
+    try:
+      data_config = probe_data_config(config, name)
+      source = sources.get_source(data_config)
+      splits = _preset_splits(data_config)
+      _check_splits(source, splits, "its {} split")
+    except (FileNotFoundError, ValueError) as e:
+      problems.append((name, e))
+      continue
+    pp_spec = with_num_classes(config.pp.eval, data_config.num_classes)
+    found[name] = ProbeSet(f"{SPLIT}/{name}", _eval_data(source, pp_spec, splits, config),
+                           data_config.num_classes)
+  if problems:
+    error = (sources.DatasetNotPreparedError
+             if all(isinstance(e, FileNotFoundError) for _, e in problems) else ValueError)
+    raise error(f"config.fewshot.datasets: {len(problems)} of {len(datasets)} few-shot "
+                f"dataset(s) cannot be read:\n  "
+                + "\n  ".join(f"{name}: {e}" for name, e in problems))
+  return {probe.split: probe for probe in found.values()}
+
+
+def probe_data_config(config, name):
+  """The `config.data` block of the preset ``name``, read as the run reads its own.
+
+  The run's ``data_dir``, ``strict`` and ``cache``; a multi-label preset is
+  refused (a probe scores one class an image).
+  """
+  from configs import common  # the presets; configs import vit_jax, not back
+
+  data_config = common.dataset_config(name, data_dir=config.data.data_dir)
+  if data_config.multi_label:
+    raise ValueError(f"dataset {name!r} is multi-label; a few-shot probe needs "
+                     f"one class an image")
+  for field in ("strict", "cache"):
+    data_config[field] = config.data.get(field, data_config[field])
+  return data_config
+
+
+def with_num_classes(pp_spec, num_classes):
+  """``pp_spec`` with its ``onehot`` op's class count set to ``num_classes``.
+
+  A probe dataset is read through the run's eval preprocessing; only the
+  label count is its own. A spec without ``onehot`` is refused: the probes
+  take each example's class from it.
+  """
+  pieces, found = pp_spec.split("|"), False
+  for i, piece in enumerate(pieces):
+    try:
+      node = ast.parse(piece.strip(), mode="eval").body
+    except SyntaxError:
+      continue  # `preprocess.parse` names it
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        and node.func.id == "onehot"):
+      node = copy.deepcopy(node)
+      if node.args:
+        node.args[0] = ast.Constant(int(num_classes))
+      else:
+        node.keywords = [k for k in node.keywords if k.arg != "num_classes"]
+        node.args = [ast.Constant(int(num_classes))]
+      pieces[i], found = ast.unparse(node), True
+  if not found:
+    raise ValueError(f"config.pp.eval={pp_spec!r} has no onehot op; the few-shot "
+                     f"probes read each example's class from it")
+  return "|".join(pieces)
+
+
+def _check_splits(source, splits, field):
+  """Fails naming ``field`` (formatted with 'train' or 'test') where a split is missing."""
   for name, split in splits.items():
     try:
       source.regions(split)
     except ValueError as e:
-      raise ValueError(f"the few-shot {name} split (config.fewshot.{name}_split): "
-                       f"{e}") from None
-  return {name: input_pipeline.EvalData(source, config.pp.eval, split,
+      raise ValueError(f"{field.format(name)}: {e}") from None
+
+
+def _eval_data(source, pp_spec, splits, config):
+  """The keyed `input_pipeline.EvalData` of each of ``splits``."""
+  return {name: input_pipeline.EvalData(source, pp_spec, split,
                                         global_batch=config.eval_batch, keyed=True)
           for name, split in splits.items()}
 

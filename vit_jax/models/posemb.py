@@ -1,9 +1,37 @@
-"""Resampling position embeddings to another patch grid (224 px -> 384 px)."""
+"""Resampling position embeddings to another patch grid (224 px -> 384 px).
+
+Three methods, by the name `config.posemb_resample` gives:
+
+- ``zoom_linear`` (the default): vision_transformer's fine-tuning resample,
+  ``scipy.ndimage.zoom(grid, (new_h / old_h, new_w / old_w, 1), order=1)``:
+  linear, with the corner embeddings of the old and new grids aligned and no
+  antialias, so published fine-tuning results start from the same table.
+- ``bilinear`` and ``bicubic``: ``jax.image.resize``, half-pixel centres
+  (the grid as an image), antialiased when shrinking.
+"""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.ndimage
 
-RESAMPLE_METHODS = {"bilinear": "linear", "bicubic": "cubic"}
+
+def _zoom_linear(grid, new_grid):
+  """vision_transformer's resample; scipy, as there, so the values match it."""
+  zoom = (new_grid[0] / grid.shape[0], new_grid[1] / grid.shape[1], 1)
+  return scipy.ndimage.zoom(np.asarray(grid), zoom, order=1)
+
+
+def _jax_resize(method):
+  """The grid resized as an image by ``jax.image.resize``'s ``method``."""
+  return lambda grid, new_grid: jax.image.resize(grid, new_grid + grid.shape[-1:],
+                                                 method)
+
+
+# Name -> (the (h, w, D) float32 grid, the new (h, w)) -> the resized grid.
+RESAMPLE_METHODS = {"zoom_linear": _zoom_linear, "bilinear": _jax_resize("linear"),
+                    "bicubic": _jax_resize("cubic")}
+# vision_transformer's, so a published checkpoint fine-tunes from the same start.
+DEFAULT_METHOD = "zoom_linear"
 
 
 def grid_size(num_tokens):
@@ -17,7 +45,7 @@ def grid_size(num_tokens):
 
 
 def resample_posemb(posemb, new_grid, *, num_prefix_tokens, old_grid=None,
-                    method="bilinear"):
+                    method=DEFAULT_METHOD):
   """Resamples (1, prefix + h*w, D) position embeddings to ``new_grid``.
 
   The prefix tokens (the class token's embedding) are kept as they are; the
@@ -36,7 +64,7 @@ def resample_posemb(posemb, new_grid, *, num_prefix_tokens, old_grid=None,
   if new_grid == old_grid:
     return posemb
   dim = patches.shape[-1]
-  image = patches.reshape(old_grid + (dim,)).astype(jnp.float32)
-  resized = jax.image.resize(image, new_grid + (dim,), RESAMPLE_METHODS[method])
-  resized = resized.reshape(1, new_grid[0] * new_grid[1], dim).astype(posemb.dtype)
-  return np.concatenate([np.asarray(prefix), np.asarray(resized)], axis=1)
+  grid = patches.reshape(old_grid + (dim,)).astype(jnp.float32)
+  resized = RESAMPLE_METHODS[method](grid, new_grid)
+  resized = np.asarray(resized).reshape(1, new_grid[0] * new_grid[1], dim)
+  return np.concatenate([np.asarray(prefix), resized.astype(posemb.dtype)], axis=1)

@@ -134,12 +134,13 @@ def _num_heads(params):
 
 
 def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,
-                    posemb_method="bilinear"):
+                    posemb_method=posemb.DEFAULT_METHOD):
   """Fits the parameters at ``path`` to a model whose fresh ones are ``init_params``.
 
   The head keeps its fresh (zero) initialisation for the new classes; a
   pre_logits layer the new model lacks is dropped; the position embeddings
-  are resampled to ``new_grid``; every other tensor must match in name and
+  are resampled to ``new_grid`` by ``posemb_method`` (a name of
+  `posemb.RESAMPLE_METHODS`); every other tensor must match in name and
   shape (see `tree_util.check_same_arrays`).
   """
   fresh = npz.flatten(init_params)

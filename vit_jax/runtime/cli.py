@@ -21,14 +21,30 @@ line naming it, the valid fields at that level and the closest of them.
 import difflib
 import functools
 import importlib.util
+import logging as python_logging
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _PROJECT_DIRS = tuple(os.path.join(_REPO, name) + os.sep
                       for name in ("vit_jax", "configs", "scripts"))
 USER_ERRORS = (ValueError, FileNotFoundError)
+
+class _OnlyLibraryWarnings(python_logging.Filter):
+  """Keeps orbax's and tfds's per-save, per-read INFO lines off the console."""
+
+  QUIET = ("/orbax/", "/tensorflow_datasets/", "/etils/")
+
+  def filter(self, record):
+    return (record.levelno >= python_logging.WARNING
+            or not any(part in record.pathname for part in self.QUIET))
+
+
+def quiet_library_logs():
+  """Leaves orbax's, tfds's and etils's INFO lines out of a training command's log."""
+  logging.get_absl_handler().addFilter(_OnlyLibraryWarnings())
+
 
 # The flags defined below belong to the command that asks for them, so its
 # --help lists them with its own.

@@ -19,7 +19,7 @@ from absl import logging
 from vit_jax.cost import accounting
 from vit_jax.data import input_pipeline, sources
 from vit_jax.evaluators import classification, fewshot
-from vit_jax.models import build, pretrained
+from vit_jax.models import build, posemb, pretrained
 from vit_jax.train import (checkpoints, config_checks, losses, metrics, optim,
                            preemption, resume, sharding, steps, workdir_files)
 
@@ -70,9 +70,10 @@ def train_and_evaluate(config, workdir, *, devices=None):
       name: input_pipeline.EvalData(source, config.pp.eval, split,
                                     global_batch=config.eval_batch)
       for name, split in config.data.eval_splits.items()}
-  probe_every = config.get("fewshot", {}).get("every", 0)
-  probe_sets = (fewshot.probe_data(source, config, fewshot.probe_splits(config))
-                if probe_every else {})
+  # Every few-shot dataset is found now: a missing one stops the run here.
+  probe_config = config.get("fewshot", {})  # a run from before the probes has none
+  probe_every = probe_config.get("every", 0)
+  probe_sets = fewshot.probe_sets(config, source=source) if probe_every else {}
 
   # ------------------------------------------------------------------------
   # Model, optimizer and train state; the workdir.
@@ -130,7 +131,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
           config.init, fresh, new_grid=grid,
           num_prefix_tokens=int(getattr(model, "classifier", None) == "token"),
           # A ResNet's config has no posemb_resample, nor posemb to resample.
-          posemb_method=config.get("posemb_resample", "bilinear"))
+          posemb_method=config.get("posemb_resample", posemb.DEFAULT_METHOD))
       state = jax.jit(state_from, out_shardings=state_shardings)(params)
     else:
       state = jax.jit(lambda: state_from(init_params()),
@@ -176,11 +177,19 @@ def train_and_evaluate(config, workdir, *, devices=None):
     return results
 
   def run_probes(step):
-    results = fewshot.run_probes(
-        feature_step, state.get("ema_params", state["params"]), probe_sets,
-        batch_sharding, shots=config.fewshot.shots, seeds=config.fewshot.seeds,
-        num_classes=config.data.num_classes, regulariser=config.fewshot.regulariser)
-    writer.write(step, {**results, **accountant.fields()}, split="fewshot")
+    params = state.get("ema_params", state["params"])
+    results = {}
+    for split, probe in probe_sets.items():  # one metrics split per dataset
+      results[split] = fewshot.run_probes(
+          feature_step, params, probe.data, batch_sharding, shots=config.fewshot.shots,
+          seeds=config.fewshot.seeds, num_classes=probe.num_classes,
+          regulariser=config.fewshot.regulariser)
+      writer.write(step, {**results[split], **accountant.fields()}, split=split)
+      if is_main:  # the console line of `writer` shows no probe metric
+        accuracies = ", ".join(f"{k} {v:.2%}" for k, v in results[split].items()
+                               if k.endswith("shot"))
+        logging.info("%s at step %d: %s in %.1fs", split, step, accuracies,
+                     results[split]["seconds"])
     return results
 
   # ------------------------------------------------------------------------
@@ -193,6 +202,12 @@ def train_and_evaluate(config, workdir, *, devices=None):
     # (a preempted run saves and stops without it); `metrics` dropped the
     # eval records of this step, so it is evaluated once, here.
     eval_results = run_evals(start_step)
+  if probe_sets and (start_step == 0 and probe_config.get("at_start", False)
+                     or 0 < start_step < total_steps and start_step % probe_every == 0):
+    # At the start when asked: the initial model's probes, at 0 core-days,
+    # the baseline the training's gain is measured from. On resuming at a
+    # probe step: as the evals above (their records, too, were dropped).
+    probe_results = run_probes(start_step)
   step = start_step
   skipped_seen = int(state["skipped_steps"])
   timer_start, timer_step = time.monotonic(), step
@@ -244,6 +259,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
       timer_start, timer_step = time.monotonic(), step
     if not eval_results:  # resumed a run that had already finished
       eval_results = run_evals(step)
+    if probe_sets and step == start_step == total_steps:  # the same, for its probes
+      probe_results = run_probes(step)
   finally:
     # Commit a save still in flight, also when the run stops on an error.
     stop_request.uninstall()
@@ -256,7 +273,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
   summary = {"step": step, "wall_s": time.monotonic() - run_start,
              "variant": config.variant, "dataset": config.data.name,
              "image_size": config.image_size, "eval": eval_results,
-             **({"fewshot": probe_results} if probe_results else {}),
+             **probe_results,  # split -> metrics: "fewshot", "fewshot/<dataset>"
              "compile_seconds": compile_seconds, **accountant.fields()}
   if is_main:
     workdir_files.write_whole(os.path.join(workdir, workdir_files.SUMMARY_FILE),

@@ -72,9 +72,12 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
     new_state = dict(state, opt_state=opt_state,
                      params=optax.apply_updates(params, updates))
     if "ema_params" in state:
-      decay = config.ema_decay
+      # TensorFlow's ExponentialMovingAverage with num_updates: the decay
+      # grows to ema_decay as (1 + step) / (10 + step), so the initial
+      # parameters do not dominate a run shorter than 1 / (1 - ema_decay).
+      decay = jnp.minimum(config.ema_decay, (1.0 + step) / (10.0 + step))
       new_state["ema_params"] = jax.tree.map(
-          lambda e, p: decay * e + (1.0 - decay) * p,
+          lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype),
           state["ema_params"], new_state["params"])
     grad_norm = optax.global_norm(grads)
     # A step whose loss or gradient norm is NaN or Inf changes nothing but the

@@ -6,6 +6,7 @@ package (or a copy) instead, so this builder reads them from `manual_dir`.
 """
 import dataclasses
 import gzip
+import inspect
 import os
 
 from etils import epath
@@ -54,6 +55,17 @@ def read_idx(path: os.PathLike | str, magic: int) -> np.ndarray:
   return np.frombuffer(data, np.uint8, offset=header_size).reshape(shape)
 
 
+def read_split(images_path: os.PathLike | str,
+               labels_path: os.PathLike | str) -> tuple[np.ndarray, np.ndarray]:
+  """One split's images (N, 28, 28) and labels (N,), uint8, in file order."""
+  images = read_idx(images_path, _IMAGES_MAGIC)
+  labels = read_idx(labels_path, _LABELS_MAGIC)
+  if len(images) != len(labels):
+    raise ValueError(f"{images_path} has {len(images)} images but "
+                     f"{labels_path} has {len(labels)} labels.")
+  return images, labels
+
+
 def check_manual_files(manual_dir: os.PathLike | str) -> None:
   """Raises FileNotFoundError, naming the path, for a missing IDX file."""
   for name in _FILE_NAMES:
@@ -79,13 +91,14 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
   @tfds.core.utils.classproperty
   @classmethod
   def code_path(cls) -> epath.Path:
-    """This module's file, where tfds looks for optional metadata files.
+    """The builder's module file, where tfds looks for optional metadata files.
 
     tfds' own lookup uses the `importlib_resources` backport, which it does
     not install on Python >= 3.9 (tensorflow/datasets#11212), so it would
-    fail for any builder that lives in a package.
+    fail for any builder that lives in a package. The class's own module,
+    not this one, so that subclasses (fashion_mnist_halves) get theirs.
     """
-    return epath.Path(__file__)
+    return epath.Path(inspect.getfile(cls))
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -125,10 +138,6 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, images_path: epath.Path,
                          labels_path: epath.Path):
-    images = read_idx(images_path, _IMAGES_MAGIC)
-    labels = read_idx(labels_path, _LABELS_MAGIC)
-    if len(images) != len(labels):
-      raise ValueError(f"{images_path} has {len(images)} images but "
-                       f"{labels_path} has {len(labels)} labels.")
+    images, labels = read_split(images_path, labels_path)
     for index, (image, label) in enumerate(zip(images, labels)):
       yield index, {"image": image[..., np.newaxis], "label": int(label)}

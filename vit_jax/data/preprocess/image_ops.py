@@ -107,9 +107,15 @@ def decode_jpeg_and_inception_crop(size: int | Sequence[int],
 
 
 def _inception_box(image_shape, seed, area_min, area_max):
-  """Begin and size of a random box of `area_min`..`area_max` % of the image."""
+  """Begin and size of a random box of `area_min`..`area_max` % of the image.
+
+  ``min_object_covered`` defaults to 0.1 in TensorFlow: with the whole image
+  as the object, no box under 10% of the image would ever be drawn. The
+  references (vision_transformer, big_vision) pass 0, so boxes go down to
+  `area_min`.
+  """
   begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      image_shape, _WHOLE_IMAGE_BOX, seed=seed,
+      image_shape, _WHOLE_IMAGE_BOX, seed=seed, min_object_covered=0,
       area_range=(area_min / 100, area_max / 100),
       aspect_ratio_range=_INCEPTION_ASPECT_RATIO_RANGE,
       use_image_if_no_bounding_boxes=True)
@@ -124,8 +130,13 @@ def resize(size: int | Sequence[int], method: str = "bilinear") -> Op:
 
 
 @register("resize_small")
-def resize_small(smaller_size: int, method: str = "bilinear") -> Op:
-  """Resizes 'image' so its shorter side is `smaller_size`, keeping aspect."""
+def resize_small(smaller_size: int, method: str = "area") -> Op:
+  """Resizes 'image' so its shorter side is `smaller_size`, keeping aspect.
+
+  Area interpolation by default, as big_vision's evaluation resizes: each
+  output pixel averages the input pixels it covers, so shrinking a large
+  image does not alias the way bilinear sampling of a few pixels does.
+  """
 
   def fn(image):
     height_width = tf.cast(tf.shape(image)[:2], tf.float32)

@@ -1,0 +1,96 @@
+"""Exact classification evaluation: top-1, and precision@1 over the labelled examples."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from vit_jax.evaluators import classification
+from vit_jax.train import losses, sharding
+
+
+class LogitsModel:
+  """A model whose logits are its input, so each row's prediction is set by hand."""
+
+  def apply(self, variables, images, *, train):
+    del variables, train
+    return images
+
+
+@dataclasses.dataclass
+class Batches:
+  """Eval data as `input_pipeline.EvalData` gives it: padded, masked batches."""
+  batches: list
+  num_examples: int
+  split: str = "val"
+
+  def __iter__(self):
+    return iter(self.batches)
+
+
+def batches_of(logits, labels, num_examples, batch=4):
+  """``logits``/``labels`` cut into batches of ``batch``, the last padded."""
+  pad = -len(logits) % batch
+  mask = np.arange(len(logits) + pad) < len(logits)
+  logits = np.pad(np.asarray(logits, np.float32), ((0, pad), (0, 0)))
+  labels = np.pad(np.asarray(labels, np.float32), ((0, pad), (0, 0)))
+  return Batches([{"image": logits[i:i + batch], "labels": labels[i:i + batch],
+                   "mask": mask[i:i + batch]} for i in range(0, len(mask), batch)],
+                 num_examples)
+
+
+def run_eval(data, *, multi_label, loss="sigmoid_xent"):
+  mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1}),
+                            jax.devices()[:1])
+  step = classification.make_eval_step(LogitsModel(), losses.get_loss(loss))
+  return classification.evaluate(step, {}, data, sharding.batch_sharding(mesh),
+                                 multi_label=multi_label)
+
+
+def one_hot(*classes, num_classes=5):
+  return np.isin(np.arange(num_classes), classes).astype(np.float32)
+
+
+# Predicted class (the hot logit) and true labels of each example.
+MULTI_LABEL = [(3, one_hot(1, 3)),      # hit
+               (0, one_hot()),          # no label: left out
+               (2, one_hot(0)),         # miss
+               (4, one_hot(2, 4)),      # hit
+               (4, one_hot()),          # no label: left out
+               (3, one_hot(0, 1, 2))]   # miss
+
+
+def test_precision_at_1_leaves_out_examples_without_a_label():
+  logits = [one_hot(predicted) * 5 for predicted, _ in MULTI_LABEL]
+  labels = [row for _, row in MULTI_LABEL]
+  result = run_eval(batches_of(logits, labels, num_examples=6), multi_label=True)
+  labelled = [0, 2, 3, 5]
+  expected_loss = np.mean(losses.get_loss("sigmoid_xent")(
+      jnp.asarray(np.array(logits)[labelled]), jnp.asarray(np.array(labels)[labelled])))
+  assert result["prec@1"] == 2 / 4
+  assert result["num_examples"] == 4 and result["unlabelled"] == 2
+  assert result["loss"] == pytest.approx(float(expected_loss), rel=1e-6)
+
+
+def test_top1_of_single_label_data_counts_every_example():
+  predicted, true = [0, 1, 2, 3, 4], [0, 1, 0, 3, 2]
+  logits = [one_hot(p) * 5 for p in predicted]
+  labels = [one_hot(t) for t in true]
+  result = run_eval(batches_of(logits, labels, num_examples=5), multi_label=False,
+                    loss="softmax_xent")
+  assert result["top1"] == 3 / 5 and result["num_examples"] == 5
+  assert "unlabelled" not in result
+
+
+def test_an_example_missed_or_counted_twice_is_an_error():
+  logits = [one_hot(p) * 5 for p, _ in MULTI_LABEL]
+  labels = [row for _, row in MULTI_LABEL]
+  with pytest.raises(RuntimeError, match="evaluation saw 6 examples, but the split has 7"):
+    run_eval(batches_of(logits, labels, num_examples=7), multi_label=True)
+
+
+def test_a_split_without_any_label_is_an_error():
+  with pytest.raises(ValueError, match="none of the 2 examples of split 'val' has a label"):
+    run_eval(batches_of([one_hot(0)] * 2, [one_hot()] * 2, num_examples=2), multi_label=True)

@@ -1,0 +1,136 @@
+"""The transfer suite: lr chosen on the dev split, seeds, resume, missing data, the table."""
+import json
+import os
+
+import ml_collections
+import pytest
+
+from configs import common, transfer as transfer_config
+from conftest import tiny_config
+from vit_jax.data import sources
+from vit_jax.evaluators import transfer, transfer_table
+
+DIVERGING_LR = 1e30  # parameters overflow float32 in the first steps
+
+
+def tiny_suite(data_dir, *, lrs=(DIVERGING_LR, 0.05), seeds=(0, 1), **overrides):
+  """A one-benchmark suite of the tiny config, fine-tuning from scratch."""
+  finetune = tiny_config(data_dir, **{"optim.name": "sgd", "optim.weight_decay": 0.0,
+                                      **overrides})
+  config = ml_collections.ConfigDict(dict(
+      suite="test", init="", seeds=seeds, benchmarks={"tiny": dict(
+          row="Tiny Fashion", group="", lrs=lrs, finetune=finetune,
+          splits=dict(train="train", dev_train="train[:80%]", dev="train[80%:]",
+                      test="test"))}))
+  config.lock()
+  return config
+
+
+@pytest.mark.slow
+def test_a_diverging_rate_is_not_chosen_and_a_rerun_redoes_nothing(fashion_data_dir, tmp_path):
+  config = tiny_suite(fashion_data_dir)
+  results = transfer.run_suite(config, str(tmp_path))
+  bench = results["benchmarks"]["tiny"]
+  assert bench["dev"] == {f"{DIVERGING_LR:g}": None, "0.05": pytest.approx(bench["dev"]["0.05"])}
+  assert bench["dev"]["0.05"] > 0.2  # learned something: 10 classes
+  assert bench["lr"] == 0.05
+  assert "non-finite" in (tmp_path / "tiny" / f"dev_lr{DIVERGING_LR:g}" /
+                          transfer.DIVERGED_FILE).read_text()
+  assert [run["seed"] for run in bench["runs"]] == [0, 1]
+  seed_runs = [json.loads((tmp_path / "tiny" / f"seed{s}" / "summary.json").read_text())
+               for s in (0, 1)]
+  assert [run["accuracy"] for run in bench["runs"]] == [
+      summary["eval"]["test"]["top1"] for summary in seed_runs]
+  assert seed_runs[0]["eval"]["test"]["num_examples"] == 103  # the whole test split
+  assert [json.loads((tmp_path / "tiny" / f"seed{s}" / "config.json").read_text())["seed"]
+          for s in (0, 1)] == [0, 1]
+
+  # What a killed suite leaves: finished runs, and one with checkpoints but no summary.
+  finished = tmp_path / "tiny" / "seed0" / "summary.json"
+  mtime = finished.stat().st_mtime_ns
+  (tmp_path / "tiny" / "seed1" / "summary.json").unlink()
+  again = transfer.run_suite(config, str(tmp_path))
+  assert finished.stat().st_mtime_ns == mtime  # read, not rerun
+  assert again["benchmarks"]["tiny"]["runs"] == bench["runs"]  # seed 1 resumed at its end
+  saved = json.loads((tmp_path / transfer.RESULTS_FILE).read_text())
+  assert saved["table"]["rows"][0]["benchmark"] == "Tiny Fashion"
+  assert "| Tiny Fashion | 0.05 |" in (tmp_path / transfer.TABLE_FILE).read_text()
+
+
+def test_a_missing_dataset_stops_the_suite_before_anything_trains(fashion_data_dir, tmp_path):
+  config = tiny_suite(fashion_data_dir, **{"data.name": "no_such_dataset"})
+  with pytest.raises(sources.DatasetNotPreparedError,
+                     match=r"(?s)tiny: dataset 'no_such_dataset'.*prepare it with"):
+    transfer.run_suite(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "tiny")
+
+
+def test_the_lr_of_the_best_dev_score_is_chosen_ties_to_the_first():
+  assert transfer.choose_lr((0.1, 0.2, 0.3), {0.1: 0.5, 0.2: 0.7, 0.3: 0.7}) == 0.2
+  assert transfer.choose_lr((0.1, 0.2), {0.1: None, 0.2: 0.1}) == 0.2
+  assert transfer.choose_lr((0.01,), {}) == 0.01
+  with pytest.raises(FloatingPointError, match=r"every learning rate of the grid \[0.1, 0.2\]"):
+    transfer.choose_lr((0.1, 0.2), {0.1: None, 0.2: None})
+
+
+def test_the_table_gives_mean_and_sample_std_per_benchmark_and_vtab_group():
+  def bench(row, group, scores):
+    return {"row": row, "group": group, "extra_row": "", "lr": 0.01, "dev": {},
+            "runs": [{"seed": s, "accuracy": a, "core_days": 1.0, "tpuv3_core_days": 0.5}
+                     for s, a in enumerate(scores)]}
+  results = {"pretraining": {"core_days": 2.0, "core_days_cpu": 2.0, "tpuv3_core_days": 0.25},
+             "benchmarks": {"a": bench("A", "natural", [0.80, 0.90, 1.00]),
+                            "b": bench("B", "natural", [0.60, 0.60, 0.60]),
+                            "c": bench("C", "structured", [0.40, 0.50, 0.30])}}
+  rows = {row["benchmark"]: row for row in transfer_table.rows(results)}
+  assert rows["A"]["mean"] == pytest.approx(90.0) and rows["A"]["std"] == pytest.approx(10.0)
+  # Per seed the mean over tasks: (80+60+40)/3, (90+60+50)/3, (100+60+30)/3.
+  assert rows["VTAB (3 tasks)"]["seeds"] == pytest.approx([60.0, 200 / 3, 190 / 3])
+  assert rows["VTAB natural (2 tasks)"]["mean"] == pytest.approx(75.0)
+  assert rows["VTAB structured (1 tasks)"]["std"] == pytest.approx(10.0)
+  text = transfer_table.markdown(results)
+  assert "| A | 0.01 | 90.00 ± 10.00 |" in text
+  assert "| pre-training TPUv3-core-days | | 0.25 |" in text
+  assert "| pre-training core-days (cpu) | | 2 |" in text
+  assert "| fine-tuning TPUv3-core-days (final runs) | | 4.5 |" in text
+
+
+def test_suite_configs_follow_table_4_and_name_their_splits(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"variant": "B/16"}))
+  config = transfer_config.get_config(f"suite=paper,init={tmp_path}")
+  names = list(config.benchmarks)
+  assert names[:5] == ["imagenet2012", "cifar10", "cifar100", "oxford_iiit_pet",
+                       "oxford_flowers102"]
+  assert len(names) == 5 + 19
+  pets = config.benchmarks.oxford_iiit_pet
+  assert pets.finetune.total_steps == 500 and pets.lrs == (0.001, 0.003, 0.01, 0.03)
+  assert pets.finetune.variant == "B/16" and pets.finetune.image_size == 384
+  assert config.benchmarks.imagenet2012.lrs == (0.003, 0.01, 0.03, 0.06)
+  assert config.benchmarks.imagenet2012.extra.data.name == "imagenet2012_real"
+  groups = [config.benchmarks[n].group for n in names[5:]]
+  assert (groups.count("natural"), groups.count("specialized"),
+          groups.count("structured")) == (7, 4, 8)
+  for name in names[5:]:
+    vtab = config.benchmarks[name]
+    assert vtab.lrs == (0.01,) and vtab.finetune.total_steps == 2_500
+    assert set(vtab.splits) == {"train", "dev_train", "dev", "test"}
+  assert list(transfer_config.get_config(
+      f"suite=paper,init={tmp_path},benchmarks=cifar10+vtab_dtd").benchmarks) == [
+          "cifar10", "vtab_dtd"]
+  with pytest.raises(ValueError, match=r"benchmarks=mnist not in suite=vtab; valid: vtab_"):
+    transfer_config.get_config(f"suite=vtab,init={tmp_path},benchmarks=mnist")
+  with pytest.raises(ValueError, match=r"variant= is needed: init='x.npz' has no"):
+    transfer_config.get_config("suite=paper,init=x.npz")
+  assert transfer_config.get_config("suite=paper,init=x.npz,variant=L/16").benchmarks[
+      "cifar10"].finetune.variant == "L/16"
+
+
+def test_the_demo_suite_transfers_to_datasets_the_pre_training_did_not_see():
+  config = transfer_config.get_config("suite=demo,init=/x,variant=Ti/7")
+  assert list(config.benchmarks) == ["fashion_mnist_last5", "digits"]
+  pretrain = common.DATASETS["fashion_mnist_first5"]["tfds_name"]
+  for bench in config.benchmarks.values():
+    assert bench.finetune.data.name != pretrain
+    assert bench.finetune.optim.name == "sgd" and bench.finetune.optim.momentum == 0.9
+    assert bench.finetune.optim.weight_decay == 0.0
+    assert len(bench.lrs) > 1

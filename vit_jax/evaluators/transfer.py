@@ -1,0 +1,209 @@
+"""The transfer suite: a learning rate chosen on a dev split, then seeds on the test split.
+
+The ViT paper's protocol (its Appendix B.1.1): for each benchmark, fine-tune
+on a development sub-split of the training set once per learning rate of
+the grid and keep the rate that scores best on the held-out rest; then
+fine-tune on the whole training set with that rate, once per seed, and score
+the test split. `configs/transfer.py` says which benchmarks, grids, splits
+and fine-tuning recipe; this module runs them. Every fine-tune is an
+ordinary run (`train.loop.train_and_evaluate`) in its own workdir:
+
+  SUITE_DIR/config.json        the suite's config
+  SUITE_DIR/NAME/dev_lr0.01/   a run per learning rate of the grid (none for one rate)
+  SUITE_DIR/NAME/seed0/        the final runs, one per seed
+  SUITE_DIR/results.json       every score, the table's source (`transfer_table`)
+  SUITE_DIR/table.md           the table
+
+A run whose `summary.json` exists is finished: it is read, not redone. One
+that stopped on a non-finite loss leaves `diverged.txt` and is never chosen.
+Any other starts, or resumes from its latest checkpoint, so a suite killed
+and run again picks up where it stopped.
+"""
+import copy
+import json
+import os
+
+import jax
+from absl import logging
+
+from vit_jax.data import sources
+from vit_jax.evaluators import classification, transfer_table
+from vit_jax.train import loop, workdir_files
+
+DIVERGED_FILE = "diverged.txt"
+RESULTS_FILE = "results.json"
+TABLE_FILE = "table.md"
+EXTRA_FILE = "extra_eval.json"
+
+
+def run_suite(config, workdir):
+  """Runs every benchmark of the suite ``config``; returns and writes the results.
+
+  All datasets are checked before anything trains.
+  """
+  check_datasets(config)
+  is_main = jax.process_index() == 0
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    workdir_files.write_whole(os.path.join(workdir, workdir_files.CONFIG_FILE),
+                              config.to_json(indent=2))
+  results = {"suite": config.suite, "init": config.init,
+             "pretraining": pretraining_cost(config.init), "benchmarks": {}}
+  for name, bench in config.benchmarks.items():
+    results["benchmarks"][name] = run_benchmark(bench, config.seeds,
+                                                os.path.join(workdir, name))
+    if is_main:  # after each benchmark, so a killed suite still shows its progress
+      write_results(workdir, results)
+  return results
+
+
+def check_datasets(config):
+  """Fails naming every missing dataset or split of the suite, with how to prepare it."""
+  problems, seen = [], set()
+  for name, bench in config.benchmarks.items():
+    reads = [(bench.finetune.data, tuple(bench.splits.values()))]
+    if "extra" in bench:
+      reads.append((bench.extra.data, (bench.extra.split,)))
+    for data, wanted in reads:
+      if data.name in seen:
+        continue
+      try:
+        source = sources.get_source(data)
+        for split in wanted:
+          source.regions(split)
+      except (FileNotFoundError, ValueError) as e:
+        problems.append(f"{name}: {e}")
+        seen.add(data.name)
+  if problems:
+    raise sources.DatasetNotPreparedError(
+        f"the suite needs {len(problems)} dataset(s) that are not ready; nothing "
+        f"was trained:\n  " + "\n  ".join(problems))
+
+
+def run_benchmark(bench, seeds, bench_dir):
+  """The learning rate the dev split chose and the test scores of each seed."""
+  dev_scores = {}
+  if len(bench.lrs) > 1:
+    for lr in bench.lrs:
+      run_config = fine_tune_config(bench, lr=lr, seed=0, train=bench.splits.dev_train,
+                                    eval_name="dev", eval_split=bench.splits.dev)
+      summary = run_once(run_config, os.path.join(bench_dir, f"dev_lr{lr:g}"))
+      dev_scores[lr] = None if summary is None else accuracy(summary["eval"]["dev"])
+  lr = choose_lr(bench.lrs, dev_scores)
+  runs = []
+  for seed in seeds:
+    run_config = fine_tune_config(bench, lr=lr, seed=seed, train=bench.splits.train,
+                                  eval_name="test", eval_split=bench.splits.test)
+    run_dir = os.path.join(bench_dir, f"seed{seed}")
+    summary = run_once(run_config, run_dir)
+    if summary is None:
+      raise FloatingPointError(f"{bench.row}: the final run of seed {seed} at lr "
+                               f"{lr:g}, which the dev split chose, diverged "
+                               f"({os.path.join(run_dir, DIVERGED_FILE)})")
+    run = {"seed": seed, "accuracy": accuracy(summary["eval"]["test"]),
+           "core_days": summary["core_days"],
+           "tpuv3_core_days": summary["tpuv3_core_days"]}
+    if "extra" in bench:
+      run["extra_accuracy"] = extra_accuracy(run_config, bench.extra, run_dir)
+    runs.append(run)
+  return {"row": bench.row, "group": bench.group,
+          "extra_row": bench.extra.row if "extra" in bench else "",
+          "lr": lr, "dev": {f"{lr:g}": score for lr, score in dev_scores.items()},
+          "runs": runs}
+
+
+def fine_tune_config(bench, *, lr, seed, train, eval_name, eval_split):
+  """The benchmark's fine-tuning config with one rate, seed, and split pair."""
+  config = copy.deepcopy(bench.finetune)  # keeps its FieldReferences working
+  with config.unlocked():
+    config.seed = seed
+    config.lr.base = lr
+    config.data.train_split = train
+    config.data.eval_splits = {eval_name: eval_split}
+  return config
+
+
+def run_once(config, run_dir):
+  """The summary of the run in ``run_dir``: read if finished, else trained (or resumed).
+
+  None when the run stopped on a non-finite loss or gradient (now or before).
+  """
+  summary_path = os.path.join(run_dir, workdir_files.SUMMARY_FILE)
+  diverged_path = os.path.join(run_dir, DIVERGED_FILE)
+  if os.path.exists(summary_path):
+    logging.info("%s is finished; its summary is read, not rerun", run_dir)
+    with open(summary_path) as f:
+      return json.load(f)
+  if os.path.exists(diverged_path):
+    return None
+  try:
+    return loop.train_and_evaluate(config, run_dir)
+  except FloatingPointError as e:
+    logging.warning("%s diverged: %s", run_dir, e)
+    if jax.process_index() == 0:
+      workdir_files.write_whole(diverged_path, f"{e}\n")
+    return None
+
+
+def choose_lr(lrs, dev_scores):
+  """The rate of the best dev score; the grid's only rate when there is no choice.
+
+  A diverged run (score None) is never chosen; ties go to the first rate.
+  """
+  if not dev_scores:
+    return lrs[0]
+  finite = {lr: score for lr, score in dev_scores.items() if score is not None}
+  if not finite:
+    raise FloatingPointError(f"every learning rate of the grid {list(lrs)} "
+                             f"diverged on the dev split")
+  return max(finite, key=lambda lr: (finite[lr], -lrs.index(lr)))
+
+
+def accuracy(split_metrics):
+  """Top-1 (single label) or precision@1 (multi-label) of one split's metrics."""
+  return split_metrics.get("top1", split_metrics.get("prec@1"))
+
+
+def extra_accuracy(run_config, extra, run_dir):
+  """The final run's parameters scored on a second labelling of the test images.
+
+  ImageNet ReaL: the validation images with their re-assessed labels, as
+  precision@1 over the images that have any (`classification.evaluate`).
+  """
+  path = os.path.join(run_dir, EXTRA_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)["accuracy"]
+  config = copy.deepcopy(run_config)
+  with config.unlocked():
+    config.data.update(extra.data)
+  metrics = classification.evaluate_checkpoint(config, run_dir, {"extra": extra.split})
+  score = accuracy(metrics["extra"])
+  if jax.process_index() == 0:
+    workdir_files.write_whole(path, json.dumps({"row": extra.row, "accuracy": score,
+                                                **metrics["extra"]}, indent=2))
+  return score
+
+
+def pretraining_cost(init):
+  """The core-days the pre-training run ``init`` reported, where it is a workdir."""
+  workdir = init
+  if os.path.basename(os.path.dirname(os.path.normpath(init))) == "checkpoints":
+    workdir = os.path.dirname(os.path.dirname(os.path.normpath(init)))
+  path = os.path.join(workdir, workdir_files.SUMMARY_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    summary = json.load(f)
+  return {key: value for key, value in summary.items()
+          if key.startswith("core_days") or key == "tpuv3_core_days"}
+
+
+def write_results(workdir, results):
+  """results.json (every score, and the table's rows) and table.md, written whole."""
+  table = {"rows": transfer_table.rows(results),
+           "cost": dict(transfer_table.cost_rows(results))}
+  workdir_files.write_whole(os.path.join(workdir, RESULTS_FILE),
+                            json.dumps({**results, "table": table}, indent=2))
+  workdir_files.write_whole(os.path.join(workdir, TABLE_FILE),
+                            transfer_table.markdown(results) + "\n")

@@ -1,0 +1,56 @@
+r"""Runs a transfer suite and prints its table; flags only, the work is in `evaluators.transfer`.
+
+  python -m vit_jax.transfer --workdir=runs/b16_i21k/transfer \
+      --config=configs/transfer.py:suite=paper,init=runs/b16_i21k
+
+Re-running the same command on the same workdir skips the fine-tunes that
+finished and resumes the one that did not. `scripts/summarize.py WORKDIR`
+prints the table again. On several hosts, run the same command on every
+host, as for `vit_jax.main`.
+"""
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from vit_jax.runtime import cli, cpu_devices, distributed, host_malloc
+
+# TensorFlow only reads input here; its C++ start-up chatter is noise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Suite config and its arguments, e.g. "
+    "configs/transfer.py:suite=paper,init=runs/b16_i21k.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where the suite keeps its runs and table.")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0, for multi-host runs outside "
+                    "Cloud TPU and SLURM (which are detected).")
+flags.DEFINE_integer("num_processes", None, "Processes of a multi-host run.")
+flags.DEFINE_integer("process_id", None, "This process's index in the run.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.quiet_library_logs()
+  import jax  # after flag parsing, so --help is fast
+
+  distributed.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                     FLAGS.process_id)
+  config = FLAGS.config
+  cpu_devices.use_one_device_per_core(tuple(
+      size for bench in config.benchmarks.values()
+      for size in (bench.finetune.global_batch // max(bench.finetune.accum_steps, 1),
+                   bench.finetune.eval_batch)))
+  from vit_jax.evaluators import transfer, transfer_table
+
+  results = transfer.run_suite(config, FLAGS.workdir)
+  if jax.process_index() == 0:
+    print(transfer_table.markdown(results))
+
+
+if __name__ == "__main__":
+  host_malloc.reexec_with_tunables()
+  cli.run(main)
