@@ -104,24 +104,15 @@ DATASETS = {
     # 5-9, each labelled 0-4: pre-train on one, transfer to the other) and
     # scikit-learn's 8x8 digits. `transfer_splits` are the transfer suite's:
     # the learning rate is chosen on dev after training on dev_train.
-    "fashion_mnist_first5": dict(
-        tfds_name="fashion_mnist_halves/first5", num_classes=5, multi_label=False,
+    **{f"fashion_mnist_{half}": dict(
+        tfds_name=f"fashion_mnist_halves/{half}", num_classes=5, multi_label=False,
         image_px=28, train_split="train", eval_splits={"test": "test"},
         published_sizes={"train": 30_000, "test": 5_000},
         transfer_splits=dict(train="train", dev_train="train[:90%]",
                              dev="train[90%:]", test="test"),
-        prepare="python scripts/prepare_data.py "
-                "--dataset=fashion_mnist_halves/first5 --data_dir=DATA_DIR "
-                "(needs `apt-get install dataset-fashion-mnist`)"),
-    "fashion_mnist_last5": dict(
-        tfds_name="fashion_mnist_halves/last5", num_classes=5, multi_label=False,
-        image_px=28, train_split="train", eval_splits={"test": "test"},
-        published_sizes={"train": 30_000, "test": 5_000},
-        transfer_splits=dict(train="train", dev_train="train[:90%]",
-                             dev="train[90%:]", test="test"),
-        prepare="python scripts/prepare_data.py "
-                "--dataset=fashion_mnist_halves/last5 --data_dir=DATA_DIR "
-                "(needs `apt-get install dataset-fashion-mnist`)"),
+        prepare=f"python scripts/prepare_data.py --dataset=fashion_mnist_halves/{half} "
+                f"--data_dir=DATA_DIR (needs `apt-get install dataset-fashion-mnist`)")
+       for half in ("first5", "last5")},
     "digits": dict(
         tfds_name="sklearn_digits", num_classes=10, multi_label=False, image_px=8,
         train_split="train", eval_splits={"test": "test"},

@@ -49,8 +49,8 @@ REAL = {"imagenet2012": ("ImageNet ReaL", "imagenet2012_real", "validation")}
 # The demo's transfer: the paper's protocol (SGD momentum 0.9, cosine decay,
 # clip 1, no weight decay, a zero head) scaled to two CPU cores.
 # dataset: (steps, batch, learning-rate grid).
-DEMO = {"fashion_mnist_last5": (150, 128, (0.01, 0.03)),
-        "digits": (100, 64, (0.01, 0.03))}
+DEMO = {"fashion_mnist_last5": (150, 128, (0.03, 0.1)),
+        "digits": (150, 64, (0.03, 0.1))}
 DEMO_WARMUP_STEPS = 10
 
 

@@ -30,11 +30,7 @@ config_flags.DEFINE_config_file(
     "configs/finetune.py:variant=B/16,data=cifar10,res=384,init=PATH.",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Where the run keeps everything.")
-flags.DEFINE_string("coordinator_address", None,
-                    "host:port of process 0, for multi-host runs outside "
-                    "Cloud TPU and SLURM (which are detected).")
-flags.DEFINE_integer("num_processes", None, "Processes of a multi-host run.")
-flags.DEFINE_integer("process_id", None, "This process's index in the run.")
+cli.define_distributed_flags(FLAGS)
 flags.DEFINE_bool("dry_run", False,
                   "Print what the job will cost (parameters, FLOPs, "
                   "TPUv3-core-days at --assumed_mfu, --train_examples) and "

@@ -23,11 +23,7 @@ config_flags.DEFINE_config_file(
     "config", None, "Suite config and its arguments, e.g. "
     "configs/transfer.py:suite=paper,init=runs/b16_i21k.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where the suite keeps its runs and table.")
-flags.DEFINE_string("coordinator_address", None,
-                    "host:port of process 0, for multi-host runs outside "
-                    "Cloud TPU and SLURM (which are detected).")
-flags.DEFINE_integer("num_processes", None, "Processes of a multi-host run.")
-flags.DEFINE_integer("process_id", None, "This process's index in the run.")
+cli.define_distributed_flags(FLAGS)
 flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -156,15 +156,16 @@ def probe_config(data_dir, **overrides):
                                   "fewshot.seeds": (0, 1), **overrides})
 
 
-def by_hand(config, params, name, *, shots, seeds, regulariser=fewshot.DEFAULT_REGULARISER):
+def by_hand(config, params, name, *, shots, seeds, regulariser=fewshot.DEFAULT_REGULARISER,
+            feature_step=None):
   """{k: mean accuracy} of the preset ``name``, its features made with an eval
   spec written out here (its own class count) and its splits named here."""
   preset = common.DATASETS[name]
   source = sources.get_source(common.dataset_config(name, data_dir=config.data.data_dir))
   spec = f"decode|resize(16)|value_range(-1,1)|onehot({preset['num_classes']})"
-  model = build.model_from_config(config)
+  feature_step = feature_step or fewshot.make_feature_step(build.model_from_config(config))
   features = {split: fewshot.extract_features(
-      fewshot.make_feature_step(model), params,
+      feature_step, params,
       input_pipeline.EvalData(source, spec, split, global_batch=40, keyed=True),
       sharding.batch_sharding(sharding.make_mesh(config.mesh)))
       for split in ("train", "test")}
@@ -194,11 +195,13 @@ def test_a_run_probes_other_datasets_from_step_0_as_the_protocol_does_by_hand(
     assert record["core_days"] == 0 and record["seconds"] > 0
   assert records[2]["examples_seen"] == 4 * 32
   model = build.model_from_config(config)
+  feature_step = fewshot.make_feature_step(model)  # compiled once for the four
   initial = build.init_params(model, config.image_size, seed=config.seed)
   for step, params in ((0, initial), (4, pretrained.read_params(workdir))):
     for record in (r for r in records if r["step"] == step):
       name = record["split"].partition("/")[2]
-      expected = by_hand(config, params, name, shots=(1, 5), seeds=(0, 1))
+      expected = by_hand(config, params, name, shots=(1, 5), seeds=(0, 1),
+                         feature_step=feature_step)
       assert (record["1shot"], record["5shot"]) == (expected[1], expected[5]), name
   assert summary["fewshot/digits"]["5shot"] == records[3]["5shot"]
   assert 0.15 < records[1]["5shot"] < 1.0  # a probe of 10 classes that can err
@@ -269,3 +272,20 @@ def test_the_command_probes_the_datasets_named_with_the_runs_regulariser(
   expected = by_hand(config, params, "digits", shots=(5,), seeds=(0, 1), regulariser=4.0)
   assert lines[2].split()[:3] == ["digits", "5", f"{expected[5]:.2%}"]
   assert len(lines) == 3
+
+
+def test_plot_metrics_draws_a_few_shot_line_per_probed_dataset(tmp_path):
+  from scripts import plot_metrics
+  records = [{"step": s, "split": f"fewshot/{name}", "10shot": accuracy,
+              "tpuv3_core_days": s * 1e-6}
+             for s, digits in ((0, 0.3), (600, 0.9))
+             for name, accuracy in (("digits", digits), ("fashion_mnist_last5", 0.4))]
+  (tmp_path / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)))
+  loaded = plot_metrics.read_metrics(str(tmp_path))
+  title, split, keys = plot_metrics.ROWS[2]
+  assert title == "few-shot accuracy"
+  assert plot_metrics.series(loaded, split, keys, "tpuv3_core_days") == {
+      "digits 10shot": ([0.0, 6e-4], [0.3, 0.9]),
+      "fashion_mnist_last5 10shot": ([0.0, 6e-4], [0.4, 0.4])}
+  assert plot_metrics.series(loaded, "eval", ("top1", "prec@1"), "step") == {}
+  plot_metrics.plot([str(tmp_path)], str(tmp_path / "m.png"))

@@ -81,6 +81,19 @@ def define_estimate_flags(flag_values):
   return assumed_mfu, train_examples
 
 
+def define_distributed_flags(flag_values):
+  """--coordinator_address, --num_processes and --process_id, for the commands
+  that join a multi-host run (`distributed.initialize_distributed`)."""
+  flags.DEFINE_string("coordinator_address", None,
+                      "host:port of process 0, for multi-host runs outside "
+                      "Cloud TPU and SLURM (which are detected).",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("num_processes", None, "Processes of a multi-host run.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("process_id", None, "This process's index in the run.",
+                       flag_values=flag_values)
+
+
 def define_checkpoint_flags(flag_values, *, use):
   """--workdir (required) and --checkpoint, which the commands that load a
   finished run's model (evaluate, fewshot) share. ``use`` completes "Parameters
