@@ -49,9 +49,7 @@ DEFAULT_VARIANT = "Ti/7"
 # The transfer tasks a pre-training dataset leaves out, which stage=pretrain
 # probes (10 shots, seeds 0-2) before its first step, every 600 steps and at
 # the end: how the representation of unseen classes grows with training
-# (measured: 10-shot 56.7% at random init to 66.4% on fashion_mnist_last5,
-# 58.3% to 59.3% on digits; the probes 45 s beside 316 s of training on 2
-# CPU cores; docs/configs.md#few-shot-probes-while-training).
+# (docs/benchmarks.md has what they reached).
 HELD_OUT = {"fashion_mnist_first5": ("fashion_mnist_last5", "digits")}
 # The Transformer of every ViT and hybrid the demo trains.
 TRANSFORMER = dict(hidden_size=128, num_layers=6, mlp_dim=512, num_heads=4)
