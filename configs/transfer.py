@@ -33,6 +33,7 @@ import os
 import ml_collections
 
 from configs import common, demo, finetune
+from vit_jax.train import workdir_files
 
 # Rows of the paper's Table 2, in its order; VTAB's tasks follow, grouped.
 PAPER_BENCHMARKS = ("imagenet2012", "cifar10", "cifar100", "oxford_iiit_pet",
@@ -154,11 +155,7 @@ def _demo_finetune(name, args):
 
 def _init_variant(init):
   """The variant of the pre-training run ``init`` names (its workdir's config.json)."""
-  workdir = init
-  # An orbax step directory: WORKDIR/checkpoints/STEP.
-  if os.path.basename(os.path.dirname(os.path.normpath(init))) == "checkpoints":
-    workdir = os.path.dirname(os.path.dirname(os.path.normpath(init)))
-  path = os.path.join(workdir, "config.json")
+  path = os.path.join(workdir_files.run_workdir(init), workdir_files.CONFIG_FILE)
   if not os.path.exists(path):
     raise ValueError(f"configs/transfer.py: variant= is needed: init={init!r} "
                      f"has no {path} to read the pre-trained model's variant from")

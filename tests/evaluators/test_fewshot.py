@@ -18,6 +18,16 @@ from vit_jax.models import build, pretrained
 from vit_jax.train import sharding
 
 
+def saved_run(config, directory):
+  """A run the probe command reads: ``config.json`` and fresh parameters as ``params.npz``."""
+  from vit_jax.models import npz
+  from vit_jax.train import workdir_files
+  (directory / workdir_files.CONFIG_FILE).write_text(config.to_json_best_effort())
+  params = build.init_params(build.model_from_config(config), config.image_size, seed=0)
+  npz.save_npz(params, directory / "params.npz")
+  return params
+
+
 @pytest.mark.parametrize("n, d", [(12, 40), (40, 12)], ids=["fewer_shots", "fewer_dims"])
 def test_both_eigendecomposition_branches_solve_the_ridge_normal_equations(n, d):
   rng = np.random.RandomState(0)
@@ -90,14 +100,9 @@ def test_features_on_eight_devices_equal_those_on_one(fashion_data_dir):
 def test_the_command_probes_a_saved_model_and_prints_a_row_per_shot_count(
     fashion_data_dir, tmp_path, capsys):
   from vit_jax import fewshot as fewshot_command
-  from vit_jax.models import npz
   from vit_jax.runtime import cli
-  from vit_jax.train import workdir_files
   config = tiny_config(fashion_data_dir)
-  (tmp_path / workdir_files.CONFIG_FILE).write_text(config.to_json_best_effort())
-  model = build.model_from_config(config)
-  params = build.init_params(model, config.image_size, seed=0)
-  npz.save_npz(params, tmp_path / "params.npz")
+  params = saved_run(config, tmp_path)
   cli.call(fewshot_command.main, fewshot_command.FLAGS, [
       "fewshot", f"--workdir={tmp_path}", f"--checkpoint={tmp_path / 'params.npz'}",
       "--shots=1,5", "--seeds=0,1"])
@@ -111,7 +116,7 @@ def test_the_command_probes_a_saved_model_and_prints_a_row_per_shot_count(
     eval_data = input_pipeline.EvalData(source, config.pp.eval, split,
                                         global_batch=config.eval_batch, keyed=True)
     features[split] = fewshot.extract_features(
-        fewshot.make_feature_step(model), params, eval_data,
+        fewshot.make_feature_step(build.model_from_config(config)), params, eval_data,
         sharding.batch_sharding(sharding.make_mesh(config.mesh)))
   for line, shots in zip(lines[2:], (1, 5)):
     accuracies = [fewshot.probe_accuracy(features["train"], features["test"], shots=shots,
@@ -255,14 +260,9 @@ def test_a_resumed_run_probes_the_steps_an_uninterrupted_run_probes_once_each(
 def test_the_command_probes_the_datasets_named_with_the_runs_regulariser(
     probe_data_dir, tmp_path, capsys):
   from vit_jax import fewshot as fewshot_command
-  from vit_jax.models import npz
   from vit_jax.runtime import cli
-  from vit_jax.train import workdir_files
   config = probe_config(probe_data_dir, **{"fewshot.regulariser": 4.0})
-  (tmp_path / workdir_files.CONFIG_FILE).write_text(config.to_json_best_effort())
-  model = build.model_from_config(config)
-  params = build.init_params(model, config.image_size, seed=0)
-  npz.save_npz(params, tmp_path / "params.npz")
+  params = saved_run(config, tmp_path)
   cli.call(fewshot_command.main, fewshot_command.FLAGS, [
       "fewshot", f"--workdir={tmp_path}", f"--checkpoint={tmp_path / 'params.npz'}",
       "--datasets=digits", "--shots=5", "--seeds=0,1"])

@@ -187,10 +187,7 @@ def extra_accuracy(run_config, extra, run_dir):
 
 def pretraining_cost(init):
   """The core-days the pre-training run ``init`` reported, where it is a workdir."""
-  workdir = init
-  if os.path.basename(os.path.dirname(os.path.normpath(init))) == "checkpoints":
-    workdir = os.path.dirname(os.path.dirname(os.path.normpath(init)))
-  path = os.path.join(workdir, workdir_files.SUMMARY_FILE)
+  path = os.path.join(workdir_files.run_workdir(init), workdir_files.SUMMARY_FILE)
   if not os.path.exists(path):
     return None
   with open(path) as f:

@@ -14,6 +14,16 @@ CHECKPOINT_SUBDIR = "checkpoints"
 SUMMARY_FILE = "summary.json"
 
 
+def run_workdir(path):
+  """The workdir ``path`` names: itself, or the run of a checkpoint step
+  directory (``WORKDIR/checkpoints/STEP``), whose config and summary sit there."""
+  path = os.path.normpath(path)
+  parent = os.path.dirname(path)
+  if os.path.basename(parent) == CHECKPOINT_SUBDIR:
+    return os.path.dirname(parent)
+  return path
+
+
 def write_whole(path, text):
   """Writes ``path`` through a temporary file, so no reader or crash sees half."""
   with open(path + ".tmp", "w") as f:
