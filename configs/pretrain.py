@@ -25,13 +25,22 @@ ViT configs do, because a clip that never fires costs nothing and one that
 does saves a run from a spike. `--config.optim.grad_clip_norm=0` gives the
 paper's setting on JFT and ImageNet-21k.
 
+Few-shot probes are off, as in the paper; `--config.fewshot.every=N` turns on
+big_vision's (Caltech101, Cars196, CIFAR-100, DTD, Pets and UC Merced at 1, 5,
+10 and 25 shots: `transfer_datasets.FEWSHOT_DATASETS`), every N steps, read
+from data_dir; `fewshot_imagenet=True` adds ImageNet at 10 shots, for a
+data_dir that holds it. `--config.fewshot.datasets="()"` probes the run's own
+data instead.
+
 Arguments: variant, data (a preset of configs/common.py), data_dir, epochs
-(0: the table's); steps=N counts the run in steps instead of epochs.
-The dataset must be prepared beforehand; nothing is downloaded.
+(0: the table's); steps=N counts the run in steps instead of epochs;
+fewshot_imagenet. The datasets must be prepared beforehand; nothing is
+downloaded, and a missing one stops the run at its start, named with the
+command that prepares it.
 """
 import collections
 
-from configs import common
+from configs import common, transfer_datasets
 from vit_jax import models
 
 Row = collections.namedtuple("Row", "epochs lr decay weight_decay dropout")
@@ -70,7 +79,8 @@ def paper_row(variant, data):
 
 def get_config(arg=None):
   args = common.parse_arg_string(
-      arg, variant="B/16", data="imagenet21k", data_dir="", epochs=0, steps=0)
+      arg, variant="B/16", data="imagenet21k", data_dir="", epochs=0, steps=0,
+      fewshot_imagenet=False)
   common.refuse_resnet(args.variant, "configs/pretrain.py")
   config = common.base_config()
   config.variant = args.variant
@@ -87,5 +97,8 @@ def get_config(arg=None):
   else:
     config.total_epochs = args.epochs or row.epochs
   config.pp = common.pp_strings(config, **common.UPSTREAM_PP)
+  config.fewshot.datasets = transfer_datasets.FEWSHOT_DATASETS
+  if args.fewshot_imagenet:
+    config.fewshot.datasets += (transfer_datasets.FEWSHOT_IMAGENET,)
   config.lock()
   return config

@@ -1,4 +1,5 @@
-"""The transfer suite's dataset presets: VTAB-1k's 19 tasks and ImageNet ReaL.
+"""Presets of the datasets a model transfers to: VTAB-1k's 19 tasks, ImageNet
+ReaL, and big_vision's few-shot probes (`FEWSHOT_DATASETS`).
 
 `configs.common` merges `DATASETS` into its own presets (its keys are the
 same; see there). This module imports nothing of `configs.common`, so
@@ -21,6 +22,13 @@ or a label derived from others, `vit_jax.data.labels`), ``binary_images``
 and structured tasks). Published sizes are tfds's; the test splits cut from
 them hold as many examples as the VTAB paper's test sets (KITTI 711,
 dSprites 73,728, SmallNORB 12,150, ...).
+
+The few-shot presets read their datasets as big_vision's few-shot evaluator
+does (``big_vision/configs/common_fewshot.py``): shots drawn from the whole
+training split, scored on the test split; UC Merced, which has one split,
+draws from its first 1,000 images and is scored on the other 1,100.
+`FEWSHOT_DATASETS` is big_vision's default set of them, `FEWSHOT_IMAGENET`
+its ImageNet probe (10 shots, for runs that have ImageNet: a manual download).
 """
 
 _TRAIN800 = "train[:800]"
@@ -39,6 +47,15 @@ def _held_out(train_examples, train_percent, validation_percent):
   return f"train[{cut}:]"
 
 
+def _fewshot(name, *, num_classes, sizes, train="train", test="test"):
+  """A preset of big_vision's few-shot probes: ``train`` for the shots, ``test`` scored."""
+  return dict(
+      tfds_name=name, num_classes=num_classes, multi_label=False, train_split=train,
+      eval_splits={"test": test}, published_sizes=sizes,
+      prepare=f"tfds build {name.split(':')[0]} (on a machine with network access), "
+              f"then copy the data_dir")
+
+
 def _vtab(name, group, *, num_classes, val200, test, sizes, label="label", **extra):
   """A VTAB-1k preset: train800val200 to train on, its test split to evaluate."""
   train = f"{_TRAIN800}+{val200}"
@@ -55,6 +72,7 @@ def _vtab(name, group, *, num_classes, val200, test, sizes, label="label", **ext
 
 _SIZES = dict(
     caltech101={"train": 3_060, "test": 6_084},
+    cars196={"train": 8_144, "test": 8_041},
     cifar100={"train": 50_000, "test": 10_000},
     dtd={"train": 1_880, "validation": 1_880, "test": 1_880},
     oxford_flowers102={"train": 1_020, "validation": 1_020, "test": 6_149},
@@ -71,6 +89,7 @@ _SIZES = dict(
     dsprites={"train": 737_280},
     kitti={"train": 6_347, "validation": 423, "test": 711},
     smallnorb={"train": 24_300, "test": 24_300},
+    uc_merced={"train": 2_100},
 )
 # Datasets with one labelled split, cut by task_adaptation into train,
 # validation and test (eurosat.py, resisc45.py: 60 %, 20 %, the rest;
@@ -158,6 +177,16 @@ DATASETS = {
     "vtab_smallnorb_elevation": _vtab(
         "smallnorb", "structured", num_classes=9, label="label_elevation",
         sizes=_SIZES["smallnorb"], image_px=96, val200="test[:200]", test="test[50%:]"),
+    # big_vision's few-shot probes; CIFAR-100, Pets and ImageNet are the
+    # paper datasets' presets of configs/common.py, with their `fewshot_splits`.
+    # Caltech101 and DTD are VTAB's tfds versions, so one prepared copy serves both.
+    "caltech101": _fewshot("caltech101:3.*.*", num_classes=102,
+                           sizes=_SIZES["caltech101"]),
+    # 2.1.0 fixed the labels of the test split (tensorflow/datasets#3927).
+    "cars196": _fewshot("cars196:2.1.0", num_classes=196, sizes=_SIZES["cars196"]),
+    "dtd": _fewshot("dtd", num_classes=47, sizes=_SIZES["dtd"]),
+    "uc_merced": _fewshot("uc_merced", num_classes=21, sizes=_SIZES["uc_merced"],
+                          train="train[:1000]", test="train[1000:]"),
     # ImageNet ReaL: the "Are we done with ImageNet?" labels of ImageNet's 50,000
     # validation images, a list of classes per image (some lists empty). A model
     # fine-tuned on imagenet2012 is scored on it; precision@1 over the images with
@@ -174,3 +203,11 @@ DATASETS = {
                 "the ReaL labels come from GitHub, so on a machine with network "
                 "access), then copy the data_dir"),
 }
+
+# big_vision's default few-shot probes, each at config.fewshot.shots
+# (configs/pretrain.py probes them when config.fewshot.every is set).
+FEWSHOT_DATASETS = ("caltech101", "cars196", "cifar100", "dtd", "oxford_iiit_pet",
+                    "uc_merced")
+# big_vision's ImageNet probe: 10 shots from its first 65,000 training images
+# (each class has at least 30 there), scored on the validation split.
+FEWSHOT_IMAGENET = "imagenet2012:10"

@@ -2,7 +2,7 @@ r"""Few-shot linear probes of a saved model; prints a row per dataset and shot c
 
   python -m vit_jax.fewshot --workdir=runs/demo/pretrain \
       [--checkpoint=PATH] [--shots=1,5,10,25] [--seeds=0,1,2] \
-      [--datasets=digits,fashion_mnist_last5 | --train_split=train --test_split=test] \
+      [--datasets=digits,imagenet2012:10 | --train_split=train --test_split=test] \
       [--regulariser=1024]
 
 Flags only; `evaluators.fewshot` holds the protocol (big_vision's). The
@@ -22,14 +22,15 @@ from vit_jax.runtime import cli, cpu_devices  # noqa: E402
 
 FLAGS = cli.command_flags(__name__)
 _WORKDIR, _CHECKPOINT = cli.define_checkpoint_flags(FLAGS, use="probe")
-_SHOTS = flags.DEFINE_list("shots", ["1", "5", "10", "25"], "Examples a class.",
-                           flag_values=FLAGS)
+_SHOTS = flags.DEFINE_list("shots", ["1", "5", "10", "25"], "Examples a class, for "
+                           "every dataset without its own ('name:10').", flag_values=FLAGS)
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the shots' draw; "
                            "the table gives the mean and spread over them.",
                            flag_values=FLAGS)
 _DATASETS = flags.DEFINE_list(
-    "datasets", None, "Dataset presets (configs/common.py) to probe, each with "
-    "shots from its train_split, scored on its 'test' eval split; empty "
+    "datasets", None, "Dataset presets (configs/common.py) to probe, each on its "
+    "few-shot splits; 'name:10' (or 'name:5/10') probes one at its own shot "
+    "counts instead of --shots; empty "
     "(--datasets=): the run's own data (default: config.fewshot.datasets, "
     "else the run's own data).", flag_values=FLAGS)
 _TRAIN_SPLIT = flags.DEFINE_string(
@@ -79,7 +80,8 @@ def main(argv):
     regulariser = (config.get("fewshot") or {}).get("regulariser",
                                                     fewshot.DEFAULT_REGULARISER)
   # Every dataset is found before the restore.
-  probes = fewshot.probe_sets(config, datasets=datasets, splits=splits or None)
+  probes = fewshot.probe_sets(config, datasets=datasets, splits=splits or None,
+                              shots=shots)
   model, params = restore.restore_model(config, _CHECKPOINT.value or _WORKDIR.value)
   mesh = sharding.make_mesh(config.mesh)
   params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))
@@ -95,7 +97,7 @@ def main(argv):
           f"({len(features['train'][1])} images), scored on {probe.data['test'].split} "
           f"({len(features['test'][1])}); features in {time.monotonic() - start:.1f}s")
     accuracies = fewshot.probe_accuracies(
-        features["train"], features["test"], shots=shots, seeds=seeds,
+        features["train"], features["test"], shots=probe.shots, seeds=seeds,
         num_classes=probe.num_classes, regulariser=regulariser)
     rows += [(name, k, values) for k, values in accuracies.items()]
   width = max(len("dataset"), *(len(name) for name, _, _ in rows))

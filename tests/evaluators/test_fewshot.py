@@ -1,7 +1,9 @@
-"""Few-shot probes: the closed form, the protocol, exact features on any mesh, and
+"""Few-shot probes: the closed form, the protocol, exact features on any mesh, the
+host memory they take, big_vision's default datasets and per-dataset shots, and
 the probes a run makes: of other datasets, at its start, on resuming."""
 import json
 import os
+import tracemalloc
 
 import jax
 import numpy as np
@@ -10,9 +12,9 @@ import tensorflow_datasets as tfds
 
 import fake_data
 from conftest import NUM_TEST, NUM_TRAIN, tiny_config
-from configs import common
+from configs import common, pretrain, transfer_datasets
 from vit_jax import train
-from vit_jax.data import input_pipeline, sources
+from vit_jax.data import input_pipeline, sources, splits
 from vit_jax.evaluators import fewshot
 from vit_jax.models import build, pretrained
 from vit_jax.train import sharding
@@ -68,6 +70,29 @@ def test_accuracy_does_not_change_when_features_are_rescaled_per_dimension():
   assert accuracies[0] == accuracies[1]
 
 
+def test_a_probe_is_ridge_on_features_standardised_on_the_shots_and_a_bias_feature_of_100():
+  rng = np.random.RandomState(2)
+  features, labels = clustered(rng, 3, 40, 8, 6.0)
+  features += rng.uniform(-5, 5, size=8).astype(np.float32)  # far from standardised
+  few = (labels[::2] != 2) | (np.cumsum(labels[::2] == 2) <= 6)
+  # 10 shots of classes 0 and 1, 6 of class 2: the bias feature's value matters
+  train, test = (features[::2][few], labels[::2][few]), (features[1::2], labels[1::2])
+  picked = fewshot.sample_shots(train[1], 10, seed=3)
+  assert np.bincount(train[1][picked]).tolist() == [10, 10, 6]
+  x = train[0][picked].astype(np.float64)
+  mean, std = x.mean(axis=0), x.std(axis=0) + 1e-5
+
+  def standardised(v):
+    return np.concatenate([(v - mean) / std, np.full((len(v), 1), 100.0)], axis=1)
+
+  targets = 2.0 * np.eye(3)[train[1][picked]] - 1.0
+  a = standardised(x)
+  weights = np.linalg.solve(a.T @ a + 1024 * np.eye(9), a.T @ targets)
+  expected = np.mean(np.argmax(standardised(test[0]) @ weights, axis=1) == test[1])
+  assert 0.3 < expected < 1.0
+  assert fewshot.probe_accuracy(train, test, shots=10, seed=3, num_classes=3) == expected
+
+
 def test_the_same_seed_gives_the_same_shots_and_k_of_each_class():
   labels = np.random.RandomState(0).randint(0, 7, 500)
   first, again, other = (fewshot.sample_shots(labels, 5, seed) for seed in (0, 0, 1))
@@ -95,6 +120,41 @@ def test_features_on_eight_devices_equal_those_on_one(fashion_data_dir):
   assert one[0].shape == (NUM_TEST, 24)  # the representation layer's output, every example once
   np.testing.assert_allclose(eight[0], one[0], rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(eight[1], one[1])
+
+
+def test_features_are_one_array_and_hold_the_host_to_two_rows_an_example(fashion_data_dir):
+  """The features, their sorted copy and a few ints an example: a list of
+  per-example rows (an object each) measures 370 bytes an example, over the bound."""
+  config = tiny_config(fashion_data_dir, **{"model.representation_size": 32})
+  model = build.model_from_config(config)
+  params = jax.jit(lambda: build.init_params(model, config.image_size, seed=0))()
+  source = sources.get_source(config.data)
+  feature_step = fewshot.make_feature_step(model)
+  # One device: what the host holds does not depend on the mesh (tested above).
+  batch_sharding = sharding.batch_sharding(sharding.make_mesh(config.mesh,
+                                                              jax.devices()[:1]))
+
+  def traced_peak(split):
+    eval_data = input_pipeline.EvalData(source, config.pp.eval, split,
+                                        global_batch=config.eval_batch, keyed=True)
+    tracemalloc.start()
+    try:
+      before = tracemalloc.get_traced_memory()[0]
+      features, labels = fewshot.extract_features(feature_step, params, eval_data,
+                                                  batch_sharding)
+      return tracemalloc.get_traced_memory()[1] - before, features, labels
+    finally:
+      tracemalloc.stop()
+
+  traced_peak("train[:40]")  # compiled outside the measurement
+  small, large = traced_peak("train[:64]"), traced_peak("train[:512]")
+  features, labels = large[1:]
+  assert type(features) is np.ndarray and features.flags.c_contiguous
+  assert features.shape == (512, 32) and features.dtype == np.float32
+  assert type(labels) is np.ndarray and labels.shape == (512,)
+  row = 32 * 4
+  per_example = (large[0] - small[0]) / (512 - 64)
+  assert row <= per_example <= 2 * row + 64, per_example
 
 
 def test_the_command_probes_a_saved_model_and_prints_a_row_per_shot_count(
@@ -135,6 +195,62 @@ def test_a_probe_dataset_is_read_with_the_runs_eval_ops_and_its_own_class_count(
   with pytest.raises(ValueError, match=r"config.pp.eval='decode\|resize\(16\)' has no "
                      r"onehot op; the few-shot probes read each example's class from it"):
     fewshot.with_num_classes("decode|resize(16)", 5)
+
+
+def test_an_entry_may_name_its_own_shots_and_a_bad_one_names_the_forms():
+  assert fewshot.parse_entry("cifar100") == ("cifar100", None)
+  assert fewshot.parse_entry("imagenet2012:10") == ("imagenet2012", (10,))
+  assert fewshot.parse_entry("imagenet2012:5/10") == ("imagenet2012", (5, 10))
+  for bad in ("imagenet2012:", "imagenet2012:ten", "imagenet2012:0", ":10", "a:5,10"):
+    with pytest.raises(ValueError) as e:
+      fewshot.parse_entry(bad)
+    assert str(e.value) == (
+        f"config.fewshot.datasets entry {bad!r}: expected a preset name, or 'name:K' "
+        f"with its own shot counts K >= 1 joined by '/' (e.g. 'imagenet2012:10', "
+        f"'imagenet2012:5/10')")
+  config = tiny_config("/nowhere", **{"fewshot.datasets": ("digits", "digits:5")})
+  with pytest.raises(ValueError, match=r"config.fewshot.datasets=\('digits', 'digits:5'\) "
+                     r"names digits more than once; give each dataset one entry"):
+    fewshot.probe_sets(config)
+
+
+# big_vision's few-shot splits (configs/common_fewshot.py there), in examples.
+BIG_VISION_SPLITS = {
+    "caltech101": (3_060, 6_084), "cars196": (8_144, 8_041), "cifar100": (50_000, 10_000),
+    "dtd": (1_880, 1_880), "oxford_iiit_pet": (3_680, 3_669), "uc_merced": (1_000, 1_100),
+    "imagenet2012": (65_000, 50_000)}
+
+
+def test_pretraining_probes_big_visions_datasets_on_its_splits_imagenet_at_10_shots():
+  config = pretrain.get_config("variant=Ti/16")
+  assert config.fewshot.every == 0  # off unless asked: the datasets need preparing
+  assert config.fewshot.datasets == transfer_datasets.FEWSHOT_DATASETS
+  config = pretrain.get_config("variant=Ti/16,fewshot_imagenet=True")
+  assert config.fewshot.datasets[-1] == transfer_datasets.FEWSHOT_IMAGENET
+  entries = dict(map(fewshot.parse_entry, config.fewshot.datasets))
+  assert entries == {**dict.fromkeys(BIG_VISION_SPLITS), "imagenet2012": (10,)}
+  for name, expected in BIG_VISION_SPLITS.items():
+    data = fewshot.probe_data_config(config, name)
+    probed = [data.train_split, dict(data.eval_splits)["test"]]
+    sizes = common.DATASETS[name]["published_sizes"]
+    assert tuple(splits.examples_in_split(s, sizes) for s in probed) == expected, name
+  assert probed == ["train[:65000]", "validation"]  # ImageNet's, the last
+
+
+def test_big_visions_datasets_missing_are_named_at_start_with_their_prepare_commands(
+    tmp_path):
+  config = pretrain.get_config(f"variant=Ti/16,data_dir={tmp_path},fewshot_imagenet=True")
+  with pytest.raises(sources.DatasetNotPreparedError) as e:
+    fewshot.probe_sets(config)
+  message = str(e.value)
+  assert message.startswith("config.fewshot.datasets: 7 of 7 few-shot dataset(s) "
+                            "cannot be read:\n"), message
+  for name in BIG_VISION_SPLITS:
+    preset = common.DATASETS[name]
+    # A registered builder of that version, found not prepared:
+    assert (f"\n  {name}: dataset {preset['tfds_name']!r} (config.data.name) is not "
+            f"prepared in data_dir {str(tmp_path)!r}") in message
+    assert preset["prepare"] in message
 
 
 PROBED = ("fashion_mnist_last5", "digits")
@@ -186,9 +302,10 @@ def probe_records(workdir):
 
 
 @pytest.mark.slow
-def test_a_run_probes_other_datasets_from_step_0_as_the_protocol_does_by_hand(
+def test_a_run_probes_other_datasets_from_step_0_at_their_shots_as_done_by_hand(
     probe_data_dir, tmp_path):
-  config = probe_config(probe_data_dir, total_steps=4)
+  config = probe_config(probe_data_dir, total_steps=4,
+                        **{"fewshot.datasets": ("fashion_mnist_last5", "digits:5")})
   workdir = str(tmp_path / "run")
   summary = train.train_and_evaluate(config, workdir)
   records = probe_records(workdir)
@@ -202,12 +319,14 @@ def test_a_run_probes_other_datasets_from_step_0_as_the_protocol_does_by_hand(
   model = build.model_from_config(config)
   feature_step = fewshot.make_feature_step(model)  # compiled once for the four
   initial = build.init_params(model, config.image_size, seed=config.seed)
+  shots = {"fashion_mnist_last5": (1, 5), "digits": (5,)}  # config.fewshot.shots, its own
   for step, params in ((0, initial), (4, pretrained.read_params(workdir))):
     for record in (r for r in records if r["step"] == step):
       name = record["split"].partition("/")[2]
-      expected = by_hand(config, params, name, shots=(1, 5), seeds=(0, 1),
+      expected = by_hand(config, params, name, shots=shots[name], seeds=(0, 1),
                          feature_step=feature_step)
-      assert (record["1shot"], record["5shot"]) == (expected[1], expected[5]), name
+      assert {k: v for k, v in record.items() if k.endswith("shot")} == {
+          f"{k}shot": expected[k] for k in shots[name]}, name
   assert summary["fewshot/digits"]["5shot"] == records[3]["5shot"]
   assert 0.15 < records[1]["5shot"] < 1.0  # a probe of 10 classes that can err
 
@@ -257,7 +376,7 @@ def test_a_resumed_run_probes_the_steps_an_uninterrupted_run_probes_once_each(
   assert summary["fewshot/fashion_mnist_last5"]["5shot"] == last["5shot"]
 
 
-def test_the_command_probes_the_datasets_named_with_the_runs_regulariser(
+def test_the_command_probes_the_datasets_named_at_their_shots_with_the_runs_regulariser(
     probe_data_dir, tmp_path, capsys):
   from vit_jax import fewshot as fewshot_command
   from vit_jax.runtime import cli
@@ -265,7 +384,7 @@ def test_the_command_probes_the_datasets_named_with_the_runs_regulariser(
   params = saved_run(config, tmp_path)
   cli.call(fewshot_command.main, fewshot_command.FLAGS, [
       "fewshot", f"--workdir={tmp_path}", f"--checkpoint={tmp_path / 'params.npz'}",
-      "--datasets=digits", "--shots=5", "--seeds=0,1"])
+      "--datasets=digits:5", "--shots=1,10", "--seeds=0,1"])
   lines = capsys.readouterr().out.splitlines()
   assert lines[0].startswith("digits: shots from train (1297 images), scored on test "
                              "(500); features in ")

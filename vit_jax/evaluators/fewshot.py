@@ -8,7 +8,8 @@ per checkpoint costs too much. The protocol is big_vision's:
 - the k shots of a class are its first k examples after a seeded
   permutation of the training split (`sample_shots`);
 - features are standardised with the k-shot set's own mean and standard
-  deviation (+1e-5), and a constant bias feature is added;
+  deviation (+1e-5), and a constant bias feature of 100 is added (large, so
+  the regulariser barely shrinks the bias);
 - targets are ``2 * onehot - 1``; the weights solve ridge regression with a
   fixed regulariser in closed form (`ridge_weights`), in float32 on the host;
 - the accuracy is that of the argmax over the whole test split.
@@ -16,11 +17,19 @@ per checkpoint costs too much. The protocol is big_vision's:
 Features are computed on the devices with the run's sharding, exactly: the
 eval batches are padded and masked, so every example counts once.
 
+The host holds one float32 row of features an example and nothing per
+example besides (`extract_features`); the solves add the shots' rows and a
+(test examples x classes) score matrix, never a copy of the test features.
+
 A run probes its own dataset, or the dataset presets `config.fewshot.datasets`
-names (`probe_sets`): each with its preset's training split for the shots
-and its 'test' eval split for the score, through the run's eval
-preprocessing with the preset's class count. Each is logged as its own
-split: ``fewshot`` for the run's own data, ``fewshot/<preset>`` for another.
+names (`probe_sets`): each with its preset's few-shot splits (its
+``fewshot_splits``, big_vision's, where it has them; else its training
+split for the shots and its 'test' eval split for the score), through the
+run's eval preprocessing with the preset's class count. An entry
+``'name:10'`` probes that preset at its own shot counts (``'name:5/10'``:
+several) instead of `config.fewshot.shots`, as big_vision probes ImageNet
+at 10 shots only. Each is logged as its own split: ``fewshot`` for the
+run's own data, ``fewshot/<preset>`` for another.
 """
 import ast
 import copy
@@ -36,16 +45,21 @@ from vit_jax.data import input_pipeline, sources
 
 DEFAULT_REGULARISER = 2.0 ** 10
 _STD_FLOOR = 1e-5
+# The constant feature whose weight is each class's bias: big_vision's 100,
+# so that the regulariser (1024) shrinks the bias 10^4 times less than a
+# standardised feature's weight; it matters where classes have unequal shots.
+_BIAS_FEATURE = 100.0
 # The metrics split of the probes of the run's own data; another dataset's
 # are logged as f"{SPLIT}/{its preset's name}".
 SPLIT = "fewshot"
 
 
 class ProbeSet(NamedTuple):
-  """One dataset's probes: where they are logged, their data, their classes."""
+  """One dataset's probes: where they are logged, their data, classes and shots."""
   split: str  # the metrics split: SPLIT, or SPLIT/<preset>
   data: dict  # {"train": EvalData of the shots' split, "test": of the scored one}
   num_classes: int
+  shots: tuple  # the shot counts probed: the entry's own, else config.fewshot.shots
 
 
 def probe_splits(config):
@@ -68,27 +82,56 @@ def _preset_splits(data_config):
 
 
 def probe_datasets(config):
-  """The preset names of ``config.fewshot.datasets``; empty: the run's own data."""
+  """The entries of ``config.fewshot.datasets``; empty: the run's own data."""
   return tuple((config.get("fewshot") or {}).get("datasets") or ())
 
 
-def probe_sets(config, *, source=None, datasets=None, splits=None):
+def parse_entry(entry):
+  """``(preset name, its own shot counts or None)`` of a `config.fewshot.datasets` entry.
+
+  ``'cifar100'`` takes `config.fewshot.shots`; ``'imagenet2012:10'`` 10 shots
+  only; ``'imagenet2012:5/10'`` 5 and 10. Anything else is an error naming
+  the entry and the forms.
+  """
+  name, sep, counts = str(entry).partition(":")
+  if not sep:
+    return name, None
+  try:
+    shots = tuple(int(k) for k in counts.split("/"))
+  except ValueError:
+    shots = ()
+  if not name or not shots or min(shots) < 1:
+    raise ValueError(f"config.fewshot.datasets entry {entry!r}: expected a preset "
+                     f"name, or 'name:K' with its own shot counts K >= 1 joined by '/' "
+                     f"(e.g. 'imagenet2012:10', 'imagenet2012:5/10')")
+  return name, shots
+
+
+def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None):
   """``{metrics split: ProbeSet}`` of every dataset the run probes, all found now.
 
-  ``datasets`` (default `probe_datasets`) are preset names of
-  `configs.common.DATASETS`, read from the run's ``config.data.data_dir``;
-  none: the run's own data (``source``, its `sources.get_source`, if built),
-  on ``splits`` (default `probe_splits`). Every dataset that is not
-  prepared, or lacks a split, is named in one error with how to prepare it,
-  before anything is trained.
+  ``datasets`` (default `probe_datasets`) are entries (`parse_entry`) naming
+  presets of `configs.common.DATASETS`, read from the run's
+  ``config.data.data_dir``; none: the run's own data (``source``, its
+  `sources.get_source`, if built), on ``splits`` (default `probe_splits`).
+  ``shots`` (default ``config.fewshot.shots``) serve every entry without
+  its own. Every dataset that is not prepared, or lacks a split, is named
+  in one error with how to prepare it, before anything is trained.
   """
   datasets = probe_datasets(config) if datasets is None else tuple(datasets)
+  shots = tuple(config.fewshot.shots if shots is None else shots)
   if not datasets:
     source = source or sources.get_source(config.data)
     splits = splits or probe_splits(config)
     _check_splits(source, splits, "the few-shot {0} split (config.fewshot.{0}_split)")
     return {SPLIT: ProbeSet(SPLIT, _eval_data(source, config.pp.eval, splits, config),
-                            config.data.num_classes)}
+                            config.data.num_classes, shots)}
+  parsed = [parse_entry(entry) for entry in datasets]
+  names = [name for name, _ in parsed]
+  twice = sorted({name for name in names if names.count(name) > 1})
+  if twice:  # each would be logged as the same split
+    raise ValueError(f"config.fewshot.datasets={datasets!r} names {', '.join(twice)} "
+                     f"more than once; give each dataset one entry")
   chosen = splits or {k: (config.get("fewshot") or {}).get(f"{k}_split")
                       for k in ("train", "test")}
   chosen = [f"{k}_split={v!r}" for k, v in chosen.items() if v]
@@ -97,7 +140,7 @@ def probe_sets(config, *, source=None, datasets=None, splits=None):
                      f"own data, but config.fewshot.datasets={datasets!r} probes other "
                      f"datasets, each on its preset's splits; unset one of them")
   found, problems = {}, []
-  for name in datasets:
+  for name, own_shots in parsed:
     try:
       data_config = probe_data_config(config, name)
       source = sources.get_source(data_config)
@@ -108,7 +151,7 @@ def probe_sets(config, *, source=None, datasets=None, splits=None):
       continue
     pp_spec = with_num_classes(config.pp.eval, data_config.num_classes)
     found[name] = ProbeSet(f"{SPLIT}/{name}", _eval_data(source, pp_spec, splits, config),
-                           data_config.num_classes)
+                           data_config.num_classes, own_shots or shots)
   if problems:
     error = (sources.DatasetNotPreparedError
              if all(isinstance(e, FileNotFoundError) for _, e in problems) else ValueError)
@@ -119,10 +162,14 @@ def probe_sets(config, *, source=None, datasets=None, splits=None):
 
 
 def probe_data_config(config, name):
-  """The `config.data` block of the preset ``name``, read as the run reads its own.
+  """The `config.data` block of the preset ``name``, as its probes read it.
 
-  The run's ``data_dir``, ``strict`` and ``cache``; a multi-label preset is
-  refused (a probe scores one class an image).
+  The run's ``data_dir``, ``strict`` and ``cache``; the preset's
+  ``fewshot_splits`` (big_vision's few-shot splits: CIFAR-100's whole
+  training split where the preset holds out a minival slice, ImageNet's
+  first 65,000 training images) as its training split and 'test' eval
+  split, where it has them. A multi-label preset is refused (a probe scores
+  one class an image).
   """
   from configs import common  # the presets; configs import vit_jax, not back
 
@@ -132,6 +179,10 @@ def probe_data_config(config, name):
                      f"one class an image")
   for field in ("strict", "cache"):
     data_config[field] = config.data.get(field, data_config[field])
+  fewshot_splits = common.DATASETS[name].get("fewshot_splits")
+  if fewshot_splits:
+    data_config.train_split = fewshot_splits["train"]
+    data_config.eval_splits = {"test": fewshot_splits["test"]}
   return data_config
 
 
@@ -221,21 +272,37 @@ def extract_features(feature_step, params, eval_data, batch_sharding):
   Each batch's rows are gathered from all processes
   (`multihost_utils.process_allgather`) and the padding rows dropped; the
   rows are then sorted by their example's key, so that the shots drawn from
-  them are the same on any number of processes and devices. The host holds
-  one float32 row per example and nothing per example besides.
+  them are the same on any number of processes and devices.
+
+  The host holds one float32 row per example and nothing per example
+  besides: the rows go into one array of the split's size as they arrive,
+  so its peak is two such arrays (the sort's copy), a batch beside.
   """
-  features, labels, keys = [], [], []
+  features = labels = keys = None
+  count = 0
   for host_batch in eval_data:
     batch = input_pipeline.to_global(
         {k: host_batch[k] for k in ("image", "labels", input_pipeline.KEY, "mask")},
         batch_sharding)
     rows, ids, key, mask = multihost_utils.process_allgather(
         feature_step(params, batch), tiled=True)
-    features.append(rows[mask])
-    labels.append(ids[mask])
-    keys.append(key[mask])
-  order = np.argsort(np.concatenate(keys), kind="stable")
-  return np.concatenate(features)[order], np.concatenate(labels)[order]
+    if features is None:  # the feature size is known from the first batch
+      features = np.empty((eval_data.num_examples, rows.shape[1]), np.float32)
+      labels = np.empty(eval_data.num_examples, ids.dtype)
+      keys = np.empty(eval_data.num_examples, key.dtype)
+    real = int(mask.sum())
+    if count + real > eval_data.num_examples:
+      raise ValueError(f"eval split {eval_data.split!r} gave more than its "
+                       f"{eval_data.num_examples} examples")
+    features[count:count + real] = rows[mask]
+    labels[count:count + real] = ids[mask]
+    keys[count:count + real] = key[mask]
+    count += real
+  if count != eval_data.num_examples:
+    raise ValueError(f"eval split {eval_data.split!r} gave {count} of its "
+                     f"{eval_data.num_examples} examples")
+  order = np.argsort(keys, kind="stable")
+  return features[order], labels[order]
 
 
 def sample_shots(labels, shots, seed):
@@ -276,19 +343,21 @@ def probe_accuracy(train, test, *, shots, seed, num_classes,
   """Test accuracy of a ridge probe on ``shots`` examples a class of ``train``.
 
   ``train`` and ``test`` are (features, class ids) pairs, as
-  `extract_features` returns them.
+  `extract_features` returns them. The test features are scored as they
+  are: the standardisation and the bias feature are folded into the
+  weights, ``((x - mean) / std) W + b W_b = x (W / std) + (b W_b - (mean /
+  std) W)``, so no standardised copy of them is made.
   """
   train_x, train_y = train
   test_x, test_y = test
   picked = sample_shots(train_y, shots, seed)
   x = train_x[picked].astype(np.float32)
   mean, std = x.mean(axis=0), x.std(axis=0) + _STD_FLOOR
-
-  def standardised(features):
-    features = (features.astype(np.float32) - mean) / std
-    return np.concatenate([features, np.ones((len(features), 1), np.float32)], axis=1)
-
+  x = np.concatenate([(x - mean) / std, np.full((len(x), 1), _BIAS_FEATURE, np.float32)],
+                     axis=1)
   targets = 2.0 * np.eye(num_classes, dtype=np.float32)[train_y[picked]] - 1.0
-  weights = ridge_weights(standardised(x), targets, regulariser)
-  predicted = np.argmax(standardised(test_x) @ weights, axis=1)
+  weights = ridge_weights(x, targets, regulariser)
+  scaled = weights[:-1] / std[:, None]
+  offset = _BIAS_FEATURE * weights[-1] - mean @ scaled
+  predicted = np.argmax(test_x @ scaled + offset, axis=1)
   return float(np.mean(predicted == test_y))
