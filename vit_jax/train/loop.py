@@ -87,8 +87,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
   patch_size = getattr(model, "patch_size", None)
   grid = (config.image_size // patch_size,) * 2 if patch_size else None
 
-  def init_params():
-    return build.init_params(model, config.image_size, seed=config.seed)
+  def init_params(seed=config.seed):
+    return build.init_params(model, config.image_size, seed=seed)
 
   def state_from(params):
     return steps.initial_state(params, tx, config)
@@ -126,7 +126,9 @@ def train_and_evaluate(config, workdir, *, devices=None):
   else:
     progress = {"examples_seen": 0, "train_seconds": 0.0}
     if config.init:
-      fresh = jax.device_get(jax.jit(init_params)())
+      # The seed is an argument, not a constant of the program, so the
+      # runs of a transfer suite share one compiled init (`vit_jax.transfer`).
+      fresh = jax.device_get(jax.jit(init_params)(config.seed))
       params = pretrained.load_pretrained(
           config.init, fresh, new_grid=grid,
           num_prefix_tokens=int(getattr(model, "classifier", None) == "token"),
@@ -181,7 +183,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
     results = {}
     for split, probe in probe_sets.items():  # one metrics split per dataset
       results[split] = fewshot.run_probes(
-          feature_step, params, probe.data, batch_sharding, shots=config.fewshot.shots,
+          feature_step, params, probe.data, batch_sharding, shots=probe.shots,
           seeds=config.fewshot.seeds, num_classes=probe.num_classes,
           regulariser=config.fewshot.regulariser)
       writer.write(step, {**results[split], **accountant.fields()}, split=split)
