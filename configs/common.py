@@ -28,7 +28,10 @@ from vit_jax.models import bit
 # `transfer_splits` are the transfer suite's: the final runs train on `train`
 # and report `test`; the learning rate is chosen on `dev` after training on
 # `dev_train` (the ViT paper holds out 10% of train for Pets and Flowers, 2%
-# for CIFAR, 1% for ImageNet). VTAB-1k and ImageNet ReaL: transfer_datasets.py.
+# for CIFAR, 1% for ImageNet). `fewshot_splits`, where a preset's own splits
+# are not big_vision's few-shot ones: the splits few-shot probes draw their
+# shots from (`train`) and score (`test`). VTAB-1k, ImageNet ReaL and the
+# other few-shot datasets: transfer_datasets.py.
 DATASETS = {
     # tfds has no ImageNet-21k builder: the release's class folders (one
     # per WordNet id, sorted as the published checkpoints' classes are) are
@@ -47,6 +50,7 @@ DATASETS = {
         published_sizes={"train": 1_281_167, "validation": 50_000},
         transfer_splits=dict(train="train", dev_train="train[:99%]",
                              dev="train[99%:]", test="validation"),
+        fewshot_splits=dict(train="train[:65000]", test="validation"),
         prepare="tfds build imagenet2012 --manual_dir=DIR_WITH_THE_TARS"),
     "cifar10": dict(
         tfds_name="cifar10", num_classes=10, multi_label=False, image_px=32,
@@ -64,6 +68,7 @@ DATASETS = {
         published_sizes={"train": 50_000, "test": 10_000},
         transfer_splits=dict(train="train", dev_train="train[:98%]",
                              dev="train[98%:]", test="test"),
+        fewshot_splits=dict(train="train", test="test"),
         prepare="tfds build cifar100 (on a machine with network access), "
                 "then copy the data_dir"),
     "oxford_iiit_pet": dict(
@@ -73,6 +78,7 @@ DATASETS = {
         published_sizes={"train": 3_680, "test": 3_669},
         transfer_splits=dict(train="train", dev_train="train[:90%]",
                              dev="train[90%:]", test="test"),
+        fewshot_splits=dict(train="train", test="test"),
         prepare="tfds build oxford_iiit_pet (on a machine with network "
                 "access), then copy the data_dir"),
     "oxford_flowers102": dict(
@@ -301,12 +307,21 @@ def base_config():
   c.variant = "B/16"
   c.image_size = 224
   c.model = dict(
-      classifier="token", representation_size=placeholder(int), dropout_rate=0.0,
+      # "token", "gap" or "map" (vit_jax.models.vit.CLASSIFIERS); unset: the
+      # variant's ("token"; "map" for '22B/14').
+      classifier=placeholder(str), representation_size=placeholder(int), dropout_rate=0.0,
       attention_dropout_rate=0.0, dtype="float32", param_dtype="float32",
       remat=False, head_bias_init=0.0,
       # With remat: what each block keeps for the backward pass, one of
       # vit_jax.models.REMAT_POLICIES (nothing_saveable: the least memory).
       remat_policy="nothing_saveable",
+      # The blocks as one nn.scan over stacked parameters: compile time that
+      # does not grow with depth; files keep the published per-block layout.
+      scan=False,
+      # ViT-22B's block options (docs/models.md); unset: the variant's choice
+      # (all on for '22B/14', off otherwise).
+      parallel_block=placeholder(bool), qk_norm=placeholder(bool),
+      use_bias=placeholder(bool),
       # vit_jax/models/attention.py: "auto" (head_major on CPU, cuDNN's fused
       # kernel on GPU for bfloat16/float16 compute, XLA's
       # dot_product_attention otherwise), or one of them by name.
@@ -337,9 +352,17 @@ def base_config():
   # `--config.total_steps=1000` on the command line can still set them.
   c.total_steps = placeholder(int)
   c.total_epochs = placeholder(float)
+  # name: "adam", "sgd" (`momentum`) or "adafactor" (Scaling-ViT's, for ViT-g/G:
+  # b1 its momentum, b2 its second moment's decay cap, the `adafactor_*`
+  # fields). mu_dtype: the first moment's dtype, "bfloat16" to save memory;
+  # None: the parameters'. head_weight_decay: the head's own (Scaling-ViT:
+  # 3.0 on the head, weight_decay 0.03 on the body); None: weight_decay.
+  # Weight decay is decoupled and x lr (vit_jax/train/optim.py).
   c.optim = dict(name="adam", b1=0.9, b2=0.999, momentum=0.9,
-                 weight_decay=0.1, weight_decay_params=r".*/kernel$",
-                 grad_clip_norm=1.0)
+                 mu_dtype=placeholder(str), weight_decay=0.1,
+                 weight_decay_params=r".*/kernel$",
+                 head_weight_decay=placeholder(float), grad_clip_norm=1.0,
+                 adafactor_decay_rate=0.8, adafactor_min_dim_to_factor=32)
   # decay: "linear" or "cosine" to `end`, or "step": x `decay_factor` at each
   # of `boundaries`, fractions of the run (BiT's; vit_jax/train/optim.py).
   c.lr = dict(base=1e-3, warmup_steps=10_000, decay="linear", end=0.0,
@@ -348,19 +371,34 @@ def base_config():
   # Few-shot linear probes of the frozen pre_logits (big_vision's protocol,
   # vit_jax/evaluators/fewshot.py) every `every` steps and at the end (0: off),
   # and before the first step with `at_start`. `datasets`: preset names of
-  # DATASETS, each probed with shots from its train_split, scored on its
-  # 'test' eval split, logged as split "fewshot/<name>" ("10shot": ...); empty:
-  # the run's own data, shots from `train_split`, scored on `test_split`
-  # ('': its training split and its 'test' eval split), as split "fewshot".
+  # DATASETS, each probed on its `fewshot_splits` (else shots from its
+  # train_split, scored on its 'test' eval split) at `shots`, or at counts of
+  # its own as 'name:10' ('name:5/10': several), logged as split "fewshot/<name>"
+  # ("10shot": ...); empty: the run's own data, shots from `train_split`,
+  # scored on `test_split` ('': its training split and its 'test' eval
+  # split), as split "fewshot".
   c.fewshot = dict(every=0, at_start=False, datasets=(), train_split="",
                    test_split="", shots=(1, 5, 10, 25), seeds=(0, 1, 2),
                    regulariser=2.0 ** 10)
   c.mixup = dict(alpha=0.0)  # Beta(alpha, alpha) batch mixup; 0 turns it off
   # Layouts (see vit_jax/train/sharding.py): data parallel data=-1,fsdp=1; FSDP
-  # data=1,fsdp=-1; both e.g. data=2,fsdp=-1. `rules`: (regex over the
-  # parameter name, 'fsdp' | 'replicate'), first match wins; 'fsdp' splits
-  # parameters of at least `fsdp_min_size` elements.
-  c.mesh = dict(data=-1, fsdp=1, fsdp_min_size=2 ** 18, rules=((".*", "fsdp"),))
+  # data=1,fsdp=-1; both e.g. data=2,fsdp=-1; tensor (Megatron) parallel
+  # model=N beside either, N devices of one process splitting each layer.
+  # `rules`: (regex over the parameter name, 'fsdp' | 'replicate' |
+  # 'model:D'), first match wins; 'fsdp' splits parameters of at least
+  # `fsdp_min_size` elements; 'model:D' splits dimension D (from the end, so
+  # a scan's stacked layer axis does not shift it) over `model`, the largest
+  # other dimension as 'fsdp' does. The defaults are Megatron's split of every
+  # attention (encoder blocks, a MAP head) on heads and every MLP on its
+  # hidden units; with model=1 they lay parameters out as 'fsdp' alone.
+  c.mesh = dict(data=-1, fsdp=1, model=1, fsdp_min_size=2 ** 18, rules=(
+      (r".*/MultiHeadDotProductAttention(_\d+)?/(query|key|value)/(kernel|bias)",
+       "model:-2"),  # kernel (hidden, heads, head_dim), bias (heads, head_dim)
+      (r".*/MultiHeadDotProductAttention(_\d+)?/out/kernel",
+       "model:-3"),  # (heads, head_dim, hidden)
+      (r".*/MlpBlock(_\d+)?/Dense_0/(kernel|bias)", "model:-1"),  # (hidden, mlp)
+      (r".*/MlpBlock(_\d+)?/Dense_1/kernel", "model:-2"),  # (mlp, hidden)
+      (".*", "fsdp")))
   c.log_every = 50
   c.eval_every = 5_000
   c.checkpoint_every = 1_000

@@ -314,9 +314,9 @@ STOCK_CONFIGS = {
     "demo hybrid": lambda: demo.get_config("stage=finetune,variant=R26x1+Ti/16,init=/x"),
 }
 # Numeric fields whose valid values depend on more than the field: the layout
-# sizes (-1, or a divisor of the device count, checked by sharding.make_mesh)
+# sizes (-1, or a divisor of the device count, checked by sharding.axis_sizes)
 # and the published split sizes (a table the cost estimate reads).
-NOT_RANGED = ("mesh.data", "mesh.fsdp", "data.published_sizes.")
+NOT_RANGED = ("mesh.data", "mesh.fsdp", "mesh.model", "data.published_sizes.")
 
 
 def numeric_leaves(node, prefix=""):

@@ -33,9 +33,10 @@ flags.DEFINE_string("workdir", None, "Where the run keeps everything.")
 cli.define_distributed_flags(FLAGS)
 flags.DEFINE_bool("dry_run", False,
                   "Print what the job will cost (parameters, FLOPs, "
-                  "TPUv3-core-days at --assumed_mfu, --train_examples) and "
-                  "exit without running, as scripts/estimate_cost.py does.")
-_ASSUMED_MFU, _TRAIN_EXAMPLES = cli.define_estimate_flags(FLAGS)
+                  "TPUv3-core-days at --assumed_mfu, --train_examples; with "
+                  "--devices, the plan for them) and exit without running, "
+                  "as scripts/estimate_cost.py does.")
+_ASSUMED_MFU, _TRAIN_EXAMPLES, _DEVICES = cli.define_estimate_flags(FLAGS)
 flags.DEFINE_integer("distributed_timeout", 300,
                      "Seconds to wait for the coordinator and for every "
                      "process to join before failing.")
@@ -51,8 +52,8 @@ def main(argv):
   if FLAGS.dry_run:
     from vit_jax.cost import estimate
 
-    print(estimate.report(FLAGS.config, train_examples=_TRAIN_EXAMPLES.value,
-                          mfu=_ASSUMED_MFU.value))
+    estimate.print_report(FLAGS.config, train_examples=_TRAIN_EXAMPLES.value,
+                          mfu=_ASSUMED_MFU.value, devices=_DEVICES.value)
     return
   distributed.initialize_distributed(
       FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,

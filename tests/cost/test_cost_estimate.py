@@ -1,8 +1,10 @@
-"""The cost estimator: XLA's FLOPs against the analytic count, no allocation."""
+"""The cost estimator: XLA's FLOPs against the analytic count, no allocation; the
+plan for a target's devices against a really initialised state and compiled step."""
 import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from vit_jax import models
@@ -130,6 +132,9 @@ def test_main_dry_run_of_an_epoch_config_without_a_dataset_names_its_own_flag(tm
 @pytest.mark.parametrize("flag, message", [
     ("--assumed_mfu=0",
      "flag --assumed_mfu=0.0: must be in (0, 1], a fraction of TPU v3's peak"),
+    ("--devices=tpu_v9:8", "--devices=tpu_v9:8: unknown device kind 'tpu_v9'; valid: "
+     "tpu_v3, tpu_v4, tpu_v5e, tpu_v5p, a100_40gb, a100_80gb, h100, h200, as "
+     "KIND:CHIPS, e.g. tpu_v4:256"),
     ("--config.image_size=225",
      "config.image_size=225 is not divisible by the patch size 16 of Ti/16"),
 ])
@@ -138,3 +143,156 @@ def test_estimate_cost_names_a_bad_flag_or_config_key_in_one_line(flag, message)
       "scripts/estimate_cost.py", "--config=configs/pretrain.py:variant=Ti/16,steps=10",
       flag)
   assert any(line.endswith(message) for line in stderr.splitlines()), stderr
+
+
+# ---------------------------------------------------------------------------
+# The plan for a target's devices (--devices), on the tests' 8 CPU devices.
+# ---------------------------------------------------------------------------
+
+def tiny_plan_config(*, data, fsdp, hidden=32, mlp=64, image_size=16, batch=16):
+  """A two-block ViT whose kernels are the ones the plan compiles anyway."""
+  from configs import pretrain
+
+  config = pretrain.get_config("variant=Ti/4,data=imagenet21k,steps=10")
+  config.unlock()
+  config.model.update(hidden_size=hidden, num_layers=2, mlp_dim=mlp, num_heads=2,
+                      **estimate.ACCELERATOR_KERNELS)
+  config.data.num_classes = 10
+  config.lr.warmup_steps = 2
+  config.update(image_size=image_size, global_batch=batch)
+  # Small enough that FSDP splits the blocks' kernels of this tiny model.
+  config.mesh.update(data=data, fsdp=fsdp, fsdp_min_size=2**10)
+  config.lock()
+  return config
+
+
+# A device whose 256 KiB the tiny model's step outgrows: the plan is printed, then refused.
+TINY_DEVICE = estimate.DeviceKind("tiny", "TPU v4", "tpu", memory_bytes=2**18)
+
+
+def printed_plan(config, monkeypatch, capsys):
+  """The fields `print_report` printed for ``config`` on 8 tiny devices, and its refusal."""
+  monkeypatch.setitem(estimate.DEVICE_KINDS, "tiny", TINY_DEVICE)
+  with pytest.raises(ValueError) as refused:
+    estimate.print_report(config, mfu=0.4, devices="tiny:8")
+  lines = capsys.readouterr().out.splitlines()
+  fields = dict(line.split(None, 1) for line in lines)
+  for key in fields:
+    if key.endswith("_bytes"):  # "1,234,567 (1.18 MiB)"
+      fields[key] = int(fields[key].split()[0].replace(",", ""))
+  return fields, str(refused.value)
+
+
+def real_state_and_step(config):
+  """The state the trainer initialises for ``config`` on the 8 devices, and its jitted step."""
+  from vit_jax.models import build
+  from vit_jax.train import losses, optim, sharding, steps
+
+  mesh = sharding.make_mesh(config.mesh)
+  model = build.model_from_config(config)
+  schedule = optim.make_schedule(config.lr, 10)
+  tx = optim.make_optimizer(config.optim, schedule)
+  init = lambda: steps.initial_state(build.init_params(model, 16, seed=0), tx, config)
+  shardings = sharding.state_shardings(mesh, jax.eval_shape(init), config.mesh)
+  state = jax.jit(init, out_shardings=shardings)()
+  step = steps.jit_train_step(model, tx, losses.get_loss(config.loss), schedule, config,
+                              mesh, shardings)
+  return state, step, mesh
+
+
+def bytes_on_first_device(tree, mesh):
+  device = mesh.devices.flat[0]
+  return sum(shard.data.nbytes for leaf in jax.tree.leaves(tree)
+             for shard in leaf.addressable_shards if shard.device == device)
+
+
+def assert_state_bytes_are_the_shards_of(fields, state, mesh, *, split):
+  params = bytes_on_first_device(state["params"], mesh)
+  assert fields["parameters_bytes"] == params
+  assert fields["optimizer_state_bytes"] == bytes_on_first_device(state, mesh) - params
+  whole = sum(x.nbytes for x in jax.tree.leaves(state["params"]))
+  assert (params < whole / 4) == split
+
+
+def test_data_parallel_plans_state_bytes_are_a_really_initialised_states_shards(
+    monkeypatch, capsys):
+  config = tiny_plan_config(data=-1, fsdp=1)
+  fields, _ = printed_plan(config, monkeypatch, capsys)
+  state, _, mesh = real_state_and_step(config)
+  assert_state_bytes_are_the_shards_of(fields, state, mesh, split=False)
+  assert fields["mesh"] == "data=8, fsdp=1, model=1"
+
+
+def test_fsdp_plan_is_the_real_states_shards_and_its_compiled_steps_memory_then_refused(
+    monkeypatch, capsys):
+  from vit_jax.train import sharding
+
+  config = tiny_plan_config(data=1, fsdp=-1)
+  fields, refused = printed_plan(config, monkeypatch, capsys)
+  state, step, mesh = real_state_and_step(config)
+  assert_state_bytes_are_the_shards_of(fields, state, mesh, split=True)
+  assert fields["mesh"] == "data=1, fsdp=8, model=1"
+  batch = jax.device_put(
+      {"image": jax.numpy.zeros((16, 16, 16, 3)), "labels": jax.numpy.zeros((16, 10))},
+      sharding.batch_sharding(mesh))
+  memory = step.lower(state, batch).compile().memory_analysis()
+  assert fields["activations_bytes"] == memory.temp_size_in_bytes
+  assert fields["batch_bytes"] == 16 * (16 * 16 * 3 + 10) * 4 // 8
+  total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+           - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  assert fields["total_bytes"] == total and total > TINY_DEVICE.memory_bytes
+  assert fields["micro_batch_per_device"] == "2" and fields["fits"] == "no"
+  assert fields["devices"] == "tiny:8, 8 JAX devices of 0.25 MiB"
+  assert refused == (
+      f"{estimate.format_bytes(total)} per device does not fit tiny's 0.25 MiB; the "
+      f"largest term is activations, {estimate.format_bytes(memory.temp_size_in_bytes)}: "
+      f"set config.model.remat=True (now False): each block keeps only its input for "
+      f"the backward pass; or a smaller micro-batch per device, 1 not 2: "
+      f"config.accum_steps=2 (now 1)")
+
+
+def test_a_state_too_big_is_refused_naming_the_fsdp_split_that_shrinks_it():
+  """hidden 36 over 8 FSDP devices: the attention kernels cannot split, over 4 they can."""
+  from vit_jax.models import build
+  from vit_jax.train import optim, sharding, steps
+
+  config = tiny_plan_config(data=1, fsdp=-1, hidden=36, mlp=64)
+  mesh = sharding.make_mesh(config.mesh)
+  tx = optim.make_optimizer(config.optim, optim.make_schedule(config.lr, 10))
+  model = build.model_from_config(config)
+  state = jax.eval_shape(lambda: steps.initial_state(
+      build.init_params(model, 16, seed=0), tx, config))
+  terms = {"parameters": 2**19, "optimizer state": 2**20, "batch": 10, "activations": 2**18}
+  message = estimate.refusal(config, TINY_DEVICE, terms, sum(terms.values()), mesh=mesh,
+                             abstract_state=state, micro_batch=2)
+
+  def state_bytes(data, fsdp):
+    mesh_config = config.mesh.copy_and_resolve_references()
+    mesh_config.update(data=data, fsdp=fsdp)
+    layout = sharding.abstract_mesh(mesh_config, 8)
+    return sharding.bytes_per_device(state, sharding.state_shardings(layout, state, mesh_config))
+
+  assert state_bytes(2, 4) < state_bytes(1, 8)
+  assert message == (
+      f"1.75 MiB per device does not fit tiny's 0.25 MiB; the largest term is "
+      f"optimizer state, 1.00 MiB: set config.mesh.data=2 and config.mesh.fsdp=4 "
+      f"(now data=1, fsdp=8) for {estimate.format_bytes(state_bytes(2, 4))} of "
+      f"parameters and optimizer state per device, not "
+      f"{estimate.format_bytes(state_bytes(1, 8))}")
+
+
+@pytest.mark.parametrize("spec, message", [  # an unknown kind: the command's test
+    ("h100", "--devices=h100: expected KIND:CHIPS with a whole number of chips >= 1, "
+     "e.g. h100:256"),
+    ("tpu_v4:0", "--devices=tpu_v4:0: expected KIND:CHIPS with a whole number of "
+     "chips >= 1, e.g. tpu_v4:256"),
+])
+def test_a_bad_devices_flag_names_the_valid_kinds(spec, message):
+  with pytest.raises(ValueError) as error:
+    estimate.parse_devices(spec)
+  assert str(error.value) == message
+
+
+def test_tpu_v3_chips_are_two_devices_of_16_gib():
+  kind, chips = estimate.parse_devices("tpu_v3:128")
+  assert (chips, kind.devices_per_chip, kind.memory_bytes) == (128, 2, 16 * 2**30)

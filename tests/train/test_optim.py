@@ -1,10 +1,12 @@
 """Schedules and optimizers: values at known steps, decay masks, update rules."""
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from vit_jax import tree_util
 from vit_jax.train import optim
 
 
@@ -115,8 +117,10 @@ def test_bad_schedule_settings_are_named():
 
 
 def optim_config(**overrides):
-  config = dict(name="adam", b1=0.9, b2=0.999, momentum=0.9, weight_decay=0.0,
-                weight_decay_params=r".*/kernel$", grad_clip_norm=0.0)
+  config = dict(name="adam", b1=0.9, b2=0.999, momentum=0.9, mu_dtype=None,
+                weight_decay=0.0, weight_decay_params=r".*/kernel$",
+                head_weight_decay=None, grad_clip_norm=0.0, adafactor_decay_rate=0.8,
+                adafactor_min_dim_to_factor=32)
   config.update(overrides)
   return ml_collections.ConfigDict(config)
 
@@ -160,5 +164,181 @@ def test_global_norm_clipping_bounds_the_update():
 
 
 def test_unknown_optimizer_is_named():
-  with pytest.raises(ValueError, match=r"config.optim.name='lamb'; valid: adam, sgd"):
+  with pytest.raises(ValueError, match=r"config.optim.name='lamb'; valid: adam, sgd, "
+                     r"adafactor$"):
     optim.make_optimizer(optim_config(name="lamb"), optax.constant_schedule(1.0))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bf16", "int8"])
+def test_unknown_first_moment_dtype_is_named(dtype):
+  with pytest.raises(ValueError, match=rf"config.optim.mu_dtype='{dtype}'; valid: "
+                     r"float32, bfloat16, or None \(the parameters' dtype\)"):
+    optim.make_optimizer(optim_config(mu_dtype=dtype), optax.constant_schedule(1.0))
+
+
+def test_the_default_adam_is_todays_chain_bit_for_bit():
+  """Defaults build the chain of before: same state structure (checkpoints
+  resume) and the same updates, to the bit."""
+  config = optim_config(weight_decay=0.1, grad_clip_norm=1.0)
+  schedule = optax.linear_schedule(1e-3, 0.0, 10)
+  tx = optim.make_optimizer(config, schedule)
+  before = optax.chain(
+      optax.clip_by_global_norm(1.0), optax.scale_by_adam(b1=0.9, b2=0.999),
+      optax.add_decayed_weights(0.1, mask=lambda p: {"dense": {"kernel": True,
+                                                              "bias": False}}),
+      optax.scale_by_learning_rate(schedule))
+  state, old_state = tx.init(PARAMS), before.init(PARAMS)
+  assert jax.tree.structure(state) == jax.tree.structure(old_state)
+
+  @jax.jit
+  def both(step, params, state, old_state):
+    grads = jax.tree.map(lambda p: jnp.sin(p * (step + 1.0)), params)
+    return tx.update(grads, state, params), before.update(grads, old_state, params)
+
+  params = PARAMS
+  for step in range(3):
+    (updates, state), (old_updates, old_state) = both(step, params, state, old_state)
+    assert all(jax.tree.leaves(jax.tree.map(
+        lambda a, b: bool(jnp.array_equal(a, b)), updates, old_updates)))
+    params = optax.apply_updates(params, updates)
+
+
+RNG = np.random.default_rng(0)
+TREE = {"Transformer": {"kernel": jnp.asarray(RNG.normal(size=(64, 48)), jnp.float32),
+                        "bias": jnp.asarray(RNG.normal(size=(48,)), jnp.float32)},
+        "head": {"kernel": jnp.asarray(RNG.normal(size=(48, 10)), jnp.float32),
+                 "bias": jnp.zeros((10,), jnp.float32)}}
+
+
+def test_adam_with_a_bfloat16_first_moment_stays_within_its_rounding_of_float32():
+  schedule = optax.constant_schedule(1e-3)
+  full = optim.make_optimizer(optim_config(), schedule)
+  half = optim.make_optimizer(optim_config(mu_dtype="bfloat16"), schedule)
+  full_state, half_state = full.init(TREE), half.init(TREE)
+  mu = half_state[0].mu
+  assert {leaf.dtype for leaf in jax.tree.leaves(mu)} == {jnp.dtype(jnp.bfloat16)}
+  assert {leaf.dtype for leaf in jax.tree.leaves(half_state[0].nu)} == {jnp.dtype(jnp.float32)}
+
+  @jax.jit
+  def both(step, full_state, half_state):
+    grads = jax.tree.map(lambda p: jnp.cos(p + step), TREE)
+    return full.update(grads, full_state, TREE), half.update(grads, half_state, TREE)
+
+  for step in range(5):
+    (full_updates, full_state), (half_updates, half_state) = both(step, full_state, half_state)
+    # bfloat16 keeps 8 significant bits: each step rounds mu by at most 2**-8
+    # of its size, and Adam's step, lr x mu / sqrt(nu), is at most about lr.
+    for f, h in zip(jax.tree.leaves(full_updates), jax.tree.leaves(half_updates)):
+      assert h.dtype == jnp.float32
+      np.testing.assert_allclose(h, f, rtol=0, atol=1e-3 * (step + 1) * 2.0 ** -8)
+  assert jax.tree.leaves(half_state[0].mu)[0].dtype == jnp.bfloat16
+  assert not all(jax.tree.leaves(jax.tree.map(
+      lambda a, b: bool(jnp.array_equal(a, b)), full_updates, half_updates)))
+
+
+def state_bytes(state):
+  return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
+
+
+def test_adafactor_keeps_a_matrix_second_moment_as_a_row_and_a_column():
+  tx = optim.make_optimizer(optim_config(name="adafactor", mu_dtype="bfloat16"),
+                            optax.constant_schedule(1e-3))
+  factored, momentum = tx.init(TREE)[0]
+  kernel = {"v_row": factored.v_row, "v_col": factored.v_col, "v": factored.v}
+  # (64, 48) reaches 32 in both dimensions: means over its 64 rows (48,) and
+  # over its 48 columns (64,) replace Adam's 64 x 48 nu; (48, 10) does not:
+  # it keeps nu whole.
+  assert {k: v["Transformer"]["kernel"].shape for k, v in kernel.items()} == {
+      "v_row": (48,), "v_col": (64,), "v": (1,)}
+  assert {k: v["head"]["kernel"].shape for k, v in kernel.items()} == {
+      "v_row": (1,), "v_col": (1,), "v": (48, 10)}
+  second = state_bytes(factored) - 4  # less the step count
+  adam = optim.make_optimizer(optim_config(), optax.constant_schedule(1e-3))
+  adam_nu = state_bytes(adam.init(TREE)[0].nu)
+  assert adam_nu == 4 * (64 * 48 + 48 + 48 * 10 + 10)
+  assert second == 4 * ((48 + 64 + 1) + (2 + 48) + (2 + 48 * 10) + (2 + 10))
+  assert {leaf.dtype for leaf in jax.tree.leaves(momentum.ema)} == {jnp.dtype(jnp.bfloat16)}
+  # Every moment's path ends with its parameter's name (sharding matches on it).
+  names = [tree_util.path_name(path)
+           for path, _ in jax.tree_util.tree_flatten_with_path(tx.init(TREE))[0]]
+  assert [n for n in names if n.endswith("Transformer/kernel")] == [
+      "0/0/v_row/Transformer/kernel", "0/0/v_col/Transformer/kernel",
+      "0/0/v/Transformer/kernel", "0/1/ema/Transformer/kernel"]
+
+
+def test_adafactors_second_moment_decay_is_capped_at_b2():
+  """big_vision's schedule: 1 - (t + 1) ** -0.8 at step t, at most b2 (0.999)."""
+  tx = optim.make_optimizer(optim_config(name="adafactor"), optax.constant_schedule(1.0))
+  params = {"w": jnp.ones((1,))}
+
+  def second_moment(state, grad):
+    _, state = tx.update({"w": jnp.full((1,), grad)}, state, params)
+    return state, float(state[0][0].v["w"][0])
+
+  state, first = second_moment(tx.init(params), 2.0)
+  assert first == pytest.approx(4.0)  # decay 0 at the first step: g ** 2
+  state, second = second_moment(state, 1.0)
+  decay = 1.0 - 2.0 ** -0.8
+  assert second == pytest.approx(decay * 4.0 + (1 - decay) * 1.0, rel=1e-6)
+  factored, momentum = state[0]
+  late = ((factored._replace(count=jnp.asarray(10**6, jnp.int32)), momentum),) + state[1:]
+  _, capped = second_moment(late, 1.0)  # uncapped: 1 - 1e6 ** -0.8 = 0.99998
+  assert capped == pytest.approx(0.999 * second + 0.001 * 1.0, rel=1e-6)
+
+
+def test_adafactor_lowers_a_toy_models_loss_on_a_fixed_batch():
+  x = jnp.asarray(RNG.normal(size=(32, 64)), jnp.float32)
+  y = jnp.asarray(RNG.integers(0, 10, size=32))
+
+  def loss(params):
+    hidden = jnp.tanh(x @ params["Transformer"]["kernel"] + params["Transformer"]["bias"])
+    logits = hidden @ params["head"]["kernel"] + params["head"]["bias"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  tx = optim.make_optimizer(
+      optim_config(name="adafactor", mu_dtype="bfloat16", weight_decay=0.03,
+                   head_weight_decay=3.0, grad_clip_norm=1.0),
+      optax.constant_schedule(1e-2))
+  params = jax.tree.map(lambda p: p * 0.1, TREE)
+
+  @jax.jit
+  def step(params, state):
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state, value
+
+  state, losses = tx.init(params), []
+  for _ in range(20):
+    params, state, value = step(params, state)
+    losses.append(float(value))
+  assert losses[-1] < 0.5 * losses[0], losses
+  assert all(b < a for a, b in zip(losses, losses[1:])), losses
+
+
+def test_the_head_gets_its_own_decoupled_weight_decay_times_the_lr():
+  params = {"Transformer": {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.ones((2,))},
+            "head": {"kernel": jnp.full((2, 3), 4.0), "bias": jnp.ones((3,))}}
+  zero_grads = jax.tree.map(jnp.zeros_like, params)
+
+  def updates(**overrides):
+    tx = optim.make_optimizer(optim_config(name="sgd", momentum=0.0, **overrides),
+                              optax.constant_schedule(0.5))
+    return tx.update(zero_grads, tx.init(params), params)[0]
+
+  split = updates(weight_decay=0.03, head_weight_decay=3.0)
+  np.testing.assert_array_equal(split["Transformer"]["kernel"],
+                                np.full((2, 2), -0.5 * 0.03 * 2.0, np.float32))
+  np.testing.assert_array_equal(split["head"]["kernel"],
+                                np.full((2, 3), -0.5 * 3.0 * 4.0, np.float32))
+  for bias in (split["Transformer"]["bias"], split["head"]["bias"]):
+    np.testing.assert_array_equal(bias, np.zeros_like(bias))
+  only_head = updates(weight_decay=0.0, head_weight_decay=3.0)
+  np.testing.assert_array_equal(only_head["Transformer"]["kernel"], np.zeros((2, 2)))
+  np.testing.assert_array_equal(only_head["head"]["kernel"], split["head"]["kernel"])
+  no_head = updates(weight_decay=0.03, head_weight_decay=0.0)
+  np.testing.assert_array_equal(no_head["head"]["kernel"], np.zeros((2, 3)))
+  np.testing.assert_array_equal(no_head["Transformer"]["kernel"],
+                                split["Transformer"]["kernel"])
+  unset = updates(weight_decay=0.03)  # None: the head decays like the body
+  np.testing.assert_array_equal(unset["head"]["kernel"],
+                                np.full((2, 3), -0.5 * 0.03 * 4.0, np.float32))

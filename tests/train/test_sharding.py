@@ -37,9 +37,10 @@ def specs_by_name(shardings):
 
 
 def test_mesh_sizes_take_the_rest_and_bad_sizes_name_the_config_keys():
-  assert dict(sharding.make_mesh(mesh_config()).shape) == {"data": 8, "fsdp": 1}
-  assert dict(sharding.make_mesh(mesh_config(data=1, fsdp=-1)).shape) == {"data": 1, "fsdp": 8}
-  assert dict(sharding.make_mesh(mesh_config(data=2, fsdp=-1)).shape) == {"data": 2, "fsdp": 4}
+  for sizes, shape in (({}, (8, 1, 1)), ({"data": 1, "fsdp": -1}, (1, 8, 1)),
+                       ({"data": 2, "fsdp": -1}, (2, 4, 1))):
+    mesh = sharding.make_mesh(mesh_config(**sizes))
+    assert dict(mesh.shape) == dict(zip(("data", "fsdp", "model"), shape))
   for data, fsdp in ((3, -1), (-1, -1), (2, 2)):
     with pytest.raises(ValueError, match=r"config.mesh data=.* does not cover the 8 devices"):
       sharding.make_mesh(mesh_config(data=data, fsdp=fsdp))

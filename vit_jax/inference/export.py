@@ -44,8 +44,13 @@ def logits_function(model):
   """(published-layout params by flat name, images) -> logits, the exported function.
 
   Taking the parameters by their '/'-joined names lets a loader pass the
-  contents of the .npz as they are.
+  contents of the .npz as they are. Those name one block each, so a scanned
+  model is exported unrolled (the same logits), rather than stacking every
+  block's weights again on each call.
   """
+  if getattr(model, "scan", False):
+    model = model.clone(scan=False)
+
   def logits(flat_params, images):
     return model.apply({"params": npz.unflatten(flat_params)}, images, train=False)
   return logits

@@ -2,23 +2,31 @@
 
 `save_npz` writes it; `load_npz` reads it, and renames the tensors of the
 other layouts of the same model (flax.optim and big_vision checkpoints, Linen
-numbering, scanned blocks) to the published names on the way.
+numbering, scanned blocks) to the published names on the way. `flatten`,
+which every writer goes through, gives a scanned model's stacked blocks
+their published per-layer names (`layer_stack`).
 """
 import os
 import re
 import zipfile
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import tree_util
+from vit_jax.models import layer_stack
 
 POSEMB = "Transformer/posembed_input/pos_embedding"
 
 
 def flatten(params):
-  """{'a': {'b': x}} -> {'a/b': np.asarray(x)}."""
-  return {name: np.asarray(leaf) for name, leaf in tree_util.flatten_named(params)}
+  """{'a': {'b': x}} -> {'a/b': np.asarray(x)}, stacked blocks unstacked.
+
+  The layers of stacked blocks are views of the one host copy.
+  """
+  host = layer_stack.unstack(jax.tree.map(np.asarray, params))
+  return dict(tree_util.flatten_named(host))
 
 
 def unflatten(flat):
@@ -63,11 +71,10 @@ _PARAMS_PREFIXES = ("opt/target/", "params/")
 _LINEN_BLOCK_NAMES = {"MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1",
                       "LayerNorm_1": "LayerNorm_2", "MlpBlock_0": "MlpBlock_3"}
 _LINEN_BLOCK_RE = re.compile(
-    rf"^(Transformer/encoderblock_\d+/)({'|'.join(_LINEN_BLOCK_NAMES)})/")
-# big_vision keeps the position embeddings at the top level, and with
-# `scan=True` stacks the blocks' parameters along a leading layer axis.
+    rf"^(Transformer/encoderblock(?:_\d+)?/)({'|'.join(_LINEN_BLOCK_NAMES)})/")
+# big_vision keeps the position embeddings at the top level (and with
+# `scan=True` stacks the blocks, which `layer_stack.unstack` undoes).
 _BIG_VISION_POSEMB = "pos_embedding"
-_SCANNED_BLOCK = "Transformer/encoderblock/"
 
 
 def _published_names(flat):
@@ -75,18 +82,9 @@ def _published_names(flat):
   for prefix in _PARAMS_PREFIXES:
     if prefix + "embedding/kernel" in flat:
       flat = {n[len(prefix):]: v for n, v in flat.items() if n.startswith(prefix)}
-  renamed = {}
-  for name, value in flat.items():
-    if name.startswith(_SCANNED_BLOCK):
-      rest = name[len(_SCANNED_BLOCK):]
-      renamed.update({f"Transformer/encoderblock_{i}/{rest}": layer
-                      for i, layer in enumerate(value)})
-    elif name == _BIG_VISION_POSEMB:
-      renamed[POSEMB] = value
-    else:
-      renamed[name] = value
-  return {_LINEN_BLOCK_RE.sub(lambda m: m[1] + _LINEN_BLOCK_NAMES[m[2]] + "/", n): v
-          for n, v in renamed.items()}
+  return {_LINEN_BLOCK_RE.sub(lambda m: m[1] + _LINEN_BLOCK_NAMES[m[2]] + "/",
+                             POSEMB if n == _BIG_VISION_POSEMB else n): v
+          for n, v in flat.items()}
 
 
 def load_npz(path):
@@ -123,4 +121,4 @@ def load_npz(path):
               f"not loaded (unpickling can run arbitrary code); a parameter "
               f"file holds numeric arrays only") from None
         raise ValueError(f"{corrupt}: array {name!r}: {e}") from None
-  return unflatten(_published_names(flat))
+  return layer_stack.unstack(unflatten(_published_names(flat)))

@@ -8,6 +8,10 @@ config.json beside it when there is one) or a timm hub directory
 `load_pretrained` then fits them to the new model: head re-initialised,
 pre_logits dropped when the new model has none, and the position embeddings
 resampled to the new patch grid (`posemb`).
+
+`read_params` gives the published layout, one subtree per encoder block,
+whatever wrote the file; `load_pretrained` hands back the new model's own
+layout (stacked blocks for a scanned model, `layer_stack`).
 """
 import dataclasses
 import os
@@ -17,7 +21,7 @@ import jax
 import numpy as np
 
 from vit_jax import tree_util
-from vit_jax.models import hf_format, npz, posemb, timm_format
+from vit_jax.models import hf_format, layer_stack, npz, posemb, timm_format
 from vit_jax.train import checkpoints
 from vit_jax.train.workdir_files import CHECKPOINT_SUBDIR
 
@@ -48,6 +52,9 @@ class Located:
 def read_params(path, *, step=None, num_heads=None):
   """Parameters from any checkpoint `locate` finds, as a nested dict of arrays.
 
+  Blocks come in the published layout, however the run that wrote them kept
+  them.
+
   A workdir gives its latest step, or ``step``. A run that kept an EMA of its
   parameters is read through the EMA, which is what its evaluation reported.
   ``num_heads`` is for a timm state dict without a config.json, whose shapes
@@ -62,7 +69,7 @@ def read_params(path, *, step=None, num_heads=None):
     return hf_format.load(found.path)
   state = checkpoints.restore_on_host(found.manager, found.step)
   params = state.get("ema_params") or state["params"]
-  return jax.tree.map(np.asarray, params)
+  return layer_stack.unstack(jax.tree.map(np.asarray, params))
 
 
 def _model_directory_kind(path):
@@ -159,5 +166,5 @@ def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,
         fitted[npz.POSEMB], new_grid, num_prefix_tokens=num_prefix_tokens,
         method=posemb_method)
   tree_util.check_same_arrays(fitted, fresh, source=path)
-  return npz.unflatten({name: value.astype(fresh[name].dtype, copy=False)
-                       for name, value in fitted.items()})
+  return layer_stack.like(npz.unflatten({name: value.astype(fresh[name].dtype, copy=False)
+                                         for name, value in fitted.items()}), init_params)

@@ -5,6 +5,17 @@ ViT checkpoints (``embedding``, ``cls``, ``Transformer/encoderblock_{i}/...``,
 ``pre_logits``, ``head``) so that those checkpoints, and third-party loaders
 written for them, work unchanged. Every submodule is therefore named
 explicitly rather than left to flax's auto-naming.
+
+With ``scan`` the blocks are one `nn.scan` over parameters stacked along a
+leading layer axis, ``Transformer/encoderblock/...``: XLA then compiles one
+block rather than ``num_layers`` copies, so compile time stops growing with
+depth. Files keep the published per-block layout whatever the run used
+(`vit_jax.models.layer_stack` converts).
+
+The ViT-22B paper's changes ("Scaling Vision Transformers to 22 Billion
+Parameters") are fields, each off by default: ``parallel_block``,
+``qk_norm``, ``use_bias=False`` and the ``'map'`` classifier; its variant
+'22B' turns them all on.
 """
 import dataclasses
 import re
@@ -14,8 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models import (attention, conv, dense, dropout, layer_norm, module_fields,
-                            resnet_stem)
+from vit_jax.models import (attention, conv, dense, dropout, layer_norm, layer_stack,
+                            module_fields, resnet_stem)
 
 # name -> (hidden_size, num_layers, mlp_dim, num_heads), as in the ViT paper
 # (Ti and S from the DeiT / "How to train your ViT" follow-ups).
@@ -25,9 +36,23 @@ VARIANTS = {
     'B': (768, 12, 3072, 12),
     'L': (1024, 24, 4096, 16),
     'H': (1280, 32, 5120, 16),
+    # "Scaling Vision Transformers" (Zhai et al. 2022), Table 2, as
+    # big_vision's vit.decode_variant has them.
+    'g': (1408, 40, 6144, 16),
+    'G': (1664, 48, 8192, 16),
+    'e': (1792, 56, 15360, 16),
+    # "Scaling Vision Transformers to 22 Billion Parameters", Table 1.
+    '22B': (6144, 48, 24576, 48),
 }
 
-CLASSIFIERS = ('token', 'gap')
+# A variant's own choices beyond its shape; an override replaces any of them.
+VARIANT_OPTIONS = {
+    '22B': dict(parallel_block=True, qk_norm=True, use_bias=False, classifier='map'),
+}
+
+# 'token': the class token's output; 'gap': the tokens' mean; 'map':
+# multi-head attention pooling (`MAPHead`), a learned probe attending over them.
+CLASSIFIERS = ('token', 'gap', 'map')
 
 # What a rematerialised block keeps for the backward pass (`jax.checkpoint_policies`):
 # nothing (the least memory, the whole forward pass again), every matmul's
@@ -71,9 +96,10 @@ class ComputeSettings:
                 kernel_init=_dense_kernel_init, bias_init=bias_init,
                 dot_general=dense.dot_general(self.dense_implementation))
 
-  def norm(self, *, name: str):
+  def norm(self, *, name: str, use_bias: bool = True):
     """A LayerNorm in these dtypes, computed by ``layer_norm_implementation``."""
     return layer_norm.LayerNorm(name=name, dtype=self.dtype, param_dtype=self.param_dtype,
+                                use_bias=use_bias,
                                 implementation=self.layer_norm_implementation)
 
 
@@ -130,6 +156,13 @@ class MultiHeadDotProductAttention(nn.Module, kw_only=True):
   """
   num_heads: int
   dropout_rate: float
+  # ViT-22B's QK normalisation: a LayerNorm over each head's queries and keys
+  # (parameters shared by the heads) bounds the attention logits, whose growth
+  # made its large runs diverge.
+  qk_norm: bool
+  # Biases of the query/key/value projections (and of their LayerNorms);
+  # the out projection keeps its bias, as in ViT-22B.
+  use_bias: bool
   compute: ComputeSettings
 
   @nn.compact
@@ -140,9 +173,13 @@ class MultiHeadDotProductAttention(nn.Module, kw_only=True):
           f'hidden_size {hidden} is not divisible by num_heads {self.num_heads}')
     head_dim = hidden // self.num_heads
     layer = self.compute.dense_args(bias_init=nn.initializers.zeros)
-    q, k, v = (nn.DenseGeneral((self.num_heads, head_dim), name=name, **layer)(x)
+    q, k, v = (nn.DenseGeneral((self.num_heads, head_dim), name=name,
+                               use_bias=self.use_bias, **layer)(x)
                for name in ('query', 'key', 'value'))
     assert q.shape == (batch, tokens, self.num_heads, head_dim), q.shape
+    if self.qk_norm:
+      q = self.compute.norm(name='query_ln', use_bias=self.use_bias)(q)
+      k = self.compute.norm(name='key_ln', use_bias=self.use_bias)(k)
 
     if train and self.dropout_rate > 0:
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k,
@@ -159,29 +196,39 @@ class MultiHeadDotProductAttention(nn.Module, kw_only=True):
 
 
 class Encoder1DBlock(nn.Module, kw_only=True):
-  """Pre-LayerNorm transformer block.
+  """Pre-LayerNorm transformer block: attention then MLP, or both at once.
 
+  With ``parallel`` (ViT-22B, after PaLM) the attention and the MLP read the
+  same LayerNorm'd input and both outputs join the residual,
+  x + attn(LN(x)) + mlp(LN(x)): one LayerNorm, and the two branches' matmuls
+  are independent, which lets a model-parallel layout overlap them.
   ``train`` is positional so that ``nn.remat`` can mark it static.
   """
   mlp_dim: int
   num_heads: int
   dropout_rate: float
   attention_dropout_rate: float
+  parallel: bool
+  qk_norm: bool
+  use_bias: bool
   compute: ComputeSettings
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = self.compute.norm(name='LayerNorm_0')(x)
-    y = MultiHeadDotProductAttention(
+    y = self.compute.norm(name='LayerNorm_0', use_bias=self.use_bias)(x)
+    attended = MultiHeadDotProductAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-        compute=self.compute, name='MultiHeadDotProductAttention_1')(y, train=train)
-    y = dropout.Dropout(rate=self.dropout_rate, name='Dropout_1')(y, deterministic=not train)
-    x = x + y
-
-    y = self.compute.norm(name='LayerNorm_2')(x)
-    y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
-                 compute=self.compute, name='MlpBlock_3')(y, train=train)
-    return x + y
+        qk_norm=self.qk_norm, use_bias=self.use_bias, compute=self.compute,
+        name='MultiHeadDotProductAttention_1')(y, train=train)
+    attended = dropout.Dropout(rate=self.dropout_rate, name='Dropout_1')(
+        attended, deterministic=not train)
+    mlp = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
+                   compute=self.compute, name='MlpBlock_3')
+    if self.parallel:
+      return x + attended + mlp(y, train=train)
+    x = x + attended
+    return x + mlp(self.compute.norm(name='LayerNorm_2', use_bias=self.use_bias)(x),
+                   train=train)
 
 
 class Encoder(nn.Module, kw_only=True):
@@ -193,6 +240,10 @@ class Encoder(nn.Module, kw_only=True):
   attention_dropout_rate: float
   remat: bool
   remat_policy: str
+  scan: bool
+  parallel_block: bool
+  qk_norm: bool
+  use_bias: bool
   compute: ComputeSettings
 
   @nn.compact
@@ -203,17 +254,60 @@ class Encoder(nn.Module, kw_only=True):
     # Rematerialising trades recomputation in the backward pass for not
     # storing each block's activations, all or those the policy does not
     # keep; `train` (argument 2, counting self) selects Python control flow,
-    # so it must be static.
+    # so it must be static. Inside a scan the loop already keeps XLA from
+    # merging the recomputation into the forward pass, so remat's own guard
+    # against that (prevent_cse) would only cost.
     block_cls = Encoder1DBlock
     if self.remat:
-      block_cls = nn.remat(Encoder1DBlock, static_argnums=(2,),
+      block_cls = nn.remat(Encoder1DBlock, static_argnums=(2,), prevent_cse=not self.scan,
                            policy=remat_policy(self.remat_policy))
-    for i in range(self.num_layers):
-      x = block_cls(
-          mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-          attention_dropout_rate=self.attention_dropout_rate, compute=self.compute,
-          name=f'encoderblock_{i}')(x, train)
-    return self.compute.norm(name='encoder_norm')(x)
+    block_args = dict(
+        mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate, parallel=self.parallel_block,
+        qk_norm=self.qk_norm, use_bias=self.use_bias, compute=self.compute)
+    if self.scan:
+      # One block traced and compiled, run num_layers times over its stacked
+      # parameters; each layer draws its own init and dropout keys.
+      x, _ = nn.scan(_scan_step, variable_axes={'params': 0},
+                     split_rngs={'params': True, 'dropout': True},
+                     in_axes=nn.broadcast, length=self.num_layers)(
+                         block_cls(name=layer_stack.STACKED_BLOCKS, **block_args), x, train)
+    else:
+      for i in range(self.num_layers):
+        x = block_cls(name=layer_stack.block_name(i), **block_args)(x, train)
+    return self.compute.norm(name='encoder_norm', use_bias=self.use_bias)(x)
+
+
+def _scan_step(block, x, train):
+  """One layer of the scan: the carry is the tokens; nothing is stacked out."""
+  return block(x, train), None
+
+
+class MAPHead(nn.Module, kw_only=True):
+  """Multi-head attention pooling, big_vision's ``MAPHead``.
+
+  A learned probe token attends over every token, and an MLP block refines
+  the result: probe' = MHA(probe, x); probe' + MLP(LN(probe')). The
+  parameter names are big_vision's, so its MAP-head checkpoints load.
+  """
+  mlp_dim: int
+  num_heads: int
+  compute: ComputeSettings
+
+  @nn.compact
+  def __call__(self, x):
+    batch, _, hidden = x.shape
+    probe = self.param('probe', nn.initializers.xavier_uniform(), (1, 1, hidden),
+                       self.compute.param_dtype)
+    probe = jnp.tile(probe.astype(x.dtype), (batch, 1, 1))
+    x = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, kernel_init=nn.initializers.xavier_uniform(),
+        dtype=self.compute.dtype, param_dtype=self.compute.param_dtype,
+        name='MultiHeadDotProductAttention_0')(probe, x)
+    y = self.compute.norm(name='LayerNorm_0')(x)
+    x = x + MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=0.0, compute=self.compute,
+                     name='MlpBlock_0')(y, train=False)
+    return x[:, 0]
 
 
 class VisionTransformer(nn.Module, kw_only=True):
@@ -241,6 +335,13 @@ class VisionTransformer(nn.Module, kw_only=True):
   remat: bool = False
   # One of REMAT_POLICIES: what each block keeps when ``remat`` is on.
   remat_policy: str = 'nothing_saveable'
+  # The blocks as one nn.scan over stacked parameters (see the module's
+  # docstring): compile time independent of depth, the same numbers.
+  scan: bool = False
+  # ViT-22B's block options; see Encoder1DBlock and MultiHeadDotProductAttention.
+  parallel_block: bool = False
+  qk_norm: bool = False
+  use_bias: bool = True
   head_bias_init: float = 0.0
   # One of vit_jax.models.attention.IMPLEMENTATIONS; 'auto' picks by backend.
   attention_implementation: str = 'auto'
@@ -301,11 +402,15 @@ class VisionTransformer(nn.Module, kw_only=True):
     x = Encoder(num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
                 dropout_rate=self.dropout_rate,
                 attention_dropout_rate=self.attention_dropout_rate,
-                remat=self.remat, remat_policy=self.remat_policy, compute=compute,
-                name='Transformer')(x, train=train)
+                remat=self.remat, remat_policy=self.remat_policy, scan=self.scan,
+                parallel_block=self.parallel_block, qk_norm=self.qk_norm,
+                use_bias=self.use_bias, compute=compute, name='Transformer')(x, train=train)
 
     if self.classifier == 'token':
       x = x[:, 0]
+    elif self.classifier == 'map':
+      x = MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads, compute=compute,
+                  name='MAPHead_0')(x)
     else:
       x = jnp.mean(x.astype(jnp.float32), axis=1)
     assert x.shape == (batch, self.hidden_size), x.shape
@@ -326,12 +431,19 @@ class VisionTransformer(nn.Module, kw_only=True):
     return logits
 
 
-_VARIANT_RE = re.compile(r'^(?P<name>[A-Za-z]+)/(?P<patch>[0-9]+)$')
+# The fields a variant may choose, which a config leaves unset (None) to take
+# the variant's choice.
+_OPTION_FIELDS = frozenset(key for options in VARIANT_OPTIONS.values() for key in options)
+
+
+_VARIANT_RE = re.compile(r'^(?P<name>[A-Za-z0-9]+)/(?P<patch>[0-9]+)$')
 def get_model(variant: str, *, num_classes: int, **overrides) -> VisionTransformer:
   """Builds a ViT from a 'NAME/PATCH' string such as 'B/16'.
 
   ``overrides`` replace any field, e.g. a tiny model for demos and tests;
   dtypes may be given as strings ('bfloat16') because configs hold strings.
+  An override of None for one of a variant's options (`VARIANT_OPTIONS`:
+  a config's unset field) keeps the variant's choice.
   """
   match = _VARIANT_RE.match(variant) if isinstance(variant, str) else None
   if match is None or match['name'] not in VARIANTS or int(match['patch']) < 1:
@@ -341,5 +453,7 @@ def get_model(variant: str, *, num_classes: int, **overrides) -> VisionTransform
   hidden_size, num_layers, mlp_dim, num_heads = VARIANTS[match['name']]
   defaults = dict(num_classes=num_classes, patch_size=int(match['patch']),
                   hidden_size=hidden_size, num_layers=num_layers, mlp_dim=mlp_dim,
-                  num_heads=num_heads)
+                  num_heads=num_heads, **VARIANT_OPTIONS.get(match['name'], {}))
+  overrides = {key: value for key, value in overrides.items()
+               if value is not None or key not in _OPTION_FIELDS}
   return module_fields.build(VisionTransformer, defaults, overrides)

@@ -63,14 +63,15 @@ def command_flags(module_name):
 
 
 def define_estimate_flags(flag_values):
-  """--assumed_mfu and --train_examples, which `vit_jax.main --dry_run` and
-  scripts/estimate_cost.py both take, and so define here once.
+  """--assumed_mfu, --train_examples and --devices, which `vit_jax.main
+  --dry_run` and scripts/estimate_cost.py both take, and so define here once.
 
   Returns their flag holders.
   """
   assumed_mfu = flags.DEFINE_float(
-      "assumed_mfu", 0.4, "The model FLOPs utilisation on TPU v3 that the "
-      "TPUv3-core-days estimate assumes.", flag_values=flag_values)
+      "assumed_mfu", 0.4, "The model FLOPs utilisation that the estimate "
+      "assumes, on TPU v3 for the TPUv3-core-days and on --devices for the "
+      "step time.", flag_values=flag_values)
   flags.register_validator("assumed_mfu", lambda mfu: 0 < mfu <= 1,
                            "must be in (0, 1], a fraction of TPU v3's peak",
                            flag_values=flag_values)
@@ -78,7 +79,12 @@ def define_estimate_flags(flag_values):
       "train_examples", None, "Size of the training split, for configs counted "
       "in epochs (default: read from the prepared dataset, else its published "
       "size).", flag_values=flag_values)
-  return assumed_mfu, train_examples
+  devices = flags.DEFINE_string(
+      "devices", None, "Target hardware as KIND:CHIPS (tpu_v4:1024, h100:256; "
+      "vit_jax/cost/estimate.py's DEVICE_KINDS): adds the plan for it, per-device "
+      "memory from the train step compiled for as many emulated CPU devices, and "
+      "refuses a layout that does not fit.", flag_values=flag_values)
+  return assumed_mfu, train_examples, devices
 
 
 def define_distributed_flags(flag_values):

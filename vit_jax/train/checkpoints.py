@@ -6,6 +6,11 @@ is never picked on resume. The train state is the dict that
 `steps.initial_state` builds: ``{'step', 'params', 'opt_state',
 'skipped_steps', 'first_skipped_step'[, 'ema_params']}``; beside it each step
 keeps the JSON ``progress`` of the run's accounting.
+
+A checkpoint keeps the encoder blocks as the run that wrote it did (stacked
+with ``model.scan``, one subtree per layer without); `restore` reads either
+into either, converting the parameters, their EMA and the optimizer's
+moments alike (`vit_jax.models.layer_stack`).
 """
 import contextlib
 import os
@@ -14,6 +19,7 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from vit_jax.models import layer_stack
 from vit_jax.train.workdir_files import CHECKPOINT_SUBDIR
 
 
@@ -98,7 +104,8 @@ def saved_arrays(manager, step):
   unreadable checkpoint is a one-line error naming its directory.
   """
   try:
-    return manager.item_metadata(step)["state"]
+    saved = manager.item_metadata(step)["state"]
+    return {key: saved[key] for key in saved.keys()}  # orbax's own mapping type, as a dict
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise ValueError(f"{step_dir(manager, step)} is not a readable checkpoint "
                      f"(truncated or corrupt?): {_first_line(e)}") from None
@@ -108,19 +115,28 @@ def restore(manager, step, abstract_state):
   """Restores ``step`` into the shardings that ``abstract_state`` carries.
 
   The target decides the layout, so a checkpoint written on another mesh or
-  device count restores onto the current one. Returns {'state', 'progress'}.
+  device count restores onto the current one, and one written with the
+  blocks stacked (or not) restores into a model without (or with) ``scan``:
+  it is read in its own layout, sharded as the target's layers are, and
+  converted on the devices. Returns {'state', 'progress'}.
   `resume.check_resumable` comes first, as orbax's own error on a state of
   other arrays names none of them; a truncated checkpoint is a one-line
   error naming its directory.
   """
+  as_saved = layer_stack.like(abstract_state, saved_arrays(manager, step))
   try:
-    return manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(as_saved),
         progress=ocp.args.JsonRestore()))
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise ValueError(f"{step_dir(manager, step)} is not a readable checkpoint "
                      f"of this run's train state (truncated or corrupt?): "
                      f"{_first_line(e)}") from None
+  state = restored["state"]
+  if as_saved is not abstract_state:
+    state = jax.jit(lambda saved: layer_stack.like(saved, abstract_state),
+                    out_shardings=jax.tree.map(lambda a: a.sharding, abstract_state))(state)
+  return {"state": state, "progress": restored["progress"]}
 
 
 def _first_line(error):

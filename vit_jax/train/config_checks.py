@@ -94,6 +94,11 @@ NUMERIC_FIELDS = {
     "optim.b2": Range(0, 1, high_open=True),
     "optim.momentum": Range(0, 1, high_open=True),
     "optim.weight_decay": Range(0, meaning="0 turns it off"),
+    "optim.head_weight_decay": Range(0, unset=True, meaning="None: the head "
+                                     "decays like the rest, by optim.weight_decay"),
+    "optim.adafactor_decay_rate": Range(0, 1, low_open=True, meaning="the "
+                                        "exponent of Adafactor's second-moment decay"),
+    "optim.adafactor_min_dim_to_factor": _COUNT,
     "optim.grad_clip_norm": Range(0, meaning="0 turns clipping off; a negative "
                                   "norm would flip every gradient"),
     "model.dropout_rate": _PROBABILITY,
@@ -133,6 +138,8 @@ CHOICES = {
 }
 
 _ABSENT = object()
+# Choice fields that may stay unset (None): the variant then chooses.
+_UNSET_MEANS_VARIANTS = ("model.classifier",)
 
 
 def _value(config, dotted):
@@ -157,7 +164,8 @@ def check_choices(config):
   """Refuses the first field of `CHOICES` that names none of its choices."""
   for field, valid in CHOICES.items():
     value = _value(config, field)
-    if value is not _ABSENT and value not in valid:
+    unset = value is None and field in _UNSET_MEANS_VARIANTS
+    if value is not _ABSENT and not unset and value not in valid:
       raise ValueError(f"config.{field}={value!r}; valid: {', '.join(valid)}")
 
 
@@ -187,6 +195,7 @@ def check_config(config, *, num_devices, process_count):
                        f"the {num_devices} devices and the {process_count} "
                        f"processes")
   check_choices(config)  # before the model is built from the names
+  optim.check_config(config.optim)  # mu_dtype, which may be None
   model = build.model_from_config(config)
   patch = getattr(model, "patch_size", None)  # a ResNet takes any size
   if patch and config.image_size % patch:
@@ -197,6 +206,7 @@ def check_config(config, *, num_devices, process_count):
   except re.error as e:
     raise ValueError(f"config.optim.weight_decay_params="
                      f"{config.optim.weight_decay_params!r} is no regex: {e}") from None
+  sharding.axis_sizes(config.mesh, num_devices)  # data x fsdp x model covers them
   sharding.compile_rules(config.mesh)
   if "fewshot" in config:  # a run from before the probes has no such block
     _check_probe_counts(config.fewshot)

@@ -1,20 +1,42 @@
 """Optax chains and learning-rate schedules from `config.optim` and `config.lr`.
 
-The chain is: global-norm clipping, then the optimizer (Adam, or SGD with
-momentum), with decoupled weight decay scaled by the learning rate, applied
-to the parameters whose names match `optim.weight_decay_params`.
+The chain is: global-norm clipping, then the optimizer, with decoupled weight
+decay scaled by the learning rate, applied to the parameters whose names match
+`optim.weight_decay_params`. The optimizers (`optim.name`):
+
+  adam       Adam (b1, b2); the ViT paper's pre-training
+  sgd        SGD with momentum (`momentum`); its fine-tuning, BiT
+  adafactor  the memory-lean Adafactor of "Scaling Vision Transformers"
+             (Zhai et al. 2022), which trained ViT-g and ViT-G: see
+             `_adafactor`
+
+`optim.mu_dtype` stores the first moment (Adam's mu, the SGD momentum,
+Adafactor's momentum) in bfloat16 where set so, as Scaling-ViT does for both
+of its optimizers: Adam's state then takes 6 bytes a parameter instead of 8.
+`optim.head_weight_decay` gives the classifier `head` its own weight decay,
+the same paper's "decoupled weight decay for the head".
 
 Schedules: a linear warm-up from 0 to `lr.base`, then a linear or cosine
 decay to `lr.end` (ViT), or BiT's step decay: the rate multiplied by
 `lr.decay_factor` at each of `lr.boundaries`, fractions of the run.
 """
+import functools
+
 from absl import logging
+import jax
+import jax.numpy as jnp
 import optax
 
 from vit_jax import tree_util
 
 DECAYS = ("linear", "cosine", "step")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "adafactor")
+# The first moment's storage; None (the default) keeps it in the parameters'
+# dtype, as optax does.
+MU_DTYPES = ("float32", "bfloat16")
+# The classifier, which `optim.head_weight_decay` decays apart from the rest:
+# the top-level `head` module of every model here (ViT, hybrids, BiT).
+HEAD_PARAMS = r"head/.*"
 
 
 def make_schedule(lr_config, total_steps):
@@ -101,24 +123,98 @@ def _step_decay(lr_config, total_steps, warmup):
   return optax.piecewise_constant_schedule(lr_config.base, scales)
 
 
+def check_config(optim_config):
+  """Refuses an unknown `optim.name` or `optim.mu_dtype`, naming the valid ones.
+
+  `config_checks` calls it before anything is built, `make_optimizer` again.
+  """
+  if optim_config.name not in OPTIMIZERS:
+    raise ValueError(f"config.optim.name={optim_config.name!r}; valid: "
+                     f"{', '.join(OPTIMIZERS)}")
+  if optim_config.mu_dtype is not None and optim_config.mu_dtype not in MU_DTYPES:
+    raise ValueError(f"config.optim.mu_dtype={optim_config.mu_dtype!r}; valid: "
+                     f"{', '.join(MU_DTYPES)}, or None (the parameters' dtype)")
+
+
 def make_optimizer(optim_config, schedule):
-  """The optax transformation for `config.optim`, driven by `schedule`."""
-  name = optim_config.name
-  if name not in OPTIMIZERS:
-    raise ValueError(f"config.optim.name={name!r}; valid: {', '.join(OPTIMIZERS)}")
+  """The optax transformation for `config.optim`, driven by `schedule`.
+
+  Every moment the optimizers keep is a tree like the parameters (Adafactor's
+  factored ones too, with smaller leaves), so each state leaf's path ends
+  with its parameter's name, which `sharding.state_shardings` relies on.
+  """
+  check_config(optim_config)
+  name, mu_dtype = optim_config.name, optim_config.mu_dtype
   parts = []
   if optim_config.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(optim_config.grad_clip_norm))
   if name == "adam":
-    parts.append(optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2))
+    parts.append(optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2,
+                                     mu_dtype=mu_dtype))
+  elif name == "sgd":
+    parts.append(optax.trace(decay=optim_config.momentum, accumulator_dtype=mu_dtype))
   else:
-    parts.append(optax.trace(decay=optim_config.momentum))
-  if optim_config.weight_decay:
-    # Added after the optimizer's scaling, so it is decoupled (AdamW) and,
-    # through the schedule below, multiplied by the learning rate.
-    parts.append(optax.add_decayed_weights(
-        optim_config.weight_decay,
-        mask=lambda params: tree_util.regex_mask(
-            params, optim_config.weight_decay_params)))
+    parts.append(_adafactor(optim_config))
+  parts.extend(_weight_decay(optim_config))
   parts.append(optax.scale_by_learning_rate(schedule))
   return optax.chain(*parts)
+
+
+def _adafactor(optim_config):
+  """Scaling-ViT's Adafactor: a factored second moment, and momentum.
+
+  Zhai et al. 2022 ("Memory-efficient optimizers") keep Shazeer and Stern's
+  factored second moment and change the rest, as big_vision's
+  `scale_by_adafactor` (big_vision/optax.py) and its ViT-g/G config
+  (configs/proj/scaling_laws/train_vit_g.py) do: momentum (an EMA of the
+  scaled updates, not debiased; `optim.b1`, 0.9 there, in bfloat16 with
+  `optim.mu_dtype`); no scaling of the step by the parameters' norm, and no
+  update clipping; and the second moment's decay
+  ``1 - (t + 1) ** -optim.adafactor_decay_rate`` (0.8) capped at `optim.b2`
+  (0.999), where Adafactor's tends to 1 and stops following the gradients.
+  Parameters with two dimensions of at least
+  `optim.adafactor_min_dim_to_factor` (32 there) keep the second moment as
+  row and column means (a (D, F) kernel: D + F numbers instead of D x F;
+  of a 3-d attention kernel, the two largest dimensions are factored);
+  smaller ones keep it whole. With b1 0.9, b2 0.999 and `mu_dtype`
+  bfloat16 this is that recipe, at about a quarter of Adam's float32 state.
+  """
+  cap = optim_config.b2
+
+  def second_moment_decay(step, exponent):
+    return jnp.minimum(cap, 1.0 - (jnp.asarray(step, jnp.float32) + 1.0) ** -exponent)
+
+  return optax.chain(
+      optax.scale_by_factored_rms(
+          decay_rate=optim_config.adafactor_decay_rate,
+          min_dim_size_to_factor=optim_config.adafactor_min_dim_to_factor,
+          decay_rate_fn=second_moment_decay),
+      optax.ema(optim_config.b1, debias=False,
+                accumulator_dtype=optim_config.mu_dtype))
+
+
+def _weight_decay(optim_config):
+  """Decoupled weight decay: `weight_decay` on the body, `head_weight_decay` on the head.
+
+  Each is added after the optimizer's scaling, so it is decoupled (AdamW)
+  and multiplied by the learning rate, schedule and peak: Scaling-ViT's
+  head 3.0 and body 0.03 (big_vision's ``wd = 0.03 * lr`` with ``wd_mults``
+  100 on ``head/kernel``) are ``head_weight_decay=3.0, weight_decay=0.03``.
+  Both apply only to `weight_decay_params` (the kernels by default), the
+  head's being those under `HEAD_PARAMS`. A `head_weight_decay` of None
+  leaves the head to `weight_decay`, in one transformation as before, so
+  that the optimizer state of earlier runs keeps its structure.
+  """
+  def mask(params, head=None):
+    decayed = tree_util.regex_mask(params, optim_config.weight_decay_params)
+    if head is None:
+      return decayed
+    in_head = tree_util.regex_mask(params, HEAD_PARAMS)
+    return jax.tree.map(lambda d, h: d and h == head, decayed, in_head)
+
+  if optim_config.head_weight_decay is None:
+    groups = [(optim_config.weight_decay, mask)]
+  else:
+    groups = [(optim_config.weight_decay, functools.partial(mask, head=False)),
+              (optim_config.head_weight_decay, functools.partial(mask, head=True))]
+  return [optax.add_decayed_weights(rate, mask=which) for rate, which in groups if rate]

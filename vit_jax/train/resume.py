@@ -6,11 +6,13 @@ parameters, their average, the optimizer's state and the run's counters.
 Whatever a config field changes in that state shows there, so adding a field
 needs nothing listed here; a field that leaves the state as it is (dropout,
 remat, the compute dtype, the kernels) may change between a run and its
-resumption.
+resumption. So may ``model.scan``: the checkpoint's blocks are compared in
+the layout of the state, as `checkpoints.restore` converts them.
 """
 import os
 
 from vit_jax import tree_util
+from vit_jax.models import layer_stack
 from vit_jax.train import checkpoints
 from vit_jax.train.workdir_files import CONFIG_FILE
 
@@ -26,7 +28,7 @@ def check_resumable(manager, step, abstract_state, *, workdir):
   dtype.
   """
   source = checkpoints.step_dir(manager, step)
-  saved = checkpoints.saved_arrays(manager, step)
+  saved = layer_stack.like(checkpoints.saved_arrays(manager, step), abstract_state)
   parts = (("parameter", saved.get("params", {}), abstract_state["params"]),
            ("array", _without_params(saved), _without_params(abstract_state)))
   try:

@@ -1,0 +1,196 @@
+"""Scan over layers: the same model, and one layout in every file.
+
+A scanned model must compute what the unrolled one computes from the same
+(stacked) parameters, and whatever a run used, its npz export, its orbax
+checkpoints and the files it loads are interchangeable with the unrolled
+model's (`vit_jax.models.layer_stack`).
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from configs import common
+from vit_jax import models, tree_util
+from vit_jax.models import layer_stack, npz, pretrained
+from vit_jax.train import checkpoints, optim, resume, sharding, steps
+
+TINY = dict(hidden_size=32, num_layers=3, mlp_dim=64, num_heads=4)
+IMAGES = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+LABELS = jax.nn.one_hot(jnp.array([1, 7]), 10)
+
+
+def tiny_model(**overrides):
+  return models.get_model("B/8", num_classes=10, **{**TINY, **overrides})
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def init(model):
+  params = model.init(jax.random.key(1), IMAGES, train=False)["params"]
+  # The head starts at zero, which would hide every difference in the logits.
+  head = params["head"]
+  return {**params, "head": {**head, "kernel": 0.1 * jax.random.normal(
+      jax.random.key(2), head["kernel"].shape)}}
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def loss_and_grads(model, params):
+  def loss(params):
+    logits = model.apply({"params": params}, IMAGES, train=True)
+    return optax.sigmoid_binary_cross_entropy(logits, LABELS).mean(), logits
+  (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+  return value, logits, grads
+
+
+def assert_trees_close(actual, expected):
+  assert jax.tree.structure(actual) == jax.tree.structure(expected)
+  for (name, a), (_, e) in zip(tree_util.flatten_named(actual),
+                               tree_util.flatten_named(expected)):
+    np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def assert_trees_equal(actual, expected):
+  assert jax.tree.structure(actual) == jax.tree.structure(expected)
+  for (name, a), (_, e) in zip(tree_util.flatten_named(actual),
+                               tree_util.flatten_named(expected)):
+    np.testing.assert_array_equal(a, e, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def unrolled_params():
+  return init(tiny_model())
+
+
+def test_scanned_blocks_are_one_subtree_with_a_leading_layer_axis(unrolled_params):
+  scanned = jax.eval_shape(lambda: init(tiny_model(scan=True)))
+  shapes = {name: leaf.shape for name, leaf in tree_util.flatten_named(scanned)}
+  unrolled = {name: leaf.shape for name, leaf in tree_util.flatten_named(unrolled_params)}
+  block_0 = "Transformer/encoderblock_0/"
+  per_layer = {n[len(block_0):]: s for n, s in unrolled.items() if n.startswith(block_0)}
+  assert {n[len("Transformer/encoderblock/"):]: s[1:] for n, s in shapes.items()
+          if n.startswith("Transformer/encoderblock/")} == per_layer
+  assert {s[0] for n, s in shapes.items() if "/encoderblock/" in n} == {3}
+  outside = {n: s for n, s in unrolled.items() if "/encoderblock_" not in n}
+  assert {n: s for n, s in shapes.items() if "/encoderblock/" not in n} == outside
+  # The unrolled parameters, stacked, are exactly the scanned model's tree,
+  # and unstacking gives them back bit for bit.
+  stacked = layer_stack.stack(unrolled_params)
+  assert jax.tree.structure(stacked) == jax.tree.structure(scanned)
+  assert_trees_equal(layer_stack.unstack(stacked), unrolled_params)
+
+
+@pytest.fixture(scope="module")
+def unrolled_results(unrolled_params):
+  """The unrolled model's loss, logits and gradients (remat changes none of them)."""
+  return loss_and_grads(tiny_model(), unrolled_params)
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_scanned_loss_logits_and_gradients_equal_the_unrolled_models(
+    unrolled_params, unrolled_results, remat):
+  loss, logits, grads = unrolled_results
+  scanned_loss, scanned_logits, scanned_grads = loss_and_grads(
+      tiny_model(remat=remat, scan=True), layer_stack.stack(unrolled_params))
+  np.testing.assert_allclose(scanned_loss, loss, rtol=1e-6)
+  np.testing.assert_allclose(scanned_logits, logits, rtol=1e-5, atol=1e-6)
+  assert_trees_close(layer_stack.unstack(scanned_grads), grads)
+
+
+def test_npz_export_of_a_scanned_model_equals_the_unrolled_models(tmp_path, unrolled_params):
+  npz.save_npz(unrolled_params, tmp_path / "unrolled.npz")
+  npz.save_npz(layer_stack.stack(unrolled_params), tmp_path / "scanned.npz")
+  with np.load(tmp_path / "unrolled.npz") as a, np.load(tmp_path / "scanned.npz") as b:
+    assert sorted(a.files) == sorted(b.files)
+    assert "Transformer/encoderblock_2/MlpBlock_3/Dense_0/kernel" in a.files
+    for name in a.files:
+      np.testing.assert_array_equal(b[name], a[name], err_msg=name)
+
+
+def test_a_published_layout_file_fine_tunes_a_scanned_model(tmp_path, unrolled_params):
+  path = str(tmp_path / "published.npz")
+  npz.save_npz(unrolled_params, path)
+  scanned_init = layer_stack.stack(jax.device_get(unrolled_params))
+  scanned_init["head"] = {"kernel": np.zeros((32, 10), np.float32),
+                          "bias": np.zeros(10, np.float32)}
+  loaded = pretrained.load_pretrained(path, scanned_init, new_grid=(2, 2),
+                                      num_prefix_tokens=1)
+  want = layer_stack.stack(jax.device_get(unrolled_params))
+  want["head"] = scanned_init["head"]  # fine-tuning's fresh head
+  assert_trees_equal(loaded, want)
+
+
+def train_state_fn(config):
+  """params -> the train state of ``config``'s optimizer, compiled once."""
+  tx = optim.make_optimizer(config.optim, optax.constant_schedule(1e-3))
+
+  @jax.jit
+  def train_state(params):
+    state = steps.initial_state(params, tx, config)
+    # One update, so that Adam's moments are no longer zeros (nor all alike).
+    _, state["opt_state"] = tx.update(params, state["opt_state"], params)
+    return state
+  return train_state
+
+
+def test_an_orbax_checkpoint_of_a_scanned_run_resumes_unrolled_and_back(
+    tmp_path, unrolled_params):
+  """Parameters, their EMA and Adam's moments, split over an FSDP mesh."""
+  config = common.base_config()
+  config.ema_decay = 0.9
+  mesh_config = ml_collections.ConfigDict(
+      dict(data=2, fsdp=4, fsdp_min_size=0, rules=((".*", "fsdp"),)))
+  mesh = sharding.make_mesh(mesh_config)
+  train_state = train_state_fn(config)
+
+  def target(params):
+    """The abstract train state of ``params``, as the run lays it on the mesh."""
+    abstract = jax.eval_shape(train_state, params)
+    shardings = sharding.state_shardings(mesh, abstract, mesh_config)
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract, shardings)
+
+  scanned_target = target(layer_stack.stack(unrolled_params))
+  scanned = jax.device_put(train_state(layer_stack.stack(unrolled_params)),
+                           jax.tree.map(lambda a: a.sharding, scanned_target))
+  unrolled_target = target(unrolled_params)
+  progress = {"examples_seen": 64, "train_seconds": 1.0}
+
+  scanned_run = checkpoints.make_manager(str(tmp_path / "scanned"))
+  checkpoints.save(scanned_run, 4, scanned, progress)
+  checkpoints.wait(scanned_run)
+  resume.check_resumable(scanned_run, 4, unrolled_target, workdir=str(tmp_path))
+  restored = checkpoints.restore(scanned_run, 4, unrolled_target)
+  assert restored["progress"] == progress
+  unrolled = restored["state"]
+  assert_trees_equal(jax.device_get(unrolled),
+                     layer_stack.unstack(jax.device_get(scanned)))
+  assert (jax.tree.map(lambda a: a.sharding, unrolled)
+          == jax.tree.map(lambda a: a.sharding, unrolled_target))
+
+  unrolled_run = checkpoints.make_manager(str(tmp_path / "unrolled"))
+  checkpoints.save(unrolled_run, 8, unrolled, progress)
+  checkpoints.wait(unrolled_run)
+  resume.check_resumable(unrolled_run, 8, scanned_target, workdir=str(tmp_path))
+  back = checkpoints.restore(unrolled_run, 8, scanned_target)["state"]
+  assert_trees_equal(jax.device_get(back), jax.device_get(scanned))
+  assert (jax.tree.map(lambda a: a.sharding, back)
+          == jax.tree.map(lambda a: a.sharding, scanned_target))
+  # Fine-tuning and inference read the scanned run in the published layout.
+  assert_trees_equal(pretrained.read_params(str(tmp_path / "scanned")),
+                     layer_stack.unstack(jax.device_get(scanned["ema_params"])))
+  # Another model is refused, named as the run that resumes calls its parameters.
+  wider = jax.eval_shape(lambda: train_state(init(tiny_model(mlp_dim=128))))
+  with pytest.raises(ValueError, match=r"parameter Transformer/encoderblock_0/MlpBlock_3/"
+                     r"Dense_0/bias has shape \(64,\) in the checkpoint but \(128,\)"):
+    resume.check_resumable(scanned_run, 4, wider, workdir=str(tmp_path))
+
+
+def test_blocks_that_skip_a_number_are_refused_when_stacked():
+  tree = {"Transformer": {"encoderblock_0": {"w": np.zeros(2)},
+                          "encoderblock_2": {"w": np.zeros(2)}}}
+  with pytest.raises(ValueError, match=r"not numbered 0\.\.1; cannot stack them"):
+    layer_stack.stack(tree)
