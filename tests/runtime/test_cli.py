@@ -54,7 +54,8 @@ def refused_run_of_main(tmp_path, *flags, within=30):
      "error: --config.foo: config has no field 'foo'; valid: accum_steps, "),
     (["--config.optim.wieght_decay=0.1"],
      "error: --config.optim.wieght_decay: config.optim has no field 'wieght_decay' "
-     "(did you mean config.optim.weight_decay?); valid: b1, b2, grad_clip_norm, "),
+     "(did you mean config.optim.weight_decay?); valid: adafactor_decay_rate, "
+     "adafactor_min_dim_to_factor, b1, b2, "),
     (["--config.label_smoothing=1.5"],
      "error: config.label_smoothing=1.5 must be in [0, 1) (1 would make every target "
      "uniform, more would invert them)"),
