@@ -75,6 +75,28 @@ def test_gap_classifier_drops_exactly_the_class_token():
   assert token - gap == 12 * per_block == 184_356_864
 
 
+def test_map_head_adds_a_probe_attending_over_the_patches():
+  gap = accounting.analytic_flops_per_example(
+    vit_config(classifier="gap"), 224, train=False
+  )
+  map_head = accounting.analytic_flops_per_example(
+    vit_config(classifier="map"), 224, train=False
+  )
+  # ViT-B/16's 196 patch tokens (no class token), D = 768, M = 3072: the
+  # probe's query and output projection, every token's key and value, one
+  # row of scores and weighted values, and one token's MLP.
+  n, d, m = 196, 768, 3072
+  assert map_head - gap == 4 * d * d + 4 * n * d * d + 4 * n * d + 4 * d * m
+
+
+@pytest.mark.parametrize("option", [dict(parallel_block=True), dict(qk_norm=True),
+                                    dict(use_bias=False)])
+def test_22b_block_options_leave_the_matmul_count_alone(option):
+  plain = accounting.analytic_flops_per_example(vit_config(), 224, train=False)
+  assert accounting.analytic_flops_per_example(
+    vit_config(**option), 224, train=False) == plain
+
+
 def test_pre_logits_adds_its_dense_layer_and_narrows_the_head():
   plain = accounting.analytic_flops_per_example(vit_config(), 224, train=False)
   with_pre_logits = accounting.analytic_flops_per_example(

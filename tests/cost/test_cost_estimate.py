@@ -13,14 +13,31 @@ from repo_root import REPO
 
 
 
-@pytest.mark.parametrize("variant", ["Ti/16", "S/16", "B/16", "L/16", "H/14",
-                                     "R50x1", "R50x1+B/16"])
-def test_xla_flops_agree_with_the_analytic_count_within_5_percent(variant):
-  model = models.get_model(variant, num_classes=1000)
+# 22B's options (parallel block, qk_norm, no biases, MAP head) on one narrow
+# block of 64 tokens, where the MAP head is a tenth of the FLOPs.
+TINY_22B = {"hidden_size": 64, "num_layers": 1, "mlp_dim": 256, "num_heads": 4}
+
+
+@pytest.mark.parametrize("variant, overrides, image_size", [
+    ("Ti/16", {}, 224), ("S/16", {}, 224), ("B/16", {}, 224), ("L/16", {}, 224),
+    ("H/14", {}, 224), ("R50x1", {}, 224), ("R50x1+B/16", {}, 224),
+    ("22B/8", TINY_22B, 64)])
+def test_xla_flops_agree_with_the_analytic_count_within_5_percent(
+    variant, overrides, image_size):
+  model = models.get_model(variant, num_classes=1000, **overrides)
   for train in (False, True):
-    xla = estimate.xla_flops_per_example(model, 224, train=train)
-    analytic = accounting.analytic_flops_per_example(model, 224, train=train)
+    xla = estimate.xla_flops_per_example(model, image_size, train=train)
+    analytic = accounting.analytic_flops_per_example(model, image_size, train=train)
     assert abs(xla / analytic - 1) < 0.05, (variant, train, xla, analytic)
+
+
+def test_without_its_map_head_the_tiny_22b_count_would_miss_xlas_by_over_10_percent():
+  model = models.get_model("22B/8", num_classes=1000, **TINY_22B)
+  assert model.classifier == "map" and model.parallel_block and not model.use_bias
+  xla = estimate.xla_flops_per_example(model, 64, train=False)
+  without_map_head = accounting.analytic_flops_per_example(
+      model.clone(classifier="gap"), 64, train=False)
+  assert xla / without_map_head - 1 > 0.1
 
 
 # Runs a command as this wrapper's only child and prints the child's peak
@@ -149,13 +166,13 @@ def test_estimate_cost_names_a_bad_flag_or_config_key_in_one_line(flag, message)
 # The plan for a target's devices (--devices), on the tests' 8 CPU devices.
 # ---------------------------------------------------------------------------
 
-def tiny_plan_config(*, data, fsdp, hidden=32, mlp=64, image_size=16, batch=16):
+def tiny_plan_config(*, data, fsdp, hidden=32, mlp=64, heads=2, image_size=16, batch=16):
   """A two-block ViT whose kernels are the ones the plan compiles anyway."""
   from configs import pretrain
 
   config = pretrain.get_config("variant=Ti/4,data=imagenet21k,steps=10")
   config.unlock()
-  config.model.update(hidden_size=hidden, num_layers=2, mlp_dim=mlp, num_heads=2,
+  config.model.update(hidden_size=hidden, num_layers=2, mlp_dim=mlp, num_heads=heads,
                       **estimate.ACCELERATOR_KERNELS)
   config.data.num_classes = 10
   config.lr.warmup_steps = 2
@@ -185,19 +202,14 @@ def printed_plan(config, monkeypatch, capsys):
 
 def real_state_and_step(config):
   """The state the trainer initialises for ``config`` on the 8 devices, and its jitted step."""
-  from vit_jax.models import build
-  from vit_jax.train import losses, optim, sharding, steps
+  from vit_jax.train import sharding, steps
 
   mesh = sharding.make_mesh(config.mesh)
-  model = build.model_from_config(config)
-  schedule = optim.make_schedule(config.lr, 10)
-  tx = optim.make_optimizer(config.optim, schedule)
-  init = lambda: steps.initial_state(build.init_params(model, 16, seed=0), tx, config)
-  shardings = sharding.state_shardings(mesh, jax.eval_shape(init), config.mesh)
-  state = jax.jit(init, out_shardings=shardings)()
-  step = steps.jit_train_step(model, tx, losses.get_loss(config.loss), schedule, config,
-                              mesh, shardings)
-  return state, step, mesh
+  parts = steps.training_parts(config, total_steps=10)
+  shardings = sharding.state_shardings(mesh, parts.abstract_state(), config.mesh)
+  state = jax.jit(lambda: parts.initial_state(parts.init_params()),
+                  out_shardings=shardings)()
+  return state, parts.jit_train_step(mesh, shardings), mesh
 
 
 def bytes_on_first_device(tree, mesh):
@@ -251,34 +263,68 @@ def test_fsdp_plan_is_the_real_states_shards_and_its_compiled_steps_memory_then_
       f"config.accum_steps=2 (now 1)")
 
 
-def test_a_state_too_big_is_refused_naming_the_fsdp_split_that_shrinks_it():
-  """hidden 36 over 8 FSDP devices: the attention kernels cannot split, over 4 they can."""
-  from vit_jax.models import build
-  from vit_jax.train import optim, sharding, steps
+def state_refusal(config):
+  """`estimate.refusal` of ``config``'s state on 8 tiny devices, the state too big;
+  and the state's bytes per device under any data x fsdp x model split."""
+  from vit_jax.train import sharding, steps
 
-  config = tiny_plan_config(data=1, fsdp=-1, hidden=36, mlp=64)
   mesh = sharding.make_mesh(config.mesh)
-  tx = optim.make_optimizer(config.optim, optim.make_schedule(config.lr, 10))
-  model = build.model_from_config(config)
-  state = jax.eval_shape(lambda: steps.initial_state(
-      build.init_params(model, 16, seed=0), tx, config))
+  state = steps.training_parts(config, total_steps=10).abstract_state()
   terms = {"parameters": 2**19, "optimizer state": 2**20, "batch": 10, "activations": 2**18}
   message = estimate.refusal(config, TINY_DEVICE, terms, sum(terms.values()), mesh=mesh,
                              abstract_state=state, micro_batch=2)
 
-  def state_bytes(data, fsdp):
+  def state_bytes(data, fsdp, model):
     mesh_config = config.mesh.copy_and_resolve_references()
-    mesh_config.update(data=data, fsdp=fsdp)
+    mesh_config.update(data=data, fsdp=fsdp, model=model)
     layout = sharding.abstract_mesh(mesh_config, 8)
     return sharding.bytes_per_device(state, sharding.state_shardings(layout, state, mesh_config))
 
-  assert state_bytes(2, 4) < state_bytes(1, 8)
+  return message, state_bytes
+
+
+def test_a_state_too_big_is_refused_naming_the_fsdp_split_that_shrinks_it():
+  """hidden 36 over 8 FSDP devices: the attention kernels cannot split, over 4
+  they can; one head cannot split over a model axis, so no model axis is tried."""
+  config = tiny_plan_config(data=1, fsdp=-1, hidden=36, mlp=64, heads=1)
+  message, state_bytes = state_refusal(config)
+
+  assert state_bytes(2, 4, 1) < state_bytes(1, 8, 1)
   assert message == (
       f"1.75 MiB per device does not fit tiny's 0.25 MiB; the largest term is "
-      f"optimizer state, 1.00 MiB: set config.mesh.data=2 and config.mesh.fsdp=4 "
-      f"(now data=1, fsdp=8) for {estimate.format_bytes(state_bytes(2, 4))} of "
-      f"parameters and optimizer state per device, not "
-      f"{estimate.format_bytes(state_bytes(1, 8))}")
+      f"optimizer state, 1.00 MiB: set config.mesh.data=2, config.mesh.fsdp=4, "
+      f"config.mesh.model=1 (now data=1, fsdp=8, model=1) for "
+      f"{estimate.format_bytes(state_bytes(2, 4, 1))} of parameters and optimizer "
+      f"state per device, not {estimate.format_bytes(state_bytes(1, 8, 1))}")
+
+
+def test_a_state_too_big_is_refused_naming_the_model_axis_that_splits_what_fsdp_cannot():
+  """hidden 36 with 2 heads: 4 FSDP devices split the hidden dimension and the
+  model axis the 2 heads and the MLP's 64 units, all 8 devices sharing each
+  kernel, which 8 FSDP devices (36 is not a multiple of 8) cannot."""
+  config = tiny_plan_config(data=1, fsdp=-1, hidden=36, mlp=64, heads=2)
+  message, state_bytes = state_refusal(config)
+
+  assert state_bytes(1, 4, 2) < min(state_bytes(2, 4, 1), state_bytes(1, 8, 1))
+  assert message == (
+      f"1.75 MiB per device does not fit tiny's 0.25 MiB; the largest term is "
+      f"optimizer state, 1.00 MiB: set config.mesh.data=1, config.mesh.fsdp=4, "
+      f"config.mesh.model=2 (now data=1, fsdp=8, model=1) for "
+      f"{estimate.format_bytes(state_bytes(1, 4, 2))} of parameters and optimizer "
+      f"state per device, not {estimate.format_bytes(state_bytes(1, 8, 1))}")
+
+
+def test_a_state_already_split_as_far_as_the_rules_allow_asks_for_more_chips():
+  config = tiny_plan_config(data=1, fsdp=4, hidden=36, mlp=64, heads=2)
+  config.unlock()
+  config.mesh.model = 2
+  config.lock()
+  message, state_bytes = state_refusal(config)
+
+  assert message.endswith(
+      f"config.mesh.data, config.mesh.fsdp and config.mesh.model split the state as "
+      f"far as config.mesh.rules allow ({estimate.format_bytes(state_bytes(1, 4, 2))} "
+      f"per device); more chips (--devices=tiny:N) split it further")
 
 
 @pytest.mark.parametrize("spec, message", [  # an unknown kind: the command's test

@@ -66,13 +66,22 @@ def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
       MLP, two dense layers               2 * 2 * N * D * M
       block total                         8ND^2 + 4N^2 D + 4NDM
                                           (24ND^2 + 4N^2 D when M = 4D)
+    MAP head ('map' classifier), a probe
+    token attending over the N tokens:
+      Q of the probe, output projection   2 * 2 * D * D
+      K, V projections of the N tokens    2 * 2 * N * D * D
+      scores and weighted values, 1 query 2 * 2 * N * D
+      MLP on the probe                    2 * 2 * D * M
     pre_logits on the pooled vector, if R 2 * D * R
     head on the pooled vector, if K       2 * (R or D) * K
 
   The number of heads does not enter: heads split D, so their scores add up
   to N^2 D. Biases, LayerNorm, softmax, GELU, tanh, residual adds and pooling
   are elementwise, O(N D + N^2) per block against O(N D^2) for the matmuls,
-  and are left out (they are about 1-3% of XLA's count for ViT-B).
+  and are left out (they are about 1-3% of XLA's count for ViT-B). So the
+  22B-style options change nothing here: a parallel block (``parallel_block``)
+  runs the same matmuls with one LayerNorm fewer, ``qk_norm`` adds two
+  LayerNorms and ``use_bias=False`` drops biases.
 
   ResNet: BiT's ResNet-v2, and the hybrid's stem (same convolutions, other
   norms). Every convolution costs 2 * Ho * Wo * (kh*kw*Cin) * Cout, where
@@ -207,6 +216,17 @@ def vit_flops(model, image_height, image_width):
     + mlp
   )
 
+  map_head = 0
+  if getattr(model, "classifier", "token") == "map":
+    # One probe token attends over the N tokens, then one token's MLP.
+    map_head = (
+      2 * hidden * hidden  # query of the probe
+      + 2 * 2 * num_tokens * hidden * hidden  # keys and values of every token
+      + 2 * 2 * num_tokens * hidden  # scores and weighted values, one query
+      + 2 * hidden * hidden  # output projection
+      + 2 * 2 * hidden * mlp_dim  # MLP
+    )
+
   head_input = hidden
   pre_logits = 0
   if representation_size:
@@ -214,7 +234,7 @@ def vit_flops(model, image_height, image_width):
     head_input = representation_size
   head = 2 * head_input * num_classes if num_classes else 0
 
-  return stem + patch_embedding + num_layers * per_block + pre_logits + head
+  return stem + patch_embedding + num_layers * per_block + map_head + pre_logits + head
 
 
 def compiled_flops(compiled) -> float | None:

@@ -21,8 +21,7 @@ import time
 import jax
 
 from vit_jax.cost import accounting
-from vit_jax.models import build
-from vit_jax.train import losses, optim, sharding
+from vit_jax.train import sharding
 from vit_jax.train import steps as train_steps  # `steps` counts steps below
 
 
@@ -76,18 +75,13 @@ class _TrainStep:
 
   def __init__(self, config, batch_size):
     self.mesh = mesh = sharding.make_mesh(config.mesh)
-    self.model = build.model_from_config(config)
-    schedule = optim.make_schedule(config.lr, config.total_steps)
-    tx = optim.make_optimizer(config.optim, schedule)
+    parts = train_steps.training_parts(config, total_steps=config.total_steps)
+    self.model = parts.model
     size = config.image_size
-
-    def init_state():
-      params = build.init_params(self.model, size, seed=config.seed)
-      return train_steps.initial_state(params, tx, config)
-
     self.state_shardings = sharding.state_shardings(
-        mesh, jax.eval_shape(init_state), config.mesh)
-    self.state = jax.jit(init_state, out_shardings=self.state_shardings)()
+        mesh, parts.abstract_state(), config.mesh)
+    self.state = jax.jit(lambda: parts.initial_state(parts.init_params()),
+                         out_shardings=self.state_shardings)()
     self.batch_sharding = sharding.batch_sharding(mesh)
     image_key, label_key = jax.random.split(jax.random.key(1))
     self.batch = jax.device_put({
@@ -95,9 +89,7 @@ class _TrainStep:
         "labels": jax.nn.one_hot(jax.random.randint(
             label_key, (batch_size,), 0, config.data.num_classes),
             config.data.num_classes)}, self.batch_sharding)
-    train_step = train_steps.jit_train_step(
-        self.model, tx, losses.get_loss(config.loss), schedule, config, mesh,
-        self.state_shardings)
+    train_step = parts.jit_train_step(mesh, self.state_shardings)
     start = time.perf_counter()
     self.compiled = train_step.lower(self.state, self.batch).compile()
     self.compile_s = time.perf_counter() - start

@@ -58,7 +58,7 @@ import optax
 from vit_jax.cost import accounting
 from vit_jax.models import build
 from vit_jax.runtime import cpu_devices
-from vit_jax.train import config_checks, losses, optim, sharding
+from vit_jax.train import config_checks, sharding
 from vit_jax.train import steps as train_steps  # `steps` counts steps below
 
 LOWERING_BATCH = 8
@@ -223,14 +223,11 @@ def device_plan(config, kind, chips, *, total_steps, mfu):
   devices = emulated_devices(num_devices)
   config = _with_accelerator_kernels(config)
   mesh = sharding.make_mesh(config.mesh, devices)
-  model = build.model_from_config(config)
-  schedule = optim.make_schedule(config.lr, total_steps)
-  tx = optim.make_optimizer(config.optim, schedule)
-  abstract_state = jax.eval_shape(lambda: train_steps.initial_state(
-      build.init_params(model, config.image_size, seed=config.seed), tx, config))
+  parts = train_steps.training_parts(config, total_steps=total_steps)
+  model = parts.model
+  abstract_state = parts.abstract_state()
   state_shardings = sharding.state_shardings(mesh, abstract_state, config.mesh)
-  train_step = train_steps.jit_train_step(
-      model, tx, losses.get_loss(config.loss), schedule, config, mesh, state_shardings)
+  train_step = parts.jit_train_step(mesh, state_shardings)
   batch = abstract_batch(config, mesh)
   start = time.perf_counter()
   compiled = train_step.lower(jax.tree.map(
@@ -324,30 +321,46 @@ _REMAT_NEEDS_SCAN = ("(the activations are XLA:CPU's figure without remat, which
 
 
 def _layout_fix(config, kind, mesh, abstract_state):
-  """The split of the batch axes' devices into data x fsdp that leaves the least state.
+  """The split of the devices into data x fsdp x model that leaves the least state.
 
   Each split is laid out by the config's own rules on `sharding.abstract_mesh`,
-  without devices; the model axis keeps its size.
+  without devices; a model axis that does not divide a dimension the rules
+  split over it (heads, MLP units) is skipped, as the trainer would refuse it.
+  Of equal splits the one with the smaller model axis wins, then the smaller
+  fsdp: tensor parallelism communicates in every layer, forward and
+  backward, and FSDP gathers every layer's parameters.
   """
-  devices = mesh.shape["data"] * mesh.shape["fsdp"]
-  by_fsdp = {}
-  for fsdp in (n for n in range(1, devices + 1) if devices % n == 0):
-    mesh_config = copy.deepcopy(config.mesh)
-    mesh_config.update(data=devices // fsdp, fsdp=fsdp)
-    layout = sharding.abstract_mesh(mesh_config, mesh.size)
-    by_fsdp[fsdp] = sharding.bytes_per_device(
-        abstract_state, sharding.state_shardings(layout, abstract_state, mesh_config))
-  now = by_fsdp[mesh.shape["fsdp"]]
-  best = min(by_fsdp, key=lambda fsdp: (by_fsdp[fsdp], fsdp))
-  if by_fsdp[best] < now:
-    return (f"set config.mesh.data={devices // best} and config.mesh.fsdp={best} (now "
-            f"data={mesh.shape['data']}, fsdp={mesh.shape['fsdp']}) for "
-            f"{format_bytes(by_fsdp[best])} of parameters and optimizer state per device, "
-            f"not {format_bytes(now)}")
-  return (f"config.mesh.data and config.mesh.fsdp split the state as far as "
-          f"config.mesh.rules allow ({format_bytes(now)} per device); tensor parallelism "
-          f"(config.mesh.model, now {mesh.shape['model']}) or more chips "
-          f"(--devices={kind.name}:N) split it further")
+  by_split = {}
+  for model in _divisors(mesh.size):
+    for fsdp in _divisors(mesh.size // model):
+      split = (mesh.size // (model * fsdp), fsdp, model)
+      mesh_config = copy.deepcopy(config.mesh)
+      mesh_config.unlock()  # a config from before tensor parallelism has no model
+      mesh_config.update(dict(zip(sharding.MESH_AXES, split)))
+      layout = sharding.abstract_mesh(mesh_config, mesh.size)
+      try:
+        shardings = sharding.state_shardings(layout, abstract_state, mesh_config)
+      except ValueError:  # the model axis does not divide what the rules split
+        continue
+      by_split[split] = sharding.bytes_per_device(abstract_state, shardings)
+  current = tuple(mesh.shape[axis] for axis in sharding.MESH_AXES)
+  now = by_split[current]
+  best = min(by_split, key=lambda split: (by_split[split], split[2], split[1]))
+  if by_split[best] < now:
+    settings = ", ".join(f"config.mesh.{axis}={size}"
+                         for axis, size in zip(sharding.MESH_AXES, best))
+    current_settings = ", ".join(f"{axis}={size}"
+                                 for axis, size in zip(sharding.MESH_AXES, current))
+    return (f"set {settings} (now {current_settings}) for "
+            f"{format_bytes(by_split[best])} of parameters and optimizer state per "
+            f"device, not {format_bytes(now)}")
+  return (f"config.mesh.data, config.mesh.fsdp and config.mesh.model split the state "
+          f"as far as config.mesh.rules allow ({format_bytes(now)} per device); more "
+          f"chips (--devices={kind.name}:N) split it further")
+
+
+def _divisors(number):
+  return [n for n in range(1, number + 1) if number % n == 0]
 
 
 def format_bytes(num_bytes):

@@ -25,8 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models import (attention, conv, dense, dropout, layer_norm, layer_stack,
-                            module_fields, resnet_stem)
+from vit_jax.models import (activation_sharding, attention, conv, dense, dropout,
+                            layer_norm, layer_stack, module_fields, resnet_stem)
 
 # name -> (hidden_size, num_layers, mlp_dim, num_heads), as in the ViT paper
 # (Ti and S from the DeiT / "How to train your ViT" follow-ups).
@@ -250,6 +250,11 @@ class Encoder(nn.Module, kw_only=True):
   def __call__(self, x, *, train: bool):
     x = AddPositionEmbs(compute=self.compute, name='posembed_input')(x)
     x = dropout.Dropout(rate=self.dropout_rate, name='Dropout_0')(x, deterministic=not train)
+    # Every block's input and output split over the batch axes (under a
+    # mesh): with FSDP, XLA would otherwise carry the parameters' split of the
+    # hidden units into the activations and keep the batch whole on each
+    # fsdp device (`activation_sharding.constrain_batch`).
+    x = activation_sharding.constrain_batch(x)
 
     # Rematerialising trades recomputation in the backward pass for not
     # storing each block's activations, all or those the policy does not
@@ -274,13 +279,14 @@ class Encoder(nn.Module, kw_only=True):
                          block_cls(name=layer_stack.STACKED_BLOCKS, **block_args), x, train)
     else:
       for i in range(self.num_layers):
-        x = block_cls(name=layer_stack.block_name(i), **block_args)(x, train)
+        x = activation_sharding.constrain_batch(
+            block_cls(name=layer_stack.block_name(i), **block_args)(x, train))
     return self.compute.norm(name='encoder_norm', use_bias=self.use_bias)(x)
 
 
 def _scan_step(block, x, train):
   """One layer of the scan: the carry is the tokens; nothing is stacked out."""
-  return block(x, train), None
+  return activation_sharding.constrain_batch(block(x, train)), None
 
 
 class MAPHead(nn.Module, kw_only=True):

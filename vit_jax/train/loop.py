@@ -19,9 +19,9 @@ from absl import logging
 from vit_jax.cost import accounting
 from vit_jax.data import input_pipeline, sources
 from vit_jax.evaluators import classification, fewshot
-from vit_jax.models import build, posemb, pretrained
-from vit_jax.train import (checkpoints, config_checks, losses, metrics, optim,
-                           preemption, resume, sharding, steps, workdir_files)
+from vit_jax.models import posemb, pretrained
+from vit_jax.train import (checkpoints, config_checks, metrics, preemption, resume,
+                           sharding, steps, workdir_files)
 
 
 def _nonfinite_message(state, skipped_before, window_start, step, manager):
@@ -78,22 +78,13 @@ def train_and_evaluate(config, workdir, *, devices=None):
   # ------------------------------------------------------------------------
   # Model, optimizer and train state; the workdir.
   # ------------------------------------------------------------------------
-  model = build.model_from_config(config)
-  schedule = optim.make_schedule(config.lr, total_steps)
-  tx = optim.make_optimizer(config.optim, schedule)
-  loss_fn = losses.get_loss(config.loss)
+  training = steps.training_parts(config, total_steps=total_steps)
+  model = training.model
   # A ViT's (or hybrid's) patch grid, where fine-tuning resamples the
   # position embeddings to; a ResNet has neither.
   patch_size = getattr(model, "patch_size", None)
   grid = (config.image_size // patch_size,) * 2 if patch_size else None
-
-  def init_params(seed=config.seed):
-    return build.init_params(model, config.image_size, seed=seed)
-
-  def state_from(params):
-    return steps.initial_state(params, tx, config)
-
-  abstract_state = jax.eval_shape(lambda: state_from(init_params()))
+  abstract_state = training.abstract_state()
   manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
   start_step = manager.latest_step() or 0
   if start_step:  # before anything is compiled or the run's config.json replaced
@@ -128,23 +119,22 @@ def train_and_evaluate(config, workdir, *, devices=None):
     if config.init:
       # The seed is an argument, not a constant of the program, so the
       # runs of a transfer suite share one compiled init (`vit_jax.transfer`).
-      fresh = jax.device_get(jax.jit(init_params)(config.seed))
+      fresh = jax.device_get(jax.jit(training.init_params)(config.seed))
       params = pretrained.load_pretrained(
           config.init, fresh, new_grid=grid,
           num_prefix_tokens=int(getattr(model, "classifier", None) == "token"),
           # A ResNet's config has no posemb_resample, nor posemb to resample.
           posemb_method=config.get("posemb_resample", posemb.DEFAULT_METHOD))
-      state = jax.jit(state_from, out_shardings=state_shardings)(params)
+      state = jax.jit(training.initial_state, out_shardings=state_shardings)(params)
     else:
-      state = jax.jit(lambda: state_from(init_params()),
+      state = jax.jit(lambda: training.initial_state(training.init_params()),
                       out_shardings=state_shardings)()
 
   # ------------------------------------------------------------------------
   # Step functions, compiled once; the train step donates the old state.
   # ------------------------------------------------------------------------
-  train_step = steps.jit_train_step(model, tx, loss_fn, schedule, config, mesh,
-                                    state_shardings)
-  eval_step = classification.make_eval_step(model, loss_fn)
+  train_step = training.jit_train_step(mesh, state_shardings)
+  eval_step = classification.make_eval_step(model, training.loss_fn)
   feature_step = fewshot.make_feature_step(model)
 
   compile_start = time.monotonic()

@@ -51,9 +51,10 @@ import numpy as np
 from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from vit_jax import tree_util
+from vit_jax.models import activation_sharding
 
 MESH_AXES = ("data", "fsdp", "model")
-BATCH_AXES = ("data", "fsdp")
+BATCH_AXES = activation_sharding.BATCH_AXES
 RULES = ("fsdp", "replicate", "model:D (D < 0, a dimension counted from the "
          "end, e.g. model:-1)")
 _MODEL_RULE = re.compile(r"model:(-[1-9][0-9]*)")

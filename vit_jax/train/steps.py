@@ -2,14 +2,64 @@
 
 `jit_train_step` compiles it over the mesh for both the training loop and
 `cost.benchmarking`, which times it on synthetic batches: what is benchmarked
-is what trains, also on a box that has jax but no TensorFlow.
+is what trains, also on a box that has jax but no TensorFlow. The objects
+the step is made of come from a config in one place, `training_parts`.
 """
+import dataclasses
+from typing import Any, Callable
+
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vit_jax.train import losses, mixup, sharding
+from vit_jax.models import build
+from vit_jax.train import losses, mixup, optim, sharding
+
+
+# eq=False: hashed by identity, as the config it holds is not hashable.
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainingParts:
+  """What a config's training is made of: model, schedule, optimizer, loss.
+
+  The training loop, the benchmark (`cost.benchmarking`) and the plan for a
+  target's devices (`cost.estimate.device_plan`) all build these from a
+  config, and what they report is only true of the run if they build the
+  same ones: the same schedule length, the same optimizer state, the same
+  init. Built here once (`training_parts`), not copied three times.
+  """
+  config: Any
+  model: Any
+  schedule: Callable
+  tx: optax.GradientTransformation
+  loss_fn: Callable
+
+  def init_params(self, seed=None):
+    """Fresh parameters; ``seed`` (default ``config.seed``) may be traced."""
+    seed = self.config.seed if seed is None else seed
+    return build.init_params(self.model, self.config.image_size, seed=seed)
+
+  def initial_state(self, params):
+    """`initial_state` of ``params`` (fresh or loaded) under this optimizer."""
+    return initial_state(params, self.tx, self.config)
+
+  def abstract_state(self):
+    """The fresh train state's shapes and dtypes, allocating nothing."""
+    return jax.eval_shape(lambda: self.initial_state(self.init_params()))
+
+  def jit_train_step(self, mesh, state_shardings):
+    """`jit_train_step` of these parts over ``mesh``."""
+    return jit_train_step(self.model, self.tx, self.loss_fn, self.schedule,
+                          self.config, mesh, state_shardings)
+
+
+def training_parts(config, *, total_steps):
+  """`TrainingParts` of ``config`` for a run of ``total_steps`` (the schedule's length)."""
+  model = build.model_from_config(config)
+  schedule = optim.make_schedule(config.lr, total_steps)
+  return TrainingParts(config=config, model=model, schedule=schedule,
+                       tx=optim.make_optimizer(config.optim, schedule),
+                       loss_fn=losses.get_loss(config.loss))
 
 
 def initial_state(params, tx, config):
@@ -39,8 +89,11 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
   micro_sharding = NamedSharding(mesh, P(None, sharding.BATCH_AXES))
 
   def loss_on(params, images, labels, key):
-    logits = model.apply({"params": params}, images, train=True,
-                         rngs={"dropout": key})
+    # Under the mesh, so that the model can keep its activations split over
+    # the batch (`models.activation_sharding`).
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      logits = model.apply({"params": params}, images, train=True,
+                           rngs={"dropout": key})
     targets = losses.smooth_labels(labels, config.label_smoothing)
     return jnp.mean(loss_fn(logits, targets))
 
