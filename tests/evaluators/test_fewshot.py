@@ -286,14 +286,16 @@ def probe_config(data_dir, **overrides):
 def by_hand(config, params, name, *, shots, seeds, regulariser=fewshot.DEFAULT_REGULARISER,
             feature_step=None):
   """{k: mean accuracy} of the preset ``name``, its features made with an eval
-  spec written out here (its own class count) and its splits named here."""
+  spec written out here (its own class count), on its few-shot splits
+  (``fewshot_splits``, else train and test)."""
   preset = common.DATASETS[name]
+  splits = preset.get("fewshot_splits") or {"train": "train", "test": "test"}
   source = sources.get_source(common.dataset_config(name, data_dir=config.data.data_dir))
   spec = f"decode|resize(16)|value_range(-1,1)|onehot({preset['num_classes']})"
   feature_step = feature_step or fewshot.make_feature_step(build.model_from_config(config))
   features = {split: fewshot.extract_features(
       feature_step, params,
-      input_pipeline.EvalData(source, spec, split, global_batch=40, keyed=True),
+      input_pipeline.EvalData(source, spec, splits[split], global_batch=40, keyed=True),
       sharding.batch_sharding(sharding.make_mesh(config.mesh)))
       for split in ("train", "test")}
   return {k: np.mean([fewshot.probe_accuracy(

@@ -254,6 +254,11 @@ def train_and_evaluate(config, workdir, *, devices=None):
     if probe_sets and step == start_step == total_steps:  # the same, for its probes
       probe_results = run_probes(step)
   finally:
+    # The input pipeline's threads stop with the training, here, not when
+    # the collector finds the generators: left to the return, the teardown
+    # stalled the next run of a transfer suite for seconds.
+    batches.close()
+    host_batches.close()
     # Commit a save still in flight, also when the run stops on an error.
     stop_request.uninstall()
     checkpoints.wait(manager, on_error=config.on_save_error)
