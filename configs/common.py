@@ -367,10 +367,13 @@ def base_config():
                  weight_decay_params=r".*/kernel$",
                  head_weight_decay=placeholder(float), grad_clip_norm=1.0,
                  adafactor_decay_rate=0.8, adafactor_min_dim_to_factor=32)
-  # decay: "linear" or "cosine" to `end`, or "step": x `decay_factor` at each
-  # of `boundaries`, fractions of the run (BiT's; vit_jax/train/optim.py).
+  # decay: "linear" or "cosine" to `end`, "step": x `decay_factor` at each
+  # of `boundaries`, fractions of the run (BiT's), or "rsqrt": base /
+  # sqrt(1 + t / `timescale`), cooled down linearly to `end` over the last
+  # `cooldown_steps` (Scaling ViT's; vit_jax/train/optim.py).
   c.lr = dict(base=1e-3, warmup_steps=10_000, decay="linear", end=0.0,
-              boundaries=(0.3, 0.6, 0.9), decay_factor=0.1)
+              boundaries=(0.3, 0.6, 0.9), decay_factor=0.1, timescale=10_000,
+              cooldown_steps=0)
   c.ema_decay = 0.0  # 0 turns the Polyak average of the parameters off
   # Few-shot linear probes of the frozen pre_logits (big_vision's protocol,
   # vit_jax/evaluators/fewshot.py) every `every` steps and at the end (0: off),

@@ -342,3 +342,35 @@ def test_the_head_gets_its_own_decoupled_weight_decay_times_the_lr():
   unset = updates(weight_decay=0.03)  # None: the head decays like the body
   np.testing.assert_array_equal(unset["head"]["kernel"],
                                 np.full((2, 3), -0.5 * 0.03 * 4.0, np.float32))
+
+
+def rsqrt_lr(warmup=10, timescale=100, cooldown_steps=0, end=0.0):
+  config = lr(base=0.5, warmup=warmup, decay="rsqrt", end=end)
+  config.update(timescale=timescale, cooldown_steps=cooldown_steps)
+  return config
+
+
+def test_rsqrt_decays_as_the_reciprocal_square_root_after_the_warmup():
+  # 0.5 / sqrt(1 + t / 100), t counted from the end of the 10-step warm-up.
+  schedule = optim.make_schedule(rsqrt_lr(), 1_000)
+  steps_and_values = {0: 0.0, 5: 0.25, 10: 0.5, 110: 0.5 / np.sqrt(2), 310: 0.25,
+                      1_000: 0.5 / np.sqrt(1 + 990 / 100)}
+  values = [float(schedule(s)) for s in steps_and_values]
+  np.testing.assert_allclose(values, list(steps_and_values.values()), rtol=1e-6)
+
+
+def test_rsqrt_does_not_depend_on_the_run_length_until_its_cooldown():
+  short = optim.make_schedule(rsqrt_lr(cooldown_steps=100), 1_000)
+  long = optim.make_schedule(rsqrt_lr(cooldown_steps=100), 5_000)
+  np.testing.assert_allclose([float(short(s)) for s in range(0, 900, 50)],
+                             [float(long(s)) for s in range(0, 900, 50)], rtol=1e-6)
+  # The last 100 steps fall linearly from the rsqrt value to `end`.
+  at_900 = 0.5 / np.sqrt(1 + 890 / 100)
+  np.testing.assert_allclose([float(short(s)) for s in (900, 950, 1_000)],
+                             [at_900, 0.5 / np.sqrt(1 + 940 / 100) / 2, 0.0], rtol=1e-5)
+
+
+def test_an_rsqrt_cooldown_longer_than_the_decay_is_refused():
+  with pytest.raises(ValueError, match=r"config.lr.cooldown_steps=2000 is longer than "
+                     r"the 990 steps after the warm-up"):
+    optim.make_schedule(rsqrt_lr(cooldown_steps=2_000), 1_000)

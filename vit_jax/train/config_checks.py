@@ -90,6 +90,9 @@ NUMERIC_FIELDS = {
     # lr.boundaries, a tuple, is checked where the schedule is made (optim).
     "lr.decay_factor": Range(0, 1, low_open=True, meaning="what the step decay "
                              "multiplies the rate by at each of lr.boundaries"),
+    "lr.timescale": Range(0, low_open=True, meaning="the rsqrt decay's time scale "
+                          "in steps: the rate halves after three of them"),
+    "lr.cooldown_steps": Range(0, meaning="0: no cool-down"),
     "optim.b1": Range(0, 1, high_open=True),
     "optim.b2": Range(0, 1, high_open=True),
     "optim.momentum": Range(0, 1, high_open=True),

@@ -17,8 +17,10 @@ of its optimizers: Adam's state then takes 6 bytes a parameter instead of 8.
 the same paper's "decoupled weight decay for the head".
 
 Schedules: a linear warm-up from 0 to `lr.base`, then a linear or cosine
-decay to `lr.end` (ViT), or BiT's step decay: the rate multiplied by
-`lr.decay_factor` at each of `lr.boundaries`, fractions of the run.
+decay to `lr.end` (ViT), BiT's step decay: the rate multiplied by
+`lr.decay_factor` at each of `lr.boundaries`, fractions of the run, or
+Scaling-ViT's reciprocal square root (`rsqrt`), which needs no run length,
+with a linear cool-down to `lr.end` over the last `lr.cooldown_steps`.
 """
 import functools
 
@@ -29,7 +31,7 @@ import optax
 
 from vit_jax import tree_util
 
-DECAYS = ("linear", "cosine", "step")
+DECAYS = ("linear", "cosine", "step", "rsqrt")
 OPTIMIZERS = ("adam", "sgd", "adafactor")
 # The first moment's storage; None (the default) keeps it in the parameters'
 # dtype, as optax does.
@@ -45,7 +47,8 @@ def make_schedule(lr_config, total_steps):
   ``linear`` and ``cosine`` decay to `lr.end` at the last step; ``step``
   multiplies the rate by `lr.decay_factor` from each step
   ``round(boundary * total_steps)`` on (BiT's 30/60/80 of 90 epochs are
-  ``boundaries=(1/3, 2/3, 8/9)``), each boundary after the warm-up. A
+  ``boundaries=(1/3, 2/3, 8/9)``), each boundary after the warm-up;
+  ``rsqrt`` is `_rsqrt_decay`. A
   warm-up as long as the run or longer is cut to a tenth of it (see
   `_warmup_steps`).
   """
@@ -61,8 +64,10 @@ def make_schedule(lr_config, total_steps):
   elif lr_config.decay == "cosine":
     decay = optax.cosine_decay_schedule(
         lr_config.base, decay_steps, alpha=lr_config.end / lr_config.base)
-  else:
+  elif lr_config.decay == "step":
     decay = _step_decay(lr_config, total_steps, warmup)
+  else:
+    decay = _rsqrt_decay(lr_config, decay_steps)
   if warmup == 0:
     return decay
   return optax.join_schedules(
@@ -121,6 +126,38 @@ def _step_decay(lr_config, total_steps, warmup):
     # Steps counted from the end of the warm-up, as join_schedules counts them.
     scales[step - warmup] = scales.get(step - warmup, 1.0) * lr_config.decay_factor
   return optax.piecewise_constant_schedule(lr_config.base, scales)
+
+
+def _rsqrt_decay(lr_config, decay_steps):
+  """`lr.base` / sqrt(1 + t / `lr.timescale`), t steps after the warm-up, cooled down.
+
+  "Scaling Vision Transformers" trained ViT-g and G with it (timescale 10k,
+  a 10k-step warm-up, a 50k-step linear cool-down): the rate does not
+  depend on the run's length, so a run can be extended, or a checkpoint
+  before the cool-down branched into cool-downs of several lengths. Over
+  the last `lr.cooldown_steps` of the run (0: none) the rate falls
+  linearly to `lr.end`.
+  """
+  missing = [f"config.lr.{key}" for key in ("timescale", "cooldown_steps")
+             if key not in lr_config]
+  if missing:
+    raise ValueError(f"config.lr.decay='rsqrt' needs {' and '.join(missing)}, which "
+                     f"this config's lr block lacks (configs/common.py's base_config "
+                     f"has them)")
+  if lr_config.cooldown_steps > decay_steps:
+    raise ValueError(f"config.lr.cooldown_steps={lr_config.cooldown_steps} is longer "
+                     f"than the {decay_steps} steps after the warm-up; at most that")
+  base, end = lr_config.base, lr_config.end
+  timescale, cooldown = lr_config.timescale, lr_config.cooldown_steps
+
+  def schedule(step):
+    rate = base / jnp.sqrt(1.0 + step / timescale)
+    if not cooldown:
+      return rate
+    remaining = jnp.clip((decay_steps - step) / cooldown, 0.0, 1.0)
+    return end + (rate - end) * remaining
+
+  return schedule
 
 
 def check_config(optim_config):
