@@ -85,7 +85,7 @@ def main(argv):
   model, params = restore.restore_model(config, _CHECKPOINT.value or _WORKDIR.value)
   mesh = sharding.make_mesh(config.mesh)
   params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))
-  feature_step = fewshot.make_feature_step(model)
+  feature_step = fewshot.make_feature_step(model, mesh)
   rows = []
   for split, probe in probes.items():
     name = split.partition("/")[2] or config.data.name

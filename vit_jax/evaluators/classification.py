@@ -17,11 +17,15 @@ import jax.numpy as jnp
 
 from vit_jax.data import input_pipeline, sources
 from vit_jax.inference import restore
+from vit_jax.models import activation_sharding
 from vit_jax.train import losses, sharding
 
 
-def make_eval_step(model, loss_fn):
+def make_eval_step(model, loss_fn, mesh=None):
   """A jitted function (params, batch) -> sums of hits, loss and examples.
+
+  With the run's ``mesh`` the model is traced under it, as the train step
+  traces it, so its activations stay split over the batch under FSDP.
 
   ``count`` is the examples that count (those with a label); ``seen`` every
   real (unpadded) row, so that `evaluate` can check each example came once.
@@ -29,7 +33,8 @@ def make_eval_step(model, loss_fn):
 
   @jax.jit
   def eval_step(params, batch):
-    logits = model.apply({"params": params}, batch["image"], train=False)
+    with activation_sharding.under(mesh):
+      logits = model.apply({"params": params}, batch["image"], train=False)
     labels, mask = batch["labels"], batch["mask"]
     counted = mask & (jnp.max(labels, axis=-1) > 0)
     hits = losses.top1_hits(logits, labels) & counted
@@ -80,7 +85,7 @@ def evaluate_checkpoint(config, path, splits):
   model, params = restore.restore_model(config, path)
   mesh = sharding.make_mesh(config.mesh)
   params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))
-  eval_step = make_eval_step(model, losses.get_loss(config.loss))
+  eval_step = make_eval_step(model, losses.get_loss(config.loss), mesh)
   results = {}
   for name, split in splits.items():
     data = input_pipeline.EvalData(source, config.pp.eval, split,

@@ -42,6 +42,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from vit_jax.data import input_pipeline, sources
+from vit_jax.models import activation_sharding
 
 DEFAULT_REGULARISER = 2.0 ** 10
 _STD_FLOOR = 1e-5
@@ -247,17 +248,19 @@ def run_probes(feature_step, params, data, batch_sharding, *, shots, seeds,
           "seconds": time.monotonic() - start}
 
 
-def make_feature_step(model):
+def make_feature_step(model, mesh=None):
   """A jitted (params, batch) -> (pre_logits, class id, key, mask) of every row.
 
   The model sows its ``pre_logits`` as an intermediate; asking for that
-  collection returns it beside the logits, which are left unused.
+  collection returns it beside the logits, which are left unused. With the
+  run's ``mesh`` the model is traced under it, as the train step traces it.
   """
 
   @jax.jit
   def feature_step(params, batch):
-    _, state = model.apply({"params": params}, batch["image"], train=False,
-                           mutable=["intermediates"])
+    with activation_sharding.under(mesh):
+      _, state = model.apply({"params": params}, batch["image"], train=False,
+                             mutable=["intermediates"])
     features, = state["intermediates"]["features"]
     return (features.astype(jnp.float32), jnp.argmax(batch["labels"], axis=-1),
             batch[input_pipeline.KEY], batch["mask"])

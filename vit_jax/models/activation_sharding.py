@@ -7,6 +7,7 @@ when propagation alone would choose badly: between blocks, the batch is
 split over ``BATCH_AXES`` and every other dimension is whole (the residual
 stream of Megatron's layout).
 """
+import contextlib
 import math
 
 import jax
@@ -35,3 +36,14 @@ def constrain_batch(x):
   if x.shape[0] % math.prod(mesh.shape[axis] for axis in BATCH_AXES):
     return x
   return jax.lax.with_sharding_constraint(x, P(BATCH_AXES))
+
+
+def under(mesh):
+  """A context in which a jitted function traces the model under ``mesh``.
+
+  Inside it `constrain_batch` acts; with ``mesh`` None it is a no-op. The
+  train step, the eval step and the few-shot feature step trace under it.
+  """
+  if mesh is None:
+    return contextlib.nullcontext()
+  return jax.sharding.use_abstract_mesh(mesh.abstract_mesh)

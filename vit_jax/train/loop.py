@@ -134,8 +134,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
   # Step functions, compiled once; the train step donates the old state.
   # ------------------------------------------------------------------------
   train_step = training.jit_train_step(mesh, state_shardings)
-  eval_step = classification.make_eval_step(model, training.loss_fn)
-  feature_step = fewshot.make_feature_step(model)
+  eval_step = classification.make_eval_step(model, training.loss_fn, mesh)
+  feature_step = fewshot.make_feature_step(model, mesh)
 
   compile_start = time.monotonic()
   compiled_step = train_step.lower(state, batch).compile()

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vit_jax.models import build
+from vit_jax.models import activation_sharding, build
 from vit_jax.train import losses, mixup, optim, sharding
 
 
@@ -91,7 +91,7 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
   def loss_on(params, images, labels, key):
     # Under the mesh, so that the model can keep its activations split over
     # the batch (`models.activation_sharding`).
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+    with activation_sharding.under(mesh):
       logits = model.apply({"params": params}, images, train=True,
                            rngs={"dropout": key})
     targets = losses.smooth_labels(labels, config.label_smoothing)
