@@ -94,6 +94,15 @@ def _warmup_steps(lr_config, total_steps):
   return capped
 
 
+def _require_fields(lr_config, *keys):
+  """Refuses an lr block (of a config from before the field) that lacks ``keys``."""
+  missing = [f"config.lr.{key}" for key in keys if key not in lr_config]
+  if missing:
+    raise ValueError(f"config.lr.decay={lr_config.decay!r} needs {' and '.join(missing)}, "
+                     f"which this config's lr block lacks (configs/common.py's "
+                     f"base_config has them)")
+
+
 def _step_decay(lr_config, total_steps, warmup):
   """`lr.base`, times `lr.decay_factor` at each boundary, counted after ``warmup`` steps.
 
@@ -101,12 +110,7 @@ def _step_decay(lr_config, total_steps, warmup):
   at the same points of a longer or shorter run. Boundaries that round to
   the same step decay there once each.
   """
-  missing = [f"config.lr.{key}" for key in ("boundaries", "decay_factor")
-             if key not in lr_config]
-  if missing:
-    raise ValueError(f"config.lr.decay='step' needs {' and '.join(missing)}, which "
-                     f"this config's lr block lacks (configs/common.py's base_config "
-                     f"has them)")
+  _require_fields(lr_config, "boundaries", "decay_factor")
   boundaries = tuple(lr_config.boundaries)
   fractions = all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 < b < 1
                   for b in boundaries)
@@ -138,12 +142,7 @@ def _rsqrt_decay(lr_config, decay_steps):
   the last `lr.cooldown_steps` of the run (0: none) the rate falls
   linearly to `lr.end`.
   """
-  missing = [f"config.lr.{key}" for key in ("timescale", "cooldown_steps")
-             if key not in lr_config]
-  if missing:
-    raise ValueError(f"config.lr.decay='rsqrt' needs {' and '.join(missing)}, which "
-                     f"this config's lr block lacks (configs/common.py's base_config "
-                     f"has them)")
+  _require_fields(lr_config, "timescale", "cooldown_steps")
   if lr_config.cooldown_steps > decay_steps:
     raise ValueError(f"config.lr.cooldown_steps={lr_config.cooldown_steps} is longer "
                      f"than the {decay_steps} steps after the warm-up; at most that")
