@@ -330,12 +330,20 @@ def base_config():
       # kernel on GPU for bfloat16/float16 compute, XLA's
       # dot_product_attention otherwise), or one of them by name.
       attention_implementation="auto",
+      # How a training step gives cuDNN's attention the even token count it
+      # needs (vit_jax/models/attention.py): "per_attention" (a pad and a
+      # slice around every attention call) or "once" (before the first block).
+      token_padding="per_attention",
       # vit_jax/models/layer_norm.py: "auto" (matvec statistics on CPU, flax's
       # LayerNorm on accelerators), or either by name.
       layer_norm_implementation="auto",
       # vit_jax/models/dense.py: "auto" (a 2-D matmul with a hand-written backward
       # pass on CPU, flax's dot_general on accelerators), or either by name.
       dense_implementation="auto",
+      # vit_jax/models/patch_embedding.py: "conv" (a stride-p convolution)
+      # or "matmul" (patches cut out, one matmul); the same `embedding`
+      # parameters either way.
+      embedding_implementation="conv",
       # vit_jax/models/conv.py, for BiT ResNets and the hybrids' stems:
       # "auto" (1x1 weight gradients as matmuls and a slice-wise max pool on
       # CPU, XLA's on accelerators), or either by name.

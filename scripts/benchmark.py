@@ -1,7 +1,7 @@
 r"""Times the compiled train step and inference on the devices at hand.
 
   python scripts/benchmark.py --config=configs/benchmark.py:variant=Ti/16 \
-      --batch=32 --steps=10 [--compare-timm]
+      --batch=32 --steps=10 [--compare-timm] [--profile=/tmp/profile]
 
 The train step is `vit_jax.train.steps.make_train_step`, the function the
 training loop runs, on synthetic batches already on the devices;
@@ -24,6 +24,13 @@ rounds interleaved (`benchmarking.compare`): a shared host drifts by more
 than many changes are worth, so this is how to tell a few percent. It prints
 both steps' statistics, the median over rounds of the ratio of their round
 times, and in how many rounds the override was faster; no inference, no timm.
+
+After the timing, `--profile=DIR` traces `--steps` more train steps of
+`--config` into DIR (`vit_jax/cost/profiling.py`) and adds `profile` to the
+JSON: the Perfetto trace's path (open it in ui.perfetto.dev), the device's
+busy time per step and the ten kernels of most time, each with its share of
+the busy time; on a CPU host, XLA:CPU's ops stand in for kernels
+(`profile.source` says which). Not with `--against`.
 
 On a CPU host it starts one JAX device per core, as `vit_jax.main` does
 (`vit_jax/runtime/cpu_devices.py`); `JAX_NUM_CPU_DEVICES=1` times a single device.
@@ -67,6 +74,9 @@ _AGAINST = flags.DEFINE_string(
     "against", None, "Config overrides, 'key=value,...' (e.g. model.remat=True): "
     "time that variant's train step against --config's, rounds interleaved in "
     "this process.", flag_values=FLAGS)
+_PROFILE = flags.DEFINE_string(
+    "profile", None, "Directory: after timing, trace --steps train steps there and "
+    "print the trace's top kernels.", flag_values=FLAGS)
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON here.", flag_values=FLAGS)
 
 
@@ -158,7 +168,7 @@ def measure_with_timm(config, batch_size):
   """`benchmarking.measure`, and timm's step beside it with --compare-timm."""
   result, model = benchmarking.measure(
       config, batch_size, steps=_STEPS.value, rounds=_ROUNDS.value,
-      warmup=_WARMUP.value, inference=_INFERENCE.value)
+      warmup=_WARMUP.value, inference=_INFERENCE.value, profile_dir=_PROFILE.value)
   if _COMPARE_TIMM.value:
     result["timm"] = benchmark_timm(config, model, batch_size,
                                     peak=result["peak_flops_per_device"],
@@ -184,9 +194,9 @@ def main(argv):
     raise app.UsageError(f"--batch={batch_size} is not divisible by the "
                          f"{num_devices} devices; pass a multiple of {num_devices}")
   if _AGAINST.value is not None:
-    if _COMPARE_TIMM.value:
+    if _COMPARE_TIMM.value or _PROFILE.value is not None:
       raise app.UsageError("--against compares two configs' train steps; "
-                           "run --compare-timm on its own")
+                           "run --compare-timm and --profile on their own")
     try:
       other = common.with_overrides(config, _AGAINST.value)
     except ValueError as e:

@@ -33,6 +33,8 @@ Rules, by program:
   make     ``make TARGET``: the Makefile defines the target (``make demo``
            takes ten minutes, ``make test`` is the test suite).
   pip      ``pip install -e .[EXTRA]``: setup.py declares the extra.
+  shell    ``bash scripts/X.sh``: the script is there and ``bash -n`` parses
+           it (it is not run: those scripts need a GPU or minutes).
   pytest   ``pytest ARGS``: ``pytest --collect-only ARGS`` selects a test, on
            this machine's backend (assignments in front, such as
            JAX_PLATFORMS=cuda, pick hardware it may lack, and are dropped).
@@ -169,6 +171,8 @@ def _plan_words(words, command, inherited_env=()):
       checks.append(Check("make", tuple(args)))
     elif program == "pip" and args[:2] == ["install", "-e"] and len(args) == 3:
       checks.append(Check("pip", (args[2],)))
+    elif program == "bash" and args[:1] and args[0].endswith(".sh"):
+      checks.append(Check("shell", (args[0],), tuple(env)))
     elif program == "srun":
       inner = list(args)
       while inner and inner[0].startswith("-"):
@@ -230,7 +234,13 @@ def setup_extras(repo=REPO):
 
 
 def check_static(check, repo=REPO):
-  """An error message for a make or pip check, or '' when it passes."""
+  """An error message for a make, pip or shell check, or '' when it passes."""
+  if check.rule == "shell":
+    script = repo / check.argv[0]
+    if not script.is_file():
+      return f"no script {check.argv[0]}"
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    return f"bash -n {check.argv[0]}: {proc.stderr.strip()}" if proc.returncode else ""
   if check.rule == "make":
     missing = [t for t in check.argv if t not in makefile_targets(repo)]
     return f"the Makefile has no target {', '.join(missing)}" if missing else ""
@@ -355,7 +365,7 @@ def _execute(argv, env, flag_values):
 
 
 PYTHON_RULES = ("run", "dry_run", "parse")
-RULES = PYTHON_RULES + ("make", "pip", "pytest")
+RULES = PYTHON_RULES + ("make", "pip", "pytest", "shell")
 
 
 def check_all(paths, repo=REPO, rules=RULES):

@@ -105,15 +105,20 @@ def test_shown_output_is_found_in_what_the_command_prints():
       "parameters 7"]
 
 
-def test_make_targets_and_pip_extras_named_in_the_docs_exist():
+def test_make_targets_pip_extras_and_shell_scripts_named_in_the_docs_exist(tmp_path):
   failures = [f"{command}: {error}" for command, check in PLANNED
-              if check.rule in ("make", "pip")
+              if check.rule in ("make", "pip", "shell")
               if (error := check_docs.check_static(check))]
   assert not failures
   assert check_docs.check_static(Check("make", ("deploy",))) == (
       "the Makefile has no target deploy")
   assert check_docs.check_static(Check("pip", (".[gpu]",))) == (
       "setup.py declares no extra gpu")
+  assert check_docs.check_static(Check("shell", ("scripts/gone.sh",))) == (
+      "no script scripts/gone.sh")
+  (tmp_path / "broken.sh").write_text("if true; then\n  echo unfinished\n")
+  assert check_docs.check_static(Check("shell", ("broken.sh",)), repo=tmp_path).startswith(
+      "bash -n broken.sh: ")
 
 
 def test_parsing_fails_a_stale_flag_a_stale_config_argument_and_a_moved_script():

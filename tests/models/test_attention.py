@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gpu_mark import needs_a_gpu
 from vit_jax.models import attention
 
 # ViT-like: a class token makes the token count odd; several heads.
@@ -112,15 +113,43 @@ def test_unknown_implementation_names_the_valid_ones():
     attention.attention(*qkv(), implementation='flash')
 
 
-def _on_a_gpu():
-  try:
-    return bool(jax.devices('gpu'))
-  except RuntimeError:
-    return False
+def test_masked_padding_leaves_the_real_tokens_as_they_were():
+  """Tokens past ``valid_tokens`` (here junk) change neither values nor gradients."""
+  q, k, v = qkv()
+  junk = jax.random.normal(jax.random.key(5), (SHAPE[0], 1) + SHAPE[2:])
+  padded = [jnp.concatenate([x, 10 * junk], axis=1) for x in (q, k, v)]
+  cotangent = jax.random.normal(jax.random.key(6), SHAPE)
+
+  def loss(valid_tokens):
+    def of(*a):
+      out = attention.attention(*a, implementation='dot_product_attention',
+                                valid_tokens=valid_tokens)
+      return jnp.sum(out[:, :SHAPE[1]] * cotangent)
+    return of
+
+  want, want_grads = jax.value_and_grad(loss(None), argnums=(0, 1, 2))(q, k, v)
+  got, got_grads = jax.value_and_grad(loss(SHAPE[1]), argnums=(0, 1, 2))(*padded)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  for g, w in zip(got_grads, want_grads):
+    np.testing.assert_allclose(g[:, :SHAPE[1]], w, rtol=1e-4, atol=1e-5)
+  # The pad's key and value feed nothing: no gradient reaches them.
+  np.testing.assert_array_equal(got_grads[1][:, SHAPE[1]:], 0)
+  np.testing.assert_array_equal(got_grads[2][:, SHAPE[1]:], 0)
+  with pytest.raises(ValueError, match="'head_major' cannot mask padded tokens"):
+    attention.attention(*padded, implementation='head_major', valid_tokens=SHAPE[1])
 
 
-@pytest.mark.skipif(not _on_a_gpu(), reason="cuDNN's kernel runs on an NVIDIA GPU: "
-                    "JAX_PLATFORMS=cuda CUDA_VISIBLE_DEVICES=0 pytest -k cudnn_on")
+def test_padding_once_where_the_attention_can_mask_it():
+  assert attention.pads_once('once', 'dot_product_attention')
+  assert attention.pads_once('once', 'cudnn')
+  assert not attention.pads_once('once', 'auto')  # head_major on this CPU: no padding
+  assert not attention.pads_once('per_attention', 'dot_product_attention')
+  with pytest.raises(ValueError, match="unknown token_padding 'twice'; valid: "
+                                       "per_attention, once"):
+    attention.pads_once('twice', 'auto')
+
+
+@needs_a_gpu
 @pytest.mark.parametrize('shape', [SHAPE, (2, 197, 12, 64)])  # ViT-B/16 at 224 px
 def test_cudnn_on_a_gpu_matches_textbook_attention_and_xla_gradients(shape):
   """The fused kernel against float64 numpy, and its backward pass against XLA's."""
@@ -146,3 +175,21 @@ def test_cudnn_on_a_gpu_matches_textbook_attention_and_xla_gradients(shape):
     assert np.abs(want).max() > 0.1, name  # a real gradient
     np.testing.assert_allclose(np.asarray(got, np.float32), want,
                                rtol=5e-2, atol=5e-2 * np.abs(want).max(), err_msg=name)
+
+
+@needs_a_gpu
+def test_cudnn_on_a_gpu_runs_an_odd_count_unpadded_and_masks_the_encoders_pad():
+  """Inference at 197 tokens without a copy; 198 with the last masked, as 197."""
+  shape = (2, 197, 12, 64)
+  q, k, v = [jax.device_put(jax.random.normal(key, shape, jnp.bfloat16),
+                            jax.devices('gpu')[0])
+             for key in jax.random.split(jax.random.key(0), 3)]
+  unpadded = jax.jit(lambda *a: attention.attention(
+      *a, implementation='cudnn', pad_per_call=False))(q, k, v)
+  np.testing.assert_allclose(np.asarray(unpadded, np.float32), reference(q, k, v),
+                             rtol=2e-2, atol=2e-2)
+  pad = lambda x: jnp.pad(x, ((0, 0), (0, 1), (0, 0), (0, 0)), constant_values=3.0)
+  masked = jax.jit(lambda *a: attention.attention(
+      *a, implementation='cudnn', valid_tokens=197))(*map(pad, (q, k, v)))
+  np.testing.assert_allclose(np.asarray(masked[:, :197], np.float32), reference(q, k, v),
+                             rtol=2e-2, atol=2e-2)

@@ -15,7 +15,7 @@ import pytest
 from flax import traverse_util
 
 from vit_jax import models
-from vit_jax.models import dense, dropout, layer_norm, vit
+from vit_jax.models import dense, dropout, layer_norm, patch_embedding, vit
 
 TINY = dict(hidden_size=32, num_layers=2, mlp_dim=64, num_heads=4)
 
@@ -292,11 +292,11 @@ def test_every_layer_gets_the_models_settings():
   dropped on the way down or passed in another's place shows here.
   """
   settings = dict(dtype=jnp.bfloat16, param_dtype=jnp.float16,
-                  attention_implementation='head_major', layer_norm_implementation='flax',
-                  dense_implementation='matrix')
+                  attention_implementation='head_major', token_padding='once',
+                  layer_norm_implementation='flax', dense_implementation='matrix')
   rates = dict(dropout_rate=0.125, attention_dropout_rate=0.25)
   model = tiny_model(remat=True, remat_policy='dots_saveable', representation_size=8,
-                     **settings, **rates)
+                     embedding_implementation='matmul', **settings, **rates)
   layers = {}
 
   def record(call, args, kwargs, context):
@@ -318,7 +318,11 @@ def test_every_layer_gets_the_models_settings():
     if hasattr(layer, 'compute'):
       assert layer.compute == want, path
       kinds['compute'] += 1
-    if isinstance(layer, (nn.Dense, nn.DenseGeneral, nn.Conv, nn.LayerNorm)):
+    if isinstance(layer, patch_embedding.PatchEmbedding):
+      assert layer.implementation == 'matmul', path
+      kinds['embedding'] += 1
+    if isinstance(layer, (nn.Dense, nn.DenseGeneral, patch_embedding.PatchEmbedding,
+                          nn.LayerNorm)):
       want_dtype = jnp.float32 if path == 'head' else jnp.bfloat16
       assert (layer.dtype, layer.param_dtype) == (want_dtype, jnp.float16), path
       kinds['dtypes'] += 1
@@ -338,7 +342,7 @@ def test_every_layer_gets_the_models_settings():
   # dtypes: embedding, pre_logits, head, the final LayerNorm and 8 per block;
   # dropout: after posembed and 4 per block.
   assert kinds == {'compute': 2 + 3 * blocks, 'dtypes': 4 + 8 * blocks, 'dense': 6 * blocks,
-                   'layer_norm': 1 + 2 * blocks, 'dropout': 1 + 4 * blocks}
+                   'layer_norm': 1 + 2 * blocks, 'dropout': 1 + 4 * blocks, 'embedding': 1}
 
 
 @pytest.mark.parametrize('variant', ['X/16', 'B16', 'B/0', 'B/', 'b/16', 'B/16/2'])

@@ -20,7 +20,7 @@ import time
 
 import jax
 
-from vit_jax.cost import accounting
+from vit_jax.cost import accounting, profiling
 from vit_jax.train import sharding
 from vit_jax.train import steps as train_steps  # `steps` counts steps below
 
@@ -66,7 +66,7 @@ def with_mfu(stats, *, flops_per_example, num_devices, peak_per_device):
   return stats
 
 
-class _TrainStep:
+class TrainStep:
   """``config``'s train step, compiled for its mesh, with its state and batch.
 
   The state is donated to each step and replaced by the step's output, so
@@ -80,8 +80,7 @@ class _TrainStep:
     size = config.image_size
     self.state_shardings = sharding.state_shardings(
         mesh, parts.abstract_state(), config.mesh)
-    self.state = jax.jit(lambda: parts.initial_state(parts.init_params()),
-                         out_shardings=self.state_shardings)()
+    self.state = parts.init_state(self.state_shardings)
     self.batch_sharding = sharding.batch_sharding(mesh)
     image_key, label_key = jax.random.split(jax.random.key(1))
     self.batch = jax.device_put({
@@ -102,12 +101,16 @@ class _TrainStep:
     jax.block_until_ready((self.state, self.metrics))
 
 
-def measure(config, batch_size, *, steps, rounds, warmup, inference=True):
+def measure(config, batch_size, *, steps, rounds, warmup, inference=True,
+            profile_dir=None):
   """Times the train step (and inference) of ``config`` at ``batch_size``.
 
-  Returns (the result dict that `scripts/benchmark.py` prints, the model).
+  With ``profile_dir``, then traces ``steps`` more train steps there, after
+  all timing so the profiler slows none of it, and adds the trace's top
+  kernels (`profiling.top_kernels`) as ``profile``. Returns (the result dict
+  that `scripts/benchmark.py` prints, the model).
   """
-  step = _TrainStep(config, batch_size)
+  step = TrainStep(config, batch_size)
   mesh, model, size = step.mesh, step.model, config.image_size
   devices = mesh.devices.flat
   peak_reads = [accounting.peak_flops_per_device(devices[0], config.model.dtype)]
@@ -147,6 +150,9 @@ def measure(config, batch_size, *, steps, rounds, warmup, inference=True):
       with_mfu(result[part], flops_per_example=result[part]["flops_per_example"],
                num_devices=mesh.size, peak_per_device=peak)
   result["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  if profile_dir is not None:
+    trace = profiling.profile_train_step(step, steps=steps, logdir=profile_dir)
+    result["profile"] = {"trace": trace, **profiling.top_kernels(trace, steps=steps)}
   return result, model
 
 
@@ -163,7 +169,7 @@ def compare(config, other, batch_size, *, steps, rounds, warmup):
   round time / config's, and in how many rounds other was faster.
   """
   configs = {"train": config, "against": other}
-  timed = {name: _TrainStep(c, batch_size) for name, c in configs.items()}
+  timed = {name: TrainStep(c, batch_size) for name, c in configs.items()}
   mesh = timed["train"].mesh
   devices = mesh.devices.flat
   # An override may change the compute dtype, and with it the peak.

@@ -340,7 +340,7 @@ def _layout_fix(config, kind, mesh, abstract_state):
       layout = sharding.abstract_mesh(mesh_config, mesh.size)
       try:
         shardings = sharding.state_shardings(layout, abstract_state, mesh_config)
-      except ValueError:  # the model axis does not divide what the rules split
+      except sharding.ModelAxisError:  # the trainer would refuse this split
         continue
       by_split[split] = sharding.bytes_per_device(abstract_state, shardings)
   current = tuple(mesh.shape[axis] for axis in sharding.MESH_AXES)

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.models import (activation_sharding, attention, conv, dense, dropout,
-                            layer_norm, layer_stack, module_fields, resnet_stem)
+                            layer_norm, layer_stack, module_fields, patch_embedding,
+                            resnet_stem)
 
 # name -> (hidden_size, num_layers, mlp_dim, num_heads), as in the ViT paper
 # (Ti and S from the DeiT / "How to train your ViT" follow-ups).
@@ -87,6 +88,7 @@ class ComputeSettings:
   dtype: Any
   param_dtype: Any
   attention_implementation: str
+  token_padding: str
   layer_norm_implementation: str
   dense_implementation: str
 
@@ -164,6 +166,9 @@ class MultiHeadDotProductAttention(nn.Module, kw_only=True):
   # the out projection keeps its bias, as in ViT-22B.
   use_bias: bool
   compute: ComputeSettings
+  # Where the encoder padded the tokens (`attention.pads_once`): how many are
+  # real, the rest masked out as keys. None: no padding.
+  valid_tokens: int | None = None
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -189,7 +194,10 @@ class MultiHeadDotProductAttention(nn.Module, kw_only=True):
           weights, deterministic=False)
       y = jnp.einsum('bhqk,bkhd->bqhd', weights.astype(v.dtype), v)
     else:
-      y = attention.attention(q, k, v, implementation=self.compute.attention_implementation)
+      y = attention.attention(
+          q, k, v, implementation=self.compute.attention_implementation,
+          valid_tokens=self.valid_tokens,
+          pad_per_call=self.compute.token_padding == 'per_attention')
     assert y.shape == (batch, tokens, self.num_heads, head_dim), y.shape
 
     return nn.DenseGeneral(hidden, axis=(-2, -1), name='out', **layer)(y)
@@ -212,6 +220,7 @@ class Encoder1DBlock(nn.Module, kw_only=True):
   qk_norm: bool
   use_bias: bool
   compute: ComputeSettings
+  valid_tokens: int | None = None  # see MultiHeadDotProductAttention
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -219,6 +228,7 @@ class Encoder1DBlock(nn.Module, kw_only=True):
     attended = MultiHeadDotProductAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
         qk_norm=self.qk_norm, use_bias=self.use_bias, compute=self.compute,
+        valid_tokens=self.valid_tokens,
         name='MultiHeadDotProductAttention_1')(y, train=train)
     attended = dropout.Dropout(rate=self.dropout_rate, name='Dropout_1')(
         attended, deterministic=not train)
@@ -250,6 +260,15 @@ class Encoder(nn.Module, kw_only=True):
   def __call__(self, x, *, train: bool):
     x = AddPositionEmbs(compute=self.compute, name='posembed_input')(x)
     x = dropout.Dropout(rate=self.dropout_rate, name='Dropout_0')(x, deterministic=not train)
+    tokens = x.shape[1]
+    # cuDNN's attention trains on an even token count only: pad once here
+    # rather than around every block's attention (`attention.pads_once`).
+    # The attention-dropout path computes its own attention and needs none.
+    pad = (train and tokens % 2 == 1 and self.attention_dropout_rate == 0
+           and attention.pads_once(self.compute.token_padding,
+                                   self.compute.attention_implementation))
+    if pad:
+      x = jnp.pad(x, ((0, 0), (0, 1), (0, 0)))
     # Every block's input and output split over the batch axes (under a
     # mesh): with FSDP, XLA would otherwise carry the parameters' split of the
     # hidden units into the activations and keep the batch whole on each
@@ -269,7 +288,8 @@ class Encoder(nn.Module, kw_only=True):
     block_args = dict(
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate, parallel=self.parallel_block,
-        qk_norm=self.qk_norm, use_bias=self.use_bias, compute=self.compute)
+        qk_norm=self.qk_norm, use_bias=self.use_bias, compute=self.compute,
+        valid_tokens=tokens if pad else None)
     if self.scan:
       # One block traced and compiled, run num_layers times over its stacked
       # parameters; each layer draws its own init and dropout keys.
@@ -281,6 +301,8 @@ class Encoder(nn.Module, kw_only=True):
       for i in range(self.num_layers):
         x = activation_sharding.constrain_batch(
             block_cls(name=layer_stack.block_name(i), **block_args)(x, train))
+    if pad:
+      x = x[:, :tokens]
     return self.compute.norm(name='encoder_norm', use_bias=self.use_bias)(x)
 
 
@@ -351,10 +373,15 @@ class VisionTransformer(nn.Module, kw_only=True):
   head_bias_init: float = 0.0
   # One of vit_jax.models.attention.IMPLEMENTATIONS; 'auto' picks by backend.
   attention_implementation: str = 'auto'
+  # One of vit_jax.models.attention.TOKEN_PADDINGS: how a training step gives
+  # cuDNN's attention the even token count it needs.
+  token_padding: str = 'per_attention'
   # One of vit_jax.models.layer_norm.IMPLEMENTATIONS; 'auto' picks by backend.
   layer_norm_implementation: str = 'auto'
   # One of vit_jax.models.dense.IMPLEMENTATIONS, for the blocks' Dense layers.
   dense_implementation: str = 'auto'
+  # One of vit_jax.models.patch_embedding.IMPLEMENTATIONS, for the patch embedding.
+  embedding_implementation: str = 'conv'
   # A hybrid (the paper's section 3.1): the units of each stage of a ResNet
   # stem whose feature map is the patch grid, e.g. (3, 4, 9) for R50+B/16,
   # and its width factor. ``patch_size`` stays the stride on the image.
@@ -373,8 +400,10 @@ class VisionTransformer(nn.Module, kw_only=True):
       raise ValueError(f'expected NHWC RGB images, got shape {images.shape}')
     # A bad implementation name fails here, before anything is built.
     attention.resolve(self.attention_implementation)
+    attention.pads_once(self.token_padding, self.attention_implementation)
     layer_norm.resolve(self.layer_norm_implementation)
     dense.resolve(self.dense_implementation)
+    patch_embedding.check(self.embedding_implementation)
     conv.resolve(self.conv_implementation)
     remat_policy(self.remat_policy)
     batch, height, width, _ = images.shape
@@ -391,9 +420,10 @@ class VisionTransformer(nn.Module, kw_only=True):
                                   param_dtype=self.param_dtype,
                                   conv_implementation=self.conv_implementation)
       p //= resnet_stem.stem_stride(self.resnet_blocks)  # patches of the feature map
-    x = nn.Conv(self.hidden_size, (p, p), strides=(p, p), padding='VALID',
-                name='embedding', dtype=self.dtype, param_dtype=self.param_dtype)(x)
-    x = jnp.reshape(x, (batch, -1, self.hidden_size))
+    x = patch_embedding.PatchEmbedding(
+        hidden_size=self.hidden_size, patch_size=p, dtype=self.dtype,
+        param_dtype=self.param_dtype, implementation=self.embedding_implementation,
+        name='embedding')(x)
 
     if self.classifier == 'token':
       cls = self.param('cls', nn.initializers.zeros, (1, 1, self.hidden_size),
@@ -403,6 +433,7 @@ class VisionTransformer(nn.Module, kw_only=True):
     compute = ComputeSettings(
         dtype=self.dtype, param_dtype=self.param_dtype,
         attention_implementation=self.attention_implementation,
+        token_padding=self.token_padding,
         layer_norm_implementation=self.layer_norm_implementation,
         dense_implementation=self.dense_implementation)
     x = Encoder(num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,

@@ -11,7 +11,8 @@ import re
 
 from vit_jax import models
 from vit_jax.data import config_fields
-from vit_jax.models import attention, build, conv, dense, layer_norm, posemb, vit
+from vit_jax.models import (attention, build, conv, dense, layer_norm, patch_embedding,
+                            posemb, vit)
 from vit_jax.train import losses, optim, sharding
 
 
@@ -132,8 +133,10 @@ CHOICES = {
     "model.param_dtype": _FLOAT_DTYPES,
     "model.remat_policy": models.REMAT_POLICIES,
     "model.attention_implementation": attention.IMPLEMENTATIONS,
+    "model.token_padding": attention.TOKEN_PADDINGS,
     "model.layer_norm_implementation": layer_norm.IMPLEMENTATIONS,
     "model.dense_implementation": dense.IMPLEMENTATIONS,
+    "model.embedding_implementation": patch_embedding.IMPLEMENTATIONS,
     "model.conv_implementation": conv.IMPLEMENTATIONS,
     "optim.name": optim.OPTIMIZERS,
     "lr.decay": optim.DECAYS,

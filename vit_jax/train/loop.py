@@ -127,8 +127,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
           posemb_method=config.get("posemb_resample", posemb.DEFAULT_METHOD))
       state = jax.jit(training.initial_state, out_shardings=state_shardings)(params)
     else:
-      state = jax.jit(lambda: training.initial_state(training.init_params()),
-                      out_shardings=state_shardings)()
+      state = training.init_state(state_shardings)
 
   # ------------------------------------------------------------------------
   # Step functions, compiled once; the train step donates the old state.

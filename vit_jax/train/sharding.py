@@ -142,6 +142,10 @@ def _parse_rule(rule):
   return (True, int(match.group(1))) if match else None
 
 
+class ModelAxisError(ValueError):
+  """``config.mesh.model`` does not divide a dimension the rules split over it."""
+
+
 def compile_rules(mesh_config):
   """``config.mesh.rules`` as (compiled regex, rule text, parsed rule);
   a malformed entry is named."""
@@ -173,7 +177,7 @@ def _spec(name, shape, rule, mesh, min_size):
     model = mesh.shape["model"]
     if model > 1:
       if shape[model_dim] % model:
-        raise ValueError(
+        raise ModelAxisError(
             f"config.mesh.model={model} does not divide dimension {model_dim} "
             f"(size {shape[model_dim]}) of {name} {tuple(shape)}, which "
             f"config.mesh.rules split over the model axis; choose a model axis "

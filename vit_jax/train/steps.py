@@ -43,6 +43,15 @@ class TrainingParts:
     """`initial_state` of ``params`` (fresh or loaded) under this optimizer."""
     return initial_state(params, self.tx, self.config)
 
+  def init_state(self, shardings):
+    """A fresh train state, made on the devices already laid out as ``shardings``.
+
+    Jitted as one program with the init, so no device ever holds the whole
+    state before it is split.
+    """
+    return jax.jit(lambda: self.initial_state(self.init_params()),
+                   out_shardings=shardings)()
+
   def abstract_state(self):
     """The fresh train state's shapes and dtypes, allocating nothing."""
     return jax.eval_shape(lambda: self.initial_state(self.init_params()))
