@@ -42,13 +42,17 @@ def test_matmul_equals_flax_conv_in_values_and_gradients(dtype):
   want = conv.apply(params, images).reshape(3, 24, 16)
   want_grads = jax.grad(loss(lambda p, x: conv.apply(p, x).reshape(3, 24, 16)),
                         argnums=(0, 1))(params, images)
-  tolerance = dict(rtol=2e-2, atol=2e-2) if dtype == "bfloat16" else dict(rtol=1e-5, atol=1e-5)
-  for module in embeddings.values():
+  # `conv` is flax's computation to the bit, so checkpoints train as before.
+  tolerances = {"conv": dict(rtol=0, atol=0),
+                "matmul": dict(rtol=2e-2, atol=2e-2) if dtype == "bfloat16"
+                else dict(rtol=1e-5, atol=1e-5)}
+  for name, module in embeddings.items():
     got = module.apply(params, images)
     assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_allclose(got.astype(jnp.float32), want.astype(jnp.float32), **tolerance)
+    np.testing.assert_allclose(got.astype(jnp.float32), want.astype(jnp.float32),
+                               **tolerances[name])
     got_grads = jax.grad(loss(module.apply), argnums=(0, 1))(params, images)
-    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, **tolerance),
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, **tolerances[name]),
                  got_grads, want_grads)
 
 

@@ -68,5 +68,5 @@ class PatchEmbedding(nn.Module, kw_only=True):
       grid = lax.conv_general_dilated(images, kernel, window_strides=(p, p),
                                       padding='VALID',
                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-      return grid.reshape(images.shape[0], -1, self.hidden_size) + bias
+      return (grid + bias).reshape(images.shape[0], -1, self.hidden_size)
     return patchify(images, p) @ kernel.reshape(-1, self.hidden_size) + bias
