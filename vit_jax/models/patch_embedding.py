@@ -17,7 +17,8 @@ picks how it is computed:
   take the same time (docs/benchmarks.md), so ``conv`` stays the default
   until a GPU measures ``matmul``.
 
-Values and gradients agree up to float rounding (tests/models).
+``conv`` is flax's computation to the bit, values and gradients; ``matmul``
+agrees with it up to float rounding (tests/models/test_patch_embedding.py).
 """
 import flax.linen as nn
 import jax.numpy as jnp
