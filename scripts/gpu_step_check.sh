@@ -5,8 +5,11 @@
 #
 #   OUT=/tmp/gpu_check bash scripts/gpu_step_check.sh
 #
-# It needs jax with CUDA, flax, optax, torch and timm, and ml_collections
-# (wheels in .whl/ are installed first, for a machine that cannot fetch).
+# It needs jax with CUDA, flax, optax, torch, timm and ml_collections; wheels
+# in .whl/ are installed first, for a machine that cannot fetch. The lent
+# H200's image lacks ml_collections alone: fetch it where pip works,
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl ml_collections==1.1.0
+# (.whl/ git-ignored through .git/info/exclude) and carry .whl along.
 # In order of what matters most, each within what is left of DEADLINE_S:
 #   1. the GPU-only tests (cuDNN attention, the encoder's padding);
 #   2. ViT-B/16 bf16 at batch 256 as the defaults run it, timm AMP beside it,
