@@ -19,8 +19,8 @@
 #   5. ViT-L/16 with all of them against the defaults;
 #   6. XLA:GPU flags, a process each, against step 4.
 # B16 and L16 (the benchmark flags of each) may be set, e.g. to a tiny
-# model for a dry run on a CPU. Every result is appended to $OUT/results.jsonl as {"step", "result"}, the
-# whole output to $OUT/log.txt.
+# model for a dry run on a CPU. Every result is appended to
+# $OUT/results.jsonl as {"step", "result"}, the whole output to $OUT/log.txt.
 set -u
 OUT=${OUT:-/tmp/gpu_check}
 DEADLINE_S=${DEADLINE_S:-560}

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from trees import assert_gradients_close
 from vit_jax import models
 from vit_jax.models import patch_embedding
 
@@ -74,11 +75,7 @@ def test_vit_logits_and_gradients_do_not_depend_on_the_implementation():
             for name, model in vits.items()}
   np.testing.assert_allclose(logits["matmul"], logits["conv"], rtol=1e-5, atol=1e-5)
   grads = {name: jax.grad(loss(model))(params) for name, model in vits.items()}
-  # Against the largest gradient of each leaf: some (the key projection's
-  # bias) are exactly zero in exact arithmetic, and only rounding remains.
-  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads["conv"]))
-  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, atol=1e-5 * scale),
-               grads["matmul"], grads["conv"])
+  assert_gradients_close(grads["matmul"], grads["conv"], relative=1e-5)
 
 
 def test_a_bad_name_is_an_error_naming_the_field_and_the_choices():

@@ -15,6 +15,7 @@ import optax
 import pytest
 
 from configs import common
+from trees import assert_trees_close, assert_trees_equal
 from vit_jax import models, tree_util
 from vit_jax.models import layer_stack, npz, pretrained
 from vit_jax.train import checkpoints, optim, resume, sharding, steps
@@ -44,20 +45,6 @@ def loss_and_grads(model, params):
     return optax.sigmoid_binary_cross_entropy(logits, LABELS).mean(), logits
   (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
   return value, logits, grads
-
-
-def assert_trees_close(actual, expected):
-  assert jax.tree.structure(actual) == jax.tree.structure(expected)
-  for (name, a), (_, e) in zip(tree_util.flatten_named(actual),
-                               tree_util.flatten_named(expected)):
-    np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6, err_msg=name)
-
-
-def assert_trees_equal(actual, expected):
-  assert jax.tree.structure(actual) == jax.tree.structure(expected)
-  for (name, a), (_, e) in zip(tree_util.flatten_named(actual),
-                               tree_util.flatten_named(expected)):
-    np.testing.assert_array_equal(a, e, err_msg=name)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +84,7 @@ def test_scanned_loss_logits_and_gradients_equal_the_unrolled_models(
       tiny_model(remat=remat, scan=True), layer_stack.stack(unrolled_params))
   np.testing.assert_allclose(scanned_loss, loss, rtol=1e-6)
   np.testing.assert_allclose(scanned_logits, logits, rtol=1e-5, atol=1e-6)
-  assert_trees_close(layer_stack.unstack(scanned_grads), grads)
+  assert_trees_close(layer_stack.unstack(scanned_grads), grads, rtol=1e-5, atol=1e-6)
 
 
 def test_npz_export_of_a_scanned_model_equals_the_unrolled_models(tmp_path, unrolled_params):

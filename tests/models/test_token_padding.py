@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gpu_mark import needs_a_gpu
+from trees import assert_gradients_close
 from vit_jax import models
 from vit_jax.models import vit
 
@@ -61,11 +62,7 @@ def test_padding_once_gives_the_unpadded_logits_and_gradients(options):
   want_logits, want_grads = logits_and_grads(unpadded, params, images)
   got_logits, got_grads = logits_and_grads(padded, params, images)
   np.testing.assert_allclose(got_logits, want_logits, rtol=1e-5, atol=1e-5)
-  # Against each tree's largest gradient: some (the key projection's bias)
-  # are zero in exact arithmetic, and only rounding is left of them.
-  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(want_grads))
-  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, atol=1e-5 * scale),
-               got_grads, want_grads)
+  assert_gradients_close(got_grads, want_grads, relative=1e-5)
 
 
 def test_no_padding_under_attention_dropout_which_computes_its_own_attention():
@@ -96,6 +93,4 @@ def test_cudnn_on_a_gpu_padded_once_equals_padded_per_attention():
   want_logits, want_grads = logits_and_grads(per_attention, params)
   got_logits, got_grads = logits_and_grads(once, params)
   np.testing.assert_allclose(got_logits, want_logits, rtol=2e-2, atol=2e-2)
-  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(want_grads))
-  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, atol=2e-2 * scale),
-               got_grads, want_grads)
+  assert_gradients_close(got_grads, want_grads, relative=2e-2)

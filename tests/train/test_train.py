@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import NUM_TEST, tiny_config
+from trees import assert_trees_close
 from vit_jax import train
 from vit_jax.train import checkpoints
 from vit_jax.models import pretrained
@@ -22,10 +23,6 @@ ACCOUNTING_FIELDS = ("core_days", "tpuv3_core_days", "mfu", "examples_seen", "im
 
 def params_of(workdir):
   return pretrained.read_params(workdir)
-
-
-def assert_trees_close(a, b, **tolerance):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **tolerance), a, b)
 
 
 def test_a_tiny_run_learns_and_leaves_everything_in_its_workdir(fashion_data_dir, tmp_path):
