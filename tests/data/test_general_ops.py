@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from preprocess_cases import MODES, example, random_image, run
+from vit_jax.data import preprocess
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -37,3 +38,9 @@ def test_onehot_vector_is_multi_hot(mode):
 def test_keep_and_rng_is_dropped(mode):
   out = run("flip_lr|keep('image')|flip_lr", example(random_image()), mode)
   assert set(out) == {"image"}
+
+
+def test_value_range_refuses_an_empty_input_range():
+  with pytest.raises(ValueError, match=r"^value_range: in_min and in_max are both 5; the "
+                     r"input range must not be empty \(e\.g\. in_min=0, in_max=255\)\.$"):
+    preprocess.parse("value_range(0, 1, 5, 5)")

@@ -151,3 +151,14 @@ def test_inception_boxes_go_below_a_tenth_of_the_image_down_to_area_min():
     areas.append(int(size[0]) * int(size[1]) / 100**2)
   assert min(areas) >= 0.05
   assert sum(area < 0.1 for area in areas) >= 5
+
+
+@pytest.mark.parametrize("spec", ["resize((16,))", "central_crop([16, 16, 3])"])
+def test_a_size_that_is_no_int_or_pair_is_named(spec):
+  # It used to fail with Python's "not enough (too many) values to unpack".
+  size = spec[spec.index("(") + 1:-1]
+  with pytest.raises(ValueError) as error:
+    preprocess.parse(spec)
+  assert str(error.value) == (f"Bad arguments in preprocessing op {spec!r}: size {size} "
+                              f"is neither an int (a square) nor a (height, width) pair, "
+                              f"e.g. 224 or (224, 160)")

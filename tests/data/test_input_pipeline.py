@@ -136,3 +136,15 @@ def test_the_stock_strings_follow_an_image_size_override_and_fit_the_model(fashi
   config.image_size = 24
   input_pipeline.check_fits_model(source(fashion_data_dir), config)
   assert "inception_crop(24,area_min=50)" in config.pp.train
+
+
+def test_preprocessing_that_never_decodes_is_named_before_the_model_is_built(fashion_data_dir):
+  # The traced image is then the encoded string, of shape []: it used to fail
+  # with "not enough values to unpack (expected 2, got 0)".
+  config = tiny_config(fashion_data_dir, **{"pp.eval": "value_range(-1,1)|onehot(10)"})
+  with pytest.raises(ValueError) as error:
+    input_pipeline.check_fits_model(source(fashion_data_dir), config)
+  assert str(error.value) == (
+      "config.pp.eval='value_range(-1,1)|onehot(10)' gives images of shape [], not "
+      "(height, width, channels); decode them first (start it with decode or "
+      "decode_jpeg_and_inception_crop)")

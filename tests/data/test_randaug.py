@@ -36,3 +36,12 @@ def test_randaug_keeps_shape_and_is_seeded_and_rejects_floats(mode):
     run("value_range(0, 1)|randaug", example(random_image()), mode)
   with pytest.raises(ValueError, match="magnitude must be in 0..10"):
     preprocess.parse("randaug(2, 11)")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_randaug_names_a_grey_image_and_the_decode_that_makes_rgb(mode):
+  # Its colour ops (color, sharpness) work on RGB only; a grey image used to
+  # fail while tracing, with a shape mismatch deep inside tf.switch_case.
+  with pytest.raises(ValueError, match=r"randaug works on RGB images of 3 channels; got "
+                     r"shape \(20, 24, 1\)\. Decode with decode \(3 channels\), not decode\(1\)\."):
+    run("randaug(2, 10)", example(random_image(channels=1)), mode)

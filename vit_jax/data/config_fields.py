@@ -16,5 +16,13 @@ def height_width(size: int | Sequence[int]) -> tuple[int, int]:
   """(height, width) of an image or patch size given as an int (square) or a pair."""
   if isinstance(size, int):
     return size, size
-  height, width = size
-  return int(height), int(width)
+  try:
+    if isinstance(size, str):
+      raise ValueError
+    height, width = size
+    return int(height), int(width)
+  except (TypeError, ValueError):
+    # A TypeError, as for any argument of the wrong kind: the preprocessing
+    # registry names the op it was given to.
+    raise TypeError(f"size {size!r} is neither an int (a square) nor a "
+                    f"(height, width) pair, e.g. 224 or (224, 160)") from None

@@ -79,7 +79,13 @@ def check_fits_model(source, config):
   for field in ("train", "eval"):
     spec = config.pp[field]
     outputs = _traced_outputs(source, spec)
-    height, width = outputs["image"].shape[:2]
+    shape = outputs["image"].shape
+    if shape.rank not in (3, None):
+      raise ValueError(
+          f"config.pp.{field}={spec!r} gives images of shape {shape.as_list()}, "
+          f"not (height, width, channels); decode them first (start it with "
+          f"decode or decode_jpeg_and_inception_crop)")
+    height, width = shape[:2]
     if (height or image_size[0], width or image_size[1]) != image_size:
       raise ValueError(
           f"config.pp.{field}={spec!r} gives {height or '?'}x{width or '?'} images "

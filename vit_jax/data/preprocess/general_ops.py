@@ -8,6 +8,9 @@ from vit_jax.data.preprocess.registry import RNG_KEY, Op, on_image, register
 def value_range(vmin: float, vmax: float, in_min: float = 0,
                 in_max: float = 255) -> Op:
   """Maps 'image' linearly from [in_min, in_max] to float32 [vmin, vmax]."""
+  if in_max == in_min:
+    raise ValueError(f"value_range: in_min and in_max are both {in_min}; the "
+                     f"input range must not be empty (e.g. in_min=0, in_max=255).")
   scale = (vmax - vmin) / (in_max - in_min)
 
   def fn(image):

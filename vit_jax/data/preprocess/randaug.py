@@ -16,7 +16,7 @@ _FILL = 128
 
 
 def _blend(image, degenerate, factor):
-  """image + factor * (image - degenerate), as PIL's ImageEnhance does."""
+  """degenerate + factor * (image - degenerate), as PIL's ImageEnhance does."""
   image, degenerate = tf.cast(image, tf.float32), tf.cast(degenerate, tf.float32)
   return tf.saturate_cast(degenerate + factor * (image - degenerate), tf.uint8)
 
@@ -117,6 +117,10 @@ def randaug(num_layers: int = 2, magnitude: float = 10) -> Op:
     if image.dtype != tf.uint8:
       raise ValueError(f"randaug works on decoded uint8 images; got "
                        f"{image.dtype.name}. Put it after decode and before value_range.")
+    if image.shape[-1] not in (3, None):  # its colour ops work on RGB
+      raise ValueError(f"randaug works on RGB images of 3 channels; got shape "
+                       f"{image.shape}. Decode with decode (3 channels), not "
+                       f"decode(1).")
     layer_seeds = tf.random.experimental.stateless_split(seed, 2 * num_layers)
     for layer in range(num_layers):
       choice_seed, sign_seed = layer_seeds[2 * layer], layer_seeds[2 * layer + 1]
