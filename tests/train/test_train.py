@@ -134,3 +134,16 @@ def test_main_fails_within_seconds_when_the_data_is_missing(tmp_path):
   assert "Nothing is downloaded" in result.stderr
   assert elapsed < 60, elapsed
   assert not os.path.exists(os.path.join(tmp_path, "downloads"))
+
+
+def test_a_finished_run_extended_keeps_the_eval_of_its_old_last_step(fashion_data_dir, tmp_path):
+  """Its last step, evaluated as the last, is evaluated again when extended."""
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(tiny_config(fashion_data_dir, total_steps=2, eval_every=12,
+                                       checkpoint_every=4), workdir)
+  train.train_and_evaluate(tiny_config(fashion_data_dir, total_steps=4, eval_every=12,
+                                       checkpoint_every=4), workdir)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  assert [(r["step"], r["split"]) for r in records if r["split"] != "train"] == [
+      (2, "test"), (4, "test")]

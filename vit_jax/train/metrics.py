@@ -90,7 +90,8 @@ def _rewind(path, start_step):
   steps that the resumed run repeats, and the eval of the checkpoint's own
   step may be missing or cut short; so the train records after
   ``start_step`` and the eval records from it on go, and the resumed run
-  evaluates ``start_step`` again when it is an eval step. The file is
+  evaluates ``start_step`` again when it is an eval step or the step a
+  finished run, now extended, ended at. The file is
   replaced whole, so a crash here leaves the old one.
   """
   if not os.path.exists(path):
