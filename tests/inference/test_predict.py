@@ -111,3 +111,11 @@ def test_predict_names_a_file_that_is_not_an_image(tiny_run, bar_images, tmp_pat
       run_predict(f"--workdir={workdir}", bar_images[0], bad)
     error = str(exit_info.value)
     assert error.startswith(f"error: {bad}: cannot read it as an image"), error
+
+
+def test_top_classes_name_by_index_the_classes_a_source_does_not_name():
+  """An image-folder source may name fewer classes than config.data.num_classes."""
+  from vit_jax.inference import predict as inference_predict
+  probabilities = np.array([0.1, 0.05, 0.5, 0.3, 0.05])
+  assert inference_predict.top_classes(probabilities, ["a", "b", "c"], k=3) == [
+      ("c", 0.5), ("3", 0.3), ("a", 0.1)]

@@ -111,6 +111,22 @@ def test_load_pretrained_of_another_model_names_the_first_mismatching_parameter(
     pretrained.load_pretrained(path, fresh, new_grid=(4, 4), num_prefix_tokens=1)
 
 
+@pytest.mark.parametrize("saved, wanted, match", [
+    ("gap", "token", r"gap.npz: parameter cls of the model is missing in the checkpoint"),
+    ("token", "gap", r"token.npz: parameter cls of the checkpoint is not in the model"),
+])
+def test_a_checkpoint_of_the_other_classifier_is_named_by_its_class_token(
+    tmp_path, saved, wanted, match):
+  path = str(tmp_path / f"{saved}.npz")
+  npz.save_npz(jax.device_get(init(models.get_model(
+      "Ti/8", num_classes=3, classifier=saved, **TINY), 32)), path)
+  fresh = jax.device_get(init(models.get_model("Ti/8", num_classes=3, classifier=wanted,
+                                               **TINY), 32))
+  with pytest.raises(ValueError, match=match):
+    pretrained.load_pretrained(path, fresh, new_grid=(4, 4),
+                               num_prefix_tokens=int(wanted == "token"))
+
+
 def test_missing_init_path_says_what_it_expected(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"nowhere' is none of the checkpoints "
                                               r"accepted: a .npz file; a timm or Hugging "

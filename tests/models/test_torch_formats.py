@@ -140,6 +140,15 @@ def test_gap_is_refused_on_export_to_hf():
     hf_format.to_hf(random_params(tiny_model("gap")))
 
 
+def test_hf_config_labels_every_class_of_the_head_where_fewer_are_named():
+  """transformers sizes the classifier by id2label: one label a class, or the
+  saved weights do not load."""
+  config = hf_format.hf_config(random_params(tiny_model(num_classes=4)), image_size=SIZE,
+                               class_names=["cat", "dog"])
+  assert config["id2label"] == {"0": "cat", "1": "dog", "2": "LABEL_2", "3": "LABEL_3"}
+  assert config["label2id"] == {"cat": 0, "dog": 1, "LABEL_2": 2, "LABEL_3": 3}
+
+
 def test_a_tensor_of_the_wrong_shape_is_named():
   state_dict = timm_format.to_timm(random_params(tiny_model()))
   state_dict["blocks.1.mlp.fc2.weight"] = state_dict["blocks.1.mlp.fc2.weight"][:, :32]

@@ -89,6 +89,11 @@ def class_probabilities(config, model, params, paths):
 
 
 def top_classes(probabilities, names, k=TOP_K):
-  """[(class name or index, probability)] of the ``k`` most probable classes."""
+  """[(class name or index, probability)] of the ``k`` most probable classes.
+
+  ``names`` may name fewer classes than the model has (a data source may);
+  the others go by their index.
+  """
   best = np.argsort(-probabilities)[:k]
-  return [(names[i] if names else str(i), float(probabilities[i])) for i in best]
+  return [(names[i] if names and i < len(names) else str(i), float(probabilities[i]))
+          for i in best]

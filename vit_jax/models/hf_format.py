@@ -114,10 +114,12 @@ def to_hf(params):
 def hf_config(params, *, image_size, class_names=None):
   """The ViTConfig (config.json) of ViTForImageClassification for ``params``.
 
-  The labels are the run's class names where it has them, else LABEL_i.
+  The labels are the run's class names where it has them, else LABEL_i, one
+  for every class of the head: transformers sizes its classifier by them.
   """
   ours = OurParams(params, "transformers' ViTForImageClassification")
-  names = list(class_names or [f"LABEL_{i}" for i in range(ours.num_classes)])
+  names = list(class_names or [])  # a source may name fewer than num_classes
+  names += [f"LABEL_{i}" for i in range(len(names), ours.num_classes)]
   config = {
       "architectures": ["ViTForImageClassification"],
       "model_type": MODEL_TYPE,

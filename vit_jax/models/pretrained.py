@@ -161,6 +161,13 @@ def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,
             and (keep_pre_logits or not name.startswith("pre_logits/"))}
   fitted.update({name: value for name, value in fresh.items()
                  if name.startswith(HEAD_PREFIXES)})
+  # Every other tensor first: a checkpoint of the other classifier ('gap' for
+  # 'token', or back) is then named by its class token, rather than by
+  # position embeddings whose patch tokens, counted with the wrong prefix,
+  # form no grid.
+  tree_util.check_same_arrays(*({name: value for name, value in flat.items()
+                                 if name != npz.POSEMB} for flat in (fitted, fresh)),
+                              source=path)
   if npz.POSEMB in fitted:
     fitted[npz.POSEMB] = posemb.resample_posemb(
         fitted[npz.POSEMB], new_grid, num_prefix_tokens=num_prefix_tokens,
