@@ -3,6 +3,7 @@
 A tiny ViT (hidden 64, 4 heads, MLP 128, 2 layers, 32 px, patch 8), so that
 each train step compiles in seconds on CPU.
 """
+import re
 import types
 
 import jax
@@ -12,8 +13,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from conftest import tiny_config
-from test_sharding import mesh_config, specs_by_name
-from vit_jax import models, tree_util
+from test_sharding import losses_of, mesh_config, params_of, specs_by_name
+from vit_jax import models, train, tree_util
 from vit_jax.models import build
 from vit_jax.train import config_checks, losses, optim, sharding, steps
 
@@ -209,3 +210,31 @@ def test_bad_model_rules_and_sizes_name_the_key_the_parameter_and_the_axis(tmp_p
     else:
       with pytest.raises(ValueError, match=r"config.mesh.model=4 spans several processes"):
         sharding._check_model_groups_in_one_process(mesh)
+
+
+@pytest.mark.slow
+def test_a_batch_only_the_data_axes_divide_trains_under_a_model_axis(fashion_data_dir, tmp_path):
+  """The devices of a model group share their examples, so data=2 x model=4
+  on 8 devices takes a global batch of 2 (every slice one example), and
+  trains as data parallelism on 2 devices does; 3 is refused by name."""
+  overrides = dict(global_batch=2, eval_batch=8, total_steps=2, log_every=1, eval_every=2,
+                   checkpoint_every=2, **{"optim.name": "sgd", "lr.warmup_steps": 0,
+                                          "model.num_heads": 4})
+  data_parallel = str(tmp_path / "data")
+  train.train_and_evaluate(tiny_config(fashion_data_dir, **overrides), data_parallel,
+                           devices=jax.devices()[:2])
+  megatron = str(tmp_path / "megatron")
+  train.train_and_evaluate(tiny_config(fashion_data_dir, **overrides, **{
+      "mesh.data": 2, "mesh.model": 4}), megatron)
+  data, split = params_of(data_parallel), params_of(megatron)
+  assert not np.allclose(data["head"]["kernel"], 0)  # zero-initialised head moved
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               data, split)
+  np.testing.assert_allclose(list(losses_of(megatron).values()),
+                             list(losses_of(data_parallel).values()), rtol=1e-6)
+  with pytest.raises(ValueError, match=re.escape(
+      "config.global_batch=3 must be divisible by config.accum_steps=1 x 2 batch shards "
+      "(the 8 devices over config.mesh.model=4)")):
+    config_checks.check_config(tiny_config(fashion_data_dir, **{
+        **overrides, "global_batch": 3, "mesh.data": 2, "mesh.model": 4}),
+        num_devices=8, process_count=1)

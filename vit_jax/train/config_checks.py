@@ -190,16 +190,16 @@ def resolve_total_steps(config, train_examples):
 def check_config(config, *, num_devices, process_count):
   """Fails before any compilation on settings that cannot work together."""
   check_numeric_fields(config)
+  shards, splitters = _batch_shards(config.mesh, num_devices)
   micro_batch, remainder = divmod(config.global_batch, config.accum_steps)
-  if remainder or micro_batch % num_devices:
+  if remainder or micro_batch % shards:
     raise ValueError(
         f"config.global_batch={config.global_batch} must be divisible by "
-        f"config.accum_steps={config.accum_steps} x {num_devices} devices")
+        f"config.accum_steps={config.accum_steps} x {splitters}")
   for field in ("global_batch", "eval_batch"):
-    if config[field] % num_devices or config[field] % process_count:
+    if config[field] % shards or config[field] % process_count:
       raise ValueError(f"config.{field}={config[field]} must be divisible by "
-                       f"the {num_devices} devices and the {process_count} "
-                       f"processes")
+                       f"the {splitters} and the {process_count} processes")
   check_choices(config)  # before the model is built from the names
   optim.check_config(config.optim)  # mu_dtype, which may be None
   model = build.model_from_config(config)
@@ -212,10 +212,23 @@ def check_config(config, *, num_devices, process_count):
   except re.error as e:
     raise ValueError(f"config.optim.weight_decay_params="
                      f"{config.optim.weight_decay_params!r} is no regex: {e}") from None
-  sharding.axis_sizes(config.mesh, num_devices)  # data x fsdp x model covers them
   sharding.compile_rules(config.mesh)
   if "fewshot" in config:  # a run from before the probes has no such block
     _check_probe_counts(config.fewshot)
+
+
+def _batch_shards(mesh_config, num_devices):
+  """How many slices a batch is cut into, and those slices in the user's words.
+
+  Every device takes its own slice, except that the devices of one group of
+  the model axis (tensor parallelism) share theirs: data x fsdp slices. The
+  mesh's sizes are checked here, before they are used.
+  """
+  data, fsdp, model = sharding.axis_sizes(mesh_config, num_devices)
+  if model == 1:
+    return num_devices, f"{num_devices} devices"
+  return data * fsdp, (f"{data * fsdp} batch shards (the {num_devices} devices "
+                       f"over config.mesh.model={model})")
 
 
 def _check_probe_counts(fewshot):
