@@ -181,6 +181,7 @@ def test_a_misconfigured_multi_host_launch_fails_with_a_clear_error(
   for returncode, _, stderr in results:
     assert returncode != 0
     assert re.search(message, stderr), stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-2000:]  # the message alone
 
 
 def test_a_global_batch_the_devices_of_all_hosts_cannot_split_is_a_clear_error(

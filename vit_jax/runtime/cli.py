@@ -5,8 +5,9 @@ and ends with ``cli.run(main)``; ``main(argv)`` is an absl main (``argv`` is
 the program and the positional arguments). Tests run the real command in
 their own process with ``cli.call(module.main, module.FLAGS, argv)``.
 
-The rule for errors (`exit_on_user_error`): a ValueError or FileNotFoundError
-(`DatasetNotPreparedError` is one) that the project's own code raises, i.e.
+The rule for errors (`exit_on_user_error`): a ValueError, FileNotFoundError
+(`DatasetNotPreparedError` is one) or ConnectionError (a coordinator that
+never answers) that the project's own code raises, i.e.
 whose traceback ends in vit_jax/, configs/ or scripts/, is the user's mistake:
 the project raises these after checking what it was given (a config value,
 a dataset, a checkpoint path, a file), with a message that names the thing
@@ -29,7 +30,7 @@ from absl import app, flags, logging
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _PROJECT_DIRS = tuple(os.path.join(_REPO, name) + os.sep
                       for name in ("vit_jax", "configs", "scripts"))
-USER_ERRORS = (ValueError, FileNotFoundError)
+USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError)
 
 class _OnlyLibraryWarnings(python_logging.Filter):
   """Keeps orbax's and tfds's per-save, per-read INFO lines off the console."""
