@@ -92,6 +92,7 @@ def get_config(arg=None):
         f"configs/bit.py: variant={args.variant!r} is not a BiT ResNet "
         f"('R50x1', 'R152x4'); ViTs and hybrids ('R50x1+B/16') train with "
         f"configs/pretrain.py and configs/finetune.py")
+  common.refuse_epochs_and_steps(args, "configs/bit.py")
   data = args.data or ("imagenet21k" if args.stage == "upstream" else "cifar10")
   config = common.for_resnet(common.base_config())
   config.variant = args.variant

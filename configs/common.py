@@ -435,6 +435,13 @@ RESNET_MODEL_FIELDS = ("dtype", "param_dtype", "remat", "head_bias_init",
                        "conv_implementation")
 
 
+def refuse_epochs_and_steps(args, config_file):
+  """The refusal of both ``epochs=`` and ``steps=``: one would be ignored."""
+  if args.epochs and args.steps:
+    raise ValueError(f"{config_file}: epochs={args.epochs} and steps={args.steps} "
+                     f"both give the run's length; give one of them")
+
+
 def is_resnet(variant):
   """Whether ``variant`` names a BiT ResNet ('R50x1'), not a ViT or hybrid."""
   return bool(bit.VARIANT_RE.match(variant))

@@ -82,6 +82,7 @@ def get_config(arg=None):
       arg, variant="B/16", data="imagenet21k", data_dir="", epochs=0, steps=0,
       fewshot_imagenet=False)
   common.refuse_resnet(args.variant, "configs/pretrain.py")
+  common.refuse_epochs_and_steps(args, "configs/pretrain.py")
   config = common.base_config()
   config.variant = args.variant
   config.data = common.dataset_config(args.data, data_dir=args.data_dir or None)

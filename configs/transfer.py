@@ -23,9 +23,10 @@ Suites (`suite=`):
   digits, with the same protocol scaled to two CPU cores (`DEMO`).
 
 `benchmarks=cifar10+oxford_iiit_pet` keeps some of a suite's benchmarks;
-`seeds=N` runs N seeds (3, the paper's). `init` is a pre-training workdir
-(its variant and cost are read from it), an orbax step directory, or a
-published .npz (then `variant=` is needed).
+`seeds=N` runs N seeds (3, the paper's); `res=N` fine-tunes at N px in any
+suite (0: the suite's, the paper's 384 or the demo's 4x4 patch grid).
+`init` is a pre-training workdir (its variant and cost are read from it),
+an orbax step directory, or a published .npz (then `variant=` is needed).
 """
 import json
 import os
@@ -38,6 +39,7 @@ from vit_jax.train import workdir_files
 # Rows of the paper's Table 2, in its order; VTAB's tasks follow, grouped.
 PAPER_BENCHMARKS = ("imagenet2012", "cifar10", "cifar100", "oxford_iiit_pet",
                     "oxford_flowers102")
+# The table's row names; another benchmark's row is its preset's name (vtab_dtd).
 ROW_NAMES = {"imagenet2012": "ImageNet", "cifar10": "CIFAR-10",
              "cifar100": "CIFAR-100", "oxford_iiit_pet": "Oxford-IIIT Pets",
              "oxford_flowers102": "Oxford Flowers-102",
@@ -87,7 +89,7 @@ def get_config(arg=None):
       run = _paper_finetune(name, args)
       lrs = _paper_lrs(name)
     preset = common.DATASETS[name]
-    bench = dict(row=_row_name(name), group=preset.get("group", ""),
+    bench = dict(row=ROW_NAMES.get(name, name), group=preset.get("group", ""),
                  lrs=lrs, splits=dict(preset["transfer_splits"]), finetune=run)
     if name in REAL:
       row, real_name, real_split = REAL[name]
@@ -108,12 +110,6 @@ def _chosen(names, wanted, suite):
     raise ValueError(f"configs/transfer.py: benchmarks={'+'.join(unknown)} not in "
                      f"suite={suite}; valid: {', '.join(names)}")
   return tuple(name for name in names if name in wanted)
-
-
-def _row_name(name):
-  if name in ROW_NAMES:
-    return ROW_NAMES[name]
-  return common.DATASETS[name].get("row", name)
 
 
 def _paper_lrs(name):
@@ -143,6 +139,8 @@ def _demo_finetune(name, args):
   config.unlock()
   config.update(dict(global_batch=batch, eval_batch=500, total_steps=steps,
                      eval_every=steps, log_every=steps, checkpoint_every=50))
+  if args.res:  # the preprocessing follows (`common.pp_strings`)
+    config.image_size = args.res
   # Read from disk each time: a run reads less than an epoch of the larger
   # task, and TensorFlow takes half a minute to tear down an iterator whose
   # in-memory cache a shuffle buffer has only partly filled. A run's first

@@ -4,7 +4,7 @@ import pickle
 import pytest
 from ml_collections import config_flags  # noqa: F401 (config files load through it)
 
-from configs import benchmark, bit, common, demo, finetune, pretrain
+from configs import benchmark, bit, common, demo, finetune, pretrain, transfer
 from vit_jax.models import bit as bit_models
 from vit_jax.train import config_checks
 
@@ -564,3 +564,24 @@ def test_the_vit_recipes_point_a_resnet_to_the_bit_configs(module):
   with pytest.raises(ValueError, match=r"variant='R50x1' is a BiT ResNet, whose "
                                        r"recipes are configs/bit.py"):
     module.get_config("variant=R50x1")
+
+
+@pytest.mark.parametrize("suite, benchmark", [("demo", "digits"), ("paper", "cifar10")])
+def test_transfer_res_sets_every_suites_fine_tuning_size_and_its_preprocessing(
+    suite, benchmark):
+  config = transfer.get_config(f"suite={suite},init=runs/x,variant=Ti/7,res=35,"
+                               f"benchmarks={benchmark}")
+  finetune_config = config.benchmarks[benchmark].finetune
+  assert finetune_config.image_size == 35
+  assert finetune_config.pp.eval.startswith("decode|resize(35)|")
+
+
+@pytest.mark.parametrize("module, arg", [
+    (pretrain, "variant=L/16,data=jft,epochs=14,steps=1000"),
+    (bit, "stage=upstream,epochs=14,steps=1000"),
+])
+def test_epochs_and_steps_together_are_refused_as_one_would_be_ignored(module, arg):
+  name = module.__name__.replace(".", "/")
+  with pytest.raises(ValueError, match=f"^{name}.py: epochs=14 and steps=1000 both give "
+                     f"the run's length; give one of them$"):
+    module.get_config(arg)

@@ -46,11 +46,21 @@ _REGULARISER = flags.DEFINE_float(
     "config.fewshot.regulariser, else 2^10).", lower_bound=0, flag_values=FLAGS)
 
 
-def _integers(values, flag):
+def _integers(values, flag, low):
+  """The integers of a list flag; an error naming it unless there are some, all >= low.
+
+  The same bounds as `config.fewshot.shots` and `.seeds`: a shot count of 0
+  would probe on no examples (chance accuracy, silently), a negative seed
+  fails inside numpy.
+  """
   try:
-    return [int(v) for v in values]
+    integers = [int(v) for v in values]
   except ValueError:
-    raise app.UsageError(f"--{flag}={','.join(values)}: expected integers") from None
+    integers = []
+  if not integers or min(integers) < low:
+    raise app.UsageError(f"--{flag}={','.join(values)}: expected one or more "
+                         f"integers >= {low}")
+  return integers
 
 
 def main(argv):
@@ -63,7 +73,7 @@ def main(argv):
   from vit_jax.inference import restore
   from vit_jax.train import sharding, workdir_files
 
-  shots, seeds = _integers(_SHOTS.value, "shots"), _integers(_SEEDS.value, "seeds")
+  shots, seeds = _integers(_SHOTS.value, "shots", 1), _integers(_SEEDS.value, "seeds", 0)
   config = workdir_files.read_config(_WORKDIR.value)
   cpu_devices.use_one_device_per_core((config.eval_batch,))
   datasets = fewshot.probe_datasets(config) if _DATASETS.value is None else _DATASETS.value

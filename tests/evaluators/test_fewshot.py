@@ -192,6 +192,22 @@ def test_the_command_probes_a_saved_model_and_prints_a_row_per_shot_count(
   assert len(lines) == 4
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("shots", "0,5", "--shots=0,5: expected one or more integers >= 1"),
+    ("shots", "", "--shots=: expected one or more integers >= 1"),
+    ("shots", "five", "--shots=five: expected one or more integers >= 1"),
+    ("seeds", "-1", "--seeds=-1: expected one or more integers >= 0"),
+])
+def test_the_command_refuses_shots_below_1_and_seeds_below_0_naming_the_flag(
+    flag, value, message, tmp_path):
+  from vit_jax import fewshot as fewshot_command
+  from vit_jax.runtime import cli
+  with pytest.raises(SystemExit) as error:
+    cli.call(fewshot_command.main, fewshot_command.FLAGS,
+             ["fewshot", f"--workdir={tmp_path}", f"--{flag}={value}"])
+  assert str(error.value) == f"error: {message}"
+
+
 def test_a_probe_dataset_is_read_with_the_runs_eval_ops_and_its_own_class_count():
   assert fewshot.with_num_classes(
       "decode|resize(16)|value_range(-1,1)|onehot(10)", 5) == (
