@@ -78,6 +78,11 @@ def rows_with_data(runs):
 def plot(workdirs, out):
   runs = {workdir: read_metrics(workdir) for workdir in workdirs}
   rows = rows_with_data(runs)
+  if not rows:
+    logged = ", ".join(os.path.join(w, "metrics.jsonl") for w in workdirs)
+    raise ValueError(
+        f"nothing to plot: {logged} log none of "
+        f"{', '.join(sorted({k for _, _, keys in ROWS for k in keys}))} with a step")
   figure, axes = plt.subplots(len(rows), len(X_AXES), squeeze=False,
                               figsize=(5 * len(X_AXES), 2.6 * len(rows)))
   for row, (title, split, keys) in enumerate(rows):

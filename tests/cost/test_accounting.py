@@ -256,6 +256,20 @@ def test_hybrid_adds_its_stem_and_embeds_the_stems_channels():
   assert hybrid - plain == stem + embedding_change
 
 
+def test_a_hybrid_stem_of_the_root_alone_counts_the_root():
+  """resnet_blocks=() is the 7x7 root and max pool (stride 4), not no stem."""
+  plain = accounting.analytic_flops_per_example(
+    vit_config(patch_size=8, hidden_size=32, num_layers=1, mlp_dim=64, num_heads=2), 32,
+    train=False)
+  root_only = accounting.analytic_flops_per_example(
+    vit_config(patch_size=8, hidden_size=32, num_layers=1, mlp_dim=64, num_heads=2,
+               resnet_blocks=(), resnet_width=1), 32, train=False)
+  root = 2 * 16 * 16 * (7 * 7 * 3) * 64  # 32 px / 2, 64 channels
+  # The same 16 patches, each 2 x 2 cells of 64 channels instead of 8 x 8 x 3.
+  embedding_change = 2 * 16 * (2 * 2 * 64) * 32 - 2 * 16 * (8 * 8 * 3) * 32
+  assert root_only - plain == root + embedding_change
+
+
 @pytest.mark.parametrize("variant", ["R50x1", "R50x1+B/16"])
 def test_analytic_count_is_within_5_percent_of_xla_for_resnets(variant):
   from vit_jax import models

@@ -40,6 +40,14 @@ def test_without_its_map_head_the_tiny_22b_count_would_miss_xlas_by_over_10_perc
   assert xla / without_map_head - 1 > 0.1
 
 
+def test_a_scanned_models_xla_flops_are_all_its_blocks_not_one():
+  scanned = models.get_model("Ti/16", num_classes=10, scan=True)
+  unrolled = models.get_model("Ti/16", num_classes=10, scan=False)
+  for train in (False, True):
+    assert (estimate.xla_flops_per_example(scanned, 64, train=train)
+            == estimate.xla_flops_per_example(unrolled, 64, train=train))
+
+
 # Runs a command as this wrapper's only child and prints the child's peak
 # RSS last: RUSAGE_CHILDREN of the test process itself would be the peak of
 # every subprocess any earlier test in this worker ran.

@@ -83,3 +83,13 @@ def test_summarize_names_a_malformed_summary_and_what_it_lacks(tmp_path, text, p
     cli.call(summarize.main, summarize.FLAGS, ["summarize", str(tmp_path)])
   assert str(exit_info.value) == (f"error: {tmp_path / 'summary.json'} {problem}"
                                   + ", ".join(summarize.metrics.SUMMARY_FIELDS))
+
+
+def test_plot_metrics_of_runs_without_a_plottable_metric_says_so(tmp_path):
+  (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "split": "train"}) + "\n")
+  with pytest.raises(SystemExit) as exit_info:
+    cli.call(plot_metrics.main, plot_metrics.FLAGS,
+             ["plot_metrics", str(tmp_path), f"--out={tmp_path / 'm.png'}"])
+  assert str(exit_info.value) == (
+      f"error: nothing to plot: {tmp_path / 'metrics.jsonl'} log none of 10shot, "
+      "1shot, 25shot, 5shot, img_per_sec, loss, lr, prec@1, top1 with a step")

@@ -191,7 +191,7 @@ def vit_flops(model, image_height, image_width):
 
   stem = 0
   embedding_channels = IMAGE_CHANNELS
-  if resnet_blocks:
+  if resnet_blocks is not None:  # () is the root alone
     stem, (map_height, map_width, embedding_channels) = resnet_stem_flops(
       image_height,
       image_width,

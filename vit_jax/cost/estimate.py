@@ -112,7 +112,14 @@ ACCELERATOR_KERNELS = {
 
 
 def xla_flops_per_example(model, image_size, *, train):
-  """XLA's FLOPs for one example's forward pass, or forward plus gradient."""
+  """XLA's FLOPs for one example's forward pass, or forward plus gradient.
+
+  A scanned model (``scan=True``) is lowered with its blocks unrolled: XLA
+  counts a loop's body once, so the scan would count one block of
+  ``num_layers``; unrolled, the same numbers are computed.
+  """
+  if getattr(model, "scan", False):
+    model = model.clone(scan=False)
   images = jax.ShapeDtypeStruct((LOWERING_BATCH, image_size, image_size, 3),
                                 jnp.float32)
   labels = jax.ShapeDtypeStruct((LOWERING_BATCH, model.num_classes), jnp.float32)
