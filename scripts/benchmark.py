@@ -101,7 +101,7 @@ def timm_model(config, model):
     raise app.UsageError("--compare-timm: timm's ViT has no pre_logits; use a "
                          "config with model.representation_size=None")
   patch_size, embed_layer = model.patch_size, {}
-  if model.resnet_blocks:  # as timm's vit_base_r50_s16_224 builds its stem
+  if model.resnet_blocks is not None:  # as timm's vit_base_r50_s16_224 builds its stem
     backbone = ResNetV2(layers=model.resnet_blocks, width_factor=model.resnet_width,
                         num_classes=0, global_pool="", preact=False, stem_type="same",
                         conv_layer=partial(StdConv2dSame, eps=1e-8))

@@ -1,5 +1,10 @@
 """A variant name picks the family and its shape."""
+import re
+
+import jax
+import jax.numpy as jnp
 import pytest
+from flax import traverse_util
 
 from vit_jax import models
 from vit_jax.models import bit, variants, vit
@@ -52,3 +57,40 @@ def test_stem_blocks_keep_the_depth():
 def test_display_names_are_the_papers():
   assert [variants.display_name(v) for v in ("B/16", "R50x1", "R50x1+B/16")] == [
       "ViT-B/16", "BiT-R50x1", "R50x1+ViT-B/16"]
+
+
+def test_a_hybrid_of_a_variant_named_with_digits_is_a_hybrid():
+  model = models.get_model("R50x1+22B/16", num_classes=10)
+  assert (model.hidden_size, model.resnet_blocks, model.classifier) == (6144, (3, 4, 9), "map")
+
+
+TINY = dict(hidden_size=32, num_layers=1, mlp_dim=64, num_heads=4)
+
+
+def param_shapes(model, side):
+  spec = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+  params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), spec)
+  return {"/".join(k): v.shape for k, v in
+          traverse_util.flatten_dict(params["params"]).items()}
+
+
+@pytest.mark.parametrize("patch, blocks", [(24, (1, 1, 1)), (8, (1, 1, 1)), (6, ())])
+def test_a_hybrid_patch_that_is_not_whole_cells_of_the_stems_map_is_refused(patch, blocks):
+  # Before: patch 24 on the stride-16 stem silently made 16 px patches,
+  # patch 8 divided by zero.
+  model = models.get_model(f"Ti/{patch}", num_classes=10, resnet_blocks=blocks, **TINY)
+  stride = 4 * 2 ** max(len(blocks) - 1, 0)
+  with pytest.raises(ValueError, match=(
+      rf"patch_size {patch} is not a multiple of {stride}, the stride of the ResNet "
+      rf"stem of resnet_blocks={re.escape(str(blocks))}; valid: {stride}, {2 * stride}")):
+    param_shapes(model, 48)
+
+
+def test_no_resnet_stages_is_a_stem_of_the_root_alone():
+  # The AugReg release's R+Ti/16: the root (stride 4) and 8x8 patches of its map.
+  shapes = param_shapes(models.get_model("Ti/32", num_classes=10, resnet_blocks=(),
+                                         **TINY), 64)
+  assert shapes["conv_root/kernel"] == (7, 7, 3, 64)
+  assert not any(name.startswith("block") for name in shapes)
+  assert shapes["embedding/kernel"] == (8, 8, 64, 32)
+  assert shapes["Transformer/posembed_input/pos_embedding"] == (1, 2 * 2 + 1, 32)

@@ -29,13 +29,6 @@ import jax.numpy as jnp
 from vit_jax.models import conv
 from vit_jax.models.std_conv import StdConv
 
-# Units per stage of the presets. R50 for /16 moves stage 4's three units into
-# stage 3, keeping the stride at 16 (ViT paper, section 4.1); R50 for /32 is
-# the full four stages.
-R50_S16 = (3, 4, 9)
-R50_S32 = (3, 4, 6, 3)
-R26_S32 = (2, 2, 2, 2)
-
 
 def stem_stride(block_sizes: Sequence[int]) -> int:
   """How many image pixels one feature-map cell spans: 4 after the root, x2 a later stage."""

@@ -13,7 +13,7 @@ import re
 
 from vit_jax.models import bit, vit
 
-_HYBRID_RE = re.compile(r'^R(?P<depth>[0-9]+)x(?P<width>[0-9]+)\+(?P<vit>[A-Za-z]+/[0-9]+)$')
+_HYBRID_RE = re.compile(r'^R(?P<depth>[0-9]+)x(?P<width>[0-9]+)\+(?P<vit>[A-Za-z0-9]+/[0-9]+)$')
 
 
 # A hybrid's patch side in pixels -> the ResNet stages its stem keeps.

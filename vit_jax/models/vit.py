@@ -383,8 +383,9 @@ class VisionTransformer(nn.Module, kw_only=True):
   # One of vit_jax.models.patch_embedding.IMPLEMENTATIONS, for the patch embedding.
   embedding_implementation: str = 'conv'
   # A hybrid (the paper's section 3.1): the units of each stage of a ResNet
-  # stem whose feature map is the patch grid, e.g. (3, 4, 9) for R50+B/16,
-  # and its width factor. ``patch_size`` stays the stride on the image.
+  # stem whose feature map is the patch grid, e.g. (3, 4, 9) for R50+B/16 or
+  # () for the root alone, and its width factor. ``patch_size`` stays the
+  # stride on the image, a multiple of the stem's (`resnet_stem.stem_stride`).
   resnet_blocks: tuple[int, ...] | None = None
   resnet_width: int = 1
   # One of vit_jax.models.conv.IMPLEMENTATIONS, for the hybrid stem's
@@ -412,14 +413,23 @@ class VisionTransformer(nn.Module, kw_only=True):
       raise ValueError(
           f'image height {height} and width {width} must both be divisible by '
           f'the patch size {p}')
+    # A hybrid's patches are whole cells of its stem's feature map. () is a
+    # stem of the root alone (stride 4), as in the AugReg release's R+Ti/16.
+    if self.resnet_blocks is not None:
+      stride = resnet_stem.stem_stride(self.resnet_blocks)
+      if p % stride:
+        raise ValueError(
+            f'patch_size {p} is not a multiple of {stride}, the stride of the ResNet '
+            f'stem of resnet_blocks={tuple(self.resnet_blocks)}; valid: {stride}, '
+            f'{2 * stride}, {3 * stride}...')
 
     x = images
-    if self.resnet_blocks:
+    if self.resnet_blocks is not None:
       x = resnet_stem.resnet_stem(x, block_sizes=self.resnet_blocks,
                                   width_factor=self.resnet_width, dtype=self.dtype,
                                   param_dtype=self.param_dtype,
                                   conv_implementation=self.conv_implementation)
-      p //= resnet_stem.stem_stride(self.resnet_blocks)  # patches of the feature map
+      p //= stride  # patches of the feature map
     x = patch_embedding.PatchEmbedding(
         hidden_size=self.hidden_size, patch_size=p, dtype=self.dtype,
         param_dtype=self.param_dtype, implementation=self.embedding_implementation,
