@@ -9,8 +9,8 @@ training loop runs, on synthetic batches already on the devices;
 `--rounds` rounds of `--steps` steps) and how MFU is counted. XLA's own FLOP count is printed beside it.
 
 `--compare-timm` also times timm's model of the same shape in the same
-process: its VisionTransformer for a ViT (class token, no pre_logits, same
-classes), its ResNetV2 as `resnetv2_50x1_bit` builds it for a BiT ResNet
+process: its VisionTransformer for a ViT (the same classifier: class token,
+average or MAP; qk_norm where set; no pre_logits, same classes), its ResNetV2 as `resnetv2_50x1_bit` builds it for a BiT ResNet
 (`variant=R50x1`), and its hybrid (`vit_base_r50_s16_224`'s backbone and
 HybridEmbed) for `R50x1+B/16`; eager PyTorch as timm trains: AdamW,
 global-norm clipping, autocast bf16 when the config's dtype is bfloat16, at
@@ -100,6 +100,11 @@ def timm_model(config, model):
   if model.representation_size:
     raise app.UsageError("--compare-timm: timm's ViT has no pre_logits; use a "
                          "config with model.representation_size=None")
+  if model.parallel_block or not model.use_bias:
+    raise app.UsageError(
+        "--compare-timm: timm's VisionTransformer has no twin of ViT-22B's "
+        "model.parallel_block=True or model.use_bias=False; time such a model "
+        "without --compare-timm")
   patch_size, embed_layer = model.patch_size, {}
   if model.resnet_blocks is not None:  # as timm's vit_base_r50_s16_224 builds its stem
     backbone = ResNetV2(layers=model.resnet_blocks, width_factor=model.resnet_width,
@@ -112,7 +117,8 @@ def timm_model(config, model):
       embed_dim=model.hidden_size, depth=model.num_layers,
       num_heads=model.num_heads, mlp_ratio=model.mlp_dim / model.hidden_size,
       num_classes=num_classes, class_token=model.classifier == "token",
-      global_pool="token" if model.classifier == "token" else "avg", **embed_layer)
+      global_pool={"token": "token", "gap": "avg", "map": "map"}[model.classifier],
+      qk_norm=model.qk_norm, **embed_layer)
 
 
 def benchmark_timm(config, model, batch_size, *, peak, num_devices,

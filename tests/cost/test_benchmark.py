@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from vit_jax.runtime import cpu_devices
@@ -153,3 +154,28 @@ def test_a_scanned_step_reports_no_xla_flops_per_example():
   result, _ = benchmarking.measure(benchmark_config(scan=True), 8, steps=1, rounds=1,
                                    warmup=0, inference=False)
   assert result["train"]["xla_flops_per_example"] is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None,
+                    reason="timm is an optional extra: pip install -e .[timm]")
+@pytest.mark.parametrize("overrides", [
+    {}, {"classifier": "gap"}, {"classifier": "map"}, {"qk_norm": True}],
+    ids=["token", "gap", "map", "qk_norm"])
+def test_the_timm_twin_has_as_many_parameters_as_our_vit(overrides):
+  """The same network: its classifier (timm's 'map' pooling for ours) and
+  qk LayerNorms, so the same count of parameters."""
+  from absl import app
+  from configs import benchmark as benchmark_config
+  from scripts import benchmark
+  from vit_jax import models
+  from vit_jax.models import build
+
+  config = benchmark_config.get_config("variant=Ti/16,res=32")
+  model = models.get_model("Ti/16", num_classes=config.data.num_classes, **overrides)
+  ours = sum(leaf.size for leaf in jax.tree.leaves(build.abstract_params(model, 32)))
+  theirs = sum(p.numel() for p in benchmark.timm_model(config, model).parameters())
+  assert theirs == ours
+  for refused in ({"parallel_block": True}, {"use_bias": False}):
+    with pytest.raises(app.UsageError, match="no twin of ViT-22B's"):
+      benchmark.timm_model(config, models.get_model(
+          "Ti/16", num_classes=config.data.num_classes, **refused))
