@@ -172,6 +172,11 @@ def test_heads_unknown_without_a_config_are_named():
   # A timm name states them where the width is the named size's.
   config = {"architecture": "vit_tiny_patch16_224"}
   assert timm_format._heads_of(config, 192, None, "ckpt") == 3
+  # Where model_args change the width alone, timm keeps the name's heads,
+  # whatever the caller would have.
+  args = timm_format._timm_args({"architecture": "vit_base_patch16_224",
+                                 "model_args": {"embed_dim": 384}})
+  assert timm_format._heads_of(args, 384, 6, "ckpt") == 12
 
 
 def test_an_export_takes_timms_name_where_the_shape_has_one():

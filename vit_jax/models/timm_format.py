@@ -480,9 +480,12 @@ def _heads_of(args, width, num_heads, source):
   if args.get("num_heads"):
     return int(args["num_heads"])
   match = _ARCHITECTURE_RE.match(args.get("architecture") or "")
-  if match and "embed_dim" not in args:
+  if match:
+    # timm builds the name's heads unless model_args state others, also where
+    # they change the width (vit_base_patch16_224 with embed_dim=384: 12); a
+    # name alone describes only a checkpoint of its width.
     variant = {size: v for v, size in _TIMM_SIZES.items()}[match[1]]
-    if vit.VARIANTS[variant][0] == width:
+    if "embed_dim" in args or vit.VARIANTS[variant][0] == width:
       return vit.VARIANTS[variant][3]
   if num_heads:
     logging.warning("%s: %d attention heads, as the caller says (no config.json "
