@@ -116,8 +116,9 @@ def test_the_issues_jft_estimate_runs_before_the_data_exists():
 def test_an_impossible_mfu_is_refused():
   from configs import benchmark
 
-  with pytest.raises(ValueError, match="MFU"):
-    estimate.estimate(benchmark.get_config(), total_steps=10, mfu=1.5)
+  for mfu in (1.5, 0.0):
+    with pytest.raises(ValueError, match=rf"^the assumed MFU must be in \(0, 1\], got {mfu}$"):
+      estimate.estimate(benchmark.get_config(), total_steps=10, mfu=mfu)
 
 
 def test_main_dry_run_prints_the_estimate_and_runs_nothing(tmp_path):
@@ -138,7 +139,7 @@ def stderr_of_a_refused_run(*args):
   """What a command that must refuse its input printed: no traceback, rc != 0."""
   process = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True,
                            text=True, timeout=300)
-  assert process.returncode != 0 and "Traceback" not in process.stderr, process.stderr
+  assert process.returncode == 1 and "Traceback" not in process.stderr, process.stderr
   return process.stderr
 
 

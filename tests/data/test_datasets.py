@@ -93,7 +93,7 @@ def test_prepare_data_exits_with_one_line_when_files_missing(tmp_path):
   result = run_prepare_data("--dataset=fashion_mnist_local",
                             f"--data_dir={tmp_path / 'data'}",
                             f"--manual_dir={tmp_path / 'empty'}")
-  assert result.returncode != 0
+  assert result.returncode == 1, result.stderr  # vit_jax.runtime.cli's status for an error
   message = result.stderr.strip().splitlines()[-1]
   assert message.startswith("error: ")  # vit_jax.runtime.cli: one line, no traceback
   assert str(tmp_path / "empty" / "train-images-idx3-ubyte.gz") in message

@@ -295,9 +295,10 @@ def test_a_preprocessing_error_is_raised_not_skipped_as_a_corrupt_image(tfrecord
   would leave the endless train stream spinning, and eval scoring blanks."""
   source = make_source("tfrecord", tfrecord_dir)
   too_big = f"decode|central_crop(16)|value_range(-1,1)|onehot({NUM})"  # images are 12 px
-  with pytest.raises(tf.errors.InvalidArgumentError):
+  crop_failed = r"offset_(width|height) must be >= 0"  # TF's crop_to_bounding_box
+  with pytest.raises(tf.errors.InvalidArgumentError, match=crop_failed):
     next(input_pipeline.train_batches(source, too_big, global_batch=8, seed=0))
-  with pytest.raises(tf.errors.InvalidArgumentError):
+  with pytest.raises(tf.errors.InvalidArgumentError, match=crop_failed):
     list(input_pipeline.EvalData(source, too_big, "train", global_batch=8))
 
 

@@ -173,7 +173,10 @@ def test_imagenet_real_reads_the_lists_of_real_labels(mocked):
   source = sources.get_source(common.dataset_config("imagenet2012_real", data_dir=mocked))
   assert source.num_examples("validation") == 50_000
   examples = list(source.read("validation", 0, 1).as_numpy_iterator())
-  assert all(example["label"].ndim == 1 for example in examples)
+  assert len(examples) == NUM_FAKE  # `all` of nothing would pass
+  for example in examples:
+    assert example["label"].ndim == 1 and example["label"].dtype.kind == "i"
+    assert all(0 <= label < 1000 for label in example["label"]), example["label"]
 
 
 @pytest.mark.parametrize("name", [*TRANSFER, "imagenet2012_real"])

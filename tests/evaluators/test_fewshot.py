@@ -432,3 +432,4 @@ def test_plot_metrics_draws_a_few_shot_line_per_probed_dataset(tmp_path):
       "fashion_mnist_last5 10shot": ([0.0, 6e-4], [0.4, 0.4])}
   assert plot_metrics.series(loaded, "eval", ("top1", "prec@1"), "step") == {}
   plot_metrics.plot([str(tmp_path)], str(tmp_path / "m.png"))
+  assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -243,6 +243,7 @@ def test_bfloat16_compute_gives_float32_logits_close_to_float32():
   half = apply(tiny_bit(dtype='bfloat16'), params, images())
   assert half.dtype == jnp.float32
   np.testing.assert_allclose(half, full, rtol=0.1, atol=0.1 * np.abs(full).max())
+  assert not np.array_equal(half, full)  # bfloat16 really was used
 
 
 # --- The hybrids' stem -------------------------------------------------------

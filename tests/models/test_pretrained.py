@@ -37,12 +37,27 @@ def test_bilinear_resampling_of_a_2x2_grid_gives_the_known_values():
   np.testing.assert_allclose(out.reshape(4, 4), expected, atol=1e-6)
 
 
+def keys_cubic_weights(old, new):
+  """(new, old) weights of the Keys cubic kernel (a = -0.5, Pillow's and
+  TensorFlow's bicubic) at half-pixel centres, renormalised over the taps that
+  fall inside the grid."""
+  distance = np.abs((np.arange(new) + 0.5) * old / new - 0.5 - np.arange(old)[:, None]).T
+  weights = np.where(distance < 1, (1.5 * distance - 2.5) * distance**2 + 1,
+                     np.where(distance < 2,
+                              ((-0.5 * distance + 2.5) * distance - 4) * distance + 2, 0))
+  return weights / weights.sum(axis=1, keepdims=True)
+
+
 def test_bicubic_and_non_square_grids():
   table = np.random.RandomState(1).randn(1, 1 + 6, 4).astype(np.float32)
   out = posemb.resample_posemb(table, (4, 6), num_prefix_tokens=1,
                                    old_grid=(2, 3), method="bicubic")
   assert out.shape == (1, 1 + 24, 4)
   np.testing.assert_array_equal(out[:, :1], table[:, :1])
+  expected = np.einsum("ih,hwc,jw->ijc", keys_cubic_weights(2, 4),
+                       table[0, 1:].reshape(2, 3, 4).astype(np.float64),
+                       keys_cubic_weights(3, 6))
+  np.testing.assert_allclose(out[0, 1:], expected.reshape(24, 4), rtol=1e-5, atol=1e-5)
 
 
 def test_a_token_count_that_is_no_grid_is_refused():
@@ -173,11 +188,16 @@ def test_a_timm_file_fine_tunes_with_the_heads_of_the_new_model(tmp_path):
   model = models.get_model("Ti/8", num_classes=3, **TINY)
   old = params_of(models.get_model("Ti/8", num_classes=21, **TINY))
   path = write_timm(old, str(tmp_path / "timm" / "vit.safetensors"))  # no config.json
-  fitted = pretrained.load_pretrained(path, params_of(model),
-                                      new_grid=(4, 4), num_prefix_tokens=1)
+  fresh = params_of(model)
+  fitted = npz.flatten(pretrained.load_pretrained(path, fresh,
+                                                  new_grid=(4, 4), num_prefix_tokens=1))
+  assert sorted(fitted) == sorted(npz.flatten(old))
   for name, value in npz.flatten(old).items():
     if not name.startswith("head/"):
-      np.testing.assert_array_equal(npz.flatten(fitted)[name], value, err_msg=name)
+      np.testing.assert_array_equal(fitted[name], value, err_msg=name)
+  # The classifier is the new model's own (3 classes), not the file's 21.
+  for name in ("head/kernel", "head/bias"):
+    np.testing.assert_array_equal(fitted[name], npz.flatten(fresh)[name], err_msg=name)
 
 
 @pytest.mark.parametrize("fmt", ["timm", "hf"])
