@@ -139,7 +139,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    num_train = sorted(int(n) for n in _NUM_TRAIN.value)
+    num_train = sorted({int(n) for n in _NUM_TRAIN.value})
   except ValueError:
     raise app.UsageError(f"--num_train={','.join(_NUM_TRAIN.value)}: expected "
                          f"integers") from None
