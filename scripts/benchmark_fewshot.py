@@ -81,13 +81,6 @@ def probe_config():
   return config
 
 
-def cpu_name():
-  """The host CPU's model name, as /proc/cpuinfo gives it."""
-  with open("/proc/cpuinfo") as f:
-    return next((line.split(":", 1)[1].strip() for line in f
-                 if line.startswith("model name")), "unknown")
-
-
 def peak_resident_bytes():
   """The process's peak resident memory since the last `reset_peak_resident`."""
   with open("/proc/self/status") as f:
@@ -161,7 +154,8 @@ def main(argv):
                                 ("test", f"test[:{_NUM_TEST.value}]"))}
 
   common_fields = dict(variant=config.variant, image_size=config.image_size,
-                       devices=jax.device_count(), batch=config.eval_batch, cpu=cpu_name(),
+                       devices=jax.device_count(), batch=config.eval_batch,
+                       cpu=cpu_devices.host_cpu_name(),
                        cores=len(os.sched_getaffinity(0)))
   probe(feature_step, params, data(config.eval_batch), batch_sharding)  # compiles
   rows = []

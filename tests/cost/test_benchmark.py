@@ -31,6 +31,9 @@ def test_benchmark_json_is_consistent(tmp_path):
   result = run_benchmark(tmp_path)
   devices = cpu_devices.count_for((8,), len(os.sched_getaffinity(0)))
   assert (result["num_devices"], result["batch"], result["image_size"]) == (devices, 8, 32)
+  # What a figure is stated beside: the host's CPU, and jax's version.
+  assert result["host_cpu"] == cpu_devices.host_cpu_name() != "unknown"
+  assert result["jax"] == jax.__version__
   # On CPU the peak is read before and after the timed rounds; the higher counts.
   assert len(result["peak_flops_reads"]) == 2
   assert result["peak_flops_per_device"] == max(result["peak_flops_reads"])

@@ -21,6 +21,7 @@ import time
 import jax
 
 from vit_jax.cost import accounting, profiling
+from vit_jax.runtime import cpu_devices
 from vit_jax.train import sharding
 from vit_jax.train import steps as train_steps  # `steps` counts steps below
 
@@ -215,9 +216,10 @@ def _xla_flops_per_example(step_flops, config, num_devices, batch_size):
 
 
 def _what_ran(config, mesh, batch_size):
-  """The head of a result: devices, model, resolution, batch and dtype."""
+  """The head of a result: devices, host, jax, model, resolution, batch and dtype."""
   device = mesh.devices.flat[0]
   return {"device": device.device_kind, "platform": device.platform,
+          "host_cpu": cpu_devices.host_cpu_name(), "jax": jax.__version__,
           "num_devices": mesh.size, "variant": config.variant,
           "image_size": config.image_size, "batch": batch_size,
           "dtype": config.model.dtype}

@@ -50,3 +50,14 @@ def use_one_device_per_core(batch_sizes) -> int | None:
   count = count_for(batch_sizes, len(os.sched_getaffinity(0)))
   jax.config.update("jax_num_cpu_devices", count)
   return count
+
+
+def host_cpu_name() -> str:
+  """The host CPU's model name, as /proc/cpuinfo gives it: measured figures
+  name the CPU they were measured on, as the same cores differ between hosts."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next((line.split(":", 1)[1].strip() for line in f
+                   if line.startswith("model name")), "unknown")
+  except OSError:  # not Linux
+    return "unknown"
