@@ -154,10 +154,11 @@ def test_xla_flops_per_example_count_every_micro_batch_of_an_accumulated_step():
 def test_a_scanned_step_reports_no_xla_flops_per_example():
   """XLA counts a scan's body once (test_cost_estimate shows it): one block's
   FLOPs, which would mean nothing; an unrolled step's count is per example."""
-  from vit_jax.cost import benchmarking
+  from vit_jax.cost import accounting
 
-  assert benchmarking._xla_flops_per_example(1e9, benchmark_config(scan=True), 8, 16) is None
-  assert benchmarking._xla_flops_per_example(1e9, benchmark_config(), 8, 16) == 5e8
+  for scan, per_example in ((True, None), (False, 5e8)):
+    assert accounting.compiled_flops_per_example(
+        1e9, benchmark_config(scan=scan), num_devices=8, global_batch=16) == per_example
 
 
 @pytest.mark.parametrize("overrides", [

@@ -261,6 +261,20 @@ def compiled_flops(compiled) -> float | None:
   return float(sum(counts)) if counts else None
 
 
+def compiled_flops_per_example(step_flops, config, *, num_devices,
+                               global_batch) -> float | None:
+  """XLA's FLOPs per example of ``config``'s compiled train step, or None.
+
+  ``step_flops`` is one device's count (`compiled_flops`) of a step over
+  ``global_batch`` examples. XLA counts a loop's body once: with gradient
+  accumulation that is one micro-batch of ``global_batch / accum_steps``
+  examples; with scan over layers, one block, so the count tells nothing.
+  """
+  if not step_flops or config.model.get("scan"):
+    return None
+  return step_flops * num_devices * config.accum_steps / global_batch
+
+
 def cross_checked_flops(xla_flops, analytic_flops, *, tolerance=0.2) -> float:
   """XLA's FLOPs per example where they agree with the analytic count.
 

@@ -120,8 +120,8 @@ def measure(config, batch_size, *, steps, rounds, warmup, inference=True,
   train = time_rounds(step.run, step.sync, **common)
   train.update(
       flops_per_example=accounting.analytic_flops_per_example(model, size, train=True),
-      xla_flops_per_example=_xla_flops_per_example(xla_flops, config, mesh.size,
-                                                   batch_size),
+      xla_flops_per_example=accounting.compiled_flops_per_example(
+          xla_flops, config, num_devices=mesh.size, global_batch=batch_size),
       compile_s=step.compile_s,
       compiled_memory_bytes=_compiled_bytes(step.compiled),
       peak_device_memory_bytes=_peak_device_bytes(devices[0]))
@@ -200,19 +200,6 @@ def compare(config, other, batch_size, *, steps, rounds, warmup):
   result.update(against_over_train_step_time=statistics.median(ratios),
                 rounds_against_faster=sum(r < 1 for r in ratios), rounds=rounds)
   return result
-
-
-def _xla_flops_per_example(step_flops, config, num_devices, batch_size):
-  """XLA's FLOPs per example of the compiled train step, or None.
-
-  ``step_flops`` is one device's count (`accounting.compiled_flops`). XLA
-  counts a loop's body once: with gradient accumulation, one micro-batch of
-  ``batch_size / config.accum_steps`` examples (as `vit_jax.train.loop`
-  counts it); with scan-over-layers, one block, so the count means nothing.
-  """
-  if not step_flops or config.model.get("scan"):
-    return None
-  return step_flops * num_devices * config.accum_steps / batch_size
 
 
 def _what_ran(config, mesh, batch_size):

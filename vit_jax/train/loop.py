@@ -153,11 +153,10 @@ def train_and_evaluate(config, workdir, *, devices=None):
   compile_start = time.monotonic()
   compiled_step = train_step.lower(state, batch).compile()
   compile_seconds = time.monotonic() - compile_start
-  step_flops = accounting.compiled_flops(compiled_step)
-  # XLA counts a loop's body once: with accumulation, one micro-batch's work.
-  counted_examples = config.global_batch // config.accum_steps
   flops_per_example = accounting.cross_checked_flops(
-      step_flops * num_devices / counted_examples if step_flops else None,
+      accounting.compiled_flops_per_example(
+          accounting.compiled_flops(compiled_step), config, num_devices=num_devices,
+          global_batch=config.global_batch),
       accounting.analytic_flops_per_example(model, config.image_size, train=True))
   accountant = accounting.Accountant(
       flops_per_example=flops_per_example, num_devices=num_devices,
