@@ -140,3 +140,15 @@ def test_the_demo_suite_transfers_to_datasets_the_pre_training_did_not_see():
     assert bench.finetune.optim.name == "sgd" and bench.finetune.optim.momentum == 0.9
     assert bench.finetune.optim.weight_decay == 0.0
     assert len(bench.lrs) > 1
+
+
+def test_the_pre_training_cost_is_read_from_its_workdir_or_a_checkpoint_of_it(tmp_path):
+  workdir = tmp_path / "pretrain"
+  (workdir / "checkpoints" / "1200").mkdir(parents=True)
+  (workdir / "summary.json").write_text(json.dumps(
+      {"step": 1200, "core_days": 0.5, "core_days_cpu": 0.5, "tpuv3_core_days": 0.01,
+       "eval": {"test": {"top1": 0.9}}}))
+  cost = {"core_days": 0.5, "core_days_cpu": 0.5, "tpuv3_core_days": 0.01}
+  assert transfer.pretraining_cost(str(workdir)) == cost
+  assert transfer.pretraining_cost(str(workdir / "checkpoints" / "1200")) == cost
+  assert transfer.pretraining_cost(str(tmp_path / "model.npz")) is None  # no workdir

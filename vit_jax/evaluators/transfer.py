@@ -128,12 +128,11 @@ def run_once(config, run_dir):
 
   None when the run stopped on a non-finite loss or gradient (now or before).
   """
-  summary_path = os.path.join(run_dir, workdir_files.SUMMARY_FILE)
   diverged_path = os.path.join(run_dir, DIVERGED_FILE)
-  if os.path.exists(summary_path):
+  summary = workdir_files.read_summary(run_dir)
+  if summary is not None:
     logging.info("%s is finished; its summary is read, not rerun", run_dir)
-    with open(summary_path) as f:
-      return json.load(f)
+    return summary
   if os.path.exists(diverged_path):
     return None
   try:
@@ -187,11 +186,9 @@ def extra_accuracy(run_config, extra, run_dir):
 
 def pretraining_cost(init):
   """The core-days the pre-training run ``init`` reported, where it is a workdir."""
-  path = os.path.join(workdir_files.run_workdir(init), workdir_files.SUMMARY_FILE)
-  if not os.path.exists(path):
+  summary = workdir_files.read_summary(workdir_files.run_workdir(init))
+  if summary is None:
     return None
-  with open(path) as f:
-    summary = json.load(f)
   return {key: value for key, value in summary.items()
           if key.startswith("core_days") or key == "tpuv3_core_days"}
 

@@ -39,20 +39,6 @@ def _nonfinite_message(state, skipped_before, window_start, step, manager):
           f"(config.on_nonfinite='skip' skips such steps instead)")
 
 
-def _finished_at(workdir):
-  """The step that the run in ``workdir`` last finished at (its summary), or None.
-
-  A run stopped at its last step evaluated that step there, on or off the
-  `eval_every` grid; `metrics` drops those records on resuming, so a run
-  extended past it evaluates it again.
-  """
-  try:
-    with open(os.path.join(workdir, workdir_files.SUMMARY_FILE)) as f:
-      return json.load(f).get("step")
-  except (OSError, ValueError, AttributeError):
-    return None
-
-
 def train_and_evaluate(config, workdir, *, devices=None):
   """Trains and evaluates as `config` says; everything goes into `workdir`.
 
@@ -201,8 +187,10 @@ def train_and_evaluate(config, workdir, *, devices=None):
   # `log_every` steps, so the host never waits on the step in between.
   # ------------------------------------------------------------------------
   eval_results, probe_results = {}, {}
-  # A finished run extended: it evaluated (and probed) its last step.
-  extended = 0 < start_step and _finished_at(workdir) == start_step
+  # A finished run extended: it evaluated (and probed) its last step there,
+  # on or off the grid, and `metrics` dropped those records on resuming.
+  finished = workdir_files.read_summary(workdir)
+  extended = 0 < start_step and finished is not None and finished["step"] == start_step
   if 0 < start_step < total_steps and (start_step % config.eval_every == 0 or extended):
     # The run before stopped at this eval step, maybe before its eval ran
     # (a preempted run saves and stops without it); `metrics` dropped the

@@ -40,3 +40,12 @@ def read_config(path):
                             f"or its {CONFIG_FILE}?")
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
+
+
+def read_summary(workdir):
+  """The summary a finished run wrote in ``workdir``, or None if it has not finished."""
+  path = os.path.join(workdir, SUMMARY_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
