@@ -49,9 +49,8 @@ _REGULARISER = flags.DEFINE_float(
 def _integers(values, flag, low):
   """The integers of a list flag; an error naming it unless there are some, all >= low.
 
-  The same bounds as `config.fewshot.shots` and `.seeds`: a shot count of 0
-  would probe on no examples (chance accuracy, silently), a negative seed
-  fails inside numpy.
+  ``low`` is `config.fewshot`'s bound of the same field
+  (`config_checks.PROBE_COUNT_LOWS`).
   """
   try:
     integers = [int(v) for v in values]
@@ -71,9 +70,10 @@ def main(argv):
 
   from vit_jax.evaluators import fewshot
   from vit_jax.inference import restore
-  from vit_jax.train import sharding, workdir_files
+  from vit_jax.train import config_checks, sharding, workdir_files
 
-  shots, seeds = _integers(_SHOTS.value, "shots", 1), _integers(_SEEDS.value, "seeds", 0)
+  shots, seeds = (_integers(flag.value, flag.name, config_checks.PROBE_COUNT_LOWS[flag.name])
+                  for flag in (_SHOTS, _SEEDS))
   config = workdir_files.read_config(_WORKDIR.value)
   cpu_devices.use_one_device_per_core((config.eval_batch,))
   datasets = fewshot.probe_datasets(config) if _DATASETS.value is None else _DATASETS.value

@@ -231,9 +231,14 @@ def _batch_shards(mesh_config, num_devices):
                        f"over config.mesh.model={model})")
 
 
+# The least shot count and seed a probe takes: no shots would probe on no
+# examples (chance accuracy, silently); numpy refuses a negative seed.
+PROBE_COUNT_LOWS = {"shots": 1, "seeds": 0}
+
+
 def _check_probe_counts(fewshot):
-  """Refuses shot counts below 1 and seeds below 0, or none of either."""
-  for field, low in (("shots", 1), ("seeds", 0)):
+  """Refuses shot counts and seeds below `PROBE_COUNT_LOWS`, or none of either."""
+  for field, low in PROBE_COUNT_LOWS.items():
     values = tuple(fewshot[field])
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < low
                          for v in values):
