@@ -123,6 +123,21 @@ def test_use_bias_false_drops_the_qkv_and_layer_norm_biases_only():
   assert gone == expected and set(without) <= set(with_bias)
 
 
+def test_use_bias_false_norms_neither_centre_nor_shift_as_vit_22b():
+  # "All LayerNorms were applied without bias and centering": x / rms(x) * scale.
+  norm = COMPUTE.norm(name="n", use_bias=False)
+  x = jax.random.normal(jax.random.key(0), (3, 8)) + 5.0
+  params = norm.init(jax.random.key(1), x)
+  assert jax.tree_util.tree_map(jnp.shape, params) == {"params": {"scale": (8,)}}
+  scale = jnp.linspace(0.5, 2.0, 8)
+  y = norm.apply({"params": {"scale": scale}}, x)
+  rms = jnp.sqrt(jnp.mean(x * x, axis=-1, keepdims=True) + 1e-6)
+  np.testing.assert_allclose(y, x / rms * scale, rtol=1e-5)
+  centred = COMPUTE.norm(name="n").apply(
+      {"params": {"scale": scale, "bias": jnp.zeros(8)}}, x)
+  assert not np.allclose(y, centred, atol=0.1)  # a LayerNorm would centre the + 5
+
+
 def test_qk_norm_adds_a_layer_norm_over_each_heads_queries_and_keys():
   plain = tiny_shapes()
   added = {n: s for n, s in tiny_shapes(qk_norm=True).items() if n not in plain}

@@ -42,8 +42,10 @@ def test_mesh_sizes_take_the_rest_and_bad_sizes_name_the_config_keys():
     mesh = sharding.make_mesh(mesh_config(**sizes))
     assert dict(mesh.shape) == dict(zip(("data", "fsdp", "model"), shape))
   for data, fsdp in ((3, -1), (-1, -1), (2, 2)):
-    with pytest.raises(ValueError, match=r"config.mesh data=.* does not cover the 8 devices"):
+    with pytest.raises(ValueError, match=r"config.mesh data=.* does not cover the 8 devices") as e:
       sharding.make_mesh(mesh_config(data=data, fsdp=fsdp))
+    # Fixed sizes on a CPU host: the error says how to get that many devices.
+    assert ("JAX_NUM_CPU_DEVICES=4" in str(e.value)) == ((data, fsdp) == (2, 2))
 
 
 def test_first_matching_rule_decides_and_optimizer_state_follows_its_parameter():

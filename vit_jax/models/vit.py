@@ -99,9 +99,15 @@ class ComputeSettings:
                 dot_general=dense.dot_general(self.dense_implementation))
 
   def norm(self, *, name: str, use_bias: bool = True):
-    """A LayerNorm in these dtypes, computed by ``layer_norm_implementation``."""
+    """A LayerNorm in these dtypes, computed by ``layer_norm_implementation``.
+
+    Without a bias it is ViT-22B's: "applied without bias and centering",
+    that is an RMSNorm (x / rms(x) * scale), whose one parameter has the
+    LayerNorm's name, ``scale``.
+    """
+    if not use_bias:
+      return nn.RMSNorm(name=name, dtype=self.dtype, param_dtype=self.param_dtype)
     return layer_norm.LayerNorm(name=name, dtype=self.dtype, param_dtype=self.param_dtype,
-                                use_bias=use_bias,
                                 implementation=self.layer_norm_implementation)
 
 
@@ -162,8 +168,8 @@ class MultiHeadDotProductAttention(nn.Module, kw_only=True):
   # (parameters shared by the heads) bounds the attention logits, whose growth
   # made its large runs diverge.
   qk_norm: bool
-  # Biases of the query/key/value projections (and of their LayerNorms);
-  # the out projection keeps its bias, as in ViT-22B.
+  # Biases of the query/key/value projections (and their LayerNorms' bias
+  # and centring); the out projection keeps its bias, as in ViT-22B.
   use_bias: bool
   compute: ComputeSettings
   # Where the encoder padded the tokens (`attention.pads_once`): how many are

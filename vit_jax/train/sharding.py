@@ -104,8 +104,23 @@ def axis_sizes(mesh_config, num_devices):
     raise ValueError(
         "config.mesh " + " x ".join(f"{a}={s}" for a, s in zip(MESH_AXES, asked))
         + f" does not cover the {num_devices} devices; choose sizes whose "
-        f"product is {num_devices}, at most one of them -1 (it takes the rest)")
+        f"product is {num_devices}, at most one of them -1 (it takes the rest)"
+        + _cpu_devices_hint(asked, num_devices))
   return tuple(sizes)
+
+
+def _cpu_devices_hint(asked, num_devices):
+  """How to get the devices a fixed mesh asks for, where they are this CPU's.
+
+  The launchers give a CPU host one device per core; a mesh of fixed sizes
+  (a TPU slice's, say) needs that many emulated devices instead.
+  """
+  wanted = math.prod(asked)
+  if (-1 in asked or wanted < 1 or jax.default_backend() != "cpu"
+      or num_devices != jax.device_count()):
+    return ""
+  return (f"; or, on this CPU host, emulate {wanted} devices with "
+          f"JAX_NUM_CPU_DEVICES={wanted}")
 
 
 def _check_model_groups_in_one_process(mesh):
