@@ -26,12 +26,21 @@ Suites (`suite=`):
 `seeds=N` runs N seeds (3, the paper's); `res=N` fine-tunes at N px in any
 suite (0: the suite's, the paper's 384 or the demo's 4x4 patch grid).
 `init` is a pre-training workdir (its variant and cost are read from it),
-an orbax step directory, or a published .npz (then `variant=` is needed).
+an orbax step directory, or a published .npz (then `variant=` is needed);
+`--config.init=PATH` moves every fine-tune's starting point with it (the
+variant stays the one `init=` gave).
+
+Each benchmark's `finetune` is the recipe of its runs less what the suite
+sets per run (`evaluators.transfer.PER_RUN_FIELDS`): the seed from `seeds`,
+the learning rate from the benchmark's `lrs`, the splits from its `splits`.
+Those fields are unset here, and a value given to one is refused rather
+than silently replaced.
 """
 import json
 import os
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from configs import common, demo, finetune
 from vit_jax.train import workdir_files
@@ -88,6 +97,7 @@ def get_config(arg=None):
     else:
       run = _paper_finetune(name, args)
       lrs = _paper_lrs(name)
+    _leave_per_run_fields_to_the_suite(run, config)
     preset = common.DATASETS[name]
     bench = dict(row=ROW_NAMES.get(name, name), group=preset.get("group", ""),
                  lrs=lrs, splits=dict(preset["transfer_splits"]), finetune=run)
@@ -98,6 +108,24 @@ def get_config(arg=None):
     config.benchmarks[name] = bench
   config.lock()
   return config
+
+
+def _leave_per_run_fields_to_the_suite(run, config):
+  """``run`` with the fields the suite sets per run unset, its init ``config.init``'s.
+
+  The fields are `vit_jax.evaluators.transfer.PER_RUN_FIELDS` (not imported:
+  it would bring TensorFlow into every config).
+
+  Left set, they would read as the runs' values and be replaced by the
+  suite's; an init of its own would not follow `--config.init`.
+  """
+  with run.unlocked():
+    run.init = config.get_ref("init")
+    run.seed = placeholder(int)
+    run.lr.base = placeholder(float)
+    run.data.train_split = placeholder(str)
+    run.data.eval_splits = None
+  return run
 
 
 def _chosen(names, wanted, suite):

@@ -53,6 +53,7 @@ from vit_jax import models  # noqa: E402
 from vit_jax.cost import benchmarking  # noqa: E402
 from vit_jax.models import resnet_stem  # noqa: E402
 from vit_jax.runtime import cli, cpu_devices  # noqa: E402
+from vit_jax.train import sharding  # noqa: E402
 
 FLAGS = cli.command_flags(__name__)
 _CONFIG = config_flags.DEFINE_config_file(
@@ -194,11 +195,20 @@ def main(argv):
     # Leave GPU memory to PyTorch: JAX would otherwise take 75% up front
     # (read when the backend starts, by the device count just below).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-  cpu_devices.use_one_device_per_core((batch_size,))
-  # Checked here: jax's own error is a traceback from deep in the first step.
-  if batch_size % (num_devices := jax.device_count()):
-    raise app.UsageError(f"--batch={batch_size} is not divisible by the "
-                         f"{num_devices} devices; pass a multiple of {num_devices}")
+  accum_steps = max(config.accum_steps, 1)
+  # The devices split each micro-batch, as in vit_jax.main.
+  cpu_devices.use_one_device_per_core((batch_size // accum_steps,))
+  # Checked here: jax's own error is a traceback from deep in the first step
+  # (the batch's placement, or its reshape into micro-batches). The devices
+  # of a model group share their examples, so only data x fsdp must divide.
+  num_devices = jax.device_count()
+  data, fsdp, _ = sharding.axis_sizes(config.mesh, num_devices)
+  if batch_size % (multiple := accum_steps * data * fsdp):
+    splitters = (f"the {num_devices} devices" if data * fsdp == num_devices
+                 else f"the {data * fsdp} batch shards (data x fsdp)")
+    accum = f" x config.accum_steps={accum_steps}" if accum_steps > 1 else ""
+    raise app.UsageError(f"--batch={batch_size} is not divisible by {splitters}"
+                         f"{accum}; pass a multiple of {multiple}")
   if _AGAINST.value is not None:
     if _COMPARE_TIMM.value or _PROFILE.value is not None:
       raise app.UsageError("--against compares two configs' train steps; "

@@ -41,6 +41,12 @@ _MANUAL_DIR = flags.DEFINE_string(
     flag_values=FLAGS)
 
 
+# This project's offline builders, the only ones this script builds.
+_OFFLINE = ("this project's offline ones are in vit_jax/data/builders/: "
+            "fashion_mnist_local, fashion_mnist_halves/first5, "
+            "fashion_mnist_halves/last5, sklearn_digits")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -51,13 +57,19 @@ def main(argv):
   builders_by_name = {}
   for name in _DATASET.value:  # every name checked before anything is built
     try:
-      builders_by_name[name] = tfds.builder(name, data_dir=_DATA_DIR.value)
+      builder = tfds.builder(name, data_dir=_DATA_DIR.value)
     except tfds.core.registered.DatasetNotFoundError:
       raise app.UsageError(
-          f"--dataset={name} is not a registered tfds dataset (this project's "
-          "offline ones are in vit_jax/data/builders/: fashion_mnist_local, "
-          "fashion_mnist_halves/first5, fashion_mnist_halves/last5, "
-          "sklearn_digits)") from None
+          f"--dataset={name} is not a registered tfds dataset ({_OFFLINE})") from None
+    # Any other tfds builder (cifar10, say) would download its files here,
+    # which this script promises never to do.
+    if not type(builder).__module__.startswith(builders.__name__):
+      raise app.UsageError(
+          f"--dataset={name} is a tfds dataset that downloads its files; this "
+          f"script builds none such ({_OFFLINE}). Prepare it with "
+          f"`tfds build {name} --data_dir={_DATA_DIR.value}` on a machine with "
+          f"network access")
+    builders_by_name[name] = builder
   config = tfds.download.DownloadConfig(manual_dir=_MANUAL_DIR.value,
                                         try_download_gcs=False)
   for name, builder in builders_by_name.items():

@@ -42,8 +42,8 @@ _TEST_SPLIT = flags.DEFINE_string(
     "(default: config.fewshot.test_split, else the eval split named 'test', "
     "else the last of config.data.eval_splits).", flag_values=FLAGS)
 _REGULARISER = flags.DEFINE_float(
-    "regulariser", None, "The ridge regression's regulariser (default: "
-    "config.fewshot.regulariser, else 2^10).", lower_bound=0, flag_values=FLAGS)
+    "regulariser", None, "The ridge regression's regulariser, > 0 (default: "
+    "config.fewshot.regulariser, else 2^10).", flag_values=FLAGS)
 
 
 def _integers(values, flag, low):
@@ -74,6 +74,13 @@ def main(argv):
 
   shots, seeds = (_integers(flag.value, flag.name, config_checks.PROBE_COUNT_LOWS[flag.name])
                   for flag in (_SHOTS, _SEEDS))
+  # config.fewshot.regulariser's bound, so that the command probes what a
+  # run may: at 0 the ridge solve is no longer ridge, and fewer shots than
+  # features leave it singular.
+  valid = config_checks.NUMERIC_FIELDS["fewshot.regulariser"]
+  if _REGULARISER.value is not None and not valid.admits(_REGULARISER.value):
+    raise app.UsageError(f"--regulariser={_REGULARISER.value:g} must be "
+                         f"{valid.describe()}")
   config = workdir_files.read_config(_WORKDIR.value)
   cpu_devices.use_one_device_per_core((config.eval_batch,))
   datasets = fewshot.probe_datasets(config) if _DATASETS.value is None else _DATASETS.value
@@ -90,8 +97,9 @@ def main(argv):
     regulariser = (config.get("fewshot") or {}).get("regulariser",
                                                     fewshot.DEFAULT_REGULARISER)
   # Every dataset is found before the restore.
-  probes = fewshot.probe_sets(config, datasets=datasets, splits=splits or None,
-                              shots=shots)
+  probes = fewshot.probe_sets(
+      config, datasets=datasets, splits=splits or None, shots=shots,
+      datasets_field="config.fewshot.datasets" if _DATASETS.value is None else "--datasets")
   model, params = restore.restore_model(config, _CHECKPOINT.value or _WORKDIR.value)
   mesh = sharding.make_mesh(config.mesh)
   params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))

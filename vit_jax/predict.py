@@ -21,8 +21,9 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "A run's workdir: its config and latest checkpoint.",
     flag_values=FLAGS)
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Parameters to use instead: a .npz, a workdir or a "
-    "checkpoint step directory.", flag_values=FLAGS)
+    "checkpoint", None, "Parameters to use instead: a .npz, a workdir, a "
+    "checkpoint step directory, or a timm or Hugging Face ViT (state dict file "
+    "or directory).", flag_values=FLAGS)
 _CONFIG = flags.DEFINE_string(
     "config", None, "Without --workdir: configs/X.py:args or a run's config.json.",
     flag_values=FLAGS)

@@ -97,6 +97,12 @@ def test_against_a_key_the_config_lacks_names_it(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--batch=6"], "--batch=6 is not divisible by the 4 devices; pass a multiple of 4"),
+    # Each device's share is cut into micro-batches: jax's reshape traceback.
+    (["--config.accum_steps=3"], "--batch=8 is not divisible by the 4 devices x "
+     "config.accum_steps=3; pass a multiple of 12"),
+    (["--batch=6", "--config.mesh.model=2", "--config.accum_steps=2"],
+     "--batch=6 is not divisible by the 2 "
+     "batch shards (data x fsdp) x config.accum_steps=2; pass a multiple of 4"),
     (["--rounds=0"], "flag --rounds=0: 0 is not a positive integer"),
     (["--steps=0"], "flag --steps=0: 0 is not a positive integer"),
 ])

@@ -163,6 +163,8 @@ def test_main_dry_run_of_an_epoch_config_without_a_dataset_names_its_own_flag(tm
      "KIND:CHIPS, e.g. tpu_v4:256"),
     ("--config.image_size=225",
      "config.image_size=225 is not divisible by the patch size 16 of Ti/16"),
+    # Not a silent one-step run: an epoch of 0 examples is max(1, 0) steps.
+    ("--train_examples=0", "flag --train_examples=0: 0 is not a positive integer"),
 ])
 def test_estimate_cost_names_a_bad_flag_or_config_key_in_one_line(flag, message):
   stderr = stderr_of_a_refused_run(
@@ -351,3 +353,20 @@ def test_a_bad_devices_flag_names_the_valid_kinds(spec, message):
 def test_tpu_v3_chips_are_two_devices_of_16_gib():
   kind, chips = estimate.parse_devices("tpu_v3:128")
   assert (chips, kind.devices_per_chip, kind.memory_bytes) == (128, 2, 16 * 2**30)
+
+
+@pytest.mark.parametrize("devices, data, hint", [
+    ("tpu_v4:8", 3, "; or plan for 3 devices: --devices=tpu_v4:3"),
+    ("tpu_v3:4", 6, "; or plan for 6 devices: --devices=tpu_v3:3"),
+    ("tpu_v3:4", 3, ""),  # half a chip: no such target
+])
+def test_a_mesh_that_does_not_cover_the_targets_devices_names_the_devices_flag(
+    devices, data, hint):
+  """Not JAX_NUM_CPU_DEVICES, a run's hint: with it set the plan is refused."""
+  with pytest.raises(ValueError) as error:
+    estimate.print_report(tiny_plan_config(data=data, fsdp=1), mfu=0.4,
+                          devices=devices)
+  assert str(error.value) == (
+      f"config.mesh data={data} x fsdp=1 x model=1 does not cover the 8 devices; "
+      f"choose sizes whose product is 8, at most one of them -1 (it takes the "
+      f"rest){hint}")

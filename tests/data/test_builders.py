@@ -137,3 +137,17 @@ def test_prepare_data_builds_several_then_skips_them(tmp_path, capsys):
   assert "Prepared fashion_mnist_halves/last5 in " in printed
   cli.call(prepare_data.main, prepare_data.FLAGS, argv)
   assert capsys.readouterr().out.count("already prepared") == 2
+
+
+def test_prepare_data_refuses_a_tfds_dataset_that_downloads(tmp_path):
+  # It used to start downloading cifar10, against its promise never to.
+  argv = ["prepare_data", "--dataset=cifar10", f"--data_dir={tmp_path / 'data'}"]
+  with pytest.raises(SystemExit) as error:
+    cli.call(prepare_data.main, prepare_data.FLAGS, argv)
+  assert str(error.value) == (
+      "error: --dataset=cifar10 is a tfds dataset that downloads its files; this script "
+      "builds none such (this project's offline ones are in vit_jax/data/builders/: "
+      "fashion_mnist_local, fashion_mnist_halves/first5, fashion_mnist_halves/last5, "
+      f"sklearn_digits). Prepare it with `tfds build cifar10 --data_dir={tmp_path / 'data'}` "
+      "on a machine with network access")
+  assert not (tmp_path / "data").exists()

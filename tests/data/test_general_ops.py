@@ -44,3 +44,17 @@ def test_value_range_refuses_an_empty_input_range():
   with pytest.raises(ValueError, match=r"^value_range: in_min and in_max are both 5; the "
                      r"input range must not be empty \(e\.g\. in_min=0, in_max=255\)\.$"):
     preprocess.parse("value_range(0, 1, 5, 5)")
+
+
+def test_onehot_of_a_missing_feature_names_it_and_the_features_there():
+  # It used to raise a bare KeyError('labels') from inside the traced function.
+  with pytest.raises(KeyError) as error:
+    run("onehot(10, key='labels')", example(random_image()), "eager")
+  assert error.value.args[0] == ("onehot: no feature 'labels' to encode; available: "
+                                 "['_rng', 'image', 'label']. Name it with key=.")
+
+
+def test_onehot_refuses_zero_classes():
+  with pytest.raises(ValueError) as error:
+    preprocess.parse("onehot(0)")
+  assert str(error.value) == "onehot: num_classes must be at least 1, got 0."

@@ -162,3 +162,28 @@ def test_a_size_that_is_no_int_or_pair_is_named(spec):
   assert str(error.value) == (f"Bad arguments in preprocessing op {spec!r}: size {size} "
                               f"is neither an int (a square) nor a (height, width) pair, "
                               f"e.g. 224 or (224, 160)")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("resize(224, method='cubic')", "resize: unknown method 'cubic'; valid: area, bicubic, "
+     "bilinear, gaussian, lanczos3, lanczos5, mitchellcubic, nearest."),
+    ("inception_crop(224, method='Bilinear')", "inception_crop: unknown method 'Bilinear'; "
+     "valid: area, bicubic, bilinear, gaussian, lanczos3, lanczos5, mitchellcubic, nearest."),
+    ("resize(0)", "resize: size 0 must be positive, e.g. 224 or (224, 160)."),
+    ("central_crop((224, -1))", "central_crop: size (224, -1) must be positive, e.g. 224 or "
+     "(224, 160)."),
+    ("resize_small((256, 256))", "resize_small: smaller_size must be a positive int, the "
+     "shorter side in pixels, e.g. 256; got (256, 256)."),
+    ("inception_crop(224, area_min=50, area_max=10)", "inception_crop: area_min=50 and "
+     "area_max=10 must satisfy 0 < area_min <= area_max <= 100 (percent of the image)."),
+    ("decode_jpeg_and_inception_crop(224, area_min=0)", "decode_jpeg_and_inception_crop: "
+     "area_min=0 and area_max=100 must satisfy 0 < area_min <= area_max <= 100 (percent of "
+     "the image)."),
+])
+def test_a_bad_size_method_or_area_range_is_named_when_the_spec_is_parsed(spec, message):
+  # They used to pass the parser: a bad method or size then failed on the
+  # first image with TensorFlow's "Resize method is not implemented: cubic"
+  # (no op named), and an inverted area range silently kept whole images.
+  with pytest.raises(ValueError) as error:
+    preprocess.parse(spec)
+  assert str(error.value) == message

@@ -148,3 +148,12 @@ def test_preprocessing_that_never_decodes_is_named_before_the_model_is_built(fas
       "config.pp.eval='value_range(-1,1)|onehot(10)' gives images of shape [], not "
       "(height, width, channels); decode them first (start it with decode or "
       "decode_jpeg_and_inception_crop)")
+
+
+def test_an_ops_own_error_surfaces_as_raised_when_the_strings_are_checked(fashion_data_dir):
+  # Traced with autograph, it came buried in a multi-line "in user code:" traceback.
+  config = tiny_config(fashion_data_dir, **{"pp.eval": "decode|resize(16)|keep('img')"})
+  with pytest.raises(KeyError) as error:
+    input_pipeline.check_fits_model(source(fashion_data_dir), config)
+  assert error.value.args[0] == ("keep: no feature(s) ['img']; available: "
+                                 "['_id', '_rng', 'image', 'label'].")

@@ -45,3 +45,13 @@ def test_randaug_names_a_grey_image_and_the_decode_that_makes_rgb(mode):
   with pytest.raises(ValueError, match=r"randaug works on RGB images of 3 channels; got "
                      r"shape \(20, 24, 1\)\. Decode with decode \(3 channels\), not decode\(1\)\."):
     run("randaug(2, 10)", example(random_image(channels=1)), mode)
+
+
+@pytest.mark.parametrize("num_layers", [2.5, -1])
+def test_randaug_refuses_a_layer_count_that_is_no_whole_number(num_layers):
+  # It used to pass the parser and fail on the first image with TensorFlow's
+  # "Value for attr 'Tshape' of float" or "Dimension -2 must be >= 0".
+  with pytest.raises(ValueError) as error:
+    preprocess.parse(f"randaug({num_layers}, 10)")
+  assert str(error.value) == (f"randaug: num_layers must be a whole number >= 0, "
+                              f"got {num_layers}.")

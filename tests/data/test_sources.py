@@ -464,3 +464,39 @@ def test_multi_label_tfrecords_train_with_sigmoid_loss_and_report_hand_checked_p
     train_records = [r for r in map(json.loads, f) if r["split"] == "train"]
   assert train_records[-1]["loss"] < train_records[0]["loss"]
   assert train_records[-1]["corrupt_images"] == 0
+
+
+@pytest.mark.parametrize("layout, why", [
+    ("loose", "it holds 1 image file(s) itself; put each class's images in a "
+              "subfolder named after the class"),
+    ("empty", "it needs class subfolders of JPEG and PNG files")])
+def test_a_folder_split_without_class_folders_of_images_names_the_layout(tmp_path, layout, why):
+  # It used to fail as a slice: "split 'train' holds no records of the 0 there".
+  train = tmp_path / "train"
+  (train / "class00").mkdir(parents=True)
+  if layout == "loose":
+    (train / "a.jpg").write_bytes(tf.io.encode_jpeg(image(1)).numpy())
+  with pytest.raises(sources.DatasetNotPreparedError) as error:
+    make_source("folder", tmp_path).num_examples("train")
+  assert str(error.value) == (
+      f"split 'train': no images in {train}/<class>/*.{{jpg,jpeg,png}} "
+      f"(config.data.data_dir + config.data.pattern); {why}")
+
+
+def test_rewriting_a_split_with_another_shard_count_is_refused_until_the_old_shards_go(
+    tmp_path):
+  # The old shards used to stay and match `train-*.tfrecord`: every example twice.
+  write_tfrecords(tmp_path, num_shards=3)
+  with pytest.raises(ValueError) as error:
+    write_tfrecords(tmp_path, num_shards=2)
+  assert str(error.value) == (
+      f"{tmp_path} already holds 3 shard(s) of split 'train' of another shard count "
+      "(train-00000-of-00003.tfrecord ...), which would be read with the 2 new ones; "
+      "delete them first, or write to another directory")
+  for old in glob.glob(str(tmp_path / "train-*-of-00003.tfrecord")):
+    os.remove(old)
+  manifest = write_tfrecords(tmp_path, num_shards=2)
+  assert sorted(manifest["files"]) == ["train-00000-of-00002.tfrecord",
+                                       "train-00001-of-00002.tfrecord"]
+  assert manifest["count"] == NUM
+  assert make_source("tfrecord", tmp_path).num_examples("train") == NUM

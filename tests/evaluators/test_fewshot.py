@@ -433,3 +433,34 @@ def test_plot_metrics_draws_a_few_shot_line_per_probed_dataset(tmp_path):
   assert plot_metrics.series(loaded, "eval", ("top1", "prec@1"), "step") == {}
   plot_metrics.plot([str(tmp_path)], str(tmp_path / "m.png"))
   assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_the_command_refuses_a_regulariser_the_config_refuses_naming_the_flag(
+    value, tmp_path):
+  from vit_jax import fewshot as fewshot_command
+  from vit_jax.runtime import cli
+  with pytest.raises(SystemExit) as error:
+    cli.call(fewshot_command.main, fewshot_command.FLAGS,
+             ["fewshot", f"--workdir={tmp_path}", f"--regulariser={value}"])
+  assert str(error.value) == (f"error: --regulariser={float(value):g} must be > 0 "
+                              f"(the ridge regulariser)")
+
+
+@pytest.mark.parametrize("entries, message", [
+    ("digits:x", "--datasets entry 'digits:x': expected a preset name, or 'name:K' with "
+     "its own shot counts K >= 1 joined by '/' (e.g. 'imagenet2012:10', "
+     "'imagenet2012:5/10')"),
+    ("digits,digits:5", "--datasets=('digits', 'digits:5') names digits more than once; "
+     "give each dataset one entry"),
+])
+def test_the_command_names_its_datasets_flag_in_an_entrys_error(entries, message, tmp_path):
+  from vit_jax import fewshot as fewshot_command
+  from vit_jax.runtime import cli
+  from vit_jax.train import workdir_files
+  config = tiny_config(str(tmp_path / "no_data"))
+  (tmp_path / workdir_files.CONFIG_FILE).write_text(config.to_json_best_effort())
+  with pytest.raises(SystemExit) as error:
+    cli.call(fewshot_command.main, fewshot_command.FLAGS,
+             ["fewshot", f"--workdir={tmp_path}", f"--datasets={entries}"])
+  assert str(error.value) == f"error: {message}"

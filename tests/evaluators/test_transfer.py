@@ -4,6 +4,7 @@ import os
 
 import ml_collections
 import pytest
+from ml_collections.config_dict import placeholder
 
 from configs import common, transfer as transfer_config
 from conftest import tiny_config
@@ -19,13 +20,18 @@ def tiny_suite(data_dir, *, lrs=(DIVERGING_LR, 0.05), seeds=(0, 1), **overrides)
                                       **overrides})
   # The extra row scores the final runs again on the same test images and
   # labels, standing in for ImageNet's ReaL labels.
+  extra_data = finetune.data.copy_and_resolve_references()
+  with finetune.unlocked():  # the suite sets these per run, as configs/transfer.py's
+    finetune.seed = placeholder(int)
+    finetune.lr.base = placeholder(float)
+    finetune.data.train_split = placeholder(str)
+    finetune.data.eval_splits = None
   config = ml_collections.ConfigDict(dict(
       suite="test", init="", seeds=seeds, benchmarks={"tiny": dict(
           row="Tiny Fashion", group="", lrs=lrs, finetune=finetune,
           splits=dict(train="train", dev_train="train[:80%]", dev="train[80%:]",
                       test="test"),
-          extra=dict(row="Tiny Fashion again", split="test",
-                     data=finetune.data.copy_and_resolve_references()))}))
+          extra=dict(row="Tiny Fashion again", split="test", data=extra_data))}))
   config.lock()
   return config
 
@@ -69,6 +75,72 @@ def test_a_missing_dataset_stops_the_suite_before_anything_trains(fashion_data_d
                      match=r"(?s)tiny: dataset 'no_such_dataset'.*prepare it with"):
     transfer.run_suite(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "tiny")
+
+
+@pytest.mark.parametrize("split, problem", [
+    ("trian[80%:]", "dataset 'fashion_mnist_local' has no split 'trian'; valid: test, train"),
+    ("train[80%:", "split 'train[80%:' is not 'name' or a slice like 'name[:98%]' or "
+     "'name[1000:2000]'"),
+])
+def test_a_split_the_dataset_lacks_is_named_by_its_field_before_anything_trains(
+    split, problem, fashion_data_dir, tmp_path):
+  config = tiny_suite(fashion_data_dir)
+  config.benchmarks.tiny.splits.dev = split
+  with pytest.raises(sources.DatasetNotPreparedError) as error:
+    transfer.run_suite(config, str(tmp_path))
+  assert str(error.value) == (f"the suite cannot read 1 of its datasets; nothing was "
+                              f"trained:\n  tiny: config.benchmarks.tiny.splits.dev="
+                              f"{split!r}: {problem}")
+  assert not os.path.exists(tmp_path / "tiny")
+
+
+@pytest.mark.parametrize("lrs, overrides, message", [
+    ((0.05, -1.0), {}, "config.benchmarks.tiny (lr -1, seed 0): config.lr.base=-1.0 "
+     "must be > 0 (the peak learning rate)"),
+    ((0.05,), {"optim.grad_clip_norm": -1.0}, "config.benchmarks.tiny (lr 0.05, seed 0): "
+     "config.optim.grad_clip_norm=-1.0 must be >= 0 (0 turns clipping off; a negative "
+     "norm would flip every gradient)"),
+    ((), {}, "config.benchmarks.tiny.lrs is empty; give one learning rate or more"),
+])
+def test_a_field_no_run_could_take_stops_the_suite_before_anything_trains(
+    lrs, overrides, message, tmp_path):
+  config = tiny_suite(str(tmp_path / "no_data"), lrs=lrs, **overrides)
+  with pytest.raises(ValueError) as error:
+    transfer.run_suite(config, str(tmp_path))
+  assert str(error.value) == message
+  assert not os.path.exists(tmp_path / "tiny")
+
+
+@pytest.mark.parametrize("field, value, source", [
+    ("seed", 3, "config.seeds"),
+    ("lr.base", 0.5, "config.benchmarks.tiny.lrs"),
+    ("data.train_split", "train[:10%]", "config.benchmarks.tiny.splits"),
+])
+def test_a_fine_tune_field_the_suite_sets_per_run_is_refused_naming_its_source(
+    field, value, source, tmp_path):
+  config = tiny_suite(str(tmp_path / "no_data"))
+  *parents, leaf = field.split(".")
+  node = config.benchmarks.tiny.finetune
+  for part in parents:
+    node = node[part]
+  node[leaf] = value  # as --config.benchmarks.tiny.finetune.FIELD=VALUE does
+  with pytest.raises(ValueError) as error:
+    transfer.run_suite(config, str(tmp_path))
+  assert str(error.value) == (f"config.benchmarks.tiny.finetune.{field}={value!r}: the "
+                              f"suite sets it for each run from {source}; set that instead")
+
+
+@pytest.mark.parametrize("suite", ["demo", "paper"])
+def test_suite_configs_leave_per_run_fields_unset_and_init_to_config_init(suite):
+  config = transfer_config.get_config(f"suite={suite},init=/x.npz,variant=Ti/7")
+  for bench in config.benchmarks.values():
+    for field in transfer.PER_RUN_FIELDS:
+      node = bench.finetune
+      for part in field.split("."):
+        node = node[part]
+      assert node is None, field
+  config.init = "/y.npz"  # as --config.init=/y.npz does
+  assert {bench.finetune.init for bench in config.benchmarks.values()} == {"/y.npz"}
 
 
 def test_the_lr_of_the_best_dev_score_is_chosen_ties_to_the_first():

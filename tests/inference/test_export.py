@@ -105,6 +105,31 @@ def test_npz_export_of_an_earlier_step(fashion_data_dir, tmp_path, capsys):
     run_export(f"--workdir={tmp_path / 'run'}", "--step=5", "--format=npz", f"--out={out}")
 
 
+
+def test_npz_export_refuses_a_name_without_npz_and_makes_its_directory(
+    fashion_data_dir, tmp_path, capsys):
+  """Only a name ending in .npz is read back by config.init and --checkpoint."""
+  _, _, evaluated = make_run(fashion_data_dir, tmp_path / "run")
+  with pytest.raises(SystemExit, match=r"^error: --out=.*/vit: an npz export is a file "
+                                       r"whose name ends in \.npz \(e\.g\. vit\.npz\)"):
+    run_export(f"--workdir={tmp_path / 'run'}", "--format=npz", f"--out={tmp_path / 'vit'}")
+  assert not os.path.exists(tmp_path / "vit")
+  out = str(tmp_path / "exports" / "vit.npz")
+  run_export(f"--workdir={tmp_path / 'run'}", "--format=npz", f"--out={out}")
+  jax.tree.map(np.testing.assert_array_equal, npz.load_npz(out), evaluated[7])
+
+
+@pytest.mark.parametrize("export_format", ["serving", "timm"])
+def test_directory_formats_refuse_an_existing_file_in_one_line(
+    fashion_data_dir, tmp_path, export_format):
+  make_run(fashion_data_dir, tmp_path / "run")
+  out = tmp_path / "vit.npz"
+  out.write_bytes(b"an earlier export")
+  with pytest.raises(SystemExit, match=rf"^error: --out=.*/vit\.npz is an existing file; "
+                                       rf"the {export_format} format writes a directory"):
+    run_export(f"--workdir={tmp_path / 'run'}", f"--format={export_format}", f"--out={out}")
+  assert out.read_bytes() == b"an earlier export"
+
 # Runs in a fresh interpreter that imports vit_jax/inference/serving.py by its path and
 # reports which modules of the training code (or flax, TF) got imported.
 LOAD_BY_PATH = """

@@ -143,14 +143,31 @@ def test_a_checkpoint_of_the_other_classifier_is_named_by_its_class_token(
 
 
 def test_missing_init_path_says_what_it_expected(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"nowhere' is none of the checkpoints "
-                                              r"accepted: a .npz file; a timm or Hugging "
+  with pytest.raises(FileNotFoundError, match=r"nowhere' does not exist; a checkpoint is "
+                                              r"one of: a .npz file; a timm or Hugging "
                                               r"Face state dict \(.safetensors, .pth, .bin"):
     pretrained.read_params(str(tmp_path / "nowhere"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match=r"empty' is none of the checkpoints "
+                                              r"accepted: a .npz file; "):
+    pretrained.read_params(str(tmp_path / "empty"))
   with pytest.raises(FileNotFoundError, match="nowhere.npz does not exist"):
     pretrained.read_params(str(tmp_path / "nowhere.npz"))
   with pytest.raises(FileNotFoundError, match="nowhere.safetensors does not exist"):
     pretrained.read_params(str(tmp_path / "nowhere.safetensors"))
+
+
+def test_a_hub_name_that_is_no_local_path_says_how_to_download_it(tmp_path, monkeypatch):
+  """Runs read local files only; a from_pretrained-style name gets the command to fetch it."""
+  monkeypatch.chdir(tmp_path)
+  for given, name in [("google/vit-base-patch16-224", "google/vit-base-patch16-224"),
+                      ("hf-hub:timm/vit_base_patch16_224.augreg_in21k",
+                       "timm/vit_base_patch16_224.augreg_in21k")]:
+    with pytest.raises(FileNotFoundError) as raised:
+      pretrained.locate(given)
+    assert (f"does not exist (a Hugging Face or timm hub name is not downloaded: fetch it "
+            f"with `hf download {name} --local-dir DIR` and pass DIR); a checkpoint is "
+            f"one of: a .npz file;") in str(raised.value)
 
 
 # timm and Hugging Face files; tests/models/test_torch_formats.py has the

@@ -94,3 +94,35 @@ def test_no_resnet_stages_is_a_stem_of_the_root_alone():
   assert not any(name.startswith("block") for name in shapes)
   assert shapes["embedding/kernel"] == (8, 8, 64, 32)
   assert shapes["Transformer/posembed_input/pos_embedding"] == (1, 2 * 2 + 1, 32)
+
+
+def test_a_hybrid_of_several_cells_per_patch_needs_an_image_side_that_is_a_multiple():
+  # docs/models.md once gave /64 a 3x3 grid at 224 px; 224 is refused.
+  model = models.get_model("R26x1+Ti/64", num_classes=10, num_layers=1)
+  with pytest.raises(ValueError) as error:
+    jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)),
+                                      train=False))
+  assert str(error.value) == ("image height 224 and width 224 must both be divisible "
+                              "by the patch size 64")
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 256, 256, 3)),
+                                             train=False))["params"]
+  assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 4 * 4 + 1, 192)
+
+
+def test_a_hybrid_of_a_width_bit_does_not_have_is_refused():
+  # 'R50x11+B/16' (a slip for x1) used to build an 11x wider stem.
+  with pytest.raises(ValueError) as error:
+    models.get_model("R50x11+B/16", num_classes=10)
+  assert str(error.value) == ("unknown hybrid 'R50x11+B/16'; valid: R{depth}x{width}+ViT "
+                              "with depth one of 26, 50, 101, 152 and width one of 1, 2, "
+                              "3, 4, e.g. R50x1+B/16")
+
+
+@pytest.mark.parametrize("variant, family", [("Ti/16", "VisionTransformer"),
+                                             ("R26x1", "ResNetV2")])
+def test_a_dtype_that_is_no_dtype_names_the_field(variant, family):
+  # numpy's "data type 'bf16' not understood" named neither field nor remedy.
+  with pytest.raises(ValueError) as error:
+    models.get_model(variant, num_classes=10, param_dtype="bf16")
+  assert str(error.value) == (f"{family} field param_dtype='bf16' is no dtype; e.g. "
+                              f"'float32', 'bfloat16', 'float16'")

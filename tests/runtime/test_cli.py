@@ -172,6 +172,22 @@ def test_resuming_a_finished_run_with_fewer_steps_is_refused_and_keeps_it(
   assert {name: (workdir / name).read_bytes() for name in kept} == kept
 
 
+@pytest.mark.parametrize("config, message", [
+    ("configs/demo.py:stage=pretrain,bogus=1",
+     "error: unknown config argument 'bogus'; valid keys: data, data_dir, init, stage, "
+     "variant"),
+    ("configs/transfer.py:suite=demo",
+     "error: configs/transfer.py: init= is needed: the pre-trained run's workdir"),
+    ("configs/nothere.py",
+     f"error: --config=configs/nothere.py: no such file; the configs are the files "
+     f"of {REPO}/configs"),
+], ids=["unknown_argument", "missing_argument", "missing_file"])
+def test_a_mistake_in_the_config_file_or_its_arguments_is_one_line(tmp_path, config, message):
+  # The last --config= wins: demo.py, which run_main gives first, is replaced.
+  line = refused_run_of_main(tmp_path, f"--config={config}")
+  assert line.startswith(message), line
+
+
 def test_a_bad_flag_is_absls_one_line(tmp_path):
   process = subprocess.run(
       [sys.executable, "-m", "vit_jax.evaluate", f"--workdir={tmp_path}", "--nosuch=1"],

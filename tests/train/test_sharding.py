@@ -202,3 +202,29 @@ def test_fsdp_splits_a_bit_resnets_convolutions_like_dense_kernels():
       params, sharding.param_shardings(mesh, params, layout_config))
   total = sum(leaf.size * 4 for leaf in jax.tree.leaves(params))
   assert per_device < total / 7, (per_device, total)
+
+
+@pytest.mark.parametrize("variant, mib", [
+    ("B/16", (991, 127, 250, None, 128)),
+    ("G/14", (21108, 2650, 5287, 2674, 2650)),
+])
+def test_the_per_device_state_table_of_multi_host_md(variant, mib):
+  """docs/multi_host.md's parameters + Adam moments a device on 8 devices:
+  data parallel, FSDP, data 2 x FSDP 4, model 8 (None: refused), FSDP 4 x
+  model 2; from shapes on abstract meshes, so ViT-G costs seconds."""
+  config = common.base_config()
+  model = models.get_model(variant, num_classes=1000, **config.model)
+  tx = optim.make_optimizer(config.optim, optax.constant_schedule(1e-3))
+  state = abstract_train_state(model, tx, 224)
+  del state["ema_params"]
+  counted = []
+  for data, fsdp, model_axis in ((-1, 1, 1), (1, -1, 1), (2, -1, 1), (1, 1, 8), (1, 4, 2)):
+    layout = mesh_config(data=data, fsdp=fsdp, model=model_axis, fsdp_min_size=2**18)
+    try:
+      shardings = sharding.state_shardings(
+          sharding.abstract_mesh(layout, 8), state, layout)
+    except sharding.ModelAxisError:
+      counted.append(None)
+      continue
+    counted.append(round(sharding.bytes_per_device(state, shardings) / 2**20))
+  assert tuple(counted) == mib

@@ -6,7 +6,8 @@ forward pass and gradient at the config's resolution: both work on shapes
 alone, so ViT-H/14 is estimated in a few hundred MB of host memory. The
 analytic count of `accounting.analytic_flops_per_example` is printed beside
 XLA's; they agree within a few percent for the whole ViT family
-(tests/cost/test_cost_estimate.py).
+(tests/cost/test_cost_estimate.py), except under remat, whose recomputed
+forward pass XLA counts too (22B/14: 20% more).
 
   TPUv3-core-days = FLOPs per example x examples / (61.5e12 x MFU x 86,400)
 
@@ -47,6 +48,7 @@ XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise), of cuDNN's fused attention
 """
 import copy
 import dataclasses
+import functools
 import math
 import time
 from types import SimpleNamespace
@@ -441,6 +443,21 @@ def _fewest_devices(mesh_config):
   return math.prod(size for size in sizes if size > 0)
 
 
+def _devices_hint(kind, asked, num_devices):
+  """The --devices a mesh of fixed sizes asks for, for `sharding.axis_sizes`.
+
+  Its default hint (JAX_NUM_CPU_DEVICES) would be wrong here: the plan's
+  devices are the target's, emulated, and a count fixed by the user makes
+  `emulated_devices` refuse the plan.
+  """
+  del num_devices  # the error names it already
+  wanted = math.prod(asked)
+  if -1 in asked or wanted < 1 or wanted % kind.devices_per_chip:
+    return ""
+  return (f"; or plan for {wanted} devices: "
+          f"--devices={kind.name}:{wanted // kind.devices_per_chip}")
+
+
 def print_report(config, *, train_examples=None, mfu, devices=None):
   """Prints the estimate of `vit_jax.main --dry_run` and scripts/estimate_cost.py.
 
@@ -459,6 +476,8 @@ def print_report(config, *, train_examples=None, mfu, devices=None):
                  else _fewest_devices(config.mesh))
   if target:  # before anything below starts JAX's backend
     emulated_devices(num_devices)
+    sharding.axis_sizes(config.mesh, num_devices,
+                        hint=functools.partial(_devices_hint, target[0]))
   config_checks.check_config(config, num_devices=num_devices, process_count=1)
   total_steps, epoch_size = planned_steps(config, train_examples)
   estimate_dict = estimate(config, total_steps=total_steps, mfu=mfu)

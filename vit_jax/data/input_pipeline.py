@@ -104,7 +104,9 @@ def _traced_outputs(source, pp_spec):
   pp = preprocess.parse(pp_spec)
   seeded = {**source.element_spec,
             preprocess.RNG_KEY: tf.TensorSpec([2], tf.int64)}
-  traced = tf.function(lambda features: _model_inputs(pp(features)))
+  # Without autograph an op's own error (a missing feature, say) surfaces as
+  # it was raised, not buried in a multi-line "in user code" traceback.
+  traced = tf.function(lambda features: _model_inputs(pp(features)), autograph=False)
   return traced.get_concrete_function(seeded).structured_outputs
 
 

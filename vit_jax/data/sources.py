@@ -328,6 +328,16 @@ class FolderSource(_PartsSource):
       parts += [Part(os.path.join(folder, f), 0, 1, class_ids[name])
                 for f in sorted(_listdir(folder))
                 if f.lower().endswith(IMAGE_SUFFIXES)]
+    if not parts:
+      # Said here: left to the slicing, an empty listing reads as a slice
+      # "with no records of the 0 there", naming neither folder nor layout.
+      loose = [f for f in _listdir(directory) if f.lower().endswith(IMAGE_SUFFIXES)]
+      layout = (f"it holds {len(loose)} image file(s) itself; put each class's "
+                f"images in a subfolder named after the class" if loose else
+                "it needs class subfolders of JPEG and PNG files")
+      raise DatasetNotPreparedError(
+          f"split {split!r}: no images in {directory}/<class>/*.{{jpg,jpeg,png}} "
+          f"(config.data.data_dir + config.data.pattern); {layout}")
     random.Random(0).shuffle(parts)  # classes mixed before any slicing
     return parts
 

@@ -9,6 +9,7 @@ encoding and the writes run in TensorFlow's C++ code, outside the GIL).
 """
 import json
 import os
+import re
 from concurrent import futures
 
 import numpy as np
@@ -115,6 +116,17 @@ def write_split(out_dir, split, examples, *, num_shards, classes=None, workers=8
   """
   tf.io.gfile.makedirs(out_dir)
   num_shards = max(1, min(num_shards, len(examples)))
+  # Shards of an earlier write with another shard count are not overwritten,
+  # yet `{split}-*.tfrecord` reads them with the new ones: every example twice.
+  shard_name = re.compile(rf"{re.escape(split)}-\d{{5}}-of-(\d{{5}})\.tfrecord")
+  stale = sorted(name for name in tf.io.gfile.listdir(out_dir)
+                 if (match := shard_name.fullmatch(name))
+                 and int(match[1]) != num_shards)
+  if stale:
+    raise ValueError(
+        f"{out_dir} already holds {len(stale)} shard(s) of split {split!r} of "
+        f"another shard count ({stale[0]} ...), which would be read with the "
+        f"{num_shards} new ones; delete them first, or write to another directory")
   bounds = np.linspace(0, len(examples), num_shards + 1).astype(int)
 
   def write(shard):
@@ -148,6 +160,11 @@ def update_manifest(out_dir, counts, classes=None):
     if manifest["classes"] not in (None, list(classes)):
       raise ValueError(f"{path} already lists other classes than these")
     manifest["classes"] = list(classes)
+  # Shards deleted since (an earlier write of another shard count) leave
+  # the manifest, so that its count is the directory's.
+  present = set(tf.io.gfile.listdir(out_dir))
+  manifest["files"] = {name: count for name, count in manifest["files"].items()
+                       if name in present}
   manifest["files"].update(counts)
   manifest["count"] = sum(manifest["files"].values())
   with tf.io.gfile.GFile(path, "w") as f:

@@ -87,12 +87,12 @@ def probe_datasets(config):
   return tuple((config.get("fewshot") or {}).get("datasets") or ())
 
 
-def parse_entry(entry):
+def parse_entry(entry, field="config.fewshot.datasets"):
   """``(preset name, its own shot counts or None)`` of a `config.fewshot.datasets` entry.
 
   ``'cifar100'`` takes `config.fewshot.shots`; ``'imagenet2012:10'`` 10 shots
   only; ``'imagenet2012:5/10'`` 5 and 10. Anything else is an error naming
-  the entry and the forms.
+  the entry, the ``field`` it was given in, and the forms.
   """
   name, sep, counts = str(entry).partition(":")
   if not sep:
@@ -102,13 +102,14 @@ def parse_entry(entry):
   except ValueError:
     shots = ()
   if not name or not shots or min(shots) < 1:
-    raise ValueError(f"config.fewshot.datasets entry {entry!r}: expected a preset "
+    raise ValueError(f"{field} entry {entry!r}: expected a preset "
                      f"name, or 'name:K' with its own shot counts K >= 1 joined by '/' "
                      f"(e.g. 'imagenet2012:10', 'imagenet2012:5/10')")
   return name, shots
 
 
-def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None):
+def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None,
+               datasets_field="config.fewshot.datasets"):
   """``{metrics split: ProbeSet}`` of every dataset the run probes, all found now.
 
   ``datasets`` (default `probe_datasets`) are entries (`parse_entry`) naming
@@ -117,7 +118,9 @@ def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None):
   `sources.get_source`, if built), on ``splits`` (default `probe_splits`).
   ``shots`` (default ``config.fewshot.shots``) serve every entry without
   its own. Every dataset that is not prepared, or lacks a split, is named
-  in one error with how to prepare it, before anything is trained.
+  in one error with how to prepare it, before anything is trained. Errors
+  about the entries name ``datasets_field``, where the user gave them (the
+  `fewshot` command's `--datasets`).
   """
   datasets = probe_datasets(config) if datasets is None else tuple(datasets)
   shots = tuple(config.fewshot.shots if shots is None else shots)
@@ -127,11 +130,11 @@ def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None):
     _check_splits(source, splits, "the few-shot {0} split (config.fewshot.{0}_split)")
     return {SPLIT: ProbeSet(SPLIT, _eval_data(source, config.pp.eval, splits, config),
                             config.data.num_classes, shots)}
-  parsed = [parse_entry(entry) for entry in datasets]
+  parsed = [parse_entry(entry, datasets_field) for entry in datasets]
   names = [name for name, _ in parsed]
   twice = sorted({name for name in names if names.count(name) > 1})
   if twice:  # each would be logged as the same split
-    raise ValueError(f"config.fewshot.datasets={datasets!r} names {', '.join(twice)} "
+    raise ValueError(f"{datasets_field}={datasets!r} names {', '.join(twice)} "
                      f"more than once; give each dataset one entry")
   chosen = splits or {k: (config.get("fewshot") or {}).get(f"{k}_split")
                       for k in ("train", "test")}
@@ -156,7 +159,7 @@ def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None):
   if problems:
     error = (sources.DatasetNotPreparedError
              if all(isinstance(e, FileNotFoundError) for _, e in problems) else ValueError)
-    raise error(f"config.fewshot.datasets: {len(problems)} of {len(datasets)} few-shot "
+    raise error(f"{datasets_field}: {len(problems)} of {len(datasets)} few-shot "
                 f"dataset(s) cannot be read:\n  "
                 + "\n  ".join(f"{name}: {e}" for name, e in problems))
   return {probe.split: probe for probe in found.values()}

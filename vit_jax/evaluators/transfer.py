@@ -28,7 +28,14 @@ from absl import logging
 
 from vit_jax.data import sources
 from vit_jax.evaluators import classification, transfer_table
-from vit_jax.train import loop, workdir_files
+from vit_jax.train import config_checks, loop, workdir_files
+
+# A fine-tune's fields that `fine_tune_config` sets for each run -> the
+# suite's field it takes them from ({name}: the benchmark's). The suite's
+# config (`configs/transfer.py`) leaves them unset.
+PER_RUN_FIELDS = {"seed": "config.seeds", "lr.base": "config.benchmarks.{name}.lrs",
+                  "data.train_split": "config.benchmarks.{name}.splits",
+                  "data.eval_splits": "config.benchmarks.{name}.splits"}
 
 DIVERGED_FILE = "diverged.txt"
 RESULTS_FILE = "results.json"
@@ -39,8 +46,9 @@ EXTRA_FILE = "extra_eval.json"
 def run_suite(config, workdir):
   """Runs every benchmark of the suite ``config``; returns and writes the results.
 
-  All datasets are checked before anything trains.
+  Every run's config and every dataset are checked before anything trains.
   """
+  check_runs(config)
   check_datasets(config)
   is_main = jax.process_index() == 0
   if is_main:
@@ -57,27 +65,75 @@ def run_suite(config, workdir):
   return results
 
 
+def check_runs(config):
+  """Fails naming the first field of the suite that one of its runs could not take.
+
+  The trainer checks a run's config as the run starts; checked here, a bad
+  override of the last benchmark stops the suite before the first trains.
+  A fine-tune's field of `PER_RUN_FIELDS` is refused when set, as the
+  suite's value would silently replace it.
+  """
+  if not config.seeds:
+    raise ValueError("config.seeds is empty; give one seed or more")
+  for name, bench in config.benchmarks.items():
+    for field, source in PER_RUN_FIELDS.items():
+      value = bench.finetune
+      for part in field.split("."):
+        value = value[part]
+      if value is not None:
+        raise ValueError(f"config.benchmarks.{name}.finetune.{field}={value!r}: the "
+                         f"suite sets it for each run from {source.format(name=name)}; "
+                         f"set that instead")
+    if not bench.lrs:
+      raise ValueError(f"config.benchmarks.{name}.lrs is empty; give one learning "
+                       f"rate or more")
+    # Each rate with the first seed and each seed with the first rate: the
+    # checks look at one field at a time.
+    for lr, seed in ([(lr, config.seeds[0]) for lr in bench.lrs] +
+                     [(bench.lrs[0], seed) for seed in config.seeds[1:]]):
+      run_config = fine_tune_config(bench, lr=lr, seed=seed, train=bench.splits.train,
+                                    eval_name="test", eval_split=bench.splits.test)
+      try:
+        config_checks.check_config(run_config, num_devices=jax.device_count(),
+                                   process_count=jax.process_count())
+      except ValueError as e:
+        raise ValueError(f"config.benchmarks.{name} (lr {lr:g}, seed {seed}): "
+                         f"{e}") from None
+
+
 def check_datasets(config):
-  """Fails naming every missing dataset or split of the suite, with how to prepare it."""
+  """Fails naming every missing dataset of the suite, with how to prepare it.
+
+  A split the dataset lacks or a slice past its end is named by its field
+  (`config.benchmarks.NAME.splits.dev`), as the config's mistake, not the
+  data's.
+  """
   problems, seen = [], set()
   for name, bench in config.benchmarks.items():
-    reads = [(bench.finetune.data, tuple(bench.splits.values()))]
+    where = f"config.benchmarks.{name}"
+    reads = [(bench.finetune.data, {f"{where}.splits.{key}": split
+                                    for key, split in bench.splits.items()})]
     if "extra" in bench:
-      reads.append((bench.extra.data, (bench.extra.split,)))
+      reads.append((bench.extra.data, {f"{where}.extra.split": bench.extra.split}))
     for data, wanted in reads:
       if data.name in seen:
         continue
       try:
         source = sources.get_source(data)
-        for split in wanted:
-          source.regions(split)
+        for field, split in wanted.items():
+          try:
+            source.regions(split)
+          except sources.DatasetNotPreparedError:
+            raise
+          except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"{field}={split!r}: {e}") from None
       except (FileNotFoundError, ValueError) as e:
         problems.append(f"{name}: {e}")
         seen.add(data.name)
   if problems:
     raise sources.DatasetNotPreparedError(
-        f"the suite needs {len(problems)} dataset(s) that are not ready; nothing "
-        f"was trained:\n  " + "\n  ".join(problems))
+        f"the suite cannot read {len(problems)} of its datasets; nothing was "
+        f"trained:\n  " + "\n  ".join(problems))
 
 
 def run_benchmark(bench, seeds, bench_dir):

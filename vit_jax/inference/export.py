@@ -161,10 +161,29 @@ def _check_reads_back(params, loaded, out):
 def export_npz(params, out):
   """Writes ``params`` to the .npz ``out``; returns how many arrays it holds.
 
-  Raises RuntimeError unless the file reads back bit for bit.
+  ``out`` must end in .npz: that suffix is how `config.init`, predict and
+  evaluate recognise the file, so a file without it could not be read back
+  where it is meant to go. Its directory is made, as the other formats make
+  theirs. Raises RuntimeError unless the file reads back bit for bit.
   """
+  if not out.endswith(".npz") or os.path.isdir(out):
+    raise ValueError(f"--out={out}: an npz export is a file whose name ends in .npz "
+                     f"(e.g. vit.npz), the suffix by which config.init and "
+                     f"--checkpoint recognise it")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   npz.save_npz(params, out)
   return _check_reads_back(params, npz.load_npz(out), out)
+
+
+def check_output_directory(out, export_format):
+  """Raises ValueError where ``out``, the directory of a format, is a file.
+
+  Without this, the path of an existing file (say the .npz of an earlier
+  export) fails deep inside os.makedirs with a traceback.
+  """
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ValueError(f"--out={out} is an existing file; the {export_format} format "
+                     f"writes a directory: name a new or existing directory")
 
 
 def check_images(input_range, image_size):
@@ -188,6 +207,7 @@ def export_model(config, model, params, *, export_format, platforms, source, out
   """
   contract = make_contract(config, source, export_format, platforms)
   model = portable(model, platforms)
+  check_output_directory(out, export_format)
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, serving.CONTRACT_FILE), "w") as f:
     json.dump(contract, f, indent=2)
@@ -223,6 +243,7 @@ def export_torch_format(config, model, params, *, export_format, out):
   module, library_model, _ = TORCH_FORMATS[export_format]
   input_range = value_range(config.pp.eval, config.image_size)
   mean, std = pixel_normalisation(input_range)
+  check_output_directory(out, export_format)
   module.save(params, out, image_size=config.image_size, mean=mean, std=std,
               class_names=predict.class_names(config.data))
   _check_reads_back(params, module.load(out), out)

@@ -27,5 +27,11 @@ def build(module_cls, defaults, overrides):
   kwargs = {**defaults, **overrides}
   for key in _DTYPE_FIELDS:
     if key in kwargs:
-      kwargs[key] = jnp.dtype(kwargs[key])
+      try:
+        kwargs[key] = jnp.dtype(kwargs[key])
+      except TypeError:
+        # numpy's "data type 'bf16' not understood" names neither the field
+        # nor what it takes.
+        raise ValueError(f'{module_cls.__name__} field {key}={kwargs[key]!r} is no '
+                         f"dtype; e.g. 'float32', 'bfloat16', 'float16'") from None
   return module_cls(**kwargs)

@@ -15,6 +15,7 @@ layout (stacked blocks for a scanned model, `layer_stack`).
 """
 import dataclasses
 import os
+import re
 from typing import Any
 
 import jax
@@ -28,6 +29,8 @@ from vit_jax.train.workdir_files import CHECKPOINT_SUBDIR
 # The classifiers that fine-tuning replaces: the ViT's and hybrid's, and the
 # 1x1 conv of a BiT ResNet.
 HEAD_PREFIXES = ("head/", "resnet/head/")
+# 'google/vit-base-patch16-224', 'hf-hub:timm/vit_base_patch16_224.augreg_in21k'.
+_HUB_NAME = re.compile(r"(?:hf[-_]hub:)?([\w.-]+/[\w.-]+)")
 _QUERY_KERNEL = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"
 
 ACCEPTED = (f"a .npz file; a timm or Hugging Face state dict "
@@ -100,6 +103,7 @@ def locate(path, *, step=None):
   if step is not None and not os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
     raise ValueError(f"a step ({step}) picks a checkpoint of a workdir, and "
                      f"{path!r} is no workdir")
+  given = path
   if path.endswith(".npz"):
     if not os.path.exists(path):
       raise FileNotFoundError(f"checkpoint file {path} does not exist")
@@ -131,7 +135,24 @@ def locate(path, *, step=None):
   if kind:
     timm_format.weights_file(path)  # raises: a config without weights
     return Located(kind, path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path!r} does not exist{_hub_name_hint(given)}; "
+                            f"a checkpoint is one of: {ACCEPTED}")
   raise FileNotFoundError(f"{path!r} is none of the checkpoints accepted: {ACCEPTED}")
+
+
+def _hub_name_hint(given):
+  """For a missing path that reads like 'org/model': hub names are not downloaded.
+
+  A Hugging Face or timm user writes the hub name that from_pretrained and
+  create_model accept; runs here read local files only (hosts may have no
+  network), so the error says how to get the files.
+  """
+  match = _HUB_NAME.fullmatch(given)
+  if not match:
+    return ""
+  return (f" (a Hugging Face or timm hub name is not downloaded: fetch it with "
+          f"`hf download {match[1]} --local-dir DIR` and pass DIR)")
 
 
 def _num_heads(params):

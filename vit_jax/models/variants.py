@@ -50,7 +50,10 @@ def get_model(variant: str, *, num_classes: int, **overrides):
   if isinstance(variant, str) and bit.VARIANT_RE.match(variant):
     return bit.get_model(variant, num_classes=num_classes, **overrides)
   hybrid = _HYBRID_RE.match(variant) if isinstance(variant, str) else None
-  if hybrid and int(hybrid['depth']) in bit.VARIANTS:
+  # The stem's widths are BiT's: a slip such as 'R50x11+B/16' would otherwise
+  # build an 11x wider stem without a word.
+  if (hybrid and int(hybrid['depth']) in bit.VARIANTS
+      and int(hybrid['width']) in bit.WIDTH_FACTORS):
     patch = int(hybrid['vit'].split('/')[1])
     stem = dict(resnet_blocks=hybrid_stem_blocks(int(hybrid['depth']), patch),
                 resnet_width=int(hybrid['width']))
@@ -58,5 +61,6 @@ def get_model(variant: str, *, num_classes: int, **overrides):
   if hybrid:
     raise ValueError(
         f'unknown hybrid {variant!r}; valid: R{{depth}}x{{width}}+ViT with depth '
-        f'one of {", ".join(map(str, bit.VARIANTS))}, e.g. R50x1+B/16')
+        f'one of {", ".join(map(str, bit.VARIANTS))} and width one of '
+        f'{", ".join(map(str, bit.WIDTH_FACTORS))}, e.g. R50x1+B/16')
   return vit.get_model(variant, num_classes=num_classes, **overrides)

@@ -17,7 +17,9 @@ on one line, ``error: MESSAGE``, without a traceback. So does an
 library (numpy's ValueError is a bug of ours, not the user's), keeps its
 traceback. A bad flag value is absl's one line: ``FATAL Flags parsing error``;
 a ``--config.KEY=VALUE`` override of a field the config does not have is one
-line naming it, the valid fields at that level and the closest of them.
+line naming it, the valid fields at that level and the closest of them, and
+a bad argument of ``--config=FILE:ARGS`` is the config file's own message,
+``error: MESSAGE``.
 """
 import difflib
 import functools
@@ -79,7 +81,7 @@ def define_estimate_flags(flag_values):
   train_examples = flags.DEFINE_integer(
       "train_examples", None, "Size of the training split, for configs counted "
       "in epochs (default: read from the prepared dataset, else its published "
-      "size).", flag_values=flag_values)
+      "size).", lower_bound=1, flag_values=flag_values)  # 0 would price 1 step
   devices = flags.DEFINE_string(
       "devices", None, "Target hardware as KIND:CHIPS (tpu_v4:1024, h100:256; "
       "vit_jax/cost/estimate.py's DEVICE_KINDS): adds the plan for it, per-device "
@@ -177,12 +179,49 @@ def _unknown_config_field(argv, flag_values):
   return None
 
 
-def _parse(parse, argv, flag_values):
-  """``parse(argv)``; an override of a field the config lacks is one line.
+def _config_file_error(error):
+  """The user's mistake behind a bad ``--config=FILE:ARGS``, or None.
 
-  ml_collections raises an AttributeError or KeyError for it from inside
-  absl's parsing, which would otherwise end the program with its traceback.
+  ml_collections re-raises what ``get_config`` raised as a new error whose
+  text is the whole traceback, and absl wraps that in its own; the first
+  error of the chain is the config's, and if it is a user error of the
+  project's code (the module docstring's rule), its message is all a user
+  needs.
   """
+  while error is not None:
+    if isinstance(error, USER_ERRORS) and _raised_by_project(error):
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _missing_config_file(argv):
+  """A one-line error for a ``--config=FILE[:ARGS]`` whose FILE is not there, or None.
+
+  ml_collections defers that error to the config's first use, as a
+  traceback from deep inside the command.
+  """
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      path = arg.split("=", 1)[1].partition(":")[0]
+      if not os.path.isfile(path):
+        return (f"--config={path}: no such file; the configs are the files of "
+                f"{os.path.join(_REPO, 'configs')} (docs/configs.md)")
+  return None
+
+
+def _parse(parse, argv, flag_values):
+  """``parse(argv)``, every mistake in the flags one line.
+
+  A bad flag value is absl's ``FATAL Flags parsing error: ...``. A mistake
+  in the config comes through absl's parsing with ml_collections'
+  traceback, so it is reduced to its message: an override of a field the
+  config lacks (an AttributeError or KeyError), a bad argument of the config
+  file (the config's own error, inside absl's flag error), a missing file.
+  """
+  missing = _missing_config_file(argv)
+  if missing:
+    raise SystemExit(f"error: {missing}")
   try:
     return parse(argv)
   except (AttributeError, KeyError):
@@ -190,12 +229,18 @@ def _parse(parse, argv, flag_values):
     if message is None:
       raise
     raise SystemExit(f"error: {message}") from None
+  except flags.Error as error:
+    config_error = _config_file_error(error)
+    if config_error is not None:
+      raise SystemExit(f"error: {config_error}") from None
+    raise SystemExit(f"FATAL Flags parsing error: {error}\n"
+                     f"Pass --helpshort or --helpfull to see help on flags.") from None
 
 
 def run(main):
   """Runs ``main`` as the program: absl parses the flags, then the error rule."""
-  app.run(exit_on_user_error(main), flags_parser=lambda argv: _parse(
-      app.parse_flags_with_usage, argv, flags.FLAGS))
+  app.run(exit_on_user_error(main),
+          flags_parser=lambda argv: _parse(flags.FLAGS, argv, flags.FLAGS))
 
 
 def call(main, flag_values, argv):
@@ -206,8 +251,4 @@ def call(main, flag_values, argv):
   command many times. Returns what ``main`` returns.
   """
   flag_values.unparse_flags()
-  try:
-    positional = _parse(flag_values, argv, flag_values)
-  except flags.Error as error:
-    raise SystemExit(f"FATAL Flags parsing error: {error}") from None
-  return exit_on_user_error(main)(positional)
+  return exit_on_user_error(main)(_parse(flag_values, argv, flag_values))

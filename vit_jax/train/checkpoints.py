@@ -14,6 +14,7 @@ moments alike (`vit_jax.models.layer_stack`).
 """
 import contextlib
 import os
+import re
 
 from absl import logging
 import jax
@@ -139,10 +140,15 @@ def restore(manager, step, abstract_state):
   return {"state": state, "progress": restored["progress"]}
 
 
+# tensorstore ends its errors with the JSON spec of the store it opened and
+# the C++ source lines, hundreds of characters that say nothing to a user.
+_TENSORSTORE_DETAILS = re.compile(r" \[(?:tensorstore_spec|source locations)=.*")
+
+
 def _first_line(error):
   """The gist of a storage library's error, which may run to many lines."""
   lines = str(error).strip().splitlines() or [type(error).__name__]
-  return lines[0][:300]
+  return _TENSORSTORE_DETAILS.sub("", lines[0])[:300]
 
 
 def restore_on_host(manager, step):

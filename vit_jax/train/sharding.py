@@ -93,8 +93,13 @@ def abstract_mesh(mesh_config, num_devices):
                       axis_types=_AXIS_TYPES)
 
 
-def axis_sizes(mesh_config, num_devices):
-  """(data, fsdp, model) from `config.mesh`, the -1 resolved; bad sizes named."""
+def axis_sizes(mesh_config, num_devices, *, hint=None):
+  """(data, fsdp, model) from `config.mesh`, the -1 resolved; bad sizes named.
+
+  ``hint(asked, num_devices)`` ends the error with how to get the devices
+  the sizes ask for; by default `_cpu_devices_hint`, which fits a run on
+  this host but not a plan, whose devices come from --devices.
+  """
   asked = (mesh_config.data, mesh_config.fsdp, mesh_config.get("model", 1))
   sizes = list(asked)
   known = math.prod(s for s in sizes if s != -1)
@@ -105,7 +110,7 @@ def axis_sizes(mesh_config, num_devices):
         "config.mesh " + " x ".join(f"{a}={s}" for a, s in zip(MESH_AXES, asked))
         + f" does not cover the {num_devices} devices; choose sizes whose "
         f"product is {num_devices}, at most one of them -1 (it takes the rest)"
-        + _cpu_devices_hint(asked, num_devices))
+        + (hint or _cpu_devices_hint)(asked, num_devices))
   return tuple(sizes)
 
 

@@ -28,8 +28,13 @@ def onehot(num_classes: int, key: str = "label", key_result: str = "labels",
   multi-hot vector (each listed class on), so multi-label data works with
   the same spec.
   """
+  if num_classes < 1:
+    raise ValueError(f"onehot: num_classes must be at least 1, got {num_classes}.")
 
   def op(features):
+    if key not in features:
+      raise KeyError(f"onehot: no feature {key!r} to encode; available: "
+                     f"{sorted(features)}. Name it with key=.")
     labels = features[key]
     if labels.shape.rank not in (0, 1):
       raise ValueError(f"onehot: features[{key!r}] must be a scalar or a "

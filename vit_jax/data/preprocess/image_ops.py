@@ -16,6 +16,42 @@ _INCEPTION_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
 # the bounding-box samplers expect; crops are sampled relative to it.
 _WHOLE_IMAGE_BOX = [[[0.0, 0.0, 1.0, 1.0]]]
 JPEG_START = b"\xff\xd8\xff"  # SOI and the first marker's lead byte
+# The interpolations `tf.image.resize` knows (`tf.image.ResizeMethod`).
+RESIZE_METHODS = ("area", "bicubic", "bilinear", "gaussian", "lanczos3", "lanczos5",
+                  "mitchellcubic", "nearest")
+
+
+def _checked_size(op_name: str, size: int | Sequence[int]) -> tuple[int, int]:
+  """(height, width) of `size`, refused when not positive.
+
+  Checked as the spec is parsed: TensorFlow would only fail on the first
+  image, deep inside tf.data, without naming the op.
+  """
+  height, width = config_fields.height_width(size)
+  if height < 1 or width < 1:
+    raise ValueError(f"{op_name}: size {size!r} must be positive, e.g. 224 or "
+                     f"(224, 160).")
+  return height, width
+
+
+def _checked_method(op_name: str, method: str) -> str:
+  """`method`, refused as the spec is parsed unless `tf.image.resize` knows it."""
+  if method not in RESIZE_METHODS:
+    raise ValueError(f"{op_name}: unknown method {method!r}; valid: "
+                     f"{', '.join(RESIZE_METHODS)}.")
+  return method
+
+
+def _checked_areas(op_name: str, area_min: float, area_max: float) -> None:
+  """Refuses an area range TensorFlow would not sample from.
+
+  An inverted range (area_min > area_max) would not fail: TensorFlow would
+  silently keep the whole image, so the crop would never augment.
+  """
+  if not 0 < area_min <= area_max <= 100:
+    raise ValueError(f"{op_name}: area_min={area_min} and area_max={area_max} "
+                     f"must satisfy 0 < area_min <= area_max <= 100 (percent of "
+                     f"the image).")
 
 
 def _resize(image: tf.Tensor, size: tuple[int, int] | tf.Tensor,
@@ -82,7 +118,9 @@ def decode_jpeg_and_inception_crop(size: int | Sequence[int],
   decoded whole and cropped with the same box, as ``decode|inception_crop``
   would. Areas are percentages of the image.
   """
-  target = config_fields.height_width(size)
+  target = _checked_size("decode_jpeg_and_inception_crop", size)
+  _checked_method("decode_jpeg_and_inception_crop", method)
+  _checked_areas("decode_jpeg_and_inception_crop", area_min, area_max)
 
   def op(features):
     features, seed = take_seed(features, "decode_jpeg_and_inception_crop")
@@ -125,7 +163,8 @@ def _inception_box(image_shape, seed, area_min, area_max):
 @register("resize")
 def resize(size: int | Sequence[int], method: str = "bilinear") -> Op:
   """Resizes 'image' to exactly `size`, ignoring its aspect ratio."""
-  target = config_fields.height_width(size)
+  target = _checked_size("resize", size)
+  _checked_method("resize", method)
   return on_image(lambda image: _resize(image, target, method))
 
 
@@ -137,6 +176,10 @@ def resize_small(smaller_size: int, method: str = "area") -> Op:
   output pixel averages the input pixels it covers, so shrinking a large
   image does not alias the way bilinear sampling of a few pixels does.
   """
+  if isinstance(smaller_size, bool) or not isinstance(smaller_size, int) or smaller_size < 1:
+    raise ValueError(f"resize_small: smaller_size must be a positive int, the "
+                     f"shorter side in pixels, e.g. 256; got {smaller_size!r}.")
+  _checked_method("resize_small", method)
 
   def fn(image):
     height_width = tf.cast(tf.shape(image)[:2], tf.float32)
@@ -150,7 +193,7 @@ def resize_small(smaller_size: int, method: str = "area") -> Op:
 @register("central_crop")
 def central_crop(size: int | Sequence[int]) -> Op:
   """Crops `size` from the centre of 'image' (evaluation-time crop)."""
-  height, width = config_fields.height_width(size)
+  height, width = _checked_size("central_crop", size)
 
   def fn(image):
     offset_y = (tf.shape(image)[0] - height) // 2
@@ -164,7 +207,7 @@ def central_crop(size: int | Sequence[int]) -> Op:
 @register("random_crop")
 def random_crop(size: int | Sequence[int]) -> Op:
   """Crops `size` from a random position of 'image'."""
-  height, width = config_fields.height_width(size)
+  height, width = _checked_size("random_crop", size)
 
   def op(features):
     features, seed = take_seed(features, "random_crop")
@@ -181,7 +224,9 @@ def random_crop(size: int | Sequence[int]) -> Op:
 def inception_crop(size: int | Sequence[int], area_min: float = 5,
                    area_max: float = 100, method: str = "bilinear") -> Op:
   """Random box of `area_min`..`area_max` % of 'image', resized to `size`."""
-  target = config_fields.height_width(size)
+  target = _checked_size("inception_crop", size)
+  _checked_method("inception_crop", method)
+  _checked_areas("inception_crop", area_min, area_max)
 
   def op(features):
     features, seed = take_seed(features, "inception_crop")

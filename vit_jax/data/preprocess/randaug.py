@@ -106,6 +106,9 @@ def randaug_ops(magnitude: float) -> dict[str, Callable]:
 @register("randaug")
 def randaug(num_layers: int = 2, magnitude: float = 10) -> Op:
   """RandAugment on a uint8 RGB 'image': `num_layers` random ops in a row."""
+  if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
+    raise ValueError(f"randaug: num_layers must be a whole number >= 0, got "
+                     f"{num_layers!r}.")
   if not 0 <= magnitude <= _MAX_MAGNITUDE:
     raise ValueError(f"randaug: magnitude must be in 0..{_MAX_MAGNITUDE:g}, "
                      f"got {magnitude}.")
