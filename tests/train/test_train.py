@@ -116,7 +116,7 @@ def test_fine_tuning_at_a_higher_resolution_resamples_the_position_embeddings(fa
 
 def test_bad_batch_for_the_devices_fails_before_compiling(fashion_data_dir, tmp_path):
   with pytest.raises(ValueError, match=r"config.global_batch=36 must be divisible by "
-                                       r"config.accum_steps=1 x 8 devices"):
+                                       r"config.accum_steps=1 x 8 devices; e.g. 32 or 40$"):
     train.train_and_evaluate(tiny_config(fashion_data_dir, global_batch=36), str(tmp_path))
 
 

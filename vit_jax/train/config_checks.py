@@ -195,11 +195,13 @@ def check_config(config, *, num_devices, process_count):
   if remainder or micro_batch % shards:
     raise ValueError(
         f"config.global_batch={config.global_batch} must be divisible by "
-        f"config.accum_steps={config.accum_steps} x {splitters}")
+        f"config.accum_steps={config.accum_steps} x {splitters}"
+        + _nearest_multiples(config.global_batch, config.accum_steps * shards))
   for field in ("global_batch", "eval_batch"):
     if config[field] % shards or config[field] % process_count:
       raise ValueError(f"config.{field}={config[field]} must be divisible by "
-                       f"the {splitters} and the {process_count} processes")
+                       f"the {splitters} and the {process_count} processes"
+                       + _nearest_multiples(config[field], math.lcm(shards, process_count)))
   check_choices(config)  # before the model is built from the names
   optim.check_config(config.optim)  # mu_dtype, which may be None
   model = build.model_from_config(config)
@@ -215,6 +217,12 @@ def check_config(config, *, num_devices, process_count):
   sharding.compile_rules(config.mesh)
   if "fewshot" in config:  # a run from before the probes has no such block
     _check_probe_counts(config.fewshot)
+
+
+def _nearest_multiples(value, factor):
+  """'; e.g. 32 or 40': the multiples of ``factor`` around ``value``, for an error."""
+  below = value // factor * factor
+  return f"; e.g. {' or '.join(str(m) for m in (below, below + factor) if m > 0)}"
 
 
 def _batch_shards(mesh_config, num_devices):
