@@ -4,16 +4,35 @@ XLA reads XLA_FLAGS when the backend starts, so it is set here, before any
 test module imports jax.
 """
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# One JAX persistent compilation cache for the whole session: the test
+# processes (pytest-xdist's workers inherit this environment) and the
+# commands they start compile the same tiny programs again and again, and
+# reading them back took a third off tests/train/test_faults.py. Every
+# program is kept, however fast it compiled. A cache of a session's own
+# keeps runs from sharing what an older jax or XLA wrote.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vit_jax_tests_jax_cache_")
+  os.environ["VIT_JAX_TESTS_OWN_CACHE"] = os.environ["JAX_COMPILATION_CACHE_DIR"]
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402  (after the environment above)
 
 NUM_TRAIN, NUM_TEST = 512, 103  # 103: eval batches never divide it evenly
+
+
+def pytest_unconfigure(config):
+  """The session's compilation cache goes with it (in the process that made it)."""
+  if (not hasattr(config, "workerinput")
+      and os.environ.get("VIT_JAX_TESTS_OWN_CACHE") == os.environ["JAX_COMPILATION_CACHE_DIR"]):
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
