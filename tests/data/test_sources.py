@@ -362,6 +362,18 @@ def shard_records(out_dir):
   return shards
 
 
+def test_make_tfrecords_from_a_folder_that_is_missing_or_holds_no_classes_says_so(tmp_path):
+  layout = "class subfolders of images, <class>/*.{jpg,jpeg,png}"
+  with pytest.raises(SystemExit, match=re.escape(f"error: {tmp_path / 'nowhere'} is no "
+                                                 f"directory; a dataset folder holds {layout}")):
+    make_tfrecords_main(f"--from_folder={tmp_path / 'nowhere'}", f"--out_dir={tmp_path / 'out'}")
+  (tmp_path / "loose.jpg").write_bytes(b"")
+  with pytest.raises(SystemExit, match=re.escape(f"error: {tmp_path} holds no images in "
+                                                 f"{layout.replace(' of images', '')}")):
+    make_tfrecords_main(f"--from_folder={tmp_path}", f"--out_dir={tmp_path / 'out'}")
+  assert not (tmp_path / "out").exists()
+
+
 def test_make_tfrecords_from_npz_gives_grayscale_images_a_channel(tmp_path):
   gray = np.stack([image(c)[..., 0] for c in range(4)])  # MNIST's (N, H, W)
   np.savez(tmp_path / "gray.npz", images=gray, labels=np.arange(4))

@@ -19,13 +19,23 @@ from vit_jax.data import sources
 
 
 def folder_examples(directory):
-  """(path, [class id]) of every JPEG/PNG in class subfolders, and the classes."""
+  """(path, [class id]) of every JPEG/PNG in class subfolders, and the classes.
+
+  A directory that is not there, or holds no such images, is refused: the
+  shards written from it would hold nothing.
+  """
+  layout = f"<class>/*.{{{','.join(s.lstrip('.') for s in sources.IMAGE_SUFFIXES)}}}"
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"{directory} is no directory; a dataset folder holds "
+                            f"class subfolders of images, {layout}")
   classes = sorted(d for d in os.listdir(directory)
                    if os.path.isdir(os.path.join(directory, d)))
   examples = [(os.path.join(directory, name, f), [index])
               for index, name in enumerate(classes)
               for f in sorted(os.listdir(os.path.join(directory, name)))
               if f.lower().endswith(sources.IMAGE_SUFFIXES)]
+  if not examples:
+    raise ValueError(f"{directory} holds no images in class subfolders, {layout}")
   return examples, classes
 
 
