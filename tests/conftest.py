@@ -17,10 +17,12 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # commands they start compile the same tiny programs again and again, and
 # reading them back took a third off tests/train/test_faults.py. Every
 # program is kept, however fast it compiled. A cache of a session's own
-# keeps runs from sharing what an older jax or XLA wrote.
+# keeps runs from sharing what an older jax or XLA wrote; only the process
+# that made it (not a worker, nor a pytest that a test starts) removes it.
+_OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vit_jax_tests_jax_cache_")
-  os.environ["VIT_JAX_TESTS_OWN_CACHE"] = os.environ["JAX_COMPILATION_CACHE_DIR"]
+  _OWN_CACHE = tempfile.mkdtemp(prefix="vit_jax_tests_jax_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402  (after the environment above)
@@ -29,10 +31,9 @@ NUM_TRAIN, NUM_TEST = 512, 103  # 103: eval batches never divide it evenly
 
 
 def pytest_unconfigure(config):
-  """The session's compilation cache goes with it (in the process that made it)."""
-  if (not hasattr(config, "workerinput")
-      and os.environ.get("VIT_JAX_TESTS_OWN_CACHE") == os.environ["JAX_COMPILATION_CACHE_DIR"]):
-    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+  """The session's compilation cache goes with it."""
+  if _OWN_CACHE:
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
