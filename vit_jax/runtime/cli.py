@@ -146,6 +146,12 @@ def exit_on_user_error(main):
   return wrapped
 
 
+def _config_files(argv):
+  """(FILE, ARGS) of every ``--config=FILE[:ARGS]`` in ``argv``, in order."""
+  return [arg.split("=", 1)[1].partition(":")[::2] for arg in argv[1:]
+          if arg.startswith("--config=")]
+
+
 def _unknown_config_field(argv, flag_values):
   """What names no field in the first ``--config.a.b=v`` of ``argv`` that does so.
 
@@ -153,10 +159,10 @@ def _unknown_config_field(argv, flag_values):
   (``get_config(ARGS)`` of ``--config=FILE:ARGS``), without the overrides,
   which ml_collections applies as it loads it.
   """
-  files = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("--config=")]
+  files = _config_files(argv)
   if "config" not in flag_values or not files:
     return None
-  path, _, config_args = files[-1].partition(":")
+  path, config_args = files[-1]
   spec = importlib.util.spec_from_file_location("config_file", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -201,12 +207,10 @@ def _missing_config_file(argv):
   ml_collections defers that error to the config's first use, as a
   traceback from deep inside the command.
   """
-  for arg in argv[1:]:
-    if arg.startswith("--config="):
-      path = arg.split("=", 1)[1].partition(":")[0]
-      if not os.path.isfile(path):
-        return (f"--config={path}: no such file; the configs are the files of "
-                f"{os.path.join(_REPO, 'configs')} (docs/configs.md)")
+  for path, _ in _config_files(argv):
+    if not os.path.isfile(path):
+      return (f"--config={path}: no such file; the configs are the files of "
+              f"{os.path.join(_REPO, 'configs')} (docs/configs.md)")
   return None
 
 
