@@ -53,7 +53,7 @@ from vit_jax import models  # noqa: E402
 from vit_jax.cost import benchmarking  # noqa: E402
 from vit_jax.models import resnet_stem  # noqa: E402
 from vit_jax.runtime import cli, cpu_devices  # noqa: E402
-from vit_jax.train import sharding  # noqa: E402
+from vit_jax.train import config_checks  # noqa: E402
 
 FLAGS = cli.command_flags(__name__)
 _CONFIG = config_flags.DEFINE_config_file(
@@ -202,10 +202,10 @@ def main(argv):
   # (the batch's placement, or its reshape into micro-batches). The devices
   # of a model group share their examples, so only data x fsdp must divide.
   num_devices = jax.device_count()
-  data, fsdp, _ = sharding.axis_sizes(config.mesh, num_devices)
-  if batch_size % (multiple := accum_steps * data * fsdp):
-    splitters = (f"the {num_devices} devices" if data * fsdp == num_devices
-                 else f"the {data * fsdp} batch shards (data x fsdp)")
+  shards, _ = config_checks.batch_shards(config.mesh, num_devices)
+  if batch_size % (multiple := accum_steps * shards):
+    splitters = (f"the {num_devices} devices" if shards == num_devices
+                 else f"the {shards} batch shards (data x fsdp)")
     accum = f" x config.accum_steps={accum_steps}" if accum_steps > 1 else ""
     raise app.UsageError(f"--batch={batch_size} is not divisible by {splitters}"
                          f"{accum}; pass a multiple of {multiple}")

@@ -42,6 +42,8 @@ from vit_jax.data import checks, config_fields, labels, splits
 MANIFEST = "manifest.json"
 IMAGE_KEY, LABEL_KEY = "image/encoded", "image/class/label"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Where a folder dataset keeps its images, as errors write it.
+FOLDER_LAYOUT = f"<class>/*.{{{','.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}}}"
 # Files read at once by a parallel interleave of TFRecord shards.
 _CYCLE_LENGTH = 16
 
@@ -336,7 +338,7 @@ class FolderSource(_PartsSource):
                 f"images in a subfolder named after the class" if loose else
                 "it needs class subfolders of JPEG and PNG files")
       raise DatasetNotPreparedError(
-          f"split {split!r}: no images in {directory}/<class>/*.{{jpg,jpeg,png}} "
+          f"split {split!r}: no images in {directory}/{FOLDER_LAYOUT} "
           f"(config.data.data_dir + config.data.pattern); {layout}")
     random.Random(0).shuffle(parts)  # classes mixed before any slicing
     return parts

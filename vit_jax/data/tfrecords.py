@@ -24,10 +24,9 @@ def folder_examples(directory):
   A directory that is not there, or holds no such images, is refused: the
   shards written from it would hold nothing.
   """
-  layout = f"<class>/*.{{{','.join(s.lstrip('.') for s in sources.IMAGE_SUFFIXES)}}}"
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"{directory} is no directory; a dataset folder holds "
-                            f"class subfolders of images, {layout}")
+                            f"class subfolders of images, {sources.FOLDER_LAYOUT}")
   classes = sorted(d for d in os.listdir(directory)
                    if os.path.isdir(os.path.join(directory, d)))
   examples = [(os.path.join(directory, name, f), [index])
@@ -35,7 +34,8 @@ def folder_examples(directory):
               for f in sorted(os.listdir(os.path.join(directory, name)))
               if f.lower().endswith(sources.IMAGE_SUFFIXES)]
   if not examples:
-    raise ValueError(f"{directory} holds no images in class subfolders, {layout}")
+    raise ValueError(f"{directory} holds no images in class subfolders, "
+                     f"{sources.FOLDER_LAYOUT}")
   return examples, classes
 
 

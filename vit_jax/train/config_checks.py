@@ -190,7 +190,7 @@ def resolve_total_steps(config, train_examples):
 def check_config(config, *, num_devices, process_count):
   """Fails before any compilation on settings that cannot work together."""
   check_numeric_fields(config)
-  shards, splitters = _batch_shards(config.mesh, num_devices)
+  shards, splitters = batch_shards(config.mesh, num_devices)
   micro_batch, remainder = divmod(config.global_batch, config.accum_steps)
   if remainder or micro_batch % shards:
     raise ValueError(
@@ -225,7 +225,7 @@ def _nearest_multiples(value, factor):
   return f"; e.g. {' or '.join(str(m) for m in (below, below + factor) if m > 0)}"
 
 
-def _batch_shards(mesh_config, num_devices):
+def batch_shards(mesh_config, num_devices):
   """How many slices a batch is cut into, and those slices in the user's words.
 
   Every device takes its own slice, except that the devices of one group of
