@@ -66,9 +66,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import jax
-  import numpy as np
 
-  from vit_jax.evaluators import fewshot
+  from vit_jax.evaluators import fewshot, over_seeds
   from vit_jax.inference import restore
   from vit_jax.train import config_checks, sharding, workdir_files
 
@@ -121,7 +120,8 @@ def main(argv):
   width = max(len("dataset"), *(len(name) for name, _, _ in rows))
   print(f"{'dataset':<{width}}  {'shots':>5}  {'accuracy':>8}  {'std':>6}  seeds")
   for name, k, values in rows:
-    print(f"{name:<{width}}  {k:>5}  {np.mean(values):>8.2%}  {np.std(values):>6.2%}  "
+    mean, std = over_seeds.mean_and_std(values)
+    print(f"{name:<{width}}  {k:>5}  {mean:>8.2%}  {std:>6.2%}  "
           f"{','.join(map(str, seeds))}")
 
 

@@ -9,6 +9,8 @@ core-days of the device it ran on, and what the suite's fine-tunes cost.
 """
 import numpy as np
 
+from vit_jax.evaluators.over_seeds import mean_and_std
+
 VTAB_GROUPS = ("natural", "specialized", "structured")
 
 
@@ -64,8 +66,8 @@ def markdown(results):
 
 def _row(name, scores, lr=None):
   scores = 100 * np.asarray(scores, np.float64)
-  std = float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
-  return {"benchmark": name, "lr": lr, "mean": float(np.mean(scores)), "std": std,
+  mean, std = mean_and_std(scores)
+  return {"benchmark": name, "lr": lr, "mean": mean, "std": std,
           "seeds": [float(s) for s in scores]}
 
 
