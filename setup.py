@@ -31,7 +31,7 @@ setuptools.setup(
         "scikit-learn>=1.3",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "pillow"],
         "cuda12": ["jax[cuda12]>=0.10"],
         "tpu": ["jax[tpu]>=0.10"],
         "timm": TIMM,

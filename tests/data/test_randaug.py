@@ -8,24 +8,76 @@ from vit_jax.data import preprocess
 from vit_jax.data.preprocess import randaug
 
 
+SEED = tf.constant([3, 4], tf.int64)
+NO_STRENGTH_KNOB = ("auto_contrast", "equalize", "invert")
+
+
+def test_the_ops_are_big_visions_sixteen():
+  # TF models' autoaugment.py list, which big_vision's randaug (and so the
+  # AugReg checkpoints' randaug(2, 15)) draws from.
+  assert list(randaug.randaug_ops(10)) == [
+      "auto_contrast", "equalize", "invert", "rotate", "posterize", "solarize", "color",
+      "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x",
+      "translate_y", "cutout", "solarize_add"]
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", sorted(randaug.randaug_ops(0)))
 def test_each_randaug_op_keeps_shape_and_dtype_and_is_identity_where_it_should_be(name, mode):
   image = random_image()
   fn = randaug.randaug_ops(7)[name]
   if mode == "eager":
-    out = fn(tf.constant(image), -1.0).numpy()
+    out = fn(tf.constant(image), SEED).numpy()
   else:
-    ds = tf.data.Dataset.from_tensors(image).map(lambda x: fn(x, -1.0))
+    ds = tf.data.Dataset.from_tensors(image).map(lambda x: fn(x, SEED))
     out = next(iter(ds)).numpy()
   assert out.shape == image.shape and out.dtype == np.uint8
   if name == "invert":
     np.testing.assert_array_equal(out, 255 - image)
-  elif name != "identity":
+  else:
     assert not np.array_equal(out, image), name
-  weakest = randaug.randaug_ops(0)[name](tf.constant(image), 1.0).numpy()
-  if name not in ("invert", "auto_contrast"):  # no strength knob
+  weakest = randaug.randaug_ops(0)[name](tf.constant(image), SEED).numpy()
+  if name not in NO_STRENGTH_KNOB:
     np.testing.assert_array_equal(weakest, image)
+
+
+@pytest.mark.parametrize("image", [
+    random_image(), random_image(31, 17, seed=1) // 3 + 40,  # a narrow histogram
+    np.full((6, 5, 3), 7, np.uint8),  # one value: left as it is
+    np.stack([np.full((4, 4), 3), np.full((4, 4), 9), np.eye(4) * 200], -1).astype(np.uint8)])
+def test_equalize_is_pils(image):
+  from PIL import Image, ImageOps
+  out = randaug.randaug_ops(10)["equalize"](tf.constant(image), SEED).numpy()
+  np.testing.assert_array_equal(out, np.asarray(ImageOps.equalize(Image.fromarray(image))))
+
+
+@pytest.mark.parametrize("magnitude, side", [(10, 80), (5, 40), (20, 160)])
+def test_cutout_greys_a_square_that_grows_with_magnitude_as_at_224_px(magnitude, side):
+  # TF models' cutout: a half side of magnitude / 10 * 40 px at 224 px.
+  image = random_image(224, 224) // 2  # no pixel already grey
+  cutout = randaug.randaug_ops(magnitude)["cutout"]
+  covered = []
+  for seed in range(40):
+    out = cutout(tf.constant(image), tf.constant([seed, 1], tf.int64)).numpy()
+    grey = (out != image).any(-1)
+    rows, columns = np.nonzero(grey)
+    assert (out[grey] == 128).all()
+    assert np.array_equal(out[~grey], image[~grey])
+    height, width = np.ptp(rows) + 1, np.ptp(columns) + 1
+    assert grey.sum() == height * width and max(height, width) <= side  # a clipped square
+    covered.append(grey.sum())
+  assert max(covered) == side * side  # away from the edges, the whole square
+
+
+def test_magnitude_past_the_papers_ten_goes_on_and_saturates():
+  image = random_image()
+  strongest = randaug.randaug_ops(30)
+  for name in ("posterize", "solarize", "brightness", "rotate"):
+    out = strongest[name](tf.constant(image), SEED).numpy()
+    assert out.shape == image.shape and not np.array_equal(out, image), name
+  np.testing.assert_array_equal(strongest["solarize"](tf.constant(image), SEED), 255 - image)
+  kept_bits = strongest["posterize"](tf.constant(image), SEED).numpy()
+  np.testing.assert_array_equal(kept_bits, image & 0x80)  # one bit left, not none
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -34,8 +86,9 @@ def test_randaug_keeps_shape_and_is_seeded_and_rejects_floats(mode):
   assert out["image"].shape == (20, 24, 3) and out["image"].dtype == np.uint8
   with pytest.raises(ValueError, match="before value_range"):
     run("value_range(0, 1)|randaug", example(random_image()), mode)
-  with pytest.raises(ValueError, match="magnitude must be in 0..10"):
-    preprocess.parse("randaug(2, 11)")
+  with pytest.raises(ValueError, match="magnitude must be in 0..30, got 31"):
+    preprocess.parse("randaug(2, 31)")
+  preprocess.parse("randaug(2, 20)")  # AugReg's strongest
 
 
 @pytest.mark.parametrize("mode", MODES)

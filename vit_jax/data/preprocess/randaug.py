@@ -1,8 +1,17 @@
-"""RandAugment (Cubuk et al. 2020), the `randaug` op.
+"""RandAugment (Cubuk et al. 2020), the `randaug` op, with big_vision's 16 ops.
 
-`num_layers` ops drawn uniformly per example, each at strength `magnitude`
-on the paper's 0..10 scale, on uint8 images. Geometric ops fill uncovered
-pixels with grey. Equalize and cutout of the paper's list are left out.
+`num_layers` ops drawn uniformly per example, each at strength `magnitude`,
+on uint8 images. The op list is the one big_vision's `randaug` (TF models'
+autoaugment.py) draws from, so `randaug(2, 15)` means what it meant for the
+AugReg ViTs: auto_contrast, equalize, invert, rotate, posterize, solarize,
+color, contrast, brightness, sharpness, shear_x/y, translate_x/y, cutout and
+solarize_add. Strength 10 is the paper's strongest (30 degree rotations, 0.3
+shears, 100 px shifts and 80 px cutouts at 224 px, both scaled with the
+image); AugReg also used 15 and 20, so up to 30 is accepted, the ops going
+on linearly until they saturate. Every strength-driven op is the identity at
+0, as in timm's "increasing" variants; TF models' posterize, solarize and
+enhance levels run the other way below 5 (docs/input_pipelines.md).
+Geometric ops and cutout fill with grey, as there.
 """
 import math
 from collections.abc import Callable
@@ -11,7 +20,8 @@ import tensorflow as tf
 
 from vit_jax.data.preprocess.registry import Op, register, take_seed
 
-_MAX_MAGNITUDE = 10.0
+_PAPER_MAX_MAGNITUDE = 10.0  # strength 10 is the paper's strongest setting
+_MAX_MAGNITUDE = 30.0  # past AugReg's 20; mostly a guard against typos
 _FILL = 128
 
 
@@ -59,53 +69,96 @@ def _sharpness(image):
   return tf.where(inner > 0, blurred, tf.cast(image, tf.float32))
 
 
+def _equalize(image):
+  """Per-channel histogram equalization with PIL's ImageOps.equalize lookup table.
+
+  PIL spreads the pixels but the brightest value's evenly over 255 steps and
+  leaves a channel of one or two values as it is.
+  """
+  def channel(values):
+    values = tf.cast(values, tf.int32)
+    histogram = tf.math.bincount(tf.reshape(values, [-1]), minlength=256, maxlength=256)
+    step = (tf.reduce_sum(histogram) - histogram[tf.reduce_max(values)]) // 255
+    safe_step = tf.maximum(step, 1)
+    table = tf.minimum((safe_step // 2 + tf.cumsum(histogram, exclusive=True)) // safe_step,
+                       255)
+    return tf.where(step > 0, tf.gather(table, values), values)
+
+  return tf.cast(tf.stack([channel(image[..., c]) for c in range(3)], axis=-1), tf.uint8)
+
+
+def _cutout(image, half_side, seed):
+  """Greys a square of side 2 * half_side, centred anywhere, clipped at the edges."""
+  height, width = tf.unstack(tf.shape(image)[:2])
+  centre = tf.random.stateless_uniform([2], seed, 0, 1)
+  row = tf.cast(centre[0] * tf.cast(height, tf.float32), tf.int32)
+  column = tf.cast(centre[1] * tf.cast(width, tf.float32), tf.int32)
+  half = tf.cast(tf.round(half_side * tf.cast(tf.minimum(height, width), tf.float32)),
+                 tf.int32)
+  within = lambda index, centre: (index >= centre - half) & (index < centre + half)
+  inside = (within(tf.range(height), row)[:, tf.newaxis]
+            & within(tf.range(width), column)[tf.newaxis, :])[..., tf.newaxis]
+  return tf.where(inside, tf.constant(_FILL, tf.uint8), image)
+
+
+def _sign(seed):
+  """+1 or -1, even odds: which way a symmetric op (rotate, shear, shift) goes."""
+  return tf.where(tf.random.stateless_uniform([], seed) < 0.5, -1.0, 1.0)
+
+
 def randaug_ops(magnitude: float) -> dict[str, Callable]:
-  """name -> fn(uint8 image, sign); `sign` (+-1) mirrors the symmetric ops."""
-  level = magnitude / _MAX_MAGNITUDE
+  """name -> fn(uint8 image, seed); the seed draws a symmetric op's direction
+  and the cutout's place."""
+  level = magnitude / _PAPER_MAX_MAGNITUDE
   enhance = 1.0 + 0.9 * level  # factor 1 is identity, as in PIL's enhancers
 
-  def shift(image, sign, axis):
+  def shift(image, seed, axis):
     size = tf.cast(tf.shape(image)[1 - axis], tf.float32)
-    pixels = sign * level * 0.45 * size  # 100 px at 224 px, as the reference
+    pixels = _sign(seed) * level * 0.45 * size  # 100 px at 224 px, as the reference
     rows = [[1., 0., -pixels], [0., 1., 0.]] if axis == 0 else [[1., 0., 0.], [0., 1., -pixels]]
     return _transform(image, rows + [[0., 0., 1.]])
 
-  def shear(image, sign, axis):
-    amount = sign * level * 0.3
+  def shear(image, seed, axis):
+    amount = _sign(seed) * level * 0.3
     rows = [[1., amount, 0.], [0., 1., 0.]] if axis == 0 else [[1., 0., 0.], [amount, 1., 0.]]
     return _transform(image, rows + [[0., 0., 1.]])
 
   grey = lambda image: tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
   mean = lambda image: tf.fill(tf.shape(image), tf.cast(
       tf.reduce_mean(tf.cast(tf.image.rgb_to_grayscale(image), tf.float32)), tf.uint8))
-  bits = 8 - int(round(4 * level))  # 8 bits (identity) down to 4
-  threshold = int(round(256 - 256 * level))
+  bits = max(1, 8 - int(round(4 * level)))  # 8 bits (identity) down to 4 at 10
+  threshold = max(0, int(round(256 - 256 * level)))  # 256 inverts nothing
   return dict([
-      ("identity", lambda image, sign: image),
-      ("auto_contrast", lambda image, sign: _auto_contrast(image)),
-      ("invert", lambda image, sign: 255 - image),
-      ("rotate", lambda image, sign: _rotate(image, sign * 30 * level)),
-      ("posterize", lambda image, sign: tf.bitwise.left_shift(
+      ("auto_contrast", lambda image, seed: _auto_contrast(image)),
+      ("equalize", lambda image, seed: _equalize(image)),
+      ("invert", lambda image, seed: 255 - image),
+      ("rotate", lambda image, seed: _rotate(image, _sign(seed) * 30 * level)),
+      ("posterize", lambda image, seed: tf.bitwise.left_shift(
           tf.bitwise.right_shift(image, 8 - bits), 8 - bits)),
-      ("solarize", lambda image, sign: tf.where(
+      ("solarize", lambda image, seed: tf.where(
           tf.cast(image, tf.int32) >= threshold, 255 - image, image)),
-      ("solarize_add", lambda image, sign: tf.where(
+      ("color", lambda image, seed: _blend(image, grey(image), enhance)),
+      ("contrast", lambda image, seed: _blend(image, mean(image), enhance)),
+      ("brightness", lambda image, seed: _blend(image, tf.zeros_like(image), enhance)),
+      ("sharpness", lambda image, seed: _blend(image, _sharpness(image), enhance)),
+      ("shear_x", lambda image, seed: shear(image, seed, 0)),
+      ("shear_y", lambda image, seed: shear(image, seed, 1)),
+      ("translate_x", lambda image, seed: shift(image, seed, 0)),
+      ("translate_y", lambda image, seed: shift(image, seed, 1)),
+      ("cutout", lambda image, seed: _cutout(image, level * 40 / 224, seed)),
+      ("solarize_add", lambda image, seed: tf.where(
           image < 128, tf.saturate_cast(tf.cast(image, tf.int32) + int(110 * level), tf.uint8),
           image)),
-      ("color", lambda image, sign: _blend(image, grey(image), enhance)),
-      ("contrast", lambda image, sign: _blend(image, mean(image), enhance)),
-      ("brightness", lambda image, sign: _blend(image, tf.zeros_like(image), enhance)),
-      ("sharpness", lambda image, sign: _blend(image, _sharpness(image), enhance)),
-      ("shear_x", lambda image, sign: shear(image, sign, 0)),
-      ("shear_y", lambda image, sign: shear(image, sign, 1)),
-      ("translate_x", lambda image, sign: shift(image, sign, 0)),
-      ("translate_y", lambda image, sign: shift(image, sign, 1)),
   ])
 
 
 @register("randaug")
 def randaug(num_layers: int = 2, magnitude: float = 10) -> Op:
-  """RandAugment on a uint8 RGB 'image': `num_layers` random ops in a row."""
+  """RandAugment on a uint8 RGB 'image': `num_layers` random ops in a row.
+
+  `magnitude` runs from 0 (every op but auto_contrast, equalize and invert
+  the identity) through 10, the paper's strongest, up to 30.
+  """
   if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
     raise ValueError(f"randaug: num_layers must be a whole number >= 0, got "
                      f"{num_layers!r}.")
@@ -126,12 +179,11 @@ def randaug(num_layers: int = 2, magnitude: float = 10) -> Op:
                        f"decode(1).")
     layer_seeds = tf.random.experimental.stateless_split(seed, 2 * num_layers)
     for layer in range(num_layers):
-      choice_seed, sign_seed = layer_seeds[2 * layer], layer_seeds[2 * layer + 1]
+      choice_seed, op_seed = layer_seeds[2 * layer], layer_seeds[2 * layer + 1]
       index = tf.random.stateless_uniform([], choice_seed, 0, len(ops), tf.int32)
-      sign = tf.where(tf.random.stateless_uniform([], sign_seed) < 0.5, -1.0, 1.0)
       shape = image.shape
       image = tf.switch_case(index, [
-          (lambda fn=fn, image=image: tf.ensure_shape(fn(image, sign), shape))
+          (lambda fn=fn, image=image: tf.ensure_shape(fn(image, op_seed), shape))
           for fn in ops])
     return {**features, "image": image}
 
