@@ -41,9 +41,49 @@ def test_keep_and_rng_is_dropped(mode):
 
 
 def test_value_range_refuses_an_empty_input_range():
-  with pytest.raises(ValueError, match=r"^value_range: in_min and in_max are both 5; the "
-                     r"input range must not be empty \(e\.g\. in_min=0, in_max=255\)\.$"):
+  with pytest.raises(ValueError) as error:
     preprocess.parse("value_range(0, 1, 5, 5)")
+  assert str(error.value) == ("value_range: in_min=5 and in_max=5 give an empty input "
+                              "range; they must differ (in every channel), e.g. in_min=0, "
+                              "in_max=255.")
+  with pytest.raises(ValueError, match=r"in_min=\[0, 0, 9\] and in_max=\[255, 255, 9\]"):
+    preprocess.parse("value_range(0, 1, [0, 0, 9], [255, 255, 9])")
+  with pytest.raises(ValueError, match="in_max must be a number or 3 numbers, one per RGB "
+                     "channel; got \\[255, 255\\]"):
+    preprocess.parse("value_range(0, 1, 0, [255, 255])")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_value_range_defaults_to_minus_one_to_one_as_big_visions_and_can_clip(mode):
+  image = tf.constant([[[0, 51, 255]]], tf.uint8)
+  np.testing.assert_allclose(run("value_range", {"image": image}, mode)["image"].ravel(),
+                             [-1.0, -0.6, 1.0], atol=1e-6)
+  overshoot = tf.constant([-20.0, 100.0, 300.0])  # a bicubic resize's over- and undershoot
+  np.testing.assert_allclose(run("value_range(0, 1, clip_values=True)", {"image": overshoot},
+                                 mode)["image"], [0.0, 100 / 255, 1.0], rtol=1e-6)
+  assert run("value_range(0, 1)", {"image": overshoot}, mode)["image"].min() < 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_per_channel_ranges_and_vgg_value_range_are_timms_mean_and_std(mode):
+  image = random_image()
+  mean, std = np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225])
+  expected = (image / np.float32(255) - mean) / std  # timm's Normalize of ToTensor's pixels
+  np.testing.assert_allclose(run("vgg_value_range", {"image": tf.constant(image)},
+                                 mode)["image"], expected, rtol=1e-5, atol=1e-5)
+  same = run("value_range(0, 1, in_min=[123.675, 116.28, 103.53], "
+             "in_max=[182.07, 173.4, 160.905])", {"image": tf.constant(image)}, mode)
+  np.testing.assert_allclose(same["image"], expected, rtol=1e-4, atol=1e-4)
+  half = run("vgg_value_range(0.5, 0.5)", {"image": tf.constant(image)}, mode)
+  np.testing.assert_allclose(half["image"], image / 127.5 - 1, rtol=1e-5, atol=1e-5)
+
+
+def test_vgg_value_range_refuses_means_of_0_to_255_pixels_and_a_zero_std():
+  with pytest.raises(ValueError, match=r"look like values of 0\.\.255 pixels; give them of "
+                     r"\[0, 1\] pixels"):
+    preprocess.parse("vgg_value_range(mean=(123.675, 116.28, 103.53), std=(58.4, 57.1, 57.4))")
+  with pytest.raises(ValueError, match="std must be above 0, got 0"):
+    preprocess.parse("vgg_value_range(0.5, 0)")
 
 
 def test_onehot_of_a_missing_feature_names_it_and_the_features_there():

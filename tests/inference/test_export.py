@@ -15,6 +15,7 @@ from scripts import export as export_command
 from fake_params import random_flat
 from vit_jax import models
 from vit_jax.data.builders import fashion_mnist_local
+from vit_jax.data.preprocess import general_ops
 from vit_jax.inference import export, serving
 from vit_jax.models import build, npz, timm_format
 from vit_jax.runtime import cli
@@ -289,3 +290,27 @@ def test_without_timm_an_export_checks_its_weights_alone(
   run_export(f"--workdir={tmp_path / 'run'}", "--format=timm", f"--out={tmp_path / 'timm'}")
   assert ("weights read back bit for bit; timm is not installed, so its logits are not "
           "checked (pip install -e '.[interop]')") in capsys.readouterr().out
+
+
+def test_a_per_channel_eval_range_gives_per_channel_mean_and_std():
+  imagenet = (general_ops.IMAGENET_MEAN, general_ops.IMAGENET_STD)
+  for spec, (mean, std) in [("vgg_value_range", imagenet),
+                            ("value_range(-1, 1)", ([0.5] * 3, [0.5] * 3)),
+                            ("value_range(0, 1)", ([0.0] * 3, [1.0] * 3))]:
+    got_mean, got_std = export.pixel_normalisation(*export.channel_ranges(spec, 8))
+    np.testing.assert_allclose(got_mean, mean, rtol=1e-5, atol=1e-6, err_msg=spec)
+    np.testing.assert_allclose(got_std, std, rtol=1e-5, err_msg=spec)
+
+
+def test_a_timm_export_states_the_runs_per_channel_normalisation(
+    fashion_data_dir, tmp_path, monkeypatch):
+  config = tiny_config(fashion_data_dir)
+  config.pp.eval = config.pp.eval.replace("value_range(-1,1)", "vgg_value_range")
+  assert "vgg_value_range" in config.pp.eval
+  write_run(str(tmp_path / "run"), config)
+  monkeypatch.setitem(sys.modules, "timm", None)  # the weights alone are checked
+  run_export(f"--workdir={tmp_path / 'run'}", "--format=timm", f"--out={tmp_path / 'timm'}")
+  with open(tmp_path / "timm" / "config.json") as f:
+    pretrained_cfg = json.load(f)["pretrained_cfg"]
+  np.testing.assert_allclose(pretrained_cfg["mean"], general_ops.IMAGENET_MEAN, rtol=1e-5)
+  np.testing.assert_allclose(pretrained_cfg["std"], general_ops.IMAGENET_STD, rtol=1e-5)

@@ -255,3 +255,30 @@ def test_a_safetensors_file_reads_without_torch(tmp_path, monkeypatch):
   with pytest.raises(ImportError, match=r"needs torch, which is not installed: "
                                         r"pip install -e '\.\[interop\]'"):
     pretrained.read_params(str(pth))
+
+
+def test_a_checkpoints_imagenet_normalisation_is_read_and_named_in_the_log(tmp_path, caplog):
+  from vit_jax.data.preprocess import general_ops
+  params = params_of(models.get_model("Ti/8", num_classes=3, **TINY))
+  imagenet = (list(general_ops.IMAGENET_MEAN), list(general_ops.IMAGENET_STD))
+  timm_format.save(params, str(tmp_path / "timm"), image_size=32, mean=imagenet[0],
+                   std=imagenet[1])
+  hf_format.save(params, str(tmp_path / "hf"), image_size=32, mean=imagenet[0],
+                 std=imagenet[1])
+  hf_format.save(params, str(tmp_path / "half"), image_size=32, mean=0.5, std=0.5)
+  npz.save_npz(params, str(tmp_path / "a.npz"))
+  bare = write_timm(params, str(tmp_path / "bare" / "vit.safetensors"))
+  stated = {path: pretrained.stated_normalisation(str(tmp_path / path))
+            for path in ("timm", "timm/model.safetensors", "hf", "half", "a.npz", bare)}
+  assert stated == {"timm": imagenet, "timm/model.safetensors": imagenet, "hf": imagenet,
+                    "half": ([0.5] * 3, [0.5] * 3), "a.npz": None, bare: None}
+
+  with caplog.at_level("INFO"):
+    pretrained.note_normalisation(str(tmp_path / "half"))
+    assert caplog.records == []  # [-1, 1], our own: nothing to say
+    pretrained.note_normalisation(str(tmp_path / "hf"))
+  assert [record.getMessage() for record in caplog.records] == [
+      f"{tmp_path / 'hf'} was trained on pixels normalised with mean=(0.485, 0.456, 0.406), "
+      f"std=(0.229, 0.224, 0.225) (of [0, 1] pixels); vgg_value_range(mean=(0.485, 0.456, "
+      f"0.406), std=(0.229, 0.224, 0.225)) in config.pp.train and config.pp.eval feeds it "
+      f"the same, where value_range(-1, 1) feeds mean = std = 0.5."]

@@ -70,12 +70,19 @@ def portable(model, platforms):
   return model
 
 
-def value_range(pp_spec, image_size):
-  """The [min, max] that the eval preprocessing maps black and white pixels to."""
+def channel_ranges(pp_spec, image_size):
+  """What the eval preprocessing maps black and white pixels to, per RGB
+  channel: two arrays of 3 (they differ by channel under vgg_value_range)."""
   pp = preprocess.parse(pp_spec)
   black, white = (predict.preprocess_image(pp, tf.fill([image_size, image_size, 3],
                                                        tf.constant(v, tf.uint8)))
                   for v in (0, 255))
+  return black.reshape(-1, 3).min(axis=0), white.reshape(-1, 3).max(axis=0)
+
+
+def value_range(pp_spec, image_size):
+  """The [min, max] that the eval preprocessing maps black and white pixels to."""
+  black, white = channel_ranges(pp_spec, image_size)
   return [float(black.min()), float(white.max())]
 
 
@@ -225,11 +232,13 @@ TORCH_FORMATS = {
 }
 
 
-def pixel_normalisation(input_range):
-  """The mean and std of [0, 1] pixels that timm and transformers take to reach
-  the model's input range: 0.5, 0.5 for [-1, 1]."""
-  low, high = input_range
-  return -low / (high - low), 1 / (high - low)
+def pixel_normalisation(black, white):
+  """The per-channel mean and std of [0, 1] pixels that timm and transformers
+  take to reach the model's input, black to ``black`` and white to ``white``:
+  0.5, 0.5 for [-1, 1]."""
+  black, white = np.asarray(black, np.float64), np.asarray(white, np.float64)
+  std = 1 / (white - black)
+  return [float(m) for m in -black * std], [float(s) for s in std]
 
 
 def export_torch_format(config, model, params, *, export_format, out):
@@ -241,8 +250,8 @@ def export_torch_format(config, model, params, *, export_format, out):
   where the library is not installed.
   """
   module, library_model, _ = TORCH_FORMATS[export_format]
-  input_range = value_range(config.pp.eval, config.image_size)
-  mean, std = pixel_normalisation(input_range)
+  black, white = channel_ranges(config.pp.eval, config.image_size)
+  mean, std = pixel_normalisation(black, white)
   check_output_directory(out, export_format)
   module.save(params, out, image_size=config.image_size, mean=mean, std=std,
               class_names=predict.class_names(config.data))
@@ -251,6 +260,6 @@ def export_torch_format(config, model, params, *, export_format, out):
     torch_model = library_model(out)
   except timm_format.MissingPackageError:
     return None
-  images = check_images(input_range, config.image_size)
+  images = check_images([black.min(), white.max()], config.image_size)
   return float(np.max(np.abs(timm_format.torch_logits(torch_model, images)
                              - model_logits(model, params, images))))

@@ -151,7 +151,8 @@ def preprocessor_config(*, image_size, mean, std):
           "do_resize": True, "size": {"height": image_size, "width": image_size},
           "resample": 2,  # bilinear
           "do_rescale": True, "rescale_factor": 1 / 255,
-          "do_normalize": True, "image_mean": [mean] * 3, "image_std": [std] * 3}
+          "do_normalize": True, "image_mean": timm_format.per_channel(mean),
+          "image_std": timm_format.per_channel(std)}
 
 
 def save(params, out, *, image_size, mean, std, class_names=None):

@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 
 from vit_jax import tree_util
 from vit_jax.models import hf_format, layer_stack, npz, posemb, timm_format
@@ -141,6 +142,47 @@ def locate(path, *, step=None):
   raise FileNotFoundError(f"{path!r} is none of the checkpoints accepted: {ACCEPTED}")
 
 
+def stated_normalisation(path):
+  """(mean, std) of [0, 1] pixels that a timm or Hugging Face checkpoint at
+  ``path`` states its model was fed (timm's pretrained_cfg, transformers'
+  preprocessor_config.json), or None where it states none."""
+  found = locate(path)
+  if found.kind not in ("timm", "hf"):
+    return None
+  directory = found.path if os.path.isdir(found.path) else os.path.dirname(found.path)
+  if found.kind == "hf":
+    config_path = os.path.join(directory, hf_format.PREPROCESSOR_FILE)
+    keys = ("image_mean", "image_std")
+  else:
+    config_path = os.path.join(directory, timm_format.CONFIG_FILE)
+    keys = ("mean", "std")
+  if not os.path.isfile(config_path):
+    return None
+  config = timm_format.read_json(config_path)
+  config = config.get("pretrained_cfg") or config
+  if config.get("do_normalize") is False or not all(k in config for k in keys):
+    return None
+  return tuple(timm_format.per_channel(config[k]) for k in keys)
+
+
+def note_normalisation(path):
+  """Logs a checkpoint's stated pixel normalisation where it is not [-1, 1]'s.
+
+  Our configs feed [-1, 1] (mean = std = 0.5); many PyTorch-trained
+  checkpoints were fed ImageNet's per-channel mean and std instead, which
+  `vgg_value_range` gives. Fine-tuning adapts to either, but evaluating such
+  a checkpoint as it is needs its own.
+  """
+  stated = stated_normalisation(path)
+  if stated is None or np.allclose(stated, 0.5):
+    return
+  mean, std = (tuple(round(v, 4) for v in values) for values in stated)
+  logging.info("%s was trained on pixels normalised with mean=%s, std=%s (of [0, 1] "
+               "pixels); vgg_value_range(mean=%s, std=%s) in config.pp.train and "
+               "config.pp.eval feeds it the same, where value_range(-1, 1) feeds "
+               "mean = std = 0.5.", path, mean, std, mean, std)
+
+
 def _hub_name_hint(given):
   """For a missing path that reads like 'org/model': hub names are not downloaded.
 
@@ -172,6 +214,7 @@ def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,
   shape (see `tree_util.check_same_arrays`).
   """
   fresh = npz.flatten(init_params)
+  note_normalisation(path)
   # A timm state dict without its config.json does not state its heads (no
   # shape does): fine-tuning keeps the architecture, so the new model's are
   # taken, and logged.

@@ -391,6 +391,12 @@ def architecture(args):
   return _DEFAULT_ARCHITECTURE
 
 
+def per_channel(value):
+  """``mean`` or ``std`` as the libraries' configs write them: one per RGB channel."""
+  values = [float(v) for v in np.ravel(value)]
+  return values * 3 if len(values) == 1 else values
+
+
 def hub_config(params, *, image_size, mean, std, class_names=None):
   """The config.json of timm's hub layout for ``params``.
 
@@ -413,8 +419,8 @@ def hub_config(params, *, image_size, mean, std, class_names=None):
           "interpolation": "bilinear",
           "crop_pct": 1.0,
           "crop_mode": "center",
-          "mean": [mean] * 3,
-          "std": [std] * 3,
+          "mean": per_channel(mean),
+          "std": per_channel(std),
           "num_classes": args["num_classes"],
           "first_conv": "patch_embed.proj",
           "classifier": "head",
@@ -429,8 +435,9 @@ def hub_config(params, *, image_size, mean, std, class_names=None):
 def save(params, out, *, image_size, mean, std, class_names=None):
   """Writes ``out``/model.safetensors and ``out``/config.json in timm's hub layout.
 
-  ``mean`` and ``std`` are timm's normalisation of [0, 1] pixels that gives
-  the model's input range (0.5, 0.5 for [-1, 1]). Returns the config.
+  ``mean`` and ``std`` (a number, or one per channel) are timm's
+  normalisation of [0, 1] pixels that gives the model's input range (0.5,
+  0.5 for [-1, 1]). Returns the config.
   """
   state_dict = to_timm(params)  # refusals before anything is written
   config = hub_config(params, image_size=image_size, mean=mean, std=std,

@@ -1,22 +1,69 @@
 """General ops: value ranges, label targets and the features kept."""
+import numpy as np
 import tensorflow as tf
 
 from vit_jax.data.preprocess.registry import RNG_KEY, Op, on_image, register
 
 
+# ImageNet's per-channel pixel mean and std on [0, 1], the normalisation of
+# most PyTorch-trained checkpoints (timm's IMAGENET_DEFAULT_MEAN/STD).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _per_channel(op_name: str, name: str, value) -> np.ndarray:
+  """A number, or one per RGB channel, as float32 that broadcasts over an image."""
+  values = list(value) if isinstance(value, (list, tuple)) else [value]
+  if len(values) not in (1, 3) or not all(
+      isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    raise ValueError(f"{op_name}: {name} must be a number or 3 numbers, one per RGB "
+                     f"channel; got {value!r}.")
+  return np.asarray(values if len(values) == 3 else values[0], np.float32)
+
+
 @register("value_range")
-def value_range(vmin: float, vmax: float, in_min: float = 0,
-                in_max: float = 255) -> Op:
-  """Maps 'image' linearly from [in_min, in_max] to float32 [vmin, vmax]."""
-  if in_max == in_min:
-    raise ValueError(f"value_range: in_min and in_max are both {in_min}; the "
-                     f"input range must not be empty (e.g. in_min=0, in_max=255).")
-  scale = (vmax - vmin) / (in_max - in_min)
+def value_range(vmin: float = -1, vmax: float = 1, in_min=0, in_max=255,
+                clip_values: bool = False) -> Op:
+  """Maps 'image' linearly from [in_min, in_max] to float32 [vmin, vmax].
+
+  As big_vision's: [-1, 1] unless told, the input range a number or one per
+  channel, and `clip_values` clamps what falls outside (after a bicubic
+  resize of a float image, say).
+  """
+  low = _per_channel("value_range", "in_min", in_min)
+  high = _per_channel("value_range", "in_max", in_max)
+  if np.any(low == high):
+    raise ValueError(f"value_range: in_min={in_min!r} and in_max={in_max!r} give an "
+                     f"empty input range; they must differ (in every channel), e.g. "
+                     f"in_min=0, in_max=255.")
+  scale = (vmax - vmin) / (high - low)
 
   def fn(image):
-    return (tf.cast(image, tf.float32) - in_min) * scale + vmin
+    image = (tf.cast(image, tf.float32) - low) * scale + vmin
+    return tf.clip_by_value(image, min(vmin, vmax), max(vmin, vmax)) if clip_values else image
 
   return on_image(fn)
+
+
+@register("vgg_value_range")
+def vgg_value_range(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Op:
+  """Per-channel (pixel / 255 - mean) / std: what timm's and Hugging Face's
+  checkpoints state as `mean` and `std` (of [0, 1] pixels), ImageNet's unless told.
+
+  big_vision's op of this name takes them times 255; this one takes them as
+  the PyTorch libraries' configs write them, and refuses what looks like the
+  other scale.
+  """
+  mean_values = _per_channel("vgg_value_range", "mean", mean)
+  std_values = _per_channel("vgg_value_range", "std", std)
+  if np.any(mean_values > 1) or np.any(std_values > 1):
+    raise ValueError(f"vgg_value_range: mean={mean!r}, std={std!r} look like values "
+                     f"of 0..255 pixels; give them of [0, 1] pixels, as timm's "
+                     f"pretrained_cfg and Hugging Face's image_mean/image_std do "
+                     f"(e.g. mean={IMAGENET_MEAN}, std={IMAGENET_STD}).")
+  if np.any(std_values <= 0):
+    raise ValueError(f"vgg_value_range: std must be above 0, got {std!r}.")
+  return on_image(lambda image: (tf.cast(image, tf.float32) / 255 - mean_values) / std_values)
 
 
 @register("onehot")
