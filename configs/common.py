@@ -314,7 +314,11 @@ def base_config():
       # "token", "gap" or "map" (vit_jax.models.vit.CLASSIFIERS); unset: the
       # variant's ("token"; "map" for '22B/14').
       classifier=placeholder(str), representation_size=placeholder(int), dropout_rate=0.0,
-      attention_dropout_rate=0.0, dtype="float32", param_dtype="float32",
+      attention_dropout_rate=0.0,
+      # Stochastic depth (timm's drop_path_rate, AugReg's 0.1): the last
+      # block's rate of dropping a residual branch per example, rising
+      # linearly from 0 at the first block.
+      drop_path_rate=0.0, dtype="float32", param_dtype="float32",
       remat=False, head_bias_init=0.0,
       # With remat: what each block keeps for the backward pass, one of
       # vit_jax.models.REMAT_POLICIES (nothing_saveable: the least memory).

@@ -74,3 +74,37 @@ def test_bfloat16_kept_values_are_scaled_in_float32():
   # The mean over the 4.2M elements is within a few of its 1.7e-4 sd of x's.
   ratio = np.mean(np.asarray(y, np.float64)) / np.mean(np.asarray(x, np.float64))
   assert abs(ratio - 1) < 7e-4, ratio
+
+
+def drop_path(rate, x, *, seed=0, deterministic=False):
+  return dropout.DropPath().apply(
+      {}, x, rate, deterministic=deterministic, rngs={'dropout': jax.random.key(seed)})
+
+
+@pytest.mark.parametrize('rate', [0.1, 0.5])
+def test_drop_path_drops_whole_examples_at_the_rate_and_keeps_the_expectation(rate):
+  x = jnp.ones((20_000, 5, 3))
+  y = np.asarray(drop_path(rate, x))
+  dropped = (y == 0).all(axis=(1, 2))
+  kept = (y == np.float32(1 / (1 - rate))).all(axis=(1, 2))
+  assert (dropped | kept).all()  # an example is dropped or kept whole
+  assert abs(dropped.mean() - rate) < 0.015  # 20k draws: std below 0.0036
+  assert abs(y.mean() - 1.0) < 0.04
+
+
+def test_drop_path_of_rate_0_or_when_deterministic_is_the_identity_and_draws_nothing():
+  x = jax.random.normal(jax.random.key(1), (8, 3))
+  # No 'dropout' key: a draw would fail.
+  np.testing.assert_array_equal(dropout.DropPath().apply({}, x, 0.0, deterministic=False), x)
+  np.testing.assert_array_equal(dropout.DropPath().apply({}, x, 0.5, deterministic=True), x)
+
+
+def test_drop_path_takes_a_traced_rate_as_a_scan_over_layers_gives_it():
+  x = jnp.ones((4000, 2), jnp.bfloat16)
+  y = jax.jit(lambda rate: drop_path(rate, x))(jnp.float32(0.25))
+  assert y.dtype == jnp.bfloat16
+  assert abs(float(jnp.mean(y[:, 0] == 0)) - 0.25) < 0.03
+  np.testing.assert_array_equal(np.unique(np.asarray(y, np.float32)),
+                                [0.0, np.float32(jnp.bfloat16(4 / 3))])
+  kept_all = jax.jit(lambda rate: drop_path(rate, x))(jnp.float32(0.0))
+  np.testing.assert_array_equal(kept_all, x)

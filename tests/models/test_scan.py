@@ -239,3 +239,43 @@ def test_scan_with_fsdp_keeps_a_devices_share_of_the_batch_and_one_layer_at_a_ti
   # At most the input it keeps and a device's share of its gradient; all
   # layers' gathered weights held at once would add layer_bytes a layer.
   assert per_layer <= block_input + layer_bytes / 8, (per_layer, layer_bytes)
+
+
+def distinct_rows(logits):
+  """The distinct rows of ``logits`` (within float32 rounding) and their counts."""
+  rows, counts = [], []
+  for row in np.asarray(logits):
+    for i, seen in enumerate(rows):
+      if np.allclose(row, seen, rtol=1e-4, atol=1e-5):
+        counts[i] += 1
+        break
+    else:
+      rows.append(row)
+      counts.append(1)
+  return np.stack(rows), np.asarray(counts)
+
+
+def test_stochastic_depth_drops_the_same_branches_scanned_or_unrolled():
+  # Two blocks: the first's rate is 0 and the second's the whole 0.5, so 256
+  # copies of one image end in one of four outcomes (the second block's
+  # attention and MLP each kept, scaled by 2, or dropped), a quarter each.
+  unrolled = tiny_model(num_layers=2, drop_path_rate=0.5)
+  params = init(tiny_model(num_layers=2))
+  images = jnp.repeat(IMAGES[:1], 256, axis=0)
+  outcomes = {}
+  for scan in (False, True):
+    model = unrolled.clone(scan=scan)
+    logits = model.apply({"params": layer_stack.stack(params) if scan else params}, images,
+                         train=True, rngs={"dropout": jax.random.key(scan)})
+    outcomes[scan] = distinct_rows(logits)
+  for rows, counts in outcomes.values():
+    assert len(rows) == 4 and counts.min() > 256 * 0.15, counts
+  for row in outcomes[True][0]:  # the same four outcomes
+    assert min(np.abs(row - other).max() for other in outcomes[False][0]) < 1e-4
+  # Both branches dropped: the second block passes its input on, so the
+  # model is its first block alone.
+  first_block_only = {**params, "Transformer": {
+      k: v for k, v in params["Transformer"].items() if k != "encoderblock_1"}}
+  expected = tiny_model(num_layers=1).apply({"params": first_block_only}, images[:1],
+                                            train=False)
+  assert min(np.abs(row - expected[0]).max() for row in outcomes[False][0]) < 1e-5

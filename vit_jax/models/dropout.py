@@ -1,4 +1,6 @@
-"""Dropout that draws 16 random bits per element, not flax's 32.
+"""Dropout of elements, drawn 16 random bits each, and of whole residual branches.
+
+`Dropout` draws 16 random bits per element, not flax's 32.
 
 flax's ``nn.Dropout`` draws a float32 uniform for every element: one 32-bit
 threefry word each, and threefry is ~20 integer operations per word. With the
@@ -15,6 +17,9 @@ float32, since rounded to bfloat16 itself it would shrink every kept value
 alike, by 0.16% at rate 0.1). The
 module has no parameters: swapping it for flax's leaves checkpoints as they
 are, and only the random masks differ.
+
+`DropPath` is stochastic depth (Huang et al. 2016): a residual branch dropped
+for whole examples, as timm's ``drop_path`` and the AugReg ViTs' recipe.
 """
 import flax.linen as nn
 import jax
@@ -58,3 +63,24 @@ def _keep_mask(key, shape, threshold: int):
   words = jax.random.bits(key, (*leading, (last + 1) // 2), jnp.uint32)
   draws = jnp.concatenate([words & 0xFFFF, words >> 16], axis=-1)[..., :last]
   return draws >= threshold
+
+
+class DropPath(nn.Module):
+  """Zeroes the whole of ``x`` for a ``rate`` of the examples (axis 0) and
+  scales the rest by 1 / (1 - rate), so the expectation is unchanged.
+
+  ``rate`` may be traced: a scan over layers gives each its own (a Python
+  0 draws nothing). A batch draws one float32 uniform per example, so the
+  16-bit trick of `Dropout` would save nothing here.
+  """
+  rng_collection: str = 'dropout'
+
+  @nn.compact
+  def __call__(self, x, rate, deterministic: bool):
+    if deterministic or (isinstance(rate, (int, float)) and rate == 0):
+      return x
+    draws = jax.random.uniform(self.make_rng(self.rng_collection),
+                               (x.shape[0],) + (1,) * (x.ndim - 1))
+    scale = 1 / (1 - jnp.asarray(rate, jnp.float32))
+    scaled = (x.astype(jnp.float32) * scale).astype(x.dtype)
+    return jnp.where(draws >= rate, scaled, jnp.zeros((), x.dtype))

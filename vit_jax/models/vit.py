@@ -216,7 +216,9 @@ class Encoder1DBlock(nn.Module, kw_only=True):
   same LayerNorm'd input and both outputs join the residual,
   x + attn(LN(x)) + mlp(LN(x)): one LayerNorm, and the two branches' matmuls
   are independent, which lets a model-parallel layout overlap them.
-  ``train`` is positional so that ``nn.remat`` can mark it static.
+  ``train`` is positional so that ``nn.remat`` can mark it static;
+  ``drop_path_rate`` is this block's stochastic-depth rate, traced under a
+  scan, None where the model has none.
   """
   mlp_dim: int
   num_heads: int
@@ -229,8 +231,10 @@ class Encoder1DBlock(nn.Module, kw_only=True):
   valid_tokens: int | None = None  # see MultiHeadDotProductAttention
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, drop_path_rate=None):
     y = self.compute.norm(name='LayerNorm_0', use_bias=self.use_bias)(x)
+    drop_path = lambda branch, name: branch if drop_path_rate is None else (
+        dropout.DropPath(name=name)(branch, drop_path_rate, deterministic=not train))
     attended = MultiHeadDotProductAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
         qk_norm=self.qk_norm, use_bias=self.use_bias, compute=self.compute,
@@ -241,10 +245,11 @@ class Encoder1DBlock(nn.Module, kw_only=True):
     mlp = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
                    compute=self.compute, name='MlpBlock_3')
     if self.parallel:
-      return x + attended + mlp(y, train=train)
-    x = x + attended
-    return x + mlp(self.compute.norm(name='LayerNorm_2', use_bias=self.use_bias)(x),
-                   train=train)
+      return x + drop_path(attended + mlp(y, train=train), 'DropPath_0')
+    x = x + drop_path(attended, 'DropPath_0')
+    return x + drop_path(
+        mlp(self.compute.norm(name='LayerNorm_2', use_bias=self.use_bias)(x), train=train),
+        'DropPath_1')
 
 
 class Encoder(nn.Module, kw_only=True):
@@ -254,6 +259,7 @@ class Encoder(nn.Module, kw_only=True):
   num_heads: int
   dropout_rate: float
   attention_dropout_rate: float
+  drop_path_rate: float
   remat: bool
   remat_policy: str
   scan: bool
@@ -296,25 +302,41 @@ class Encoder(nn.Module, kw_only=True):
         attention_dropout_rate=self.attention_dropout_rate, parallel=self.parallel_block,
         qk_norm=self.qk_norm, use_bias=self.use_bias, compute=self.compute,
         valid_tokens=tokens if pad else None)
+    rates = drop_path_rates(self.drop_path_rate, self.num_layers)
     if self.scan:
       # One block traced and compiled, run num_layers times over its stacked
-      # parameters; each layer draws its own init and dropout keys.
+      # parameters; each layer draws its own init and dropout keys, and
+      # takes its own stochastic-depth rate.
       x, _ = nn.scan(_scan_step, variable_axes={'params': 0},
                      split_rngs={'params': True, 'dropout': True},
-                     in_axes=nn.broadcast, length=self.num_layers)(
-                         block_cls(name=layer_stack.STACKED_BLOCKS, **block_args), x, train)
+                     in_axes=(nn.broadcast, 0), length=self.num_layers)(
+                         block_cls(name=layer_stack.STACKED_BLOCKS, **block_args), x, train,
+                         None if rates is None else jnp.asarray(rates, jnp.float32))
     else:
       for i in range(self.num_layers):
         x = activation_sharding.constrain_batch(
-            block_cls(name=layer_stack.block_name(i), **block_args)(x, train))
+            block_cls(name=layer_stack.block_name(i), **block_args)(
+                x, train, None if rates is None else rates[i]))
     if pad:
       x = x[:, :tokens]
     return self.compute.norm(name='encoder_norm', use_bias=self.use_bias)(x)
 
 
-def _scan_step(block, x, train):
+def _scan_step(block, x, train, drop_path_rate):
   """One layer of the scan: the carry is the tokens; nothing is stacked out."""
-  return activation_sharding.constrain_batch(block(x, train)), None
+  return activation_sharding.constrain_batch(block(x, train, drop_path_rate)), None
+
+
+def drop_path_rates(rate: float, num_layers: int) -> list[float] | None:
+  """Each block's stochastic-depth rate: 0 for the first, rising linearly to
+  ``rate`` for the last (timm's ``linspace(0, drop_path_rate, depth)``, the
+  AugReg recipe's); None for no stochastic depth."""
+  if not rate:
+    return None
+  if not 0 <= rate < 1:
+    raise ValueError(f'drop_path_rate {rate} must lie in [0, 1) '
+                     f'(config.model.drop_path_rate)')
+  return [rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
 
 
 class MAPHead(nn.Module, kw_only=True):
@@ -364,6 +386,9 @@ class VisionTransformer(nn.Module, kw_only=True):
   representation_size: int | None = None
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
+  # Stochastic depth: the last block's rate of dropping each residual branch
+  # for an example, the earlier blocks' rising linearly from 0 (`drop_path_rates`).
+  drop_path_rate: float = 0.0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
@@ -455,7 +480,7 @@ class VisionTransformer(nn.Module, kw_only=True):
     x = Encoder(num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
                 dropout_rate=self.dropout_rate,
                 attention_dropout_rate=self.attention_dropout_rate,
-                remat=self.remat, remat_policy=self.remat_policy, scan=self.scan,
+                drop_path_rate=self.drop_path_rate, remat=self.remat, remat_policy=self.remat_policy, scan=self.scan,
                 parallel_block=self.parallel_block, qk_norm=self.qk_norm,
                 use_bias=self.use_bias, compute=compute, name='Transformer')(x, train=train)
 

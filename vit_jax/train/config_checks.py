@@ -107,6 +107,7 @@ NUMERIC_FIELDS = {
                                   "norm would flip every gradient"),
     "model.dropout_rate": _PROBABILITY,
     "model.attention_dropout_rate": _PROBABILITY,
+    "model.drop_path_rate": _PROBABILITY,
     "model.head_bias_init": Range(),
     "model.representation_size": Range(1, unset=True),
     "model.hidden_size": _COUNT,
