@@ -32,9 +32,17 @@ from data_dir; `fewshot_imagenet=True` adds ImageNet at 10 shots, for a
 data_dir that holds it. `--config.fewshot.datasets="()"` probes the run's own
 data instead.
 
+The ViT paper pre-trains without augmentation. `aug=` takes one of the
+AugReg paper's presets instead (Steiner et al. 2021, "How to train your ViT?",
+as big_vision's vit_i21k.py writes them; `AUGREG`): RandAugment after the
+flip and batch mixup of Beta(alpha, alpha), from `light1` (randaug(2, 0), no
+mixup) to `strong2` (randaug(2, 20), mixup 0.8). Its released checkpoints
+also name a dropout and stochastic depth (`do_0.1-sd_0.1`):
+`--config.model.dropout_rate=0.1 --config.model.drop_path_rate=0.1`.
+
 Arguments: variant, data (a preset of configs/common.py), data_dir, epochs
 (0: the table's); steps=N counts the run in steps instead of epochs;
-fewshot_imagenet. The datasets must be prepared beforehand; nothing is
+fewshot_imagenet; aug (none: the paper's). The datasets must be prepared beforehand; nothing is
 downloaded, and a missing one stops the run at its start, named with the
 command that prepares it.
 """
@@ -63,6 +71,20 @@ TABLE3 = {
 }
 
 
+Augmentation = collections.namedtuple("Augmentation", "randaug mixup_alpha")
+
+# The AugReg presets: (RandAugment op, or none; mixup's Beta(alpha, alpha)).
+AUGREG = {
+    "none": Augmentation(None, 0.0),
+    "light1": Augmentation("randaug(2, 0)", 0.0),  # magnitude 0 still inverts, equalizes
+    "light2": Augmentation("randaug(2, 10)", 0.2),
+    "medium1": Augmentation("randaug(2, 15)", 0.2),
+    "medium2": Augmentation("randaug(2, 15)", 0.5),
+    "strong1": Augmentation("randaug(2, 20)", 0.5),
+    "strong2": Augmentation("randaug(2, 20)", 0.8),
+}
+
+
 def paper_row(variant, data):
   """Table 3's row for ``variant`` on ``data``; an error listing the rows if none."""
   row = TABLE3.get((variant, data)) or TABLE3.get((ANY_VARIANT, data))
@@ -80,7 +102,11 @@ def paper_row(variant, data):
 def get_config(arg=None):
   args = common.parse_arg_string(
       arg, variant="B/16", data="imagenet21k", data_dir="", epochs=0, steps=0,
-      fewshot_imagenet=False)
+      fewshot_imagenet=False, aug="none")
+  if args.aug not in AUGREG:
+    raise ValueError(f"configs/pretrain.py: unknown aug={args.aug!r}; the AugReg "
+                     f"presets are {', '.join(AUGREG)}")
+  augmentation = AUGREG[args.aug]
   common.refuse_resnet(args.variant, "configs/pretrain.py")
   common.refuse_epochs_and_steps(args, "configs/pretrain.py")
   config = common.base_config()
@@ -97,7 +123,12 @@ def get_config(arg=None):
     config.total_steps = args.steps
   else:
     config.total_epochs = args.epochs or row.epochs
-  config.pp = common.pp_strings(config, **common.UPSTREAM_PP)
+  templates = dict(common.UPSTREAM_PP)
+  if augmentation.randaug:  # on the crop's uint8 pixels, as big_vision's
+    templates["train"] = templates["train"].replace(
+        "|flip_lr|", f"|flip_lr|{augmentation.randaug}|")
+  config.pp = common.pp_strings(config, **templates)
+  config.mixup.alpha = augmentation.mixup_alpha
   config.fewshot.datasets = transfer_datasets.FEWSHOT_DATASETS
   if args.fewshot_imagenet:
     config.fewshot.datasets += (transfer_datasets.FEWSHOT_IMAGENET,)

@@ -72,6 +72,33 @@ def test_pretrain_on_imagenet_has_the_papers_300_epochs_and_strong_regularisatio
   assert config.data.num_classes == 1000 and config.model.representation_size == 768
 
 
+@pytest.mark.parametrize("aug, randaug, alpha", [
+    ("none", None, 0.0), ("light1", "randaug(2, 0)", 0.0), ("medium2", "randaug(2, 15)", 0.5),
+    ("strong2", "randaug(2, 20)", 0.8)])
+def test_pretrain_takes_augregs_presets(aug, randaug, alpha):
+  import numpy as np
+  import tensorflow as tf
+  from vit_jax.data import preprocess
+  config = pretrain.get_config(f"variant=B/16,data=imagenet21k,aug={aug}")
+  assert config.mixup.alpha == alpha
+  expected = ("decode|inception_crop(224)|flip_lr|" + (f"{randaug}|" if randaug else "")
+              + "value_range(-1,1)|onehot(21843)")
+  assert config.pp.train == expected
+  assert "randaug" not in config.pp.eval
+  # The string runs: randaug gets the crop's uint8 pixels.
+  image = tf.io.encode_jpeg(np.random.RandomState(0).randint(0, 256, (40, 50, 3), np.uint8))
+  out = preprocess.parse(config.pp.train)(
+      {"image": image, "label": tf.constant(3, tf.int64), "_rng": tf.constant([1, 2], tf.int64)})
+  assert out["image"].shape == (224, 224, 3) and out["labels"].shape == (21843,)
+  config_checks.check_config(config, num_devices=1, process_count=1)
+
+
+def test_pretrain_names_the_augreg_presets_for_an_unknown_aug():
+  with pytest.raises(ValueError, match=r"unknown aug='medium'; the AugReg presets are none, "
+                     r"light1, light2, medium1, medium2, strong1, strong2"):
+    pretrain.get_config("variant=B/16,data=imagenet21k,aug=medium")
+
+
 @pytest.mark.parametrize("arg", ["variant=S/16,data=jft", "variant=B/16,data=cifar10"])
 def test_pretrain_without_a_table3_row_lists_the_rows(arg):
   with pytest.raises(ValueError, match=r"configs/pretrain.py has no recipe for variant="
