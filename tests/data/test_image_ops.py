@@ -142,6 +142,24 @@ def test_resize_small_averages_areas_by_default_and_takes_a_method(mode):
   np.testing.assert_allclose(bilinear, blocks[:, 1, :, 1], rtol=1e-6)
 
 
+@pytest.mark.parametrize("method, pil_method", [("bilinear", 2), ("bicubic", 3)])
+def test_an_antialiased_shrink_is_pils_within_one_level(method, pil_method):
+  # PIL's resizes are what timm's and Hugging Face's eval transforms run.
+  from PIL import Image
+  image = random_image(97, 131)
+  expected = np.asarray(Image.fromarray(image).resize((40, 32), pil_method), np.int32)
+  def shrink(spec):
+    return run(spec, {"image": tf.constant(image)}, "eager")["image"].astype(np.int32)
+  assert np.abs(shrink(f"resize((32, 40), '{method}', antialias=True)") - expected).max() <= 1
+  assert np.abs(shrink(f"resize((32, 40), '{method}')") - expected).max() > 50  # aliased
+  smaller = run(f"resize_small(32, '{method}', antialias=True)", {"image": tf.constant(image)},
+                "eager")["image"]
+  assert smaller.shape == (32, 43, 3)
+  with pytest.raises(ValueError, match=r"^resize: antialias must be True or False, "
+                     r"got 'False'\.$"):
+    preprocess.parse("resize(8, antialias='False')")
+
+
 def test_inception_boxes_go_below_a_tenth_of_the_image_down_to_area_min():
   """TensorFlow's min_object_covered=0.1 would keep every box >= 10%."""
   areas = []

@@ -42,6 +42,12 @@ def _checked_method(op_name: str, method: str) -> str:
   return method
 
 
+def _checked_antialias(op_name: str, antialias) -> None:
+  """Refuses a non-bool: a string such as 'False' would turn antialiasing on."""
+  if not isinstance(antialias, bool):
+    raise ValueError(f"{op_name}: antialias must be True or False, got {antialias!r}.")
+
+
 def _checked_areas(op_name: str, area_min: float, area_max: float) -> None:
   """Refuses an area range TensorFlow would not sample from.
 
@@ -55,9 +61,9 @@ def _checked_areas(op_name: str, area_min: float, area_max: float) -> None:
 
 
 def _resize(image: tf.Tensor, size: tuple[int, int] | tf.Tensor,
-            method: str) -> tf.Tensor:
+            method: str, antialias: bool = False) -> tf.Tensor:
   """Resizes keeping `image`'s dtype, so uint8 stays uint8 for value_range."""
-  resized = tf.image.resize(image, size, method=method)
+  resized = tf.image.resize(image, size, method=method, antialias=antialias)
   if image.dtype.is_integer:
     return tf.saturate_cast(tf.round(resized), image.dtype)
   return tf.cast(resized, image.dtype)
@@ -161,21 +167,30 @@ def _inception_box(image_shape, seed, area_min, area_max):
 
 
 @register("resize")
-def resize(size: int | Sequence[int], method: str = "bilinear") -> Op:
-  """Resizes 'image' to exactly `size`, ignoring its aspect ratio."""
+def resize(size: int | Sequence[int], method: str = "bilinear",
+           antialias: bool = False) -> Op:
+  """Resizes 'image' to exactly `size`, ignoring its aspect ratio.
+
+  `antialias` widens the kernel when shrinking, as PIL's resizes (and so
+  timm's and Hugging Face's eval transforms) do; off by default, as
+  big_vision's.
+  """
   target = _checked_size("resize", size)
   _checked_method("resize", method)
-  return on_image(lambda image: _resize(image, target, method))
+  _checked_antialias("resize", antialias)
+  return on_image(lambda image: _resize(image, target, method, antialias))
 
 
 @register("resize_small")
-def resize_small(smaller_size: int, method: str = "area") -> Op:
+def resize_small(smaller_size: int, method: str = "area", antialias: bool = False) -> Op:
   """Resizes 'image' so its shorter side is `smaller_size`, keeping aspect.
 
   Area interpolation by default, as big_vision's evaluation resizes: each
   output pixel averages the input pixels it covers, so shrinking a large
   image does not alias the way bilinear sampling of a few pixels does.
+  `antialias` is `resize`'s, for the other methods (timm's eval: bicubic).
   """
+  _checked_antialias("resize_small", antialias)
   if isinstance(smaller_size, bool) or not isinstance(smaller_size, int) or smaller_size < 1:
     raise ValueError(f"resize_small: smaller_size must be a positive int, the "
                      f"shorter side in pixels, e.g. 256; got {smaller_size!r}.")
@@ -185,7 +200,7 @@ def resize_small(smaller_size: int, method: str = "area") -> Op:
     height_width = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = smaller_size / tf.reduce_min(height_width)
     target = tf.cast(tf.round(height_width * scale), tf.int32)
-    return _resize(image, target, method)
+    return _resize(image, target, method, antialias)
 
   return on_image(fn)
 
