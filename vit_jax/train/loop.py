@@ -262,10 +262,15 @@ def train_and_evaluate(config, workdir, *, devices=None):
     # stalled the next run of a transfer suite for seconds.
     batches.close()
     host_batches.close()
-    # Commit a save still in flight, also when the run stops on an error.
+    # Commit a save still in flight, also when the run stops on an error;
+    # then stop orbax's threads and close the metric files, also when that
+    # save failed.
     stop_request.uninstall()
-    checkpoints.wait(manager, on_error=config.on_save_error)
-    writer.close()
+    try:
+      checkpoints.wait(manager, on_error=config.on_save_error)
+    finally:
+      manager.close()
+      writer.close()
 
   # ------------------------------------------------------------------------
   # Summary.
