@@ -612,3 +612,20 @@ def test_epochs_and_steps_together_are_refused_as_one_would_be_ignored(module, a
   with pytest.raises(ValueError, match=f"^{name}.py: epochs=14 and steps=1000 both give "
                      f"the run's length; give one of them$"):
     module.get_config(arg)
+
+
+def test_the_stock_configs_take_a_transformer_shape_and_default_to_the_variants():
+  from vit_jax.models import build
+  config = finetune.get_config("variant=S/16,data=cifar10,init=/x")
+  model = build.model_from_config(config)
+  assert (model.hidden_size, model.num_layers, model.mlp_dim, model.num_heads) == (
+      384, 12, 1536, 6)
+  config = common.with_overrides(config, "model.hidden_size=96,model.num_layers=3,"
+                                         "model.mlp_dim=192,model.num_heads=2")
+  model = build.model_from_config(config)
+  assert (model.hidden_size, model.num_layers, model.mlp_dim, model.num_heads,
+          model.patch_size) == (96, 3, 192, 2, 16)
+  config_checks.check_config(config, num_devices=1, process_count=1)
+  with pytest.raises(ValueError, match=r"config.model.num_heads=0 .*None takes the variant's"):
+    config_checks.check_config(common.with_overrides(config, "model.num_heads=0"),
+                               num_devices=1, process_count=1)

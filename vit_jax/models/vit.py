@@ -512,6 +512,8 @@ class VisionTransformer(nn.Module, kw_only=True):
 # The fields a variant may choose, which a config leaves unset (None) to take
 # the variant's choice.
 _OPTION_FIELDS = frozenset(key for options in VARIANT_OPTIONS.values() for key in options)
+# The shape a variant's name gives, which a config also leaves unset (None).
+_SHAPE_FIELDS = frozenset(('hidden_size', 'num_layers', 'mlp_dim', 'num_heads'))
 
 
 _VARIANT_RE = re.compile(r'^(?P<name>[A-Za-z0-9]+)/(?P<patch>[0-9]+)$')
@@ -520,8 +522,9 @@ def get_model(variant: str, *, num_classes: int, **overrides) -> VisionTransform
 
   ``overrides`` replace any field, e.g. a tiny model for demos and tests;
   dtypes may be given as strings ('bfloat16') because configs hold strings.
-  An override of None for one of a variant's options (`VARIANT_OPTIONS`:
-  a config's unset field) keeps the variant's choice.
+  An override of None for the shape (hidden_size, num_layers, mlp_dim,
+  num_heads) or one of a variant's options (`VARIANT_OPTIONS`): a config's
+  unset field, keeps the variant's.
   """
   match = _VARIANT_RE.match(variant) if isinstance(variant, str) else None
   if match is None or match['name'] not in VARIANTS or int(match['patch']) < 1:
@@ -533,5 +536,5 @@ def get_model(variant: str, *, num_classes: int, **overrides) -> VisionTransform
                   hidden_size=hidden_size, num_layers=num_layers, mlp_dim=mlp_dim,
                   num_heads=num_heads, **VARIANT_OPTIONS.get(match['name'], {}))
   overrides = {key: value for key, value in overrides.items()
-               if value is not None or key not in _OPTION_FIELDS}
+               if value is not None or key not in _OPTION_FIELDS | _SHAPE_FIELDS}
   return module_fields.build(VisionTransformer, defaults, overrides)

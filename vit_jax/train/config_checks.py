@@ -60,6 +60,7 @@ class Range:
 _STEPS = "a number of steps; the last step always logs, evaluates and saves"
 _PROBABILITY = Range(0, 1, high_open=True, meaning="a probability; 0 turns it off")
 _COUNT = Range(1)
+_VARIANTS_SHAPE = "None takes the variant's"
 # Every numeric field of a run's config and the values it may take, in one
 # place: `check_config` refuses a value outside, naming the field, before
 # anything is built. A field a config does not have is not checked.
@@ -110,10 +111,10 @@ NUMERIC_FIELDS = {
     "model.drop_path_rate": _PROBABILITY,
     "model.head_bias_init": Range(),
     "model.representation_size": Range(1, unset=True),
-    "model.hidden_size": _COUNT,
-    "model.num_layers": _COUNT,
-    "model.mlp_dim": _COUNT,
-    "model.num_heads": _COUNT,
+    "model.hidden_size": Range(1, unset=True, meaning=_VARIANTS_SHAPE),
+    "model.num_layers": Range(1, unset=True, meaning=_VARIANTS_SHAPE),
+    "model.mlp_dim": Range(1, unset=True, meaning=_VARIANTS_SHAPE),
+    "model.num_heads": Range(1, unset=True, meaning=_VARIANTS_SHAPE),
     "data.num_classes": _COUNT,
     "data.shuffle_buffer": _COUNT,
     "mesh.fsdp_min_size": Range(0),
