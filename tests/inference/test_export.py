@@ -292,16 +292,6 @@ def test_without_timm_an_export_checks_its_weights_alone(
           "checked (pip install -e '.[interop]')") in capsys.readouterr().out
 
 
-def test_a_per_channel_eval_range_gives_per_channel_mean_and_std():
-  imagenet = (general_ops.IMAGENET_MEAN, general_ops.IMAGENET_STD)
-  for spec, (mean, std) in [("vgg_value_range", imagenet),
-                            ("value_range(-1, 1)", ([0.5] * 3, [0.5] * 3)),
-                            ("value_range(0, 1)", ([0.0] * 3, [1.0] * 3))]:
-    got_mean, got_std = export.pixel_normalisation(*export.channel_ranges(spec, 8))
-    np.testing.assert_allclose(got_mean, mean, rtol=1e-5, atol=1e-6, err_msg=spec)
-    np.testing.assert_allclose(got_std, std, rtol=1e-5, err_msg=spec)
-
-
 def test_a_timm_export_states_the_runs_per_channel_normalisation(
     fashion_data_dir, tmp_path, monkeypatch):
   config = tiny_config(fashion_data_dir)

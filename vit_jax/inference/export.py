@@ -33,7 +33,7 @@ import tensorflow as tf
 from jax import export
 
 from vit_jax.data import preprocess
-from vit_jax.inference import predict, serving
+from vit_jax.inference import normalisation, predict, serving
 from vit_jax.models import attention, hf_format, npz, timm_format
 from vit_jax.train import losses
 
@@ -70,19 +70,9 @@ def portable(model, platforms):
   return model
 
 
-def channel_ranges(pp_spec, image_size):
-  """What the eval preprocessing maps black and white pixels to, per RGB
-  channel: two arrays of 3 (they differ by channel under vgg_value_range)."""
-  pp = preprocess.parse(pp_spec)
-  black, white = (predict.preprocess_image(pp, tf.fill([image_size, image_size, 3],
-                                                       tf.constant(v, tf.uint8)))
-                  for v in (0, 255))
-  return black.reshape(-1, 3).min(axis=0), white.reshape(-1, 3).max(axis=0)
-
-
 def value_range(pp_spec, image_size):
   """The [min, max] that the eval preprocessing maps black and white pixels to."""
-  black, white = channel_ranges(pp_spec, image_size)
+  black, white = normalisation.channel_ranges(pp_spec, image_size)
   return [float(black.min()), float(white.max())]
 
 
@@ -232,15 +222,6 @@ TORCH_FORMATS = {
 }
 
 
-def pixel_normalisation(black, white):
-  """The per-channel mean and std of [0, 1] pixels that timm and transformers
-  take to reach the model's input, black to ``black`` and white to ``white``:
-  0.5, 0.5 for [-1, 1]."""
-  black, white = np.asarray(black, np.float64), np.asarray(white, np.float64)
-  std = 1 / (white - black)
-  return [float(m) for m in -black * std], [float(s) for s in std]
-
-
 def export_torch_format(config, model, params, *, export_format, out):
   """Writes the timm or Hugging Face directory ``out`` (`TORCH_FORMATS`).
 
@@ -250,8 +231,8 @@ def export_torch_format(config, model, params, *, export_format, out):
   where the library is not installed.
   """
   module, library_model, _ = TORCH_FORMATS[export_format]
-  black, white = channel_ranges(config.pp.eval, config.image_size)
-  mean, std = pixel_normalisation(black, white)
+  black, white = normalisation.channel_ranges(config.pp.eval, config.image_size)
+  mean, std = normalisation.mean_and_std(black, white)
   check_output_directory(out, export_format)
   module.save(params, out, image_size=config.image_size, mean=mean, std=std,
               class_names=predict.class_names(config.data))

@@ -146,11 +146,19 @@ def stated_normalisation(path):
   """(mean, std) of [0, 1] pixels that a timm or Hugging Face checkpoint at
   ``path`` states its model was fed (timm's pretrained_cfg, transformers'
   preprocessor_config.json), or None where it states none."""
-  found = locate(path)
-  if found.kind not in ("timm", "hf"):
+  # Cheap, without `locate`, which opens a workdir's checkpoints: only a
+  # model directory, or a state dict with one around it, states anything.
+  if os.path.isdir(path):
+    directory = path
+    kind = _model_directory_kind(directory)
+  elif path.endswith(timm_format.STATE_DICT_SUFFIXES) and os.path.isfile(path):
+    directory = os.path.dirname(os.path.abspath(path))
+    kind = _model_directory_kind(directory) or "timm"
+  else:
     return None
-  directory = found.path if os.path.isdir(found.path) else os.path.dirname(found.path)
-  if found.kind == "hf":
+  if kind is None:
+    return None
+  if kind == "hf":
     config_path = os.path.join(directory, hf_format.PREPROCESSOR_FILE)
     keys = ("image_mean", "image_std")
   else:
@@ -176,11 +184,24 @@ def note_normalisation(path):
   stated = stated_normalisation(path)
   if stated is None or np.allclose(stated, 0.5):
     return
-  mean, std = (tuple(round(v, 4) for v in values) for values in stated)
-  logging.info("%s was trained on pixels normalised with mean=%s, std=%s (of [0, 1] "
-               "pixels); vgg_value_range(mean=%s, std=%s) in config.pp.train and "
-               "config.pp.eval feeds it the same, where value_range(-1, 1) feeds "
-               "mean = std = 0.5.", path, mean, std, mean, std)
+  logging.info("%s was trained on pixels normalised with %s (of [0, 1] pixels); %s in "
+               "config.pp.train and config.pp.eval feeds it the same, where "
+               "value_range(-1, 1) feeds mean = std = 0.5.", path,
+               describe_normalisation(*stated), vgg_value_range_op(*stated))
+
+
+def _rounded(values):
+  return tuple(round(v, 4) for v in values)
+
+
+def describe_normalisation(mean, std):
+  """'mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)'."""
+  return f"mean={_rounded(mean)}, std={_rounded(std)}"
+
+
+def vgg_value_range_op(mean, std):
+  """The preprocessing op that feeds a model pixels normalised with ``mean``, ``std``."""
+  return f"vgg_value_range({describe_normalisation(mean, std)})"
 
 
 def _hub_name_hint(given):
