@@ -74,14 +74,16 @@ TABLE3 = {
 Augmentation = collections.namedtuple("Augmentation", "randaug mixup_alpha")
 
 # The AugReg presets: (RandAugment op, or none; mixup's Beta(alpha, alpha)).
+# With big_vision's strengths (increasing=False): at magnitude 0 posterize
+# still blackens, solarize inverts and the enhance ops nearly erase.
 AUGREG = {
     "none": Augmentation(None, 0.0),
-    "light1": Augmentation("randaug(2, 0)", 0.0),  # magnitude 0 still inverts, equalizes
-    "light2": Augmentation("randaug(2, 10)", 0.2),
-    "medium1": Augmentation("randaug(2, 15)", 0.2),
-    "medium2": Augmentation("randaug(2, 15)", 0.5),
-    "strong1": Augmentation("randaug(2, 20)", 0.5),
-    "strong2": Augmentation("randaug(2, 20)", 0.8),
+    "light1": Augmentation("randaug(2, 0, increasing=False)", 0.0),
+    "light2": Augmentation("randaug(2, 10, increasing=False)", 0.2),
+    "medium1": Augmentation("randaug(2, 15, increasing=False)", 0.2),
+    "medium2": Augmentation("randaug(2, 15, increasing=False)", 0.5),
+    "strong1": Augmentation("randaug(2, 20, increasing=False)", 0.5),
+    "strong2": Augmentation("randaug(2, 20, increasing=False)", 0.8),
 }
 
 

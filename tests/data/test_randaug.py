@@ -108,3 +108,27 @@ def test_randaug_refuses_a_layer_count_that_is_no_whole_number(num_layers):
     preprocess.parse(f"randaug({num_layers}, 10)")
   assert str(error.value) == (f"randaug: num_layers must be a whole number >= 0, "
                               f"got {num_layers}.")
+
+
+@pytest.mark.parametrize("magnitude, bits, threshold, factor", [
+    (0, 0, 0, 0.1), (5, 2, 128, 1.0), (10, 4, 256, 1.9), (15, 6, 384, 2.8)])
+def test_not_increasing_takes_tf_models_strengths_as_big_visions_randaug(
+    magnitude, bits, threshold, factor):
+  # TF models' _posterize/_solarize/_enhance level_to_arg: int(level * 4)
+  # bits, int(level * 256), level * 1.8 + 0.1, at level = magnitude / 10.
+  image = random_image()
+  ops = randaug.randaug_ops(magnitude, increasing=False)
+  posterized = ops["posterize"](tf.constant(image), SEED).numpy()
+  kept = (0xFF << (8 - bits)) & 0xFF
+  np.testing.assert_array_equal(posterized, image & kept)
+  solarized = ops["solarize"](tf.constant(image), SEED).numpy()
+  np.testing.assert_array_equal(solarized, np.where(image < threshold, image, 255 - image))
+  brightened = ops["brightness"](tf.constant(image), SEED).numpy()
+  np.testing.assert_array_equal(
+      brightened, np.clip(image.astype(np.float32) * np.float32(factor), 0, 255).astype(np.uint8))
+
+
+def test_increasing_must_be_a_bool():
+  with pytest.raises(ValueError, match=r"^randaug: increasing must be True or False, "
+                     r"got 'no'\.$"):
+    preprocess.parse("randaug(2, 10, increasing='no')")

@@ -2,15 +2,18 @@
 
 `num_layers` ops drawn uniformly per example, each at strength `magnitude`,
 on uint8 images. The op list is the one big_vision's `randaug` (TF models'
-autoaugment.py) draws from, so `randaug(2, 15)` means what it meant for the
-AugReg ViTs: auto_contrast, equalize, invert, rotate, posterize, solarize,
-color, contrast, brightness, sharpness, shear_x/y, translate_x/y, cutout and
-solarize_add. Strength 10 is the paper's strongest (30 degree rotations, 0.3
+autoaugment.py) draws from: auto_contrast, equalize, invert, rotate,
+posterize, solarize, color, contrast, brightness, sharpness, shear_x/y,
+translate_x/y, cutout and solarize_add; with `increasing=False`,
+`randaug(2, 15, increasing=False)` is the AugReg ViTs' `randaug(2, 15)`
+(but for TF models' contrast, which blends towards the pixel count / 256
+rather than the mean grey, a slip not copied). Strength 10 is the paper's strongest (30 degree rotations, 0.3
 shears, 100 px shifts and 80 px cutouts at 224 px, both scaled with the
 image); AugReg also used 15 and 20, so up to 30 is accepted, the ops going
 on linearly until they saturate. Every strength-driven op is the identity at
-0, as in timm's "increasing" variants; TF models' posterize, solarize and
-enhance levels run the other way below 5 (docs/input_pipelines.md).
+0, as in timm's "increasing" variants; `increasing=False` takes TF
+models' posterize, solarize and enhance strengths, as big_vision's
+(docs/input_pipelines.md).
 Geometric ops and cutout fill with grey, as there.
 """
 import math
@@ -106,11 +109,27 @@ def _sign(seed):
   return tf.where(tf.random.stateless_uniform([], seed) < 0.5, -1.0, 1.0)
 
 
-def randaug_ops(magnitude: float) -> dict[str, Callable]:
+def _strengths(level: float, increasing: bool) -> tuple[int, int, float]:
+  """(posterize's bits kept, solarize's threshold, enhance ops' factor) at ``level``.
+
+  Increasing: each the identity at 0 (8 bits, threshold 256, factor 1),
+  stronger with the level. Otherwise TF models' (big_vision's) mappings:
+  ``level * 4`` bits (none, a black image, at 0), threshold ``level * 256``
+  (everything inverted at 0, nothing from 1 on) and factor
+  ``0.1 + 1.8 * level`` (the identity at 0.5).
+  """
+  if increasing:
+    return (max(1, 8 - int(round(4 * level))), max(0, int(round(256 - 256 * level))),
+            1.0 + 0.9 * level)
+  return min(8, int(4 * level)), int(256 * level), 0.1 + 1.8 * level
+
+
+def randaug_ops(magnitude: float, increasing: bool = True) -> dict[str, Callable]:
   """name -> fn(uint8 image, seed); the seed draws a symmetric op's direction
-  and the cutout's place."""
+  and the cutout's place. ``increasing`` picks the strength mappings of
+  posterize, solarize and the enhance ops (`_strengths`)."""
   level = magnitude / _PAPER_MAX_MAGNITUDE
-  enhance = 1.0 + 0.9 * level  # factor 1 is identity, as in PIL's enhancers
+  bits, threshold, enhance = _strengths(level, increasing)
 
   def shift(image, seed, axis):
     size = tf.cast(tf.shape(image)[1 - axis], tf.float32)
@@ -126,15 +145,13 @@ def randaug_ops(magnitude: float) -> dict[str, Callable]:
   grey = lambda image: tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
   mean = lambda image: tf.fill(tf.shape(image), tf.cast(
       tf.reduce_mean(tf.cast(tf.image.rgb_to_grayscale(image), tf.float32)), tf.uint8))
-  bits = max(1, 8 - int(round(4 * level)))  # 8 bits (identity) down to 4 at 10
-  threshold = max(0, int(round(256 - 256 * level)))  # 256 inverts nothing
   return dict([
       ("auto_contrast", lambda image, seed: _auto_contrast(image)),
       ("equalize", lambda image, seed: _equalize(image)),
       ("invert", lambda image, seed: 255 - image),
       ("rotate", lambda image, seed: _rotate(image, _sign(seed) * 30 * level)),
-      ("posterize", lambda image, seed: tf.bitwise.left_shift(
-          tf.bitwise.right_shift(image, 8 - bits), 8 - bits)),
+      ("posterize", lambda image, seed: tf.zeros_like(image) if bits == 0 else
+       tf.bitwise.left_shift(tf.bitwise.right_shift(image, 8 - bits), 8 - bits)),
       ("solarize", lambda image, seed: tf.where(
           tf.cast(image, tf.int32) >= threshold, 255 - image, image)),
       ("color", lambda image, seed: _blend(image, grey(image), enhance)),
@@ -153,19 +170,24 @@ def randaug_ops(magnitude: float) -> dict[str, Callable]:
 
 
 @register("randaug")
-def randaug(num_layers: int = 2, magnitude: float = 10) -> Op:
+def randaug(num_layers: int = 2, magnitude: float = 10, increasing: bool = True) -> Op:
   """RandAugment on a uint8 RGB 'image': `num_layers` random ops in a row.
 
   `magnitude` runs from 0 (every op but auto_contrast, equalize and invert
   the identity) through 10, the paper's strongest, up to 30.
+  `increasing=False` takes TF models' strengths for posterize, solarize and
+  the enhance ops instead, which big_vision's randaug and so the AugReg
+  recipes ran with (`_strengths`).
   """
+  if not isinstance(increasing, bool):
+    raise ValueError(f"randaug: increasing must be True or False, got {increasing!r}.")
   if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
     raise ValueError(f"randaug: num_layers must be a whole number >= 0, got "
                      f"{num_layers!r}.")
   if not 0 <= magnitude <= _MAX_MAGNITUDE:
     raise ValueError(f"randaug: magnitude must be in 0..{_MAX_MAGNITUDE:g}, "
                      f"got {magnitude}.")
-  ops = list(randaug_ops(magnitude).values())
+  ops = list(randaug_ops(magnitude, increasing).values())
 
   def op(features):
     features, seed = take_seed(features, "randaug")
