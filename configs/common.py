@@ -311,13 +311,13 @@ def base_config():
   c.variant = "B/16"
   c.image_size = 224
   c.model = dict(
-      # "token", "gap" or "map" (vit_jax.models.vit.CLASSIFIERS); unset: the
-      # variant's ("token"; "map" for '22B/14').
       # The Transformer's shape; unset: the variant's (B/16: 768, 12 blocks,
       # 3072, 12 heads). Set, they make a model of another shape under the
       # variant's name and patch size, as the demo's Ti/7 of width 128.
       hidden_size=placeholder(int), num_layers=placeholder(int), mlp_dim=placeholder(int),
       num_heads=placeholder(int),
+      # "token", "gap" or "map" (vit_jax.models.vit.CLASSIFIERS); unset: the
+      # variant's ("token"; "map" for '22B/14').
       classifier=placeholder(str), representation_size=placeholder(int), dropout_rate=0.0,
       attention_dropout_rate=0.0,
       # Stochastic depth (timm's drop_path_rate, AugReg's 0.1): the last

@@ -74,8 +74,8 @@ TABLE3 = {
 Augmentation = collections.namedtuple("Augmentation", "randaug mixup_alpha")
 
 # The AugReg presets: (RandAugment op, or none; mixup's Beta(alpha, alpha)).
-# With big_vision's strengths (increasing=False): at magnitude 0 posterize
-# still blackens, solarize inverts and the enhance ops nearly erase.
+# With big_vision's strengths (increasing=False): even at magnitude 0
+# posterize keeps one bit, solarize inverts and the enhance ops nearly erase.
 AUGREG = {
     "none": Augmentation(None, 0.0),
     "light1": Augmentation("randaug(2, 0, increasing=False)", 0.0),

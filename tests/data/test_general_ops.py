@@ -98,3 +98,9 @@ def test_onehot_refuses_zero_classes():
   with pytest.raises(ValueError) as error:
     preprocess.parse("onehot(0)")
   assert str(error.value) == "onehot: num_classes must be at least 1, got 0."
+
+
+def test_value_range_clip_values_must_be_a_bool():
+  with pytest.raises(ValueError, match=r"^value_range: clip_values must be True or False, "
+                     r"got 'False'\.$"):
+    preprocess.parse("value_range(0, 1, clip_values='False')")

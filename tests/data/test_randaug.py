@@ -110,22 +110,34 @@ def test_randaug_refuses_a_layer_count_that_is_no_whole_number(num_layers):
                               f"got {num_layers}.")
 
 
-@pytest.mark.parametrize("magnitude, bits, threshold, factor", [
-    (0, 0, 0, 0.1), (5, 2, 128, 1.0), (10, 4, 256, 1.9), (15, 6, 384, 2.8)])
-def test_not_increasing_takes_tf_models_strengths_as_big_visions_randaug(
-    magnitude, bits, threshold, factor):
-  # TF models' _posterize/_solarize/_enhance level_to_arg: int(level * 4)
-  # bits, int(level * 256), level * 1.8 + 0.1, at level = magnitude / 10.
+@pytest.mark.parametrize("magnitude, shift, threshold, factor", [
+    (0, 7, 0, 0.1), (5, 6, 128, 1.0), (10, 4, 0, 1.9), (15, 2, 128, 2.8), (20, 0, 0, 3.7),
+    (25, 7, 128, 4.6)])
+def test_not_increasing_does_what_big_visions_randaug_does_on_a_cpu_host(
+    magnitude, shift, threshold, factor):
+  # TF models' level_to_arg at level = magnitude / 10: int(level * 4) bits
+  # kept, threshold int(level * 256), factor level * 1.8 + 0.1; and what its
+  # ops then do in TensorFlow: a shift of 8 or below 0 is clamped to 7, and
+  # the threshold, compared with uint8 pixels, wraps modulo 256.
   image = random_image()
   ops = randaug.randaug_ops(magnitude, increasing=False)
   posterized = ops["posterize"](tf.constant(image), SEED).numpy()
-  kept = (0xFF << (8 - bits)) & 0xFF
-  np.testing.assert_array_equal(posterized, image & kept)
+  np.testing.assert_array_equal(posterized, image >> shift << shift)
   solarized = ops["solarize"](tf.constant(image), SEED).numpy()
   np.testing.assert_array_equal(solarized, np.where(image < threshold, image, 255 - image))
   brightened = ops["brightness"](tf.constant(image), SEED).numpy()
   np.testing.assert_array_equal(
       brightened, np.clip(image.astype(np.float32) * np.float32(factor), 0, 255).astype(np.uint8))
+
+
+def test_tensorflow_clamps_shifts_and_wraps_thresholds_as_the_emulation_assumes():
+  # What TF models' posterize and solarize meet, checked on this TensorFlow.
+  pixels = tf.constant([0, 100, 200, 255], tf.uint8)
+  np.testing.assert_array_equal(
+      tf.bitwise.left_shift(tf.bitwise.right_shift(pixels, 8), 8), [0, 0, 128, 128])
+  for threshold, wrapped in ((256, 0), (384, 128)):
+    np.testing.assert_array_equal(tf.where(pixels < threshold, pixels, 255 - pixels),
+                                  np.where(pixels.numpy() < wrapped, pixels, 255 - pixels))
 
 
 def test_increasing_must_be_a_bool():

@@ -282,3 +282,14 @@ def test_a_checkpoints_imagenet_normalisation_is_read_and_named_in_the_log(tmp_p
       f"std=(0.229, 0.224, 0.225) (of [0, 1] pixels); vgg_value_range(mean=(0.485, 0.456, "
       f"0.406), std=(0.229, 0.224, 0.225)) in config.pp.train and config.pp.eval feeds it "
       f"the same, where value_range(-1, 1) feeds mean = std = 0.5."]
+
+
+def test_a_config_json_that_is_no_timm_config_states_no_normalisation(tmp_path):
+  params = params_of(models.get_model("Ti/8", num_classes=3, **TINY))
+  path = write_timm(params, str(tmp_path / "bare" / "vit.safetensors"),
+                    config={"mean": [0.1, 0.2], "std": [0.3, 0.4]})  # not timm's
+  assert pretrained.stated_normalisation(path) is None
+  path = write_timm(params, str(tmp_path / "short" / "vit.safetensors"),
+                    config={"architecture": "vit_tiny_patch16_224",
+                            "pretrained_cfg": {"mean": [0.1, 0.2], "std": [0.3, 0.4]}})
+  assert pretrained.stated_normalisation(path) is None  # two channels: no RGB statement

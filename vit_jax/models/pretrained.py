@@ -167,10 +167,14 @@ def stated_normalisation(path):
   if not os.path.isfile(config_path):
     return None
   config = timm_format.read_json(config_path)
+  if not isinstance(config, dict) or (kind == "timm"
+                                      and not timm_format.is_timm_config(config)):
+    return None  # someone else's JSON beside a state dict
   config = config.get("pretrained_cfg") or config
   if config.get("do_normalize") is False or not all(k in config for k in keys):
     return None
-  return tuple(timm_format.per_channel(config[k]) for k in keys)
+  stated = tuple(timm_format.per_channel(config[k]) for k in keys)
+  return stated if all(len(values) == 3 for values in stated) else None
 
 
 def note_normalisation(path):

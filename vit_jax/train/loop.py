@@ -269,8 +269,10 @@ def train_and_evaluate(config, workdir, *, devices=None):
     try:
       checkpoints.wait(manager, on_error=config.on_save_error)
     finally:
-      manager.close()
-      writer.close()
+      try:
+        manager.close()
+      finally:
+        writer.close()
 
   # ------------------------------------------------------------------------
   # Summary.

@@ -30,6 +30,9 @@ def value_range(vmin: float = -1, vmax: float = 1, in_min=0, in_max=255,
   channel, and `clip_values` clamps what falls outside (after a bicubic
   resize of a float image, say).
   """
+  if not isinstance(clip_values, bool):  # a string such as 'False' would clip
+    raise ValueError(f"value_range: clip_values must be True or False, got "
+                     f"{clip_values!r}.")
   low = _per_channel("value_range", "in_min", in_min)
   high = _per_channel("value_range", "in_max", in_max)
   if np.any(low == high):

@@ -4,17 +4,18 @@
 on uint8 images. The op list is the one big_vision's `randaug` (TF models'
 autoaugment.py) draws from: auto_contrast, equalize, invert, rotate,
 posterize, solarize, color, contrast, brightness, sharpness, shear_x/y,
-translate_x/y, cutout and solarize_add; with `increasing=False`,
-`randaug(2, 15, increasing=False)` is the AugReg ViTs' `randaug(2, 15)`
-(but for TF models' contrast, which blends towards the pixel count / 256
-rather than the mean grey, a slip not copied). Strength 10 is the paper's strongest (30 degree rotations, 0.3
-shears, 100 px shifts and 80 px cutouts at 224 px, both scaled with the
-image); AugReg also used 15 and 20, so up to 30 is accepted, the ops going
-on linearly until they saturate. Every strength-driven op is the identity at
-0, as in timm's "increasing" variants; `increasing=False` takes TF
-models' posterize, solarize and enhance strengths, as big_vision's
-(docs/input_pipelines.md).
-Geometric ops and cutout fill with grey, as there.
+translate_x/y, cutout and solarize_add. Strength 10 is the paper's
+strongest (30 degree rotations, 0.3 shears, 100 px shifts and 80 px cutouts
+at 224 px, both scaled with the image); AugReg also used 15 and 20, so up to
+30 is accepted, the ops going on linearly until they saturate.
+
+By default every strength-driven op is the identity at 0, as in timm's
+"increasing" variants. `increasing=False` takes TF models' posterize,
+solarize and enhance strengths, so that `randaug(2, 15, increasing=False)`
+is the AugReg ViTs' `randaug(2, 15)`, but for TF models' contrast, which
+blends towards the pixel count / 256 rather than the mean grey: a slip not
+copied (docs/input_pipelines.md). Geometric ops and cutout fill with grey,
+as there.
 """
 import math
 from collections.abc import Callable
@@ -75,8 +76,8 @@ def _sharpness(image):
 def _equalize(image):
   """Per-channel histogram equalization with PIL's ImageOps.equalize lookup table.
 
-  PIL spreads the pixels but the brightest value's evenly over 255 steps and
-  leaves a channel of one or two values as it is.
+  PIL spreads the pixels but the brightest value's evenly over 255 steps,
+  and leaves a channel as it is where those are fewer than 255.
   """
   def channel(values):
     values = tf.cast(values, tf.int32)
@@ -110,18 +111,21 @@ def _sign(seed):
 
 
 def _strengths(level: float, increasing: bool) -> tuple[int, int, float]:
-  """(posterize's bits kept, solarize's threshold, enhance ops' factor) at ``level``.
+  """(posterize's shift, solarize's threshold, enhance ops' factor) at ``level``.
 
-  Increasing: each the identity at 0 (8 bits, threshold 256, factor 1),
-  stronger with the level. Otherwise TF models' (big_vision's) mappings:
-  ``level * 4`` bits (none, a black image, at 0), threshold ``level * 256``
-  (everything inverted at 0, nothing from 1 on) and factor
-  ``0.1 + 1.8 * level`` (the identity at 0.5).
+  Increasing: each the identity at 0 (shift 0, threshold 256, factor 1),
+  stronger with the level. Otherwise what TF models' (big_vision's) ops do
+  on a CPU host: ``level * 4`` bits kept, where a shift TensorFlow cannot
+  make (8 at level 0, negative past 2) keeps 1 bit, as its clamp to 7 does;
+  a threshold of ``level * 256`` that TensorFlow wraps to uint8, so that
+  every pixel inverts at levels 0, 1 and 2 and those of 128 or more at 1.5;
+  and a factor of ``0.1 + 1.8 * level`` (the identity at 0.5).
   """
   if increasing:
-    return (max(1, 8 - int(round(4 * level))), max(0, int(round(256 - 256 * level))),
+    return (min(7, int(round(4 * level))), max(0, int(round(256 - 256 * level))),
             1.0 + 0.9 * level)
-  return min(8, int(4 * level)), int(256 * level), 0.1 + 1.8 * level
+  shift = 8 - int(4 * level)
+  return (shift if 0 <= shift <= 7 else 7), int(256 * level) % 256, 0.1 + 1.8 * level
 
 
 def randaug_ops(magnitude: float, increasing: bool = True) -> dict[str, Callable]:
@@ -129,7 +133,7 @@ def randaug_ops(magnitude: float, increasing: bool = True) -> dict[str, Callable
   and the cutout's place. ``increasing`` picks the strength mappings of
   posterize, solarize and the enhance ops (`_strengths`)."""
   level = magnitude / _PAPER_MAX_MAGNITUDE
-  bits, threshold, enhance = _strengths(level, increasing)
+  posterize_shift, threshold, enhance = _strengths(level, increasing)
 
   def shift(image, seed, axis):
     size = tf.cast(tf.shape(image)[1 - axis], tf.float32)
@@ -150,8 +154,8 @@ def randaug_ops(magnitude: float, increasing: bool = True) -> dict[str, Callable
       ("equalize", lambda image, seed: _equalize(image)),
       ("invert", lambda image, seed: 255 - image),
       ("rotate", lambda image, seed: _rotate(image, _sign(seed) * 30 * level)),
-      ("posterize", lambda image, seed: tf.zeros_like(image) if bits == 0 else
-       tf.bitwise.left_shift(tf.bitwise.right_shift(image, 8 - bits), 8 - bits)),
+      ("posterize", lambda image, seed: tf.bitwise.left_shift(
+          tf.bitwise.right_shift(image, posterize_shift), posterize_shift)),
       ("solarize", lambda image, seed: tf.where(
           tf.cast(image, tf.int32) >= threshold, 255 - image, image)),
       ("color", lambda image, seed: _blend(image, grey(image), enhance)),
@@ -173,8 +177,8 @@ def randaug_ops(magnitude: float, increasing: bool = True) -> dict[str, Callable
 def randaug(num_layers: int = 2, magnitude: float = 10, increasing: bool = True) -> Op:
   """RandAugment on a uint8 RGB 'image': `num_layers` random ops in a row.
 
-  `magnitude` runs from 0 (every op but auto_contrast, equalize and invert
-  the identity) through 10, the paper's strongest, up to 30.
+  `magnitude` runs from 0 (by default every op but auto_contrast, equalize
+  and invert the identity) through 10, the paper's strongest, up to 30.
   `increasing=False` takes TF models' strengths for posterize, solarize and
   the enhance ops instead, which big_vision's randaug and so the AugReg
   recipes ran with (`_strengths`).
