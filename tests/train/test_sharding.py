@@ -15,7 +15,7 @@ from jax.sharding import PartitionSpec as P
 from configs import common
 from conftest import tiny_config
 from vit_jax import models, train, tree_util
-from vit_jax.models import build, pretrained
+from vit_jax.models import activation_sharding, build, pretrained
 from vit_jax.train import losses, optim, sharding, steps
 
 
@@ -228,3 +228,28 @@ def test_the_per_device_state_table_of_multi_host_md(variant, mib):
       continue
     counted.append(round(sharding.bytes_per_device(state, shardings) / 2**20))
   assert tuple(counted) == mib
+
+
+def test_dropout_and_stochastic_depth_draw_the_same_masks_however_the_batch_is_split():
+  # A run's random masks must not depend on its mesh: FSDP, data parallel
+  # and a resume on fewer devices train on the same numbers.
+  model = models.get_model("Ti/8", num_classes=4, hidden_size=32, num_layers=3, mlp_dim=64,
+                           num_heads=2, dropout_rate=0.1, drop_path_rate=0.5)
+  params = build.init_params(model, 16, seed=0)
+  params["head"]["kernel"] = jnp.ones_like(params["head"]["kernel"])  # not the zero head
+  images = jax.random.uniform(jax.random.key(1), (16, 16, 16, 3), minval=-1, maxval=1)
+  mesh = sharding.make_mesh(mesh_config())  # data: 8
+
+  def forward(params, images, mesh=None):
+    with activation_sharding.under(mesh):  # as the train step traces the model
+      return model.apply({"params": params}, images, train=True,
+                         rngs={"dropout": jax.random.key(2)})
+
+  whole = jax.jit(forward)(params, images)  # one device, no mesh
+  assert len(whole.sharding.device_set) == 1
+  split = jax.jit(forward, static_argnums=2)(
+      params, jax.device_put(images, sharding.batch_sharding(mesh)), mesh)
+  assert len(split.sharding.device_set) == 8
+  np.testing.assert_allclose(np.asarray(split), np.asarray(whole), rtol=1e-5, atol=1e-5)
+  deterministic = model.apply({"params": params}, images, train=False)
+  assert not np.allclose(whole, deterministic)  # the masks did something
