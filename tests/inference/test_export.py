@@ -256,6 +256,7 @@ def hf_model_as_documented(out):
 def test_timm_and_hf_exports_give_the_model_logits_in_their_library(
     fashion_data_dir, tmp_path, capsys, export_format, classifier, library_model):
   library("torch")
+  library(export.TORCH_FORMATS[export_format][2])  # the export checks its logits
   config, model, evaluated = make_run(fashion_data_dir, tmp_path / "run",
                                       classifier=classifier, ema=True)
   out = str(tmp_path / export_format)

@@ -21,9 +21,9 @@ SIZE = 16  # 4x4 patches of 4 pixels
 RELATIVE_TOLERANCE = 1e-4
 
 
-def tiny_model(classifier="token", representation_size=None, num_classes=10):
+def tiny_model(classifier="token", representation_size=None, num_classes=10, qk_norm=False):
   return models.get_model("Ti/4", num_classes=num_classes, classifier=classifier,
-                          representation_size=representation_size, **TINY)
+                          representation_size=representation_size, qk_norm=qk_norm, **TINY)
 
 
 def random_params(model, seed=0):
@@ -73,6 +73,34 @@ def test_ours_to_timm_and_back_is_bit_exact(classifier):
   assert_same_params(timm_format.from_timm(state_dict, source="sd", config=config), params)
   # Without a config.json the heads come from the caller.
   assert_same_params(timm_format.from_timm(state_dict, source="sd", num_heads=2), params)
+
+
+@pytest.mark.parametrize("classifier, qk_norm", [("map", False), ("gap", True),
+                                                ("map", True)])
+def test_attention_pooling_and_qk_norm_go_to_timm_and_back_bit_exact(classifier, qk_norm):
+  params = random_params(tiny_model(classifier, qk_norm=qk_norm))
+  state_dict = timm_format.to_timm(params)
+  assert ("attn_pool.kv.weight" in state_dict) == (classifier == "map")
+  if classifier == "map":
+    assert state_dict["attn_pool.kv.weight"].shape == (64, 32)
+    assert state_dict["attn_pool.latent"].shape == (1, 1, 32)
+    assert "cls_token" not in state_dict
+  assert ("blocks.1.attn.k_norm.bias" in state_dict) == qk_norm
+  if qk_norm:
+    assert state_dict["blocks.1.attn.q_norm.weight"].shape == (16,)  # a head's width
+  args = timm_format.hub_config(params, image_size=SIZE, mean=0.5, std=0.5)["model_args"]
+  assert (args["global_pool"], args["class_token"], args["qk_norm"]) == (
+      "map" if classifier == "map" else "avg", False, qk_norm)
+  assert_same_params(timm_format.from_timm(state_dict, source="sd",
+                                           config={"model_args": args}), params)
+
+
+def test_attention_pooling_beside_a_class_token_is_refused():
+  state_dict = timm_format.to_timm(random_params(tiny_model("map")))
+  state_dict["cls_token"] = np.zeros((1, 1, 32), np.float32)
+  with pytest.raises(ValueError, match=r"^ckpt: a class token \(cls_token\) beside attention "
+                                       r"pooling \(attn_pool\)"):
+    timm_format.from_timm(state_dict, source="ckpt", num_heads=2)
 
 
 def test_ours_to_hf_and_back_is_bit_exact():
@@ -134,10 +162,17 @@ def test_pre_logits_is_refused_on_export(convert, match):
     convert(random_params(tiny_model(representation_size=16)))
 
 
-def test_gap_is_refused_on_export_to_hf():
+def test_gap_map_and_qk_norm_are_refused_on_export_to_hf():
   with pytest.raises(ValueError, match=r"'gap' classifier .* classifies the class token "
                                        r"only; export this model to timm instead"):
     hf_format.to_hf(random_params(tiny_model("gap")))
+  with pytest.raises(ValueError, match=r"^the 'map' classifier \(attention pooling, no class "
+                                       r"token\): .* export this model to timm instead"):
+    hf_format.to_hf(random_params(tiny_model("map")))
+  with pytest.raises(ValueError, match=r"^parameter Transformer/encoderblock_0/"
+                                       r"MultiHeadDotProductAttention_1/query_ln/scale: "
+                                       r"query/key normalisation \(qk_norm\)"):
+    hf_format.to_hf(random_params(tiny_model("token", qk_norm=True)))
 
 
 def test_hf_config_labels_every_class_of_the_head_where_fewer_are_named():
@@ -221,11 +256,12 @@ def timm_module(timm, torch, **model_args):
                            **model_args)
 
 
-@pytest.mark.parametrize("classifier", ["token", "gap"])
-def test_ours_in_timm_gives_our_logits(classifier):
+@pytest.mark.parametrize("classifier, qk_norm", [
+    ("token", False), ("gap", False), ("map", False), ("token", True)])
+def test_ours_in_timm_gives_our_logits(classifier, qk_norm):
   timm = library("timm")
   torch = library("torch")
-  model = tiny_model(classifier)
+  model = tiny_model(classifier, qk_norm=qk_norm)
   params = random_params(model)
   module = timm_module(timm, torch, **timm_format.model_args(params, image_size=SIZE))
   module.load_state_dict({name: torch.from_numpy(value) for name, value
@@ -233,13 +269,16 @@ def test_ours_in_timm_gives_our_logits(classifier):
   batch = images()
   difference = relative_difference(timm_format.torch_logits(module.eval(), batch),
                                    our_logits(model, params, batch))
-  print(f"ours -> timm ({classifier}): max relative logit difference {difference:.2g}")
+  print(f"ours -> timm ({classifier}, qk_norm={qk_norm}): max relative logit difference "
+        f"{difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
 
 
 @pytest.mark.parametrize("classifier, extra", [
     ("token", {}), ("gap", dict(class_token=False, global_pool="avg", fc_norm=False)),
-    ("token", dict(no_embed_class=True))])
+    ("token", dict(no_embed_class=True)),
+    ("map", dict(class_token=False, global_pool="map", fc_norm=False)),
+    ("token", dict(qk_norm=True))])
 def test_a_timm_model_here_gives_timms_logits(classifier, extra):
   timm = library("timm")
   torch = library("torch")
@@ -249,7 +288,8 @@ def test_a_timm_model_here_gives_timms_logits(classifier, extra):
   params = timm_format.from_timm(torch_state_dict(module), source="timm",
                                  config={"model_args": args})
   batch = images()
-  difference = relative_difference(our_logits(tiny_model(classifier), params, batch),
+  model = tiny_model(classifier, qk_norm=extra.get("qk_norm", False))
+  difference = relative_difference(our_logits(model, params, batch),
                                    timm_format.torch_logits(module, batch))
   print(f"timm -> ours ({classifier}, {extra}): max relative logit difference "
         f"{difference:.2g}")

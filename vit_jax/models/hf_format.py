@@ -73,9 +73,14 @@ def to_hf(params):
   """ViTForImageClassification's state dict (numpy, by its file names) of ``params``."""
   ours = OurParams(params, "transformers' ViTForImageClassification")
   if not ours.has_cls:
-    raise ValueError("the 'gap' classifier (tokens averaged, no class token): "
-                     "transformers' ViTForImageClassification classifies the class "
-                     "token only; export this model to timm instead")
+    pooling = ("'map' classifier (attention pooling" if ours.has_map
+               else "'gap' classifier (tokens averaged")
+    raise ValueError(f"the {pooling}, no class token): transformers' "
+                     f"ViTForImageClassification classifies the class token only; "
+                     f"export this model to timm instead")
+  ours.refuse(f"{OUR_BLOCK.format(0)}{OUR_ATTENTION}query_ln/scale",
+              "query/key normalisation (qk_norm), which transformers' ViT does not "
+              "have; export this model to timm instead")
   ours.refuse("pre_logits/kernel",
               "transformers' ViTForImageClassification has no representation layer "
               "(Dense + tanh) before its classifier; fine-tune with "

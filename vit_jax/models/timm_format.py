@@ -24,9 +24,11 @@ refuses what it cannot keep, naming the tensor:
   default ``nn.GELU`` is the exact erf form. An export sets
   ``act_layer='gelu_tanh'``; an import of exact-GELU weights is logged,
   since its logits move slightly (docs/checkpoints.md).
+- qk-norm (``qk_norm``) and attention pooling (``global_pool='map'``,
+  timm's ``AttentionPoolLatent``) are ours too: the per-head query/key
+  LayerNorms and big_vision's ``MAPHead``, the same functions.
 - what our ViT does not have (register and distillation tokens, layer scale,
-  qk-norm, a pre-norm, attention pooling; our ``pre_logits`` layer on the
-  way out) is refused by name.
+  a pre-norm; our ``pre_logits`` layer on the way out) is refused by name.
 
 The helpers for state-dict files (`read_state_dict`, `write_safetensors`,
 `weights_file`, `require`, `torch_logits`) serve `hf_format` too.
@@ -77,9 +79,12 @@ _UNSUPPORTED = (
                    "normalises the tokens before averaging them)"),
     (r"norm_pre\.", "a LayerNorm before the blocks (pre_norm, as in CLIP)"),
     (r"blocks\.\d+\.ls[12]\.", "layer scale (init_values)"),
-    (r"blocks\.\d+\.attn\.[qk]_norm\.", "query/key normalisation (qk_norm)"),
-    (r"attn_pool\.", "attention pooling (global_pool='map')"),
 )
+# Our attention pooling head (big_vision's MAPHead), timm's attn_pool.
+OUR_MAP = "MAPHead_0/"
+OUR_MAP_ATTENTION = OUR_MAP + "MultiHeadDotProductAttention_0/"
+# Our per-head query and key LayerNorms (qk_norm) -> timm's, in attn.
+_QK_NORMS = (("query_ln", "q_norm"), ("key_ln", "k_norm"))
 # timm's act_layer names of the GELU we compute, and of the exact one.
 TANH_GELU = "gelu_tanh"
 _EXACT_GELUS = (None, "gelu")
@@ -260,6 +265,8 @@ class OurParams:
     mlp = self.flat.get(OUR_BLOCK.format(0) + "MlpBlock_3/Dense_0/kernel")
     self.mlp_dim = mlp.shape[1] if mlp is not None else None
     self.has_cls = "cls" in self.flat
+    self.has_map = OUR_MAP + "probe" in self.flat
+    self.qk_norm = OUR_BLOCK.format(0) + OUR_ATTENTION + "query_ln/scale" in self.flat
     self.num_classes = (self.flat["head/kernel"].shape[1] if "head/kernel" in self.flat
                         else 0)
 
@@ -314,6 +321,31 @@ class TorchTensors:
                        f"in this ViT ({len(self.left)} such)")
 
 
+def _norm_to_torch(ours, our_name, their_name, sd):
+  sd[f"{their_name}.weight"] = ours.take(f"{our_name}/scale")
+  sd[f"{their_name}.bias"] = ours.take(f"{our_name}/bias")
+
+
+def _mlp_to_torch(ours, our_mlp, their_mlp, sd):
+  for our_dense, their_fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+    sd[f"{their_mlp}.{their_fc}.weight"] = ours.take(f"{our_mlp}/{our_dense}/kernel").T
+    sd[f"{their_mlp}.{their_fc}.bias"] = ours.take(f"{our_mlp}/{our_dense}/bias")
+
+
+def _norm_from_torch(sd, their_name, our_name, size, flat):
+  flat[f"{our_name}/scale"] = sd.take(f"{their_name}.weight", (size,))
+  flat[f"{our_name}/bias"] = sd.take(f"{their_name}.bias", (size,))
+
+
+def _mlp_from_torch(sd, their_mlp, our_mlp, width, flat):
+  mlp_dim = sd.shape(f"{their_mlp}.fc1.weight")[0]
+  for our_dense, their_fc, (n_out, n_in) in (("Dense_0", "fc1", (mlp_dim, width)),
+                                             ("Dense_1", "fc2", (width, mlp_dim))):
+    flat[f"{our_mlp}/{our_dense}/kernel"] = sd.take(
+        f"{their_mlp}.{their_fc}.weight", (n_out, n_in)).T
+    flat[f"{our_mlp}/{our_dense}/bias"] = sd.take(f"{their_mlp}.{their_fc}.bias", (n_out,))
+
+
 def _block_count(names, pattern):
   blocks = {int(m[1]) for m in map(re.compile(pattern).match, names) if m}
   return max(blocks) + 1 if blocks else 0
@@ -346,19 +378,31 @@ def to_timm(params):
   for i in range(ours.depth):
     block, theirs = OUR_BLOCK.format(i), f"blocks.{i}."
     for our_norm, their_norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
-      sd[f"{theirs}{their_norm}.weight"] = ours.take(f"{block}{our_norm}/scale")
-      sd[f"{theirs}{their_norm}.bias"] = ours.take(f"{block}{our_norm}/bias")
+      _norm_to_torch(ours, block + our_norm, theirs + their_norm, sd)
+    if ours.qk_norm:
+      for our_norm, their_norm in _QK_NORMS:
+        _norm_to_torch(ours, block + OUR_ATTENTION + our_norm, f"{theirs}attn.{their_norm}", sd)
     for part in ("kernel", "bias"):
       sd[f"{theirs}attn.qkv.{'weight' if part == 'kernel' else 'bias'}"] = np.concatenate(
           [heads_to_torch(ours.take(f"{block}{OUR_ATTENTION}{name}/{part}"))
            for name in ("query", "key", "value")])
     sd[f"{theirs}attn.proj.weight"] = out_to_torch(ours.take(f"{block}{OUR_ATTENTION}out/kernel"))
     sd[f"{theirs}attn.proj.bias"] = ours.take(f"{block}{OUR_ATTENTION}out/bias")
-    for our_dense, their_fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
-      sd[f"{theirs}mlp.{their_fc}.weight"] = ours.take(f"{block}MlpBlock_3/{our_dense}/kernel").T
-      sd[f"{theirs}mlp.{their_fc}.bias"] = ours.take(f"{block}MlpBlock_3/{our_dense}/bias")
-  sd["norm.weight"] = ours.take("Transformer/encoder_norm/scale")
-  sd["norm.bias"] = ours.take("Transformer/encoder_norm/bias")
+    _mlp_to_torch(ours, block + "MlpBlock_3", theirs + "mlp", sd)
+  _norm_to_torch(ours, "Transformer/encoder_norm", "norm", sd)
+  if ours.has_map:
+    sd["attn_pool.latent"] = ours.take(OUR_MAP + "probe")
+    take = lambda name: ours.take(OUR_MAP_ATTENTION + name)
+    sd["attn_pool.q.weight"] = heads_to_torch(take("query/kernel"))
+    sd["attn_pool.q.bias"] = heads_to_torch(take("query/bias"))
+    sd["attn_pool.kv.weight"] = np.concatenate(
+        [heads_to_torch(take(f"{name}/kernel")) for name in ("key", "value")])
+    sd["attn_pool.kv.bias"] = np.concatenate(
+        [heads_to_torch(take(f"{name}/bias")) for name in ("key", "value")])
+    sd["attn_pool.proj.weight"] = out_to_torch(take("out/kernel"))
+    sd["attn_pool.proj.bias"] = take("out/bias")
+    _norm_to_torch(ours, OUR_MAP + "LayerNorm_0", "attn_pool.norm", sd)
+    _mlp_to_torch(ours, OUR_MAP + "MlpBlock_0", "attn_pool.mlp", sd)
   if "head/kernel" in ours.flat:
     sd["head.weight"] = ours.take("head/kernel").T
     sd["head.bias"] = ours.take("head/bias")
@@ -376,8 +420,10 @@ def model_args(params, *, image_size):
   return dict(
       img_size=image_size, patch_size=ours.patch, embed_dim=ours.width,
       depth=ours.depth, num_heads=ours.heads, mlp_ratio=mlp_ratio,
-      class_token=ours.has_cls, global_pool="token" if ours.has_cls else "avg",
-      fc_norm=False, act_layer=TANH_GELU, num_classes=ours.num_classes)
+      class_token=ours.has_cls,
+      global_pool="map" if ours.has_map else "token" if ours.has_cls else "avg",
+      qk_norm=ours.qk_norm, fc_norm=False, act_layer=TANH_GELU,
+      num_classes=ours.num_classes)
 
 
 def architecture(args):
@@ -544,12 +590,17 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
   if width % heads:
     raise ValueError(f"{source}: width {width} is not divisible by {heads} heads")
   has_cls = "cls_token" in state_dict
+  has_map = "attn_pool.latent" in state_dict
+  if has_map and has_cls:
+    raise ValueError(f"{source}: a class token (cls_token) beside attention pooling "
+                     f"(attn_pool); this ViT's 'map' classifier pools tokens without one")
   pool = args.get("global_pool")
-  if pool not in (None, "token" if has_cls else "avg"):
+  if pool not in (None, "map" if has_map else "token" if has_cls else "avg"):
     raise ValueError(
         f"{source}: global_pool={pool!r} {'beside' if has_cls else 'without'} a class "
-        f"token; this ViT reads the class token ('token') or averages all tokens "
-        f"of a model without one ('gap')")
+        f"token{' and with attn_pool tensors' if has_map else ''}; this ViT reads the "
+        f"class token ('token'), averages all tokens of a model without one "
+        f"('gap'), or pools them with attention ('map', attn_pool)")
   sd.model = f"timm ViT of width {width}, depth {depth}, MLP {mlp_dim}"
 
   flat = {"embedding/kernel": conv_from_torch(
@@ -568,8 +619,11 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
   for i in range(depth):
     block, theirs = OUR_BLOCK.format(i), f"blocks.{i}."
     for our_norm, their_norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
-      flat[f"{block}{our_norm}/scale"] = sd.take(f"{theirs}{their_norm}.weight", (width,))
-      flat[f"{block}{our_norm}/bias"] = sd.take(f"{theirs}{their_norm}.bias", (width,))
+      _norm_from_torch(sd, theirs + their_norm, block + our_norm, width, flat)
+    if f"{theirs}attn.q_norm.weight" in state_dict:  # qk_norm
+      for our_norm, their_norm in _QK_NORMS:
+        _norm_from_torch(sd, f"{theirs}attn.{their_norm}", block + OUR_ATTENTION + our_norm,
+                         width // heads, flat)
     qkv = sd.take(f"{theirs}attn.qkv.weight", (3 * width, width))
     qkv_bias = sd.take(f"{theirs}attn.qkv.bias", (3 * width,))
     for name, weight, bias in zip(("query", "key", "value"), np.split(qkv, 3),
@@ -579,14 +633,23 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
     flat[f"{block}{OUR_ATTENTION}out/kernel"] = out_from_torch(
         sd.take(f"{theirs}attn.proj.weight", (width, width)), heads)
     flat[f"{block}{OUR_ATTENTION}out/bias"] = sd.take(f"{theirs}attn.proj.bias", (width,))
-    for our_dense, their_fc, (n_out, n_in) in (("Dense_0", "fc1", (mlp_dim, width)),
-                                               ("Dense_1", "fc2", (width, mlp_dim))):
-      flat[f"{block}MlpBlock_3/{our_dense}/kernel"] = sd.take(
-          f"{theirs}mlp.{their_fc}.weight", (n_out, n_in)).T
-      flat[f"{block}MlpBlock_3/{our_dense}/bias"] = sd.take(
-          f"{theirs}mlp.{their_fc}.bias", (n_out,))
-  flat["Transformer/encoder_norm/scale"] = sd.take("norm.weight", (width,))
-  flat["Transformer/encoder_norm/bias"] = sd.take("norm.bias", (width,))
+    _mlp_from_torch(sd, theirs + "mlp", block + "MlpBlock_3", width, flat)
+  _norm_from_torch(sd, "norm", "Transformer/encoder_norm", width, flat)
+  if has_map:
+    flat[OUR_MAP + "probe"] = sd.take("attn_pool.latent", (1, 1, width))
+    q = sd.take("attn_pool.q.weight", (width, width))
+    q_bias = sd.take("attn_pool.q.bias", (width,))
+    kv = sd.take("attn_pool.kv.weight", (2 * width, width))
+    kv_bias = sd.take("attn_pool.kv.bias", (2 * width,))
+    for name, weight, bias in zip(("query", "key", "value"), (q, *np.split(kv, 2)),
+                                  (q_bias, *np.split(kv_bias, 2))):
+      flat[f"{OUR_MAP_ATTENTION}{name}/kernel"] = heads_from_torch(weight, heads)
+      flat[f"{OUR_MAP_ATTENTION}{name}/bias"] = heads_from_torch(bias, heads)
+    flat[OUR_MAP_ATTENTION + "out/kernel"] = out_from_torch(
+        sd.take("attn_pool.proj.weight", (width, width)), heads)
+    flat[OUR_MAP_ATTENTION + "out/bias"] = sd.take("attn_pool.proj.bias", (width,))
+    _norm_from_torch(sd, "attn_pool.norm", OUR_MAP + "LayerNorm_0", width, flat)
+    _mlp_from_torch(sd, "attn_pool.mlp", OUR_MAP + "MlpBlock_0", width, flat)
   if "head.weight" in state_dict:
     num_classes = sd.shape("head.weight")[0]
     flat["head/kernel"] = sd.take("head.weight", (num_classes, width)).T
