@@ -293,3 +293,22 @@ def test_a_config_json_that_is_no_timm_config_states_no_normalisation(tmp_path):
                     config={"architecture": "vit_tiny_patch16_224",
                             "pretrained_cfg": {"mean": [0.1, 0.2], "std": [0.3, 0.4]}})
   assert pretrained.stated_normalisation(path) is None  # two channels: no RGB statement
+
+
+@pytest.mark.parametrize("saved, model, message", [
+    (dict(classifier="map"), dict(classifier="gap"),
+     "the checkpoint has attention pooling, the model not: fine-tune it with "
+     "--config.model.classifier=map"),
+    (dict(qk_norm=True), dict(), "the checkpoint has query/key normalisation, the model "
+     "not: fine-tune it with --config.model.qk_norm=True"),
+    (dict(), dict(qk_norm=True), "the model has query/key normalisation "
+     "(model.qk_norm=True), the checkpoint none: fine-tune it with a model without"),
+])
+def test_a_part_a_setting_switches_is_named_with_the_setting(tmp_path, saved, model, message):
+  npz.save_npz(params_of(models.get_model("Ti/8", num_classes=3, **TINY, **saved)),
+               str(tmp_path / "saved.npz"))
+  fresh = params_of(models.get_model("Ti/8", num_classes=5, **TINY, **model))
+  with pytest.raises(ValueError) as error:
+    pretrained.load_pretrained(str(tmp_path / "saved.npz"), fresh, new_grid=(4, 4),
+                               num_prefix_tokens=0)
+  assert str(error.value) == f"{tmp_path / 'saved.npz'}: {message}"

@@ -228,6 +228,28 @@ def _num_heads(params):
   return query.shape[1] if query is not None and query.ndim == 3 else None
 
 
+# Parts of a ViT a config switches on, by a parameter name's ending: a
+# checkpoint with one the model lacks, or the reverse, names the setting.
+_SWITCHED_PARTS = (
+    ("MAPHead_0/probe", "attention pooling", "model.classifier=map"),
+    ("/query_ln/scale", "query/key normalisation", "model.qk_norm=True"),
+)
+
+
+def _check_switched_parts(loaded, fresh, source):
+  """A one-line error naming the config setting where ``loaded`` (a
+  checkpoint) and ``fresh`` (the model) differ in a part a setting switches."""
+  for ending, what, setting in _SWITCHED_PARTS:
+    in_checkpoint, in_model = (any(name.endswith(ending) for name in flat)
+                               for flat in (loaded, fresh))
+    if in_checkpoint and not in_model:
+      raise ValueError(f"{source}: the checkpoint has {what}, the model not: "
+                       f"fine-tune it with --config.{setting}")
+    if in_model and not in_checkpoint:
+      raise ValueError(f"{source}: the model has {what} ({setting}), the checkpoint "
+                       f"none: fine-tune it with a model without")
+
+
 def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,
                     posemb_method=posemb.DEFAULT_METHOD):
   """Fits the parameters at ``path`` to a model whose fresh ones are ``init_params``.
@@ -244,6 +266,7 @@ def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,
   # shape does): fine-tuning keeps the architecture, so the new model's are
   # taken, and logged.
   loaded = npz.flatten(read_params(path, num_heads=_num_heads(fresh)))
+  _check_switched_parts(loaded, fresh, path)
   keep_pre_logits = any(name.startswith("pre_logits/") for name in fresh)
   fitted = {name: value for name, value in loaded.items()
             if not name.startswith(HEAD_PREFIXES)
