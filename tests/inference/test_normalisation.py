@@ -38,7 +38,7 @@ def eval_config(pp_eval):
 
 def test_inference_warns_where_the_eval_preprocessing_feeds_other_pixels(
     hf_imagenet_checkpoint, caplog):
-  with caplog.at_level("WARNING"):
+  with caplog.at_level("WARNING", logger="absl"):
     agrees = restore.check_normalisation(eval_config("value_range(-1,1)|onehot(3)"),
                                          hf_imagenet_checkpoint)
   assert not agrees
@@ -53,7 +53,7 @@ def test_inference_warns_where_the_eval_preprocessing_feeds_other_pixels(
 
 def test_inference_is_silent_where_the_pixels_agree_or_nothing_is_stated(
     hf_imagenet_checkpoint, tmp_path, caplog):
-  with caplog.at_level("WARNING"):
+  with caplog.at_level("WARNING", logger="absl"):
     assert restore.check_normalisation(eval_config("vgg_value_range|onehot(3)"),
                                        hf_imagenet_checkpoint)
     npz.save_npz({"head": {"bias": np.zeros(3, np.float32)}}, str(tmp_path / "a.npz"))

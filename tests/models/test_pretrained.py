@@ -273,7 +273,7 @@ def test_a_checkpoints_imagenet_normalisation_is_read_and_named_in_the_log(tmp_p
   assert stated == {"timm": imagenet, "timm/model.safetensors": imagenet, "hf": imagenet,
                     "half": ([0.5] * 3, [0.5] * 3), "a.npz": None, bare: None}
 
-  with caplog.at_level("INFO"):
+  with caplog.at_level("INFO", logger="absl"):
     pretrained.note_normalisation(str(tmp_path / "half"))
     assert caplog.records == []  # [-1, 1], our own: nothing to say
     pretrained.note_normalisation(str(tmp_path / "hf"))

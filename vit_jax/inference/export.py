@@ -32,7 +32,6 @@ import numpy as np
 import tensorflow as tf
 from jax import export
 
-from vit_jax.data import preprocess
 from vit_jax.inference import normalisation, predict, serving
 from vit_jax.models import attention, hf_format, npz, timm_format
 from vit_jax.train import losses
