@@ -42,9 +42,9 @@ also name a dropout and stochastic depth (`do_0.1-sd_0.1`):
 
 Arguments: variant, data (a preset of configs/common.py), data_dir, epochs
 (0: the table's); steps=N counts the run in steps instead of epochs;
-fewshot_imagenet; aug (none: the paper's). The datasets must be prepared beforehand; nothing is
-downloaded, and a missing one stops the run at its start, named with the
-command that prepares it.
+fewshot_imagenet; aug (none: the paper's). The datasets must be prepared
+beforehand; nothing is downloaded, and a missing one stops the run at its
+start, named with the command that prepares it.
 """
 import collections
 

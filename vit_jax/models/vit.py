@@ -480,7 +480,8 @@ class VisionTransformer(nn.Module, kw_only=True):
     x = Encoder(num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
                 dropout_rate=self.dropout_rate,
                 attention_dropout_rate=self.attention_dropout_rate,
-                drop_path_rate=self.drop_path_rate, remat=self.remat, remat_policy=self.remat_policy, scan=self.scan,
+                drop_path_rate=self.drop_path_rate, remat=self.remat,
+                remat_policy=self.remat_policy, scan=self.scan,
                 parallel_block=self.parallel_block, qk_norm=self.qk_norm,
                 use_bias=self.use_bias, compute=compute, name='Transformer')(x, train=train)
 
