@@ -335,6 +335,11 @@ def base_config():
       # (all on for '22B/14', off otherwise).
       parallel_block=placeholder(bool), qk_norm=placeholder(bool),
       use_bias=placeholder(bool),
+      # timm's init_values and reg_tokens, as DeiT-III and DINOv2 have them
+      # (docs/models.md): each residual branch scaled by a learned vector
+      # starting at layer_scale_init (None: no layer scale), and
+      # num_registers learned tokens beside the patches.
+      layer_scale_init=placeholder(float), num_registers=0,
       # vit_jax/models/attention.py: "auto" (head_major on CPU, cuDNN's fused
       # kernel on GPU for bfloat16/float16 compute, XLA's
       # dot_product_attention otherwise), or one of them by name.

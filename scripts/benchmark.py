@@ -10,12 +10,12 @@ training loop runs, on synthetic batches already on the devices;
 
 `--compare-timm` also times timm's model of the same shape in the same
 process: its VisionTransformer for a ViT (the same classifier: class token,
-average or MAP; qk_norm where set; no pre_logits, same classes), its
-ResNetV2 as `resnetv2_50x1_bit` builds it for a BiT ResNet (`variant=R50x1`),
-and its hybrid (`vit_base_r50_s16_224`'s backbone and HybridEmbed) for
-`R50x1+B/16`; eager PyTorch as timm trains: AdamW, global-norm clipping,
-autocast bf16 when the config's dtype is bfloat16, at the same batch; and
-prints our images/s over timm's. It needs `pip install -e .[timm]`.
+average or MAP; qk_norm, layer scale and registers where set; no pre_logits,
+same classes), its ResNetV2 as `resnetv2_50x1_bit` builds it for a BiT ResNet
+(`variant=R50x1`), and its hybrid (`vit_base_r50_s16_224`'s backbone and
+HybridEmbed) for `R50x1+B/16`; eager PyTorch as timm trains: AdamW,
+global-norm clipping, autocast bf16 when the config's dtype is bfloat16, at
+the same batch; and prints our images/s over timm's. It needs `pip install -e .[timm]`.
 
 `--against=OVERRIDES` (e.g. `model.layer_norm_implementation=flax`, or
 several, comma-separated) times the train step of the config with those
@@ -119,7 +119,8 @@ def timm_model(config, model):
       num_heads=model.num_heads, mlp_ratio=model.mlp_dim / model.hidden_size,
       num_classes=num_classes, class_token=model.classifier == "token",
       global_pool={"token": "token", "gap": "avg", "map": "map"}[model.classifier],
-      qk_norm=model.qk_norm, **embed_layer)
+      qk_norm=model.qk_norm, init_values=model.layer_scale_init,
+      reg_tokens=model.num_registers, **embed_layer)
 
 
 def benchmark_timm(config, model, batch_size, *, peak, num_devices,

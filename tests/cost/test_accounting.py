@@ -97,6 +97,16 @@ def test_22b_block_options_leave_the_matmul_count_alone(option):
     vit_config(**option), 224, train=False) == plain
 
 
+@pytest.mark.parametrize("classifier, tokens", [("token", 197), ("map", 196)])
+def test_registers_are_tokens_of_every_block_but_not_pooled(classifier, tokens):
+  """G = 4 registers: N + G tokens in each block; the MAP probe attends over the patches."""
+  count = lambda **o: accounting.analytic_flops_per_example(
+    vit_config(classifier=classifier, **o), 224, train=False)
+  block = lambda n, d=768, m=3072: 8 * n * d * d + 4 * n * n * d + 4 * n * d * m
+  assert count(num_registers=4) - count() == 12 * (block(tokens + 4) - block(tokens))
+  assert count(layer_scale_init=1e-5) == count()
+
+
 def test_pre_logits_adds_its_dense_layer_and_narrows_the_head():
   plain = accounting.analytic_flops_per_example(vit_config(), 224, train=False)
   with_pre_logits = accounting.analytic_flops_per_example(
@@ -270,12 +280,7 @@ def test_a_hybrid_stem_of_the_root_alone_counts_the_root():
   assert root_only - plain == root + embedding_change
 
 
-@pytest.mark.parametrize("variant", ["R50x1", "R50x1+B/16"])
-def test_analytic_count_is_within_5_percent_of_xla_for_resnets(variant):
-  from vit_jax import models
-
-  model = models.get_model(variant, num_classes=1000)
-  image_size, batch = 224, 2
+def xla_and_analytic_forward_flops(model, image_size=224, batch=2):
   params = jax.eval_shape(
     lambda: model.init(
       jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False
@@ -283,12 +288,26 @@ def test_analytic_count_is_within_5_percent_of_xla_for_resnets(variant):
   )["params"]
   images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)
   forward = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
-
   xla = accounting.compiled_flops(forward.lower(params, images).compile())
-  analytic = batch * accounting.analytic_flops_per_example(
-    model, image_size, train=False
-  )
+  return xla, batch * accounting.analytic_flops_per_example(model, image_size, train=False)
+
+
+@pytest.mark.parametrize("variant", ["R50x1", "R50x1+B/16"])
+def test_analytic_count_is_within_5_percent_of_xla_for_resnets(variant):
+  from vit_jax import models
+
+  xla, analytic = xla_and_analytic_forward_flops(models.get_model(variant, num_classes=1000))
   assert analytic == pytest.approx(xla, rel=0.05)
+
+
+@pytest.mark.parametrize("classifier", ["token", "map"])
+def test_analytic_count_of_registers_and_layer_scale_is_within_3_percent_of_xla(classifier):
+  """Ti/16 with DINOv2's 4 registers and layer scale: 201 (or 200) tokens a block."""
+  from vit_jax import models
+
+  xla, analytic = xla_and_analytic_forward_flops(models.get_model(
+    "Ti/16", num_classes=1000, classifier=classifier, num_registers=4, layer_scale_init=1e-5))
+  assert analytic == pytest.approx(xla, rel=0.03)
 
 
 @pytest.mark.parametrize(

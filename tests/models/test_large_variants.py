@@ -174,7 +174,7 @@ COMPUTE = vit.ComputeSettings(dtype=jnp.float32, param_dtype=jnp.float32,
 def test_a_parallel_block_adds_attention_and_mlp_of_one_layer_norm():
   block = vit.Encoder1DBlock(mlp_dim=64, num_heads=4, dropout_rate=0.0,
                              attention_dropout_rate=0.0, parallel=True, qk_norm=False,
-                             use_bias=True, compute=COMPUTE)
+                             use_bias=True, layer_scale_init=None, compute=COMPUTE)
   x = jax.random.normal(jax.random.key(0), (2, 5, 32))
   params = jax.jit(block.init, static_argnums=2)(jax.random.key(1), x, False)["params"]
   assert sorted(params) == ["LayerNorm_0", "MlpBlock_3", "MultiHeadDotProductAttention_1"]

@@ -303,6 +303,12 @@ def test_a_config_json_that_is_no_timm_config_states_no_normalisation(tmp_path):
      "not: fine-tune it with --config.model.qk_norm=True"),
     (dict(), dict(qk_norm=True), "the model has query/key normalisation "
      "(model.qk_norm=True), the checkpoint none: fine-tune it with a model without"),
+    (dict(layer_scale_init=0.1), dict(), "the checkpoint has layer scale, the model not: "
+     "fine-tune it with --config.model.layer_scale_init=1e-5"),
+    (dict(num_registers=4), dict(num_registers=2), "the checkpoint has 4 register tokens, "
+     "the model 2: fine-tune it with --config.model.num_registers=4"),
+    (dict(), dict(num_registers=1), "the checkpoint has 0 register tokens, the model 1: "
+     "fine-tune it with --config.model.num_registers=0"),
 ])
 def test_a_part_a_setting_switches_is_named_with_the_setting(tmp_path, saved, model, message):
   npz.save_npz(params_of(models.get_model("Ti/8", num_classes=3, **TINY, **saved)),

@@ -42,7 +42,8 @@ def logits_and_grads(model, params, images=IMAGES):
 
 @pytest.mark.parametrize('options', [
     dict(classifier='token'), dict(classifier='gap'), dict(classifier='map'),
-    dict(scan=True), dict(remat=True)])
+    dict(scan=True), dict(remat=True),
+    dict(classifier='gap', num_registers=2, layer_scale_init=0.5)])
 def test_padding_once_gives_the_unpadded_logits_and_gradients(options):
   """XLA's attention masks the pad here as cuDNN's does on a GPU."""
   build = lambda padding: models.get_model(
@@ -50,6 +51,7 @@ def test_padding_once_gives_the_unpadded_logits_and_gradients(options):
       token_padding=padding, **TINY, **options)
   padded, unpadded = build('once'), build('per_attention')  # the latter: none on a CPU
   images, tokens = (WIDER, 9) if options.get('classifier') in ('gap', 'map') else (IMAGES, 5)
+  tokens += options.get('num_registers', 0)
   params = unpadded.init(jax.random.key(1), images, train=False)['params']
   params['head']['kernel'] = jax.random.normal(jax.random.key(2),
                                                params['head']['kernel'].shape)

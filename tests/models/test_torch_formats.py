@@ -21,9 +21,10 @@ SIZE = 16  # 4x4 patches of 4 pixels
 RELATIVE_TOLERANCE = 1e-4
 
 
-def tiny_model(classifier="token", representation_size=None, num_classes=10, qk_norm=False):
+def tiny_model(classifier="token", representation_size=None, num_classes=10, **options):
+  """``options``: qk_norm, layer_scale_init, num_registers."""
   return models.get_model("Ti/4", num_classes=num_classes, classifier=classifier,
-                          representation_size=representation_size, qk_norm=qk_norm, **TINY)
+                          representation_size=representation_size, **TINY, **options)
 
 
 def random_params(model, seed=0):
@@ -95,6 +96,63 @@ def test_attention_pooling_and_qk_norm_go_to_timm_and_back_bit_exact(classifier,
                                            config={"model_args": args}), params)
 
 
+@pytest.mark.parametrize("classifier", ["token", "gap", "map"])
+def test_layer_scale_and_registers_go_to_timm_and_back_bit_exact(classifier):
+  params = random_params(tiny_model(classifier, layer_scale_init=0.1, num_registers=3))
+  state_dict = timm_format.to_timm(params)
+  assert state_dict["blocks.1.ls2.gamma"].shape == (32,)
+  assert state_dict["reg_token"].shape == (1, 3, 32)
+  # Zero rows of pos_embed for the registers, after the class token's.
+  prefix = int(classifier == "token")
+  assert state_dict["pos_embed"].shape == (1, prefix + 3 + 16, 32)
+  assert not state_dict["pos_embed"][:, prefix:prefix + 3].any()
+  args = timm_format.hub_config(params, image_size=SIZE, mean=0.5, std=0.5)["model_args"]
+  assert (args["reg_tokens"], args["init_values"]) == (3, 1e-5)
+  assert_same_params(timm_format.from_timm(state_dict, source="sd",
+                                           config={"model_args": args}), params)
+  # Read without a config.json, the tensors tell the same.
+  assert_same_params(timm_format.from_timm(state_dict, source="sd", num_heads=2), params)
+
+
+@pytest.mark.parametrize("no_embed_class", [False, True])
+def test_the_registers_position_rows_fold_into_them(no_embed_class):
+  """timm adds pos_embed rows to its register tokens unless no_embed_class
+  (DINOv2 with registers); the same for every image, they are part of ours."""
+  params = random_params(tiny_model("token", num_registers=2))
+  state_dict = timm_format.to_timm(params)
+  rows = np.random.default_rng(1).normal(size=(1, 2, 32)).astype(np.float32)
+  if no_embed_class:  # no rows for the class token and registers; ours gets a zero row
+    state_dict["pos_embed"] = state_dict["pos_embed"][:, 3:]
+  else:
+    state_dict["pos_embed"][:, 1:3] = rows
+  loaded = npz.flatten(timm_format.from_timm(state_dict, source="sd", num_heads=2))
+  want = npz.flatten(params)
+  np.testing.assert_array_equal(loaded["registers"], want["registers"] + (
+      0 if no_embed_class else rows))
+  np.testing.assert_array_equal(loaded[npz.POSEMB][:, 1:], want[npz.POSEMB][:, 1:])
+  np.testing.assert_array_equal(loaded[npz.POSEMB][:, 0],
+                                0 if no_embed_class else want[npz.POSEMB][:, 0])
+
+
+def test_pooling_the_register_tokens_too_is_refused():
+  params = random_params(tiny_model("gap", num_registers=2))
+  with pytest.raises(ValueError, match=r"^sd: pool_include_prefix=True pools the register "
+                                       r"tokens too; this ViT pools the patch tokens only$"):
+    timm_format.from_timm(timm_format.to_timm(params), source="sd", num_heads=2,
+                          config={"model_args": dict(pool_include_prefix=True)})
+
+
+@pytest.mark.parametrize("name, width, heads", [("deit3_small_patch16_384", 384, 6),
+                                                ("vit_base_patch14_reg4_dinov2", 768, 12)])
+def test_deit3_and_dinov2_names_give_their_heads(name, width, heads):
+  params = random_params(models.get_model("Ti/4", num_classes=10, hidden_size=width,
+                                          num_layers=1, mlp_dim=64, num_heads=heads,
+                                          layer_scale_init=1e-5, num_registers=4))
+  loaded = timm_format.from_timm(timm_format.to_timm(params), source="sd",
+                                 config={"architecture": name})
+  assert_same_params(loaded, params)
+
+
 def test_attention_pooling_beside_a_class_token_is_refused():
   state_dict = timm_format.to_timm(random_params(tiny_model("map")))
   state_dict["cls_token"] = np.zeros((1, 1, 32), np.float32)
@@ -139,9 +197,8 @@ def test_timm_no_embed_class_gets_a_zero_class_token_position():
 
 
 @pytest.mark.parametrize("tensor, what", [
-    ("reg_token", "register tokens"),
     ("fc_norm.weight", "a LayerNorm after pooling"),
-    ("blocks.0.ls1.gamma", "layer scale"),
+    ("norm_pre.weight", "a LayerNorm before the blocks"),
     ("dist_token", "DeiT.s distillation token"),
 ])
 def test_timm_tensors_this_vit_lacks_are_refused_by_name(tensor, what):
@@ -173,6 +230,13 @@ def test_gap_map_and_qk_norm_are_refused_on_export_to_hf():
                                        r"MultiHeadDotProductAttention_1/query_ln/scale: "
                                        r"query/key normalisation \(qk_norm\)"):
     hf_format.to_hf(random_params(tiny_model("token", qk_norm=True)))
+  with pytest.raises(ValueError, match=r"^parameter Transformer/encoderblock_0/LayerScale_0/"
+                                       r"scale: layer scale \(layer_scale_init\), which "
+                                       r"transformers' ViT does not have"):
+    hf_format.to_hf(random_params(tiny_model("token", layer_scale_init=0.1)))
+  with pytest.raises(ValueError, match=r"^parameter registers: register tokens "
+                                       r"\(num_registers\), which transformers' ViT"):
+    hf_format.to_hf(random_params(tiny_model("token", num_registers=1)))
 
 
 def test_hf_config_labels_every_class_of_the_head_where_fewer_are_named():
@@ -256,12 +320,14 @@ def timm_module(timm, torch, **model_args):
                            **model_args)
 
 
-@pytest.mark.parametrize("classifier, qk_norm", [
-    ("token", False), ("gap", False), ("map", False), ("token", True)])
-def test_ours_in_timm_gives_our_logits(classifier, qk_norm):
+@pytest.mark.parametrize("classifier, options", [
+    ("token", {}), ("gap", {}), ("map", {}), ("token", dict(qk_norm=True)),
+    ("token", dict(layer_scale_init=0.1, num_registers=3)),
+    ("gap", dict(num_registers=2)), ("map", dict(layer_scale_init=0.1, num_registers=2))])
+def test_ours_in_timm_gives_our_logits(classifier, options):
   timm = library("timm")
   torch = library("torch")
-  model = tiny_model(classifier, qk_norm=qk_norm)
+  model = tiny_model(classifier, **options)
   params = random_params(model)
   module = timm_module(timm, torch, **timm_format.model_args(params, image_size=SIZE))
   module.load_state_dict({name: torch.from_numpy(value) for name, value
@@ -269,7 +335,7 @@ def test_ours_in_timm_gives_our_logits(classifier, qk_norm):
   batch = images()
   difference = relative_difference(timm_format.torch_logits(module.eval(), batch),
                                    our_logits(model, params, batch))
-  print(f"ours -> timm ({classifier}, qk_norm={qk_norm}): max relative logit difference "
+  print(f"ours -> timm ({classifier}, {options}): max relative logit difference "
         f"{difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
 
@@ -278,7 +344,15 @@ def test_ours_in_timm_gives_our_logits(classifier, qk_norm):
     ("token", {}), ("gap", dict(class_token=False, global_pool="avg", fc_norm=False)),
     ("token", dict(no_embed_class=True)),
     ("map", dict(class_token=False, global_pool="map", fc_norm=False)),
-    ("token", dict(qk_norm=True))])
+    ("token", dict(qk_norm=True)),
+    # DeiT-III's layer scale, DINOv2's registers with and without their
+    # position rows.
+    ("token", dict(init_values=1e-6, no_embed_class=True)),
+    ("token", dict(init_values=1e-5, reg_tokens=4, no_embed_class=True)),
+    ("token", dict(reg_tokens=3)),
+    ("gap", dict(class_token=False, global_pool="avg", fc_norm=False, reg_tokens=2)),
+    ("map", dict(class_token=False, global_pool="map", fc_norm=False, reg_tokens=2,
+                 init_values=1e-5))])
 def test_a_timm_model_here_gives_timms_logits(classifier, extra):
   timm = library("timm")
   torch = library("torch")
@@ -288,7 +362,9 @@ def test_a_timm_model_here_gives_timms_logits(classifier, extra):
   params = timm_format.from_timm(torch_state_dict(module), source="timm",
                                  config={"model_args": args})
   batch = images()
-  model = tiny_model(classifier, qk_norm=extra.get("qk_norm", False))
+  model = tiny_model(classifier, qk_norm=extra.get("qk_norm", False),
+                     layer_scale_init=extra.get("init_values"),
+                     num_registers=extra.get("reg_tokens", 0))
   difference = relative_difference(our_logits(model, params, batch),
                                    timm_format.torch_logits(module, batch))
   print(f"timm -> ours ({classifier}, {extra}): max relative logit difference "

@@ -53,7 +53,8 @@ def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
   the matmuls and convolutions are counted.
 
   ViT. Np = (H // P) * (W // P) patches of P x P; N = Np + 1 tokens with
-  the 'token' classifier (the cls token), else N = Np; D = hidden_size;
+  the 'token' classifier (the cls token), else N = Np, and G more with G
+  register tokens (``num_registers``); D = hidden_size;
   M = mlp_dim; L = num_layers; C = 3 channels; R = representation_size;
   K = num_classes.
 
@@ -67,10 +68,10 @@ def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
       block total                         8ND^2 + 4N^2 D + 4NDM
                                           (24ND^2 + 4N^2 D when M = 4D)
     MAP head ('map' classifier), a probe
-    token attending over the N tokens:
+    token attending over the Np patches:
       Q of the probe, output projection   2 * 2 * D * D
-      K, V projections of the N tokens    2 * 2 * N * D * D
-      scores and weighted values, 1 query 2 * 2 * N * D
+      K, V projections of the Np patches  2 * 2 * Np * D * D
+      scores and weighted values, 1 query 2 * 2 * Np * D
       MLP on the probe                    2 * 2 * D * M
     pre_logits on the pooled vector, if R 2 * D * R
     head on the pooled vector, if K       2 * (R or D) * K
@@ -81,7 +82,8 @@ def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
   and are left out (they are about 1-3% of XLA's count for ViT-B). So the
   22B-style options change nothing here: a parallel block (``parallel_block``)
   runs the same matmuls with one LayerNorm fewer, ``qk_norm`` adds two
-  LayerNorms and ``use_bias=False`` drops biases.
+  LayerNorms and ``use_bias=False`` drops biases; nor does layer scale
+  (``layer_scale_init``), two products a block.
 
   ResNet: BiT's ResNet-v2, and the hybrid's stem (same convolutions, other
   norms). Every convolution costs 2 * Ho * Wo * (kh*kw*Cin) * Cout, where
@@ -184,10 +186,11 @@ def vit_flops(model, image_height, image_width):
   num_classes = getattr(model, "num_classes", None)
   representation_size = getattr(model, "representation_size", None)
   has_class_token = getattr(model, "classifier", "token") == "token"
+  num_registers = getattr(model, "num_registers", 0) or 0
   resnet_blocks = getattr(model, "resnet_blocks", None)
 
   num_patches = (image_height // patch_height) * (image_width // patch_width)
-  num_tokens = num_patches + (1 if has_class_token else 0)
+  num_tokens = num_patches + (1 if has_class_token else 0) + num_registers
 
   stem = 0
   embedding_channels = IMAGE_CHANNELS
@@ -218,11 +221,11 @@ def vit_flops(model, image_height, image_width):
 
   map_head = 0
   if getattr(model, "classifier", "token") == "map":
-    # One probe token attends over the N tokens, then one token's MLP.
+    # One probe token attends over the Np patch tokens, then one token's MLP.
     map_head = (
       2 * hidden * hidden  # query of the probe
-      + 2 * 2 * num_tokens * hidden * hidden  # keys and values of every token
-      + 2 * 2 * num_tokens * hidden  # scores and weighted values, one query
+      + 2 * 2 * num_patches * hidden * hidden  # keys and values of every patch
+      + 2 * 2 * num_patches * hidden  # scores and weighted values, one query
       + 2 * hidden * hidden  # output projection
       + 2 * 2 * hidden * mlp_dim  # MLP
     )

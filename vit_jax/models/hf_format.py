@@ -78,9 +78,13 @@ def to_hf(params):
     raise ValueError(f"the {pooling}, no class token): transformers' "
                      f"ViTForImageClassification classifies the class token only; "
                      f"export this model to timm instead")
-  ours.refuse(f"{OUR_BLOCK.format(0)}{OUR_ATTENTION}query_ln/scale",
-              "query/key normalisation (qk_norm), which transformers' ViT does not "
-              "have; export this model to timm instead")
+  for name, what in ((f"{OUR_BLOCK.format(0)}{OUR_ATTENTION}query_ln/scale",
+                      "query/key normalisation (qk_norm)"),
+                     (f"{OUR_BLOCK.format(0)}LayerScale_0/scale",
+                      "layer scale (layer_scale_init)"),
+                     ("registers", "register tokens (num_registers)")):
+    ours.refuse(name, f"{what}, which transformers' ViT does not have; export this "
+                      f"model to timm instead")
   ours.refuse("pre_logits/kernel",
               "transformers' ViTForImageClassification has no representation layer "
               "(Dense + tanh) before its classifier; fine-tune with "

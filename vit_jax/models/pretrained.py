@@ -233,6 +233,8 @@ def _num_heads(params):
 _SWITCHED_PARTS = (
     ("MAPHead_0/probe", "attention pooling", "model.classifier=map"),
     ("/query_ln/scale", "query/key normalisation", "model.qk_norm=True"),
+    # Any initial value: the checkpoint's scales replace it.
+    ("/LayerScale_0/scale", "layer scale", "model.layer_scale_init=1e-5"),
 )
 
 
@@ -248,6 +250,12 @@ def _check_switched_parts(loaded, fresh, source):
     if in_model and not in_checkpoint:
       raise ValueError(f"{source}: the model has {what} ({setting}), the checkpoint "
                        f"none: fine-tune it with a model without")
+  in_checkpoint, in_model = (flat["registers"].shape[1] if "registers" in flat else 0
+                             for flat in (loaded, fresh))
+  if in_checkpoint != in_model:
+    raise ValueError(f"{source}: the checkpoint has {in_checkpoint} register tokens, the "
+                     f"model {in_model}: fine-tune it with "
+                     f"--config.model.num_registers={in_checkpoint}")
 
 
 def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,

@@ -24,11 +24,17 @@ refuses what it cannot keep, naming the tensor:
   default ``nn.GELU`` is the exact erf form. An export sets
   ``act_layer='gelu_tanh'``; an import of exact-GELU weights is logged,
   since its logits move slightly (docs/checkpoints.md).
-- qk-norm (``qk_norm``) and attention pooling (``global_pool='map'``,
-  timm's ``AttentionPoolLatent``) are ours too: the per-head query/key
-  LayerNorms and big_vision's ``MAPHead``, the same functions.
-- what our ViT does not have (register and distillation tokens, layer scale,
-  a pre-norm; our ``pre_logits`` layer on the way out) is refused by name.
+- qk-norm (``qk_norm``), attention pooling (``global_pool='map'``, timm's
+  ``AttentionPoolLatent``), layer scale (``init_values``, ``ls1``/``ls2``,
+  as DeiT-III and DINOv2) and register tokens (``reg_tokens``) are ours too,
+  the same functions.
+- register tokens: ours have no position embedding; where timm gives them
+  rows of ``pos_embed`` (unless ``no_embed_class``), those rows are the same
+  for every image and fold into the tokens, and an export gives zero rows.
+  Ours come after the patches, timm's before them: attention does not
+  depend on the tokens' order, so the logits are the same.
+- what our ViT does not have (distillation tokens, a pre-norm, a LayerNorm
+  after pooling; our ``pre_logits`` layer on the way out) is refused by name.
 
 The helpers for state-dict files (`read_state_dict`, `write_safetensors`,
 `weights_file`, `require`, `torch_logits`) serve `hf_format` too.
@@ -69,17 +75,21 @@ TIMM_NAMES = frozenset({
     "vit_large_patch32_224", "vit_large_patch32_384", "vit_huge_patch14_224"})
 # Any shape can be built from this name with model_args overriding it.
 _DEFAULT_ARCHITECTURE = "vit_base_patch16_224"
-_ARCHITECTURE_RE = re.compile(r"^vit_(tiny|small|base|large|huge)_")
+# DeiT's and DeiT-III's names give the heads of ViT's sizes too.
+_ARCHITECTURE_RE = re.compile(r"^(?:vit|deit3?)_(tiny|small|base|large|huge)_")
 
 # timm tensors of models that are not ours: (name regex, what it is).
 _UNSUPPORTED = (
-    (r"reg_token", "register tokens (reg_tokens)"),
     (r"dist_token|head_dist\.", "DeiT's distillation token and head"),
     (r"fc_norm\.", "a LayerNorm after pooling (fc_norm; this ViT's 'gap' "
                    "normalises the tokens before averaging them)"),
     (r"norm_pre\.", "a LayerNorm before the blocks (pre_norm, as in CLIP)"),
-    (r"blocks\.\d+\.ls[12]\.", "layer scale (init_values)"),
 )
+# Our layer scales of a block's two branches -> timm's.
+_LAYER_SCALES = (("LayerScale_0", "ls1"), ("LayerScale_1", "ls2"))
+# timm's init_values in an export: the value layer scale starts from, which
+# the exported weights replace.
+_EXPORT_INIT_VALUES = 1e-5
 # Our attention pooling head (big_vision's MAPHead), timm's attn_pool.
 OUR_MAP = "MAPHead_0/"
 OUR_MAP_ATTENTION = OUR_MAP + "MultiHeadDotProductAttention_0/"
@@ -267,6 +277,8 @@ class OurParams:
     self.has_cls = "cls" in self.flat
     self.has_map = OUR_MAP + "probe" in self.flat
     self.qk_norm = OUR_BLOCK.format(0) + OUR_ATTENTION + "query_ln/scale" in self.flat
+    self.layer_scale = OUR_BLOCK.format(0) + "LayerScale_0/scale" in self.flat
+    self.num_registers = self.flat["registers"].shape[1] if "registers" in self.flat else 0
     self.num_classes = (self.flat["head/kernel"].shape[1] if "head/kernel" in self.flat
                         else 0)
 
@@ -372,9 +384,15 @@ def to_timm(params):
               "export to timm")
   sd = {"patch_embed.proj.weight": conv_to_torch(ours.take("embedding/kernel")),
         "patch_embed.proj.bias": ours.take("embedding/bias")}
+  prefix = 1 if ours.has_cls else 0
   if ours.has_cls:
     sd["cls_token"] = ours.take("cls")
-  sd["pos_embed"] = ours.take(npz.POSEMB)
+  posemb = ours.take(npz.POSEMB)
+  if ours.num_registers:  # zero rows: ours have no position
+    sd["reg_token"] = ours.take("registers")
+    posemb = np.concatenate([posemb[:, :prefix], np.zeros_like(sd["reg_token"]),
+                             posemb[:, prefix:]], axis=1)
+  sd["pos_embed"] = posemb
   for i in range(ours.depth):
     block, theirs = OUR_BLOCK.format(i), f"blocks.{i}."
     for our_norm, their_norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
@@ -389,6 +407,9 @@ def to_timm(params):
     sd[f"{theirs}attn.proj.weight"] = out_to_torch(ours.take(f"{block}{OUR_ATTENTION}out/kernel"))
     sd[f"{theirs}attn.proj.bias"] = ours.take(f"{block}{OUR_ATTENTION}out/bias")
     _mlp_to_torch(ours, block + "MlpBlock_3", theirs + "mlp", sd)
+    if ours.layer_scale:
+      for our_scale, their_scale in _LAYER_SCALES:
+        sd[f"{theirs}{their_scale}.gamma"] = ours.take(f"{block}{our_scale}/scale")
   _norm_to_torch(ours, "Transformer/encoder_norm", "norm", sd)
   if ours.has_map:
     sd["attn_pool.latent"] = ours.take(OUR_MAP + "probe")
@@ -423,7 +444,8 @@ def model_args(params, *, image_size):
       class_token=ours.has_cls,
       global_pool="map" if ours.has_map else "token" if ours.has_cls else "avg",
       qk_norm=ours.qk_norm, fc_norm=False, act_layer=TANH_GELU,
-      num_classes=ours.num_classes)
+      init_values=_EXPORT_INIT_VALUES if ours.layer_scale else None,
+      reg_tokens=ours.num_registers, num_classes=ours.num_classes)
 
 
 def architecture(args):
@@ -590,11 +612,15 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
   if width % heads:
     raise ValueError(f"{source}: width {width} is not divisible by {heads} heads")
   has_cls = "cls_token" in state_dict
+  num_registers = sd.shape("reg_token")[1] if "reg_token" in state_dict else 0
   has_map = "attn_pool.latent" in state_dict
   if has_map and has_cls:
     raise ValueError(f"{source}: a class token (cls_token) beside attention pooling "
                      f"(attn_pool); this ViT's 'map' classifier pools tokens without one")
   pool = args.get("global_pool")
+  if args.get("pool_include_prefix") and num_registers:
+    raise ValueError(f"{source}: pool_include_prefix=True pools the register tokens "
+                     f"too; this ViT pools the patch tokens only")
   if pool not in (None, "map" if has_map else "token" if has_cls else "avg"):
     raise ValueError(
         f"{source}: global_pool={pool!r} {'beside' if has_cls else 'without'} a class "
@@ -610,9 +636,16 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
     flat["cls"] = sd.take("cls_token", (1, 1, width))
   tokens = sd.shape("pos_embed")[1]
   posemb = sd.take("pos_embed", (1, tokens, width))
+  prefix = int(has_cls) + num_registers
   no_embed_class = args.get("no_embed_class")
   if no_embed_class is None:  # the patch tokens alone form a square grid
-    no_embed_class = _is_square(tokens) and not _is_square(tokens - 1)
+    no_embed_class = prefix > 0 and _is_square(tokens) and not _is_square(tokens - prefix)
+  if num_registers:
+    registers = sd.take("reg_token", (1, num_registers, width))
+    if not no_embed_class:  # the registers' rows, the same for every image
+      registers = registers + posemb[:, has_cls:prefix]
+      posemb = np.concatenate([posemb[:, :has_cls], posemb[:, prefix:]], axis=1)
+    flat["registers"] = registers
   if has_cls and no_embed_class:
     posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
   flat[npz.POSEMB] = posemb
@@ -634,6 +667,9 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
         sd.take(f"{theirs}attn.proj.weight", (width, width)), heads)
     flat[f"{block}{OUR_ATTENTION}out/bias"] = sd.take(f"{theirs}attn.proj.bias", (width,))
     _mlp_from_torch(sd, theirs + "mlp", block + "MlpBlock_3", width, flat)
+    if f"{theirs}ls1.gamma" in state_dict:  # layer scale (init_values)
+      for our_scale, their_scale in _LAYER_SCALES:
+        flat[f"{block}{our_scale}/scale"] = sd.take(f"{theirs}{their_scale}.gamma", (width,))
   _norm_from_torch(sd, "norm", "Transformer/encoder_norm", width, flat)
   if has_map:
     flat[OUR_MAP + "probe"] = sd.take("attn_pool.latent", (1, 1, width))

@@ -12,6 +12,12 @@ block rather than ``num_layers`` copies, so compile time stops growing with
 depth. Files keep the published per-block layout whatever the run used
 (`vit_jax.models.layer_stack` converts).
 
+Two later additions, each off by default, are timm's, so that its
+checkpoints with them load (DeiT-III, DINOv2): ``layer_scale_init``, a
+learned per-channel scale on each residual branch (CaiT's LayerScale), and
+``num_registers``, learned tokens that join the patches without a position
+("Vision Transformers Need Registers", Darcet et al. 2023).
+
 The ViT-22B paper's changes ("Scaling Vision Transformers to 22 Billion
 Parameters") are fields, each off by default: ``parallel_block``,
 ``qk_norm``, ``use_bias=False`` and the ``'map'`` classifier; its variant
@@ -132,6 +138,22 @@ class AddPositionEmbs(nn.Module, kw_only=True):
     return x + posemb.astype(x.dtype)
 
 
+class LayerScale(nn.Module, kw_only=True):
+  """A learned per-channel scale of a residual branch (CaiT; timm's ``ls1``/``ls2``).
+
+  Starting near 0 (timm's ``init_values``, 1e-5 to 1e-6), each block begins
+  close to the identity, which CaiT and DeiT-III found lets deep ViTs train.
+  """
+  init_value: float
+  compute: ComputeSettings
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param('scale', nn.initializers.constant(self.init_value), (x.shape[-1],),
+                       self.compute.param_dtype)
+    return x * scale.astype(x.dtype)
+
+
 class MlpBlock(nn.Module, kw_only=True):
   """Transformer MLP: Dense -> gelu -> dropout -> Dense -> dropout.
 
@@ -227,14 +249,27 @@ class Encoder1DBlock(nn.Module, kw_only=True):
   parallel: bool
   qk_norm: bool
   use_bias: bool
+  # The initial value of each branch's LayerScale; None: no layer scale.
+  layer_scale_init: float | None
   compute: ComputeSettings
   valid_tokens: int | None = None  # see MultiHeadDotProductAttention
 
   @nn.compact
   def __call__(self, x, train: bool, drop_path_rate=None):
     y = self.compute.norm(name='LayerNorm_0', use_bias=self.use_bias)(x)
-    drop_path = lambda branch, name: branch if drop_path_rate is None else (
-        dropout.DropPath(name=name)(branch, drop_path_rate, deterministic=not train))
+
+    def scaled(branch, index):
+      if self.layer_scale_init is None:
+        return branch
+      return LayerScale(init_value=self.layer_scale_init, compute=self.compute,
+                        name=f'LayerScale_{index}')(branch)
+
+    def dropped(branch, index):
+      if drop_path_rate is None:
+        return branch
+      return dropout.DropPath(name=f'DropPath_{index}')(
+          branch, drop_path_rate, deterministic=not train)
+
     attended = MultiHeadDotProductAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
         qk_norm=self.qk_norm, use_bias=self.use_bias, compute=self.compute,
@@ -244,16 +279,20 @@ class Encoder1DBlock(nn.Module, kw_only=True):
         attended, deterministic=not train)
     mlp = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
                    compute=self.compute, name='MlpBlock_3')
-    if self.parallel:
-      return x + drop_path(attended + mlp(y, train=train), 'DropPath_0')
-    x = x + drop_path(attended, 'DropPath_0')
-    return x + drop_path(
-        mlp(self.compute.norm(name='LayerNorm_2', use_bias=self.use_bias)(x), train=train),
-        'DropPath_1')
+    if self.parallel:  # one stochastic-depth draw for the sum of both branches
+      return x + dropped(scaled(attended, 0) + scaled(mlp(y, train=train), 1), 0)
+    x = x + dropped(scaled(attended, 0), 0)
+    y = self.compute.norm(name='LayerNorm_2', use_bias=self.use_bias)(x)
+    return x + dropped(scaled(mlp(y, train=train), 1), 1)
 
 
 class Encoder(nn.Module, kw_only=True):
-  """Position embedding, a stack of blocks, and a final LayerNorm."""
+  """Position embedding, a stack of blocks, and a final LayerNorm.
+
+  ``registers`` (1, R, hidden), where the model has any, join the tokens
+  after the position embedding, at the end: they have no position, and the
+  attention does not depend on the tokens' order.
+  """
   num_layers: int
   mlp_dim: int
   num_heads: int
@@ -266,11 +305,15 @@ class Encoder(nn.Module, kw_only=True):
   parallel_block: bool
   qk_norm: bool
   use_bias: bool
+  layer_scale_init: float | None
   compute: ComputeSettings
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, registers=None):
     x = AddPositionEmbs(compute=self.compute, name='posembed_input')(x)
+    if registers is not None:
+      x = jnp.concatenate([x, jnp.tile(registers.astype(x.dtype), (x.shape[0], 1, 1))],
+                          axis=1)
     x = dropout.Dropout(rate=self.dropout_rate, name='Dropout_0')(x, deterministic=not train)
     tokens = x.shape[1]
     # cuDNN's attention trains on an even token count only: pad once here
@@ -300,7 +343,8 @@ class Encoder(nn.Module, kw_only=True):
     block_args = dict(
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate, parallel=self.parallel_block,
-        qk_norm=self.qk_norm, use_bias=self.use_bias, compute=self.compute,
+        qk_norm=self.qk_norm, use_bias=self.use_bias,
+        layer_scale_init=self.layer_scale_init, compute=self.compute,
         valid_tokens=tokens if pad else None)
     rates = drop_path_rates(self.drop_path_rate, self.num_layers)
     if self.scan:
@@ -320,6 +364,18 @@ class Encoder(nn.Module, kw_only=True):
     if pad:
       x = x[:, :tokens]
     return self.compute.norm(name='encoder_norm', use_bias=self.use_bias)(x)
+
+
+def check_layer_scale_and_registers(layer_scale_init, num_registers):
+  """Refuses a layer scale or a register count no model has, naming the config key."""
+  if layer_scale_init is not None and not (
+      isinstance(layer_scale_init, (int, float)) and layer_scale_init > 0):
+    raise ValueError(f'layer_scale_init {layer_scale_init!r} must be a number above 0, '
+                     f'e.g. 1e-5 as DINOv2 (config.model.layer_scale_init; None: no '
+                     f'layer scale)')
+  if isinstance(num_registers, bool) or not isinstance(num_registers, int) or num_registers < 0:
+    raise ValueError(f'num_registers {num_registers!r} must be a whole number of register '
+                     f'tokens, 0 or more (config.model.num_registers)')
 
 
 def _scan_step(block, x, train, drop_path_rate):
@@ -401,6 +457,12 @@ class VisionTransformer(nn.Module, kw_only=True):
   parallel_block: bool = False
   qk_norm: bool = False
   use_bias: bool = True
+  # timm's init_values: each residual branch scaled by a learned vector that
+  # starts at this value (`LayerScale`); None: no layer scale.
+  layer_scale_init: float | None = None
+  # timm's reg_tokens: learned tokens beside the patches, without a position,
+  # which the blocks attend to and the classifier does not pool.
+  num_registers: int = 0
   head_bias_init: float = 0.0
   # One of vit_jax.models.attention.IMPLEMENTATIONS; 'auto' picks by backend.
   attention_implementation: str = 'auto'
@@ -438,6 +500,7 @@ class VisionTransformer(nn.Module, kw_only=True):
     patch_embedding.check(self.embedding_implementation)
     conv.resolve(self.conv_implementation)
     remat_policy(self.remat_policy)
+    check_layer_scale_and_registers(self.layer_scale_init, self.num_registers)
     batch, height, width, _ = images.shape
     p = self.patch_size
     if height % p or width % p:
@@ -470,6 +533,12 @@ class VisionTransformer(nn.Module, kw_only=True):
       cls = self.param('cls', nn.initializers.zeros, (1, 1, self.hidden_size),
                        self.param_dtype)
       x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (batch, 1, 1)), x], axis=1)
+    # Distinct from the start (timm's and DINOv2's init): identical registers
+    # would get identical gradients and never tell apart.
+    registers = None
+    if self.num_registers:
+      registers = self.param('registers', nn.initializers.normal(stddev=1e-6),
+                             (1, self.num_registers, self.hidden_size), self.param_dtype)
 
     compute = ComputeSettings(
         dtype=self.dtype, param_dtype=self.param_dtype,
@@ -483,8 +552,11 @@ class VisionTransformer(nn.Module, kw_only=True):
                 drop_path_rate=self.drop_path_rate, remat=self.remat,
                 remat_policy=self.remat_policy, scan=self.scan,
                 parallel_block=self.parallel_block, qk_norm=self.qk_norm,
-                use_bias=self.use_bias, compute=compute, name='Transformer')(x, train=train)
+                use_bias=self.use_bias, layer_scale_init=self.layer_scale_init,
+                compute=compute, name='Transformer')(x, train=train, registers=registers)
 
+    # The registers (the last tokens) are not pooled, as in timm.
+    x = x[:, :x.shape[1] - self.num_registers]
     if self.classifier == 'token':
       x = x[:, 0]
     elif self.classifier == 'map':

@@ -115,6 +115,10 @@ NUMERIC_FIELDS = {
     "model.num_layers": Range(1, unset=True, meaning=_VARIANTS_SHAPE),
     "model.mlp_dim": Range(1, unset=True, meaning=_VARIANTS_SHAPE),
     "model.num_heads": Range(1, unset=True, meaning=_VARIANTS_SHAPE),
+    "model.layer_scale_init": Range(0, low_open=True, unset=True, meaning="the layer "
+                                    "scales' initial value, e.g. DINOv2's 1e-5; None: "
+                                    "no layer scale"),
+    "model.num_registers": Range(0, meaning="0: no register tokens"),
     "data.num_classes": _COUNT,
     "data.shuffle_buffer": _COUNT,
     "mesh.fsdp_min_size": Range(0),
