@@ -323,7 +323,10 @@ def base_config():
       # Stochastic depth (timm's drop_path_rate, AugReg's 0.1): the last
       # block's rate of dropping a residual branch per example, rising
       # linearly from 0 at the first block.
-      drop_path_rate=0.0, dtype="float32", param_dtype="float32",
+      drop_path_rate=0.0,
+      # The MLPs' GELU: "tanh" (the original ViT's and big_vision's) or
+      # "exact" (erf: timm's and Hugging Face's, for their checkpoints).
+      gelu="tanh", dtype="float32", param_dtype="float32",
       remat=False, head_bias_init=0.0,
       # With remat: what each block keeps for the backward pass, one of
       # vit_jax.models.REMAT_POLICIES (nothing_saveable: the least memory).

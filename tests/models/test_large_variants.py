@@ -166,7 +166,7 @@ def test_qk_norm_makes_the_logits_independent_of_the_query_and_key_scale(qk_norm
   assert np.allclose(scaled, logits, rtol=1e-4, atol=1e-5) == qk_norm
 
 
-COMPUTE = vit.ComputeSettings(dtype=jnp.float32, param_dtype=jnp.float32,
+COMPUTE = vit.ComputeSettings(dtype=jnp.float32, param_dtype=jnp.float32, gelu="tanh",
                               attention_implementation="auto", token_padding="per_attention",
                               layer_norm_implementation="flax", dense_implementation="auto")
 

@@ -254,6 +254,7 @@ def test_kernel_implementations_agree(tiny_params, field, implementation, refere
     ('layer_norm_implementation', 'fused',
      r"layer_norm_implementation 'fused'.*valid: auto, flax, matvec"),
     ('dense_implementation', 'fused', r"dense_implementation 'fused'.*valid: auto, flax, matrix"),
+    ('gelu', 'erf', r"unknown gelu 'erf'; valid: tanh, exact"),
     ('remat_policy', 'everything',
      r"unknown remat_policy 'everything'; valid: nothing_saveable, dots_saveable, "
      r"dots_with_no_batch_dims_saveable"),
@@ -263,6 +264,24 @@ def test_unknown_model_choice_names_the_valid_ones(field, name, message):
   model = tiny_model(**{field: name})
   with pytest.raises(ValueError, match=message):
     init(model, images())
+
+
+def test_the_exact_gelu_is_the_erf_form_and_moves_the_logits_slightly(tiny_params):
+  mlp = vit.MlpBlock(mlp_dim=64, dropout_rate=0.0, compute=vit.ComputeSettings(
+      dtype=jnp.float32, param_dtype=jnp.float32, gelu='exact',
+      attention_implementation='auto', token_padding='per_attention',
+      layer_norm_implementation='auto', dense_implementation='flax'))
+  x = jax.random.normal(jax.random.key(0), (2, 3, 32))
+  params = mlp.init(jax.random.key(1), x, train=False)['params']
+  dense = lambda name, y: y @ params[name]['kernel'] + params[name]['bias']
+  hidden = dense('Dense_0', x)
+  want = dense('Dense_1', 0.5 * hidden * (1 + jax.scipy.special.erf(hidden / np.sqrt(2))))
+  np.testing.assert_allclose(mlp.apply({'params': params}, x, train=False), want,
+                             rtol=1e-5, atol=1e-6)
+
+  tanh = apply(tiny_model(), tiny_params, images())
+  exact = apply(tiny_model(gelu='exact'), tiny_params, images())
+  assert 0 < np.abs(exact - tanh).max() < 1e-2 * np.abs(tanh).max()
 
 
 def test_head_init():
@@ -291,7 +310,7 @@ def test_every_layer_gets_the_models_settings():
   All values differ from their defaults and from each other, so a setting
   dropped on the way down or passed in another's place shows here.
   """
-  settings = dict(dtype=jnp.bfloat16, param_dtype=jnp.float16,
+  settings = dict(dtype=jnp.bfloat16, param_dtype=jnp.float16, gelu='exact',
                   attention_implementation='head_major', token_padding='once',
                   layer_norm_implementation='flax', dense_implementation='matrix')
   rates = dict(dropout_rate=0.125, attention_dropout_rate=0.25)

@@ -1,5 +1,6 @@
 """Posemb resampling, the published .npz layout, and fitting pre-trained params."""
 import json
+import logging
 import os
 import sys
 
@@ -237,7 +238,8 @@ def test_model_directories_that_are_no_vit_are_named(tmp_path):
     with open(tmp_path / name / "config.json", "w") as f:
       json.dump(config, f)
   with pytest.raises(ValueError, match=r"deit: a Hugging Face model of model_type 'deit'; "
-                                       r"this ViT reads model_type 'vit'"):
+                                       r"this ViT reads model_type 'vit', 'dinov2', "
+                                       r"'dinov2_with_registers'$"):
     pretrained.locate(str(tmp_path / "deit"))
   with pytest.raises(FileNotFoundError, match=r"empty holds no weights: neither "
                                               r"model.safetensors nor pytorch_model.bin"):
@@ -293,6 +295,39 @@ def test_a_config_json_that_is_no_timm_config_states_no_normalisation(tmp_path):
                     config={"architecture": "vit_tiny_patch16_224",
                             "pretrained_cfg": {"mean": [0.1, 0.2], "std": [0.3, 0.4]}})
   assert pretrained.stated_normalisation(path) is None  # two channels: no RGB statement
+
+
+def test_a_checkpoint_of_another_gelu_is_named_with_the_setting(tmp_path, caplog):
+  """timm's default GELU is the exact one; its SigLIP models, our exports
+  (tanh by default) and Hugging Face configs say theirs."""
+  params = params_of(models.get_model("Ti/8", num_classes=3, **TINY))
+  exact = write_timm(params, str(tmp_path / "deit" / "vit.safetensors"),
+                     config={"architecture": "deit3_tiny_patch16_224"})
+  bare = write_timm(params, str(tmp_path / "bare" / "vit.pth"))
+  siglip = write_timm(params, str(tmp_path / "siglip" / "vit.safetensors"),
+                      config={"architecture": "vit_base_patch16_siglip_224"})
+  ours = str(tmp_path / "ours")
+  timm_format.save(params, ours, image_size=32, mean=0.5, std=0.5)
+  hf_exact = str(tmp_path / "hf")
+  hf_format.save(params, hf_exact, image_size=32, mean=0.5, std=0.5, gelu="exact")
+  npz.save_npz(params, str(tmp_path / "a.npz"))
+  assert [pretrained.stated_gelu(p) for p in (exact, bare, siglip, ours, hf_exact,
+                                               str(tmp_path / "a.npz"))] == [
+      "exact", "exact", "tanh", "tanh", "exact", None]
+
+  with caplog.at_level(logging.WARNING, logger="absl"):
+    assert pretrained.check_gelu(exact, "exact") and pretrained.check_gelu(ours, "tanh")
+    assert pretrained.check_gelu(str(tmp_path / "a.npz"), "exact")
+    assert not caplog.records
+    assert not pretrained.check_gelu(exact, "tanh")
+    assert not pretrained.check_gelu(ours, "exact")
+  assert [r.getMessage() for r in caplog.records] == [
+      f"{exact} computes the exact (erf) GELU, as its config.json states, and the model "
+      f"the tanh-approximated one (model.gelu=tanh): set --config.model.gelu=exact to "
+      f"compute the checkpoint's function.",
+      f"{ours} computes the tanh-approximated GELU, as its config.json states, and the "
+      f"model the exact (erf) one (model.gelu=exact): set --config.model.gelu=tanh to "
+      f"compute the checkpoint's function."]
 
 
 @pytest.mark.parametrize("saved, model, message", [

@@ -5,6 +5,7 @@ Logits are compared by their max relative difference, max |a - b| / max |b|,
 with the libraries configured for our tanh GELU.
 """
 import json
+import re
 import sys
 
 import jax
@@ -22,7 +23,7 @@ RELATIVE_TOLERANCE = 1e-4
 
 
 def tiny_model(classifier="token", representation_size=None, num_classes=10, **options):
-  """``options``: qk_norm, layer_scale_init, num_registers."""
+  """``options``: qk_norm, layer_scale_init, num_registers, gelu."""
   return models.get_model("Ti/4", num_classes=num_classes, classifier=classifier,
                           representation_size=representation_size, **TINY, **options)
 
@@ -153,6 +154,36 @@ def test_deit3_and_dinov2_names_give_their_heads(name, width, heads):
   assert_same_params(loaded, params)
 
 
+@pytest.mark.parametrize("gelu, act_layer, hidden_act", [
+    ("tanh", "gelu_tanh", "gelu_pytorch_tanh"), ("exact", "gelu", "gelu")])
+def test_an_export_states_the_models_gelu(gelu, act_layer, hidden_act):
+  params = random_params(tiny_model())
+  assert timm_format.model_args(params, image_size=SIZE, gelu=gelu)["act_layer"] == act_layer
+  assert hf_format.hf_config(params, image_size=SIZE, gelu=gelu)["hidden_act"] == hidden_act
+  assert hf_format.stated_gelu({"hidden_act": hidden_act}, source="c") == gelu
+
+
+@pytest.mark.parametrize("config, gelu", [
+    ({}, "exact"),  # timm's default nn.GELU
+    ({"architecture": "deit3_base_patch16_224"}, "exact"),
+    # SigLIP's architectures register the tanh GELU; a hub config names them alone.
+    ({"architecture": "vit_so400m_patch14_siglip_384"}, "tanh"),
+    ({"pretrained_cfg": {"architecture": "vit_base_patch16_siglip_gap_224"}}, "tanh"),
+    ({"architecture": "vit_base_patch16_siglip_224", "model_args": {"act_layer": "gelu"}},
+     "exact"),
+    ({"model_args": {"act_layer": "gelu_tanh"}}, "tanh")])
+def test_the_gelu_a_timm_config_builds(config, gelu):
+  assert timm_format.stated_gelu(config, source="c") == gelu
+
+
+def test_clips_quick_gelu_is_refused_by_its_architecture_name():
+  state_dict = timm_format.to_timm(random_params(tiny_model()))
+  with pytest.raises(ValueError, match=r"^ckpt: act_layer='quick_gelu'; this ViT computes "
+                                       r"GELU, 'gelu' or 'gelu_tanh'$"):
+    timm_format.from_timm(state_dict, source="ckpt", num_heads=2,
+                          config={"architecture": "vit_base_patch16_clip_quickgelu_224"})
+
+
 def test_attention_pooling_beside_a_class_token_is_refused():
   state_dict = timm_format.to_timm(random_params(tiny_model("map")))
   state_dict["cls_token"] = np.zeros((1, 1, 32), np.float32)
@@ -169,6 +200,57 @@ def test_ours_to_hf_and_back_is_bit_exact():
   assert config["hidden_act"] == "gelu_pytorch_tanh" and config["layer_norm_eps"] == 1e-6
   assert config["id2label"]["3"] == "d" and config["label2id"]["d"] == 3
   assert_same_params(hf_format.from_hf(state_dict, config, source="sd"), params)
+
+
+def dinov2_files(params):
+  """A DINOv2 model's file (Dinov2Model's names, as facebook/dinov2-* hold
+  them) of ``params``, a tiny model with layer scale and 2 registers; its
+  classifier-free ViT names come from `to_hf`, the rest by DINOv2's names."""
+  flat = npz.flatten(params)
+  plain = {n: v for n, v in flat.items()
+           if "LayerScale" not in n and n != "registers" and not n.startswith("head/")}
+  files = {}
+  for name, value in hf_format.to_hf(npz.unflatten(plain)).items():
+    for pattern, replacement in ((r"^vit\.", ""), (r"layernorm_before", "norm1"),
+                                 (r"layernorm_after", "norm2"),
+                                 (r"intermediate\.dense", "mlp.fc1"),
+                                 (r"(layer\.\d+\.)output\.dense", r"\1mlp.fc2")):
+      name = re.sub(pattern, replacement, name)
+    files[name] = value
+  files["embeddings.register_tokens"] = flat["registers"]
+  files["embeddings.mask_token"] = np.zeros((1, 32), np.float32)
+  for i in range(2):
+    for ours, theirs in (("LayerScale_0", "layer_scale1"), ("LayerScale_1", "layer_scale2")):
+      files[f"encoder.layer.{i}.{theirs}.lambda1"] = flat[
+          f"Transformer/encoderblock_{i}/{ours}/scale"]
+  return files
+
+
+DINOV2_CONFIG = dict(model_type="dinov2_with_registers", hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=2, mlp_ratio=2, patch_size=4, hidden_act="gelu")
+
+
+def test_a_hf_dinov2_file_reads_as_layer_scale_and_registers():
+  params = random_params(tiny_model("token", layer_scale_init=0.1, num_registers=2))
+  want = {n: v for n, v in npz.flatten(params).items() if not n.startswith("head/")}
+  files = dinov2_files(params)
+  assert_same_params(hf_format.from_hf(files, DINOV2_CONFIG, source="sd"), want)
+  # transformers 5's module names, and Dinov2ForImageClassification's prefix
+  # and classifier (on the class token beside the patches' mean), left out.
+  live = {re.sub(r"attention\.attention\.(query|key|value)\.",
+                 lambda m: f"attention.{m[1][0]}_proj.", "dinov2." + name): value
+          for name, value in files.items()}
+  live = {re.sub(r"attention\.output\.dense", "attention.o_proj", n): v for n, v in live.items()}
+  live["classifier.weight"] = np.zeros((10, 64), np.float32)
+  assert "dinov2.encoder.layer.1.attention.q_proj.weight" in live
+  assert_same_params(hf_format.from_hf(live, DINOV2_CONFIG, source="sd"), want)
+
+
+def test_dinov2s_swiglu_is_refused():
+  files = dinov2_files(random_params(tiny_model(layer_scale_init=0.1, num_registers=2)))
+  with pytest.raises(ValueError, match=r"^sd: use_swiglu_ffn=True \(DINOv2's giant model\) "
+                                       r"is a SwiGLU MLP; this ViT's MLP is Dense, GELU, Dense$"):
+    hf_format.from_hf(files, {**DINOV2_CONFIG, "use_swiglu_ffn": True}, source="sd")
 
 
 def test_a_bare_hf_vit_model_pooler_is_our_pre_logits():
@@ -323,13 +405,15 @@ def timm_module(timm, torch, **model_args):
 @pytest.mark.parametrize("classifier, options", [
     ("token", {}), ("gap", {}), ("map", {}), ("token", dict(qk_norm=True)),
     ("token", dict(layer_scale_init=0.1, num_registers=3)),
-    ("gap", dict(num_registers=2)), ("map", dict(layer_scale_init=0.1, num_registers=2))])
+    ("gap", dict(num_registers=2)), ("map", dict(layer_scale_init=0.1, num_registers=2)),
+    ("token", dict(gelu="exact")), ("map", dict(gelu="exact"))])
 def test_ours_in_timm_gives_our_logits(classifier, options):
   timm = library("timm")
   torch = library("torch")
   model = tiny_model(classifier, **options)
   params = random_params(model)
-  module = timm_module(timm, torch, **timm_format.model_args(params, image_size=SIZE))
+  module = timm_module(timm, torch, **timm_format.model_args(params, image_size=SIZE,
+                                                             gelu=model.gelu))
   module.load_state_dict({name: torch.from_numpy(value) for name, value
                           in timm_format.to_timm(params).items()}, strict=True)
   batch = images()
@@ -352,19 +436,23 @@ def test_ours_in_timm_gives_our_logits(classifier, options):
     ("token", dict(reg_tokens=3)),
     ("gap", dict(class_token=False, global_pool="avg", fc_norm=False, reg_tokens=2)),
     ("map", dict(class_token=False, global_pool="map", fc_norm=False, reg_tokens=2,
-                 init_values=1e-5))])
+                 init_values=1e-5)),
+    # timm's default GELU, the exact one, as DINOv2 and DeiT-III compute it.
+    ("token", dict(act_layer=None, init_values=1e-5, reg_tokens=4, no_embed_class=True)),
+    ("map", dict(act_layer="gelu", class_token=False, global_pool="map", fc_norm=False))])
 def test_a_timm_model_here_gives_timms_logits(classifier, extra):
   timm = library("timm")
   torch = library("torch")
   args = dict(img_size=SIZE, patch_size=4, embed_dim=32, depth=2, num_heads=2,
-              mlp_ratio=2.0, num_classes=10, act_layer="gelu_tanh", **extra)
+              mlp_ratio=2.0, num_classes=10, **{"act_layer": "gelu_tanh", **extra})
   module = perturbed(timm_module(timm, torch, **args), torch)
   params = timm_format.from_timm(torch_state_dict(module), source="timm",
                                  config={"model_args": args})
   batch = images()
   model = tiny_model(classifier, qk_norm=extra.get("qk_norm", False),
                      layer_scale_init=extra.get("init_values"),
-                     num_registers=extra.get("reg_tokens", 0))
+                     num_registers=extra.get("reg_tokens", 0),
+                     gelu=timm_format.gelu_of(args, source="timm"))
   difference = relative_difference(our_logits(model, params, batch),
                                    timm_format.torch_logits(module, batch))
   print(f"timm -> ours ({classifier}, {extra}): max relative logit difference "
@@ -383,28 +471,33 @@ def hf_classes():
   return transformers
 
 
-def test_ours_in_transformers_gives_our_logits(tmp_path):
+@pytest.mark.parametrize("gelu", ["tanh", "exact"])
+def test_ours_in_transformers_gives_our_logits(tmp_path, gelu):
   transformers = hf_classes()
-  model = tiny_model("token")
+  model = tiny_model("token", gelu=gelu)
   params = random_params(model)
-  hf_format.save(params, str(tmp_path), image_size=SIZE, mean=0.5, std=0.5)
+  hf_format.save(params, str(tmp_path), image_size=SIZE, mean=0.5, std=0.5, gelu=gelu)
   module = transformers.ViTForImageClassification.from_pretrained(str(tmp_path)).eval()
   batch = images()
   difference = relative_difference(timm_format.torch_logits(module, batch),
                                    our_logits(model, params, batch))
-  print(f"ours -> transformers: max relative logit difference {difference:.2g}")
+  print(f"ours -> transformers ({gelu} GELU): max relative logit difference "
+        f"{difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
 
 
-def test_a_transformers_model_here_gives_its_logits(tmp_path):
+@pytest.mark.parametrize("hidden_act, gelu", [("gelu_pytorch_tanh", "tanh"),
+                                              ("gelu", "exact")])
+def test_a_transformers_model_here_gives_its_logits(tmp_path, hidden_act, gelu):
   """Both as a live model's state dict (transformers 5's module names) and as
-  the directory it saves (the file names)."""
+  the directory it saves (the file names); ViTConfig's default GELU is the
+  exact one, which google/vit-base-patch16-224 states."""
   transformers = hf_classes()
   torch = library("torch")
   torch.manual_seed(0)
   config = transformers.ViTConfig(
       hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-      image_size=SIZE, patch_size=4, num_labels=10, hidden_act="gelu_pytorch_tanh",
+      image_size=SIZE, patch_size=4, num_labels=10, hidden_act=hidden_act,
       layer_norm_eps=1e-6)
   module = perturbed(transformers.ViTForImageClassification(config), torch)
   module.save_pretrained(str(tmp_path))
@@ -412,9 +505,46 @@ def test_a_transformers_model_here_gives_its_logits(tmp_path):
   saved = hf_format.load(str(tmp_path))
   assert_same_params(live, saved)
   batch = images()
-  difference = relative_difference(our_logits(tiny_model("token"), saved, batch),
+  assert pretrained.stated_gelu(str(tmp_path)) == gelu
+  difference = relative_difference(our_logits(tiny_model("token", gelu=gelu), saved, batch),
                                    timm_format.torch_logits(module, batch))
-  print(f"transformers -> ours: max relative logit difference {difference:.2g}")
+  print(f"transformers -> ours ({hidden_act}): max relative logit difference "
+        f"{difference:.2g}")
+  assert difference < RELATIVE_TOLERANCE
+
+
+@pytest.mark.parametrize("registers", [0, 4])
+def test_a_transformers_dinov2_here_gives_its_features(tmp_path, registers):
+  """Dinov2Model and Dinov2WithRegistersModel, saved as facebook/dinov2-* are:
+  their pooled class token is our features (pre_logits' input)."""
+  transformers = hf_classes()
+  torch = library("torch")
+  torch.manual_seed(0)
+  shape = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+               image_size=SIZE, patch_size=4)
+  if registers:
+    module = transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(
+        num_register_tokens=registers, **shape))
+  else:
+    module = transformers.Dinov2Model(transformers.Dinov2Config(**shape))
+  module = perturbed(module, torch)
+  module.save_pretrained(str(tmp_path))
+  params = hf_format.load(str(tmp_path))
+  assert_same_params(hf_format.from_hf(torch_state_dict(module), module.config.to_dict(),
+                                       source="live"), params)
+  assert pretrained.stated_gelu(str(tmp_path)) == "exact"
+  model = tiny_model("token", layer_scale_init=1e-5, num_registers=registers, gelu="exact")
+  flat = npz.flatten(params)
+  flat.update({"head/kernel": np.zeros((32, 10), np.float32),
+               "head/bias": np.zeros(10, np.float32)})
+  batch = images()
+  _, state = model.apply({"params": npz.unflatten(flat)}, batch, train=False,
+                         mutable=["intermediates"])
+  with torch.no_grad():
+    theirs = module(torch.from_numpy(batch.transpose(0, 3, 1, 2))).pooler_output.numpy()
+  difference = relative_difference(np.asarray(state["intermediates"]["features"][0]), theirs)
+  print(f"transformers DINOv2 ({registers} registers) -> ours: max relative feature "
+        f"difference {difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
 
 

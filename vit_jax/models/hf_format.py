@@ -12,6 +12,12 @@ those are what `save` writes; `from_hf` takes either. A bare ViTModel's file
 lacks the ``vit.`` prefix and the classifier, and may have a pooler (Dense +
 tanh on the class token), which is our ``pre_logits`` layer.
 
+DINOv2 (``model_type: dinov2``, and ``dinov2_with_registers``) is read too,
+one way: its layers are a ViT's with layer scale (``layer_scale{1,2}.lambda1``)
+and register tokens (``embeddings.register_tokens``), our
+``model.layer_scale_init`` and ``model.num_registers``; the MLP is
+``mlp.fc1``/``mlp.fc2``, and the SwiGLU of its giant model is refused.
+
 Converting is exact and needs numpy alone (state-dict files are read with
 `timm_format`'s helpers). Where the models differ:
 
@@ -19,8 +25,9 @@ Converting is exact and needs numpy alone (state-dict files are read with
   'gap' model is refused on export, as is our ``pre_logits`` layer, which
   its classifier does not use.
 - GELU: ViTConfig's default ``hidden_act='gelu'`` is the exact erf form; ours
-  is the tanh approximation, which transformers calls ``gelu_pytorch_tanh``.
-  An export says so; an import of exact-GELU weights is logged.
+  is the tanh approximation, which transformers calls ``gelu_pytorch_tanh``,
+  unless ``model.gelu='exact'``. An export states ours; `stated_gelu` reads
+  a checkpoint's, which `pretrained.check_gelu` compares with the model's.
 - LayerNorm: ours uses eps 1e-6 (an export says ``layer_norm_eps=1e-6``);
   ViTConfig's default, and Google's converted checkpoints, say 1e-12, a
   difference far below float32's resolution of the normalised values.
@@ -30,13 +37,14 @@ import os
 import re
 
 import numpy as np
-from absl import logging
 
 from vit_jax.models import npz, timm_format
 from vit_jax.models.timm_format import (CONFIG_FILE, OUR_ATTENTION, OUR_BLOCK,
                                         WEIGHTS_FILES, OurParams, TorchTensors)
 
 MODEL_TYPE = "vit"
+DINOV2_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
+MODEL_TYPES = (MODEL_TYPE, *DINOV2_MODEL_TYPES)
 PREPROCESSOR_FILE = "preprocessor_config.json"
 # transformers' activation names of the GELU we compute, and of the exact one.
 TANH_GELU = "gelu_pytorch_tanh"
@@ -47,13 +55,16 @@ LAYER_NORM_EPS = 1e-6
 _LAYER = "vit.encoder.layer.{}."
 
 # transformers 5's module names (a live model's state_dict) -> the names its
-# files hold.
-_V5_RENAMES = (
-    (re.compile(r"^(vit\.)?layers\.(\d+)\."), r"\1encoder.layer.\2."),
+# files hold (for DINOv2, only the attention's are renamed).
+_V5_ATTENTION_RENAMES = (
     (re.compile(r"\.attention\.q_proj\."), ".attention.attention.query."),
     (re.compile(r"\.attention\.k_proj\."), ".attention.attention.key."),
     (re.compile(r"\.attention\.v_proj\."), ".attention.attention.value."),
     (re.compile(r"\.attention\.o_proj\."), ".attention.output.dense."),
+)
+_V5_RENAMES = (
+    (re.compile(r"^(vit\.)?layers\.(\d+)\."), r"\1encoder.layer.\2."),
+    *_V5_ATTENTION_RENAMES,
     (re.compile(r"\.mlp\.fc1\."), ".intermediate.dense."),
     (re.compile(r"\.mlp\.fc2\."), ".output.dense."),
 )
@@ -120,7 +131,7 @@ def to_hf(params):
   return {name: np.ascontiguousarray(value) for name, value in sd.items()}
 
 
-def hf_config(params, *, image_size, class_names=None):
+def hf_config(params, *, image_size, class_names=None, gelu="tanh"):
   """The ViTConfig (config.json) of ViTForImageClassification for ``params``.
 
   The labels are the run's class names where it has them, else LABEL_i, one
@@ -136,7 +147,7 @@ def hf_config(params, *, image_size, class_names=None):
       "num_hidden_layers": ours.depth,
       "num_attention_heads": ours.heads,
       "intermediate_size": ours.mlp_dim,
-      "hidden_act": TANH_GELU,
+      "hidden_act": {"tanh": TANH_GELU, "exact": _EXACT_GELU}[gelu],
       "hidden_dropout_prob": 0.0,
       "attention_probs_dropout_prob": 0.0,
       "initializer_range": 0.02,
@@ -164,12 +175,12 @@ def preprocessor_config(*, image_size, mean, std):
           "image_std": timm_format.per_channel(std)}
 
 
-def save(params, out, *, image_size, mean, std, class_names=None):
+def save(params, out, *, image_size, mean, std, class_names=None, gelu="tanh"):
   """Writes a Hugging Face model directory: config.json, model.safetensors and
   preprocessor_config.json (``mean``, ``std`` normalise [0, 1] pixels to the
   model's input range). Returns the config."""
   state_dict = to_hf(params)  # refusals before anything is written
-  config = hf_config(params, image_size=image_size, class_names=class_names)
+  config = hf_config(params, image_size=image_size, class_names=class_names, gelu=gelu)
   os.makedirs(out, exist_ok=True)
   timm_format.write_safetensors(state_dict, os.path.join(out, WEIGHTS_FILES[0]))
   for name, content in ((CONFIG_FILE, config), (PREPROCESSOR_FILE, preprocessor_config(
@@ -191,13 +202,18 @@ def hf_model(directory):
 # ---------------------------------------------------------------------------
 
 
-def _file_names(state_dict):
-  """``state_dict`` under the names of a ViTForImageClassification file."""
+def _renamed(state_dict, renames):
   renamed = {}
   for name, value in state_dict.items():
-    for pattern, replacement in _V5_RENAMES:
+    for pattern, replacement in renames:
       name = pattern.sub(replacement, name)
     renamed[name] = value
+  return renamed
+
+
+def _file_names(state_dict):
+  """``state_dict`` under the names of a ViTForImageClassification file."""
+  renamed = _renamed(state_dict, _V5_RENAMES)
   if not any(name.startswith("vit.") for name in renamed):  # a bare ViTModel
     renamed = {name if name.startswith("classifier.") else "vit." + name: value
                for name, value in renamed.items()}
@@ -213,35 +229,63 @@ def _size(value, what, source):
   return int(value)
 
 
-def from_hf(state_dict, config, *, source):
-  """Our ViT parameters (numpy) from a transformers ViT state dict and its config.
-
-  The config gives width, depth, heads, MLP size and patch size, which the
-  tensors must have; the position embeddings give the grid. Without query/
-  key/value biases (``qkv_bias=False``) ours are zero, which computes the same.
-  """
-  if config.get("model_type") != MODEL_TYPE:
-    raise ValueError(f"{source}: model_type {config.get('model_type')!r}; this ViT "
-                     f"reads Hugging Face's model_type {MODEL_TYPE!r}")
+def stated_gelu(config, *, source):
+  """Which of vit.GELUS a transformers ViT config computes; another activation
+  is refused."""
   act = config.get("hidden_act", _EXACT_GELU)
   if act not in (_EXACT_GELU, *_TANH_GELUS):
-    raise ValueError(f"{source}: hidden_act={act!r}; this ViT computes GELU (its "
-                     f"tanh approximation)")
-  if act == _EXACT_GELU:
-    logging.warning("%s uses the exact (erf) GELU, this ViT its tanh approximation: "
-                    "its logits here differ slightly from transformers' until "
-                    "fine-tuned", source)
+    raise ValueError(f"{source}: hidden_act={act!r}; this ViT computes GELU, "
+                     f"'{_EXACT_GELU}' or '{TANH_GELU}'")
+  return "exact" if act == _EXACT_GELU else "tanh"
+
+
+def _shape(config, source, *, patch_size):
+  """(width, depth, heads, patch) that a ViT's or DINOv2's config states
+  (``patch_size``: the model's default)."""
+  stated_gelu(config, source=source)  # refuses another activation
   if config.get("num_channels", 3) != 3:
     raise ValueError(f"{source}: num_channels={config['num_channels']}; this ViT takes "
                      f"RGB images")
   width = int(config.get("hidden_size", 768))
-  depth = int(config.get("num_hidden_layers", 12))
   heads = int(config.get("num_attention_heads", 12))
-  mlp_dim = int(config.get("intermediate_size", 3072))
-  patch = _size(config.get("patch_size", 16), "patch_size", source)
   if width % heads:
     raise ValueError(f"{source}: hidden_size {width} is not divisible by "
                      f"num_attention_heads {heads}")
+  return (width, int(config.get("num_hidden_layers", 12)), heads,
+          _size(config.get("patch_size", patch_size), "patch_size", source))
+
+
+def _attention_from_hf(sd, theirs, block, *, width, heads, qkv_bias, flat):
+  """One layer's attention under ViT's and DINOv2's file names,
+  ``{theirs}attention.{attention.{query,key,value}, output.dense}``. Without
+  query/key/value biases (``qkv_bias=False``) ours are zero, which computes the
+  same."""
+  for name in ("query", "key", "value"):
+    weight = sd.take(f"{theirs}attention.attention.{name}.weight", (width, width))
+    bias = (sd.take(f"{theirs}attention.attention.{name}.bias", (width,)) if qkv_bias
+            else np.zeros(width, weight.dtype))
+    flat[f"{block}{OUR_ATTENTION}{name}/kernel"] = timm_format.heads_from_torch(weight, heads)
+    flat[f"{block}{OUR_ATTENTION}{name}/bias"] = timm_format.heads_from_torch(bias, heads)
+  flat[f"{block}{OUR_ATTENTION}out/kernel"] = timm_format.out_from_torch(
+      sd.take(f"{theirs}attention.output.dense.weight", (width, width)), heads)
+  flat[f"{block}{OUR_ATTENTION}out/bias"] = sd.take(f"{theirs}attention.output.dense.bias",
+                                                (width,))
+
+
+def from_hf(state_dict, config, *, source):
+  """Our ViT parameters (numpy) from a transformers ViT or DINOv2 state dict and
+  its config.
+
+  The config gives width, depth, heads, MLP size and patch size, which the
+  tensors must have; the position embeddings give the grid.
+  """
+  if config.get("model_type") not in MODEL_TYPES:
+    raise ValueError(f"{source}: model_type {config.get('model_type')!r}; this ViT "
+                     f"reads Hugging Face's model_type {', '.join(map(repr, MODEL_TYPES))}")
+  if config["model_type"] in DINOV2_MODEL_TYPES:
+    return _from_dinov2(state_dict, config, source=source)
+  width, depth, heads, patch = _shape(config, source, patch_size=16)
+  mlp_dim = int(config.get("intermediate_size", 3072))
 
   state_dict = _file_names(state_dict)
   # Masked-image modelling's mask token takes no part in classification.
@@ -258,23 +302,13 @@ def from_hf(state_dict, config, *, source):
               "vit.embeddings.patch_embeddings.projection.weight", (width, 3, patch, patch))),
           "embedding/bias": sd.take("vit.embeddings.patch_embeddings.projection.bias",
                                     (width,))}
-  qkv_bias = config.get("qkv_bias", True)
   for i in range(depth):
     block, theirs = OUR_BLOCK.format(i), _LAYER.format(i)
     for our_norm, their_norm in (("LayerNorm_0", "layernorm_before"),
                                  ("LayerNorm_2", "layernorm_after")):
-      flat[f"{block}{our_norm}/scale"] = sd.take(f"{theirs}{their_norm}.weight", (width,))
-      flat[f"{block}{our_norm}/bias"] = sd.take(f"{theirs}{their_norm}.bias", (width,))
-    for name in ("query", "key", "value"):
-      weight = sd.take(f"{theirs}attention.attention.{name}.weight", (width, width))
-      bias = (sd.take(f"{theirs}attention.attention.{name}.bias", (width,)) if qkv_bias
-              else np.zeros(width, weight.dtype))
-      flat[f"{block}{OUR_ATTENTION}{name}/kernel"] = timm_format.heads_from_torch(weight, heads)
-      flat[f"{block}{OUR_ATTENTION}{name}/bias"] = timm_format.heads_from_torch(bias, heads)
-    flat[f"{block}{OUR_ATTENTION}out/kernel"] = timm_format.out_from_torch(
-        sd.take(f"{theirs}attention.output.dense.weight", (width, width)), heads)
-    flat[f"{block}{OUR_ATTENTION}out/bias"] = sd.take(f"{theirs}attention.output.dense.bias",
-                                                  (width,))
+      timm_format.norm_from_torch(sd, theirs + their_norm, block + our_norm, width, flat)
+    _attention_from_hf(sd, theirs, block, width=width, heads=heads,
+                       qkv_bias=config.get("qkv_bias", True), flat=flat)
     for our_dense, their_dense, (n_out, n_in) in (
         ("Dense_0", "intermediate.dense", (mlp_dim, width)),
         ("Dense_1", "output.dense", (width, mlp_dim))):
@@ -282,8 +316,7 @@ def from_hf(state_dict, config, *, source):
           f"{theirs}{their_dense}.weight", (n_out, n_in)).T
       flat[f"{block}MlpBlock_3/{our_dense}/bias"] = sd.take(f"{theirs}{their_dense}.bias",
                                                            (n_out,))
-  flat["Transformer/encoder_norm/scale"] = sd.take("vit.layernorm.weight", (width,))
-  flat["Transformer/encoder_norm/bias"] = sd.take("vit.layernorm.bias", (width,))
+  timm_format.norm_from_torch(sd, "vit.layernorm", "Transformer/encoder_norm", width, flat)
   if "vit.pooler.dense.weight" in state_dict:
     if config.get("pooler_act", "tanh") != "tanh":
       raise ValueError(f"{source}: pooler_act={config['pooler_act']!r}; this ViT's "
@@ -296,6 +329,45 @@ def from_hf(state_dict, config, *, source):
     num_classes = sd.shape("classifier.weight")[0]
     flat["head/kernel"] = sd.take("classifier.weight", (num_classes, features)).T
     flat["head/bias"] = sd.take("classifier.bias", (num_classes,))
+  sd.check_all_taken()
+  return npz.unflatten({name: np.ascontiguousarray(value) for name, value in flat.items()})
+
+
+def _from_dinov2(state_dict, config, *, source):
+  """Our parameters from a DINOv2 state dict (Dinov2Model or
+  Dinov2WithRegistersModel, the backbone, or the classification model's)."""
+  if config.get("use_swiglu_ffn"):
+    raise ValueError(f"{source}: use_swiglu_ffn=True (DINOv2's giant model) is a SwiGLU "
+                     f"MLP; this ViT's MLP is Dense, GELU, Dense")
+  width, depth, heads, patch = _shape(config, source, patch_size=14)
+  state_dict = {name.removeprefix("dinov2."): value for name, value
+                in _renamed(state_dict, _V5_ATTENTION_RENAMES).items()}
+  # Masked-image modelling's mask token takes no part in a forward pass.
+  state_dict.pop("embeddings.mask_token", None)
+  # Dinov2ForImageClassification's head reads the class token beside the
+  # patches' mean, which our head does not: fine-tuning starts a fresh one.
+  for name in [n for n in state_dict if n.startswith("classifier.")]:
+    del state_dict[name]
+  sd = TorchTensors(state_dict, source, f"DINOv2 of hidden_size {width}, {depth} layers")
+  tokens = sd.shape("embeddings.position_embeddings")[1]
+  flat = {"cls": sd.take("embeddings.cls_token", (1, 1, width)),
+          npz.POSEMB: sd.take("embeddings.position_embeddings", (1, tokens, width)),
+          "embedding/kernel": timm_format.conv_from_torch(sd.take(
+              "embeddings.patch_embeddings.projection.weight", (width, 3, patch, patch))),
+          "embedding/bias": sd.take("embeddings.patch_embeddings.projection.bias", (width,))}
+  if "embeddings.register_tokens" in state_dict:  # added after the positions, as ours
+    count = sd.shape("embeddings.register_tokens")[1]
+    flat["registers"] = sd.take("embeddings.register_tokens", (1, count, width))
+  for i in range(depth):
+    block, theirs = OUR_BLOCK.format(i), f"encoder.layer.{i}."
+    for our_norm, their_norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+      timm_format.norm_from_torch(sd, theirs + their_norm, block + our_norm, width, flat)
+    _attention_from_hf(sd, theirs, block, width=width, heads=heads,
+                       qkv_bias=config.get("qkv_bias", True), flat=flat)
+    timm_format.mlp_from_torch(sd, theirs + "mlp", block + "MlpBlock_3", width, flat)
+    for ours, theirs_scale in (("LayerScale_0", "layer_scale1"), ("LayerScale_1", "layer_scale2")):
+      flat[f"{block}{ours}/scale"] = sd.take(f"{theirs}{theirs_scale}.lambda1", (width,))
+  timm_format.norm_from_torch(sd, "layernorm", "Transformer/encoder_norm", width, flat)
   sd.check_all_taken()
   return npz.unflatten({name: np.ascontiguousarray(value) for name, value in flat.items()})
 

@@ -86,10 +86,10 @@ def _model_directory_kind(path):
   except ValueError:  # not JSON: not a model directory
     return None
   if hf_format.is_hf_config(config):
-    if config["model_type"] != hf_format.MODEL_TYPE:
+    if config["model_type"] not in hf_format.MODEL_TYPES:
       raise ValueError(f"{path}: a Hugging Face model of model_type "
                        f"{config['model_type']!r}; this ViT reads model_type "
-                       f"{hf_format.MODEL_TYPE!r}")
+                       f"{', '.join(map(repr, hf_format.MODEL_TYPES))}")
     return "hf"
   return "timm" if timm_format.is_timm_config(config) else None
 
@@ -142,12 +142,13 @@ def locate(path, *, step=None):
   raise FileNotFoundError(f"{path!r} is none of the checkpoints accepted: {ACCEPTED}")
 
 
-def stated_normalisation(path):
-  """(mean, std) of [0, 1] pixels that a timm or Hugging Face checkpoint at
-  ``path`` states its model was fed (timm's pretrained_cfg, transformers'
-  preprocessor_config.json), or None where it states none."""
-  # Cheap, without `locate`, which opens a workdir's checkpoints: only a
-  # model directory, or a state dict with one around it, states anything.
+def _library_directory(path):
+  """('timm' or 'hf', directory) where ``path`` is a timm or Hugging Face model
+  directory, or a state dict with one around it; else None.
+
+  Cheap, without `locate`, which opens a workdir's checkpoints: only such a
+  directory states how its model was fed and computes.
+  """
   if os.path.isdir(path):
     directory = path
     kind = _model_directory_kind(directory)
@@ -156,25 +157,78 @@ def stated_normalisation(path):
     kind = _model_directory_kind(directory) or "timm"
   else:
     return None
-  if kind is None:
-    return None
-  if kind == "hf":
-    config_path = os.path.join(directory, hf_format.PREPROCESSOR_FILE)
-    keys = ("image_mean", "image_std")
-  else:
-    config_path = os.path.join(directory, timm_format.CONFIG_FILE)
-    keys = ("mean", "std")
+  return (kind, directory) if kind else None
+
+
+def _library_config(kind, directory, name):
+  """The JSON file ``name`` of a `_library_directory`, or None where it is
+  missing or, beside a timm state dict, someone else's."""
+  config_path = os.path.join(directory, name)
   if not os.path.isfile(config_path):
     return None
   config = timm_format.read_json(config_path)
   if not isinstance(config, dict) or (kind == "timm"
                                       and not timm_format.is_timm_config(config)):
-    return None  # someone else's JSON beside a state dict
+    return None
+  return config
+
+
+def stated_normalisation(path):
+  """(mean, std) of [0, 1] pixels that a timm or Hugging Face checkpoint at
+  ``path`` states its model was fed (timm's pretrained_cfg, transformers'
+  preprocessor_config.json), or None where it states none."""
+  found = _library_directory(path)
+  if found is None:
+    return None
+  kind, directory = found
+  if kind == "hf":
+    config = _library_config(kind, directory, hf_format.PREPROCESSOR_FILE)
+    keys = ("image_mean", "image_std")
+  else:
+    config = _library_config(kind, directory, timm_format.CONFIG_FILE)
+    keys = ("mean", "std")
+  if config is None:
+    return None
   config = config.get("pretrained_cfg") or config
   if config.get("do_normalize") is False or not all(k in config for k in keys):
     return None
   stated = tuple(timm_format.per_channel(config[k]) for k in keys)
   return stated if all(len(values) == 3 for values in stated) else None
+
+
+def stated_gelu(path):
+  """The GELU (of vit.GELUS) that a timm or Hugging Face checkpoint at ``path``
+  computes, as its config.json says; a timm state dict without one, timm's
+  default (exact). None for our own checkpoints."""
+  found = _library_directory(path)
+  if found is None:
+    return None
+  config = _library_config(*found, timm_format.CONFIG_FILE)
+  if found[0] == "hf":
+    return hf_format.stated_gelu(config, source=path) if config else None
+  return timm_format.stated_gelu(config or {}, source=path)
+
+
+_GELU_NAMES = {"exact": "exact (erf)", "tanh": "tanh-approximated"}
+
+
+def check_gelu(path, gelu):
+  """Warns where the checkpoint at ``path`` computes another GELU than the
+  model's ``gelu``, naming the setting that computes the checkpoint's.
+
+  The two forms differ by at most 5e-4 at any input, which moves an imported
+  model's logits by about 2e-4 of their magnitude (docs/checkpoints.md):
+  fine-tuning adapts, but a model evaluated as it is computes another
+  function than the one its library does. Returns whether they agree.
+  """
+  stated = stated_gelu(path)
+  if stated is None or stated == gelu:
+    return True
+  logging.warning("%s computes the %s GELU, as its config.json states, and the model "
+                  "the %s one (model.gelu=%s): set --config.model.gelu=%s to compute "
+                  "the checkpoint's function.", path, _GELU_NAMES[stated],
+                  _GELU_NAMES[gelu], gelu, stated)
+  return False
 
 
 def note_normalisation(path):
@@ -259,17 +313,20 @@ def _check_switched_parts(loaded, fresh, source):
 
 
 def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,
-                    posemb_method=posemb.DEFAULT_METHOD):
+                    posemb_method=posemb.DEFAULT_METHOD, gelu=None):
   """Fits the parameters at ``path`` to a model whose fresh ones are ``init_params``.
 
   The head keeps its fresh (zero) initialisation for the new classes; a
   pre_logits layer the new model lacks is dropped; the position embeddings
   are resampled to ``new_grid`` by ``posemb_method`` (a name of
   `posemb.RESAMPLE_METHODS`); every other tensor must match in name and
-  shape (see `tree_util.check_same_arrays`).
+  shape (see `tree_util.check_same_arrays`). ``gelu``, the new model's, is
+  checked against the one a library's checkpoint states (`check_gelu`).
   """
   fresh = npz.flatten(init_params)
   note_normalisation(path)
+  if gelu is not None:
+    check_gelu(path, gelu)
   # A timm state dict without its config.json does not state its heads (no
   # shape does): fine-tuning keeps the architecture, so the new model's are
   # taken, and logged.

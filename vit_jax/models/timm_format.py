@@ -20,10 +20,11 @@ refuses what it cannot keep, naming the tensor:
 - position embeddings: ``pos_embed`` has a row for the class token unless
   timm's ``no_embed_class``, which adds none to it; ours always adds row 0,
   so such a checkpoint gets a zero row there, which sums to the same.
-- GELU: ours is flax's tanh approximation, as in the original ViT; timm's
-  default ``nn.GELU`` is the exact erf form. An export sets
-  ``act_layer='gelu_tanh'``; an import of exact-GELU weights is logged,
-  since its logits move slightly (docs/checkpoints.md).
+- GELU: ours is flax's tanh approximation unless ``model.gelu='exact'``;
+  timm's default ``nn.GELU`` is the exact erf form, and its SigLIP
+  architectures register the tanh one. An export states ours as
+  ``act_layer``; `stated_gelu` reads a checkpoint's, which
+  `pretrained.check_gelu` compares with the model's.
 - qk-norm (``qk_norm``), attention pooling (``global_pool='map'``, timm's
   ``AttentionPoolLatent``), layer scale (``init_values``, ``ls1``/``ls2``,
   as DeiT-III and DINOv2) and register tokens (``reg_tokens``) are ours too,
@@ -95,9 +96,17 @@ OUR_MAP = "MAPHead_0/"
 OUR_MAP_ATTENTION = OUR_MAP + "MultiHeadDotProductAttention_0/"
 # Our per-head query and key LayerNorms (qk_norm) -> timm's, in attn.
 _QK_NORMS = (("query_ln", "q_norm"), ("key_ln", "k_norm"))
-# timm's act_layer names of the GELU we compute, and of the exact one.
+# timm's act_layer names of our two GELUs (vit.GELUS): the tanh one, and
+# the exact one (also timm's default, where no act_layer is given).
 TANH_GELU = "gelu_tanh"
-_EXACT_GELUS = (None, "gelu")
+EXACT_GELU = "gelu"
+_EXACT_GELUS = (None, EXACT_GELU)
+# Architectures whose registered act_layer is not timm's default, where a
+# hub config.json names the architecture alone (timm 1.0.31's
+# vision_transformer.py): SigLIP's tanh GELU, and CLIP's QuickGELU, which
+# this ViT does not compute.
+_REGISTERED_ACTIVATIONS = ((re.compile(r"_siglip"), TANH_GELU),
+                           (re.compile(r"quickgelu"), "quick_gelu"))
 
 
 class MissingPackageError(ModuleNotFoundError, ValueError):
@@ -344,12 +353,14 @@ def _mlp_to_torch(ours, our_mlp, their_mlp, sd):
     sd[f"{their_mlp}.{their_fc}.bias"] = ours.take(f"{our_mlp}/{our_dense}/bias")
 
 
-def _norm_from_torch(sd, their_name, our_name, size, flat):
+def norm_from_torch(sd, their_name, our_name, size, flat):
+  """A torch LayerNorm's weight and bias (timm's and DINOv2's) into ``flat``."""
   flat[f"{our_name}/scale"] = sd.take(f"{their_name}.weight", (size,))
   flat[f"{our_name}/bias"] = sd.take(f"{their_name}.bias", (size,))
 
 
-def _mlp_from_torch(sd, their_mlp, our_mlp, width, flat):
+def mlp_from_torch(sd, their_mlp, our_mlp, width, flat):
+  """An MLP of torch Linears ``fc1`` and ``fc2`` (timm's and DINOv2's) into ``flat``."""
   mlp_dim = sd.shape(f"{their_mlp}.fc1.weight")[0]
   for our_dense, their_fc, (n_out, n_in) in (("Dense_0", "fc1", (mlp_dim, width)),
                                              ("Dense_1", "fc2", (width, mlp_dim))):
@@ -431,8 +442,9 @@ def to_timm(params):
   return {name: np.ascontiguousarray(value) for name, value in sd.items()}
 
 
-def model_args(params, *, image_size):
-  """timm's VisionTransformer arguments that build the model of ``params``."""
+def model_args(params, *, image_size, gelu="tanh"):
+  """timm's VisionTransformer arguments that build the model of ``params``,
+  whose MLPs compute ``gelu`` (one of vit.GELUS)."""
   ours = OurParams(params, "timm's VisionTransformer")
   mlp_ratio = ours.mlp_dim / ours.width
   if int(ours.width * mlp_ratio) != ours.mlp_dim:  # how timm sizes its MLP
@@ -443,7 +455,8 @@ def model_args(params, *, image_size):
       depth=ours.depth, num_heads=ours.heads, mlp_ratio=mlp_ratio,
       class_token=ours.has_cls,
       global_pool="map" if ours.has_map else "token" if ours.has_cls else "avg",
-      qk_norm=ours.qk_norm, fc_norm=False, act_layer=TANH_GELU,
+      qk_norm=ours.qk_norm, fc_norm=False,
+      act_layer={"tanh": TANH_GELU, "exact": EXACT_GELU}[gelu],
       init_values=_EXPORT_INIT_VALUES if ours.layer_scale else None,
       reg_tokens=ours.num_registers, num_classes=ours.num_classes)
 
@@ -465,14 +478,14 @@ def per_channel(value):
   return values * 3 if len(values) == 1 else values
 
 
-def hub_config(params, *, image_size, mean, std, class_names=None):
+def hub_config(params, *, image_size, mean, std, class_names=None, gelu="tanh"):
   """The config.json of timm's hub layout for ``params``.
 
   ``model_args`` states every argument that differs from a plain timm ViT
-  (the tanh GELU, the pooling, no fc_norm), even where ``architecture``
+  (the GELU, the pooling, no fc_norm), even where ``architecture``
   names the shape, so the architecture's defaults never decide.
   """
-  args = model_args(params, image_size=image_size)
+  args = model_args(params, image_size=image_size, gelu=gelu)
   name = architecture(args)
   config = {
       "architecture": name,
@@ -500,7 +513,7 @@ def hub_config(params, *, image_size, mean, std, class_names=None):
   return config
 
 
-def save(params, out, *, image_size, mean, std, class_names=None):
+def save(params, out, *, image_size, mean, std, class_names=None, gelu="tanh"):
   """Writes ``out``/model.safetensors and ``out``/config.json in timm's hub layout.
 
   ``mean`` and ``std`` (a number, or one per channel) are timm's
@@ -509,7 +522,7 @@ def save(params, out, *, image_size, mean, std, class_names=None):
   """
   state_dict = to_timm(params)  # refusals before anything is written
   config = hub_config(params, image_size=image_size, mean=mean, std=std,
-                      class_names=class_names)
+                      class_names=class_names, gelu=gelu)
   os.makedirs(out, exist_ok=True)
   write_safetensors(state_dict, os.path.join(out, WEIGHTS_FILES[0]))
   with open(os.path.join(out, CONFIG_FILE), "w") as f:
@@ -547,7 +560,24 @@ def _timm_args(config):
     args.setdefault("architecture", name)
   if config.get("global_pool") is not None:
     args.setdefault("global_pool", config["global_pool"])
+  for pattern, act in _REGISTERED_ACTIVATIONS:
+    if "act_layer" not in args and pattern.search(name or ""):
+      args["act_layer"] = act
   return args
+
+
+def gelu_of(args, *, source):
+  """Which of vit.GELUS timm's model arguments compute; another activation is refused."""
+  act = args.get("act_layer")
+  if act not in (*_EXACT_GELUS, TANH_GELU):
+    raise ValueError(f"{source}: act_layer={act!r}; this ViT computes GELU, "
+                     f"'{EXACT_GELU}' or '{TANH_GELU}'")
+  return "tanh" if act == TANH_GELU else "exact"
+
+
+def stated_gelu(config, *, source):
+  """The GELU (of vit.GELUS) that a timm config.json builds."""
+  return gelu_of(_timm_args(config), source=source)
 
 
 def _heads_of(args, width, num_heads, source):
@@ -591,14 +621,7 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
       if re.match(pattern, name):
         raise ValueError(f"{source}: tensor {name} is {what}, which this ViT "
                          f"does not have")
-  act = args.get("act_layer")
-  if act not in (*_EXACT_GELUS, TANH_GELU):
-    raise ValueError(f"{source}: act_layer={act!r}; this ViT computes GELU "
-                     f"(its tanh approximation)")
-  if act in _EXACT_GELUS:
-    logging.warning("%s uses the exact (erf) GELU, this ViT its tanh approximation: "
-                    "its logits here differ slightly from timm's until fine-tuned",
-                    source)
+  gelu_of(args, source=source)  # refuses another activation
 
   sd = TorchTensors(state_dict, source, "timm ViT")
   width, channels, patch, patch_w = sd.shape("patch_embed.proj.weight")
@@ -652,10 +675,10 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
   for i in range(depth):
     block, theirs = OUR_BLOCK.format(i), f"blocks.{i}."
     for our_norm, their_norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
-      _norm_from_torch(sd, theirs + their_norm, block + our_norm, width, flat)
+      norm_from_torch(sd, theirs + their_norm, block + our_norm, width, flat)
     if f"{theirs}attn.q_norm.weight" in state_dict:  # qk_norm
       for our_norm, their_norm in _QK_NORMS:
-        _norm_from_torch(sd, f"{theirs}attn.{their_norm}", block + OUR_ATTENTION + our_norm,
+        norm_from_torch(sd, f"{theirs}attn.{their_norm}", block + OUR_ATTENTION + our_norm,
                          width // heads, flat)
     qkv = sd.take(f"{theirs}attn.qkv.weight", (3 * width, width))
     qkv_bias = sd.take(f"{theirs}attn.qkv.bias", (3 * width,))
@@ -666,11 +689,11 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
     flat[f"{block}{OUR_ATTENTION}out/kernel"] = out_from_torch(
         sd.take(f"{theirs}attn.proj.weight", (width, width)), heads)
     flat[f"{block}{OUR_ATTENTION}out/bias"] = sd.take(f"{theirs}attn.proj.bias", (width,))
-    _mlp_from_torch(sd, theirs + "mlp", block + "MlpBlock_3", width, flat)
+    mlp_from_torch(sd, theirs + "mlp", block + "MlpBlock_3", width, flat)
     if f"{theirs}ls1.gamma" in state_dict:  # layer scale (init_values)
       for our_scale, their_scale in _LAYER_SCALES:
         flat[f"{block}{our_scale}/scale"] = sd.take(f"{theirs}{their_scale}.gamma", (width,))
-  _norm_from_torch(sd, "norm", "Transformer/encoder_norm", width, flat)
+  norm_from_torch(sd, "norm", "Transformer/encoder_norm", width, flat)
   if has_map:
     flat[OUR_MAP + "probe"] = sd.take("attn_pool.latent", (1, 1, width))
     q = sd.take("attn_pool.q.weight", (width, width))
@@ -684,8 +707,8 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
     flat[OUR_MAP_ATTENTION + "out/kernel"] = out_from_torch(
         sd.take("attn_pool.proj.weight", (width, width)), heads)
     flat[OUR_MAP_ATTENTION + "out/bias"] = sd.take("attn_pool.proj.bias", (width,))
-    _norm_from_torch(sd, "attn_pool.norm", OUR_MAP + "LayerNorm_0", width, flat)
-    _mlp_from_torch(sd, "attn_pool.mlp", OUR_MAP + "MlpBlock_0", width, flat)
+    norm_from_torch(sd, "attn_pool.norm", OUR_MAP + "LayerNorm_0", width, flat)
+    mlp_from_torch(sd, "attn_pool.mlp", OUR_MAP + "MlpBlock_0", width, flat)
   if "head.weight" in state_dict:
     num_classes = sd.shape("head.weight")[0]
     flat["head/kernel"] = sd.take("head.weight", (num_classes, width)).T

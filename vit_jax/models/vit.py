@@ -57,6 +57,11 @@ VARIANT_OPTIONS = {
     '22B': dict(parallel_block=True, qk_norm=True, use_bias=False, classifier='map'),
 }
 
+# The MLP's GELU: 'tanh', flax's default approximation, as the original ViT
+# and big_vision compute it; 'exact', the erf form, PyTorch's and so timm's
+# and Hugging Face's default, for their checkpoints' own function.
+GELUS = ('tanh', 'exact')
+
 # 'token': the class token's output; 'gap': the tokens' mean; 'map':
 # multi-head attention pooling (`MAPHead`), a learned probe attending over them.
 CLASSIFIERS = ('token', 'gap', 'map')
@@ -82,7 +87,7 @@ _dense_bias_init = nn.initializers.normal(stddev=1e-6)
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ComputeSettings:
-  """How the body computes: its dtypes and which kernel runs each layer kind.
+  """How the body computes: its dtypes, its GELU and which kernel runs each layer kind.
 
   The fields are VisionTransformer's of the same names, which configs and
   `get_model` override one by one. VisionTransformer gathers them here once
@@ -93,6 +98,7 @@ class ComputeSettings:
   """
   dtype: Any
   param_dtype: Any
+  gelu: str  # one of GELUS
   attention_implementation: str
   token_padding: str
   layer_norm_implementation: str
@@ -168,7 +174,7 @@ class MlpBlock(nn.Module, kw_only=True):
   def __call__(self, x, *, train: bool):
     layer = self.compute.dense_args(bias_init=_dense_bias_init)
     y = nn.Dense(self.mlp_dim, name='Dense_0', **layer)(x)
-    y = nn.gelu(y)
+    y = nn.gelu(y, approximate=self.compute.gelu == 'tanh')
     y = dropout.Dropout(rate=self.dropout_rate, name='Dropout_0')(y, deterministic=not train)
     y = nn.Dense(x.shape[-1], name='Dense_1', **layer)(y)
     return dropout.Dropout(rate=self.dropout_rate, name='Dropout_1')(
@@ -442,6 +448,8 @@ class VisionTransformer(nn.Module, kw_only=True):
   representation_size: int | None = None
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
+  # One of GELUS: the MLPs' activation.
+  gelu: str = 'tanh'
   # Stochastic depth: the last block's rate of dropping each residual branch
   # for an example, the earlier blocks' rising linearly from 0 (`drop_path_rates`).
   drop_path_rate: float = 0.0
@@ -490,6 +498,8 @@ class VisionTransformer(nn.Module, kw_only=True):
     if self.classifier not in CLASSIFIERS:
       raise ValueError(
           f'unknown classifier {self.classifier!r}; valid: {", ".join(CLASSIFIERS)}')
+    if self.gelu not in GELUS:
+      raise ValueError(f'unknown gelu {self.gelu!r}; valid: {", ".join(GELUS)}')
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f'expected NHWC RGB images, got shape {images.shape}')
     # A bad implementation name fails here, before anything is built.
@@ -541,7 +551,7 @@ class VisionTransformer(nn.Module, kw_only=True):
                              (1, self.num_registers, self.hidden_size), self.param_dtype)
 
     compute = ComputeSettings(
-        dtype=self.dtype, param_dtype=self.param_dtype,
+        dtype=self.dtype, param_dtype=self.param_dtype, gelu=self.gelu,
         attention_implementation=self.attention_implementation,
         token_padding=self.token_padding,
         layer_norm_implementation=self.layer_norm_implementation,

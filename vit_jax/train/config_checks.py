@@ -135,6 +135,7 @@ CHOICES = {
     "on_nonfinite": ("stop", "skip"),
     "on_save_error": ("stop", "continue"),
     "model.classifier": vit.CLASSIFIERS,
+    "model.gelu": vit.GELUS,
     "model.dtype": _FLOAT_DTYPES,
     "model.param_dtype": _FLOAT_DTYPES,
     "model.remat_policy": models.REMAT_POLICIES,

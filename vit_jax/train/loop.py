@@ -124,7 +124,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
           config.init, fresh, new_grid=grid,
           num_prefix_tokens=int(getattr(model, "classifier", None) == "token"),
           # A ResNet's config has no posemb_resample, nor posemb to resample.
-          posemb_method=config.get("posemb_resample", posemb.DEFAULT_METHOD))
+          posemb_method=config.get("posemb_resample", posemb.DEFAULT_METHOD),
+          gelu=getattr(model, "gelu", None))
       state = jax.jit(training.initial_state, out_shardings=state_shardings)(params)
     else:
       state = training.init_state(state_shardings)
