@@ -2,8 +2,9 @@
 import setuptools
 
 # scripts/benchmark.py --compare-timm. On a CPU-only box install torch's CPU
-# build first, or pip pulls the CUDA one.
-TIMM = ["timm>=1.0", "torch>=2.4", "torchvision"]
+# build first, or pip pulls the CUDA one. timm 1.0.16 is the first whose
+# attention pooling leaves register tokens out, as ours does.
+TIMM = ["timm>=1.0.16", "torch>=2.4", "torchvision"]
 
 setuptools.setup(
     name="vit_jax",

@@ -11,11 +11,12 @@ training loop runs, on synthetic batches already on the devices;
 `--compare-timm` also times timm's model of the same shape in the same
 process: its VisionTransformer for a ViT (the same classifier: class token,
 average or MAP; qk_norm, layer scale and registers where set; no pre_logits,
-same classes), its ResNetV2 as `resnetv2_50x1_bit` builds it for a BiT ResNet
-(`variant=R50x1`), and its hybrid (`vit_base_r50_s16_224`'s backbone and
-HybridEmbed) for `R50x1+B/16`; eager PyTorch as timm trains: AdamW,
-global-norm clipping, autocast bf16 when the config's dtype is bfloat16, at
-the same batch; and prints our images/s over timm's. It needs `pip install -e .[timm]`.
+same classes; timm's own exact GELU, as its users train it), its ResNetV2
+as `resnetv2_50x1_bit` builds it for a BiT ResNet (`variant=R50x1`), and
+its hybrid (`vit_base_r50_s16_224`'s backbone and HybridEmbed) for
+`R50x1+B/16`; eager PyTorch as timm trains: AdamW, global-norm clipping,
+autocast bf16 when the config's dtype is bfloat16, at the same batch; and
+prints our images/s over timm's. It needs `pip install -e .[timm]`.
 
 `--against=OVERRIDES` (e.g. `model.layer_norm_implementation=flax`, or
 several, comma-separated) times the train step of the config with those

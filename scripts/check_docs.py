@@ -351,12 +351,13 @@ def _execute(argv, env, flag_values):
     sys.argv, sys.path[:] = saved_argv, saved_path
     flag_values.unparse_flags()
     # The program's own flags (registered under its file path) and config
-    # overrides go; flags of libraries it imported stay defined, as their
-    # modules stay imported.
+    # overrides (``config.a.b``, which a script run up to its parsing leaves
+    # registered under absl's module) go; flags of libraries it imported stay
+    # defined, as their modules stay imported.
     by_module = {f.name: module for module, fs in
                  flag_values.flags_by_module_dict().items() for f in fs}
     for name in set(flag_values) - before:
-      if os.sep in by_module.get(name, os.sep):
+      if "." in name or os.sep in by_module.get(name, os.sep):
         delattr(flag_values, name)
   return ok, printed.getvalue()
 

@@ -284,6 +284,18 @@ def test_timm_and_hf_refuse_what_they_cannot_hold_in_one_line(fashion_data_dir, 
   assert not os.path.exists(tmp_path / "hf") and not os.path.exists(tmp_path / "timm")
 
 
+@pytest.mark.parametrize("export_format", ["timm", "hf"])
+def test_a_resnet_is_refused_by_the_torch_formats_by_name(fashion_data_dir, tmp_path,
+                                                         export_format):
+  config = tiny_config(fashion_data_dir)
+  model = models.get_model("R26x1", num_classes=config.data.num_classes)
+  params = npz.unflatten(random_flat(build.abstract_params(model, config.image_size)))
+  with pytest.raises(ValueError, match=r"^these parameters are no plain ViT's \(no patch "
+                                       r"embedding 'embedding/kernel'\)"):
+    export.export_torch_format(config, model, params, export_format=export_format,
+                               out=str(tmp_path / export_format))
+
+
 def test_without_timm_an_export_checks_its_weights_alone(
     fashion_data_dir, tmp_path, capsys, monkeypatch):
   make_run(fashion_data_dir, tmp_path / "run")

@@ -124,6 +124,7 @@ def test_registers_have_no_position_so_a_new_grid_keeps_them(tmp_path):
                               r"as DINOv2 \(config.model.layer_scale_init; None: no layer "
                               r"scale\)"),
     ("layer_scale_init", "1e-5", r"layer_scale_init '1e-5' must be a number above 0"),
+    ("layer_scale_init", True, r"layer_scale_init True must be a number above 0"),
     ("num_registers", -1, r"num_registers -1 must be a whole number of register tokens, "
                           r"0 or more \(config.model.num_registers\)"),
     ("num_registers", 1.5, r"num_registers 1.5 must be a whole number"),

@@ -321,13 +321,17 @@ def test_a_checkpoint_of_another_gelu_is_named_with_the_setting(tmp_path, caplog
     assert not caplog.records
     assert not pretrained.check_gelu(exact, "tanh")
     assert not pretrained.check_gelu(ours, "exact")
+    assert not pretrained.check_gelu(bare, "tanh")
   assert [r.getMessage() for r in caplog.records] == [
       f"{exact} computes the exact (erf) GELU, as its config.json states, and the model "
       f"the tanh-approximated one (model.gelu=tanh): set --config.model.gelu=exact to "
       f"compute the checkpoint's function.",
       f"{ours} computes the tanh-approximated GELU, as its config.json states, and the "
       f"model the exact (erf) one (model.gelu=exact): set --config.model.gelu=tanh to "
-      f"compute the checkpoint's function."]
+      f"compute the checkpoint's function.",
+      f"{bare} computes the exact (erf) GELU, timm's default, with no config.json beside "
+      f"it, and the model the tanh-approximated one (model.gelu=tanh): set "
+      f"--config.model.gelu=exact to compute the checkpoint's function."]
 
 
 @pytest.mark.parametrize("saved, model, message", [
@@ -336,8 +340,12 @@ def test_a_checkpoint_of_another_gelu_is_named_with_the_setting(tmp_path, caplog
      "--config.model.classifier=map"),
     (dict(qk_norm=True), dict(), "the checkpoint has query/key normalisation, the model "
      "not: fine-tune it with --config.model.qk_norm=True"),
-    (dict(), dict(qk_norm=True), "the model has query/key normalisation "
-     "(model.qk_norm=True), the checkpoint none: fine-tune it with a model without"),
+    (dict(), dict(qk_norm=True), "the model has query/key normalisation, the checkpoint "
+     "none: fine-tune it with --config.model.qk_norm=False"),
+    (dict(), dict(classifier="map"), "the model has attention pooling, the checkpoint "
+     "none: fine-tune it with --config.model.classifier=token"),
+    (dict(), dict(layer_scale_init=0.1), "the model has layer scale, the checkpoint none: "
+     "fine-tune it with --config.model.layer_scale_init=None"),
     (dict(layer_scale_init=0.1), dict(), "the checkpoint has layer scale, the model not: "
      "fine-tune it with --config.model.layer_scale_init=1e-5"),
     (dict(num_registers=4), dict(num_registers=2), "the checkpoint has 4 register tokens, "

@@ -234,7 +234,8 @@ def export_torch_format(config, model, params, *, export_format, out):
   mean, std = normalisation.mean_and_std(black, white)
   check_output_directory(out, export_format)
   module.save(params, out, image_size=config.image_size, mean=mean, std=std,
-              class_names=predict.class_names(config.data), gelu=model.gelu)
+              class_names=predict.class_names(config.data),
+              gelu=getattr(model, "gelu", "tanh"))  # a ResNet is refused by name
   _check_reads_back(params, module.load(out), out)
   try:
     torch_model = library_model(out)

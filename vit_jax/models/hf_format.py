@@ -53,6 +53,8 @@ _EXACT_GELU = "gelu"
 LAYER_NORM_EPS = 1e-6
 
 _LAYER = "vit.encoder.layer.{}."
+# Our layer scales of a block's two branches <- DINOv2's.
+_DINOV2_LAYER_SCALES = (("LayerScale_0", "layer_scale1"), ("LayerScale_1", "layer_scale2"))
 
 # transformers 5's module names (a live model's state_dict) -> the names its
 # files hold (for DINOv2, only the attention's are renamed).
@@ -365,8 +367,8 @@ def _from_dinov2(state_dict, config, *, source):
     _attention_from_hf(sd, theirs, block, width=width, heads=heads,
                        qkv_bias=config.get("qkv_bias", True), flat=flat)
     timm_format.mlp_from_torch(sd, theirs + "mlp", block + "MlpBlock_3", width, flat)
-    for ours, theirs_scale in (("LayerScale_0", "layer_scale1"), ("LayerScale_1", "layer_scale2")):
-      flat[f"{block}{ours}/scale"] = sd.take(f"{theirs}{theirs_scale}.lambda1", (width,))
+    for our_scale, their_scale in _DINOV2_LAYER_SCALES:
+      flat[f"{block}{our_scale}/scale"] = sd.take(f"{theirs}{their_scale}.lambda1", (width,))
   timm_format.norm_from_torch(sd, "layernorm", "Transformer/encoder_norm", width, flat)
   sd.check_all_taken()
   return npz.unflatten({name: np.ascontiguousarray(value) for name, value in flat.items()})

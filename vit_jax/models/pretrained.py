@@ -200,13 +200,24 @@ def stated_gelu(path):
   """The GELU (of vit.GELUS) that a timm or Hugging Face checkpoint at ``path``
   computes, as its config.json says; a timm state dict without one, timm's
   default (exact). None for our own checkpoints."""
+  return _stated_gelu(path)[0]
+
+
+_AS_STATED = "as its config.json states"
+
+
+def _stated_gelu(path):
+  """`stated_gelu`, and what says so."""
   found = _library_directory(path)
   if found is None:
-    return None
+    return None, None
   config = _library_config(*found, timm_format.CONFIG_FILE)
   if found[0] == "hf":
-    return hf_format.stated_gelu(config, source=path) if config else None
-  return timm_format.stated_gelu(config or {}, source=path)
+    return (hf_format.stated_gelu(config, source=path), _AS_STATED) if config else (None, None)
+  if config is None:
+    return (timm_format.stated_gelu({}, source=path),
+            "timm's default, with no config.json beside it")
+  return timm_format.stated_gelu(config, source=path), _AS_STATED
 
 
 _GELU_NAMES = {"exact": "exact (erf)", "tanh": "tanh-approximated"}
@@ -221,12 +232,12 @@ def check_gelu(path, gelu):
   fine-tuning adapts, but a model evaluated as it is computes another
   function than the one its library does. Returns whether they agree.
   """
-  stated = stated_gelu(path)
+  stated, where = _stated_gelu(path)
   if stated is None or stated == gelu:
     return True
-  logging.warning("%s computes the %s GELU, as its config.json states, and the model "
-                  "the %s one (model.gelu=%s): set --config.model.gelu=%s to compute "
-                  "the checkpoint's function.", path, _GELU_NAMES[stated],
+  logging.warning("%s computes the %s GELU, %s, and the model the %s one "
+                  "(model.gelu=%s): set --config.model.gelu=%s to compute the "
+                  "checkpoint's function.", path, _GELU_NAMES[stated], where,
                   _GELU_NAMES[gelu], gelu, stated)
   return False
 
@@ -282,28 +293,33 @@ def _num_heads(params):
   return query.shape[1] if query is not None and query.ndim == 3 else None
 
 
-# Parts of a ViT a config switches on, by a parameter name's ending: a
-# checkpoint with one the model lacks, or the reverse, names the setting.
+# Parts of a ViT a config switches, by a parameter name's ending, and the
+# settings that switch them on and off: a checkpoint with one the model
+# lacks, or the reverse, names the setting. (Attention pooling is off with
+# the checkpoint's own classifier.)
 _SWITCHED_PARTS = (
-    ("MAPHead_0/probe", "attention pooling", "model.classifier=map"),
-    ("/query_ln/scale", "query/key normalisation", "model.qk_norm=True"),
+    ("MAPHead_0/probe", "attention pooling", "model.classifier=map", None),
+    ("/query_ln/scale", "query/key normalisation", "model.qk_norm=True",
+     "model.qk_norm=False"),
     # Any initial value: the checkpoint's scales replace it.
-    ("/LayerScale_0/scale", "layer scale", "model.layer_scale_init=1e-5"),
+    ("/LayerScale_0/scale", "layer scale", "model.layer_scale_init=1e-5",
+     "model.layer_scale_init=None"),
 )
 
 
 def _check_switched_parts(loaded, fresh, source):
   """A one-line error naming the config setting where ``loaded`` (a
   checkpoint) and ``fresh`` (the model) differ in a part a setting switches."""
-  for ending, what, setting in _SWITCHED_PARTS:
+  for ending, what, on, off in _SWITCHED_PARTS:
     in_checkpoint, in_model = (any(name.endswith(ending) for name in flat)
                                for flat in (loaded, fresh))
     if in_checkpoint and not in_model:
       raise ValueError(f"{source}: the checkpoint has {what}, the model not: "
-                       f"fine-tune it with --config.{setting}")
+                       f"fine-tune it with --config.{on}")
     if in_model and not in_checkpoint:
-      raise ValueError(f"{source}: the model has {what} ({setting}), the checkpoint "
-                       f"none: fine-tune it with a model without")
+      off = off or f"model.classifier={'token' if 'cls' in loaded else 'gap'}"
+      raise ValueError(f"{source}: the model has {what}, the checkpoint none: "
+                       f"fine-tune it with --config.{off}")
   in_checkpoint, in_model = (flat["registers"].shape[1] if "registers" in flat else 0
                              for flat in (loaded, fresh))
   if in_checkpoint != in_model:

@@ -641,10 +641,11 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
     raise ValueError(f"{source}: a class token (cls_token) beside attention pooling "
                      f"(attn_pool); this ViT's 'map' classifier pools tokens without one")
   pool = args.get("global_pool")
-  if args.get("pool_include_prefix") and num_registers:
+  ours_pool = "map" if has_map else "token" if has_cls else "avg"
+  if args.get("pool_include_prefix") and num_registers and ours_pool != "token":
     raise ValueError(f"{source}: pool_include_prefix=True pools the register tokens "
                      f"too; this ViT pools the patch tokens only")
-  if pool not in (None, "map" if has_map else "token" if has_cls else "avg"):
+  if pool not in (None, ours_pool):
     raise ValueError(
         f"{source}: global_pool={pool!r} {'beside' if has_cls else 'without'} a class "
         f"token{' and with attn_pool tensors' if has_map else ''}; this ViT reads the "

@@ -24,6 +24,7 @@ Parameters") are fields, each off by default: ``parallel_block``,
 '22B' turns them all on.
 """
 import dataclasses
+import numbers
 import re
 from typing import Any
 
@@ -375,11 +376,13 @@ class Encoder(nn.Module, kw_only=True):
 def check_layer_scale_and_registers(layer_scale_init, num_registers):
   """Refuses a layer scale or a register count no model has, naming the config key."""
   if layer_scale_init is not None and not (
-      isinstance(layer_scale_init, (int, float)) and layer_scale_init > 0):
+      isinstance(layer_scale_init, numbers.Real) and not isinstance(layer_scale_init, bool)
+      and layer_scale_init > 0):
     raise ValueError(f'layer_scale_init {layer_scale_init!r} must be a number above 0, '
                      f'e.g. 1e-5 as DINOv2 (config.model.layer_scale_init; None: no '
                      f'layer scale)')
-  if isinstance(num_registers, bool) or not isinstance(num_registers, int) or num_registers < 0:
+  if (isinstance(num_registers, bool) or not isinstance(num_registers, numbers.Integral)
+      or num_registers < 0):
     raise ValueError(f'num_registers {num_registers!r} must be a whole number of register '
                      f'tokens, 0 or more (config.model.num_registers)')
 
