@@ -391,6 +391,9 @@ def base_config():
                  mu_dtype=placeholder(str), weight_decay=0.1,
                  weight_decay_params=r".*/kernel$",
                  head_weight_decay=placeholder(float), grad_clip_norm=1.0,
+                 # Fine-tuning's layer-wise learning-rate decay (BEiT, timm's
+                 # --layer-decay, e.g. 0.65): block i of L at layer_decay**(L-i).
+                 layer_decay=placeholder(float),
                  adafactor_decay_rate=0.8, adafactor_min_dim_to_factor=32)
   # decay: "linear" or "cosine" to `end`, "step": x `decay_factor` at each
   # of `boundaries`, fractions of the run (BiT's), or "rsqrt": base /

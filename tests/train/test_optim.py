@@ -374,3 +374,55 @@ def test_an_rsqrt_cooldown_longer_than_the_decay_is_refused():
   with pytest.raises(ValueError, match=r"config.lr.cooldown_steps=2000 is longer than "
                      r"the 990 steps after the warm-up"):
     optim.make_schedule(rsqrt_lr(cooldown_steps=2_000), 1_000)
+
+
+def tiny_vit_params(**options):
+  from vit_jax import models
+  model = models.get_model("Ti/8", num_classes=3, hidden_size=16, num_layers=3, mlp_dim=32,
+                           num_heads=2, num_registers=1, **options)
+  return jax.tree.map(jnp.ones_like, model.init(
+      jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"])
+
+
+@pytest.mark.parametrize("classifier", ["token", "map"])
+def test_layer_decay_scales_each_blocks_step_by_its_depth_as_timm_groups_them(classifier):
+  """SGD at rate 1 on gradients of 1: the step is each parameter's multiplier,
+  weight decay included (it is scaled by the learning rate too)."""
+  params = tiny_vit_params(classifier=classifier)
+  tx = optim.make_optimizer(optim_config(name="sgd", momentum=0.0, weight_decay=0.5,
+                                         layer_decay=0.5), optax.constant_schedule(1.0))
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  steps = {name: float(-leaf.ravel()[0]) for name, leaf in tree_util.flatten_named(updates)}
+  decayed = 1.5  # a kernel: gradient 1 plus weight decay 0.5 of a weight of 1
+  # Three blocks: embeddings 0.5**4, block i 0.5**(3 - i), after the blocks 1.
+  assert steps["embedding/kernel"] == decayed * 0.5**4
+  assert steps["registers"] == steps["Transformer/posembed_input/pos_embedding"] == 0.5**4
+  assert steps.get("cls", 0.5**4) == 0.5**4
+  assert steps.get("MAPHead_0/probe", 1.0) == 1.0
+  assert steps["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"] == decayed * 0.5**3
+  assert steps["Transformer/encoderblock_2/LayerNorm_0/scale"] == 0.5
+  assert steps["Transformer/encoder_norm/scale"] == 1.0
+  assert steps["head/kernel"] == decayed
+
+
+def test_layer_decay_of_a_scanned_model_equals_the_unrolled_models():
+  from vit_jax.models import layer_stack
+
+  unrolled = tiny_vit_params()
+  stacked = layer_stack.like(unrolled, tiny_vit_params(scan=True))
+  tx = optim.make_optimizer(optim_config(layer_decay=0.7), optax.constant_schedule(1e-3))
+  grads = jax.tree.map(lambda p: jnp.arange(p.size, dtype=p.dtype).reshape(p.shape) - 1.5,
+                       unrolled)
+  want, _ = tx.update(grads, tx.init(unrolled), unrolled)
+  got, _ = tx.update(layer_stack.like(grads, stacked), tx.init(stacked), stacked)
+  for name, leaf in tree_util.flatten_named(layer_stack.like(want, stacked)):
+    np.testing.assert_allclose(dict(tree_util.flatten_named(got))[name], leaf, rtol=1e-6,
+                               err_msg=name)
+
+
+def test_layer_decay_of_a_model_without_blocks_is_refused():
+  tx = optim.make_optimizer(optim_config(layer_decay=0.7), optax.constant_schedule(1.0))
+  with pytest.raises(ValueError, match=r"^config.optim.layer_decay=0.7 scales the learning "
+                                       r"rate of a ViT's blocks by depth, and these "
+                                       r"parameters have no Transformer/encoderblock"):
+    tx.update(PARAMS, tx.init(PARAMS), PARAMS)

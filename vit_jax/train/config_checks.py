@@ -104,6 +104,9 @@ NUMERIC_FIELDS = {
     "optim.adafactor_decay_rate": Range(0, 1, low_open=True, meaning="the "
                                         "exponent of Adafactor's second-moment decay"),
     "optim.adafactor_min_dim_to_factor": _COUNT,
+    "optim.layer_decay": Range(0, 1, low_open=True, unset=True, meaning="block i of L "
+                               "learns at layer_decay**(L-i) of the rate; None or 1: "
+                               "no layer decay"),
     "optim.grad_clip_norm": Range(0, meaning="0 turns clipping off; a negative "
                                   "norm would flip every gradient"),
     "model.dropout_rate": _PROBABILITY,

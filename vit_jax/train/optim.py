@@ -14,7 +14,9 @@ decay scaled by the learning rate, applied to the parameters whose names match
 Adafactor's momentum) in bfloat16 where set so, as Scaling-ViT does for both
 of its optimizers: Adam's state then takes 6 bytes a parameter instead of 8.
 `optim.head_weight_decay` gives the classifier `head` its own weight decay,
-the same paper's "decoupled weight decay for the head".
+the same paper's "decoupled weight decay for the head". `optim.layer_decay`
+is BEiT's layer-wise learning-rate decay for fine-tuning, as timm's
+``--layer-decay``: see `scale_by_layer`.
 
 Schedules: a linear warm-up from 0 to `lr.base`, then a linear or cosine
 decay to `lr.end` (ViT), BiT's step decay: the rate multiplied by
@@ -23,10 +25,12 @@ Scaling-ViT's reciprocal square root (`rsqrt`), which needs no run length,
 with a linear cool-down to `lr.end` over the last `lr.cooldown_steps`.
 """
 import functools
+import re
 
 from absl import logging
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from vit_jax import tree_util
@@ -193,7 +197,62 @@ def make_optimizer(optim_config, schedule):
     parts.append(_adafactor(optim_config))
   parts.extend(_weight_decay(optim_config))
   parts.append(optax.scale_by_learning_rate(schedule))
+  # Only where set: a stateless link, but one more in the chain's state.
+  if optim_config.get("layer_decay") is not None:
+    parts.append(scale_by_layer(optim_config.layer_decay))
   return optax.chain(*parts)
+
+
+# A ViT's blocks, unrolled (encoderblock_3) or stacked by a scan
+# (encoderblock, the layer on the leading axis), and what comes after them.
+_BLOCK = re.compile(r"^Transformer/encoderblock(?:_(\d+))?/")
+_AFTER_BLOCKS = re.compile(r"^(?:Transformer/encoder_norm|MAPHead_0|pre_logits|head)/")
+
+
+def layer_multipliers(params, layer_decay):
+  """Each parameter's learning-rate multiplier under `scale_by_layer`, a tree
+  like ``params`` of floats, or of arrays that broadcast along a scan's layer axis."""
+  names = [name for name, _ in tree_util.flatten_named(params)]
+  blocks = {int(m[1]) for m in map(_BLOCK.match, names) if m and m[1] is not None}
+  stacked = [leaf.shape[0] for name, leaf in tree_util.flatten_named(params)
+             if (m := _BLOCK.match(name)) and m[1] is None]
+  num_layers = max(blocks) + 1 if blocks else (stacked[0] if stacked else 0)
+  if not num_layers:
+    raise ValueError(f"config.optim.layer_decay={layer_decay} scales the learning rate "
+                     f"of a ViT's blocks by depth, and these parameters have no "
+                     f"Transformer/encoderblock (a BiT ResNet?); unset it")
+
+  def multiplier(path, leaf):
+    name = tree_util.path_name(path)
+    block = _BLOCK.match(name)
+    if block and block[1] is not None:
+      return float(layer_decay ** (num_layers - int(block[1])))
+    if block:  # stacked: layer l on the leading axis
+      exponents = num_layers - np.arange(num_layers)
+      return (layer_decay ** exponents).reshape((-1,) + (1,) * (leaf.ndim - 1))
+    if _AFTER_BLOCKS.match(name):
+      return 1.0
+    return float(layer_decay ** (num_layers + 1))  # embeddings, tokens, a stem
+
+  return jax.tree_util.tree_map_with_path(multiplier, params)
+
+
+def scale_by_layer(layer_decay):
+  """Layer-wise learning-rate decay (BEiT; timm's ``--layer-decay``).
+
+  Fine-tuning a pre-trained ViT, the blocks near the input change least:
+  of L blocks, block i's updates (weight decay included, as it is scaled
+  by the learning rate) are multiplied by ``layer_decay ** (L - i)``, the
+  patch embedding, position embeddings, class and register tokens (and a
+  hybrid's stem) by ``layer_decay ** (L + 1)``, and the final LayerNorm and
+  the head by 1, as timm's ``param_groups_layer_decay`` groups them.
+  """
+  def update(updates, state, params=None):
+    del params
+    multipliers = layer_multipliers(updates, layer_decay)
+    return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def _adafactor(optim_config):
