@@ -324,9 +324,12 @@ def base_config():
       # block's rate of dropping a residual branch per example, rising
       # linearly from 0 at the first block.
       drop_path_rate=0.0,
-      # The MLPs' GELU: "tanh" (the original ViT's and big_vision's) or
-      # "exact" (erf: timm's and Hugging Face's, for their checkpoints).
-      gelu="tanh", dtype="float32", param_dtype="float32",
+      # The MLPs' GELU: "tanh" (the original ViT's and big_vision's), "exact"
+      # (erf: timm's and Hugging Face's) or "quick" (CLIP's x * sigmoid(1.702x)),
+      # the latter two for those checkpoints' own function.
+      gelu="tanh",
+      # Every LayerNorm's epsilon; CLIP's checkpoints were trained with 1e-5.
+      layer_norm_epsilon=1e-6, dtype="float32", param_dtype="float32",
       remat=False, head_bias_init=0.0,
       # With remat: what each block keeps for the backward pass, one of
       # vit_jax.models.REMAT_POLICIES (nothing_saveable: the least memory).
@@ -343,6 +346,8 @@ def base_config():
       # starting at layer_scale_init (None: no layer scale), and
       # num_registers learned tokens beside the patches.
       layer_scale_init=placeholder(float), num_registers=0,
+      # timm's pre_norm: a LayerNorm before the first block, as CLIP's ln_pre.
+      pre_norm=False,
       # vit_jax/models/attention.py: "auto" (head_major on CPU, cuDNN's fused
       # kernel on GPU for bfloat16/float16 compute, XLA's
       # dot_product_attention otherwise), or one of them by name.

@@ -121,7 +121,7 @@ def timm_model(config, model):
       num_classes=num_classes, class_token=model.classifier == "token",
       global_pool={"token": "token", "gap": "avg", "map": "map"}[model.classifier],
       qk_norm=model.qk_norm, init_values=model.layer_scale_init,
-      reg_tokens=model.num_registers, **embed_layer)
+      reg_tokens=model.num_registers, pre_norm=model.pre_norm, **embed_layer)
 
 
 def benchmark_timm(config, model, batch_size, *, peak, num_devices,

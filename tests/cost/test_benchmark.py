@@ -169,7 +169,7 @@ def test_a_scanned_step_reports_no_xla_flops_per_example():
 
 @pytest.mark.parametrize("overrides", [
     {}, {"classifier": "gap"}, {"classifier": "map"}, {"qk_norm": True},
-    {"layer_scale_init": 1e-5, "num_registers": 4}],
+    {"layer_scale_init": 1e-5, "num_registers": 4, "pre_norm": True}],
     ids=["token", "gap", "map", "qk_norm", "layer_scale_registers"])
 def test_the_timm_twin_has_as_many_parameters_as_our_vit(overrides):
   """The same network: its classifier (timm's 'map' pooling for ours), qk
@@ -185,8 +185,9 @@ def test_the_timm_twin_has_as_many_parameters_as_our_vit(overrides):
   model = models.get_model("Ti/16", num_classes=config.data.num_classes, **overrides)
   ours = sum(leaf.size for leaf in jax.tree.leaves(build.abstract_params(model, 32)))
   theirs = sum(p.numel() for p in benchmark.timm_model(config, model).parameters())
-  # timm gives its registers position rows too, which ours have none of.
-  assert theirs == ours + model.num_registers * model.hidden_size
+  # timm gives its registers position rows too, which ours have none of, and
+  # with pre_norm its patch embedding no bias.
+  assert theirs == ours + (model.num_registers - model.pre_norm) * model.hidden_size
   for refused in ({"parallel_block": True}, {"use_bias": False}):
     with pytest.raises(app.UsageError, match="no twin of ViT-22B's"):
       benchmark.timm_model(config, models.get_model(

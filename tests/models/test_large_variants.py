@@ -167,6 +167,7 @@ def test_qk_norm_makes_the_logits_independent_of_the_query_and_key_scale(qk_norm
 
 
 COMPUTE = vit.ComputeSettings(dtype=jnp.float32, param_dtype=jnp.float32, gelu="tanh",
+                              layer_norm_epsilon=1e-6,
                               attention_implementation="auto", token_padding="per_attention",
                               layer_norm_implementation="flax", dense_implementation="auto")
 

@@ -132,3 +132,19 @@ def test_registers_have_no_position_so_a_new_grid_keeps_them(tmp_path):
 def test_a_bad_layer_scale_or_register_count_names_the_config_key(field, value, message):
   with pytest.raises(ValueError, match=f"^{message}"):
     tiny_model(**{field: value}).init(jax.random.key(0), IMAGES, train=False)
+
+
+def test_pre_norm_normalises_the_tokens_before_the_first_block():
+  """CLIP's ln_pre: scaled embeddings (kernel, bias, positions and class
+  token alike) give the blocks the same input, so the same logits (with an
+  epsilon too small to tell the fresh model's small activations apart)."""
+  model = tiny_model(pre_norm=True, layer_norm_epsilon=1e-12)
+  params = init(model)
+  assert flat(params)["Transformer/pre_norm/scale"].shape == (32,)
+  scaled = traverse_util.unflatten_dict(
+      {k: 3 * v if k.startswith(("embedding/", "cls", "Transformer/posembed_input/")) else v
+       for k, v in flat(params).items()}, sep="/")
+  np.testing.assert_allclose(logits(model, scaled), logits(model, params), rtol=1e-4)
+  plain = tiny_model(layer_norm_epsilon=1e-12)
+  assert not np.allclose(logits(plain, without(scaled, "pre_norm")),
+                         logits(plain, without(params, "pre_norm")), rtol=1e-3)

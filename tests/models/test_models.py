@@ -268,7 +268,7 @@ def test_unknown_model_choice_names_the_valid_ones(field, name, message):
 
 def test_the_exact_gelu_is_the_erf_form_and_moves_the_logits_slightly(tiny_params):
   mlp = vit.MlpBlock(mlp_dim=64, dropout_rate=0.0, compute=vit.ComputeSettings(
-      dtype=jnp.float32, param_dtype=jnp.float32, gelu='exact',
+      dtype=jnp.float32, param_dtype=jnp.float32, gelu='exact', layer_norm_epsilon=1e-6,
       attention_implementation='auto', token_padding='per_attention',
       layer_norm_implementation='auto', dense_implementation='flax'))
   x = jax.random.normal(jax.random.key(0), (2, 3, 32))
@@ -311,6 +311,7 @@ def test_every_layer_gets_the_models_settings():
   dropped on the way down or passed in another's place shows here.
   """
   settings = dict(dtype=jnp.bfloat16, param_dtype=jnp.float16, gelu='exact',
+                  layer_norm_epsilon=1e-5,
                   attention_implementation='head_major', token_padding='once',
                   layer_norm_implementation='flax', dense_implementation='matrix')
   rates = dict(dropout_rate=0.125, attention_dropout_rate=0.25)

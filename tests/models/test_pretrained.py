@@ -297,31 +297,41 @@ def test_a_config_json_that_is_no_timm_config_states_no_normalisation(tmp_path):
   assert pretrained.stated_normalisation(path) is None  # two channels: no RGB statement
 
 
-def test_a_checkpoint_of_another_gelu_is_named_with_the_setting(tmp_path, caplog):
+def test_a_checkpoint_of_another_gelu_or_epsilon_is_named_with_the_setting(tmp_path, caplog):
   """timm's default GELU is the exact one; its SigLIP models, our exports
-  (tanh by default) and Hugging Face configs say theirs."""
+  (tanh by default) and Hugging Face configs say theirs. timm's CLIP
+  architectures normalise with epsilon 1e-5, Hugging Face's ViTs state 1e-12."""
   params = params_of(models.get_model("Ti/8", num_classes=3, **TINY))
   exact = write_timm(params, str(tmp_path / "deit" / "vit.safetensors"),
                      config={"architecture": "deit3_tiny_patch16_224"})
   bare = write_timm(params, str(tmp_path / "bare" / "vit.pth"))
   siglip = write_timm(params, str(tmp_path / "siglip" / "vit.safetensors"),
                       config={"architecture": "vit_base_patch16_siglip_224"})
+  clip = write_timm(params, str(tmp_path / "clip" / "vit.safetensors"),
+                    config={"architecture": "vit_base_patch16_clip_quickgelu_224"})
   ours = str(tmp_path / "ours")
   timm_format.save(params, ours, image_size=32, mean=0.5, std=0.5)
   hf_exact = str(tmp_path / "hf")
   hf_format.save(params, hf_exact, image_size=32, mean=0.5, std=0.5, gelu="exact")
   npz.save_npz(params, str(tmp_path / "a.npz"))
-  assert [pretrained.stated_gelu(p) for p in (exact, bare, siglip, ours, hf_exact,
-                                               str(tmp_path / "a.npz"))] == [
-      "exact", "exact", "tanh", "tanh", "exact", None]
+  assert [pretrained.stated_function(p) for p in (exact, bare, siglip, clip, ours, hf_exact,
+                                                   str(tmp_path / "a.npz"))] == [
+      dict(gelu="exact", layer_norm_epsilon=1e-6), dict(gelu="exact", layer_norm_epsilon=1e-6),
+      dict(gelu="tanh", layer_norm_epsilon=1e-6), dict(gelu="quick", layer_norm_epsilon=1e-5),
+      dict(gelu="tanh", layer_norm_epsilon=1e-6), dict(gelu="exact", layer_norm_epsilon=1e-6),
+      {}]
 
-  with caplog.at_level(logging.WARNING, logger="absl"):
-    assert pretrained.check_gelu(exact, "exact") and pretrained.check_gelu(ours, "tanh")
-    assert pretrained.check_gelu(str(tmp_path / "a.npz"), "exact")
+  model = lambda **o: models.get_model("Ti/8", num_classes=3, **TINY, **o)
+  with caplog.at_level(logging.INFO, logger="absl"):
+    assert pretrained.check_function(exact, model(gelu="exact"))
+    assert pretrained.check_function(ours, model())
+    assert pretrained.check_function(str(tmp_path / "a.npz"), model(gelu="exact"))
+    assert pretrained.check_function(clip, model(gelu="quick", layer_norm_epsilon=1e-5))
     assert not caplog.records
-    assert not pretrained.check_gelu(exact, "tanh")
-    assert not pretrained.check_gelu(ours, "exact")
-    assert not pretrained.check_gelu(bare, "tanh")
+    assert not pretrained.check_function(exact, model())
+    assert not pretrained.check_function(ours, model(gelu="exact"))
+    assert not pretrained.check_function(bare, model())
+    assert not pretrained.check_function(clip, model(gelu="quick"))
   assert [r.getMessage() for r in caplog.records] == [
       f"{exact} computes the exact (erf) GELU, as its config.json states, and the model "
       f"the tanh-approximated one (model.gelu=tanh): set --config.model.gelu=exact to "
@@ -331,7 +341,10 @@ def test_a_checkpoint_of_another_gelu_is_named_with_the_setting(tmp_path, caplog
       f"compute the checkpoint's function.",
       f"{bare} computes the exact (erf) GELU, timm's default, with no config.json beside "
       f"it, and the model the tanh-approximated one (model.gelu=tanh): set "
-      f"--config.model.gelu=exact to compute the checkpoint's function."]
+      f"--config.model.gelu=exact to compute the checkpoint's function.",
+      f"{clip} normalises with a LayerNorm epsilon of 1e-05, as its config.json states, "
+      f"and the model with 1e-06: set --config.model.layer_norm_epsilon=1e-05 to compute "
+      f"the checkpoint's function."]
 
 
 @pytest.mark.parametrize("saved, model, message", [
@@ -346,6 +359,8 @@ def test_a_checkpoint_of_another_gelu_is_named_with_the_setting(tmp_path, caplog
      "none: fine-tune it with --config.model.classifier=token"),
     (dict(), dict(layer_scale_init=0.1), "the model has layer scale, the checkpoint none: "
      "fine-tune it with --config.model.layer_scale_init=None"),
+    (dict(pre_norm=True), dict(), "the checkpoint has a LayerNorm before the blocks, the "
+     "model not: fine-tune it with --config.model.pre_norm=True"),
     (dict(layer_scale_init=0.1), dict(), "the checkpoint has layer scale, the model not: "
      "fine-tune it with --config.model.layer_scale_init=1e-5"),
     (dict(num_registers=4), dict(num_registers=2), "the checkpoint has 4 register tokens, "

@@ -5,6 +5,7 @@ Logits are compared by their max relative difference, max |a - b| / max |b|,
 with the libraries configured for our tanh GELU.
 """
 import json
+import os
 import re
 import sys
 
@@ -98,21 +99,42 @@ def test_attention_pooling_and_qk_norm_go_to_timm_and_back_bit_exact(classifier,
 
 
 @pytest.mark.parametrize("classifier", ["token", "gap", "map"])
-def test_layer_scale_and_registers_go_to_timm_and_back_bit_exact(classifier):
-  params = random_params(tiny_model(classifier, layer_scale_init=0.1, num_registers=3))
+def test_layer_scale_registers_and_pre_norm_go_to_timm_and_back_bit_exact(classifier):
+  params = random_params(tiny_model(classifier, layer_scale_init=0.1, num_registers=3,
+                                    pre_norm=True))
+  # With pre_norm timm's patch embedding has no bias (CLIP's has none either);
+  # test_a_pre_norm_models_patch_bias_joins_the_positions has one.
+  params["embedding"]["bias"] = np.zeros_like(params["embedding"]["bias"])
   state_dict = timm_format.to_timm(params)
+  assert "patch_embed.proj.bias" not in state_dict
   assert state_dict["blocks.1.ls2.gamma"].shape == (32,)
+  assert state_dict["norm_pre.bias"].shape == (32,)
   assert state_dict["reg_token"].shape == (1, 3, 32)
   # Zero rows of pos_embed for the registers, after the class token's.
   prefix = int(classifier == "token")
   assert state_dict["pos_embed"].shape == (1, prefix + 3 + 16, 32)
   assert not state_dict["pos_embed"][:, prefix:prefix + 3].any()
   args = timm_format.hub_config(params, image_size=SIZE, mean=0.5, std=0.5)["model_args"]
-  assert (args["reg_tokens"], args["init_values"]) == (3, 1e-5)
+  assert (args["reg_tokens"], args["init_values"], args["pre_norm"]) == (3, 1e-5, True)
   assert_same_params(timm_format.from_timm(state_dict, source="sd",
                                            config={"model_args": args}), params)
   # Read without a config.json, the tensors tell the same.
   assert_same_params(timm_format.from_timm(state_dict, source="sd", num_heads=2), params)
+
+
+def test_a_pre_norm_models_patch_bias_joins_the_positions():
+  """timm's patch embedding has no bias where it has pre_norm; ours's bias is
+  the same for every patch, so the patches' position rows take it."""
+  params = random_params(tiny_model("token", pre_norm=True))
+  state_dict = timm_format.to_timm(params)
+  want = npz.flatten(params)
+  posemb = want[npz.POSEMB]
+  np.testing.assert_array_equal(state_dict["pos_embed"][:, 0], posemb[:, 0])
+  np.testing.assert_array_equal(state_dict["pos_embed"][:, 1:],
+                                posemb[:, 1:] + want["embedding/bias"])
+  loaded = npz.flatten(timm_format.from_timm(state_dict, source="sd", num_heads=2))
+  assert not loaded["embedding/bias"].any()
+  np.testing.assert_array_equal(loaded[npz.POSEMB], state_dict["pos_embed"])
 
 
 @pytest.mark.parametrize("no_embed_class", [False, True])
@@ -155,12 +177,14 @@ def test_deit3_and_dinov2_names_give_their_heads(name, width, heads):
 
 
 @pytest.mark.parametrize("gelu, act_layer, hidden_act", [
-    ("tanh", "gelu_tanh", "gelu_pytorch_tanh"), ("exact", "gelu", "gelu")])
+    ("tanh", "gelu_tanh", "gelu_pytorch_tanh"), ("exact", "gelu", "gelu"),
+    ("quick", "quick_gelu", "quick_gelu")])
 def test_an_export_states_the_models_gelu(gelu, act_layer, hidden_act):
   params = random_params(tiny_model())
   assert timm_format.model_args(params, image_size=SIZE, gelu=gelu)["act_layer"] == act_layer
   assert hf_format.hf_config(params, image_size=SIZE, gelu=gelu)["hidden_act"] == hidden_act
-  assert hf_format.stated_gelu({"hidden_act": hidden_act}, source="c") == gelu
+  assert hf_format.stated_function({"model_type": "vit", "hidden_act": hidden_act},
+                                   source="c") == dict(gelu=gelu, layer_norm_epsilon=1e-12)
 
 
 @pytest.mark.parametrize("config, gelu", [
@@ -171,17 +195,23 @@ def test_an_export_states_the_models_gelu(gelu, act_layer, hidden_act):
     ({"pretrained_cfg": {"architecture": "vit_base_patch16_siglip_gap_224"}}, "tanh"),
     ({"architecture": "vit_base_patch16_siglip_224", "model_args": {"act_layer": "gelu"}},
      "exact"),
-    ({"model_args": {"act_layer": "gelu_tanh"}}, "tanh")])
+    ({"model_args": {"act_layer": "gelu_tanh"}}, "tanh"),
+    # OpenAI CLIP's, as timm's _quickgelu architectures register it.
+    ({"architecture": "vit_base_patch16_clip_quickgelu_224"}, "quick")])
 def test_the_gelu_a_timm_config_builds(config, gelu):
-  assert timm_format.stated_gelu(config, source="c") == gelu
+  assert timm_format.stated_function(config, source="c")["gelu"] == gelu
 
 
-def test_clips_quick_gelu_is_refused_by_its_architecture_name():
+def test_another_activation_is_refused_by_name():
   state_dict = timm_format.to_timm(random_params(tiny_model()))
-  with pytest.raises(ValueError, match=r"^ckpt: act_layer='quick_gelu'; this ViT computes "
-                                       r"GELU, 'gelu' or 'gelu_tanh'$"):
+  with pytest.raises(ValueError, match=r"^ckpt: act_layer='silu'; this ViT computes "
+                                       r"'gelu_tanh', 'gelu', 'quick_gelu'$"):
     timm_format.from_timm(state_dict, source="ckpt", num_heads=2,
-                          config={"architecture": "vit_base_patch16_clip_quickgelu_224"})
+                          config={"model_args": {"act_layer": "silu"}})
+  with pytest.raises(ValueError, match=r"^c: hidden_act='relu'; this ViT computes "
+                                       r"'gelu_pytorch_tanh', 'gelu_new', 'gelu_fast', "
+                                       r"'gelu', 'quick_gelu'$"):
+    hf_format.stated_gelu({"hidden_act": "relu"}, source="c")
 
 
 def test_attention_pooling_beside_a_class_token_is_refused():
@@ -280,7 +310,6 @@ def test_timm_no_embed_class_gets_a_zero_class_token_position():
 
 @pytest.mark.parametrize("tensor, what", [
     ("fc_norm.weight", "a LayerNorm after pooling"),
-    ("norm_pre.weight", "a LayerNorm before the blocks"),
     ("dist_token", "DeiT.s distillation token"),
 ])
 def test_timm_tensors_this_vit_lacks_are_refused_by_name(tensor, what):
@@ -319,6 +348,9 @@ def test_gap_map_and_qk_norm_are_refused_on_export_to_hf():
   with pytest.raises(ValueError, match=r"^parameter registers: register tokens "
                                        r"\(num_registers\), which transformers' ViT"):
     hf_format.to_hf(random_params(tiny_model("token", num_registers=1)))
+  with pytest.raises(ValueError, match=r"^parameter Transformer/pre_norm/scale: a LayerNorm "
+                                       r"before the blocks \(pre_norm\), which transformers'"):
+    hf_format.to_hf(random_params(tiny_model("token", pre_norm=True)))
 
 
 def test_hf_config_labels_every_class_of_the_head_where_fewer_are_named():
@@ -406,7 +438,8 @@ def timm_module(timm, torch, **model_args):
     ("token", {}), ("gap", {}), ("map", {}), ("token", dict(qk_norm=True)),
     ("token", dict(layer_scale_init=0.1, num_registers=3)),
     ("gap", dict(num_registers=2)), ("map", dict(layer_scale_init=0.1, num_registers=2)),
-    ("token", dict(gelu="exact")), ("map", dict(gelu="exact"))])
+    ("token", dict(gelu="exact")), ("map", dict(gelu="exact")),
+    ("token", dict(gelu="quick", pre_norm=True))])
 def test_ours_in_timm_gives_our_logits(classifier, options):
   timm = library("timm")
   torch = library("torch")
@@ -439,7 +472,9 @@ def test_ours_in_timm_gives_our_logits(classifier, options):
                  init_values=1e-5)),
     # timm's default GELU, the exact one, as DINOv2 and DeiT-III compute it.
     ("token", dict(act_layer=None, init_values=1e-5, reg_tokens=4, no_embed_class=True)),
-    ("map", dict(act_layer="gelu", class_token=False, global_pool="map", fc_norm=False))])
+    ("map", dict(act_layer="gelu", class_token=False, global_pool="map", fc_norm=False)),
+    # CLIP's LayerNorm before the blocks, and OpenAI CLIP's QuickGELU.
+    ("token", dict(act_layer="quick_gelu", pre_norm=True))])
 def test_a_timm_model_here_gives_timms_logits(classifier, extra):
   timm = library("timm")
   torch = library("torch")
@@ -452,12 +487,55 @@ def test_a_timm_model_here_gives_timms_logits(classifier, extra):
   model = tiny_model(classifier, qk_norm=extra.get("qk_norm", False),
                      layer_scale_init=extra.get("init_values"),
                      num_registers=extra.get("reg_tokens", 0),
+                     pre_norm=extra.get("pre_norm", False),
                      gelu=timm_format.gelu_of(args, source="timm"))
   difference = relative_difference(our_logits(model, params, batch),
                                    timm_format.torch_logits(module, batch))
   print(f"timm -> ours ({classifier}, {extra}): max relative logit difference "
         f"{difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
+
+
+def test_timms_clip_gives_its_logits_here_and_back(tmp_path):
+  """A CLIP architecture of timm's (its LayerNorms' epsilon 1e-5, a LayerNorm
+  before the blocks, no patch bias, OpenAI's QuickGELU), read as its hub
+  directory says, and our model of it exported back, as timm builds both."""
+  timm = library("timm")
+  torch = library("torch")
+  name = "vit_base_patch16_clip_quickgelu_224"
+  args = dict(img_size=SIZE, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0,
+              num_classes=10)
+  torch.manual_seed(0)
+  module = perturbed(timm.create_model(name, pretrained=False, **args), torch)
+  os.makedirs(tmp_path / "clip")
+  timm_format.write_safetensors(torch_state_dict(module),
+                                str(tmp_path / "clip" / "model.safetensors"))
+  with open(tmp_path / "clip" / "config.json", "w") as f:
+    json.dump({"architecture": name, "model_args": args}, f)
+  stated = pretrained.stated_function(str(tmp_path / "clip"))
+  assert stated == dict(gelu="quick", layer_norm_epsilon=1e-5)
+  model = tiny_model("token", pre_norm=True, **stated)
+  params = pretrained.read_params(str(tmp_path / "clip"))
+  batch = images()
+  ours = our_logits(model, params, batch)
+  difference = relative_difference(ours, timm_format.torch_logits(module, batch))
+  print(f"timm CLIP -> ours: max relative logit difference {difference:.2g}")
+  assert difference < RELATIVE_TOLERANCE
+
+  timm_format.save(params, str(tmp_path / "back"), image_size=SIZE, mean=0.5, std=0.5, **stated)
+  exported = timm_format.timm_model(str(tmp_path / "back"))
+  assert exported.norm.eps == 1e-5
+  difference = relative_difference(timm_format.torch_logits(exported, batch), ours)
+  print(f"ours -> timm CLIP: max relative logit difference {difference:.2g}")
+  assert difference < RELATIVE_TOLERANCE
+
+
+def test_a_layer_norm_epsilon_timm_cannot_state_is_refused_on_export():
+  with pytest.raises(ValueError, match=r"^layer_norm_epsilon=1e-12: a timm config.json builds "
+                                       r"LayerNorms of epsilon 1e-06 or, through a CLIP "
+                                       r"architecture, 1e-05"):
+    timm_format.hub_config(random_params(tiny_model()), image_size=SIZE, mean=0.5, std=0.5,
+                           layer_norm_epsilon=1e-12)
 
 
 def test_timms_registered_names_are_the_ones_an_export_takes():
@@ -505,7 +583,7 @@ def test_a_transformers_model_here_gives_its_logits(tmp_path, hidden_act, gelu):
   saved = hf_format.load(str(tmp_path))
   assert_same_params(live, saved)
   batch = images()
-  assert pretrained.stated_gelu(str(tmp_path)) == gelu
+  assert pretrained.stated_function(str(tmp_path)) == dict(gelu=gelu, layer_norm_epsilon=1e-6)
   difference = relative_difference(our_logits(tiny_model("token", gelu=gelu), saved, batch),
                                    timm_format.torch_logits(module, batch))
   print(f"transformers -> ours ({hidden_act}): max relative logit difference "
@@ -532,7 +610,8 @@ def test_a_transformers_dinov2_here_gives_its_features(tmp_path, registers):
   params = hf_format.load(str(tmp_path))
   assert_same_params(hf_format.from_hf(torch_state_dict(module), module.config.to_dict(),
                                        source="live"), params)
-  assert pretrained.stated_gelu(str(tmp_path)) == "exact"
+  assert pretrained.stated_function(str(tmp_path)) == dict(gelu="exact",
+                                                           layer_norm_epsilon=1e-6)
   model = tiny_model("token", layer_scale_init=1e-5, num_registers=registers, gelu="exact")
   flat = npz.flatten(params)
   flat.update({"head/kernel": np.zeros((32, 10), np.float32),

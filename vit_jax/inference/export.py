@@ -235,7 +235,9 @@ def export_torch_format(config, model, params, *, export_format, out):
   check_output_directory(out, export_format)
   module.save(params, out, image_size=config.image_size, mean=mean, std=std,
               class_names=predict.class_names(config.data),
-              gelu=getattr(model, "gelu", "tanh"))  # a ResNet is refused by name
+              # A ResNet has neither, and is refused by name.
+              gelu=getattr(model, "gelu", "tanh"),
+              layer_norm_epsilon=getattr(model, "layer_norm_epsilon", 1e-6))
   _check_reads_back(params, module.load(out), out)
   try:
     torch_model = library_model(out)

@@ -22,8 +22,7 @@ def restore_model(config, path, *, step=None):
   params = layer_stack.like(params, expected)
   tree_util.check_same_arrays(params, expected, source=path)
   check_normalisation(config, path)
-  if hasattr(model, "gelu"):  # a ViT's
-    pretrained.check_gelu(path, model.gelu)
+  pretrained.check_function(path, model)
   return model, params
 
 

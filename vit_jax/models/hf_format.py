@@ -26,11 +26,13 @@ Converting is exact and needs numpy alone (state-dict files are read with
   its classifier does not use.
 - GELU: ViTConfig's default ``hidden_act='gelu'`` is the exact erf form; ours
   is the tanh approximation, which transformers calls ``gelu_pytorch_tanh``,
-  unless ``model.gelu='exact'``. An export states ours; `stated_gelu` reads
-  a checkpoint's, which `pretrained.check_gelu` compares with the model's.
-- LayerNorm: ours uses eps 1e-6 (an export says ``layer_norm_eps=1e-6``);
-  ViTConfig's default, and Google's converted checkpoints, say 1e-12, a
-  difference far below float32's resolution of the normalised values.
+  unless ``model.gelu`` says another. An export states ours; `stated_function`
+  reads a checkpoint's, which `pretrained.check_function` compares with the
+  model's.
+- LayerNorm: ours uses ``model.layer_norm_epsilon`` (1e-6), which an export
+  states as ``layer_norm_eps``; ViTConfig's default, and Google's converted
+  checkpoints, say 1e-12, a difference far below float32's resolution of the
+  normalised values.
 """
 import json
 import os
@@ -46,11 +48,12 @@ MODEL_TYPE = "vit"
 DINOV2_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
 MODEL_TYPES = (MODEL_TYPE, *DINOV2_MODEL_TYPES)
 PREPROCESSOR_FILE = "preprocessor_config.json"
-# transformers' activation names of the GELU we compute, and of the exact one.
-TANH_GELU = "gelu_pytorch_tanh"
-_TANH_GELUS = (TANH_GELU, "gelu_new", "gelu_fast")
-_EXACT_GELU = "gelu"
-LAYER_NORM_EPS = 1e-6
+# transformers' activation names of our GELUs (vit.GELUS), the first of each
+# form what an export writes.
+HIDDEN_ACTS = {"tanh": ("gelu_pytorch_tanh", "gelu_new", "gelu_fast"), "exact": ("gelu",),
+               "quick": ("quick_gelu",)}
+# ViTConfig's default LayerNorm epsilon, and Dinov2Config's.
+_DEFAULT_EPSILONS = {MODEL_TYPE: 1e-12, "dinov2": 1e-6, "dinov2_with_registers": 1e-6}
 
 _LAYER = "vit.encoder.layer.{}."
 # Our layer scales of a block's two branches <- DINOv2's.
@@ -95,7 +98,9 @@ def to_hf(params):
                       "query/key normalisation (qk_norm)"),
                      (f"{OUR_BLOCK.format(0)}LayerScale_0/scale",
                       "layer scale (layer_scale_init)"),
-                     ("registers", "register tokens (num_registers)")):
+                     ("registers", "register tokens (num_registers)"),
+                     (f"{timm_format.PRE_NORM}/scale", "a LayerNorm before the blocks "
+                                                      "(pre_norm)")):
     ours.refuse(name, f"{what}, which transformers' ViT does not have; export this "
                       f"model to timm instead")
   ours.refuse("pre_logits/kernel",
@@ -133,7 +138,7 @@ def to_hf(params):
   return {name: np.ascontiguousarray(value) for name, value in sd.items()}
 
 
-def hf_config(params, *, image_size, class_names=None, gelu="tanh"):
+def hf_config(params, *, image_size, class_names=None, gelu="tanh", layer_norm_epsilon=1e-6):
   """The ViTConfig (config.json) of ViTForImageClassification for ``params``.
 
   The labels are the run's class names where it has them, else LABEL_i, one
@@ -149,11 +154,11 @@ def hf_config(params, *, image_size, class_names=None, gelu="tanh"):
       "num_hidden_layers": ours.depth,
       "num_attention_heads": ours.heads,
       "intermediate_size": ours.mlp_dim,
-      "hidden_act": {"tanh": TANH_GELU, "exact": _EXACT_GELU}[gelu],
+      "hidden_act": HIDDEN_ACTS[gelu][0],
       "hidden_dropout_prob": 0.0,
       "attention_probs_dropout_prob": 0.0,
       "initializer_range": 0.02,
-      "layer_norm_eps": LAYER_NORM_EPS,
+      "layer_norm_eps": layer_norm_epsilon,
       "image_size": image_size,
       "patch_size": ours.patch,
       "num_channels": 3,
@@ -177,12 +182,14 @@ def preprocessor_config(*, image_size, mean, std):
           "image_std": timm_format.per_channel(std)}
 
 
-def save(params, out, *, image_size, mean, std, class_names=None, gelu="tanh"):
+def save(params, out, *, image_size, mean, std, class_names=None, gelu="tanh",
+         layer_norm_epsilon=1e-6):
   """Writes a Hugging Face model directory: config.json, model.safetensors and
   preprocessor_config.json (``mean``, ``std`` normalise [0, 1] pixels to the
   model's input range). Returns the config."""
   state_dict = to_hf(params)  # refusals before anything is written
-  config = hf_config(params, image_size=image_size, class_names=class_names, gelu=gelu)
+  config = hf_config(params, image_size=image_size, class_names=class_names, gelu=gelu,
+                     layer_norm_epsilon=layer_norm_epsilon)
   os.makedirs(out, exist_ok=True)
   timm_format.write_safetensors(state_dict, os.path.join(out, WEIGHTS_FILES[0]))
   for name, content in ((CONFIG_FILE, config), (PREPROCESSOR_FILE, preprocessor_config(
@@ -231,14 +238,23 @@ def _size(value, what, source):
   return int(value)
 
 
+def stated_function(config, *, source):
+  """What a transformers ViT or DINOv2 config computes, where our model has a
+  setting for it: {config.model field: value}."""
+  return {"gelu": stated_gelu(config, source=source),
+          "layer_norm_epsilon": float(config.get(
+              "layer_norm_eps", _DEFAULT_EPSILONS.get(config.get("model_type"), 1e-12)))}
+
+
 def stated_gelu(config, *, source):
   """Which of vit.GELUS a transformers ViT config computes; another activation
   is refused."""
-  act = config.get("hidden_act", _EXACT_GELU)
-  if act not in (_EXACT_GELU, *_TANH_GELUS):
-    raise ValueError(f"{source}: hidden_act={act!r}; this ViT computes GELU, "
-                     f"'{_EXACT_GELU}' or '{TANH_GELU}'")
-  return "exact" if act == _EXACT_GELU else "tanh"
+  act = config.get("hidden_act", "gelu")  # ViTConfig's default
+  forms = {name: form for form, names in HIDDEN_ACTS.items() for name in names}
+  if act not in forms:
+    raise ValueError(f"{source}: hidden_act={act!r}; this ViT computes "
+                     f"{', '.join(map(repr, forms))}")
+  return forms[act]
 
 
 def _shape(config, source, *, patch_size):

@@ -196,50 +196,63 @@ def stated_normalisation(path):
   return stated if all(len(values) == 3 for values in stated) else None
 
 
-def stated_gelu(path):
-  """The GELU (of vit.GELUS) that a timm or Hugging Face checkpoint at ``path``
-  computes, as its config.json says; a timm state dict without one, timm's
-  default (exact). None for our own checkpoints."""
-  return _stated_gelu(path)[0]
+def stated_function(path):
+  """What the config.json of a timm or Hugging Face checkpoint at ``path`` says
+  its model computes, where ours has a setting for it: {config.model field:
+  value} (`timm_format.stated_function`); a timm state dict without one,
+  timm's defaults. {} for our own checkpoints."""
+  return _stated_function(path)[0]
 
 
 _AS_STATED = "as its config.json states"
 
 
-def _stated_gelu(path):
-  """`stated_gelu`, and what says so."""
+def _stated_function(path):
+  """`stated_function`, and what says so."""
   found = _library_directory(path)
   if found is None:
-    return None, None
+    return {}, None
   config = _library_config(*found, timm_format.CONFIG_FILE)
   if found[0] == "hf":
-    return (hf_format.stated_gelu(config, source=path), _AS_STATED) if config else (None, None)
+    return (hf_format.stated_function(config, source=path), _AS_STATED) if config else ({}, None)
   if config is None:
-    return (timm_format.stated_gelu({}, source=path),
+    return (timm_format.stated_function({}, source=path),
             "timm's default, with no config.json beside it")
-  return timm_format.stated_gelu(config, source=path), _AS_STATED
+  return timm_format.stated_function(config, source=path), _AS_STATED
 
 
-_GELU_NAMES = {"exact": "exact (erf)", "tanh": "tanh-approximated"}
+_GELU_NAMES = {"exact": "exact (erf)", "tanh": "tanh-approximated", "quick": "quick"}
 
 
-def check_gelu(path, gelu):
-  """Warns where the checkpoint at ``path`` computes another GELU than the
-  model's ``gelu``, naming the setting that computes the checkpoint's.
+def check_function(path, model):
+  """Logs where the checkpoint at ``path`` computes otherwise than ``model``,
+  naming the setting that computes the checkpoint's function.
 
-  The two forms differ by at most 5e-4 at any input, which moves an imported
-  model's logits by about 2e-4 of their magnitude (docs/checkpoints.md):
-  fine-tuning adapts, but a model evaluated as it is computes another
-  function than the one its library does. Returns whether they agree.
+  Another GELU is a warning: the tanh and exact forms differ by at most 5e-4
+  at any input, which moved random timm ViTs' logits by 2e-4 to 4e-4 of their
+  magnitude (docs/checkpoints.md); fine-tuning adapts, but a model evaluated
+  as it is computes another function than the one its library does. Another
+  LayerNorm epsilon is a note: Hugging Face's ViTs state 1e-12, a difference
+  far below float32's resolution, CLIP's 1e-5, one of about 1e-5 of trained
+  activations. Returns whether the two agree.
   """
-  stated, where = _stated_gelu(path)
-  if stated is None or stated == gelu:
-    return True
-  logging.warning("%s computes the %s GELU, %s, and the model the %s one "
-                  "(model.gelu=%s): set --config.model.gelu=%s to compute the "
-                  "checkpoint's function.", path, _GELU_NAMES[stated], where,
-                  _GELU_NAMES[gelu], gelu, stated)
-  return False
+  stated, where = _stated_function(path)
+  agree = True
+  for field, value in stated.items():
+    ours = getattr(model, field, None)
+    if ours is None or ours == value:
+      continue
+    agree = False
+    if field == "gelu":
+      logging.warning("%s computes the %s GELU, %s, and the model the %s one "
+                      "(model.gelu=%s): set --config.model.gelu=%s to compute the "
+                      "checkpoint's function.", path, _GELU_NAMES[value], where,
+                      _GELU_NAMES[ours], ours, value)
+    else:
+      logging.info("%s normalises with a LayerNorm epsilon of %g, %s, and the model with "
+                   "%g: set --config.model.%s=%g to compute the checkpoint's function.",
+                   path, value, where, ours, field, value)
+  return agree
 
 
 def note_normalisation(path):
@@ -304,6 +317,8 @@ _SWITCHED_PARTS = (
     # Any initial value: the checkpoint's scales replace it.
     ("/LayerScale_0/scale", "layer scale", "model.layer_scale_init=1e-5",
      "model.layer_scale_init=None"),
+    ("Transformer/pre_norm/scale", "a LayerNorm before the blocks", "model.pre_norm=True",
+     "model.pre_norm=False"),
 )
 
 
@@ -329,20 +344,20 @@ def _check_switched_parts(loaded, fresh, source):
 
 
 def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,
-                    posemb_method=posemb.DEFAULT_METHOD, gelu=None):
+                    posemb_method=posemb.DEFAULT_METHOD, model=None):
   """Fits the parameters at ``path`` to a model whose fresh ones are ``init_params``.
 
   The head keeps its fresh (zero) initialisation for the new classes; a
   pre_logits layer the new model lacks is dropped; the position embeddings
   are resampled to ``new_grid`` by ``posemb_method`` (a name of
   `posemb.RESAMPLE_METHODS`); every other tensor must match in name and
-  shape (see `tree_util.check_same_arrays`). ``gelu``, the new model's, is
-  checked against the one a library's checkpoint states (`check_gelu`).
+  shape (see `tree_util.check_same_arrays`). ``model``, the new one, is
+  checked against what a library's checkpoint states (`check_function`).
   """
   fresh = npz.flatten(init_params)
   note_normalisation(path)
-  if gelu is not None:
-    check_gelu(path, gelu)
+  if model is not None:
+    check_function(path, model)
   # A timm state dict without its config.json does not state its heads (no
   # shape does): fine-tuning keeps the architecture, so the new model's are
   # taken, and logged.

@@ -20,22 +20,25 @@ refuses what it cannot keep, naming the tensor:
 - position embeddings: ``pos_embed`` has a row for the class token unless
   timm's ``no_embed_class``, which adds none to it; ours always adds row 0,
   so such a checkpoint gets a zero row there, which sums to the same.
-- GELU: ours is flax's tanh approximation unless ``model.gelu='exact'``;
-  timm's default ``nn.GELU`` is the exact erf form, and its SigLIP
-  architectures register the tanh one. An export states ours as
-  ``act_layer``; `stated_gelu` reads a checkpoint's, which
-  `pretrained.check_gelu` compares with the model's.
+- GELU: ours is flax's tanh approximation unless ``model.gelu`` says
+  ``exact`` or ``quick``; timm's default ``nn.GELU`` is the exact erf form,
+  its SigLIP architectures register the tanh one and OpenAI CLIP's
+  (``_quickgelu``) QuickGELU. An export states ours as ``act_layer``;
+  `stated_function` reads a checkpoint's, which `pretrained.check_function`
+  compares with the model's.
 - qk-norm (``qk_norm``), attention pooling (``global_pool='map'``, timm's
   ``AttentionPoolLatent``), layer scale (``init_values``, ``ls1``/``ls2``,
-  as DeiT-III and DINOv2) and register tokens (``reg_tokens``) are ours too,
-  the same functions.
+  as DeiT-III and DINOv2), register tokens (``reg_tokens``) and a LayerNorm
+  before the blocks (``pre_norm``, ``norm_pre``, as CLIP) are ours too, the
+  same functions. CLIP's LayerNorms take eps 1e-5, ``model.layer_norm_epsilon``
+  too.
 - register tokens: ours have no position embedding; where timm gives them
   rows of ``pos_embed`` (unless ``no_embed_class``), those rows are the same
   for every image and fold into the tokens, and an export gives zero rows.
   Ours come after the patches, timm's before them: attention does not
   depend on the tokens' order, so the logits are the same.
-- what our ViT does not have (distillation tokens, a pre-norm, a LayerNorm
-  after pooling; our ``pre_logits`` layer on the way out) is refused by name.
+- what our ViT does not have (distillation tokens, a LayerNorm after
+  pooling; our ``pre_logits`` layer on the way out) is refused by name.
 
 The helpers for state-dict files (`read_state_dict`, `write_safetensors`,
 `weights_file`, `require`, `torch_logits`) serve `hf_format` too.
@@ -84,8 +87,9 @@ _UNSUPPORTED = (
     (r"dist_token|head_dist\.", "DeiT's distillation token and head"),
     (r"fc_norm\.", "a LayerNorm after pooling (fc_norm; this ViT's 'gap' "
                    "normalises the tokens before averaging them)"),
-    (r"norm_pre\.", "a LayerNorm before the blocks (pre_norm, as in CLIP)"),
 )
+# Our LayerNorm before the blocks (pre_norm) -> timm's norm_pre.
+PRE_NORM = "Transformer/pre_norm"
 # Our layer scales of a block's two branches -> timm's.
 _LAYER_SCALES = (("LayerScale_0", "ls1"), ("LayerScale_1", "ls2"))
 # timm's init_values in an export: the value layer scale starts from, which
@@ -96,17 +100,23 @@ OUR_MAP = "MAPHead_0/"
 OUR_MAP_ATTENTION = OUR_MAP + "MultiHeadDotProductAttention_0/"
 # Our per-head query and key LayerNorms (qk_norm) -> timm's, in attn.
 _QK_NORMS = (("query_ln", "q_norm"), ("key_ln", "k_norm"))
-# timm's act_layer names of our two GELUs (vit.GELUS): the tanh one, and
-# the exact one (also timm's default, where no act_layer is given).
+# timm's act_layer names of our GELUs (vit.GELUS); with none given, timm
+# computes the exact one.
 TANH_GELU = "gelu_tanh"
-EXACT_GELU = "gelu"
-_EXACT_GELUS = (None, EXACT_GELU)
+ACT_LAYERS = {"tanh": TANH_GELU, "exact": "gelu", "quick": "quick_gelu"}
 # Architectures whose registered act_layer is not timm's default, where a
 # hub config.json names the architecture alone (timm 1.0.31's
-# vision_transformer.py): SigLIP's tanh GELU, and CLIP's QuickGELU, which
-# this ViT does not compute.
+# vision_transformer.py): SigLIP's tanh GELU, and OpenAI CLIP's QuickGELU.
 _REGISTERED_ACTIVATIONS = ((re.compile(r"_siglip"), TANH_GELU),
-                           (re.compile(r"quickgelu"), "quick_gelu"))
+                           (re.compile(r"quickgelu"), ACT_LAYERS["quick"]))
+# timm's LayerNorm epsilon, which no config.json states: its default, and its
+# CLIP architectures' (norm_layer=partial(LayerNorm, eps=1e-5)). An export of
+# a model with CLIP's builds on this CLIP architecture, its model_args stating
+# the rest.
+DEFAULT_EPSILON = 1e-6
+CLIP_EPSILON = 1e-5
+_CLIP_ARCHITECTURE_RE = re.compile(r"_clip_")
+_CLIP_ARCHITECTURE = "vit_base_patch16_clip_224"
 
 
 class MissingPackageError(ModuleNotFoundError, ValueError):
@@ -287,6 +297,7 @@ class OurParams:
     self.has_map = OUR_MAP + "probe" in self.flat
     self.qk_norm = OUR_BLOCK.format(0) + OUR_ATTENTION + "query_ln/scale" in self.flat
     self.layer_scale = OUR_BLOCK.format(0) + "LayerScale_0/scale" in self.flat
+    self.pre_norm = PRE_NORM + "/scale" in self.flat
     self.num_registers = self.flat["registers"].shape[1] if "registers" in self.flat else 0
     self.num_classes = (self.flat["head/kernel"].shape[1] if "head/kernel" in self.flat
                         else 0)
@@ -393,17 +404,24 @@ def to_timm(params):
               "timm's VisionTransformer has no representation layer (Dense + tanh "
               "before the head); fine-tune with model.representation_size=None to "
               "export to timm")
-  sd = {"patch_embed.proj.weight": conv_to_torch(ours.take("embedding/kernel")),
-        "patch_embed.proj.bias": ours.take("embedding/bias")}
+  sd = {"patch_embed.proj.weight": conv_to_torch(ours.take("embedding/kernel"))}
+  embedding_bias = ours.take("embedding/bias")
   prefix = 1 if ours.has_cls else 0
   if ours.has_cls:
     sd["cls_token"] = ours.take("cls")
   posemb = ours.take(npz.POSEMB)
+  if ours.pre_norm:  # timm's patch embedding then has no bias: it joins the positions
+    posemb = np.concatenate([posemb[:, :prefix], posemb[:, prefix:] + embedding_bias],
+                            axis=1)
+  else:
+    sd["patch_embed.proj.bias"] = embedding_bias
   if ours.num_registers:  # zero rows: ours have no position
     sd["reg_token"] = ours.take("registers")
     posemb = np.concatenate([posemb[:, :prefix], np.zeros_like(sd["reg_token"]),
                              posemb[:, prefix:]], axis=1)
   sd["pos_embed"] = posemb
+  if ours.pre_norm:
+    _norm_to_torch(ours, PRE_NORM, "norm_pre", sd)
   for i in range(ours.depth):
     block, theirs = OUR_BLOCK.format(i), f"blocks.{i}."
     for our_norm, their_norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
@@ -456,13 +474,20 @@ def model_args(params, *, image_size, gelu="tanh"):
       class_token=ours.has_cls,
       global_pool="map" if ours.has_map else "token" if ours.has_cls else "avg",
       qk_norm=ours.qk_norm, fc_norm=False,
-      act_layer={"tanh": TANH_GELU, "exact": EXACT_GELU}[gelu],
+      act_layer=ACT_LAYERS[gelu], pre_norm=ours.pre_norm,
       init_values=_EXPORT_INIT_VALUES if ours.layer_scale else None,
       reg_tokens=ours.num_registers, num_classes=ours.num_classes)
 
 
-def architecture(args):
-  """timm's registered name of the shape in ``args``, or the default to override."""
+def architecture(args, *, layer_norm_epsilon=DEFAULT_EPSILON):
+  """timm's registered name of the shape in ``args``, or the default to override;
+  for CLIP's LayerNorm epsilon, a CLIP architecture to override."""
+  if layer_norm_epsilon == CLIP_EPSILON:
+    return _CLIP_ARCHITECTURE
+  if layer_norm_epsilon != DEFAULT_EPSILON:
+    raise ValueError(f"layer_norm_epsilon={layer_norm_epsilon}: a timm config.json builds "
+                     f"LayerNorms of epsilon {DEFAULT_EPSILON} or, through a CLIP "
+                     f"architecture, {CLIP_EPSILON} (config.model.layer_norm_epsilon)")
   shape = (args["embed_dim"], args["depth"], int(args["embed_dim"] * args["mlp_ratio"]),
            args["num_heads"])
   for variant, size in _TIMM_SIZES.items():
@@ -478,7 +503,8 @@ def per_channel(value):
   return values * 3 if len(values) == 1 else values
 
 
-def hub_config(params, *, image_size, mean, std, class_names=None, gelu="tanh"):
+def hub_config(params, *, image_size, mean, std, class_names=None, gelu="tanh",
+               layer_norm_epsilon=DEFAULT_EPSILON):
   """The config.json of timm's hub layout for ``params``.
 
   ``model_args`` states every argument that differs from a plain timm ViT
@@ -486,7 +512,7 @@ def hub_config(params, *, image_size, mean, std, class_names=None, gelu="tanh"):
   names the shape, so the architecture's defaults never decide.
   """
   args = model_args(params, image_size=image_size, gelu=gelu)
-  name = architecture(args)
+  name = architecture(args, layer_norm_epsilon=layer_norm_epsilon)
   config = {
       "architecture": name,
       "num_classes": args["num_classes"],
@@ -513,7 +539,8 @@ def hub_config(params, *, image_size, mean, std, class_names=None, gelu="tanh"):
   return config
 
 
-def save(params, out, *, image_size, mean, std, class_names=None, gelu="tanh"):
+def save(params, out, *, image_size, mean, std, class_names=None, gelu="tanh",
+         layer_norm_epsilon=DEFAULT_EPSILON):
   """Writes ``out``/model.safetensors and ``out``/config.json in timm's hub layout.
 
   ``mean`` and ``std`` (a number, or one per channel) are timm's
@@ -522,7 +549,8 @@ def save(params, out, *, image_size, mean, std, class_names=None, gelu="tanh"):
   """
   state_dict = to_timm(params)  # refusals before anything is written
   config = hub_config(params, image_size=image_size, mean=mean, std=std,
-                      class_names=class_names, gelu=gelu)
+                      class_names=class_names, gelu=gelu,
+                      layer_norm_epsilon=layer_norm_epsilon)
   os.makedirs(out, exist_ok=True)
   write_safetensors(state_dict, os.path.join(out, WEIGHTS_FILES[0]))
   with open(os.path.join(out, CONFIG_FILE), "w") as f:
@@ -568,16 +596,21 @@ def _timm_args(config):
 
 def gelu_of(args, *, source):
   """Which of vit.GELUS timm's model arguments compute; another activation is refused."""
-  act = args.get("act_layer")
-  if act not in (*_EXACT_GELUS, TANH_GELU):
-    raise ValueError(f"{source}: act_layer={act!r}; this ViT computes GELU, "
-                     f"'{EXACT_GELU}' or '{TANH_GELU}'")
-  return "tanh" if act == TANH_GELU else "exact"
+  act = args.get("act_layer") or ACT_LAYERS["exact"]
+  forms = {name: form for form, name in ACT_LAYERS.items()}
+  if act not in forms:
+    raise ValueError(f"{source}: act_layer={act!r}; this ViT computes "
+                     f"{', '.join(map(repr, forms))}")
+  return forms[act]
 
 
-def stated_gelu(config, *, source):
-  """The GELU (of vit.GELUS) that a timm config.json builds."""
-  return gelu_of(_timm_args(config), source=source)
+def stated_function(config, *, source):
+  """What a timm config.json (or, empty, timm's defaults) builds, where our
+  model has a setting for it: {config.model field: value}."""
+  args = _timm_args(config)
+  clip = _CLIP_ARCHITECTURE_RE.search(args.get("architecture") or "")
+  return {"gelu": gelu_of(args, source=source),
+          "layer_norm_epsilon": CLIP_EPSILON if clip else DEFAULT_EPSILON}
 
 
 def _heads_of(args, width, num_heads, source):
@@ -654,8 +687,11 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
   sd.model = f"timm ViT of width {width}, depth {depth}, MLP {mlp_dim}"
 
   flat = {"embedding/kernel": conv_from_torch(
-              sd.take("patch_embed.proj.weight", (width, 3, patch, patch))),
-          "embedding/bias": sd.take("patch_embed.proj.bias", (width,))}
+              sd.take("patch_embed.proj.weight", (width, 3, patch, patch)))}
+  # With pre_norm (CLIP) timm's patch embedding has no bias; ours is then 0.
+  flat["embedding/bias"] = (sd.take("patch_embed.proj.bias", (width,))
+                            if "patch_embed.proj.bias" in state_dict
+                            else np.zeros(width, flat["embedding/kernel"].dtype))
   if has_cls:
     flat["cls"] = sd.take("cls_token", (1, 1, width))
   tokens = sd.shape("pos_embed")[1]
@@ -673,6 +709,8 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
   if has_cls and no_embed_class:
     posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
   flat[npz.POSEMB] = posemb
+  if "norm_pre.weight" in state_dict:  # pre_norm, as CLIP
+    norm_from_torch(sd, "norm_pre", PRE_NORM, width, flat)
   for i in range(depth):
     block, theirs = OUR_BLOCK.format(i), f"blocks.{i}."
     for our_norm, their_norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):

@@ -12,11 +12,13 @@ block rather than ``num_layers`` copies, so compile time stops growing with
 depth. Files keep the published per-block layout whatever the run used
 (`vit_jax.models.layer_stack` converts).
 
-Two later additions, each off by default, are timm's, so that its
-checkpoints with them load (DeiT-III, DINOv2): ``layer_scale_init``, a
-learned per-channel scale on each residual branch (CaiT's LayerScale), and
+Later additions, each off by default, are timm's, so that its checkpoints
+with them load (DeiT-III, DINOv2, CLIP): ``layer_scale_init``, a learned
+per-channel scale on each residual branch (CaiT's LayerScale);
 ``num_registers``, learned tokens that join the patches without a position
-("Vision Transformers Need Registers", Darcet et al. 2023).
+("Vision Transformers Need Registers", Darcet et al. 2023); ``pre_norm``, a
+LayerNorm before the first block (CLIP's ``ln_pre``); and the ``gelu``
+forms of `GELUS`.
 
 The ViT-22B paper's changes ("Scaling Vision Transformers to 22 Billion
 Parameters") are fields, each off by default: ``parallel_block``,
@@ -60,8 +62,16 @@ VARIANT_OPTIONS = {
 
 # The MLP's GELU: 'tanh', flax's default approximation, as the original ViT
 # and big_vision compute it; 'exact', the erf form, PyTorch's and so timm's
-# and Hugging Face's default, for their checkpoints' own function.
-GELUS = ('tanh', 'exact')
+# and Hugging Face's default; 'quick', CLIP's x * sigmoid(1.702 x): the
+# latter two for those checkpoints' own function.
+GELUS = ('tanh', 'exact', 'quick')
+
+
+def apply_gelu(x, form: str):
+  """The GELU of `GELUS` named ``form``."""
+  if form == 'quick':
+    return x * jax.nn.sigmoid(1.702 * x)
+  return nn.gelu(x, approximate=form == 'tanh')
 
 # 'token': the class token's output; 'gap': the tokens' mean; 'map':
 # multi-head attention pooling (`MAPHead`), a learned probe attending over them.
@@ -100,6 +110,7 @@ class ComputeSettings:
   dtype: Any
   param_dtype: Any
   gelu: str  # one of GELUS
+  layer_norm_epsilon: float
   attention_implementation: str
   token_padding: str
   layer_norm_implementation: str
@@ -119,8 +130,10 @@ class ComputeSettings:
     LayerNorm's name, ``scale``.
     """
     if not use_bias:
-      return nn.RMSNorm(name=name, dtype=self.dtype, param_dtype=self.param_dtype)
+      return nn.RMSNorm(name=name, dtype=self.dtype, param_dtype=self.param_dtype,
+                        epsilon=self.layer_norm_epsilon)
     return layer_norm.LayerNorm(name=name, dtype=self.dtype, param_dtype=self.param_dtype,
+                                epsilon=self.layer_norm_epsilon,
                                 implementation=self.layer_norm_implementation)
 
 
@@ -175,7 +188,7 @@ class MlpBlock(nn.Module, kw_only=True):
   def __call__(self, x, *, train: bool):
     layer = self.compute.dense_args(bias_init=_dense_bias_init)
     y = nn.Dense(self.mlp_dim, name='Dense_0', **layer)(x)
-    y = nn.gelu(y, approximate=self.compute.gelu == 'tanh')
+    y = apply_gelu(y, self.compute.gelu)
     y = dropout.Dropout(rate=self.dropout_rate, name='Dropout_0')(y, deterministic=not train)
     y = nn.Dense(x.shape[-1], name='Dense_1', **layer)(y)
     return dropout.Dropout(rate=self.dropout_rate, name='Dropout_1')(
@@ -294,7 +307,8 @@ class Encoder1DBlock(nn.Module, kw_only=True):
 
 
 class Encoder(nn.Module, kw_only=True):
-  """Position embedding, a stack of blocks, and a final LayerNorm.
+  """Position embedding, a stack of blocks, and a final LayerNorm (and, with
+  ``pre_norm``, one before the blocks, as CLIP).
 
   ``registers`` (1, R, hidden), where the model has any, join the tokens
   after the position embedding, at the end: they have no position, and the
@@ -313,6 +327,7 @@ class Encoder(nn.Module, kw_only=True):
   qk_norm: bool
   use_bias: bool
   layer_scale_init: float | None
+  pre_norm: bool
   compute: ComputeSettings
 
   @nn.compact
@@ -322,6 +337,8 @@ class Encoder(nn.Module, kw_only=True):
       x = jnp.concatenate([x, jnp.tile(registers.astype(x.dtype), (x.shape[0], 1, 1))],
                           axis=1)
     x = dropout.Dropout(rate=self.dropout_rate, name='Dropout_0')(x, deterministic=not train)
+    if self.pre_norm:
+      x = self.compute.norm(name='pre_norm', use_bias=self.use_bias)(x)
     tokens = x.shape[1]
     # cuDNN's attention trains on an even token count only: pad once here
     # rather than around every block's attention (`attention.pads_once`).
@@ -453,6 +470,9 @@ class VisionTransformer(nn.Module, kw_only=True):
   attention_dropout_rate: float = 0.0
   # One of GELUS: the MLPs' activation.
   gelu: str = 'tanh'
+  # Every LayerNorm's epsilon: flax's and the original ViT's 1e-6; CLIP's is
+  # 1e-5, Google's ViTs converted to Hugging Face state 1e-12.
+  layer_norm_epsilon: float = 1e-6
   # Stochastic depth: the last block's rate of dropping each residual branch
   # for an example, the earlier blocks' rising linearly from 0 (`drop_path_rates`).
   drop_path_rate: float = 0.0
@@ -474,6 +494,9 @@ class VisionTransformer(nn.Module, kw_only=True):
   # timm's reg_tokens: learned tokens beside the patches, without a position,
   # which the blocks attend to and the classifier does not pool.
   num_registers: int = 0
+  # timm's pre_norm (CLIP's ln_pre): a LayerNorm of the tokens before the
+  # first block, ``Transformer/pre_norm``.
+  pre_norm: bool = False
   head_bias_init: float = 0.0
   # One of vit_jax.models.attention.IMPLEMENTATIONS; 'auto' picks by backend.
   attention_implementation: str = 'auto'
@@ -503,6 +526,10 @@ class VisionTransformer(nn.Module, kw_only=True):
           f'unknown classifier {self.classifier!r}; valid: {", ".join(CLASSIFIERS)}')
     if self.gelu not in GELUS:
       raise ValueError(f'unknown gelu {self.gelu!r}; valid: {", ".join(GELUS)}')
+    if not (isinstance(self.layer_norm_epsilon, numbers.Real)
+            and self.layer_norm_epsilon > 0):
+      raise ValueError(f'layer_norm_epsilon {self.layer_norm_epsilon!r} must be a number '
+                       f'above 0, e.g. 1e-6 (config.model.layer_norm_epsilon)')
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f'expected NHWC RGB images, got shape {images.shape}')
     # A bad implementation name fails here, before anything is built.
@@ -555,6 +582,7 @@ class VisionTransformer(nn.Module, kw_only=True):
 
     compute = ComputeSettings(
         dtype=self.dtype, param_dtype=self.param_dtype, gelu=self.gelu,
+        layer_norm_epsilon=self.layer_norm_epsilon,
         attention_implementation=self.attention_implementation,
         token_padding=self.token_padding,
         layer_norm_implementation=self.layer_norm_implementation,
@@ -566,7 +594,8 @@ class VisionTransformer(nn.Module, kw_only=True):
                 remat_policy=self.remat_policy, scan=self.scan,
                 parallel_block=self.parallel_block, qk_norm=self.qk_norm,
                 use_bias=self.use_bias, layer_scale_init=self.layer_scale_init,
-                compute=compute, name='Transformer')(x, train=train, registers=registers)
+                pre_norm=self.pre_norm, compute=compute,
+                name='Transformer')(x, train=train, registers=registers)
 
     # The registers (the last tokens) are not pooled, as in timm.
     x = x[:, :x.shape[1] - self.num_registers]

@@ -122,6 +122,8 @@ NUMERIC_FIELDS = {
                                     "scales' initial value, e.g. DINOv2's 1e-5; None: "
                                     "no layer scale"),
     "model.num_registers": Range(0, meaning="0: no register tokens"),
+    "model.layer_norm_epsilon": Range(0, low_open=True, meaning="added to the variance "
+                                      "in every LayerNorm; 1e-6 as the original ViT"),
     "data.num_classes": _COUNT,
     "data.shuffle_buffer": _COUNT,
     "mesh.fsdp_min_size": Range(0),

@@ -125,7 +125,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
           num_prefix_tokens=int(getattr(model, "classifier", None) == "token"),
           # A ResNet's config has no posemb_resample, nor posemb to resample.
           posemb_method=config.get("posemb_resample", posemb.DEFAULT_METHOD),
-          gelu=getattr(model, "gelu", None))
+          model=model)
       state = jax.jit(training.initial_state, out_shardings=state_shardings)(params)
     else:
       state = training.init_state(state_shardings)
