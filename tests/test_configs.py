@@ -473,6 +473,17 @@ def test_every_bit_stage_and_variant_passes_the_config_checks(stage, variant):
   assert "posemb_resample" not in config
 
 
+def test_layer_decay_of_a_resnet_is_refused_before_anything_is_built():
+  config = bit.get_config("stage=hyperrule,variant=R50x1,data=cifar10")
+  config.optim.layer_decay = 0.75
+  with pytest.raises(ValueError, match=r"^config.optim.layer_decay=0.75 scales the learning "
+                                       r"rate of a ViT's blocks by depth, and R50x1 has no "
+                                       r"such blocks; unset it$"):
+    config_checks.check_config(config, num_devices=1, process_count=1)
+  config.optim.layer_decay = 1.0  # none
+  config_checks.check_config(config, num_devices=1, process_count=1)
+
+
 def test_bit_upstream_has_the_papers_recipe():
   config = bit.get_config("stage=upstream,variant=R50x1,data=imagenet21k")
   assert (config.optim.name, config.optim.momentum, config.optim.grad_clip_norm) == ("sgd", 0.9, 0)

@@ -284,6 +284,19 @@ def test_timm_and_hf_refuse_what_they_cannot_hold_in_one_line(fashion_data_dir, 
   assert not os.path.exists(tmp_path / "hf") and not os.path.exists(tmp_path / "timm")
 
 
+def test_a_pre_norm_model_with_a_patch_bias_exports_to_timm(fashion_data_dir, tmp_path):
+  """timm's patch embedding has no bias beside pre_norm (CLIP's): ours joins
+  the position embeddings, and the file reads back as that."""
+  config = tiny_config(fashion_data_dir)
+  config.model.update(pre_norm=True, gelu="quick", layer_norm_epsilon=1e-5)
+  model = build.model_from_config(config)
+  params = npz.unflatten(random_flat(build.abstract_params(model, config.image_size)))
+  assert np.abs(params["embedding"]["bias"]).max() > 0
+  difference = export.export_torch_format(config, model, params, export_format="timm",
+                                          out=str(tmp_path / "timm"))
+  assert difference is None or difference < 1e-4  # None: timm is not installed here
+
+
 @pytest.mark.parametrize("export_format", ["timm", "hf"])
 def test_a_resnet_is_refused_by_the_torch_formats_by_name(fashion_data_dir, tmp_path,
                                                          export_format):

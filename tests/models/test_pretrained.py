@@ -239,7 +239,8 @@ def test_model_directories_that_are_no_vit_are_named(tmp_path):
       json.dump(config, f)
   with pytest.raises(ValueError, match=r"deit: a Hugging Face model of model_type 'deit'; "
                                        r"this ViT reads model_type 'vit', 'dinov2', "
-                                       r"'dinov2_with_registers'$"):
+                                       r"'dinov2_with_registers', 'clip', "
+                                       r"'clip_vision_model'$"):
     pretrained.locate(str(tmp_path / "deit"))
   with pytest.raises(FileNotFoundError, match=r"empty holds no weights: neither "
                                               r"model.safetensors nor pytorch_model.bin"):
@@ -306,7 +307,7 @@ def test_a_checkpoint_of_another_gelu_or_epsilon_is_named_with_the_setting(tmp_p
                      config={"architecture": "deit3_tiny_patch16_224"})
   bare = write_timm(params, str(tmp_path / "bare" / "vit.pth"))
   siglip = write_timm(params, str(tmp_path / "siglip" / "vit.safetensors"),
-                      config={"architecture": "vit_base_patch16_siglip_224"})
+                      config={"architecture": "vit_base_patch32_siglip_256"})
   clip = write_timm(params, str(tmp_path / "clip" / "vit.safetensors"),
                     config={"architecture": "vit_base_patch16_clip_quickgelu_224"})
   ours = str(tmp_path / "ours")
@@ -327,22 +328,24 @@ def test_a_checkpoint_of_another_gelu_or_epsilon_is_named_with_the_setting(tmp_p
     assert pretrained.check_function(ours, model())
     assert pretrained.check_function(str(tmp_path / "a.npz"), model(gelu="exact"))
     assert pretrained.check_function(clip, model(gelu="quick", layer_norm_epsilon=1e-5))
+    # Hugging Face's ViTs state 1e-12: far below anything that matters.
+    assert pretrained.check_function(hf_exact, model(gelu="exact", layer_norm_epsilon=1e-12))
     assert not caplog.records
     assert not pretrained.check_function(exact, model())
     assert not pretrained.check_function(ours, model(gelu="exact"))
     assert not pretrained.check_function(bare, model())
     assert not pretrained.check_function(clip, model(gelu="quick"))
   assert [r.getMessage() for r in caplog.records] == [
-      f"{exact} computes the exact (erf) GELU, as its config.json states, and the model "
+      f"{exact} computes the exact (erf) GELU, by its config.json, and the model "
       f"the tanh-approximated one (model.gelu=tanh): set --config.model.gelu=exact to "
       f"compute the checkpoint's function.",
-      f"{ours} computes the tanh-approximated GELU, as its config.json states, and the "
+      f"{ours} computes the tanh-approximated GELU, by its config.json, and the "
       f"model the exact (erf) one (model.gelu=exact): set --config.model.gelu=tanh to "
       f"compute the checkpoint's function.",
       f"{bare} computes the exact (erf) GELU, timm's default, with no config.json beside "
       f"it, and the model the tanh-approximated one (model.gelu=tanh): set "
       f"--config.model.gelu=exact to compute the checkpoint's function.",
-      f"{clip} normalises with a LayerNorm epsilon of 1e-05, as its config.json states, "
+      f"{clip} normalises with a LayerNorm epsilon of 1e-05, by its config.json, "
       f"and the model with 1e-06: set --config.model.layer_norm_epsilon=1e-05 to compute "
       f"the checkpoint's function."]
 

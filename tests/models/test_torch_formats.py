@@ -104,7 +104,7 @@ def test_layer_scale_registers_and_pre_norm_go_to_timm_and_back_bit_exact(classi
                                     pre_norm=True))
   # With pre_norm timm's patch embedding has no bias (CLIP's has none either);
   # test_a_pre_norm_models_patch_bias_joins_the_positions has one.
-  params["embedding"]["bias"] = np.zeros_like(params["embedding"]["bias"])
+  params = timm_format.exported_params(params)
   state_dict = timm_format.to_timm(params)
   assert "patch_embed.proj.bias" not in state_dict
   assert state_dict["blocks.1.ls2.gamma"].shape == (32,)
@@ -132,9 +132,13 @@ def test_a_pre_norm_models_patch_bias_joins_the_positions():
   np.testing.assert_array_equal(state_dict["pos_embed"][:, 0], posemb[:, 0])
   np.testing.assert_array_equal(state_dict["pos_embed"][:, 1:],
                                 posemb[:, 1:] + want["embedding/bias"])
-  loaded = npz.flatten(timm_format.from_timm(state_dict, source="sd", num_heads=2))
-  assert not loaded["embedding/bias"].any()
-  np.testing.assert_array_equal(loaded[npz.POSEMB], state_dict["pos_embed"])
+  loaded = timm_format.from_timm(state_dict, source="sd", num_heads=2)
+  assert not npz.flatten(loaded)["embedding/bias"].any()
+  assert_same_params(loaded, timm_format.exported_params(params))
+  batch = images()
+  np.testing.assert_allclose(our_logits(tiny_model("token", pre_norm=True), loaded, batch),
+                             our_logits(tiny_model("token", pre_norm=True), params, batch),
+                             rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("no_embed_class", [False, True])
@@ -190,9 +194,11 @@ def test_an_export_states_the_models_gelu(gelu, act_layer, hidden_act):
 @pytest.mark.parametrize("config, gelu", [
     ({}, "exact"),  # timm's default nn.GELU
     ({"architecture": "deit3_base_patch16_224"}, "exact"),
-    # SigLIP's architectures register the tanh GELU; a hub config names them alone.
-    ({"architecture": "vit_so400m_patch14_siglip_384"}, "tanh"),
-    ({"pretrained_cfg": {"architecture": "vit_base_patch16_siglip_gap_224"}}, "tanh"),
+    # Some SigLIP architectures register the tanh GELU, the others compute
+    # timm's exact one; a hub config names them alone.
+    ({"architecture": "vit_so400m_patch16_siglip_384"}, "tanh"),
+    ({"pretrained_cfg": {"architecture": "vit_base_patch32_siglip_gap_256"}}, "tanh"),
+    ({"architecture": "vit_so400m_patch14_siglip_384"}, "exact"),
     ({"architecture": "vit_base_patch16_siglip_224", "model_args": {"act_layer": "gelu"}},
      "exact"),
     ({"model_args": {"act_layer": "gelu_tanh"}}, "tanh"),
@@ -281,6 +287,52 @@ def test_dinov2s_swiglu_is_refused():
   with pytest.raises(ValueError, match=r"^sd: use_swiglu_ffn=True \(DINOv2's giant model\) "
                                        r"is a SwiGLU MLP; this ViT's MLP is Dense, GELU, Dense$"):
     hf_format.from_hf(files, {**DINOV2_CONFIG, "use_swiglu_ffn": True}, source="sd")
+
+
+def clip_files(params, prefix="vision_model."):
+  """CLIP's image tower's file (CLIPModel's names, as openai/clip-vit-* hold
+  them) of ``params``, a tiny model with pre_norm and no patch bias: timm's
+  names of it, renamed."""
+  files = {}
+  for name, value in timm_format.to_timm(params).items():
+    block = re.match(r"blocks\.(\d+)\.(.*)", name)
+    if name == "cls_token":
+      files["embeddings.class_embedding"] = value.reshape(-1)
+    elif name == "pos_embed":
+      files["embeddings.position_embedding.weight"] = value[0]
+    elif block and block[2].startswith("attn.qkv."):
+      for their, part in zip("qkv", np.split(value, 3)):
+        files[f"encoder.layers.{block[1]}.self_attn.{their}_proj.{name.rsplit('.', 1)[1]}"] = part
+    elif block:
+      rest = re.sub(r"^norm(\d)", r"layer_norm\1", block[2])
+      files[f"encoder.layers.{block[1]}.{rest.replace('attn.proj', 'self_attn.out_proj')}"] = value
+    elif not name.startswith("head."):
+      ours = re.sub(r"^norm\.", "post_layernorm.", re.sub(r"^norm_pre\.", "pre_layrnorm.", name))
+      files[ours.replace("patch_embed.proj", "embeddings.patch_embedding")] = value
+  return {prefix + name: value for name, value in files.items()}
+
+
+CLIP_CONFIG = dict(model_type="clip", vision_config=dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+    patch_size=4))
+
+
+def test_a_hf_clip_files_image_tower_reads_as_a_pre_norm_vit():
+  params = random_params(tiny_model("token", pre_norm=True))
+  params["embedding"]["bias"] = np.zeros_like(params["embedding"]["bias"])
+  want = {n: v for n, v in npz.flatten(params).items() if not n.startswith("head/")}
+  files = clip_files(params)
+  # The text tower and the projections into the joint embedding are left out.
+  files.update({"text_model.embeddings.token_embedding.weight": np.zeros((5, 16), np.float32),
+                "visual_projection.weight": np.zeros((8, 32), np.float32),
+                "logit_scale": np.zeros((), np.float32)})
+  assert_same_params(hf_format.from_hf(files, CLIP_CONFIG, source="sd"), want)
+  vision_config = {"model_type": "clip_vision_model", **CLIP_CONFIG["vision_config"]}
+  assert_same_params(hf_format.from_hf(clip_files(params, prefix=""), vision_config,
+                                       source="sd"), want)
+  # CLIPVisionConfig's defaults: OpenAI's QuickGELU and LayerNorm epsilon.
+  assert hf_format.stated_function(CLIP_CONFIG, source="c") == dict(gelu="quick",
+                                                                    layer_norm_epsilon=1e-5)
 
 
 def test_a_bare_hf_vit_model_pooler_is_our_pre_logits():
@@ -541,6 +593,7 @@ def test_a_layer_norm_epsilon_timm_cannot_state_is_refused_on_export():
 def test_timms_registered_names_are_the_ones_an_export_takes():
   timm = library("timm")
   assert all(timm.is_model(name) for name in timm_format.TIMM_NAMES)
+  assert all(timm.is_model(name) for name in timm_format._TANH_GELU_ARCHITECTURES)
 
 
 def hf_classes():
@@ -624,6 +677,45 @@ def test_a_transformers_dinov2_here_gives_its_features(tmp_path, registers):
   difference = relative_difference(np.asarray(state["intermediates"]["features"][0]), theirs)
   print(f"transformers DINOv2 ({registers} registers) -> ours: max relative feature "
         f"difference {difference:.2g}")
+  assert difference < RELATIVE_TOLERANCE
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_transformers_clip_image_tower_here_gives_its_features(tmp_path, whole):
+  """CLIPVisionModel, and the image tower of a whole CLIPModel as
+  openai/clip-vit-* are: its pooled class token is our features."""
+  transformers = hf_classes()
+  torch = library("torch")
+  torch.manual_seed(0)
+  vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=64, image_size=SIZE, patch_size=4)
+  if whole:
+    module = transformers.CLIPModel(transformers.CLIPConfig(
+        vision_config=vision, projection_dim=8, text_config=dict(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)))
+  else:
+    module = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**vision))
+  module = perturbed(module, torch)
+  module.save_pretrained(str(tmp_path))
+  params = hf_format.load(str(tmp_path))
+  assert_same_params(hf_format.from_hf(torch_state_dict(module), module.config.to_dict(),
+                                       source="live"), params)
+  stated = pretrained.stated_function(str(tmp_path))
+  assert stated == dict(gelu="quick", layer_norm_epsilon=1e-5)
+  model = tiny_model("token", pre_norm=True, **stated)
+  flat = npz.flatten(params)
+  flat.update({"head/kernel": np.zeros((32, 10), np.float32),
+               "head/bias": np.zeros(10, np.float32)})
+  batch = images()
+  _, state = model.apply({"params": npz.unflatten(flat)}, batch, train=False,
+                         mutable=["intermediates"])
+  tower = module.vision_model if whole else module
+  with torch.no_grad():
+    theirs = tower(pixel_values=torch.from_numpy(batch.transpose(0, 3, 1, 2))).pooler_output
+  difference = relative_difference(np.asarray(state["intermediates"]["features"][0]),
+                                   theirs.numpy())
+  print(f"transformers CLIP ({'CLIPModel' if whole else 'CLIPVisionModel'}) -> ours: max "
+        f"relative feature difference {difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
 
 

@@ -401,7 +401,7 @@ def test_layer_decay_scales_each_blocks_step_by_its_depth_as_timm_groups_them(cl
   assert steps.get("MAPHead_0/probe", 1.0) == 1.0
   assert steps["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"] == decayed * 0.5**3
   assert steps["Transformer/encoderblock_2/LayerNorm_0/scale"] == 0.5
-  assert steps["Transformer/encoder_norm/scale"] == 1.0
+  assert steps["Transformer/encoder_norm/scale"] == 0.5  # with the last block, as timm
   assert steps["head/kernel"] == decayed
 
 

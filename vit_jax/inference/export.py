@@ -238,7 +238,7 @@ def export_torch_format(config, model, params, *, export_format, out):
               # A ResNet has neither, and is refused by name.
               gelu=getattr(model, "gelu", "tanh"),
               layer_norm_epsilon=getattr(model, "layer_norm_epsilon", 1e-6))
-  _check_reads_back(params, module.load(out), out)
+  _check_reads_back(module.exported_params(params), module.load(out), out)
   try:
     torch_model = library_model(out)
   except timm_format.MissingPackageError:

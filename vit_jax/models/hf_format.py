@@ -16,7 +16,12 @@ DINOv2 (``model_type: dinov2``, and ``dinov2_with_registers``) is read too,
 one way: its layers are a ViT's with layer scale (``layer_scale{1,2}.lambda1``)
 and register tokens (``embeddings.register_tokens``), our
 ``model.layer_scale_init`` and ``model.num_registers``; the MLP is
-``mlp.fc1``/``mlp.fc2``, and the SwiGLU of its giant model is refused.
+``mlp.fc1``/``mlp.fc2``, and the SwiGLU of its giant model is refused. So is
+CLIP's image tower (``model_type: clip``, its ``vision_model``, or
+``clip_vision_model``): a ViT with a LayerNorm before the blocks
+(``pre_layrnorm``, our ``model.pre_norm``), QuickGELU and LayerNorm epsilon
+1e-5, whose ``post_layernorm`` of the class token is our ``encoder_norm``;
+the text tower and the projections into the joint embedding are left out.
 
 Converting is exact and needs numpy alone (state-dict files are read with
 `timm_format`'s helpers). Where the models differ:
@@ -46,7 +51,11 @@ from vit_jax.models.timm_format import (CONFIG_FILE, OUR_ATTENTION, OUR_BLOCK,
 
 MODEL_TYPE = "vit"
 DINOV2_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
-MODEL_TYPES = (MODEL_TYPE, *DINOV2_MODEL_TYPES)
+# CLIPModel's (image and text towers) and CLIPVisionModel's.
+CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
+MODEL_TYPES = (MODEL_TYPE, *DINOV2_MODEL_TYPES, *CLIP_MODEL_TYPES)
+# CLIPVisionConfig's defaults, where they are not ViTConfig's.
+_CLIP_VISION_DEFAULTS = dict(patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5)
 PREPROCESSOR_FILE = "preprocessor_config.json"
 # transformers' activation names of our GELUs (vit.GELUS), the first of each
 # form what an export writes.
@@ -136,6 +145,11 @@ def to_hf(params):
     sd["classifier.bias"] = ours.take("head/bias")
   ours.check_all_taken()
   return {name: np.ascontiguousarray(value) for name, value in sd.items()}
+
+
+def exported_params(params):
+  """``params`` as a Hugging Face file of them reads back: unchanged."""
+  return params
 
 
 def hf_config(params, *, image_size, class_names=None, gelu="tanh", layer_norm_epsilon=1e-6):
@@ -238,9 +252,19 @@ def _size(value, what, source):
   return int(value)
 
 
+def _vision_config(config):
+  """The image model's part of a config: a CLIP config's vision_config, with
+  CLIPVisionConfig's defaults; the config itself for the others."""
+  if config.get("model_type") not in CLIP_MODEL_TYPES:
+    return config
+  vision = (config.get("vision_config") or {}) if config["model_type"] == "clip" else config
+  return {**_CLIP_VISION_DEFAULTS, **vision, "model_type": config["model_type"]}
+
+
 def stated_function(config, *, source):
-  """What a transformers ViT or DINOv2 config computes, where our model has a
-  setting for it: {config.model field: value}."""
+  """What a transformers ViT, DINOv2 or CLIP config computes, where our model
+  has a setting for it: {config.model field: value}."""
+  config = _vision_config(config)
   return {"gelu": stated_gelu(config, source=source),
           "layer_norm_epsilon": float(config.get(
               "layer_norm_eps", _DEFAULT_EPSILONS.get(config.get("model_type"), 1e-12)))}
@@ -273,21 +297,27 @@ def _shape(config, source, *, patch_size):
           _size(config.get("patch_size", patch_size), "patch_size", source))
 
 
-def _attention_from_hf(sd, theirs, block, *, width, heads, qkv_bias, flat):
-  """One layer's attention under ViT's and DINOv2's file names,
-  ``{theirs}attention.{attention.{query,key,value}, output.dense}``. Without
-  query/key/value biases (``qkv_bias=False``) ours are zero, which computes the
-  same."""
+# One layer's attention projections: ViT's and DINOv2's file names, CLIP's.
+_VIT_ATTENTION = dict(query="attention.attention.query", key="attention.attention.key",
+                      value="attention.attention.value", out="attention.output.dense")
+_CLIP_ATTENTION = dict(query="self_attn.q_proj", key="self_attn.k_proj",
+                       value="self_attn.v_proj", out="self_attn.out_proj")
+
+
+def _attention_from_hf(sd, theirs, block, *, width, heads, qkv_bias, flat,
+                       names=_VIT_ATTENTION):
+  """One layer's attention, its projections ``{theirs}{names[...]}``. Without
+  query/key/value biases (``qkv_bias=False``) ours are zero, which computes
+  the same."""
   for name in ("query", "key", "value"):
-    weight = sd.take(f"{theirs}attention.attention.{name}.weight", (width, width))
-    bias = (sd.take(f"{theirs}attention.attention.{name}.bias", (width,)) if qkv_bias
+    weight = sd.take(f"{theirs}{names[name]}.weight", (width, width))
+    bias = (sd.take(f"{theirs}{names[name]}.bias", (width,)) if qkv_bias
             else np.zeros(width, weight.dtype))
     flat[f"{block}{OUR_ATTENTION}{name}/kernel"] = timm_format.heads_from_torch(weight, heads)
     flat[f"{block}{OUR_ATTENTION}{name}/bias"] = timm_format.heads_from_torch(bias, heads)
   flat[f"{block}{OUR_ATTENTION}out/kernel"] = timm_format.out_from_torch(
-      sd.take(f"{theirs}attention.output.dense.weight", (width, width)), heads)
-  flat[f"{block}{OUR_ATTENTION}out/bias"] = sd.take(f"{theirs}attention.output.dense.bias",
-                                                (width,))
+      sd.take(f"{theirs}{names['out']}.weight", (width, width)), heads)
+  flat[f"{block}{OUR_ATTENTION}out/bias"] = sd.take(f"{theirs}{names['out']}.bias", (width,))
 
 
 def from_hf(state_dict, config, *, source):
@@ -302,6 +332,8 @@ def from_hf(state_dict, config, *, source):
                      f"reads Hugging Face's model_type {', '.join(map(repr, MODEL_TYPES))}")
   if config["model_type"] in DINOV2_MODEL_TYPES:
     return _from_dinov2(state_dict, config, source=source)
+  if config["model_type"] in CLIP_MODEL_TYPES:
+    return _from_clip(state_dict, _vision_config(config), source=source)
   width, depth, heads, patch = _shape(config, source, patch_size=16)
   mlp_dim = int(config.get("intermediate_size", 3072))
 
@@ -386,6 +418,39 @@ def _from_dinov2(state_dict, config, *, source):
     for our_scale, their_scale in _DINOV2_LAYER_SCALES:
       flat[f"{block}{our_scale}/scale"] = sd.take(f"{theirs}{their_scale}.lambda1", (width,))
   timm_format.norm_from_torch(sd, "layernorm", "Transformer/encoder_norm", width, flat)
+  sd.check_all_taken()
+  return npz.unflatten({name: np.ascontiguousarray(value) for name, value in flat.items()})
+
+
+def _from_clip(state_dict, config, *, source):
+  """Our parameters from CLIP's image tower (CLIPModel's ``vision_model``, or a
+  CLIPVisionModel's file or live state dict, ``config`` its vision config)."""
+  width, depth, heads, patch = _shape(config, source, patch_size=32)
+  mlp_dim = int(config.get("intermediate_size", 3072))
+  prefix = "vision_model."
+  if any(name.startswith(prefix) for name in state_dict):  # the text tower goes
+    state_dict = {name.removeprefix(prefix): value for name, value in state_dict.items()
+                  if name.startswith(prefix)}
+  sd = TorchTensors(state_dict, source, f"CLIP image tower of hidden_size {width}, "
+                                        f"{depth} layers, intermediate_size {mlp_dim}")
+  tokens = sd.shape("embeddings.position_embedding.weight")[0]
+  kernel = timm_format.conv_from_torch(
+      sd.take("embeddings.patch_embedding.weight", (width, 3, patch, patch)))
+  flat = {"cls": sd.take("embeddings.class_embedding", (width,)).reshape(1, 1, width),
+          npz.POSEMB: sd.take("embeddings.position_embedding.weight",
+                              (tokens, width))[None],
+          # CLIP's patch embedding has no bias: ours is then 0.
+          "embedding/kernel": kernel, "embedding/bias": np.zeros(width, kernel.dtype)}
+  timm_format.norm_from_torch(sd, "pre_layrnorm", timm_format.PRE_NORM, width, flat)
+  for i in range(depth):
+    block, theirs = OUR_BLOCK.format(i), f"encoder.layers.{i}."
+    for our_norm, their_norm in (("LayerNorm_0", "layer_norm1"), ("LayerNorm_2", "layer_norm2")):
+      timm_format.norm_from_torch(sd, theirs + their_norm, block + our_norm, width, flat)
+    _attention_from_hf(sd, theirs, block, width=width, heads=heads, qkv_bias=True, flat=flat,
+                       names=_CLIP_ATTENTION)
+    timm_format.mlp_from_torch(sd, theirs + "mlp", block + "MlpBlock_3", width, flat)
+  # Applied to the class token alone, as ours to every token before reading it.
+  timm_format.norm_from_torch(sd, "post_layernorm", "Transformer/encoder_norm", width, flat)
   sd.check_all_taken()
   return npz.unflatten({name: np.ascontiguousarray(value) for name, value in flat.items()})
 

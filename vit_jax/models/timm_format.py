@@ -22,7 +22,7 @@ refuses what it cannot keep, naming the tensor:
   so such a checkpoint gets a zero row there, which sums to the same.
 - GELU: ours is flax's tanh approximation unless ``model.gelu`` says
   ``exact`` or ``quick``; timm's default ``nn.GELU`` is the exact erf form,
-  its SigLIP architectures register the tanh one and OpenAI CLIP's
+  some of its SigLIP architectures register the tanh one and OpenAI CLIP's
   (``_quickgelu``) QuickGELU. An export states ours as ``act_layer``;
   `stated_function` reads a checkpoint's, which `pretrained.check_function`
   compares with the model's.
@@ -106,9 +106,15 @@ TANH_GELU = "gelu_tanh"
 ACT_LAYERS = {"tanh": TANH_GELU, "exact": "gelu", "quick": "quick_gelu"}
 # Architectures whose registered act_layer is not timm's default, where a
 # hub config.json names the architecture alone (timm 1.0.31's
-# vision_transformer.py): SigLIP's tanh GELU, and OpenAI CLIP's QuickGELU.
-_REGISTERED_ACTIVATIONS = ((re.compile(r"_siglip"), TANH_GELU),
-                           (re.compile(r"quickgelu"), ACT_LAYERS["quick"]))
+# vision_transformer.py): the SigLIP ones registered with the tanh GELU
+# (timm's other SigLIPs compute the exact one), and OpenAI CLIP's QuickGELU.
+_TANH_GELU_ARCHITECTURES = frozenset(
+    f"vit_{shape}_siglip_{pool}{size}" for pool in ("", "gap_")
+    for shape, sizes in (("base_patch32", (256,)), ("large_patch16", (512,)),
+                         ("so400m_patch16", (256, 384, 512)),
+                         ("giantopt_patch16", (256, 384)))
+    for size in sizes)
+_QUICK_GELU_ARCHITECTURE_RE = re.compile(r"_quickgelu_")
 # timm's LayerNorm epsilon, which no config.json states: its default, and its
 # CLIP architectures' (norm_layer=partial(LayerNorm, eps=1e-5)). An export of
 # a model with CLIP's builds on this CLIP architecture, its model_args stating
@@ -394,27 +400,39 @@ def _is_square(n):
 # ---------------------------------------------------------------------------
 
 
+def exported_params(params):
+  """``params`` as a timm file of them reads back: with ``pre_norm`` timm's
+  patch embedding has no bias, so ours joins the patches' position rows
+  (the same for every image) and reads back as 0; otherwise unchanged."""
+  flat = npz.npz_arrays(params)
+  if PRE_NORM + "/scale" not in flat or not flat.get("embedding/bias", np.zeros(1)).any():
+    return params
+  bias = flat["embedding/bias"]
+  prefix = 1 if "cls" in flat else 0
+  posemb = flat[npz.POSEMB]
+  flat[npz.POSEMB] = np.concatenate([posemb[:, :prefix], posemb[:, prefix:] + bias], axis=1)
+  flat["embedding/bias"] = np.zeros_like(bias)
+  return npz.unflatten(flat)
+
+
 def to_timm(params):
   """timm's VisionTransformer state dict (numpy, by torch name) of our ``params``.
 
   A ``pre_logits`` layer is refused: timm's ViT has no representation layer.
   """
-  ours = OurParams(params, "timm's VisionTransformer")
+  ours = OurParams(exported_params(params), "timm's VisionTransformer")
   ours.refuse("pre_logits/kernel",
               "timm's VisionTransformer has no representation layer (Dense + tanh "
               "before the head); fine-tune with model.representation_size=None to "
               "export to timm")
   sd = {"patch_embed.proj.weight": conv_to_torch(ours.take("embedding/kernel"))}
   embedding_bias = ours.take("embedding/bias")
+  if not ours.pre_norm:  # with it, 0 (`exported_params`), and timm has none
+    sd["patch_embed.proj.bias"] = embedding_bias
   prefix = 1 if ours.has_cls else 0
   if ours.has_cls:
     sd["cls_token"] = ours.take("cls")
   posemb = ours.take(npz.POSEMB)
-  if ours.pre_norm:  # timm's patch embedding then has no bias: it joins the positions
-    posemb = np.concatenate([posemb[:, :prefix], posemb[:, prefix:] + embedding_bias],
-                            axis=1)
-  else:
-    sd["patch_embed.proj.bias"] = embedding_bias
   if ours.num_registers:  # zero rows: ours have no position
     sd["reg_token"] = ours.take("registers")
     posemb = np.concatenate([posemb[:, :prefix], np.zeros_like(sd["reg_token"]),
@@ -588,9 +606,10 @@ def _timm_args(config):
     args.setdefault("architecture", name)
   if config.get("global_pool") is not None:
     args.setdefault("global_pool", config["global_pool"])
-  for pattern, act in _REGISTERED_ACTIVATIONS:
-    if "act_layer" not in args and pattern.search(name or ""):
-      args["act_layer"] = act
+  if "act_layer" not in args and name in _TANH_GELU_ARCHITECTURES:
+    args["act_layer"] = TANH_GELU
+  if "act_layer" not in args and _QUICK_GELU_ARCHITECTURE_RE.search(name or ""):
+    args["act_layer"] = ACT_LAYERS["quick"]
   return args
 
 

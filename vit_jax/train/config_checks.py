@@ -217,6 +217,10 @@ def check_config(config, *, num_devices, process_count):
   check_choices(config)  # before the model is built from the names
   optim.check_config(config.optim)  # mu_dtype, which may be None
   model = build.model_from_config(config)
+  if config.optim.get("layer_decay") not in (None, 1) and not hasattr(model, "num_layers"):
+    raise ValueError(f"config.optim.layer_decay={config.optim.layer_decay} scales the "
+                     f"learning rate of a ViT's blocks by depth, and {config.variant} has "
+                     f"no such blocks; unset it")
   patch = getattr(model, "patch_size", None)  # a ResNet takes any size
   if patch and config.image_size % patch:
     raise ValueError(f"config.image_size={config.image_size} is not divisible "

@@ -197,16 +197,18 @@ def make_optimizer(optim_config, schedule):
     parts.append(_adafactor(optim_config))
   parts.extend(_weight_decay(optim_config))
   parts.append(optax.scale_by_learning_rate(schedule))
-  # Only where set: a stateless link, but one more in the chain's state.
-  if optim_config.get("layer_decay") is not None:
+  # Only where set (1: none): a stateless link, but one more in the chain's state.
+  if optim_config.get("layer_decay") not in (None, 1):
     parts.append(scale_by_layer(optim_config.layer_decay))
   return optax.chain(*parts)
 
 
 # A ViT's blocks, unrolled (encoderblock_3) or stacked by a scan
-# (encoderblock, the layer on the leading axis), and what comes after them.
+# (encoderblock, the layer on the leading axis); the final LayerNorm, which
+# timm groups with the last block; and the heads after them.
 _BLOCK = re.compile(r"^Transformer/encoderblock(?:_(\d+))?/")
-_AFTER_BLOCKS = re.compile(r"^(?:Transformer/encoder_norm|MAPHead_0|pre_logits|head)/")
+_FINAL_NORM = re.compile(r"^Transformer/encoder_norm/")
+_HEADS = re.compile(r"^(?:MAPHead_0|pre_logits|head)/")
 
 
 def layer_multipliers(params, layer_decay):
@@ -230,7 +232,9 @@ def layer_multipliers(params, layer_decay):
     if block:  # stacked: layer l on the leading axis
       exponents = num_layers - np.arange(num_layers)
       return (layer_decay ** exponents).reshape((-1,) + (1,) * (leaf.ndim - 1))
-    if _AFTER_BLOCKS.match(name):
+    if _FINAL_NORM.match(name):
+      return float(layer_decay)
+    if _HEADS.match(name):
       return 1.0
     return float(layer_decay ** (num_layers + 1))  # embeddings, tokens, a stem
 
@@ -243,9 +247,11 @@ def scale_by_layer(layer_decay):
   Fine-tuning a pre-trained ViT, the blocks near the input change least:
   of L blocks, block i's updates (weight decay included, as it is scaled
   by the learning rate) are multiplied by ``layer_decay ** (L - i)``, the
-  patch embedding, position embeddings, class and register tokens (and a
-  hybrid's stem) by ``layer_decay ** (L + 1)``, and the final LayerNorm and
-  the head by 1, as timm's ``param_groups_layer_decay`` groups them.
+  final LayerNorm by ``layer_decay`` as the last block, the patch embedding,
+  position embeddings, class and register tokens, the LayerNorm before the
+  blocks (and a hybrid's stem) by ``layer_decay ** (L + 1)``, and the MAP
+  head, pre_logits and head by 1, as timm's ``param_groups_layer_decay``
+  groups them (BEiT's own code leaves the final LayerNorm at 1).
   """
   def update(updates, state, params=None):
     del params
