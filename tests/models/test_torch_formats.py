@@ -644,6 +644,26 @@ def test_a_transformers_model_here_gives_its_logits(tmp_path, hidden_act, gelu):
   assert difference < RELATIVE_TOLERANCE
 
 
+def saved_and_read(module, directory):
+  """Our parameters of a transformers ``module`` saved to ``directory``, the
+  same as of its live state dict (transformers 5's module names)."""
+  module.save_pretrained(directory)
+  params = hf_format.load(directory)
+  assert_same_params(hf_format.from_hf(torch_state_dict(module), module.config.to_dict(),
+                                       source="live"), params)
+  return params
+
+
+def our_features(model, params, batch):
+  """The features (pre_logits' input) of a headless checkpoint's ``params``."""
+  flat = npz.flatten(params)
+  flat.update({"head/kernel": np.zeros((32, 10), np.float32),
+               "head/bias": np.zeros(10, np.float32)})
+  _, state = model.apply({"params": npz.unflatten(flat)}, batch, train=False,
+                         mutable=["intermediates"])
+  return np.asarray(state["intermediates"]["features"][0])
+
+
 @pytest.mark.parametrize("registers", [0, 4])
 def test_a_transformers_dinov2_here_gives_its_features(tmp_path, registers):
   """Dinov2Model and Dinov2WithRegistersModel, saved as facebook/dinov2-* are:
@@ -659,22 +679,14 @@ def test_a_transformers_dinov2_here_gives_its_features(tmp_path, registers):
   else:
     module = transformers.Dinov2Model(transformers.Dinov2Config(**shape))
   module = perturbed(module, torch)
-  module.save_pretrained(str(tmp_path))
-  params = hf_format.load(str(tmp_path))
-  assert_same_params(hf_format.from_hf(torch_state_dict(module), module.config.to_dict(),
-                                       source="live"), params)
+  params = saved_and_read(module, str(tmp_path))
   assert pretrained.stated_function(str(tmp_path)) == dict(gelu="exact",
                                                            layer_norm_epsilon=1e-6)
   model = tiny_model("token", layer_scale_init=1e-5, num_registers=registers, gelu="exact")
-  flat = npz.flatten(params)
-  flat.update({"head/kernel": np.zeros((32, 10), np.float32),
-               "head/bias": np.zeros(10, np.float32)})
   batch = images()
-  _, state = model.apply({"params": npz.unflatten(flat)}, batch, train=False,
-                         mutable=["intermediates"])
   with torch.no_grad():
     theirs = module(torch.from_numpy(batch.transpose(0, 3, 1, 2))).pooler_output.numpy()
-  difference = relative_difference(np.asarray(state["intermediates"]["features"][0]), theirs)
+  difference = relative_difference(our_features(model, params, batch), theirs)
   print(f"transformers DINOv2 ({registers} registers) -> ours: max relative feature "
         f"difference {difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
@@ -696,24 +708,15 @@ def test_a_transformers_clip_image_tower_here_gives_its_features(tmp_path, whole
   else:
     module = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**vision))
   module = perturbed(module, torch)
-  module.save_pretrained(str(tmp_path))
-  params = hf_format.load(str(tmp_path))
-  assert_same_params(hf_format.from_hf(torch_state_dict(module), module.config.to_dict(),
-                                       source="live"), params)
+  params = saved_and_read(module, str(tmp_path))
   stated = pretrained.stated_function(str(tmp_path))
   assert stated == dict(gelu="quick", layer_norm_epsilon=1e-5)
-  model = tiny_model("token", pre_norm=True, **stated)
-  flat = npz.flatten(params)
-  flat.update({"head/kernel": np.zeros((32, 10), np.float32),
-               "head/bias": np.zeros(10, np.float32)})
   batch = images()
-  _, state = model.apply({"params": npz.unflatten(flat)}, batch, train=False,
-                         mutable=["intermediates"])
   tower = module.vision_model if whole else module
   with torch.no_grad():
     theirs = tower(pixel_values=torch.from_numpy(batch.transpose(0, 3, 1, 2))).pooler_output
-  difference = relative_difference(np.asarray(state["intermediates"]["features"][0]),
-                                   theirs.numpy())
+  difference = relative_difference(
+      our_features(tiny_model("token", pre_norm=True, **stated), params, batch), theirs.numpy())
   print(f"transformers CLIP ({'CLIPModel' if whole else 'CLIPVisionModel'}) -> ours: max "
         f"relative feature difference {difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
