@@ -128,8 +128,11 @@ def test_registers_have_no_position_so_a_new_grid_keeps_them(tmp_path):
     ("num_registers", -1, r"num_registers -1 must be a whole number of register tokens, "
                           r"0 or more \(config.model.num_registers\)"),
     ("num_registers", 1.5, r"num_registers 1.5 must be a whole number"),
+    ("layer_norm_epsilon", 0.0, r"layer_norm_epsilon 0.0 must be a number above 0, e.g. "
+                                r"1e-6 \(config.model.layer_norm_epsilon\)"),
 ])
-def test_a_bad_layer_scale_or_register_count_names_the_config_key(field, value, message):
+def test_a_bad_layer_scale_register_count_or_epsilon_names_the_config_key(field, value,
+                                                                         message):
   with pytest.raises(ValueError, match=f"^{message}"):
     tiny_model(**{field: value}).init(jax.random.key(0), IMAGES, train=False)
 

@@ -390,8 +390,9 @@ class Encoder(nn.Module, kw_only=True):
     return self.compute.norm(name='encoder_norm', use_bias=self.use_bias)(x)
 
 
-def check_layer_scale_and_registers(layer_scale_init, num_registers):
-  """Refuses a layer scale or a register count no model has, naming the config key."""
+def check_option_values(*, layer_scale_init, num_registers, layer_norm_epsilon):
+  """Refuses a layer scale, register count or LayerNorm epsilon no model has,
+  naming the config key."""
   if layer_scale_init is not None and not (
       isinstance(layer_scale_init, numbers.Real) and not isinstance(layer_scale_init, bool)
       and layer_scale_init > 0):
@@ -402,6 +403,9 @@ def check_layer_scale_and_registers(layer_scale_init, num_registers):
       or num_registers < 0):
     raise ValueError(f'num_registers {num_registers!r} must be a whole number of register '
                      f'tokens, 0 or more (config.model.num_registers)')
+  if not (isinstance(layer_norm_epsilon, numbers.Real) and layer_norm_epsilon > 0):
+    raise ValueError(f'layer_norm_epsilon {layer_norm_epsilon!r} must be a number above 0, '
+                     f'e.g. 1e-6 (config.model.layer_norm_epsilon)')
 
 
 def _scan_step(block, x, train, drop_path_rate):
@@ -526,10 +530,6 @@ class VisionTransformer(nn.Module, kw_only=True):
           f'unknown classifier {self.classifier!r}; valid: {", ".join(CLASSIFIERS)}')
     if self.gelu not in GELUS:
       raise ValueError(f'unknown gelu {self.gelu!r}; valid: {", ".join(GELUS)}')
-    if not (isinstance(self.layer_norm_epsilon, numbers.Real)
-            and self.layer_norm_epsilon > 0):
-      raise ValueError(f'layer_norm_epsilon {self.layer_norm_epsilon!r} must be a number '
-                       f'above 0, e.g. 1e-6 (config.model.layer_norm_epsilon)')
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f'expected NHWC RGB images, got shape {images.shape}')
     # A bad implementation name fails here, before anything is built.
@@ -540,7 +540,9 @@ class VisionTransformer(nn.Module, kw_only=True):
     patch_embedding.check(self.embedding_implementation)
     conv.resolve(self.conv_implementation)
     remat_policy(self.remat_policy)
-    check_layer_scale_and_registers(self.layer_scale_init, self.num_registers)
+    check_option_values(layer_scale_init=self.layer_scale_init,
+                        num_registers=self.num_registers,
+                        layer_norm_epsilon=self.layer_norm_epsilon)
     batch, height, width, _ = images.shape
     p = self.patch_size
     if height % p or width % p:
