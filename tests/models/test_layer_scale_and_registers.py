@@ -137,6 +137,21 @@ def test_a_bad_layer_scale_register_count_or_epsilon_names_the_config_key(field,
     tiny_model(**{field: value}).init(jax.random.key(0), IMAGES, train=False)
 
 
+def test_fc_norm_normalises_the_tokens_mean_in_place_of_every_token():
+  model = tiny_model(classifier="gap", fc_norm=True)
+  params = init(model)
+  assert "encoder_norm" not in params["Transformer"]
+  _, state = model.apply({"params": params}, IMAGES, train=False, mutable=["intermediates"])
+  features = np.asarray(state["intermediates"]["features"][0])
+  # A LayerNorm of scale 1 and bias 0: each feature vector centred, of unit variance.
+  np.testing.assert_allclose(features.mean(-1), 0, atol=1e-5)
+  np.testing.assert_allclose(features.std(-1), 1, rtol=1e-3)
+  with pytest.raises(ValueError, match=r"^fc_norm normalises the tokens' mean, which "
+                                       r"classifier='token' does not take: fc_norm needs "
+                                       r"classifier='gap'"):
+    init(tiny_model(fc_norm=True))
+
+
 def test_pre_norm_normalises_the_tokens_before_the_first_block():
   """CLIP's ln_pre: scaled embeddings (kernel, bias, positions and class
   token alike) give the blocks the same input, so the same logits (with an

@@ -141,6 +141,20 @@ def test_a_pre_norm_models_patch_bias_joins_the_positions():
                              rtol=1e-5, atol=1e-5)
 
 
+def test_fc_norm_goes_to_timm_and_back_bit_exact():
+  """timm's default for 'avg' pooling: the LayerNorm after the mean, none before."""
+  params = random_params(tiny_model("gap", fc_norm=True))
+  state_dict = timm_format.to_timm(params)
+  assert "fc_norm.weight" in state_dict and "norm.weight" not in state_dict
+  args = timm_format.hub_config(params, image_size=SIZE, mean=0.5, std=0.5)["model_args"]
+  assert (args["global_pool"], args["fc_norm"]) == ("avg", True)
+  assert_same_params(timm_format.from_timm(state_dict, source="sd", num_heads=2), params)
+  with pytest.raises(ValueError, match=r"^sd: a LayerNorm after pooling \(fc_norm\) beside a "
+                                       r"class token; this ViT normalises after pooling only"):
+    timm_format.from_timm({**state_dict, "cls_token": np.zeros((1, 1, 32), np.float32)},
+                          source="sd", num_heads=2)
+
+
 @pytest.mark.parametrize("no_embed_class", [False, True])
 def test_the_registers_position_rows_fold_into_them(no_embed_class):
   """timm adds pos_embed rows to its register tokens unless no_embed_class
@@ -361,7 +375,6 @@ def test_timm_no_embed_class_gets_a_zero_class_token_position():
 
 
 @pytest.mark.parametrize("tensor, what", [
-    ("fc_norm.weight", "a LayerNorm after pooling"),
     ("dist_token", "DeiT.s distillation token"),
 ])
 def test_timm_tensors_this_vit_lacks_are_refused_by_name(tensor, what):
@@ -491,7 +504,8 @@ def timm_module(timm, torch, **model_args):
     ("token", dict(layer_scale_init=0.1, num_registers=3)),
     ("gap", dict(num_registers=2)), ("map", dict(layer_scale_init=0.1, num_registers=2)),
     ("token", dict(gelu="exact")), ("map", dict(gelu="exact")),
-    ("token", dict(gelu="quick", pre_norm=True))])
+    ("token", dict(gelu="quick", pre_norm=True)),
+    ("gap", dict(fc_norm=True, num_registers=4, layer_scale_init=0.1))])
 def test_ours_in_timm_gives_our_logits(classifier, options):
   timm = library("timm")
   torch = library("torch")
@@ -526,7 +540,13 @@ def test_ours_in_timm_gives_our_logits(classifier, options):
     ("token", dict(act_layer=None, init_values=1e-5, reg_tokens=4, no_embed_class=True)),
     ("map", dict(act_layer="gelu", class_token=False, global_pool="map", fc_norm=False)),
     # CLIP's LayerNorm before the blocks, and OpenAI CLIP's QuickGELU.
-    ("token", dict(act_layer="quick_gelu", pre_norm=True))])
+    ("token", dict(act_layer="quick_gelu", pre_norm=True)),
+    # timm's default for 'avg' pooling: the LayerNorm after it (fc_norm), as
+    # vit_base_patch16_reg4_gap_256; and no query/key/value biases, as its
+    # medium ViTs.
+    ("gap", dict(class_token=False, global_pool="avg", reg_tokens=4, no_embed_class=True,
+                 init_values=1e-5)),
+    ("gap", dict(class_token=False, global_pool="avg", fc_norm=False, qkv_bias=False))])
 def test_a_timm_model_here_gives_timms_logits(classifier, extra):
   timm = library("timm")
   torch = library("torch")
@@ -540,6 +560,7 @@ def test_a_timm_model_here_gives_timms_logits(classifier, extra):
                      layer_scale_init=extra.get("init_values"),
                      num_registers=extra.get("reg_tokens", 0),
                      pre_norm=extra.get("pre_norm", False),
+                     fc_norm=extra.get("global_pool") == "avg" and extra.get("fc_norm", True),
                      gelu=timm_format.gelu_of(args, source="timm"))
   difference = relative_difference(our_logits(model, params, batch),
                                    timm_format.torch_logits(module, batch))

@@ -384,11 +384,11 @@ def tiny_vit_params(**options):
       jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"])
 
 
-@pytest.mark.parametrize("classifier", ["token", "map"])
+@pytest.mark.parametrize("classifier", ["token", "map", "gap"])
 def test_layer_decay_scales_each_blocks_step_by_its_depth_as_timm_groups_them(classifier):
   """SGD at rate 1 on gradients of 1: the step is each parameter's multiplier,
   weight decay included (it is scaled by the learning rate too)."""
-  params = tiny_vit_params(classifier=classifier)
+  params = tiny_vit_params(classifier=classifier, fc_norm=classifier == "gap")
   tx = optim.make_optimizer(optim_config(name="sgd", momentum=0.0, weight_decay=0.5,
                                          layer_decay=0.5), optax.constant_schedule(1.0))
   updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
@@ -401,7 +401,9 @@ def test_layer_decay_scales_each_blocks_step_by_its_depth_as_timm_groups_them(cl
   assert steps.get("MAPHead_0/probe", 1.0) == 1.0
   assert steps["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"] == decayed * 0.5**3
   assert steps["Transformer/encoderblock_2/LayerNorm_0/scale"] == 0.5
-  assert steps["Transformer/encoder_norm/scale"] == 0.5  # with the last block, as timm
+  # With the last block, as timm; its fc_norm with the head.
+  assert steps.get("Transformer/encoder_norm/scale", 0.5) == 0.5
+  assert steps.get("fc_norm/scale", 1.0) == 1.0
   assert steps["head/kernel"] == decayed
 
 

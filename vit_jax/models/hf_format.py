@@ -109,7 +109,8 @@ def to_hf(params):
                       "layer scale (layer_scale_init)"),
                      ("registers", "register tokens (num_registers)"),
                      (f"{timm_format.PRE_NORM}/scale", "a LayerNorm before the blocks "
-                                                      "(pre_norm)")):
+                                                      "(pre_norm)"),
+                     ("fc_norm/scale", "a LayerNorm after pooling (fc_norm)")):
     ours.refuse(name, f"{what}, which transformers' ViT does not have; export this "
                       f"model to timm instead")
   ours.refuse("pre_logits/kernel",

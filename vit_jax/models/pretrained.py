@@ -323,6 +323,8 @@ _SWITCHED_PARTS = (
      "model.layer_scale_init=None"),
     ("Transformer/pre_norm/scale", "a LayerNorm before the blocks", "model.pre_norm=True",
      "model.pre_norm=False"),
+    ("fc_norm/scale", "a LayerNorm after pooling", "model.fc_norm=True",
+     "model.fc_norm=False"),
 )
 
 

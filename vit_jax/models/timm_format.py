@@ -14,9 +14,10 @@ Where the two models differ, the conversion keeps our model's function and
 refuses what it cannot keep, naming the tensor:
 
 - pooling: our 'gap' classifier normalises every token (``encoder_norm``) and
-  then averages, while timm's ``global_pool='avg'`` by default averages and
-  then normalises (``fc_norm``). An export says ``fc_norm=False``; a state
-  dict with ``fc_norm`` tensors is refused rather than changed.
+  then averages, unless ``model.fc_norm``, which averages and then
+  normalises, as timm's ``global_pool='avg'`` does by default (``fc_norm``).
+  An export states which; so do a state dict's tensors (``fc_norm`` or
+  ``norm``).
 - position embeddings: ``pos_embed`` has a row for the class token unless
   timm's ``no_embed_class``, which adds none to it; ours always adds row 0,
   so such a checkpoint gets a zero row there, which sums to the same.
@@ -85,8 +86,6 @@ _ARCHITECTURE_RE = re.compile(r"^(?:vit|deit3?)_(tiny|small|base|large|huge)_")
 # timm tensors of models that are not ours: (name regex, what it is).
 _UNSUPPORTED = (
     (r"dist_token|head_dist\.", "DeiT's distillation token and head"),
-    (r"fc_norm\.", "a LayerNorm after pooling (fc_norm; this ViT's 'gap' "
-                   "normalises the tokens before averaging them)"),
 )
 # Our LayerNorm before the blocks (pre_norm) -> timm's norm_pre.
 PRE_NORM = "Transformer/pre_norm"
@@ -304,6 +303,7 @@ class OurParams:
     self.qk_norm = OUR_BLOCK.format(0) + OUR_ATTENTION + "query_ln/scale" in self.flat
     self.layer_scale = OUR_BLOCK.format(0) + "LayerScale_0/scale" in self.flat
     self.pre_norm = PRE_NORM + "/scale" in self.flat
+    self.fc_norm = "fc_norm/scale" in self.flat
     self.num_registers = self.flat["registers"].shape[1] if "registers" in self.flat else 0
     self.num_classes = (self.flat["head/kernel"].shape[1] if "head/kernel" in self.flat
                         else 0)
@@ -457,7 +457,10 @@ def to_timm(params):
     if ours.layer_scale:
       for our_scale, their_scale in _LAYER_SCALES:
         sd[f"{theirs}{their_scale}.gamma"] = ours.take(f"{block}{our_scale}/scale")
-  _norm_to_torch(ours, "Transformer/encoder_norm", "norm", sd)
+  if ours.fc_norm:  # after the 'gap' mean, and none on every token
+    _norm_to_torch(ours, "fc_norm", "fc_norm", sd)
+  else:
+    _norm_to_torch(ours, "Transformer/encoder_norm", "norm", sd)
   if ours.has_map:
     sd["attn_pool.latent"] = ours.take(OUR_MAP + "probe")
     take = lambda name: ours.take(OUR_MAP_ATTENTION + name)
@@ -491,7 +494,7 @@ def model_args(params, *, image_size, gelu="tanh"):
       depth=ours.depth, num_heads=ours.heads, mlp_ratio=mlp_ratio,
       class_token=ours.has_cls,
       global_pool="map" if ours.has_map else "token" if ours.has_cls else "avg",
-      qk_norm=ours.qk_norm, fc_norm=False,
+      qk_norm=ours.qk_norm, fc_norm=ours.fc_norm,
       act_layer=ACT_LAYERS[gelu], pre_norm=ours.pre_norm,
       init_values=_EXPORT_INIT_VALUES if ours.layer_scale else None,
       reg_tokens=ours.num_registers, num_classes=ours.num_classes)
@@ -692,6 +695,10 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
   if has_map and has_cls:
     raise ValueError(f"{source}: a class token (cls_token) beside attention pooling "
                      f"(attn_pool); this ViT's 'map' classifier pools tokens without one")
+  if "fc_norm.weight" in state_dict and (has_cls or has_map):
+    raise ValueError(f"{source}: a LayerNorm after pooling (fc_norm) beside "
+                     f"{'a class token' if has_cls else 'attention pooling'}; this ViT "
+                     f"normalises after pooling only the tokens' mean ('gap')")
   pool = args.get("global_pool")
   ours_pool = "map" if has_map else "token" if has_cls else "avg"
   if args.get("pool_include_prefix") and num_registers and ours_pool != "token":
@@ -739,7 +746,10 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
         norm_from_torch(sd, f"{theirs}attn.{their_norm}", block + OUR_ATTENTION + our_norm,
                          width // heads, flat)
     qkv = sd.take(f"{theirs}attn.qkv.weight", (3 * width, width))
-    qkv_bias = sd.take(f"{theirs}attn.qkv.bias", (3 * width,))
+    # Without biases (qkv_bias=False, as timm's medium ViTs) ours are zero,
+    # which computes the same.
+    qkv_bias = (sd.take(f"{theirs}attn.qkv.bias", (3 * width,))
+                if f"{theirs}attn.qkv.bias" in state_dict else np.zeros(3 * width, qkv.dtype))
     for name, weight, bias in zip(("query", "key", "value"), np.split(qkv, 3),
                                   np.split(qkv_bias, 3)):
       flat[f"{block}{OUR_ATTENTION}{name}/kernel"] = heads_from_torch(weight, heads)
@@ -751,7 +761,10 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
     if f"{theirs}ls1.gamma" in state_dict:  # layer scale (init_values)
       for our_scale, their_scale in _LAYER_SCALES:
         flat[f"{block}{our_scale}/scale"] = sd.take(f"{theirs}{their_scale}.gamma", (width,))
-  norm_from_torch(sd, "norm", "Transformer/encoder_norm", width, flat)
+  if "fc_norm.weight" in state_dict:  # after the 'avg' pooling, and no norm before it
+    norm_from_torch(sd, "fc_norm", "fc_norm", width, flat)
+  else:
+    norm_from_torch(sd, "norm", "Transformer/encoder_norm", width, flat)
   if has_map:
     flat[OUR_MAP + "probe"] = sd.take("attn_pool.latent", (1, 1, width))
     q = sd.take("attn_pool.q.weight", (width, width))

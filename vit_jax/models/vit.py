@@ -17,8 +17,9 @@ with them load (DeiT-III, DINOv2, CLIP): ``layer_scale_init``, a learned
 per-channel scale on each residual branch (CaiT's LayerScale);
 ``num_registers``, learned tokens that join the patches without a position
 ("Vision Transformers Need Registers", Darcet et al. 2023); ``pre_norm``, a
-LayerNorm before the first block (CLIP's ``ln_pre``); and the ``gelu``
-forms of `GELUS`.
+LayerNorm before the first block (CLIP's ``ln_pre``); ``fc_norm``, the final
+LayerNorm after the 'gap' mean rather than on every token; and the
+``gelu`` forms of `GELUS`.
 
 The ViT-22B paper's changes ("Scaling Vision Transformers to 22 Billion
 Parameters") are fields, each off by default: ``parallel_block``,
@@ -307,7 +308,8 @@ class Encoder1DBlock(nn.Module, kw_only=True):
 
 
 class Encoder(nn.Module, kw_only=True):
-  """Position embedding, a stack of blocks, and a final LayerNorm (and, with
+  """Position embedding, a stack of blocks, and a final LayerNorm (none with
+  ``final_norm=False``, where the model normalises after pooling; and, with
   ``pre_norm``, one before the blocks, as CLIP).
 
   ``registers`` (1, R, hidden), where the model has any, join the tokens
@@ -328,6 +330,7 @@ class Encoder(nn.Module, kw_only=True):
   use_bias: bool
   layer_scale_init: float | None
   pre_norm: bool
+  final_norm: bool
   compute: ComputeSettings
 
   @nn.compact
@@ -387,6 +390,8 @@ class Encoder(nn.Module, kw_only=True):
                 x, train, None if rates is None else rates[i]))
     if pad:
       x = x[:, :tokens]
+    if not self.final_norm:
+      return x
     return self.compute.norm(name='encoder_norm', use_bias=self.use_bias)(x)
 
 
@@ -501,6 +506,10 @@ class VisionTransformer(nn.Module, kw_only=True):
   # timm's pre_norm (CLIP's ln_pre): a LayerNorm of the tokens before the
   # first block, ``Transformer/pre_norm``.
   pre_norm: bool = False
+  # timm's fc_norm, with the 'gap' classifier (its default for 'avg' pooling):
+  # the LayerNorm moves from every token (``encoder_norm``) to their mean
+  # (``fc_norm``).
+  fc_norm: bool = False
   head_bias_init: float = 0.0
   # One of vit_jax.models.attention.IMPLEMENTATIONS; 'auto' picks by backend.
   attention_implementation: str = 'auto'
@@ -543,6 +552,10 @@ class VisionTransformer(nn.Module, kw_only=True):
     check_option_values(layer_scale_init=self.layer_scale_init,
                         num_registers=self.num_registers,
                         layer_norm_epsilon=self.layer_norm_epsilon)
+    if self.fc_norm and self.classifier != 'gap':
+      raise ValueError(f'fc_norm normalises the tokens\' mean, which classifier='
+                       f'{self.classifier!r} does not take: fc_norm needs classifier=\'gap\' '
+                       f'(config.model.fc_norm, config.model.classifier)')
     batch, height, width, _ = images.shape
     p = self.patch_size
     if height % p or width % p:
@@ -596,7 +609,7 @@ class VisionTransformer(nn.Module, kw_only=True):
                 remat_policy=self.remat_policy, scan=self.scan,
                 parallel_block=self.parallel_block, qk_norm=self.qk_norm,
                 use_bias=self.use_bias, layer_scale_init=self.layer_scale_init,
-                pre_norm=self.pre_norm, compute=compute,
+                pre_norm=self.pre_norm, final_norm=not self.fc_norm, compute=compute,
                 name='Transformer')(x, train=train, registers=registers)
 
     # The registers (the last tokens) are not pooled, as in timm.
@@ -608,6 +621,8 @@ class VisionTransformer(nn.Module, kw_only=True):
                   name='MAPHead_0')(x)
     else:
       x = jnp.mean(x.astype(jnp.float32), axis=1)
+      if self.fc_norm:
+        x = compute.norm(name='fc_norm', use_bias=self.use_bias)(x)
     assert x.shape == (batch, self.hidden_size), x.shape
 
     if self.representation_size is not None:

@@ -208,7 +208,7 @@ def make_optimizer(optim_config, schedule):
 # timm groups with the last block; and the heads after them.
 _BLOCK = re.compile(r"^Transformer/encoderblock(?:_(\d+))?/")
 _FINAL_NORM = re.compile(r"^Transformer/encoder_norm/")
-_HEADS = re.compile(r"^(?:MAPHead_0|pre_logits|head)/")
+_HEADS = re.compile(r"^(?:fc_norm|MAPHead_0|pre_logits|head)/")
 
 
 def layer_multipliers(params, layer_decay):
