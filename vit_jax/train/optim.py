@@ -214,11 +214,10 @@ _HEADS = re.compile(r"^(?:fc_norm|MAPHead_0|pre_logits|head)/")
 def layer_multipliers(params, layer_decay):
   """Each parameter's learning-rate multiplier under `scale_by_layer`, a tree
   like ``params`` of floats, or of arrays that broadcast along a scan's layer axis."""
-  names = [name for name, _ in tree_util.flatten_named(params)]
-  blocks = {int(m[1]) for m in map(_BLOCK.match, names) if m and m[1] is not None}
-  stacked = [leaf.shape[0] for name, leaf in tree_util.flatten_named(params)
-             if (m := _BLOCK.match(name)) and m[1] is None]
-  num_layers = max(blocks) + 1 if blocks else (stacked[0] if stacked else 0)
+  # Unrolled: one more than the last block's number; stacked: the layer axis.
+  depths = [int(m[1]) + 1 if m[1] is not None else leaf.shape[0]
+            for name, leaf in tree_util.flatten_named(params) if (m := _BLOCK.match(name))]
+  num_layers = max(depths, default=0)
   if not num_layers:
     raise ValueError(f"config.optim.layer_decay={layer_decay} scales the learning rate "
                      f"of a ViT's blocks by depth, and these parameters have no "
