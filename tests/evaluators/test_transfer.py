@@ -143,6 +143,45 @@ def test_suite_configs_leave_per_run_fields_unset_and_init_to_config_init(suite)
   assert {bench.finetune.init for bench in config.benchmarks.values()} == {"/y.npz"}
 
 
+def finished_run(run_dir, config, top1):
+  """A run directory as a finished fine-tune leaves it: its config and summary."""
+  os.makedirs(run_dir)
+  (run_dir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  (run_dir / "summary.json").write_text(json.dumps({"eval": {"test": {"top1": top1}}}))
+
+
+def test_a_finished_run_of_another_config_is_refused_not_read(tmp_path):
+  """A suite run again in its workdir with another grid, length or recipe:
+  the old runs' scores are not reported as the new config's."""
+  bench = tiny_suite(str(tmp_path / "data")).benchmarks.tiny
+  run = dict(seed=0, train="train", eval_name="test", eval_split="test")
+  finished_run(tmp_path / "seed0", transfer.fine_tune_config(bench, lr=0.1, **run), 0.75)
+
+  same = transfer.fine_tune_config(bench, lr=0.1, **run)
+  with same.unlocked():  # fields that change no score: paths, logging, layout, kernels
+    same.data.data_dir = str(tmp_path / "moved")
+    same.log_every, same.mesh.data = 7, 1
+    same.model.attention_implementation = "xla"
+  assert transfer.run_once(same, str(tmp_path / "seed0"))["eval"]["test"]["top1"] == 0.75
+
+  other_lr = transfer.fine_tune_config(bench, lr=0.03, **run)
+  with pytest.raises(ValueError) as error:
+    transfer.run_once(other_lr, str(tmp_path / "seed0"))
+  assert str(error.value) == (
+      f"{tmp_path / 'seed0'} holds a run of another config: lr.base=0.1 there, 0.03 in "
+      f"this suite, so its scores are not this suite's. Run the suite with the config "
+      f"that trained it ({tmp_path / 'seed0' / 'config.json'}), or move that run (or its "
+      f"benchmark's directory, {tmp_path}) away to train it again")
+
+  longer = transfer.fine_tune_config(bench, lr=0.1, **run)
+  with longer.unlocked():
+    longer.total_steps += 100
+    longer.model.num_registers = 4
+  with pytest.raises(ValueError, match=r"another config: model.num_registers=0 there, 4 in "
+                                       r"this suite \(and total_steps\), so"):
+    transfer.run_once(longer, str(tmp_path / "seed0"))
+
+
 def test_the_lr_of_the_best_dev_score_is_chosen_ties_to_the_first():
   assert transfer.choose_lr((0.1, 0.2, 0.3), {0.1: 0.5, 0.2: 0.7, 0.3: 0.7}) == 0.2
   assert transfer.choose_lr((0.1, 0.2), {0.1: None, 0.2: 0.1}) == 0.2

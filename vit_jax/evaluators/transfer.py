@@ -17,11 +17,14 @@ ordinary run (`train.loop.train_and_evaluate`) in its own workdir:
 A run whose `summary.json` exists is finished: it is read, not redone. One
 that stopped on a non-finite loss leaves `diverged.txt` and is never chosen.
 Any other starts, or resumes from its latest checkpoint, so a suite killed
-and run again picks up where it stopped.
+and run again picks up where it stopped. A run directory that holds a run of
+another config (another grid, length or recipe, in the same workdir) is
+refused, not read (`check_same_run`).
 """
 import copy
 import json
 import os
+import re
 
 import jax
 from absl import logging
@@ -179,11 +182,63 @@ def fine_tune_config(bench, *, lr, seed, train, eval_name, eval_split):
   return config
 
 
+# Fields of a run's config that do not change what it learns or scores: where
+# its files are, how often it logs, evaluates and checkpoints, the probes
+# while training, the device layout and the kernels (which compute the same
+# function).
+_FIELDS_THAT_KEEP_SCORES = re.compile(
+    r"(checkpoint_every|keep_checkpoints|log_every|eval_every|eval_batch|prefetch"
+    r"|on_save_error|fewshot|mesh|data\.(data_dir|prepare|cache|strict|published_sizes)"
+    r"|model\.(\w+_implementation|token_padding|remat|remat_policy))(\..+)?")
+
+
+def _flat_fields(tree, prefix=""):
+  """{dotted field: value} of a config's JSON."""
+  fields = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      fields.update(_flat_fields(value, f"{prefix}{key}."))
+    else:
+      fields[f"{prefix}{key}"] = value
+  return fields
+
+
+def check_same_run(config, run_dir):
+  """Refuses ``run_dir`` where it holds a run of another config than ``config``.
+
+  A run's directory is named by its rate and seed alone, so a suite run again
+  in the same workdir with another grid, length or recipe would otherwise
+  report the old runs' scores as the new config's, or resume them under it.
+  Fields that do not change the scores may differ (`_FIELDS_THAT_KEEP_SCORES`),
+  and so may fields that one of the two configs lacks (added to the code
+  since).
+  """
+  path = os.path.join(run_dir, workdir_files.CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = _flat_fields(json.load(f))
+  wanted = _flat_fields(json.loads(config.to_json_best_effort()))
+  differ = [field for field in sorted(saved.keys() & wanted.keys())
+            if saved[field] != wanted[field] and not _FIELDS_THAT_KEEP_SCORES.fullmatch(field)]
+  if differ:
+    first = differ[0]
+    more = f" (and {', '.join(differ[1:])})" if differ[1:] else ""
+    raise ValueError(
+        f"{run_dir} holds a run of another config: {first}={saved[first]!r} there, "
+        f"{wanted[first]!r} in this suite{more}, so its scores are not this suite's. "
+        f"Run the suite with the config that trained it ({path}), or move that run "
+        f"(or its benchmark's directory, {os.path.dirname(run_dir)}) away to train "
+        f"it again")
+
+
 def run_once(config, run_dir):
   """The summary of the run in ``run_dir``: read if finished, else trained (or resumed).
 
   None when the run stopped on a non-finite loss or gradient (now or before).
+  A run of another config there is refused (`check_same_run`).
   """
+  check_same_run(config, run_dir)
   diverged_path = os.path.join(run_dir, DIVERGED_FILE)
   summary = workdir_files.read_summary(run_dir)
   if summary is not None:
