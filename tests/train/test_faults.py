@@ -24,6 +24,7 @@ from vit_jax import train
 from vit_jax.train import checkpoints
 from vit_jax.models import pretrained
 from vit_jax.data import input_pipeline
+from vit_jax.evaluators import classification
 from vit_jax.train import preemption
 from repo_root import REPO
 
@@ -381,6 +382,58 @@ def test_with_continue_a_failed_checkpoint_write_is_reported_and_training_goes_o
   assert len(reports) == 2  # steps 8 and 12, each resumable from step 4
   assert all("last committed checkpoint is step 4; training goes on" in r
              for r in reports)
+
+
+def failing_commit(monkeypatch, workdir, step):
+  """The checkpoint of ``step`` fails as its asynchronous commit renames it
+  into place (a disk full by then): the failure surfaces at the next wait."""
+  rename = async_path.rename
+  tmp_dir = os.path.join(workdir, "checkpoints", f"{step}.orbax-checkpoint-tmp")
+
+  async def failing_rename(path, *args, **kwargs):
+    if str(path) == tmp_dir:
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return await rename(path, *args, **kwargs)
+
+  monkeypatch.setattr(async_path, "rename", failing_rename)
+
+
+def test_a_save_that_failed_with_continue_does_not_keep_a_preempted_run_from_saving(
+    fashion_data_dir, tmp_path, monkeypatch, caplog):
+  workdir = str(tmp_path / "run")
+  failing_commit(monkeypatch, workdir, 4)
+  preempt_at(monkeypatch, 6)
+  with pytest.raises(preemption.Preempted, match="stopped at step 6 "):
+    train.train_and_evaluate(
+        tiny_config(fashion_data_dir, on_save_error="continue", **RUN), workdir)
+  assert committed_steps(workdir) == [6]
+  assert [r.getMessage() for r in caplog.records if "could not write" in r.getMessage()] == [
+      f"could not write a checkpoint in {workdir}/checkpoints: [Errno 28] No space left on "
+      f"device: '{workdir}/checkpoints/4.orbax-checkpoint-tmp'; no checkpoint is committed "
+      f"yet; training goes on (config.on_save_error='continue')"]
+
+
+@pytest.mark.parametrize("stop", ["nan", "eval"])
+def test_the_error_that_stops_a_run_is_reported_not_a_failed_save_in_flight(
+    fashion_data_dir, tmp_path, monkeypatch, caplog, stop):
+  """A NaN at step 6, or an eval failing at step 4, while the save of step 4
+  fails: that error is raised, and the failed save logged before it."""
+  workdir = str(tmp_path / "run")
+  failing_commit(monkeypatch, workdir, 4)
+  if stop == "nan":
+    poison(monkeypatch, at_step=6)
+    expected = FloatingPointError, r"at step 6: .*no checkpoint was saved before it"
+  else:
+    def failing_eval(*args, **kwargs):
+      raise RuntimeError("the eval failed")
+    monkeypatch.setattr(classification, "evaluate", failing_eval)
+    expected = RuntimeError, "the eval failed"
+  with pytest.raises(expected[0], match=expected[1]):
+    train.train_and_evaluate(tiny_config(fashion_data_dir, **dict(RUN, eval_every=4)),
+                             workdir)
+  assert committed_steps(workdir) == []
+  assert [r.getMessage().split("; ")[-1] for r in caplog.records
+          if "could not write" in r.getMessage()] == ["the error that stops the run follows"]
 
 
 def test_a_preempted_run_whose_save_fails_says_so_even_with_continue(

@@ -53,42 +53,46 @@ class SaveError(RuntimeError):
 
 
 @contextlib.contextmanager
-def _reported_write_errors(manager, on_error):
+def _reported_write_errors(manager, on_error, why):
   """Turns a failed write into one clear line; stops or logs by ``on_error``.
 
-  The previous checkpoint stays committed either way: orbax renames a step's
-  directory into place only once every file of it is written.
+  ``why`` it stops or goes on, where not config.on_save_error. The previous
+  checkpoint stays committed either way: orbax renames a step's directory
+  into place only once every file of it is written.
   """
   try:
     yield
   except OSError as e:
-    message = (f"could not write a checkpoint in {manager.directory}: {e}; "
-               f"the last committed checkpoint is step {manager.latest_step()}")
+    last = manager.latest_step()
+    message = (f"could not write a checkpoint in {manager.directory}: {e}; " + (
+        f"the last committed checkpoint is step {last}" if last is not None
+        else "no checkpoint is committed yet"))
     if on_error == "continue":
-      logging.error("%s; training goes on (config.on_save_error='continue')",
-                    message)
+      logging.error("%s; %s", message,
+                    why or "training goes on (config.on_save_error='continue')")
     else:
-      raise SaveError(f"{message} (config.on_save_error='stop'; 'continue' "
-                      f"trains on without it)") from None
+      why = why or "config.on_save_error='stop'; 'continue' trains on without it"
+      raise SaveError(f"{message} ({why})") from None
 
 
-def save(manager, step, state, progress, *, on_error="stop"):
+def save(manager, step, state, progress, *, on_error="stop", why=None):
   """Starts an asynchronous save of ``state`` and the JSON ``progress`` at ``step``.
 
   ``progress`` holds the run's running totals (examples seen, training
   seconds) so that a resumed run's accounting continues them. A failure of
   the previous (asynchronous) save surfaces here, before this one starts.
+  ``why``: see `_reported_write_errors`.
   """
-  wait(manager, on_error=on_error)
-  with _reported_write_errors(manager, on_error):
+  wait(manager, on_error=on_error, why=why)
+  with _reported_write_errors(manager, on_error, why):
     manager.save(step, force=True, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         progress=ocp.args.JsonSave(progress)))
 
 
-def wait(manager, *, on_error="stop"):
+def wait(manager, *, on_error="stop", why=None):
   """Waits until the save in flight is committed (or has failed, see `save`)."""
-  with _reported_write_errors(manager, on_error):
+  with _reported_write_errors(manager, on_error, why):
     manager.wait_until_finished()
 
 

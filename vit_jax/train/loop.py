@@ -23,6 +23,13 @@ from vit_jax.models import posemb, pretrained
 from vit_jax.train import (checkpoints, config_checks, metrics, preemption, resume,
                            sharding, steps, workdir_files)
 
+# What a failed save of a preempted run's last step says: whatever
+# config.on_save_error says, the run cannot stop without it.
+_PREEMPTION_SAVE = "a preempted run must leave its last step saved"
+# What it says where the run stops on another error: logged, so that the
+# error reported is the one that stopped the run.
+_STOPPING = "the error that stops the run follows"
+
 
 def _nonfinite_message(state, skipped_before, window_start, step, manager):
   """Names the first step whose loss or gradient norm was NaN or Inf."""
@@ -210,6 +217,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
   # SIGTERM from here on only asks the loop to checkpoint and stop.
   stop_request = preemption.StopRequest(manager)
   stop_request.install()
+  failed = False
   try:
     while step < total_steps:
       state, step_metrics = compiled_step(state, batch)
@@ -230,7 +238,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
                         seconds=time.monotonic() - timer_start)
       if fetched["skipped_steps"] > skipped_seen:
         if config.on_nonfinite == "stop":  # before this state is saved
-          checkpoints.wait(manager, on_error=config.on_save_error)
+          checkpoints.wait(manager, on_error="continue", why=_STOPPING)
           raise FloatingPointError(_nonfinite_message(
               state, skipped_seen, timer_step, step, manager))
         logging.warning("skipped %d step(s) with a non-finite loss or gradient "
@@ -241,13 +249,17 @@ def train_and_evaluate(config, workdir, *, devices=None):
         writer.write(step, {**fetched, **accountant.fields(),
                             "compile_seconds": compile_seconds,
                             "corrupt_images": input_stats.corrupt_images})
-      if do_save:  # a preempted run must leave this step saved, or say so
-        on_save_error = "stop" if preempted else config.on_save_error
-        checkpoints.save(manager, step, state, accountant.state_dict(),
-                        on_error=on_save_error)
       if preempted:
-        checkpoints.wait(manager, on_error="stop")
+        # An earlier save's failure is handled as the config says; this
+        # step's save must succeed, or the run stops saying so.
+        checkpoints.wait(manager, on_error=config.on_save_error)
+        checkpoints.save(manager, step, state, accountant.state_dict(),
+                         on_error="stop", why=_PREEMPTION_SAVE)
+        checkpoints.wait(manager, on_error="stop", why=_PREEMPTION_SAVE)
         raise preemption.Preempted(step, manager.directory)
+      if do_save:
+        checkpoints.save(manager, step, state, accountant.state_dict(),
+                         on_error=config.on_save_error)
       if do_eval:
         eval_results = run_evals(step)
       if do_probe:
@@ -257,6 +269,9 @@ def train_and_evaluate(config, workdir, *, devices=None):
       eval_results = run_evals(step)
     if probe_sets and step == start_step == total_steps:  # the same, for its probes
       probe_results = run_probes(step)
+  except BaseException:
+    failed = True
+    raise
   finally:
     # The input pipeline's threads stop with the training, here, not when
     # the collector finds the generators: left to the return, the teardown
@@ -268,7 +283,10 @@ def train_and_evaluate(config, workdir, *, devices=None):
     # save failed.
     stop_request.uninstall()
     try:
-      checkpoints.wait(manager, on_error=config.on_save_error)
+      if failed:
+        checkpoints.wait(manager, on_error="continue", why=_STOPPING)
+      else:
+        checkpoints.wait(manager, on_error=config.on_save_error)
     finally:
       try:
         manager.close()
