@@ -97,7 +97,7 @@ def main(argv):
                                                     fewshot.DEFAULT_REGULARISER)
   # Every dataset is found before the restore.
   probes = fewshot.probe_sets(
-      config, datasets=datasets, splits=splits or None, shots=shots,
+      config, datasets=datasets, splits=splits, shots=shots,
       datasets_field="config.fewshot.datasets" if _DATASETS.value is None else "--datasets")
   model, params = restore.restore_model(config, _CHECKPOINT.value or _WORKDIR.value)
   mesh = sharding.make_mesh(config.mesh)

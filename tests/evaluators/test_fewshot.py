@@ -465,3 +465,30 @@ def test_the_command_names_its_datasets_flag_in_an_entrys_error(entries, message
     cli.call(fewshot_command.main, fewshot_command.FLAGS,
              ["fewshot", f"--workdir={tmp_path}", f"--datasets={entries}"])
   assert str(error.value) == f"error: {message}"
+
+
+def test_datasets_given_by_hand_probe_their_presets_whatever_splits_the_run_probed(
+    probe_data_dir):
+  """The command's --datasets on a run that probed a slice of its own data:
+  the run's splits do not apply to other datasets, and are no error there."""
+  config = probe_config(probe_data_dir, **{"fewshot.datasets": (),
+                                           "fewshot.train_split": "train[:50%]"})
+  probes = fewshot.probe_sets(config, datasets=("digits",), splits={},
+                              datasets_field="--datasets")
+  assert list(probes) == ["fewshot/digits"]
+  assert probes["fewshot/digits"].data["train"].split == "train"
+  with pytest.raises(ValueError, match=r"^config.fewshot.train_split='train\[:50%\]' chooses "
+                                       r"a split of the run's own data, but "
+                                       r"--datasets=\('digits',\) probes other datasets"):
+    fewshot.probe_sets(config, datasets=("digits",), datasets_field="--datasets")
+
+
+def test_a_multi_label_runs_own_data_is_refused_for_probes_naming_the_field(tmp_path):
+  config = tiny_config(str(tmp_path / "no_data"), **{"fewshot.every": 4,
+                                                     "data.multi_label": True})
+  with pytest.raises(ValueError) as error:
+    fewshot.probe_sets(config)
+  assert str(error.value) == (
+      "config.fewshot.datasets=() probes the run's own data, and 'fashion_mnist_local' is "
+      "multi-label (config.data.multi_label); a few-shot probe needs one class an image: "
+      "name single-label presets there, e.g. ('imagenet2012', 'cifar100')")

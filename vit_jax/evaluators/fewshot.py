@@ -125,6 +125,11 @@ def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None,
   datasets = probe_datasets(config) if datasets is None else tuple(datasets)
   shots = tuple(config.fewshot.shots if shots is None else shots)
   if not datasets:
+    if config.data.multi_label:  # argmax would make up one class an image
+      raise ValueError(f"{datasets_field}=() probes the run's own data, and "
+                       f"{config.data.name!r} is multi-label (config.data.multi_label); a "
+                       f"few-shot probe needs one class an image: name single-label "
+                       f"presets there, e.g. ('imagenet2012', 'cifar100')")
     source = source or sources.get_source(config.data)
     splits = splits or probe_splits(config)
     _check_splits(source, splits, "the few-shot {0} split (config.fewshot.{0}_split)")
@@ -136,12 +141,12 @@ def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None,
   if twice:  # each would be logged as the same split
     raise ValueError(f"{datasets_field}={datasets!r} names {', '.join(twice)} "
                      f"more than once; give each dataset one entry")
-  chosen = splits or {k: (config.get("fewshot") or {}).get(f"{k}_split")
-                      for k in ("train", "test")}
-  chosen = [f"{k}_split={v!r}" for k, v in chosen.items() if v]
+  if splits is None:  # a caller's own (the command's flags) replace the config's
+    splits = {k: (config.get("fewshot") or {}).get(f"{k}_split") for k in ("train", "test")}
+  chosen = [f"{k}_split={v!r}" for k, v in splits.items() if v]
   if chosen:
     raise ValueError(f"config.fewshot.{', '.join(chosen)} chooses a split of the run's "
-                     f"own data, but config.fewshot.datasets={datasets!r} probes other "
+                     f"own data, but {datasets_field}={datasets!r} probes other "
                      f"datasets, each on its preset's splits; unset one of them")
   found, problems = {}, []
   for name, own_shots in parsed:
