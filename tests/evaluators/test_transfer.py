@@ -3,6 +3,7 @@ import json
 import os
 
 import ml_collections
+import numpy as np
 import pytest
 from ml_collections.config_dict import placeholder
 
@@ -10,6 +11,7 @@ from configs import common, transfer as transfer_config
 from conftest import tiny_config
 from vit_jax.data import sources
 from vit_jax.evaluators import transfer, transfer_table
+from vit_jax.train import checkpoints
 
 DIVERGING_LR = 1e30  # parameters overflow float32 in the first steps
 
@@ -254,12 +256,21 @@ def test_the_demo_suite_transfers_to_datasets_the_pre_training_did_not_see():
 
 
 def test_the_pre_training_cost_is_read_from_its_workdir_or_a_checkpoint_of_it(tmp_path):
+  """A checkpoint before the end cost the share of the run's training seconds
+  spent up to it, as its accounting saved them."""
   workdir = tmp_path / "pretrain"
-  (workdir / "checkpoints" / "1200").mkdir(parents=True)
+  manager = checkpoints.make_manager(str(workdir))
+  for step, seconds in ((600, 30.0), (1200, 120.0)):
+    checkpoints.save(manager, step, {"step": np.int32(step)},
+                     {"examples_seen": step * 64, "train_seconds": seconds})
+  checkpoints.wait(manager)
+  manager.close()
   (workdir / "summary.json").write_text(json.dumps(
-      {"step": 1200, "core_days": 0.5, "core_days_cpu": 0.5, "tpuv3_core_days": 0.01,
-       "eval": {"test": {"top1": 0.9}}}))
+      {"step": 1200, "train_seconds": 120.0, "core_days": 0.5, "core_days_cpu": 0.5,
+       "tpuv3_core_days": 0.01, "eval": {"test": {"top1": 0.9}}}))
   cost = {"core_days": 0.5, "core_days_cpu": 0.5, "tpuv3_core_days": 0.01}
   assert transfer.pretraining_cost(str(workdir)) == cost
   assert transfer.pretraining_cost(str(workdir / "checkpoints" / "1200")) == cost
+  assert transfer.pretraining_cost(str(workdir / "checkpoints" / "600")) == {
+      key: value / 4 for key, value in cost.items()}
   assert transfer.pretraining_cost(str(tmp_path / "model.npz")) is None  # no workdir

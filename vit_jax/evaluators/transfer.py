@@ -31,7 +31,7 @@ from absl import logging
 
 from vit_jax.data import sources
 from vit_jax.evaluators import classification, transfer_table
-from vit_jax.train import config_checks, loop, workdir_files
+from vit_jax.train import checkpoints, config_checks, loop, workdir_files
 
 # A fine-tune's fields that `fine_tune_config` sets for each run -> the
 # suite's field it takes them from ({name}: the benchmark's). The suite's
@@ -296,11 +296,25 @@ def extra_accuracy(run_config, extra, run_dir):
 
 
 def pretraining_cost(init):
-  """The core-days the pre-training run ``init`` reported, where it is a workdir."""
-  summary = workdir_files.read_summary(workdir_files.run_workdir(init))
+  """The core-days the pre-training run ``init`` reported, where it is a workdir.
+
+  One of its checkpoint steps before the end cost the share of them that its
+  saved training seconds are of the whole run's.
+  """
+  workdir = workdir_files.run_workdir(init)
+  summary = workdir_files.read_summary(workdir)
   if summary is None:
     return None
-  return {key: value for key, value in summary.items()
+  share = 1.0
+  step_dir = os.path.normpath(init)
+  if step_dir != workdir and int(os.path.basename(step_dir)) != summary["step"]:
+    manager = checkpoints.manager_at(os.path.dirname(step_dir), read_only=True)
+    try:
+      progress = checkpoints.read_progress(manager, int(os.path.basename(step_dir)))
+    finally:
+      manager.close()
+    share = progress["train_seconds"] / summary["train_seconds"]
+  return {key: value * share for key, value in summary.items()
           if key.startswith("core_days") or key == "tpuv3_core_days"}
 
 

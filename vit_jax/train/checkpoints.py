@@ -155,6 +155,12 @@ def _first_line(error):
   return _TENSORSTORE_DETAILS.sub("", lines[0])[:300]
 
 
+def read_progress(manager, step):
+  """The JSON ``progress`` saved with ``step`` (see `save`), without its arrays."""
+  return manager.restore(step, args=ocp.args.Composite(
+      progress=ocp.args.JsonRestore()))["progress"]
+
+
 def restore_on_host(manager, step):
   """Every array of a step, on one local device, whatever mesh wrote it."""
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
