@@ -37,8 +37,10 @@ from vit_jax.data import checks, config_fields, corrupt_images, preprocess
 tf.config.set_visible_devices([], "GPU")
 
 MODEL_INPUTS = ("image", "labels")
-# `EvalData(keyed=True)`: a hash of each example's file and record, an order
-# of the split that no process count or batch size changes.
+# `EvalData(keyed=True)`: a 62-bit hash of each example's file and record, an
+# order of the split that no process count or batch size changes; as two
+# int32 columns (high, low 31 bits), since JAX without x64 keeps integers in
+# 32 bits, where a split of 65,000 examples would have had colliding keys.
 KEY = "key"
 _RAW = "_raw"  # position of an example in the stream before corrupt ones are dropped
 # The cores this process may run on (a container may allow fewer than the host has).
@@ -206,7 +208,8 @@ class EvalData:
     def prepare(features):
       inputs = _model_inputs(pp(features))
       if keyed:  # the same for an example on any process, whatever its batch
-        inputs[KEY] = tf.strings.to_hash_bucket_fast(features["_id"], 2 ** 62)
+        key = tf.strings.to_hash_bucket_fast(features["_id"], 2 ** 62)
+        inputs[KEY] = tf.cast(tf.stack([key // 2 ** 31, key % 2 ** 31]), tf.int32)
       return inputs
 
     ds = corrupt_images.prepared(

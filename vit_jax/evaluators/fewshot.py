@@ -300,7 +300,7 @@ def extract_features(feature_step, params, eval_data, batch_sharding):
     if features is None:  # the feature size is known from the first batch
       features = np.empty((eval_data.num_examples, rows.shape[1]), np.float32)
       labels = np.empty(eval_data.num_examples, ids.dtype)
-      keys = np.empty(eval_data.num_examples, key.dtype)
+      keys = np.empty((eval_data.num_examples, *key.shape[1:]), key.dtype)
     real = int(mask.sum())
     if count + real > eval_data.num_examples:
       raise ValueError(f"eval split {eval_data.split!r} gave more than its "
@@ -312,7 +312,7 @@ def extract_features(feature_step, params, eval_data, batch_sharding):
   if count != eval_data.num_examples:
     raise ValueError(f"eval split {eval_data.split!r} gave {count} of its "
                      f"{eval_data.num_examples} examples")
-  order = np.argsort(keys, kind="stable")
+  order = np.lexsort(keys.T[::-1])  # by the high column, then the low one
   return features[order], labels[order]
 
 
