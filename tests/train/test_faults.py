@@ -327,6 +327,47 @@ def test_a_checkpoint_of_another_model_names_its_directory(
   assert "has shape" in message
 
 
+def test_a_run_that_fails_before_its_loop_closes_what_it_opened(
+    fashion_data_dir, tmp_path, monkeypatch):
+  """orbax's threads, the input's and the metric files stop with the run, also
+  when it fails while setting up (here: its first evaluation, at the start
+  of a resumed run)."""
+  closed = []
+  make_manager = checkpoints.make_manager
+
+  def spied_manager(*args, **kwargs):
+    manager = make_manager(*args, **kwargs)
+    close = manager.close
+    manager.close = lambda: closed.append("manager") or close()
+    return manager
+
+  prefetch = input_pipeline.prefetch_to_devices
+
+  def spied_prefetch(*args, **kwargs):
+    batches = prefetch(*args, **kwargs)
+
+    def spied():
+      try:
+        yield from batches
+      finally:
+        closed.append("batches")
+    return spied()
+
+  workdir = str(tmp_path / "run")
+  config = tiny_config(fashion_data_dir, **dict(RUN, total_steps=4))
+  train.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(checkpoints, "make_manager", spied_manager)
+  monkeypatch.setattr(input_pipeline, "prefetch_to_devices", spied_prefetch)
+
+  def failing_eval(*args, **kwargs):
+    raise RuntimeError("the eval failed")
+
+  monkeypatch.setattr(classification, "evaluate", failing_eval)
+  with pytest.raises(RuntimeError, match="the eval failed"):  # re-evaluates step 4
+    train.train_and_evaluate(tiny_config(fashion_data_dir, **RUN), workdir)
+  assert closed == ["batches", "manager"]
+
+
 def test_a_truncated_checkpoint_names_its_directory(
     fashion_data_dir, tmp_path, runs_of_two_widths):
   workdir = copy_run(runs_of_two_widths[32], str(tmp_path / "run"))

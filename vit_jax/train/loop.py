@@ -9,6 +9,7 @@ and in the packages beside this one: `data.input_pipeline` (tf.data to
 global arrays), `models.pretrained` (fine-tuning's starting point),
 `evaluators.classification` (exact eval), `cost.accounting` (what is logged).
 """
+import contextlib
 import json
 import os
 import time
@@ -29,6 +30,22 @@ _PREEMPTION_SAVE = "a preempted run must leave its last step saved"
 # What it says where the run stops on another error: logged, so that the
 # error reported is the one that stopped the run.
 _STOPPING = "the error that stops the run follows"
+
+
+def _commit_in_flight(manager, on_save_error):
+  """An exit callback (`contextlib.ExitStack.push`) that waits for the save in
+  flight to commit, however the run ends; where it ends on an error, a
+  failure of that save is logged, so that the error reported is the one
+  that stopped the run."""
+
+  def commit(exc_type, exc, traceback):
+    del exc_type, traceback
+    if exc is None:
+      checkpoints.wait(manager, on_error=on_save_error)
+    else:
+      checkpoints.wait(manager, on_error="continue", why=_STOPPING)
+
+  return commit
 
 
 def _nonfinite_message(state, skipped_before, window_start, step, manager):
@@ -92,133 +109,142 @@ def train_and_evaluate(config, workdir, *, devices=None):
   patch_size = getattr(model, "patch_size", None)
   grid = (config.image_size // patch_size,) * 2 if patch_size else None
   abstract_state = training.abstract_state()
-  manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
-  start_step = manager.latest_step() or 0
-  if start_step:  # before anything is compiled or the run's config.json replaced
-    resume.check_resumable(manager, start_step, abstract_state, workdir=workdir)
-    resume.check_length(start_step, total_steps, workdir=workdir)
-  elif config.init:  # fine-tuning's starting point, found (not read) now
-    pretrained.locate(config.init)
-  # The first batch, before the train state is built or anything written:
-  # data that fails a check as it is read (`data.checks`) stops the run here.
-  input_stats = input_pipeline.InputStats()  # corrupt images skipped
-  host_batches = input_pipeline.train_batches(
-      source, config.pp.train, global_batch=config.global_batch,
-      seed=config.seed, start_step=start_step, stats=input_stats)
-  batches = input_pipeline.prefetch_to_devices(host_batches, batch_sharding,
-                                               config.prefetch)
-  batch = next(batches)
-  if is_main:
-    os.makedirs(workdir, exist_ok=True)
-    workdir_files.write_whole(os.path.join(workdir, workdir_files.CONFIG_FILE),
-                              config.to_json_best_effort(indent=2, sort_keys=True))
-    logging.info("Partition rules and layout:\n%s", sharding.describe(
-        mesh, abstract_state["params"], config.mesh))
-  state_shardings = sharding.state_shardings(mesh, abstract_state, config.mesh)
-  if start_step:
-    logging.info("Resuming from the checkpoint at step %d in %s", start_step, workdir)
-    restored = checkpoints.restore(manager, start_step, jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        abstract_state, state_shardings))
-    state, progress = restored["state"], restored["progress"]
-  else:
-    progress = {"examples_seen": 0, "train_seconds": 0.0}
-    if config.init:
-      # The seed is an argument, not a constant of the program, so the
-      # runs of a transfer suite share one compiled init (`vit_jax.transfer`).
-      fresh = jax.device_get(jax.jit(training.init_params)(config.seed))
-      params = pretrained.load_pretrained(
-          config.init, fresh, new_grid=grid,
-          num_prefix_tokens=int(getattr(model, "classifier", None) == "token"),
-          # A ResNet's config has no posemb_resample, nor posemb to resample.
-          posemb_method=config.get("posemb_resample", posemb.DEFAULT_METHOD),
-          model=model)
-      state = jax.jit(training.initial_state, out_shardings=state_shardings)(params)
+  # What the run opens from here on is closed however it ends, also on an
+  # error before the loop: `cleanup` runs its callbacks in reverse order.
+  with contextlib.ExitStack() as cleanup:
+    manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
+    cleanup.callback(manager.close)  # orbax's threads
+    cleanup.push(_commit_in_flight(manager, config.on_save_error))
+    start_step = manager.latest_step() or 0
+    if start_step:  # before anything is compiled or the run's config.json replaced
+      resume.check_resumable(manager, start_step, abstract_state, workdir=workdir)
+      resume.check_length(start_step, total_steps, workdir=workdir)
+    elif config.init:  # fine-tuning's starting point, found (not read) now
+      pretrained.locate(config.init)
+    # The first batch, before the train state is built or anything written:
+    # data that fails a check as it is read (`data.checks`) stops the run here.
+    input_stats = input_pipeline.InputStats()  # corrupt images skipped
+    host_batches = input_pipeline.train_batches(
+        source, config.pp.train, global_batch=config.global_batch,
+        seed=config.seed, start_step=start_step, stats=input_stats)
+    batches = input_pipeline.prefetch_to_devices(host_batches, batch_sharding,
+                                                 config.prefetch)
+    # The input pipeline's threads stop with the run, not when the collector
+    # finds the generators: that stalled the next run of a transfer suite.
+    cleanup.callback(host_batches.close)
+    cleanup.callback(batches.close)
+    batch = next(batches)
+    if is_main:
+      os.makedirs(workdir, exist_ok=True)
+      workdir_files.write_whole(os.path.join(workdir, workdir_files.CONFIG_FILE),
+                                config.to_json_best_effort(indent=2, sort_keys=True))
+      logging.info("Partition rules and layout:\n%s", sharding.describe(
+          mesh, abstract_state["params"], config.mesh))
+    state_shardings = sharding.state_shardings(mesh, abstract_state, config.mesh)
+    if start_step:
+      logging.info("Resuming from the checkpoint at step %d in %s", start_step, workdir)
+      restored = checkpoints.restore(manager, start_step, jax.tree.map(
+          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+          abstract_state, state_shardings))
+      state, progress = restored["state"], restored["progress"]
     else:
-      state = training.init_state(state_shardings)
+      progress = {"examples_seen": 0, "train_seconds": 0.0}
+      if config.init:
+        # The seed is an argument, not a constant of the program, so the
+        # runs of a transfer suite share one compiled init (`vit_jax.transfer`).
+        fresh = jax.device_get(jax.jit(training.init_params)(config.seed))
+        params = pretrained.load_pretrained(
+            config.init, fresh, new_grid=grid,
+            num_prefix_tokens=int(getattr(model, "classifier", None) == "token"),
+            # A ResNet's config has no posemb_resample, nor posemb to resample.
+            posemb_method=config.get("posemb_resample", posemb.DEFAULT_METHOD),
+            model=model)
+        state = jax.jit(training.initial_state, out_shardings=state_shardings)(params)
+      else:
+        state = training.init_state(state_shardings)
 
-  # ------------------------------------------------------------------------
-  # Step functions, compiled once; the train step donates the old state.
-  # ------------------------------------------------------------------------
-  train_step = training.jit_train_step(mesh, state_shardings)
-  eval_step = classification.make_eval_step(model, training.loss_fn, mesh)
-  feature_step = fewshot.make_feature_step(model, mesh)
+    # ------------------------------------------------------------------------
+    # Step functions, compiled once; the train step donates the old state.
+    # ------------------------------------------------------------------------
+    train_step = training.jit_train_step(mesh, state_shardings)
+    eval_step = classification.make_eval_step(model, training.loss_fn, mesh)
+    feature_step = fewshot.make_feature_step(model, mesh)
 
-  compile_start = time.monotonic()
-  compiled_step = train_step.lower(state, batch).compile()
-  compile_seconds = time.monotonic() - compile_start
-  flops_per_example = accounting.cross_checked_flops(
-      accounting.compiled_flops_per_example(
-          accounting.compiled_flops(compiled_step), config, num_devices=num_devices,
-          global_batch=config.global_batch),
-      accounting.analytic_flops_per_example(model, config.image_size, train=True))
-  accountant = accounting.Accountant(
-      flops_per_example=flops_per_example, num_devices=num_devices,
-      device_kind=accounting.device_kind_label(mesh.devices.flat[0]),
-      peak_flops_per_device=accounting.peak_flops_per_device(
-          mesh.devices.flat[0], config.model.dtype),
-      examples_per_epoch=train_examples, **progress)
+    compile_start = time.monotonic()
+    compiled_step = train_step.lower(state, batch).compile()
+    compile_seconds = time.monotonic() - compile_start
+    flops_per_example = accounting.cross_checked_flops(
+        accounting.compiled_flops_per_example(
+            accounting.compiled_flops(compiled_step), config, num_devices=num_devices,
+            global_batch=config.global_batch),
+        accounting.analytic_flops_per_example(model, config.image_size, train=True))
+    accountant = accounting.Accountant(
+        flops_per_example=flops_per_example, num_devices=num_devices,
+        device_kind=accounting.device_kind_label(mesh.devices.flat[0]),
+        peak_flops_per_device=accounting.peak_flops_per_device(
+            mesh.devices.flat[0], config.model.dtype),
+        examples_per_epoch=train_examples, **progress)
 
-  writer = metrics.MetricWriter(workdir, total_steps=total_steps, start_step=start_step)
-  if is_main:
-    logging.info("%s: %d parameters, %d steps, %d devices, compiled in %.1fs",
-                 config.variant, sum(x.size for x in jax.tree.leaves(abstract_state["params"])),
-                 total_steps, num_devices, compile_seconds)
+    writer = metrics.MetricWriter(workdir, total_steps=total_steps, start_step=start_step)
+    cleanup.callback(writer.close)
+    if is_main:
+      logging.info("%s: %d parameters, %d steps, %d devices, compiled in %.1fs",
+                   config.variant, sum(x.size for x in jax.tree.leaves(abstract_state["params"])),
+                   total_steps, num_devices, compile_seconds)
 
-  def run_evals(step):
-    params = state.get("ema_params", state["params"])
-    results = {}
-    for name, data in eval_sets.items():
-      results[name] = classification.evaluate(eval_step, params, data, batch_sharding,
-                                        multi_label=config.data.multi_label)
-      writer.write(step, {**results[name], **accountant.fields()}, split=name)
-    return results
+    def run_evals(step):
+      params = state.get("ema_params", state["params"])
+      results = {}
+      for name, data in eval_sets.items():
+        results[name] = classification.evaluate(eval_step, params, data, batch_sharding,
+                                          multi_label=config.data.multi_label)
+        writer.write(step, {**results[name], **accountant.fields()}, split=name)
+      return results
 
-  def run_probes(step):
-    params = state.get("ema_params", state["params"])
-    results = {}
-    for split, probe in probe_sets.items():  # one metrics split per dataset
-      results[split] = fewshot.run_probes(
-          feature_step, params, probe.data, batch_sharding, shots=probe.shots,
-          seeds=config.fewshot.seeds, num_classes=probe.num_classes,
-          regulariser=config.fewshot.regulariser)
-      writer.write(step, {**results[split], **accountant.fields()}, split=split)
-      if is_main:  # the console line of `writer` shows no probe metric
-        accuracies = ", ".join(f"{k} {v:.2%}" for k, v in results[split].items()
-                               if k.endswith("shot"))
-        logging.info("%s at step %d: %s in %.1fs", split, step, accuracies,
-                     results[split]["seconds"])
-    return results
+    def run_probes(step):
+      params = state.get("ema_params", state["params"])
+      results = {}
+      for split, probe in probe_sets.items():  # one metrics split per dataset
+        results[split] = fewshot.run_probes(
+            feature_step, params, probe.data, batch_sharding, shots=probe.shots,
+            seeds=config.fewshot.seeds, num_classes=probe.num_classes,
+            regulariser=config.fewshot.regulariser)
+        writer.write(step, {**results[split], **accountant.fields()}, split=split)
+        if is_main:  # the console line of `writer` shows no probe metric
+          accuracies = ", ".join(f"{k} {v:.2%}" for k, v in results[split].items()
+                                 if k.endswith("shot"))
+          logging.info("%s at step %d: %s in %.1fs", split, step, accuracies,
+                       results[split]["seconds"])
+      return results
 
-  # ------------------------------------------------------------------------
-  # Training loop. Metrics are fetched from the devices only every
-  # `log_every` steps, so the host never waits on the step in between.
-  # ------------------------------------------------------------------------
-  eval_results, probe_results = {}, {}
-  # A finished run extended: it evaluated (and probed) its last step there,
-  # on or off the grid, and `metrics` dropped those records on resuming.
-  finished = workdir_files.read_summary(workdir)
-  extended = 0 < start_step and finished is not None and finished["step"] == start_step
-  if 0 < start_step < total_steps and (start_step % config.eval_every == 0 or extended):
-    # The run before stopped at this eval step, maybe before its eval ran
-    # (a preempted run saves and stops without it); `metrics` dropped the
-    # eval records of this step, so it is evaluated once, here.
-    eval_results = run_evals(start_step)
-  if probe_sets and (start_step == 0 and probe_config.get("at_start", False)
-                     or 0 < start_step < total_steps
-                     and (start_step % probe_every == 0 or extended)):
-    # At the start when asked: the initial model's probes, at 0 core-days,
-    # the baseline the training's gain is measured from. On resuming at a
-    # probe step: as the evals above (their records, too, were dropped).
-    probe_results = run_probes(start_step)
-  step = start_step
-  skipped_seen = int(state["skipped_steps"])
-  timer_start, timer_step = time.monotonic(), step
-  # SIGTERM from here on only asks the loop to checkpoint and stop.
-  stop_request = preemption.StopRequest(manager)
-  stop_request.install()
-  failed = False
-  try:
+    # ------------------------------------------------------------------------
+    # Training loop. Metrics are fetched from the devices only every
+    # `log_every` steps, so the host never waits on the step in between.
+    # ------------------------------------------------------------------------
+    eval_results, probe_results = {}, {}
+    # A finished run extended: it evaluated (and probed) its last step there,
+    # on or off the grid, and `metrics` dropped those records on resuming.
+    finished = workdir_files.read_summary(workdir)
+    extended = 0 < start_step and finished is not None and finished["step"] == start_step
+    if 0 < start_step < total_steps and (start_step % config.eval_every == 0 or extended):
+      # The run before stopped at this eval step, maybe before its eval ran
+      # (a preempted run saves and stops without it); `metrics` dropped the
+      # eval records of this step, so it is evaluated once, here.
+      eval_results = run_evals(start_step)
+    if probe_sets and (start_step == 0 and probe_config.get("at_start", False)
+                       or 0 < start_step < total_steps
+                       and (start_step % probe_every == 0 or extended)):
+      # At the start when asked: the initial model's probes, at 0 core-days,
+      # the baseline the training's gain is measured from. On resuming at a
+      # probe step: as the evals above (their records, too, were dropped).
+      probe_results = run_probes(start_step)
+    step = start_step
+    skipped_seen = int(state["skipped_steps"])
+    timer_start, timer_step = time.monotonic(), step
+    # SIGTERM from here on only asks the loop to checkpoint and stop.
+    stop_request = preemption.StopRequest(manager)
+    stop_request.install()
+    cleanup.callback(stop_request.uninstall)
     while step < total_steps:
       state, step_metrics = compiled_step(state, batch)
       step += 1
@@ -269,29 +295,6 @@ def train_and_evaluate(config, workdir, *, devices=None):
       eval_results = run_evals(step)
     if probe_sets and step == start_step == total_steps:  # the same, for its probes
       probe_results = run_probes(step)
-  except BaseException:
-    failed = True
-    raise
-  finally:
-    # The input pipeline's threads stop with the training, here, not when
-    # the collector finds the generators: left to the return, the teardown
-    # stalled the next run of a transfer suite for seconds.
-    batches.close()
-    host_batches.close()
-    # Commit a save still in flight, also when the run stops on an error;
-    # then stop orbax's threads and close the metric files, also when that
-    # save failed.
-    stop_request.uninstall()
-    try:
-      if failed:
-        checkpoints.wait(manager, on_error="continue", why=_STOPPING)
-      else:
-        checkpoints.wait(manager, on_error=config.on_save_error)
-    finally:
-      try:
-        manager.close()
-      finally:
-        writer.close()
 
   # ------------------------------------------------------------------------
   # Summary.
