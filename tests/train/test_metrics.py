@@ -1,6 +1,10 @@
 """The metric writer: what a resumed run keeps of the log, and the ETA."""
 import io
 import json
+import time
+
+import tensorflow as tf
+from tensorboard.backend.event_processing import plugin_event_accumulator as event_accumulator
 
 from vit_jax.train import metrics
 
@@ -26,6 +30,35 @@ def test_a_resumed_run_drops_what_it_writes_again_and_a_torn_last_line(tmp_path)
   assert records_of(path) == [("train", 2), ("train", 4), ("test", 4), ("train", 6)]
   metrics.MetricWriter(str(tmp_path), total_steps=12, stream=io.StringIO()).close()
   assert path.read_text() == ""  # a run that starts again from step 0
+
+
+def tensorboard_losses(workdir):
+  """(step, train/loss) as TensorBoard's server reads them (it purges orphaned data)."""
+  events = event_accumulator.EventAccumulator(
+      str(workdir / "tensorboard"), purge_orphaned_data=True,
+      size_guidance={event_accumulator.TENSORS: 0})
+  events.Reload()
+  return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors("train/loss")]
+
+
+def test_tensorboard_drops_what_a_resumed_run_writes_again(tmp_path):
+  """A run killed at step 7 after its checkpoint at 4, resumed twice: each
+  step shows once, with the resumed run's value."""
+  def run(start_step, steps, loss):
+    writer = metrics.MetricWriter(str(tmp_path), total_steps=12, start_step=start_step,
+                                  stream=io.StringIO())
+    for step in steps:
+      writer.write(step, {"loss": loss})
+    writer.close()
+    time.sleep(1.1)  # a later run's event file is named after a later second
+
+  run(0, [2, 4, 6], loss=3.0)
+  assert tensorboard_losses(tmp_path) == [(2, 3.0), (4, 3.0), (6, 3.0)]
+  run(4, [6, 8, 10], loss=2.0)
+  assert tensorboard_losses(tmp_path) == [(2, 3.0), (4, 3.0), (6, 2.0), (8, 2.0), (10, 2.0)]
+  run(8, [10, 12], loss=1.0)
+  assert tensorboard_losses(tmp_path) == [(2, 3.0), (4, 3.0), (6, 2.0), (8, 2.0), (10, 1.0),
+                                          (12, 1.0)]
 
 
 def test_the_eta_counts_from_the_first_record(tmp_path, monkeypatch):

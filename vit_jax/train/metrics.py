@@ -39,7 +39,9 @@ class MetricWriter:
       path = os.path.join(workdir, "metrics.jsonl")
       _rewind(path, start_step)
       self._jsonl = open(path, "a")
-      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+      tensorboard = os.path.join(workdir, "tensorboard")
+      _mark_restart(tensorboard, start_step)
+      self._tb = tf.summary.create_file_writer(tensorboard)
 
   def write(self, step, scalars, *, split="train"):
     """Records ``scalars`` (name -> number) of ``split`` at ``step``."""
@@ -102,6 +104,33 @@ def _rewind(path, start_step):
   if len(kept) == len(lines):
     return
   workdir_files.write_whole(path, "".join(kept))
+
+
+def _mark_restart(directory, start_step):
+  """Makes TensorBoard drop the events after ``start_step`` that a run resumed
+  there logs again, as `_rewind` drops their records.
+
+  TensorBoard purges the events it has read of the steps from a
+  SessionLog.START's on, where that START follows another (a restart). Two
+  of them go into an event file named after the newest one in
+  ``directory``, so it is read after the run before and before the resumed
+  run's own file (named after a later second). Its step is the one after
+  ``start_step``: the train record of ``start_step`` itself is not logged
+  again. Nothing is written for a run's first start.
+  """
+  if not start_step:
+    return
+  existing = sorted(tf.io.gfile.glob(os.path.join(directory, "events.out.tfevents.*")))
+  if not existing:
+    return
+  with tf.io.TFRecordWriter(f"{existing[-1]}.restart{start_step}") as events:
+    now = time.time()
+    events.write(tf.compat.v1.Event(wall_time=now, file_version="brain.Event:2")
+                 .SerializeToString())
+    start = tf.compat.v1.SessionLog(status=tf.compat.v1.SessionLog.START)
+    for _ in range(2):  # the first START TensorBoard reads counts as no restart
+      events.write(tf.compat.v1.Event(wall_time=now, step=start_step + 1, session_log=start)
+                   .SerializeToString())
 
 
 def _kept(line, start_step):
