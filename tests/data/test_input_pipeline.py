@@ -157,3 +157,23 @@ def test_an_ops_own_error_surfaces_as_raised_when_the_strings_are_checked(fashio
     input_pipeline.check_fits_model(source(fashion_data_dir), config)
   assert error.value.args[0] == ("keep: no feature(s) ['img']; available: "
                                  "['_id', '_rng', 'image', 'label'].")
+
+
+def test_a_batch_that_cannot_be_read_raises_in_its_turn_not_while_prefetched():
+  """The two batches before it are yielded first: their steps run, and a
+  checkpoint due among them is taken."""
+  import jax
+  from vit_jax.train import sharding
+
+  def host_batches():
+    for i in range(2):
+      yield {"image": np.full((8, 2), i, np.float32)}
+    raise ValueError("shard 3 holds fewer records than its count says")
+
+  batch_sharding = sharding.batch_sharding(sharding.make_mesh(ml_collections.ConfigDict(
+      dict(data=-1, fsdp=1, model=1)), jax.devices()[:2]))
+  batches = input_pipeline.prefetch_to_devices(host_batches(), batch_sharding, size=2)
+  assert [int(next(batches)["image"][0, 0]) for _ in range(2)] == [0, 1]
+  with pytest.raises(ValueError, match="shard 3 holds fewer records"):
+    next(batches)
+  assert list(input_pipeline.prefetch_to_devices(iter([]), batch_sharding)) == []

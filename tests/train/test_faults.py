@@ -210,6 +210,26 @@ def test_a_nan_before_the_first_checkpoint_says_a_rerun_starts_from_step_0(
     train.train_and_evaluate(tiny_config(fashion_data_dir, **RUN), str(tmp_path / "run"))
 
 
+def test_data_that_fails_a_check_after_a_checkpoint_step_leaves_that_step_saved(
+    fashion_data_dir, tmp_path, monkeypatch):
+  """The batch after step 4 fails a data check (as a strict source's
+  miscounted shard does): the run stops, with step 4 committed."""
+  real = input_pipeline.train_batches
+
+  def failing(*args, start_step=0, **kwargs):
+    for step, batch in enumerate(real(*args, start_step=start_step, **kwargs),
+                                 start=start_step + 1):
+      if step == 5:
+        raise ValueError("shard 3 holds fewer records than its count says")
+      yield batch
+
+  monkeypatch.setattr(input_pipeline, "train_batches", failing)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(ValueError, match="shard 3 holds fewer records"):
+    train.train_and_evaluate(tiny_config(fashion_data_dir, **RUN), workdir)
+  assert committed_steps(workdir) == [4]
+
+
 def test_skip_mode_leaves_the_nan_step_out_and_counts_it(
     fashion_data_dir, tmp_path, monkeypatch):
   config = tiny_config(fashion_data_dir, on_nonfinite="skip",

@@ -22,7 +22,6 @@ A run builds its source once (`sources.get_source`: a folder source lists
 its files then) and passes it to everything here.
 """
 import collections
-import itertools
 import math
 import os
 
@@ -254,13 +253,32 @@ def to_global(host_batch, sharding):
 
 
 def prefetch_to_devices(host_batches, sharding, size=2):
-  """Yields global batches, keeping ``size`` of them already on the devices."""
+  """Yields global batches, keeping ``size`` of them already on the devices.
+
+  A batch that cannot be read (data that fails a check, a file gone) raises
+  in its turn, not ``size`` batches early: the steps before it run, and a
+  checkpoint due among them is taken.
+  """
   queue = collections.deque()
   iterator = iter(host_batches)
-  for batch in itertools.islice(iterator, size):
-    queue.append(to_global(batch, sharding))
+  reading = True
+
+  def read_one():
+    nonlocal reading
+    try:
+      queue.append(to_global(next(iterator), sharding))
+    except StopIteration:
+      reading = False
+    except Exception as e:  # raised in its turn
+      queue.append(e)
+      reading = False
+
+  while reading and len(queue) < size:
+    read_one()
   while queue:
-    yield queue.popleft()
-    batch = next(iterator, None)
-    if batch is not None:
-      queue.append(to_global(batch, sharding))
+    item = queue.popleft()
+    if isinstance(item, Exception):
+      raise item
+    yield item
+    if reading:
+      read_one()

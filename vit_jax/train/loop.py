@@ -248,8 +248,6 @@ def train_and_evaluate(config, workdir, *, devices=None):
     while step < total_steps:
       state, step_metrics = compiled_step(state, batch)
       step += 1
-      if step < total_steps:
-        batch = next(batches)
       is_last = step == total_steps
       preempted = stop_request.reached(step)
       do_log = step % config.log_every == 0 or is_last or preempted
@@ -257,6 +255,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
       do_eval = (step % config.eval_every == 0 or is_last) and not preempted
       do_probe = bool(probe_sets) and (step % probe_every == 0 or is_last) and not preempted
       if not (do_log or do_save or do_eval or do_probe):
+        batch = next(batches)  # read while the device runs the step
         continue
       # Close the timing window: what follows is not training time.
       fetched = jax.device_get(step_metrics)  # waits for this step to finish
@@ -291,6 +290,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
       if do_probe:
         probe_results = run_probes(step)
       timer_start, timer_step = time.monotonic(), step
+      if not is_last:  # after the step's checkpoint, which data that fails a check spares
+        batch = next(batches)
     if not eval_results:  # resumed a run that had already finished
       eval_results = run_evals(step)
     if probe_sets and step == start_step == total_steps:  # the same, for its probes
