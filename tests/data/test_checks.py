@@ -79,6 +79,25 @@ def test_a_label_outside_the_classes_stops_training_and_eval_naming_the_record(
     list(input_pipeline.EvalData(source, PP, "train", global_batch=4))
 
 
+@pytest.mark.parametrize("labels", [[], [3, 4]])
+def test_a_record_without_one_label_stops_a_single_label_run_naming_it(tmp_path, labels):
+  """No label would be an all-zero target, two a two-hot one; a multi-label
+  dataset takes both."""
+  records = [(jpeg(i), [i]) for i in range(NUM)]
+  records[7] = (jpeg(7), labels)
+  tfrecords.write_split(str(tmp_path), "train", records, num_shards=2)
+  second = os.path.join(tmp_path, "train-00001-of-00002.tfrecord")
+  message = (f"^{re.escape(second)}:2 has {len(labels)} labels \\[{','.join(map(str, labels))}"
+             f"\\], and a single-label dataset one each; fix the data, or set "
+             f"config.data.multi_label=True for labels of several classes$")
+  with pytest.raises(ValueError, match=message):
+    list(input_pipeline.EvalData(make_source(tmp_path), PP, "train", global_batch=4))
+  batches = list(input_pipeline.EvalData(make_source(tmp_path, multi_label=True), PP,
+                                         "train", global_batch=10))
+  rows = [[float(c in (labels if i == 7 else [i])) for c in range(NUM)] for i in range(NUM)]
+  assert sorted(batches[0]["labels"].tolist()) == sorted(rows)
+
+
 @pytest.mark.parametrize("encoded", ["raw_pixels", "bad_body"])
 def test_a_stream_of_only_corrupt_images_stops_instead_of_spinning(tmp_path, encoded):
   """Raw pixels fail the cheap check; JPEG markers around zeros fail only when

@@ -49,20 +49,29 @@ def passed(ok, message, value):
   return tf.cond(ok, lambda: tf.nest.map_structure(tf.identity, value), stop)
 
 
-def label_checked(features, num_classes):
-  """``features``, stopping the run where a class id is outside [0, num_classes).
+def label_checked(features, num_classes, *, one_label=False):
+  """``features``, stopping the run where a class id is outside [0, num_classes),
+  or, with ``one_label`` (a single-label dataset's list of labels), where
+  there is not exactly one.
 
   Such a label would become an all-zero one-hot target (a negative one
-  too): the run would train on wrong targets without a word. The error
-  names the file and record (``_id``) and the label.
+  too), and no label or two an all-zero or two-hot one: the run would train
+  on wrong targets without a word. The error names the file and record
+  (``_id``) and the label.
   """
   label = tf.cast(features["label"], tf.int64)
   ok = tf.reduce_all((label >= 0) & (label < num_classes))
-  return passed(ok, lambda: [
-      "label ", tf.strings.reduce_join(tf.strings.as_string(tf.reshape(label, [-1])),
-                                       separator=","),
-      " of ", features["_id"], f" is outside [0, {num_classes}) "
+  described = lambda: tf.strings.reduce_join(  # noqa: E731
+      tf.strings.as_string(tf.reshape(label, [-1])), separator=",")
+  features = passed(ok, lambda: [
+      "label ", described(), " of ", features["_id"], f" is outside [0, {num_classes}) "
       "(config.data.num_classes); fix the data or the class count"], features)
+  if not one_label:
+    return features
+  return passed(tf.size(label) == 1, lambda: [
+      features["_id"], " has ", tf.size(label), " labels [", described(), "], and a "
+      "single-label dataset one each; fix the data, or set config.data.multi_label=True "
+      "for labels of several classes"], features)
 
 
 class CorruptInARow:

@@ -273,13 +273,14 @@ class TFRecordSource(_PartsSource):
     spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
             LABEL_KEY: tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True)}
     num_classes = self.config.num_classes
+    one_label = not self.config.get("multi_label", False)
 
     def parse(path, index, record):
       example = tf.io.parse_single_example(record, spec)
       return checks.label_checked(
           {"image": example[IMAGE_KEY], "label": example[LABEL_KEY],
            "_id": tf.strings.join([path, ":", tf.strings.as_string(index)])},
-          num_classes)
+          num_classes, one_label=one_label)
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
 
