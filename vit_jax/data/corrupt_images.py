@@ -26,6 +26,10 @@ _SIGNATURES = {  # format: (leading bytes, trailing marker, bytes it may sit fro
     "gif": (b"GIF8", b";", 0),
     "bmp": (b"BM", b"", 0),
 }
+# Formats whose files may carry data after the end marker that decoders
+# ignore: phones append their own trailers to JPEGs (Samsung's SEFH, a
+# Motion Photo's whole video). Their marker may sit anywhere.
+_TRAILERS_ALLOWED = ("jpeg", "png")
 _CHECK_PAD = b"\0" * 64
 
 
@@ -34,18 +38,26 @@ def is_decodable(data: tf.Tensor) -> tf.Tensor:
 
   Checks the format's leading signature and its end marker (JPEG EOI, PNG
   IEND, GIF trailer), which catches truncated, empty and foreign files. A
-  file with intact markers and a damaged body can still fail to decode;
-  `prepared` handles those at decode time.
+  JPEG or PNG whose marker is not at its end is searched for it (the rare
+  file with a trailer, `_TRAILERS_ALLOWED`). A file with intact markers and a
+  damaged body can still fail to decode, as can a truncated JPEG whose
+  embedded thumbnail ends in an EOI; `prepared` handles those at decode time.
   """
   head = tf.strings.join([data, _CHECK_PAD])
   tail = tf.strings.join([_CHECK_PAD, data])
   valid = tf.constant(False)
-  for leading, marker, slack in _SIGNATURES.values():
+  for name, (leading, marker, slack) in _SIGNATURES.items():
     ok = tf.strings.substr(head, 0, len(leading)) == leading
     if marker:
       ends = [tf.strings.substr(tail, -(len(marker) + offset), len(marker)) == marker
               for offset in range(slack + 1)]
-      ok = ok & tf.reduce_any(tf.stack(ends))
+      at_end = tf.reduce_any(tf.stack(ends))
+      if name in _TRAILERS_ALLOWED:
+        ok = tf.cond(ok & tf.logical_not(at_end),
+                     lambda: tf.size(tf.strings.split(data, sep=marker)) > 1,
+                     lambda: ok & at_end)
+      else:
+        ok = ok & at_end
     valid = valid | ok
   return valid
 
