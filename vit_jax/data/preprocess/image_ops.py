@@ -62,7 +62,12 @@ def _checked_areas(op_name: str, area_min: float, area_max: float) -> None:
 
 def _resize(image: tf.Tensor, size: tuple[int, int] | tf.Tensor,
             method: str, antialias: bool = False) -> tf.Tensor:
-  """Resizes keeping `image`'s dtype, so uint8 stays uint8 for value_range."""
+  """Resizes keeping `image`'s dtype, so uint8 stays uint8 for value_range.
+
+  Integers are rounded to the nearest level, as PIL rounds (timm's and
+  Hugging Face's resizes) and nearest the original ViT's float pipeline;
+  big_vision's cast truncates, half a level darker on average.
+  """
   resized = tf.image.resize(image, size, method=method, antialias=antialias)
   if image.dtype.is_integer:
     return tf.saturate_cast(tf.round(resized), image.dtype)
