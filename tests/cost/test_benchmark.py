@@ -157,14 +157,15 @@ def test_xla_flops_per_example_count_every_micro_batch_of_an_accumulated_step():
                                                          rel=0.15)
 
 
-def test_a_scanned_step_reports_no_xla_flops_per_example():
+def test_a_scanned_or_rematerialised_step_reports_no_xla_flops_per_example():
   """XLA counts a scan's body once (test_cost_estimate shows it): one block's
-  FLOPs, which would mean nothing; an unrolled step's count is per example."""
+  FLOPs, which would mean nothing; and a rematerialised step's forward passes
+  redone, which MFU leaves out. An unrolled step's count is per example."""
   from vit_jax.cost import accounting
 
-  for scan, per_example in ((True, None), (False, 5e8)):
+  for options, per_example in (({"scan": True}, None), ({"remat": True}, None), ({}, 5e8)):
     assert accounting.compiled_flops_per_example(
-        1e9, benchmark_config(scan=scan), num_devices=8, global_batch=16) == per_example
+        1e9, benchmark_config(**options), num_devices=8, global_batch=16) == per_example
 
 
 @pytest.mark.parametrize("overrides", [

@@ -272,8 +272,11 @@ def compiled_flops_per_example(step_flops, config, *, num_devices,
   ``global_batch`` examples. XLA counts a loop's body once: with gradient
   accumulation that is one micro-batch of ``global_batch / accum_steps``
   examples; with scan over layers, one block, so the count tells nothing.
+  With rematerialisation it also counts the forward passes redone for the
+  backward one, which MFU leaves out (it counts the model's FLOPs, not the
+  hardware's): the analytic count stands then too.
   """
-  if not step_flops or config.model.get("scan"):
+  if not step_flops or config.model.get("scan") or config.model.get("remat"):
     return None
   return step_flops * num_devices * config.accum_steps / global_batch
 
