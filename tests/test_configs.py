@@ -641,3 +641,19 @@ def test_the_stock_configs_take_a_transformer_shape_and_default_to_the_variants(
   with pytest.raises(ValueError, match=r"config.model.num_heads=0 .*None takes the variant's"):
     config_checks.check_config(common.with_overrides(config, "model.num_heads=0"),
                                num_devices=1, process_count=1)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("boundaries", (0.1, 0.6, 0.8), r"config.lr.boundaries=\(0.1, 0.6, 0.8\): the decay at "
+     r"0.1 of the run \(step 50 of 500\) is not after the warm-up"),
+    ("boundaries", (0.6, 0.3), r"config.lr.boundaries=\(0.6, 0.3\) must be increasing"),
+])
+def test_a_schedule_the_trainer_would_refuse_is_refused_by_the_config_checks(
+    field, value, message):
+  """Before the data is read, and by --dry_run and the cost estimate, which
+  run the same checks."""
+  config = bit.get_config("stage=hyperrule,variant=R50x1,data=oxford_iiit_pet,init=/x")
+  assert config.total_steps == 500 and config.lr.decay == "step"
+  config.lr[field] = value
+  with pytest.raises(ValueError, match=message):
+    config_checks.check_config(config, num_devices=1, process_count=1)

@@ -156,14 +156,17 @@ def test_a_finished_run_of_another_config_is_refused_not_read(tmp_path):
   """A suite run again in its workdir with another grid, length or recipe:
   the old runs' scores are not reported as the new config's."""
   bench = tiny_suite(str(tmp_path / "data")).benchmarks.tiny
+  with bench.unlocked():
+    bench.finetune.init = str(tmp_path / "pretrain")
   run = dict(seed=0, train="train", eval_name="test", eval_split="test")
   finished_run(tmp_path / "seed0", transfer.fine_tune_config(bench, lr=0.1, **run), 0.75)
 
   same = transfer.fine_tune_config(bench, lr=0.1, **run)
   with same.unlocked():  # fields that change no score: paths, logging, layout, kernels
     same.data.data_dir = str(tmp_path / "moved")
-    same.log_every, same.mesh.data = 7, 1
+    same.log_every, same.mesh.data, same.accum_steps = 7, 1, 2
     same.model.attention_implementation = "xla"
+    same.init = os.path.relpath(tmp_path / "pretrain") + "/"  # the same directory
   assert transfer.run_once(same, str(tmp_path / "seed0"))["eval"]["test"]["top1"] == 0.75
 
   other_lr = transfer.fine_tune_config(bench, lr=0.03, **run)

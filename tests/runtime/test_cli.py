@@ -188,6 +188,18 @@ def test_a_mistake_in_the_config_file_or_its_arguments_is_one_line(tmp_path, con
   assert line.startswith(message), line
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--config", "configs/nothere.py"], "error: --config=configs/nothere.py: no such file"),
+    (["--config", "configs/demo.py:stage=pretrain", "--config.optim.wieght_decay=0.1"],
+     "error: --config.optim.wieght_decay: config.optim has no field 'wieght_decay' "
+     "(did you mean config.optim.weight_decay?)"),
+], ids=["missing_file", "misspelt_field"])
+def test_the_config_flag_spelt_with_a_space_is_read_as_with_an_equals_sign(
+    tmp_path, flags, message):
+  """absl takes `--config FILE` as `--config=FILE`, and so do the one-line errors."""
+  assert refused_run_of_main(tmp_path, *flags).startswith(message)
+
+
 def test_a_bad_flag_is_absls_one_line(tmp_path):
   process = subprocess.run(
       [sys.executable, "-m", "vit_jax.evaluate", f"--workdir={tmp_path}", "--nosuch=1"],

@@ -59,6 +59,8 @@ def test_tensorboard_drops_what_a_resumed_run_writes_again(tmp_path):
   run(8, [10, 12], loss=1.0)
   assert tensorboard_losses(tmp_path) == [(2, 3.0), (4, 3.0), (6, 2.0), (8, 2.0), (10, 1.0),
                                           (12, 1.0)]
+  run(0, [2], loss=0.5)  # started again: it stopped before its first checkpoint
+  assert tensorboard_losses(tmp_path) == [(2, 0.5)]
 
 
 def test_the_eta_counts_from_the_first_record(tmp_path, monkeypatch):

@@ -183,13 +183,16 @@ def fine_tune_config(bench, *, lr, seed, train, eval_name, eval_split):
 
 
 # Fields of a run's config that do not change what it learns or scores: where
-# its files are, how often it logs, evaluates and checkpoints, the probes
-# while training, the device layout and the kernels (which compute the same
-# function).
+# its data is, how often it logs, evaluates and checkpoints, the probes
+# while training, and how the devices compute the same function (their
+# layout, kernels, memory savers).
 _FIELDS_THAT_KEEP_SCORES = re.compile(
     r"(checkpoint_every|keep_checkpoints|log_every|eval_every|eval_batch|prefetch"
-    r"|on_save_error|fewshot|mesh|data\.(data_dir|prepare|cache|strict|published_sizes)"
+    r"|on_save_error|accum_steps|fewshot|mesh"
+    r"|data\.(data_dir|prepare|cache|strict|published_sizes)"
     r"|model\.(\w+_implementation|token_padding|remat|remat_policy))(\..+)?")
+# Fields that name a path, compared as the file they name.
+_PATH_FIELDS = ("init",)
 
 
 def _flat_fields(tree, prefix=""):
@@ -219,6 +222,10 @@ def check_same_run(config, run_dir):
   with open(path) as f:
     saved = _flat_fields(json.load(f))
   wanted = _flat_fields(json.loads(config.to_json_best_effort()))
+  for fields in (saved, wanted):
+    for field in _PATH_FIELDS:
+      if fields.get(field):
+        fields[field] = os.path.realpath(fields[field])
   differ = [field for field in sorted(saved.keys() & wanted.keys())
             if saved[field] != wanted[field] and not _FIELDS_THAT_KEEP_SCORES.fullmatch(field)]
   if differ:

@@ -147,9 +147,15 @@ def exit_on_user_error(main):
 
 
 def _config_files(argv):
-  """(FILE, ARGS) of every ``--config=FILE[:ARGS]`` in ``argv``, in order."""
-  return [arg.split("=", 1)[1].partition(":")[::2] for arg in argv[1:]
-          if arg.startswith("--config=")]
+  """(FILE, ARGS) of every ``--config=FILE[:ARGS]`` (or ``--config FILE[:ARGS]``,
+  which absl takes too) in ``argv``, in order."""
+  files = []
+  for i, arg in enumerate(argv[1:], start=1):
+    if arg.startswith("--config="):
+      files.append(arg.split("=", 1)[1].partition(":")[::2])
+    elif arg == "--config" and i + 1 < len(argv):
+      files.append(argv[i + 1].partition(":")[::2])
+  return files
 
 
 def _unknown_config_field(argv, flag_values):

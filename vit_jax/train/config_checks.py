@@ -216,6 +216,8 @@ def check_config(config, *, num_devices, process_count):
                        + _nearest_multiples(config[field], math.lcm(shards, process_count)))
   check_choices(config)  # before the model is built from the names
   optim.check_config(config.optim)  # mu_dtype, which may be None
+  if config.total_steps is not None:  # else counted from the data, and checked then
+    optim.make_schedule(config.lr, int(config.total_steps))  # decays after the warm-up
   model = build.model_from_config(config)
   if config.optim.get("layer_decay") not in (None, 1) and not hasattr(model, "num_layers"):
     raise ValueError(f"config.optim.layer_decay={config.optim.layer_decay} scales the "

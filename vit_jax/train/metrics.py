@@ -107,29 +107,29 @@ def _rewind(path, start_step):
 
 
 def _mark_restart(directory, start_step):
-  """Makes TensorBoard drop the events after ``start_step`` that a run resumed
-  there logs again, as `_rewind` drops their records.
+  """Makes TensorBoard drop the events a run resumed at ``start_step`` (or
+  started again from 0) logs again.
 
   TensorBoard purges the events it has read of the steps from a
   SessionLog.START's on, where that START follows another (a restart). Two
   of them go into an event file named after the newest one in
   ``directory``, so it is read after the run before and before the resumed
-  run's own file (named after a later second). Its step is the one after
-  ``start_step``: the train record of ``start_step`` itself is not logged
-  again. Nothing is written for a run's first start.
+  run's own file (named after a later second). Their step is the one after
+  ``start_step``, whose train record is not logged again; so an eval of
+  ``start_step`` made again (see `_rewind`) shows twice, the same value.
+  Nothing is written where no run logged before.
   """
-  if not start_step:
-    return
   existing = sorted(tf.io.gfile.glob(os.path.join(directory, "events.out.tfevents.*")))
   if not existing:
     return
+  step = start_step + 1 if start_step else 0
   with tf.io.TFRecordWriter(f"{existing[-1]}.restart{start_step}") as events:
     now = time.time()
     events.write(tf.compat.v1.Event(wall_time=now, file_version="brain.Event:2")
                  .SerializeToString())
     start = tf.compat.v1.SessionLog(status=tf.compat.v1.SessionLog.START)
     for _ in range(2):  # the first START TensorBoard reads counts as no restart
-      events.write(tf.compat.v1.Event(wall_time=now, step=start_step + 1, session_log=start)
+      events.write(tf.compat.v1.Event(wall_time=now, step=step, session_log=start)
                    .SerializeToString())
 
 
