@@ -88,11 +88,14 @@ def test_a_split_the_dataset_lacks_is_named_by_its_field_before_anything_trains(
     split, problem, fashion_data_dir, tmp_path):
   config = tiny_suite(fashion_data_dir)
   config.benchmarks.tiny.splits.dev = split
+  config.benchmarks.tiny.splits.test = "validation"  # every bad split is named
   with pytest.raises(sources.DatasetNotPreparedError) as error:
     transfer.run_suite(config, str(tmp_path))
-  assert str(error.value) == (f"the suite cannot read 1 of its datasets; nothing was "
-                              f"trained:\n  tiny: config.benchmarks.tiny.splits.dev="
-                              f"{split!r}: {problem}")
+  assert str(error.value) == (
+      f"the suite cannot read 2 of its datasets and splits; nothing was trained:\n"
+      f"  tiny: config.benchmarks.tiny.splits.dev={split!r}: {problem}\n"
+      f"  tiny: config.benchmarks.tiny.splits.test='validation': dataset "
+      f"'fashion_mnist_local' has no split 'validation'; valid: test, train")
   assert not os.path.exists(tmp_path / "tiny")
 
 

@@ -105,13 +105,15 @@ def check_runs(config):
 
 
 def check_datasets(config):
-  """Fails naming every missing dataset of the suite, with how to prepare it.
+  """Fails naming every missing dataset of the suite, with how to prepare it,
+  and every split one lacks.
 
   A split the dataset lacks or a slice past its end is named by its field
   (`config.benchmarks.NAME.splits.dev`), as the config's mistake, not the
-  data's.
+  data's. A dataset that is missing is named once, for the first benchmark
+  that reads it.
   """
-  problems, seen = [], set()
+  problems, missing = [], set()
   for name, bench in config.benchmarks.items():
     where = f"config.benchmarks.{name}"
     reads = [(bench.finetune.data, {f"{where}.splits.{key}": split
@@ -119,7 +121,7 @@ def check_datasets(config):
     if "extra" in bench:
       reads.append((bench.extra.data, {f"{where}.extra.split": bench.extra.split}))
     for data, wanted in reads:
-      if data.name in seen:
+      if data.name in missing:
         continue
       try:
         source = sources.get_source(data)
@@ -129,14 +131,14 @@ def check_datasets(config):
           except sources.DatasetNotPreparedError:
             raise
           except (FileNotFoundError, ValueError) as e:
-            raise ValueError(f"{field}={split!r}: {e}") from None
+            problems.append(f"{name}: {field}={split!r}: {e}")
       except (FileNotFoundError, ValueError) as e:
         problems.append(f"{name}: {e}")
-        seen.add(data.name)
+        missing.add(data.name)
   if problems:
     raise sources.DatasetNotPreparedError(
-        f"the suite cannot read {len(problems)} of its datasets; nothing was "
-        f"trained:\n  " + "\n  ".join(problems))
+        f"the suite cannot read {len(problems)} of its datasets and splits; nothing "
+        f"was trained:\n  " + "\n  ".join(problems))
 
 
 def run_benchmark(bench, seeds, bench_dir):
