@@ -279,3 +279,24 @@ def test_stochastic_depth_drops_the_same_branches_scanned_or_unrolled():
   expected = tiny_model(num_layers=1).apply({"params": first_block_only}, images[:1],
                                             train=False)
   assert min(np.abs(row - expected[0]).max() for row in outcomes[False][0]) < 1e-5
+
+
+def test_an_adafactor_run_is_refused_a_resume_that_switches_scan(tmp_path, unrolled_params):
+  """Adafactor keeps a stacked array's second moment by its own shape (a
+  (layers, D) bias may be factored), so it is no stack of the layers' own."""
+  config = common.base_config()
+  config.optim.name = "adafactor"
+  train_state = train_state_fn(config)
+  run = checkpoints.make_manager(str(tmp_path / "run"))
+  checkpoints.save(run, 4, train_state(unrolled_params), {"examples_seen": 64,
+                                                          "train_seconds": 1.0})
+  checkpoints.wait(run)
+  resume.check_resumable(run, 4, jax.eval_shape(train_state, unrolled_params),
+                         workdir=str(tmp_path))
+  scanned = jax.eval_shape(train_state, layer_stack.stack(unrolled_params))
+  with pytest.raises(ValueError) as error:
+    resume.check_resumable(run, 4, scanned, workdir=str(tmp_path))
+  assert str(error.value) == (
+      f"{tmp_path}/run/checkpoints/4 was written with model.scan=False, and Adafactor's "
+      f"factored second moments of stacked layers are not those of separate ones; resume "
+      f"it with --config.model.scan=False (as {tmp_path}/config.json says)")

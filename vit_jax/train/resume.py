@@ -7,7 +7,9 @@ Whatever a config field changes in that state shows there, so adding a field
 needs nothing listed here; a field that leaves the state as it is (dropout,
 remat, the compute dtype, the kernels) may change between a run and its
 resumption. So may ``model.scan``: the checkpoint's blocks are compared in
-the layout of the state, as `checkpoints.restore` converts them.
+the layout of the state, as `checkpoints.restore` converts them; except
+under Adafactor, whose factored second moment of a stacked array is not
+that of its layers (`_check_scan_switch`).
 """
 import os
 
@@ -28,7 +30,9 @@ def check_resumable(manager, step, abstract_state, *, workdir):
   dtype.
   """
   source = checkpoints.step_dir(manager, step)
-  saved = layer_stack.like(checkpoints.saved_arrays(manager, step), abstract_state)
+  saved = checkpoints.saved_arrays(manager, step)
+  _check_scan_switch(saved, abstract_state, source=source, workdir=workdir)
+  saved = layer_stack.like(saved, abstract_state)
   parts = (("parameter", saved.get("params", {}), abstract_state["params"]),
            ("array", _without_params(saved), _without_params(abstract_state)))
   try:
@@ -41,6 +45,26 @@ def check_resumable(manager, step, abstract_state, *, workdir):
         f"{e}; resume it with the model and optimizer of "
         f"{os.path.join(workdir, CONFIG_FILE)}, or start a new workdir (with "
         f"config.init={workdir!r} to fine-tune from it)") from None
+
+
+def _check_scan_switch(saved, abstract_state, *, source, workdir):
+  """Refuses to switch ``model.scan`` under Adafactor.
+
+  Adafactor keeps a second moment whole or factored by an array's shape
+  (`optim._adafactor`), so a stack of ``num_layers`` layers (a scanned
+  model's) keeps other statistics, of other shapes, than the layers
+  themselves: neither converts to the other.
+  """
+  was_stacked = layer_stack.is_stacked(saved.get("params", {}))
+  if was_stacked == layer_stack.is_stacked(abstract_state["params"]):
+    return
+  if any("v_row" in name.split("/")
+         for name, _ in tree_util.flatten_named(saved.get("opt_state", {}))):
+    raise ValueError(
+        f"{source} was written with model.scan={was_stacked}, and Adafactor's "
+        f"factored second moments of stacked layers are not those of separate "
+        f"ones; resume it with --config.model.scan={was_stacked} (as "
+        f"{os.path.join(workdir, CONFIG_FILE)} says)")
 
 
 def check_length(step, total_steps, *, workdir):
