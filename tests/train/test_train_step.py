@@ -91,3 +91,24 @@ def test_a_skipped_step_keeps_the_learning_rate_on_schedule(tmp_path):
   largest = max(float(jnp.max(jnp.abs(new - old))) for new, old in zip(
       jax.tree.leaves(after_skip["params"]), jax.tree.leaves(params)))
   assert abs(largest - 0.9) < 1e-4, largest
+
+
+def test_accumulated_gradients_are_summed_in_float32_for_bfloat16_parameters(tmp_path):
+  """The scan's carry is float32; the step's update takes the parameters' dtype."""
+  config = tiny_config(str(tmp_path), accum_steps=4, **{"model.param_dtype": "bfloat16"})
+  mesh = sharding.make_mesh(config.mesh)
+  model = build.model_from_config(config)
+  tx = optim.make_optimizer(config.optim, optax.constant_schedule(0.1))
+  state = steps.initial_state(build.init_params(model, 16, seed=0), tx, config)
+  assert {leaf.dtype for leaf in jax.tree.leaves(state["params"])} == {jnp.dtype(jnp.bfloat16)}
+  batch = {"image": jnp.zeros((8, 16, 16, 3)), "labels": jax.nn.one_hot(jnp.arange(8), 10)}
+  step = steps.make_train_step(model, tx, losses.get_loss(config.loss),
+                               optax.constant_schedule(0.1), config, mesh)
+  jaxpr = jax.make_jaxpr(step)(state, batch)
+  scans = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
+  assert len(scans) == 1
+  consts, carried = scans[0].params["num_consts"], scans[0].params["num_carry"]
+  carry = scans[0].params["jaxpr"].in_avals[consts:consts + carried]
+  assert {aval.dtype for aval in carry} == {jnp.dtype(jnp.float32)}
+  new_state, _ = jax.jit(step)(state, batch)
+  assert {leaf.dtype for leaf in jax.tree.leaves(new_state["params"])} == {jnp.dtype(jnp.bfloat16)}

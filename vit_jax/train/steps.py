@@ -124,12 +124,16 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
       def accumulate(carry, micro):
         index, images, labels = micro
         loss, grads = grad_fn(params, images, labels, jax.random.fold_in(key, index))
-        return jax.tree.map(jnp.add, carry, (loss, grads)), None
-      zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+        return jax.tree.map(lambda c, x: c + x.astype(c.dtype), carry, (loss, grads)), None
+      # Summed in float32 whatever the parameters' dtype: bfloat16 sums would
+      # lose a bit of every gradient to rounding per doubling of accum_steps.
+      zeros = jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), jnp.float32),
+                           (jnp.zeros(()), params))
       micro = (jnp.arange(config.accum_steps), microbatches(images),
                microbatches(labels))
       (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro)
       loss, grads = jax.tree.map(lambda x: x / config.accum_steps, (loss, grads))
+      grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_state = dict(state, opt_state=opt_state,
                      params=optax.apply_updates(params, updates))
