@@ -347,8 +347,9 @@ def base_config():
       # num_registers learned tokens beside the patches.
       layer_scale_init=placeholder(float), num_registers=0,
       # timm's pre_norm: a LayerNorm before the first block, as CLIP's ln_pre;
-      # fc_norm, with classifier "gap": the final LayerNorm after pooling.
-      pre_norm=False, fc_norm=False,
+      # fc_norm, with classifier "gap": the final LayerNorm after pooling;
+      # DeiT's distillation token and its head, with classifier "token".
+      pre_norm=False, fc_norm=False, distillation_token=False,
       # vit_jax/models/attention.py: "auto" (head_major on CPU, cuDNN's fused
       # kernel on GPU for bfloat16/float16 compute, XLA's
       # dot_product_attention otherwise), or one of them by name.

@@ -10,8 +10,9 @@ training loop runs, on synthetic batches already on the devices;
 
 `--compare-timm` also times timm's model of the same shape in the same
 process: its VisionTransformer for a ViT (the same classifier: class token,
-average or MAP; qk_norm, layer scale and registers where set; no pre_logits,
-same classes; timm's own exact GELU, as its users train it), its ResNetV2
+average or MAP; qk_norm, layer scale, registers and DeiT's distillation
+token where set; no pre_logits, same classes; timm's own exact GELU, as its
+users train it), its ResNetV2
 as `resnetv2_50x1_bit` builds it for a BiT ResNet (`variant=R50x1`), and
 its hybrid (`vit_base_r50_s16_224`'s backbone and HybridEmbed) for
 `R50x1+B/16`; eager PyTorch as timm trains: AdamW, global-norm clipping,
@@ -91,6 +92,7 @@ def timm_model(config, model):
 
   from timm.layers import StdConv2d, StdConv2dSame
   from timm.models.resnetv2 import ResNetV2
+  from timm.models.deit import VisionTransformerDistilled
   from timm.models.vision_transformer import VisionTransformer
   from timm.models.vision_transformer_hybrid import HybridEmbed
 
@@ -114,7 +116,9 @@ def timm_model(config, model):
                         conv_layer=partial(StdConv2dSame, eps=1e-8))
     patch_size //= resnet_stem.stem_stride(model.resnet_blocks)
     embed_layer = dict(embed_layer=partial(HybridEmbed, backbone=backbone))
-  return VisionTransformer(
+  # DeiT's twin: its distillation token and head, the heads' mean out.
+  twin = VisionTransformerDistilled if model.distillation_token else VisionTransformer
+  return twin(
       img_size=config.image_size, patch_size=patch_size,
       embed_dim=model.hidden_size, depth=model.num_layers,
       num_heads=model.num_heads, mlp_ratio=model.mlp_dim / model.hidden_size,

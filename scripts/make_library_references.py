@@ -67,6 +67,8 @@ TIMM_IMPORTS = {
         classifier="gap", fc_norm=True, num_registers=4), EXACT),
     "timm_vit_medium_patch16_gap_256": ("vit_medium_patch16_gap_256", dict(
         classifier="gap", layer_scale_init=1e-6), EXACT),
+    "timm_deit_base_distilled_patch16_224": ("deit_base_distilled_patch16_224", dict(
+        classifier="token", distillation_token=True), EXACT),
 }
 
 # Our models exported: (format, our settings).
@@ -77,6 +79,8 @@ EXPORTS = {
         classifier="gap", fc_norm=True, num_registers=4, layer_scale_init=0.1, gelu="exact")),
     "ours_to_timm_clip": ("timm", dict(classifier="token", pre_norm=True, gelu="quick",
                                        layer_norm_epsilon=1e-5)),
+    "ours_to_timm_distilled": ("timm", dict(classifier="token", distillation_token=True,
+                                            gelu="exact")),
     "ours_to_hf": ("hf", dict(classifier="token")),
     "ours_to_hf_exact_gelu": ("hf", dict(classifier="token", gelu="exact")),
 }
@@ -129,26 +133,27 @@ def hf_imports(out, transformers, torch):
   """A ViT classifier, DINOv2 with and without registers and a whole CLIP
   (its image tower read), as google/vit-*, facebook/dinov2-* and
   openai/clip-vit-* are saved."""
-  modules = {
-      "hf_vit": (transformers.ViTForImageClassification(transformers.ViTConfig(
+  modules = {  # built in turn, each from seed 0, so a case added changes no other
+      "hf_vit": (lambda: transformers.ViTForImageClassification(transformers.ViTConfig(
           intermediate_size=32, num_labels=NUM_CLASSES, **HF_SHAPE)),
                  "logits", dict(classifier="token"), dict(gelu="exact", layer_norm_epsilon=1e-12)),
-      "hf_dinov2": (transformers.Dinov2Model(transformers.Dinov2Config(mlp_ratio=2, **HF_SHAPE)),
+      "hf_dinov2": (lambda: transformers.Dinov2Model(transformers.Dinov2Config(
+          mlp_ratio=2, **HF_SHAPE)),
                     "features", dict(classifier="token", layer_scale_init=1e-5), EXACT),
       "hf_dinov2_with_registers": (
-          transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(
+          lambda: transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(
               mlp_ratio=2, num_register_tokens=4, **HF_SHAPE)),
           "features", dict(classifier="token", layer_scale_init=1e-5, num_registers=4), EXACT),
-      "hf_clip": (transformers.CLIPModel(transformers.CLIPConfig(
+      "hf_clip": (lambda: transformers.CLIPModel(transformers.CLIPConfig(
           vision_config=dict(intermediate_size=32, **HF_SHAPE), projection_dim=8,
           text_config=dict(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                            intermediate_size=16, vocab_size=32, max_position_embeddings=8))),
                   "features", dict(classifier="token", pre_norm=True), CLIP),
   }
   cases = {}
-  for case, (module, outputs, settings, stated) in modules.items():
+  for case, (build_module, outputs, settings, stated) in modules.items():
     torch.manual_seed(0)
-    module = perturbed(module, torch)
+    module = perturbed(build_module(), torch)
     directory = os.path.join(out, case)
     module.save_pretrained(os.path.join(directory, "model"))
     if outputs == "logits":

@@ -107,6 +107,21 @@ def test_registers_are_tokens_of_every_block_but_not_pooled(classifier, tokens):
   assert count(layer_scale_init=1e-5) == count()
 
 
+def test_the_distillation_token_is_a_token_of_every_block_with_a_head_of_its_own():
+  count = lambda **o: accounting.analytic_flops_per_example(vit_config(**o), 224, train=False)
+  block = lambda n, d=768, m=3072: 8 * n * d * d + 4 * n * n * d + 4 * n * d * m
+  assert count(distillation_token=True) - count() == 12 * (block(198) - block(197)) + (
+    2 * 768 * 1000)
+
+
+def test_analytic_count_of_a_distilled_deit_is_within_3_percent_of_xla():
+  from vit_jax import models
+
+  xla, analytic = xla_and_analytic_forward_flops(models.get_model(
+    "Ti/16", num_classes=1000, distillation_token=True))
+  assert analytic == pytest.approx(xla, rel=0.03)
+
+
 def test_pre_logits_adds_its_dense_layer_and_narrows_the_head():
   plain = accounting.analytic_flops_per_example(vit_config(), 224, train=False)
   with_pre_logits = accounting.analytic_flops_per_example(

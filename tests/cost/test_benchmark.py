@@ -170,11 +170,13 @@ def test_a_scanned_or_rematerialised_step_reports_no_xla_flops_per_example():
 
 @pytest.mark.parametrize("overrides", [
     {}, {"classifier": "gap"}, {"classifier": "map"}, {"qk_norm": True},
-    {"layer_scale_init": 1e-5, "num_registers": 4, "pre_norm": True}],
-    ids=["token", "gap", "map", "qk_norm", "layer_scale_registers"])
+    {"layer_scale_init": 1e-5, "num_registers": 4, "pre_norm": True},
+    {"distillation_token": True}],
+    ids=["token", "gap", "map", "qk_norm", "layer_scale_registers", "distilled"])
 def test_the_timm_twin_has_as_many_parameters_as_our_vit(overrides):
   """The same network: its classifier (timm's 'map' pooling for ours), qk
-  LayerNorms, layer scale and registers, so the same count of parameters."""
+  LayerNorms, layer scale, registers and DeiT's distillation token, so the
+  same count of parameters."""
   library("timm")  # imported as the benchmark's twin imports it, triton kept out
   from absl import app
   from configs import benchmark as benchmark_config

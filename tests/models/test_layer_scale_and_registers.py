@@ -1,6 +1,7 @@
-"""Layer scale (``layer_scale_init``) and register tokens (``num_registers``).
+"""Layer scale (``layer_scale_init``), register tokens (``num_registers``),
+pre_norm, fc_norm and DeiT's distillation token (``distillation_token``).
 
-timm's DeiT-III and DINOv2 have them; tests/models/test_torch_formats.py
+timm's DeiT-III, DINOv2, CLIP and DeiT have them; tests/models/test_torch_formats.py
 checks the same logits as timm where it is installed. Here: what each does to
 the function, on a tiny model, with no library beside ours.
 """
@@ -11,7 +12,7 @@ import pytest
 from flax import traverse_util
 
 from vit_jax import models
-from vit_jax.models import layer_stack, npz, pretrained
+from vit_jax.models import layer_stack, npz, pretrained, vit
 
 TINY = dict(hidden_size=32, num_layers=2, mlp_dim=64, num_heads=4)
 IMAGES = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
@@ -166,3 +167,48 @@ def test_pre_norm_normalises_the_tokens_before_the_first_block():
   plain = tiny_model(layer_norm_epsilon=1e-12)
   assert not np.allclose(logits(plain, without(scaled, "pre_norm")),
                          logits(plain, without(params, "pre_norm")), rtol=1e-3)
+
+
+def test_the_distillation_token_has_a_head_of_its_own_and_the_two_are_averaged():
+  """DeiT at test time: (head(class token) + head_dist(distillation token)) / 2,
+  so with the two heads alike, the head of the two tokens' mean: the features."""
+  model = tiny_model(distillation_token=True)
+  params = init(model)
+  assert flat(params)["dist"].shape == (1, 1, 32)
+  assert flat(params)["Transformer/posembed_input/pos_embedding"].shape == (1, 2 + 4, 32)
+  assert vit.num_prefix_tokens(model) == 2 and vit.num_prefix_tokens(tiny_model()) == 1
+  params["dist"] = jax.random.normal(jax.random.key(3), params["dist"].shape)
+  params["head"]["bias"] = jnp.arange(5.0)
+  params["head_dist"] = dict(params["head"])
+  out, state = model.apply({"params": params}, IMAGES, train=False, mutable=["intermediates"])
+  features = state["intermediates"]["features"][0]
+  np.testing.assert_allclose(out, features @ params["head"]["kernel"] + params["head"]["bias"],
+                             rtol=1e-5, atol=1e-6)
+  # Each head reads its own token: the distillation head alone moves the logits.
+  params["head_dist"] = {"kernel": -params["head"]["kernel"], "bias": params["head"]["bias"]}
+  assert not np.allclose(logits(model, params), out, atol=1e-3)
+  for options in (dict(classifier="gap"), dict(representation_size=16)):
+    with pytest.raises(ValueError, match=r"^distillation_token is read beside the class "
+                                         r"token by a head of its own"):
+      init(tiny_model(distillation_token=True, **options))
+
+
+def test_a_distilled_checkpoint_fine_tunes_with_both_tokens_positioned(tmp_path):
+  saved = tiny_model(distillation_token=True)
+  params = init(saved)
+  npz.save_npz(params, str(tmp_path / "deit.npz"))
+  fresh = saved.init(jax.random.key(9), jnp.zeros((1, 24, 24, 3)), train=False)["params"]
+  fitted = flat(pretrained.load_pretrained(
+      str(tmp_path / "deit.npz"), fresh, new_grid=(3, 3),
+      num_prefix_tokens=vit.num_prefix_tokens(saved)))
+  posemb = fitted["Transformer/posembed_input/pos_embedding"]
+  assert posemb.shape == (1, 2 + 9, 32)
+  np.testing.assert_array_equal(posemb[:, :2], params["Transformer"]["posembed_input"][
+      "pos_embedding"][:, :2])
+  np.testing.assert_array_equal(fitted["dist"], params["dist"])
+  assert not fitted["head_dist/kernel"].any()  # a new task's heads start afresh
+  with pytest.raises(ValueError, match=r"the checkpoint has a distillation token, the "
+                                       r"model not: fine-tune it with "
+                                       r"--config.model.distillation_token=True$"):
+    pretrained.load_pretrained(str(tmp_path / "deit.npz"), init(tiny_model()),
+                               new_grid=(2, 2), num_prefix_tokens=1)

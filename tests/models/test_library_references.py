@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from vit_jax import models
-from vit_jax.models import build, hf_format, npz, pretrained, timm_format
+from vit_jax.models import build, hf_format, npz, pretrained, timm_format, vit
 
 REFERENCES = os.path.join(os.path.dirname(__file__), "library_references")
 with open(os.path.join(REFERENCES, "cases.json")) as f:
@@ -69,7 +69,8 @@ def test_the_references_cover_every_layout_we_read_and_write():
   read = {case.get("architecture") for case in CASES.values()}
   assert {"Dinov2Model", "Dinov2WithRegistersModel", "CLIPModel",
           "ViTForImageClassification", "deit3_base_patch16_224", "vit_base_patch32_siglip_256",
-          "vit_base_patch14_reg4_dinov2", "vit_base_patch16_clip_quickgelu_224"} <= read
+          "vit_base_patch14_reg4_dinov2", "vit_base_patch16_clip_quickgelu_224",
+          "deit_base_distilled_patch16_224"} <= read
 
 
 @pytest.mark.parametrize("case", cases("import"))
@@ -101,12 +102,12 @@ def test_a_library_checkpoint_fine_tunes_with_the_settings_it_needs(case):
   model = model_of({**spec["model"], **pretrained.stated_function(directory)})
   fresh = build.abstract_params(model, 24)
   fresh = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), fresh)
-  num_prefix_tokens = 1 if spec["model"]["classifier"] == "token" else 0
+  num_prefix_tokens = vit.num_prefix_tokens(model)
   fitted = npz.flatten(pretrained.load_pretrained(
       directory, fresh, new_grid=(6, 6), num_prefix_tokens=num_prefix_tokens, model=model))
   read = npz.flatten(pretrained.read_params(directory))
   for name, value in fitted.items():
-    if name.startswith("head/"):
+    if name.startswith(pretrained.HEAD_PREFIXES):
       assert not value.any(), name
     elif name != npz.POSEMB:
       np.testing.assert_array_equal(value, read[name], err_msg=name)
@@ -114,7 +115,8 @@ def test_a_library_checkpoint_fine_tunes_with_the_settings_it_needs(case):
 
   parts = [("layer_scale_init", None, "model.layer_scale_init=1e-5"),
            ("num_registers", 0, f"model.num_registers={spec['model'].get('num_registers')}"),
-           ("pre_norm", False, "model.pre_norm=True"), ("fc_norm", False, "model.fc_norm=True")]
+           ("pre_norm", False, "model.pre_norm=True"), ("fc_norm", False, "model.fc_norm=True"),
+           ("distillation_token", False, "model.distillation_token=True")]
   for field, off, setting in parts:
     if spec["model"].get(field):
       lacking = model_of({**spec["model"], field: off})

@@ -374,14 +374,27 @@ def test_timm_no_embed_class_gets_a_zero_class_token_position():
   np.testing.assert_array_equal(table[:, 1:], state_dict["pos_embed"])
 
 
-@pytest.mark.parametrize("tensor, what", [
-    ("dist_token", "DeiT.s distillation token"),
-])
-def test_timm_tensors_this_vit_lacks_are_refused_by_name(tensor, what):
-  state_dict = timm_format.to_timm(random_params(tiny_model()))
-  state_dict[tensor] = np.zeros((1, 1, 32), np.float32)
-  with pytest.raises(ValueError, match=rf"^ckpt.pth: tensor {tensor} is {what}"):
+def test_a_distilled_deit_goes_to_timm_and_back_bit_exact():
+  params = random_params(tiny_model("token", distillation_token=True))
+  state_dict = timm_format.to_timm(params)
+  assert state_dict["pos_embed"].shape == (1, 2 + 16, 32)
+  assert state_dict["head_dist.weight"].shape == (10, 32)
+  assert_same_params(timm_format.from_timm(state_dict, source="ckpt.pth", num_heads=2),
+                     params)
+  assert timm_format.hub_config(params, image_size=SIZE, mean=0.5, std=0.5)[
+      "architecture"] == "deit_base_distilled_patch16_224"
+
+
+def test_a_distillation_token_without_a_class_token_or_beside_registers_is_refused():
+  state_dict = timm_format.to_timm(random_params(tiny_model("gap")))
+  state_dict["dist_token"] = np.zeros((1, 1, 32), np.float32)
+  with pytest.raises(ValueError, match=r"^ckpt.pth: a distillation token \(dist_token\) "
+                                       r"without a class token"):
     timm_format.from_timm(state_dict, source="ckpt.pth", num_heads=2)
+  with pytest.raises(ValueError, match=r"^parameters dist and registers: timm's distilled "
+                                       r"DeiT has no register tokens"):
+    timm_format.to_timm(random_params(tiny_model("token", distillation_token=True,
+                                                 num_registers=2)))
 
 
 @pytest.mark.parametrize("convert, match", [
@@ -416,6 +429,9 @@ def test_gap_map_and_qk_norm_are_refused_on_export_to_hf():
   with pytest.raises(ValueError, match=r"^parameter Transformer/pre_norm/scale: a LayerNorm "
                                        r"before the blocks \(pre_norm\), which transformers'"):
     hf_format.to_hf(random_params(tiny_model("token", pre_norm=True)))
+  with pytest.raises(ValueError, match=r"^parameter dist: DeiT's distillation token "
+                                       r"\(distillation_token\), which transformers'"):
+    hf_format.to_hf(random_params(tiny_model("token", distillation_token=True)))
 
 
 def test_hf_config_labels_every_class_of_the_head_where_fewer_are_named():
@@ -569,37 +585,42 @@ def test_a_timm_model_here_gives_timms_logits(classifier, extra):
   assert difference < RELATIVE_TOLERANCE
 
 
-def test_timms_clip_gives_its_logits_here_and_back(tmp_path):
-  """A CLIP architecture of timm's (its LayerNorms' epsilon 1e-5, a LayerNorm
-  before the blocks, no patch bias, OpenAI's QuickGELU), read as its hub
-  directory says, and our model of it exported back, as timm builds both."""
+@pytest.mark.parametrize("name, options, stated, exported_as", [
+    # CLIP: its LayerNorms' epsilon 1e-5, a LayerNorm before the blocks, no
+    # patch bias, OpenAI's QuickGELU.
+    ("vit_base_patch16_clip_quickgelu_224", dict(pre_norm=True),
+     dict(gelu="quick", layer_norm_epsilon=1e-5), "VisionTransformer"),
+    # DeiT's distilled ViT: the two heads' mean, as timm's at test time.
+    ("deit_base_distilled_patch16_224", dict(distillation_token=True),
+     dict(gelu="exact", layer_norm_epsilon=1e-6), "VisionTransformerDistilled"),
+], ids=["clip", "distilled_deit"])
+def test_a_timm_architecture_gives_its_logits_here_and_back(tmp_path, name, options, stated,
+                                                            exported_as):
+  """timm's architecture, read as its hub directory says, and our model of it
+  exported back, as timm builds both."""
   timm = library("timm")
   torch = library("torch")
-  name = "vit_base_patch16_clip_quickgelu_224"
   args = dict(img_size=SIZE, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0,
               num_classes=10)
   torch.manual_seed(0)
   module = perturbed(timm.create_model(name, pretrained=False, **args), torch)
-  os.makedirs(tmp_path / "clip")
-  timm_format.write_safetensors(torch_state_dict(module),
-                                str(tmp_path / "clip" / "model.safetensors"))
-  with open(tmp_path / "clip" / "config.json", "w") as f:
-    json.dump({"architecture": name, "model_args": args}, f)
-  stated = pretrained.stated_function(str(tmp_path / "clip"))
-  assert stated == dict(gelu="quick", layer_norm_epsilon=1e-5)
-  model = tiny_model("token", pre_norm=True, **stated)
-  params = pretrained.read_params(str(tmp_path / "clip"))
+  timm.models.save_for_hf(module, str(tmp_path / "theirs"), model_args=args,
+                          safe_serialization=True)
+  assert pretrained.stated_function(str(tmp_path / "theirs")) == stated
+  model = tiny_model("token", **options, **stated)
+  params = pretrained.read_params(str(tmp_path / "theirs"))
   batch = images()
   ours = our_logits(model, params, batch)
   difference = relative_difference(ours, timm_format.torch_logits(module, batch))
-  print(f"timm CLIP -> ours: max relative logit difference {difference:.2g}")
+  print(f"timm {name} -> ours: max relative logit difference {difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
 
   timm_format.save(params, str(tmp_path / "back"), image_size=SIZE, mean=0.5, std=0.5, **stated)
   exported = timm_format.timm_model(str(tmp_path / "back"))
-  assert exported.norm.eps == 1e-5
+  assert type(exported).__name__ == exported_as
+  assert exported.norm.eps == stated["layer_norm_epsilon"]
   difference = relative_difference(timm_format.torch_logits(exported, batch), ours)
-  print(f"ours -> timm CLIP: max relative logit difference {difference:.2g}")
+  print(f"ours -> timm {name}: max relative logit difference {difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
 
 

@@ -384,11 +384,13 @@ def tiny_vit_params(**options):
       jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"])
 
 
-@pytest.mark.parametrize("classifier", ["token", "map", "gap"])
+@pytest.mark.parametrize("classifier", ["token", "map", "gap", "distilled"])
 def test_layer_decay_scales_each_blocks_step_by_its_depth_as_timm_groups_them(classifier):
   """SGD at rate 1 on gradients of 1: the step is each parameter's multiplier,
   weight decay included (it is scaled by the learning rate too)."""
-  params = tiny_vit_params(classifier=classifier, fc_norm=classifier == "gap")
+  distilled = classifier == "distilled"
+  params = tiny_vit_params(classifier="token" if distilled else classifier,
+                           fc_norm=classifier == "gap", distillation_token=distilled)
   tx = optim.make_optimizer(optim_config(name="sgd", momentum=0.0, weight_decay=0.5,
                                          layer_decay=0.5), optax.constant_schedule(1.0))
   updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
@@ -397,14 +399,14 @@ def test_layer_decay_scales_each_blocks_step_by_its_depth_as_timm_groups_them(cl
   # Three blocks: embeddings 0.5**4, block i 0.5**(3 - i), after the blocks 1.
   assert steps["embedding/kernel"] == decayed * 0.5**4
   assert steps["registers"] == steps["Transformer/posembed_input/pos_embedding"] == 0.5**4
-  assert steps.get("cls", 0.5**4) == 0.5**4
+  assert steps.get("cls", 0.5**4) == steps.get("dist", 0.5**4) == 0.5**4
   assert steps.get("MAPHead_0/probe", 1.0) == 1.0
   assert steps["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"] == decayed * 0.5**3
   assert steps["Transformer/encoderblock_2/LayerNorm_0/scale"] == 0.5
   # With the last block, as timm; its fc_norm with the head.
   assert steps.get("Transformer/encoder_norm/scale", 0.5) == 0.5
   assert steps.get("fc_norm/scale", 1.0) == 1.0
-  assert steps["head/kernel"] == decayed
+  assert steps["head/kernel"] == steps.get("head_dist/kernel", decayed) == decayed
 
 
 def test_layer_decay_of_a_scanned_model_equals_the_unrolled_models():

@@ -53,8 +53,9 @@ def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
   the matmuls and convolutions are counted.
 
   ViT. Np = (H // P) * (W // P) patches of P x P; N = Np + 1 tokens with
-  the 'token' classifier (the cls token), else N = Np, and G more with G
-  register tokens (``num_registers``); D = hidden_size;
+  the 'token' classifier (the cls token), else N = Np, one more with DeiT's
+  ``distillation_token``, and G more with G register tokens
+  (``num_registers``); D = hidden_size;
   M = mlp_dim; L = num_layers; C = 3 channels; R = representation_size;
   K = num_classes.
 
@@ -75,6 +76,7 @@ def analytic_flops_per_example(model, image_size, *, train: bool) -> float:
       MLP on the probe                    2 * 2 * D * M
     pre_logits on the pooled vector, if R 2 * D * R
     head on the pooled vector, if K       2 * (R or D) * K
+                                          (twice: head_dist on the distillation token)
 
   The number of heads does not enter: heads split D, so their scores add up
   to N^2 D. Biases, LayerNorm, softmax, GELU, tanh, residual adds and pooling
@@ -187,10 +189,11 @@ def vit_flops(model, image_height, image_width):
   representation_size = getattr(model, "representation_size", None)
   has_class_token = getattr(model, "classifier", "token") == "token"
   num_registers = getattr(model, "num_registers", 0) or 0
+  distilled = bool(getattr(model, "distillation_token", False))
   resnet_blocks = getattr(model, "resnet_blocks", None)
 
   num_patches = (image_height // patch_height) * (image_width // patch_width)
-  num_tokens = num_patches + (1 if has_class_token else 0) + num_registers
+  num_tokens = num_patches + (1 if has_class_token else 0) + distilled + num_registers
 
   stem = 0
   embedding_channels = IMAGE_CHANNELS
@@ -235,7 +238,7 @@ def vit_flops(model, image_height, image_width):
   if representation_size:
     pre_logits = 2 * hidden * representation_size
     head_input = representation_size
-  head = 2 * head_input * num_classes if num_classes else 0
+  head = (1 + distilled) * 2 * head_input * num_classes if num_classes else 0
 
   return stem + patch_embedding + num_layers * per_block + map_head + pre_logits + head
 

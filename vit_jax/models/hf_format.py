@@ -110,7 +110,8 @@ def to_hf(params):
                      ("registers", "register tokens (num_registers)"),
                      (f"{timm_format.PRE_NORM}/scale", "a LayerNorm before the blocks "
                                                       "(pre_norm)"),
-                     ("fc_norm/scale", "a LayerNorm after pooling (fc_norm)")):
+                     ("fc_norm/scale", "a LayerNorm after pooling (fc_norm)"),
+                     ("dist", "DeiT's distillation token (distillation_token)")):
     ours.refuse(name, f"{what}, which transformers' ViT does not have; export this "
                       f"model to timm instead")
   ours.refuse("pre_logits/kernel",

@@ -29,7 +29,7 @@ from vit_jax.train.workdir_files import CHECKPOINT_SUBDIR
 
 # The classifiers that fine-tuning replaces: the ViT's and hybrid's, and the
 # 1x1 conv of a BiT ResNet.
-HEAD_PREFIXES = ("head/", "resnet/head/")
+HEAD_PREFIXES = ("head/", "head_dist/", "resnet/head/")
 # 'google/vit-base-patch16-224', 'hf-hub:timm/vit_base_patch16_224.augreg_in21k'.
 _HUB_NAME = re.compile(r"(?:hf[-_]hub:)?([\w.-]+/[\w.-]+)")
 _QUERY_KERNEL = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"
@@ -325,6 +325,8 @@ _SWITCHED_PARTS = (
      "model.pre_norm=False"),
     ("fc_norm/scale", "a LayerNorm after pooling", "model.fc_norm=True",
      "model.fc_norm=False"),
+    ("dist", "a distillation token", "model.distillation_token=True",
+     "model.distillation_token=False"),
 )
 
 

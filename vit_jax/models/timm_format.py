@@ -83,10 +83,9 @@ _DEFAULT_ARCHITECTURE = "vit_base_patch16_224"
 # DeiT's and DeiT-III's names give the heads of ViT's sizes too.
 _ARCHITECTURE_RE = re.compile(r"^(?:vit|deit3?)_(tiny|small|base|large|huge)_")
 
-# timm tensors of models that are not ours: (name regex, what it is).
-_UNSUPPORTED = (
-    (r"dist_token|head_dist\.", "DeiT's distillation token and head"),
-)
+# DeiT's distilled ViTs (timm's VisionTransformerDistilled): the shape and
+# the rest in model_args, as for `_DEFAULT_ARCHITECTURE`.
+_DISTILLED_ARCHITECTURE = "deit_base_distilled_patch16_224"
 # Our LayerNorm before the blocks (pre_norm) -> timm's norm_pre.
 PRE_NORM = "Transformer/pre_norm"
 # Our layer scales of a block's two branches -> timm's.
@@ -299,6 +298,7 @@ class OurParams:
     mlp = self.flat.get(OUR_BLOCK.format(0) + "MlpBlock_3/Dense_0/kernel")
     self.mlp_dim = mlp.shape[1] if mlp is not None else None
     self.has_cls = "cls" in self.flat
+    self.has_dist = "dist" in self.flat
     self.has_map = OUR_MAP + "probe" in self.flat
     self.qk_norm = OUR_BLOCK.format(0) + OUR_ATTENTION + "query_ln/scale" in self.flat
     self.layer_scale = OUR_BLOCK.format(0) + "LayerScale_0/scale" in self.flat
@@ -408,7 +408,7 @@ def exported_params(params):
   if PRE_NORM + "/scale" not in flat or not flat.get("embedding/bias", np.zeros(1)).any():
     return params
   bias = flat["embedding/bias"]
-  prefix = 1 if "cls" in flat else 0
+  prefix = int("cls" in flat) + int("dist" in flat)
   posemb = flat[npz.POSEMB]
   flat[npz.POSEMB] = np.concatenate([posemb[:, :prefix], posemb[:, prefix:] + bias], axis=1)
   flat["embedding/bias"] = np.zeros_like(bias)
@@ -421,6 +421,9 @@ def to_timm(params):
   A ``pre_logits`` layer is refused: timm's ViT has no representation layer.
   """
   ours = OurParams(exported_params(params), "timm's VisionTransformer")
+  if ours.has_dist and ours.num_registers:
+    raise ValueError("parameters dist and registers: timm's distilled DeiT has no "
+                     "register tokens (config.model.num_registers)")
   ours.refuse("pre_logits/kernel",
               "timm's VisionTransformer has no representation layer (Dense + tanh "
               "before the head); fine-tune with model.representation_size=None to "
@@ -429,9 +432,11 @@ def to_timm(params):
   embedding_bias = ours.take("embedding/bias")
   if not ours.pre_norm:  # with it, 0 (`exported_params`), and timm has none
     sd["patch_embed.proj.bias"] = embedding_bias
-  prefix = 1 if ours.has_cls else 0
+  prefix = int(ours.has_cls) + int(ours.has_dist)
   if ours.has_cls:
     sd["cls_token"] = ours.take("cls")
+  if ours.has_dist:
+    sd["dist_token"] = ours.take("dist")
   posemb = ours.take(npz.POSEMB)
   if ours.num_registers:  # zero rows: ours have no position
     sd["reg_token"] = ours.take("registers")
@@ -474,9 +479,10 @@ def to_timm(params):
     sd["attn_pool.proj.bias"] = take("out/bias")
     _norm_to_torch(ours, OUR_MAP + "LayerNorm_0", "attn_pool.norm", sd)
     _mlp_to_torch(ours, OUR_MAP + "MlpBlock_0", "attn_pool.mlp", sd)
-  if "head/kernel" in ours.flat:
-    sd["head.weight"] = ours.take("head/kernel").T
-    sd["head.bias"] = ours.take("head/bias")
+  for head in ("head", "head_dist"):
+    if f"{head}/kernel" in ours.flat:
+      sd[f"{head}.weight"] = ours.take(f"{head}/kernel").T
+      sd[f"{head}.bias"] = ours.take(f"{head}/bias")
   ours.check_all_taken()
   return {name: np.ascontiguousarray(value) for name, value in sd.items()}
 
@@ -500,15 +506,19 @@ def model_args(params, *, image_size, gelu="tanh"):
       reg_tokens=ours.num_registers, num_classes=ours.num_classes)
 
 
-def architecture(args, *, layer_norm_epsilon=DEFAULT_EPSILON):
+def architecture(args, *, layer_norm_epsilon=DEFAULT_EPSILON, distilled=False):
   """timm's registered name of the shape in ``args``, or the default to override;
-  for CLIP's LayerNorm epsilon, a CLIP architecture to override."""
-  if layer_norm_epsilon == CLIP_EPSILON:
+  for CLIP's LayerNorm epsilon, a CLIP architecture to override; for DeiT's
+  distillation token, a distilled DeiT to override."""
+  if distilled and layer_norm_epsilon == DEFAULT_EPSILON:
+    return _DISTILLED_ARCHITECTURE
+  if layer_norm_epsilon == CLIP_EPSILON and not distilled:
     return _CLIP_ARCHITECTURE
   if layer_norm_epsilon != DEFAULT_EPSILON:
     raise ValueError(f"layer_norm_epsilon={layer_norm_epsilon}: a timm config.json builds "
                      f"LayerNorms of epsilon {DEFAULT_EPSILON} or, through a CLIP "
-                     f"architecture, {CLIP_EPSILON} (config.model.layer_norm_epsilon)")
+                     f"architecture{' (no distilled one)' if distilled else ''}, "
+                     f"{CLIP_EPSILON} (config.model.layer_norm_epsilon)")
   shape = (args["embed_dim"], args["depth"], int(args["embed_dim"] * args["mlp_ratio"]),
            args["num_heads"])
   for variant, size in _TIMM_SIZES.items():
@@ -533,7 +543,8 @@ def hub_config(params, *, image_size, mean, std, class_names=None, gelu="tanh",
   names the shape, so the architecture's defaults never decide.
   """
   args = model_args(params, image_size=image_size, gelu=gelu)
-  name = architecture(args, layer_norm_epsilon=layer_norm_epsilon)
+  name = architecture(args, layer_norm_epsilon=layer_norm_epsilon,
+                      distilled="dist" in npz.flatten(params))
   config = {
       "architecture": name,
       "num_classes": args["num_classes"],
@@ -671,11 +682,6 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
     raise ValueError(f"{source} holds Hugging Face transformers names "
                      f"(vit.embeddings...), not timm's: give the model directory "
                      f"with its config.json")
-  for name in names:
-    for pattern, what in _UNSUPPORTED:
-      if re.match(pattern, name):
-        raise ValueError(f"{source}: tensor {name} is {what}, which this ViT "
-                         f"does not have")
   gelu_of(args, source=source)  # refuses another activation
 
   sd = TorchTensors(state_dict, source, "timm ViT")
@@ -690,6 +696,7 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
   if width % heads:
     raise ValueError(f"{source}: width {width} is not divisible by {heads} heads")
   has_cls = "cls_token" in state_dict
+  has_dist = "dist_token" in state_dict  # DeiT's, after the class token
   num_registers = sd.shape("reg_token")[1] if "reg_token" in state_dict else 0
   has_map = "attn_pool.latent" in state_dict
   if has_map and has_cls:
@@ -720,20 +727,26 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
                             else np.zeros(width, flat["embedding/kernel"].dtype))
   if has_cls:
     flat["cls"] = sd.take("cls_token", (1, 1, width))
+  if has_dist:
+    if not has_cls:
+      raise ValueError(f"{source}: a distillation token (dist_token) without a class "
+                       f"token; this ViT reads it beside the class token, as DeiT")
+    flat["dist"] = sd.take("dist_token", (1, 1, width))
   tokens = sd.shape("pos_embed")[1]
   posemb = sd.take("pos_embed", (1, tokens, width))
-  prefix = int(has_cls) + num_registers
+  positioned = int(has_cls) + int(has_dist)  # our prefix tokens, with a position each
+  prefix = positioned + num_registers
   no_embed_class = args.get("no_embed_class")
   if no_embed_class is None:  # the patch tokens alone form a square grid
     no_embed_class = prefix > 0 and _is_square(tokens) and not _is_square(tokens - prefix)
   if num_registers:
     registers = sd.take("reg_token", (1, num_registers, width))
     if not no_embed_class:  # the registers' rows, the same for every image
-      registers = registers + posemb[:, has_cls:prefix]
-      posemb = np.concatenate([posemb[:, :has_cls], posemb[:, prefix:]], axis=1)
+      registers = registers + posemb[:, positioned:prefix]
+      posemb = np.concatenate([posemb[:, :positioned], posemb[:, prefix:]], axis=1)
     flat["registers"] = registers
-  if has_cls and no_embed_class:
-    posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
+  if positioned and no_embed_class:
+    posemb = np.concatenate([np.zeros_like(posemb[:, :positioned]), posemb], axis=1)
   flat[npz.POSEMB] = posemb
   if "norm_pre.weight" in state_dict:  # pre_norm, as CLIP
     norm_from_torch(sd, "norm_pre", PRE_NORM, width, flat)
@@ -780,10 +793,11 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
     flat[OUR_MAP_ATTENTION + "out/bias"] = sd.take("attn_pool.proj.bias", (width,))
     norm_from_torch(sd, "attn_pool.norm", OUR_MAP + "LayerNorm_0", width, flat)
     mlp_from_torch(sd, "attn_pool.mlp", OUR_MAP + "MlpBlock_0", width, flat)
-  if "head.weight" in state_dict:
-    num_classes = sd.shape("head.weight")[0]
-    flat["head/kernel"] = sd.take("head.weight", (num_classes, width)).T
-    flat["head/bias"] = sd.take("head.bias", (num_classes,))
+  for ours, theirs in (("head", "head"), ("head_dist", "head_dist")):
+    if f"{theirs}.weight" in state_dict:
+      num_classes = sd.shape(f"{theirs}.weight")[0]
+      flat[f"{ours}/kernel"] = sd.take(f"{theirs}.weight", (num_classes, width)).T
+      flat[f"{ours}/bias"] = sd.take(f"{theirs}.bias", (num_classes,))
   sd.check_all_taken()
   return npz.unflatten({name: np.ascontiguousarray(value) for name, value in flat.items()})
 

@@ -18,8 +18,9 @@ per-channel scale on each residual branch (CaiT's LayerScale);
 ``num_registers``, learned tokens that join the patches without a position
 ("Vision Transformers Need Registers", Darcet et al. 2023); ``pre_norm``, a
 LayerNorm before the first block (CLIP's ``ln_pre``); ``fc_norm``, the final
-LayerNorm after the 'gap' mean rather than on every token; and the
-``gelu`` forms of `GELUS`.
+LayerNorm after the 'gap' mean rather than on every token;
+``distillation_token``, DeiT's second token and head (Touvron et al. 2021);
+and the ``gelu`` forms of `GELUS`.
 
 The ViT-22B paper's changes ("Scaling Vision Transformers to 22 Billion
 Parameters") are fields, each off by default: ``parallel_block``,
@@ -395,6 +396,14 @@ class Encoder(nn.Module, kw_only=True):
     return self.compute.norm(name='encoder_norm', use_bias=self.use_bias)(x)
 
 
+def num_prefix_tokens(model) -> int:
+  """The tokens before the patches, with a position each: the class token and
+  DeiT's distillation token (none for 'gap' and 'map', or a ResNet)."""
+  if getattr(model, 'classifier', None) != 'token':
+    return 0
+  return 1 + bool(getattr(model, 'distillation_token', False))
+
+
 def check_option_values(*, layer_scale_init, num_registers, layer_norm_epsilon):
   """Refuses a layer scale, register count or LayerNorm epsilon no model has,
   naming the config key."""
@@ -510,6 +519,11 @@ class VisionTransformer(nn.Module, kw_only=True):
   # the LayerNorm moves from every token (``encoder_norm``) to their mean
   # (``fc_norm``).
   fc_norm: bool = False
+  # DeiT's distillation token, with the 'token' classifier: a second learned
+  # token after the class token (``dist``), read by a head of its own
+  # (``head_dist``); the logits are the two heads' mean, as DeiT's at test
+  # time, and the features the two tokens' mean.
+  distillation_token: bool = False
   head_bias_init: float = 0.0
   # One of vit_jax.models.attention.IMPLEMENTATIONS; 'auto' picks by backend.
   attention_implementation: str = 'auto'
@@ -556,6 +570,12 @@ class VisionTransformer(nn.Module, kw_only=True):
       raise ValueError(f'fc_norm normalises the tokens\' mean, which classifier='
                        f'{self.classifier!r} does not take: fc_norm needs classifier=\'gap\' '
                        f'(config.model.fc_norm, config.model.classifier)')
+    if self.distillation_token and (self.classifier != 'token'
+                                    or self.representation_size is not None):
+      raise ValueError(f'distillation_token is read beside the class token by a head of '
+                       f'its own, as DeiT\'s: it needs classifier=\'token\' and no '
+                       f'pre_logits (config.model.distillation_token, '
+                       f'config.model.classifier, config.model.representation_size)')
     batch, height, width, _ = images.shape
     p = self.patch_size
     if height % p or width % p:
@@ -585,9 +605,11 @@ class VisionTransformer(nn.Module, kw_only=True):
         name='embedding')(x)
 
     if self.classifier == 'token':
-      cls = self.param('cls', nn.initializers.zeros, (1, 1, self.hidden_size),
-                       self.param_dtype)
-      x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (batch, 1, 1)), x], axis=1)
+      prefix = [self.param(name, nn.initializers.zeros, (1, 1, self.hidden_size),
+                           self.param_dtype)
+                for name in ('cls', 'dist')[:1 + self.distillation_token]]
+      x = jnp.concatenate([jnp.tile(token.astype(x.dtype), (batch, 1, 1))
+                           for token in prefix] + [x], axis=1)
     # Distinct from the start (timm's and DINOv2's init): identical registers
     # would get identical gradients and never tell apart.
     registers = None
@@ -614,8 +636,9 @@ class VisionTransformer(nn.Module, kw_only=True):
 
     # The registers (the last tokens) are not pooled, as in timm.
     x = x[:, :x.shape[1] - self.num_registers]
+    distilled = None
     if self.classifier == 'token':
-      x = x[:, 0]
+      x, distilled = x[:, 0], (x[:, 1] if self.distillation_token else None)
     elif self.classifier == 'map':
       x = MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads, compute=compute,
                   name='MAPHead_0')(x)
@@ -631,12 +654,16 @@ class VisionTransformer(nn.Module, kw_only=True):
       x = jnp.tanh(x)
     # The frozen features of few-shot probes (vit_jax.evaluators.fewshot);
     # kept only where the caller asks for the 'intermediates' collection.
-    self.sow('intermediates', 'features', x)
+    self.sow('intermediates', 'features', x if distilled is None else (x + distilled) / 2)
 
-    logits = nn.Dense(
-        self.num_classes, name='head', dtype=jnp.float32, param_dtype=self.param_dtype,
-        kernel_init=nn.initializers.zeros,
-        bias_init=nn.initializers.constant(self.head_bias_init))(x)
+    def head(name):
+      return nn.Dense(self.num_classes, name=name, dtype=jnp.float32,
+                      param_dtype=self.param_dtype, kernel_init=nn.initializers.zeros,
+                      bias_init=nn.initializers.constant(self.head_bias_init))
+
+    logits = head('head')(x)
+    if distilled is not None:
+      logits = (logits + head('head_dist')(distilled)) / 2
     assert logits.shape == (batch, self.num_classes), logits.shape
     return logits
 

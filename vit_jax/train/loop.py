@@ -20,7 +20,7 @@ from absl import logging
 from vit_jax.cost import accounting
 from vit_jax.data import input_pipeline, sources
 from vit_jax.evaluators import classification, fewshot
-from vit_jax.models import posemb, pretrained
+from vit_jax.models import posemb, pretrained, vit
 from vit_jax.train import (checkpoints, config_checks, metrics, preemption, resume,
                            sharding, steps, workdir_files)
 
@@ -155,7 +155,7 @@ def train_and_evaluate(config, workdir, *, devices=None):
         fresh = jax.device_get(jax.jit(training.init_params)(config.seed))
         params = pretrained.load_pretrained(
             config.init, fresh, new_grid=grid,
-            num_prefix_tokens=int(getattr(model, "classifier", None) == "token"),
+            num_prefix_tokens=vit.num_prefix_tokens(model),
             # A ResNet's config has no posemb_resample, nor posemb to resample.
             posemb_method=config.get("posemb_resample", posemb.DEFAULT_METHOD),
             model=model)

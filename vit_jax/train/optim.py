@@ -41,8 +41,9 @@ OPTIMIZERS = ("adam", "sgd", "adafactor")
 # dtype, as optax does.
 MU_DTYPES = ("float32", "bfloat16")
 # The classifier, which `optim.head_weight_decay` decays apart from the rest:
-# the top-level `head` module of every model here (ViT, hybrids, BiT).
-HEAD_PARAMS = r"head/.*"
+# the top-level `head` module of every model here (ViT, hybrids, BiT), and
+# DeiT's `head_dist`.
+HEAD_PARAMS = r"head(?:_dist)?/.*"
 
 
 def make_schedule(lr_config, total_steps):
@@ -208,7 +209,7 @@ def make_optimizer(optim_config, schedule):
 # timm groups with the last block; and the heads after them.
 _BLOCK = re.compile(r"^Transformer/encoderblock(?:_(\d+))?/")
 _FINAL_NORM = re.compile(r"^Transformer/encoder_norm/")
-_HEADS = re.compile(r"^(?:fc_norm|MAPHead_0|pre_logits|head)/")
+_HEADS = re.compile(r"^(?:fc_norm|MAPHead_0|pre_logits|head|head_dist)/")
 
 
 def layer_multipliers(params, layer_decay):
@@ -247,10 +248,11 @@ def scale_by_layer(layer_decay):
   of L blocks, block i's updates (weight decay included, as it is scaled
   by the learning rate) are multiplied by ``layer_decay ** (L - i)``, the
   final LayerNorm by ``layer_decay`` as the last block, the patch embedding,
-  position embeddings, class and register tokens, the LayerNorm before the
-  blocks (and a hybrid's stem) by ``layer_decay ** (L + 1)``, and the MAP
-  head, pre_logits and head by 1, as timm's ``param_groups_layer_decay``
-  groups them (BEiT's own code leaves the final LayerNorm at 1).
+  position embeddings, class, distillation and register tokens, the
+  LayerNorm before the blocks (and a hybrid's stem) by
+  ``layer_decay ** (L + 1)``, and the MAP head, pre_logits and the heads by
+  1, as timm's ``param_groups_layer_decay`` groups them (BEiT's own code
+  leaves the final LayerNorm at 1).
   """
   def update(updates, state, params=None):
     del params
