@@ -5,7 +5,6 @@ Logits are compared by their max relative difference, max |a - b| / max |b|,
 with the libraries configured for our tanh GELU.
 """
 import json
-import os
 import re
 import sys
 
