@@ -219,8 +219,8 @@ def test_a_folder_split_is_sliced_over_a_seeded_shuffle_of_its_files(folder_dir)
 
 def test_multi_label_records_give_multi_hot_targets(tmp_path):
   write_tfrecords(tmp_path, num_shards=2, multi_label=True)
-  eval_data = input_pipeline.EvalData(make_source("tfrecord", tmp_path), PP,
-                                      "train[:3]", global_batch=4)
+  eval_data = input_pipeline.EvalData(make_source("tfrecord", tmp_path, multi_label=True),
+                                      PP, "train[:3]", global_batch=4)
   labels = next(iter(eval_data))["labels"][:3]
   assert [np.flatnonzero(row).tolist() for row in labels] == [[0, 1], [1, 2], [2, 3]]
 
