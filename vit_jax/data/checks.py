@@ -61,8 +61,11 @@ def label_checked(features, num_classes, *, one_label=False):
   """
   label = tf.cast(features["label"], tf.int64)
   ok = tf.reduce_all((label >= 0) & (label < num_classes))
-  described = lambda: tf.strings.reduce_join(  # noqa: E731
-      tf.strings.as_string(tf.reshape(label, [-1])), separator=",")
+
+  def described():  # only where a check fails: string work costs more than it
+    return tf.strings.reduce_join(tf.strings.as_string(tf.reshape(label, [-1])),
+                                  separator=",")
+
   features = passed(ok, lambda: [
       "label ", described(), " of ", features["_id"], f" is outside [0, {num_classes}) "
       "(config.data.num_classes); fix the data or the class count"], features)

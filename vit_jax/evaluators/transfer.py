@@ -316,10 +316,11 @@ def pretraining_cost(init):
     return None
   share = 1.0
   step_dir = os.path.normpath(init)
-  if step_dir != workdir and int(os.path.basename(step_dir)) != summary["step"]:
+  step = int(os.path.basename(step_dir)) if step_dir != workdir else summary["step"]
+  if step != summary["step"]:
     manager = checkpoints.manager_at(os.path.dirname(step_dir), read_only=True)
     try:
-      progress = checkpoints.read_progress(manager, int(os.path.basename(step_dir)))
+      progress = checkpoints.read_progress(manager, step)
     finally:
       manager.close()
     share = progress["train_seconds"] / summary["train_seconds"]
