@@ -83,6 +83,7 @@ EXPORTS = {
                                             gelu="exact")),
     "ours_to_hf": ("hf", dict(classifier="token")),
     "ours_to_hf_exact_gelu": ("hf", dict(classifier="token", gelu="exact")),
+    "ours_to_hf_distilled": ("hf", dict(classifier="token", distillation_token=True)),
 }
 
 # Our settings a library's config.json states (`pretrained.stated_function`).
@@ -130,13 +131,19 @@ def timm_imports(out, timm, torch):
 
 
 def hf_imports(out, transformers, torch):
-  """A ViT classifier, DINOv2 with and without registers and a whole CLIP
-  (its image tower read), as google/vit-*, facebook/dinov2-* and
-  openai/clip-vit-* are saved."""
+  """A ViT classifier, a distilled DeiT, DINOv2 with and without registers and
+  a whole CLIP (its image tower read), as google/vit-*,
+  facebook/deit-*-distilled-*, facebook/dinov2-* and openai/clip-vit-* are
+  saved."""
   modules = {  # built in turn, each from seed 0, so a case added changes no other
       "hf_vit": (lambda: transformers.ViTForImageClassification(transformers.ViTConfig(
           intermediate_size=32, num_labels=NUM_CLASSES, **HF_SHAPE)),
                  "logits", dict(classifier="token"), dict(gelu="exact", layer_norm_epsilon=1e-12)),
+      "hf_deit_distilled": (
+          lambda: transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(
+              intermediate_size=32, num_labels=NUM_CLASSES, **HF_SHAPE)),
+          "logits", dict(classifier="token", distillation_token=True),
+          dict(gelu="exact", layer_norm_epsilon=1e-12)),
       "hf_dinov2": (lambda: transformers.Dinov2Model(transformers.Dinov2Config(
           mlp_ratio=2, **HF_SHAPE)),
                     "features", dict(classifier="token", layer_scale_init=1e-5), EXACT),

@@ -70,7 +70,7 @@ def test_the_references_cover_every_layout_we_read_and_write():
   assert {"Dinov2Model", "Dinov2WithRegistersModel", "CLIPModel",
           "ViTForImageClassification", "deit3_base_patch16_224", "vit_base_patch32_siglip_256",
           "vit_base_patch14_reg4_dinov2", "vit_base_patch16_clip_quickgelu_224",
-          "deit_base_distilled_patch16_224"} <= read
+          "deit_base_distilled_patch16_224", "DeiTForImageClassificationWithTeacher"} <= read
 
 
 @pytest.mark.parametrize("case", cases("import"))

@@ -233,15 +233,15 @@ def test_a_timm_or_hf_checkpoint_of_another_model_names_the_first_mismatching_pa
 
 
 def test_model_directories_that_are_no_vit_are_named(tmp_path):
-  for name, config in (("deit", {"model_type": "deit"}), ("empty", {"model_type": "vit"})):
+  for name, config in (("swin", {"model_type": "swin"}), ("empty", {"model_type": "vit"})):
     os.makedirs(tmp_path / name)
     with open(tmp_path / name / "config.json", "w") as f:
       json.dump(config, f)
-  with pytest.raises(ValueError, match=r"deit: a Hugging Face model of model_type 'deit'; "
-                                       r"this ViT reads model_type 'vit', 'dinov2', "
+  with pytest.raises(ValueError, match=r"swin: a Hugging Face model of model_type 'swin'; "
+                                       r"this ViT reads model_type 'vit', 'deit', 'dinov2', "
                                        r"'dinov2_with_registers', 'clip', "
                                        r"'clip_vision_model'$"):
-    pretrained.locate(str(tmp_path / "deit"))
+    pretrained.locate(str(tmp_path / "swin"))
   with pytest.raises(FileNotFoundError, match=r"empty holds no weights: neither "
                                               r"model.safetensors nor pytorch_model.bin"):
     pretrained.locate(str(tmp_path / "empty"))

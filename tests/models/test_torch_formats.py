@@ -251,6 +251,30 @@ def test_ours_to_hf_and_back_is_bit_exact():
   assert_same_params(hf_format.from_hf(state_dict, config, source="sd"), params)
 
 
+def test_a_distilled_model_goes_to_hf_deit_and_back_bit_exact():
+  """As DeiTForImageClassificationWithTeacher (facebook/deit-*-distilled-*):
+  the two heads its two classifiers; DeiTForImageClassification's single
+  class-token classifier, and a bare DeiTModel's pooler, are left out."""
+  params = random_params(tiny_model("token", distillation_token=True))
+  state_dict = hf_format.to_hf(params)
+  assert state_dict["deit.embeddings.position_embeddings"].shape == (1, 2 + 16, 32)
+  assert state_dict["distillation_classifier.weight"].shape == (10, 32)
+  config = hf_format.hf_config(params, image_size=SIZE)
+  assert (config["model_type"], config["architectures"]) == (
+      "deit", ["DeiTForImageClassificationWithTeacher"])
+  assert_same_params(hf_format.from_hf(state_dict, config, source="sd"), params)
+
+  backbone = {n: v for n, v in npz.flatten(params).items() if not n.startswith("head")}
+  single = {n: v for n, v in state_dict.items() if "classifier." not in n}
+  single["classifier.weight"] = state_dict["cls_classifier.weight"]
+  single["classifier.bias"] = state_dict["cls_classifier.bias"]
+  bare = {n.removeprefix("deit."): v for n, v in state_dict.items() if "classifier" not in n}
+  bare.update({"pooler.dense.weight": np.eye(32, dtype=np.float32),
+               "pooler.dense.bias": np.zeros(32, np.float32)})
+  for files in (single, bare):
+    assert_same_params(hf_format.from_hf(files, config, source="sd"), backbone)
+
+
 def dinov2_files(params):
   """A DINOv2 model's file (Dinov2Model's names, as facebook/dinov2-* hold
   them) of ``params``, a tiny model with layer scale and 2 registers; its
@@ -428,9 +452,6 @@ def test_gap_map_and_qk_norm_are_refused_on_export_to_hf():
   with pytest.raises(ValueError, match=r"^parameter Transformer/pre_norm/scale: a LayerNorm "
                                        r"before the blocks \(pre_norm\), which transformers'"):
     hf_format.to_hf(random_params(tiny_model("token", pre_norm=True)))
-  with pytest.raises(ValueError, match=r"^parameter dist: DeiT's distillation token "
-                                       r"\(distillation_token\), which transformers'"):
-    hf_format.to_hf(random_params(tiny_model("token", distillation_token=True)))
 
 
 def test_hf_config_labels_every_class_of_the_head_where_fewer_are_named():

@@ -1,4 +1,4 @@
-"""ViT parameters <-> Hugging Face transformers' ViTForImageClassification.
+"""ViT parameters <-> Hugging Face transformers' ViTForImageClassification and DeiT.
 
 A Hugging Face model directory holds ``config.json`` (a ViTConfig, ``model_type:
 vit``) and ``model.safetensors`` (or a pickled ``pytorch_model.bin``), whose
@@ -11,6 +11,17 @@ layernorm_after, intermediate.dense, output.dense}``, ``vit.layernorm`` and
 those are what `save` writes; `from_hf` takes either. A bare ViTModel's file
 lacks the ``vit.`` prefix and the classifier, and may have a pooler (Dense +
 tanh on the class token), which is our ``pre_logits`` layer.
+
+DeiT (``model_type: deit``, as facebook/deit-*-distilled-* are saved) is a
+ViT under ``deit.`` with a distillation token (``embeddings.distillation_token``,
+our ``dist``, ``model.distillation_token``) and, in
+DeiTForImageClassificationWithTeacher, two classifiers whose mean is the
+logits, as ours: ``cls_classifier`` on the class token (``head``) and
+``distillation_classifier`` on the distillation token (``head_dist``). A
+distilled model exports to that class. DeiTForImageClassification (what
+transformers fine-tunes) classifies the class token alone, which our
+distilled model does not, so its ``classifier`` is left out on import, as
+is a bare DeiTModel's pooler: fine-tuning starts fresh heads.
 
 DINOv2 (``model_type: dinov2``, and ``dinov2_with_registers``) is read too,
 one way: its layers are a ViT's with layer scale (``layer_scale{1,2}.lambda1``)
@@ -50,10 +61,11 @@ from vit_jax.models.timm_format import (CONFIG_FILE, OUR_ATTENTION, OUR_BLOCK,
                                         WEIGHTS_FILES, OurParams, TorchTensors)
 
 MODEL_TYPE = "vit"
+DEIT_MODEL_TYPE = "deit"
 DINOV2_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
 # CLIPModel's (image and text towers) and CLIPVisionModel's.
 CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
-MODEL_TYPES = (MODEL_TYPE, *DINOV2_MODEL_TYPES, *CLIP_MODEL_TYPES)
+MODEL_TYPES = (MODEL_TYPE, DEIT_MODEL_TYPE, *DINOV2_MODEL_TYPES, *CLIP_MODEL_TYPES)
 # CLIPVisionConfig's defaults, where they are not ViTConfig's.
 _CLIP_VISION_DEFAULTS = dict(patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5)
 PREPROCESSOR_FILE = "preprocessor_config.json"
@@ -61,10 +73,16 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 # form what an export writes.
 HIDDEN_ACTS = {"tanh": ("gelu_pytorch_tanh", "gelu_new", "gelu_fast"), "exact": ("gelu",),
                "quick": ("quick_gelu",)}
-# ViTConfig's default LayerNorm epsilon, and Dinov2Config's.
-_DEFAULT_EPSILONS = {MODEL_TYPE: 1e-12, "dinov2": 1e-6, "dinov2_with_registers": 1e-6}
+# ViTConfig's (and DeiTConfig's) default LayerNorm epsilon, and Dinov2Config's.
+_DEFAULT_EPSILONS = {MODEL_TYPE: 1e-12, DEIT_MODEL_TYPE: 1e-12, "dinov2": 1e-6,
+                     "dinov2_with_registers": 1e-6}
+# The classifier class of each model type that `save` writes.
+_CLASSIFIERS = {MODEL_TYPE: "ViTForImageClassification",
+                DEIT_MODEL_TYPE: "DeiTForImageClassificationWithTeacher"}
+# Our heads <- DeiTForImageClassificationWithTeacher's classifiers.
+_DEIT_HEADS = (("head", "cls_classifier"), ("head_dist", "distillation_classifier"))
 
-_LAYER = "vit.encoder.layer.{}."
+_LAYER = "encoder.layer.{}."
 # Our layer scales of a block's two branches <- DINOv2's.
 _DINOV2_LAYER_SCALES = (("LayerScale_0", "layer_scale1"), ("LayerScale_1", "layer_scale2"))
 
@@ -77,7 +95,7 @@ _V5_ATTENTION_RENAMES = (
     (re.compile(r"\.attention\.o_proj\."), ".attention.output.dense."),
 )
 _V5_RENAMES = (
-    (re.compile(r"^(vit\.)?layers\.(\d+)\."), r"\1encoder.layer.\2."),
+    (re.compile(r"^((?:vit|deit)\.)?layers\.(\d+)\."), r"\1encoder.layer.\2."),
     *_V5_ATTENTION_RENAMES,
     (re.compile(r"\.mlp\.fc1\."), ".intermediate.dense."),
     (re.compile(r"\.mlp\.fc2\."), ".output.dense."),
@@ -95,7 +113,9 @@ def is_hf_config(config):
 
 
 def to_hf(params):
-  """ViTForImageClassification's state dict (numpy, by its file names) of ``params``."""
+  """The state dict (numpy, by its file names) of ``params`` as
+  ViTForImageClassification's, or DeiTForImageClassificationWithTeacher's
+  for a model with a distillation token."""
   ours = OurParams(params, "transformers' ViTForImageClassification")
   if not ours.has_cls:
     pooling = ("'map' classifier (attention pooling" if ours.has_map
@@ -110,21 +130,24 @@ def to_hf(params):
                      ("registers", "register tokens (num_registers)"),
                      (f"{timm_format.PRE_NORM}/scale", "a LayerNorm before the blocks "
                                                       "(pre_norm)"),
-                     ("fc_norm/scale", "a LayerNorm after pooling (fc_norm)"),
-                     ("dist", "DeiT's distillation token (distillation_token)")):
+                     ("fc_norm/scale", "a LayerNorm after pooling (fc_norm)")):
     ours.refuse(name, f"{what}, which transformers' ViT does not have; export this "
                       f"model to timm instead")
   ours.refuse("pre_logits/kernel",
               "transformers' ViTForImageClassification has no representation layer "
               "(Dense + tanh) before its classifier; fine-tune with "
               "model.representation_size=None to export to Hugging Face")
-  sd = {"vit.embeddings.cls_token": ours.take("cls"),
-        "vit.embeddings.position_embeddings": ours.take(npz.POSEMB),
-        "vit.embeddings.patch_embeddings.projection.weight":
+  model_type = DEIT_MODEL_TYPE if ours.has_dist else MODEL_TYPE
+  prefix = f"{model_type}."
+  sd = {f"{prefix}embeddings.cls_token": ours.take("cls"),
+        f"{prefix}embeddings.position_embeddings": ours.take(npz.POSEMB),
+        f"{prefix}embeddings.patch_embeddings.projection.weight":
             timm_format.conv_to_torch(ours.take("embedding/kernel")),
-        "vit.embeddings.patch_embeddings.projection.bias": ours.take("embedding/bias")}
+        f"{prefix}embeddings.patch_embeddings.projection.bias": ours.take("embedding/bias")}
+  if ours.has_dist:
+    sd[f"{prefix}embeddings.distillation_token"] = ours.take("dist")
   for i in range(ours.depth):
-    block, theirs = OUR_BLOCK.format(i), _LAYER.format(i)
+    block, theirs = OUR_BLOCK.format(i), prefix + _LAYER.format(i)
     for our_norm, their_norm in (("LayerNorm_0", "layernorm_before"),
                                  ("LayerNorm_2", "layernorm_after")):
       sd[f"{theirs}{their_norm}.weight"] = ours.take(f"{block}{our_norm}/scale")
@@ -140,11 +163,13 @@ def to_hf(params):
                                    ("Dense_1", "output.dense")):
       sd[f"{theirs}{their_dense}.weight"] = ours.take(f"{block}MlpBlock_3/{our_dense}/kernel").T
       sd[f"{theirs}{their_dense}.bias"] = ours.take(f"{block}MlpBlock_3/{our_dense}/bias")
-  sd["vit.layernorm.weight"] = ours.take("Transformer/encoder_norm/scale")
-  sd["vit.layernorm.bias"] = ours.take("Transformer/encoder_norm/bias")
-  if "head/kernel" in ours.flat:
-    sd["classifier.weight"] = ours.take("head/kernel").T
-    sd["classifier.bias"] = ours.take("head/bias")
+  sd[f"{prefix}layernorm.weight"] = ours.take("Transformer/encoder_norm/scale")
+  sd[f"{prefix}layernorm.bias"] = ours.take("Transformer/encoder_norm/bias")
+  heads = _DEIT_HEADS if ours.has_dist else (("head", "classifier"),)
+  for head, classifier in heads:
+    if f"{head}/kernel" in ours.flat:
+      sd[f"{classifier}.weight"] = ours.take(f"{head}/kernel").T
+      sd[f"{classifier}.bias"] = ours.take(f"{head}/bias")
   ours.check_all_taken()
   return {name: np.ascontiguousarray(value) for name, value in sd.items()}
 
@@ -155,7 +180,8 @@ def exported_params(params):
 
 
 def hf_config(params, *, image_size, class_names=None, gelu="tanh", layer_norm_epsilon=1e-6):
-  """The ViTConfig (config.json) of ViTForImageClassification for ``params``.
+  """The config.json of ``params`` as ViTForImageClassification (a ViTConfig)
+  or, with a distillation token, DeiTForImageClassificationWithTeacher.
 
   The labels are the run's class names where it has them, else LABEL_i, one
   for every class of the head: transformers sizes its classifier by them.
@@ -163,9 +189,10 @@ def hf_config(params, *, image_size, class_names=None, gelu="tanh", layer_norm_e
   ours = OurParams(params, "transformers' ViTForImageClassification")
   names = list(class_names or [])  # a source may name fewer than num_classes
   names += [f"LABEL_{i}" for i in range(len(names), ours.num_classes)]
+  model_type = DEIT_MODEL_TYPE if ours.has_dist else MODEL_TYPE
   config = {
-      "architectures": ["ViTForImageClassification"],
-      "model_type": MODEL_TYPE,
+      "architectures": [_CLASSIFIERS[model_type]],
+      "model_type": model_type,
       "hidden_size": ours.width,
       "num_hidden_layers": ours.depth,
       "num_attention_heads": ours.heads,
@@ -216,10 +243,12 @@ def save(params, out, *, image_size, mean, std, class_names=None, gelu="tanh",
 
 
 def hf_model(directory):
-  """transformers' ViTForImageClassification of a model directory (needs transformers)."""
+  """transformers' classifier of a model directory `save` wrote (needs transformers)."""
   transformers = timm_format.require("transformers",
                                      purpose="building a Hugging Face model")
-  return transformers.ViTForImageClassification.from_pretrained(directory).eval()
+  config = timm_format.read_json(os.path.join(directory, CONFIG_FILE))
+  model_class = getattr(transformers, _CLASSIFIERS[config["model_type"]])
+  return model_class.from_pretrained(directory).eval()
 
 
 # ---------------------------------------------------------------------------
@@ -236,11 +265,12 @@ def _renamed(state_dict, renames):
   return renamed
 
 
-def _file_names(state_dict):
-  """``state_dict`` under the names of a ViTForImageClassification file."""
+def _file_names(state_dict, prefix):
+  """``state_dict`` under the names of a ViTForImageClassification file
+  (``prefix`` 'vit.'), or a DeiT one's ('deit.')."""
   renamed = _renamed(state_dict, _V5_RENAMES)
-  if not any(name.startswith("vit.") for name in renamed):  # a bare ViTModel
-    renamed = {name if name.startswith("classifier.") else "vit." + name: value
+  if not any(name.startswith(prefix) for name in renamed):  # a bare ViTModel or DeiTModel
+    renamed = {name if "classifier." in name else prefix + name: value
                for name, value in renamed.items()}
   return renamed
 
@@ -264,7 +294,7 @@ def _vision_config(config):
 
 
 def stated_function(config, *, source):
-  """What a transformers ViT, DINOv2 or CLIP config computes, where our model
+  """What a transformers ViT, DeiT, DINOv2 or CLIP config computes, where our model
   has a setting for it: {config.model field: value}."""
   config = _vision_config(config)
   return {"gelu": stated_gelu(config, source=source),
@@ -323,8 +353,8 @@ def _attention_from_hf(sd, theirs, block, *, width, heads, qkv_bias, flat,
 
 
 def from_hf(state_dict, config, *, source):
-  """Our ViT parameters (numpy) from a transformers ViT or DINOv2 state dict and
-  its config.
+  """Our ViT parameters (numpy) from a transformers ViT, DeiT, DINOv2 or CLIP
+  state dict and its config.
 
   The config gives width, depth, heads, MLP size and patch size, which the
   tensors must have; the position embeddings give the grid.
@@ -338,24 +368,32 @@ def from_hf(state_dict, config, *, source):
     return _from_clip(state_dict, _vision_config(config), source=source)
   width, depth, heads, patch = _shape(config, source, patch_size=16)
   mlp_dim = int(config.get("intermediate_size", 3072))
+  distilled = config["model_type"] == DEIT_MODEL_TYPE
+  prefix = f"{config['model_type']}."
 
-  state_dict = _file_names(state_dict)
+  state_dict = _file_names(state_dict, prefix)
   # Masked-image modelling's mask token takes no part in classification.
-  state_dict.pop("vit.embeddings.mask_token", None)
+  state_dict.pop(f"{prefix}embeddings.mask_token", None)
+  if distilled:  # DeiTForImageClassification's class-token classifier: see above
+    state_dict = {n: v for n, v in state_dict.items() if not n.startswith("classifier.")}
   has_classifier = "classifier.weight" in state_dict
-  if has_classifier:  # ViTForImageClassification does not run a pooler
-    state_dict = {n: v for n, v in state_dict.items() if not n.startswith("vit.pooler.")}
-  sd = TorchTensors(state_dict, source, f"Hugging Face ViT of hidden_size {width}, "
-                                        f"{depth} layers, intermediate_size {mlp_dim}")
-  tokens = sd.shape("vit.embeddings.position_embeddings")[1]
-  flat = {"cls": sd.take("vit.embeddings.cls_token", (1, 1, width)),
-          npz.POSEMB: sd.take("vit.embeddings.position_embeddings", (1, tokens, width)),
+  if has_classifier or distilled:  # no classifier of theirs runs the pooler
+    state_dict = {n: v for n, v in state_dict.items() if not n.startswith(f"{prefix}pooler.")}
+  sd = TorchTensors(state_dict, source, f"Hugging Face {'DeiT' if distilled else 'ViT'} "
+                                        f"of hidden_size {width}, {depth} layers, "
+                                        f"intermediate_size {mlp_dim}")
+  tokens = sd.shape(f"{prefix}embeddings.position_embeddings")[1]
+  flat = {"cls": sd.take(f"{prefix}embeddings.cls_token", (1, 1, width)),
+          npz.POSEMB: sd.take(f"{prefix}embeddings.position_embeddings", (1, tokens, width)),
           "embedding/kernel": timm_format.conv_from_torch(sd.take(
-              "vit.embeddings.patch_embeddings.projection.weight", (width, 3, patch, patch))),
-          "embedding/bias": sd.take("vit.embeddings.patch_embeddings.projection.bias",
+              f"{prefix}embeddings.patch_embeddings.projection.weight",
+              (width, 3, patch, patch))),
+          "embedding/bias": sd.take(f"{prefix}embeddings.patch_embeddings.projection.bias",
                                     (width,))}
+  if distilled:
+    flat["dist"] = sd.take(f"{prefix}embeddings.distillation_token", (1, 1, width))
   for i in range(depth):
-    block, theirs = OUR_BLOCK.format(i), _LAYER.format(i)
+    block, theirs = OUR_BLOCK.format(i), prefix + _LAYER.format(i)
     for our_norm, their_norm in (("LayerNorm_0", "layernorm_before"),
                                  ("LayerNorm_2", "layernorm_after")):
       timm_format.norm_from_torch(sd, theirs + their_norm, block + our_norm, width, flat)
@@ -368,7 +406,14 @@ def from_hf(state_dict, config, *, source):
           f"{theirs}{their_dense}.weight", (n_out, n_in)).T
       flat[f"{block}MlpBlock_3/{our_dense}/bias"] = sd.take(f"{theirs}{their_dense}.bias",
                                                            (n_out,))
-  timm_format.norm_from_torch(sd, "vit.layernorm", "Transformer/encoder_norm", width, flat)
+  timm_format.norm_from_torch(sd, f"{prefix}layernorm", "Transformer/encoder_norm", width,
+                              flat)
+  if distilled:
+    for head, classifier in _DEIT_HEADS:
+      if f"{classifier}.weight" in state_dict:
+        num_classes = sd.shape(f"{classifier}.weight")[0]
+        flat[f"{head}/kernel"] = sd.take(f"{classifier}.weight", (num_classes, width)).T
+        flat[f"{head}/bias"] = sd.take(f"{classifier}.bias", (num_classes,))
   if "vit.pooler.dense.weight" in state_dict:
     if config.get("pooler_act", "tanh") != "tanh":
       raise ValueError(f"{source}: pooler_act={config['pooler_act']!r}; this ViT's "
@@ -411,7 +456,7 @@ def _from_dinov2(state_dict, config, *, source):
     count = sd.shape("embeddings.register_tokens")[1]
     flat["registers"] = sd.take("embeddings.register_tokens", (1, count, width))
   for i in range(depth):
-    block, theirs = OUR_BLOCK.format(i), f"encoder.layer.{i}."
+    block, theirs = OUR_BLOCK.format(i), _LAYER.format(i)
     for our_norm, their_norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
       timm_format.norm_from_torch(sd, theirs + their_norm, block + our_norm, width, flat)
     _attention_from_hf(sd, theirs, block, width=width, heads=heads,
