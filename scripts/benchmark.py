@@ -196,6 +196,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
+  try:  # before anything compiles, naming the field
+    config_checks.check_fields(config)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   batch_size = _BATCH.value or config.global_batch
   if _COMPARE_TIMM.value:
     # Leave GPU memory to PyTorch: JAX would otherwise take 75% up front
@@ -221,6 +225,7 @@ def main(argv):
                            "run --compare-timm and --profile on their own")
     try:
       other = common.with_overrides(config, _AGAINST.value)
+      config_checks.check_fields(other)
     except ValueError as e:
       raise app.UsageError(f"--against: {e}") from None
     result = benchmarking.compare(config, other, batch_size, steps=_STEPS.value,

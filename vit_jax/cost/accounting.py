@@ -8,8 +8,10 @@ the figure compares hardware, not the efficiency of this code.
 FLOPs are counted two ways, a multiply-add as 2 FLOPs: analytically, the
 matmuls and convolutions the model (ViT, BiT ResNet or hybrid) needs per
 image, and by XLA's cost analysis of the compiled step (`compiled_flops`),
-which also counts the optimizer and elementwise work. A run uses XLA's count where the two agree (`cross_checked_flops`), so
-its MFU is slightly above a pure model-FLOPs MFU; the benchmark reports both.
+which also counts the optimizer and elementwise work, and on GPU leaves out
+the matmuls XLA hands to cuBLAS. MFU, a run's and the benchmark's alike,
+counts the model's FLOPs, the analytic count (as PaLM defines MFU: no
+optimizer, no recomputation); the benchmark prints XLA's count beside it.
 """
 
 import functools
@@ -284,24 +286,6 @@ def compiled_flops_per_example(step_flops, config, *, num_devices,
   return step_flops * num_devices * config.accum_steps / global_batch
 
 
-def cross_checked_flops(xla_flops, analytic_flops, *, tolerance=0.2) -> float:
-  """XLA's FLOPs per example where they agree with the analytic count.
-
-  XLA's figure also counts the optimizer and elementwise work, so it is the
-  better number when it is there; but XLA:GPU leaves out the matmuls it
-  hands to cuBLAS (docs/benchmarks.md has the H200 figures), which would
-  make MFU look many times too small. Outside
-  ``tolerance`` of the analytic count the analytic count is used, with a
-  warning.
-  """
-  if xla_flops and abs(xla_flops / analytic_flops - 1) <= tolerance:
-    return float(xla_flops)
-  if xla_flops:
-    _log.warning("XLA counts %.3g FLOPs per example against %.3g analytic; "
-                 "using the analytic count", xla_flops, analytic_flops)
-  return float(analytic_flops)
-
-
 _DEVICE_KIND_LABELS = (
   # (regex on the lower-cased device_kind, label). Anchored so that, e.g.,
   # 'TPU v4 lite' (v4i, another peak) is not taken for a v4.
@@ -471,8 +455,9 @@ def matmul_operands_sharding(devices):
 def mfu(flops_per_example, img_per_sec, *, num_devices, peak_flops_per_device):
   """Model FLOPs utilisation: the share of the devices' peak that the model's FLOPs use.
 
-  The one formula behind a run's logged `mfu` (`Accountant`) and the
-  benchmark's, so that the two figures compare.
+  The benchmark's formula; a run's logged `mfu` (`Accountant`) is the same
+  on unchanged devices, with the same analytic ``flops_per_example``, so
+  the two figures compare.
   """
   return flops_per_example * img_per_sec / (num_devices * peak_flops_per_device)
 
@@ -482,19 +467,24 @@ class Accountant:
 
   The caller times only training steps (not evaluation or compilation) and
   reports them through `update`; every rate is cumulative over the run. A
-  resumed run passes its checkpointed `state_dict()` back to the constructor.
+  resumed run passes its checkpointed `state_dict()` back to the constructor,
+  and may run on other devices than the stretches before it (a checkpoint
+  resumes onto any mesh): so the totals keep each stretch's device time and
+  peak FLOPs, not only its seconds.
 
-  With n = num_devices, F = flops_per_example, peak = per-device peak:
+  With F = flops_per_example, and sums over the run's stretches of dt
+  training seconds on n devices of a peak of `peak` FLOP/s each:
     img_per_sec     = examples_seen / train_seconds
-    core_days       = n * train_seconds / 86400
-    mfu             = F * img_per_sec / (n * peak)
+    core_days       = sum(n * dt) / 86400  (also per device kind)
+    mfu             = examples_seen * F / sum(n * peak * dt)
     tpuv3_core_days = examples_seen * F / (TPU_V3_CORE_PEAK * mfu * 86400)
-                    = core_days * peak / TPU_V3_CORE_PEAK
-  tpuv3_core_days is the time TPU v3 cores would need for the run's FLOPs at
-  the run's own MFU. F cancels, leaving device time scaled by the ratio of
-  peaks, so on TPU v3 (peak = TPU_V3_CORE_PEAK) it equals core_days exactly;
-  the second form is the one computed, which is also defined before any
-  time has passed.
+                    = sum(n * peak * dt) / (TPU_V3_CORE_PEAK * 86400)
+  On unchanged devices mfu is `mfu`'s F * img_per_sec / (n * peak), the
+  benchmark's formula. tpuv3_core_days is the time TPU v3 cores would need
+  for the run's FLOPs at the run's own MFU. F cancels, leaving device time
+  scaled by the ratio of peaks, so on TPU v3 (peak = TPU_V3_CORE_PEAK) it
+  equals core_days exactly; the second form is the one computed, which is
+  also defined before any time has passed.
   """
 
   def __init__(
@@ -507,8 +497,14 @@ class Accountant:
     examples_per_epoch: int | None = None,
     examples_seen: int = 0,
     train_seconds: float = 0.0,
+    device_seconds: dict[str, float] | None = None,
+    peak_flops_available: float | None = None,
   ):
-    """device_kind is a metric-safe label, e.g. from device_kind_label."""
+    """device_kind is a metric-safe label, e.g. from device_kind_label.
+
+    The totals are a `state_dict()`'s. One saved before device_seconds and
+    peak_flops_available were kept spent its training seconds on these devices.
+    """
     self.flops_per_example = float(flops_per_example)
     self.num_devices = num_devices
     self.device_kind = device_kind
@@ -516,33 +512,36 @@ class Accountant:
     self.examples_per_epoch = examples_per_epoch
     self.examples_seen = int(examples_seen)
     self.train_seconds = float(train_seconds)
+    self.device_seconds = ({device_kind: num_devices * self.train_seconds}
+                           if device_seconds is None else dict(device_seconds))
+    self.peak_flops_available = (
+      num_devices * self.peak_flops_per_device * self.train_seconds
+      if peak_flops_available is None else float(peak_flops_available))
 
   def update(self, *, examples: int, seconds: float) -> None:
     """Adds `examples` trained in `seconds` of training wall time."""
     self.examples_seen += int(examples)
     self.train_seconds += float(seconds)
+    self.device_seconds[self.device_kind] = (
+      self.device_seconds.get(self.device_kind, 0.0) + self.num_devices * float(seconds))
+    self.peak_flops_available += (
+      self.num_devices * self.peak_flops_per_device * float(seconds))
 
   def fields(self) -> dict[str, float]:
     """The metrics of the class docstring; all zero before any update."""
-    img_per_sec = (
-      self.examples_seen / self.train_seconds if self.train_seconds > 0 else 0.0
-    )
-    core_days = self.num_devices * self.train_seconds / SECONDS_PER_DAY
+    device_seconds = sum(self.device_seconds.values())
     fields = {
       "examples_seen": float(self.examples_seen),
       "train_seconds": self.train_seconds,
-      "img_per_sec": img_per_sec,
-      "img_per_sec_per_device": img_per_sec / self.num_devices,
-      "core_days": core_days,
-      f"core_days_{self.device_kind}": core_days,
-      "mfu": mfu(
-        self.flops_per_example,
-        img_per_sec,
-        num_devices=self.num_devices,
-        peak_flops_per_device=self.peak_flops_per_device,
-      ),
+      "img_per_sec": _ratio(self.examples_seen, self.train_seconds),
+      "img_per_sec_per_device": _ratio(self.examples_seen, device_seconds),
+      "core_days": device_seconds / SECONDS_PER_DAY,
+      **{f"core_days_{kind}": seconds / SECONDS_PER_DAY
+         for kind, seconds in self.device_seconds.items()},
+      "mfu": _ratio(self.examples_seen * self.flops_per_example,
+                    self.peak_flops_available),
       "tpuv3_core_days": (
-        core_days * self.peak_flops_per_device / TPU_V3_CORE_PEAK
+        self.peak_flops_available / (TPU_V3_CORE_PEAK * SECONDS_PER_DAY)
       ),
       "flops_per_example": self.flops_per_example,
     }
@@ -555,4 +554,11 @@ class Accountant:
     return {
       "examples_seen": self.examples_seen,
       "train_seconds": self.train_seconds,
+      "device_seconds": dict(self.device_seconds),
+      "peak_flops_available": self.peak_flops_available,
     }
+
+
+def _ratio(numerator, denominator):
+  """numerator / denominator, 0 before any training time."""
+  return numerator / denominator if denominator > 0 else 0.0

@@ -187,6 +187,14 @@ def check_choices(config):
       raise ValueError(f"config.{field}={value!r}; valid: {', '.join(valid)}")
 
 
+def check_fields(config):
+  """Refuses a field out of range or naming none of its choices, one at a
+  time: what any config must pass before a model is built from it."""
+  check_numeric_fields(config)
+  check_choices(config)
+  optim.check_config(config.optim)  # mu_dtype, which may be None
+
+
 def resolve_total_steps(config, train_examples):
   """Steps of the run from `config.total_steps` or `config.total_epochs`."""
   if (config.total_steps is None) == (config.total_epochs is None):
@@ -201,7 +209,7 @@ def resolve_total_steps(config, train_examples):
 
 def check_config(config, *, num_devices, process_count):
   """Fails before any compilation on settings that cannot work together."""
-  check_numeric_fields(config)
+  check_fields(config)
   shards, splitters = batch_shards(config.mesh, num_devices)
   micro_batch, remainder = divmod(config.global_batch, config.accum_steps)
   if remainder or micro_batch % shards:
@@ -214,8 +222,6 @@ def check_config(config, *, num_devices, process_count):
       raise ValueError(f"config.{field}={config[field]} must be divisible by "
                        f"the {splitters} and the {process_count} processes"
                        + _nearest_multiples(config[field], math.lcm(shards, process_count)))
-  check_choices(config)  # before the model is built from the names
-  optim.check_config(config.optim)  # mu_dtype, which may be None
   if config.total_steps is not None:  # else counted from the data, and checked then
     optim.make_schedule(config.lr, int(config.total_steps))  # decays after the warm-up
   model = build.model_from_config(config)

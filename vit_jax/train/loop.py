@@ -173,13 +173,10 @@ def train_and_evaluate(config, workdir, *, devices=None):
     compile_start = time.monotonic()
     compiled_step = train_step.lower(state, batch).compile()
     compile_seconds = time.monotonic() - compile_start
-    flops_per_example = accounting.cross_checked_flops(
-        accounting.compiled_flops_per_example(
-            accounting.compiled_flops(compiled_step), config, num_devices=num_devices,
-            global_batch=config.global_batch),
-        accounting.analytic_flops_per_example(model, config.image_size, train=True))
     accountant = accounting.Accountant(
-        flops_per_example=flops_per_example, num_devices=num_devices,
+        flops_per_example=accounting.analytic_flops_per_example(
+            model, config.image_size, train=True),
+        num_devices=num_devices,
         device_kind=accounting.device_kind_label(mesh.devices.flat[0]),
         peak_flops_per_device=accounting.peak_flops_per_device(
             mesh.devices.flat[0], config.model.dtype),
