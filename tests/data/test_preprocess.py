@@ -75,6 +75,21 @@ def test_malformed_spec_names_the_bad_piece(spec, bad_piece):
   assert repr(bad_piece) in str(error.value)
 
 
+@pytest.mark.parametrize("spec, problem, accepted", [
+    # big_vision's names for arguments these ops call otherwise, or lack.
+    ("inception_crop(224, area_mn=8)", "got an unexpected keyword argument 'area_mn'",
+     "inception_crop(size, area_min=5, area_max=100, method='bilinear')"),
+    ("onehot(10, depth=3)", "got an unexpected keyword argument 'depth'",
+     "onehot(num_classes, key='label', key_result='labels', on=1.0, off=0.0)"),
+    ("flip_lr(1)", "too many positional arguments", "flip_lr()"),
+])
+def test_arguments_an_op_does_not_take_are_named_with_those_it_takes(spec, problem, accepted):
+  with pytest.raises(ValueError) as error:
+    preprocess.parse(spec)
+  assert str(error.value) == (f"Bad arguments in preprocessing op {spec!r}: {problem}; "
+                              f"it takes {accepted}")
+
+
 def test_register_rejects_duplicate_names():
   with pytest.raises(ValueError, match="already registered"):
     preprocess.register("resize")(lambda: None)

@@ -100,6 +100,19 @@ def test_randaug_names_a_grey_image_and_the_decode_that_makes_rgb(mode):
     run("randaug(2, 10)", example(random_image(channels=1)), mode)
 
 
+@pytest.mark.parametrize("name", ["brightness", "color", "contrast", "sharpness"])
+def test_increasing_enhance_ops_go_either_way_as_timms(name):
+  """timm's increasing variants: a factor of 1 + 0.9 * level or 1 - 0.9 *
+  level (at least 0.1), with even odds; not always the stronger one."""
+  op = randaug.randaug_ops(10)[name]
+  seeds = [tf.constant([seed, 7], tf.int64) for seed in range(40)]
+  image = random_image(24, 24) // 2 + 60
+  assert len({op(tf.constant(image), seed).numpy().tobytes() for seed in seeds}) == 2
+  if name == "brightness":  # a flat 100 times 1.9 or 0.1
+    flat = tf.constant(np.full((4, 4, 3), 100, np.uint8))
+    assert {int(op(flat, seed).numpy()[0, 0, 0]) for seed in seeds} == {190, 10}
+
+
 @pytest.mark.parametrize("num_layers", [2.5, -1])
 def test_randaug_refuses_a_layer_count_that_is_no_whole_number(num_layers):
   # It used to pass the parser and fail on the first image with TensorFlow's

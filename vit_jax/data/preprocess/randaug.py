@@ -10,7 +10,9 @@ at 224 px, both scaled with the image); AugReg also used 15 and 20, so up to
 30 is accepted, the ops going on linearly until they saturate.
 
 By default every strength-driven op is the identity at 0, as in timm's
-"increasing" variants. `increasing=False` takes TF models' posterize,
+"increasing" variants, whose enhance ops (color, contrast, brightness,
+sharpness) go either way from the identity with even odds: brighter or
+darker, more or less saturated. `increasing=False` takes TF models' posterize,
 solarize and enhance strengths, so that `randaug(2, 15, increasing=False)`
 is the AugReg ViTs' `randaug(2, 15)`, but for TF models' contrast, which
 blends towards the pixel count / 256 rather than the mean grey: a slip not
@@ -114,7 +116,8 @@ def _strengths(level: float, increasing: bool) -> tuple[int, int, float]:
   """(posterize's shift, solarize's threshold, enhance ops' factor) at ``level``.
 
   Increasing: each the identity at 0 (shift 0, threshold 256, factor 1),
-  stronger with the level. Otherwise what TF models' (big_vision's) ops do
+  stronger with the level; the factor, ``1 + 0.9 * level``, is the upward
+  one of timm's two (`randaug_ops` draws which). Otherwise what TF models' (big_vision's) ops do
   on a CPU host: ``level * 4`` bits kept, where a shift TensorFlow cannot
   make (8 at level 0, negative past 2) keeps 1 bit, as its clamp to 7 does;
   a threshold of ``level * 256`` that TensorFlow wraps to uint8, so that
@@ -130,10 +133,18 @@ def _strengths(level: float, increasing: bool) -> tuple[int, int, float]:
 
 def randaug_ops(magnitude: float, increasing: bool = True) -> dict[str, Callable]:
   """name -> fn(uint8 image, seed); the seed draws a symmetric op's direction
-  and the cutout's place. ``increasing`` picks the strength mappings of
-  posterize, solarize and the enhance ops (`_strengths`)."""
+  and the cutout's place, and with ``increasing`` the enhance ops' direction.
+  ``increasing`` picks the strength mappings of posterize, solarize and the
+  enhance ops (`_strengths`)."""
   level = magnitude / _PAPER_MAX_MAGNITUDE
   posterize_shift, threshold, enhance = _strengths(level, increasing)
+
+  def factor(seed):
+    """The enhance ops' factor: increasing, 1 -/+ its distance from 1 with
+    even odds and at least 0.1, as timm's; otherwise the one factor."""
+    if not increasing:
+      return enhance
+    return tf.maximum(0.1, 1.0 + _sign(seed) * (enhance - 1.0))
 
   def shift(image, seed, axis):
     size = tf.cast(tf.shape(image)[1 - axis], tf.float32)
@@ -158,10 +169,10 @@ def randaug_ops(magnitude: float, increasing: bool = True) -> dict[str, Callable
           tf.bitwise.right_shift(image, posterize_shift), posterize_shift)),
       ("solarize", lambda image, seed: tf.where(
           tf.cast(image, tf.int32) >= threshold, 255 - image, image)),
-      ("color", lambda image, seed: _blend(image, grey(image), enhance)),
-      ("contrast", lambda image, seed: _blend(image, mean(image), enhance)),
-      ("brightness", lambda image, seed: _blend(image, tf.zeros_like(image), enhance)),
-      ("sharpness", lambda image, seed: _blend(image, _sharpness(image), enhance)),
+      ("color", lambda image, seed: _blend(image, grey(image), factor(seed))),
+      ("contrast", lambda image, seed: _blend(image, mean(image), factor(seed))),
+      ("brightness", lambda image, seed: _blend(image, tf.zeros_like(image), factor(seed))),
+      ("sharpness", lambda image, seed: _blend(image, _sharpness(image), factor(seed))),
       ("shear_x", lambda image, seed: shear(image, seed, 0)),
       ("shear_y", lambda image, seed: shear(image, seed, 1)),
       ("translate_x", lambda image, seed: shift(image, seed, 0)),

@@ -6,6 +6,7 @@ yields the same augmented examples every time it is replayed from the same
 position, which makes training reproducible and resumable.
 """
 import ast
+import inspect
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -87,6 +88,15 @@ def _parse_op(piece: str, spec: str) -> Op:
   if name not in _REGISTRY:
     raise ValueError(f"Unknown preprocessing op {name!r} in {piece!r}; "
                      f"registered ops: {', '.join(registered_ops())}.")
+  signature = inspect.signature(_REGISTRY[name])
+  try:
+    signature.bind(*args, **kwargs)
+  except TypeError as e:  # big_vision's ops take some arguments these do not
+    accepted = ", ".join(
+        p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+        for p in signature.parameters.values())
+    raise ValueError(f"Bad arguments in preprocessing op {piece!r}: {e}; it takes "
+                     f"{name}({accepted})") from None
   try:
     return _REGISTRY[name](*args, **kwargs)
   except TypeError as e:
