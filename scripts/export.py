@@ -65,8 +65,11 @@ def main(argv):
   difference = export.export_model(config, model, params, export_format=_FORMAT.value,
                                    platforms=_PLATFORMS.value, source=source,
                                    out=_OUT.value)
-  print(f"wrote {_OUT.value}: max |logit difference| to the model on "
-        f"{export.CHECK_BATCH} random images: {difference:.3g}")
+  checked = (f"max |logit difference| to the model on {export.CHECK_BATCH} random "
+             f"images: {difference:.3g}" if difference is not None else
+             f"its logits are not checked: this host's platform is none of "
+             f"{','.join(_PLATFORMS.value)}")
+  print(f"wrote {_OUT.value}: {checked}")
 
 
 if __name__ == "__main__":

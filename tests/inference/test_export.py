@@ -131,6 +131,53 @@ def test_directory_formats_refuse_an_existing_file_in_one_line(
     run_export(f"--workdir={tmp_path / 'run'}", f"--format={export_format}", f"--out={out}")
   assert out.read_bytes() == b"an earlier export"
 
+def test_a_failed_export_leaves_the_earlier_one_whole(fashion_data_dir, tmp_path, monkeypatch):
+  """Written beside --out and moved there once read back: a failure (here a
+  full disk while writing the parameters) leaves no new contract beside the
+  old function, nor a truncated .npz, and no partial files."""
+  make_run(fashion_data_dir, tmp_path / "run")
+  serving_out, npz_out = tmp_path / "exports" / "serving", tmp_path / "exports" / "vit.npz"
+  run_export(f"--workdir={tmp_path / 'run'}", "--format=serving", f"--out={serving_out}")
+  run_export(f"--workdir={tmp_path / 'run'}", "--format=npz", f"--out={npz_out}")
+  (serving_out / "notes.txt").write_text("a user's own file")
+  before = {path: path.read_bytes() for path in sorted((tmp_path / "exports").rglob("*"))
+            if path.is_file()}
+
+  def full_disk(params, path):
+    with open(path, "wb") as f:
+      f.write(b"PK\x03\x04 half an npz")
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(npz, "save_npz", full_disk)
+  for export_format, out in (("serving", serving_out), ("npz", npz_out)):
+    with pytest.raises(OSError, match="No space left on device"):
+      run_export(f"--workdir={tmp_path / 'run'}", f"--format={export_format}", f"--out={out}")
+  after = {path: path.read_bytes() for path in sorted((tmp_path / "exports").rglob("*"))
+           if path.is_file()}
+  assert after == before
+  assert sorted(os.listdir(tmp_path / "exports")) == ["serving", "vit.npz"]
+
+
+def test_platforms_are_checked_and_a_foreign_ones_export_is_not_run_here(
+    fashion_data_dir, tmp_path, capsys):
+  make_run(fashion_data_dir, tmp_path / "run")
+  out = tmp_path / "serving"
+  for platforms, named in (("gpu", ", not gpu"), ("", "")):
+    with pytest.raises(SystemExit, match=rf"^error: --platforms={platforms}: the serving "
+                                         rf"format is lowered for one or more of cpu, cuda, "
+                                         rf"rocm, tpu{named}$"):
+      run_export(f"--workdir={tmp_path / 'run'}", "--format=serving", f"--out={out}",
+                 f"--platforms={platforms}")
+  assert not out.exists()
+  run_export(f"--workdir={tmp_path / 'run'}", "--format=serving", f"--out={out}",
+             "--platforms=tpu")
+  assert capsys.readouterr().out.endswith(
+      "its logits are not checked: this host's platform is none of tpu\n")
+  with open(out / serving.CONTRACT_FILE) as f:
+    assert json.load(f)["platforms"] == ["tpu"]
+  assert sorted(os.listdir(tmp_path)) == ["run", "serving"]  # no partial directory left
+
+
 # Runs in a fresh interpreter that imports vit_jax/inference/serving.py by its path and
 # reports which modules of the training code (or flax, TF) got imported.
 LOAD_BY_PATH = """

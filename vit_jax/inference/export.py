@@ -22,9 +22,16 @@ model formats. timm and hf are read back both ways: the weights through our
 importer, bit for bit, and, where timm or transformers is installed, the
 library's model, whose logits are compared. `scripts/export.py` is the
 command line.
+
+An export is written beside ``out`` and moved into place only once it has
+read back: a failed one (a full disk, a platform that cannot lower) leaves
+an earlier export at ``out`` whole, not a new contract beside old weights.
 """
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +44,8 @@ from vit_jax.models import attention, hf_format, npz, timm_format
 from vit_jax.train import losses
 
 CHECK_BATCH = 3  # not 1, so a symbolic batch size is exercised
+# What jax.export lowers for (`export.export`'s platform names).
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 
 def logits_function(model):
@@ -154,6 +163,27 @@ def _check_reads_back(params, loaded, out):
   return len(written)
 
 
+@contextlib.contextmanager
+def staged(out):
+  """A fresh directory beside ``out`` to write an export into; once the block
+  succeeds, each of its entries replaces ``out``'s of that name (other
+  files there stay), contract.json last, and it is removed either way."""
+  parent = os.path.dirname(os.path.abspath(out))
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.",
+                             dir=parent)
+  try:
+    yield staging
+    os.makedirs(out, exist_ok=True)
+    for name in sorted(os.listdir(staging), key=lambda n: n == serving.CONTRACT_FILE):
+      target = os.path.join(out, name)
+      if os.path.isdir(target) and not os.path.islink(target):
+        shutil.rmtree(target)  # a SavedModel's variables/: a directory replaces one
+      os.replace(os.path.join(staging, name), target)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def export_npz(params, out):
   """Writes ``params`` to the .npz ``out``; returns how many arrays it holds.
 
@@ -166,9 +196,28 @@ def export_npz(params, out):
     raise ValueError(f"--out={out}: an npz export is a file whose name ends in .npz "
                      f"(e.g. vit.npz), the suffix by which config.init and "
                      f"--checkpoint recognise it")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  npz.save_npz(params, out)
-  return _check_reads_back(params, npz.load_npz(out), out)
+  directory = os.path.dirname(os.path.abspath(out))
+  os.makedirs(directory, exist_ok=True)
+  descriptor, partial = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".npz",
+                                         dir=directory)
+  os.close(descriptor)
+  try:
+    npz.save_npz(params, partial)
+    count = _check_reads_back(params, npz.load_npz(partial), out)
+    os.replace(partial, out)
+  finally:
+    if os.path.exists(partial):
+      os.remove(partial)
+  return count
+
+
+def check_platforms(platforms, export_format):
+  """Refuses platforms that jax.export does not lower for, naming --platforms."""
+  unknown = [p for p in platforms if p not in PLATFORMS]
+  if unknown or not platforms:
+    raise ValueError(f"--platforms={','.join(platforms)}: the {export_format} format is "
+                     f"lowered for one or more of {', '.join(PLATFORMS)}"
+                     + (f", not {', '.join(unknown)}" if unknown else ""))
 
 
 def check_output_directory(out, export_format):
@@ -199,18 +248,27 @@ def export_model(config, model, params, *, export_format, platforms, source, out
 
   ``source`` names the checkpoint in the contract. Returns the largest
   difference between the exported function's logits and the model's on
-  `CHECK_BATCH` random images in the contract's value range.
+  `CHECK_BATCH` random images in the contract's value range, or None where
+  this host's platform is none of ``platforms``, so it cannot run them.
   """
+  check_platforms(platforms, export_format)
   contract = make_contract(config, source, export_format, platforms)
   model = portable(model, platforms)
   check_output_directory(out, export_format)
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, serving.CONTRACT_FILE), "w") as f:
-    json.dump(contract, f, indent=2)
-  exported_logits = EXPORTERS[export_format](model, params, contract, out)
+  with staged(out) as staging:
+    with open(os.path.join(staging, serving.CONTRACT_FILE), "w") as f:
+      json.dump(contract, f, indent=2)
+    exported_logits = EXPORTERS[export_format](model, params, contract, staging)
+    if runs_here(platforms):
+      images = check_images(contract["value_range"], config.image_size)
+      return float(np.max(np.abs(exported_logits(images)
+                                 - model_logits(model, params, images))))
+  return None
 
-  images = check_images(contract["value_range"], config.image_size)
-  return float(np.max(np.abs(exported_logits(images) - model_logits(model, params, images))))
+
+def runs_here(platforms):
+  """Whether this host's default platform is one of ``platforms``."""
+  return export.default_export_platform() in platforms
 
 
 # The directories PyTorch libraries load: the module that writes and reads
@@ -233,16 +291,17 @@ def export_torch_format(config, model, params, *, export_format, out):
   black, white = normalisation.channel_ranges(config.pp.eval, config.image_size)
   mean, std = normalisation.mean_and_std(black, white)
   check_output_directory(out, export_format)
-  module.save(params, out, image_size=config.image_size, mean=mean, std=std,
-              class_names=predict.class_names(config.data),
-              # A ResNet has neither, and is refused by name.
-              gelu=getattr(model, "gelu", "tanh"),
-              layer_norm_epsilon=getattr(model, "layer_norm_epsilon", 1e-6))
-  _check_reads_back(module.exported_params(params), module.load(out), out)
-  try:
-    torch_model = library_model(out)
-  except timm_format.MissingPackageError:
-    return None
-  images = check_images([black.min(), white.max()], config.image_size)
-  return float(np.max(np.abs(timm_format.torch_logits(torch_model, images)
-                             - model_logits(model, params, images))))
+  with staged(out) as staging:
+    module.save(params, staging, image_size=config.image_size, mean=mean, std=std,
+                class_names=predict.class_names(config.data),
+                # A ResNet has neither, and is refused by name.
+                gelu=getattr(model, "gelu", "tanh"),
+                layer_norm_epsilon=getattr(model, "layer_norm_epsilon", 1e-6))
+    _check_reads_back(module.exported_params(params), module.load(staging), out)
+    try:
+      torch_model = library_model(staging)
+    except timm_format.MissingPackageError:
+      return None
+    images = check_images([black.min(), white.max()], config.image_size)
+    return float(np.max(np.abs(timm_format.torch_logits(torch_model, images)
+                               - model_logits(model, params, images))))
