@@ -21,6 +21,7 @@ from vit_jax.models import build, npz, timm_format
 from vit_jax.runtime import cli
 from vit_jax.train import checkpoints, workdir_files
 from repo_root import REPO
+from torch_libraries import library
 
 TOLERANCE = 1e-5
 
@@ -273,15 +274,6 @@ def test_a_gpu_hosts_cudnn_attention_is_swapped_for_a_portable_one(monkeypatch):
 RELATIVE_TOLERANCE = 1e-4
 
 
-def library(name):
-  """``name`` imported as the export imports it (`timm_format.require`), or the
-  test skipped."""
-  try:
-    return timm_format.require(name, purpose="this test")
-  except timm_format.MissingPackageError:
-    pytest.skip(f"{name} is not installed")
-
-
 def timm_model_as_documented(out):
   """docs/checkpoints.md's way to load a timm export with timm alone."""
   timm = library("timm")
@@ -377,3 +369,72 @@ def test_a_timm_export_states_the_runs_per_channel_normalisation(
     pretrained_cfg = json.load(f)["pretrained_cfg"]
   np.testing.assert_allclose(pretrained_cfg["mean"], general_ops.IMAGENET_MEAN, rtol=1e-5)
   np.testing.assert_allclose(pretrained_cfg["std"], general_ops.IMAGENET_STD, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pp_eval, timm_transform, processor", [
+    ("decode|resize(16)|value_range(-1,1)", (1.0, "squash"),
+     {"image_processor_type": "ViTImageProcessor", "size": {"height": 16, "width": 16}}),
+    ("decode|resize(20)|central_crop(16)|value_range(-1,1)", (0.8, "squash"),
+     {"image_processor_type": "DeiTImageProcessor", "size": {"height": 20, "width": 20},
+      "crop_size": {"height": 16, "width": 16}}),
+    ("decode|resize_small(20, 'bilinear')|central_crop(16)|value_range(-1,1)", (0.8, "center"),
+     {"image_processor_type": "ConvNextImageProcessor", "size": {"shortest_edge": 16},
+      "crop_pct": 0.8}),
+])
+def test_timm_and_hf_exports_state_the_runs_eval_resize_and_crop(
+    fashion_data_dir, tmp_path, monkeypatch, pp_eval, timm_transform, processor):
+  """A timm or transformers user evaluating the export resizes and crops as
+  the run did: a pre-training run's resize_small and central_crop are
+  timm's crop_pct and 'center' crop_mode, not its 'squash' resize."""
+  config = tiny_config(fashion_data_dir)
+  config.pp.eval = pp_eval
+  write_run(str(tmp_path / "run"), config)
+  monkeypatch.setitem(sys.modules, "timm", None)  # the weights alone are checked
+  monkeypatch.setitem(sys.modules, "transformers", None)
+  for export_format in ("timm", "hf"):
+    run_export(f"--workdir={tmp_path / 'run'}", f"--format={export_format}",
+               f"--out={tmp_path / export_format}")
+  with open(tmp_path / "timm" / "config.json") as f:
+    pretrained_cfg = json.load(f)["pretrained_cfg"]
+  assert (pretrained_cfg["crop_pct"], pretrained_cfg["crop_mode"]) == timm_transform
+  assert pretrained_cfg["interpolation"] == "bilinear"
+  with open(tmp_path / "hf" / "preprocessor_config.json") as f:
+    written = json.load(f)
+  assert {key: written[key] for key in processor} == processor
+  assert written["resample"] == 2  # bilinear
+
+
+def test_the_libraries_eval_transforms_of_an_export_are_the_runs(tmp_path):
+  """timm's create_transform and transformers' AutoImageProcessor of what the
+  exports state give a photo-sized image as the run's preprocessing does,
+  up to their resamplers (PIL's, torchvision's) against TensorFlow's."""
+  torch, timm, transformers = (library(name) for name in ("torch", "timm", "transformers"))
+  from PIL import Image
+
+  from vit_jax.data import preprocess
+  from vit_jax.data.preprocess import eval_resize
+  from vit_jax.inference import predict
+  from vit_jax.models import hf_format
+  rows, columns = np.mgrid[0:300, 0:420]
+  image = np.stack([(np.sin(columns / 23) + 1) * 120, (np.cos(rows / 17) + 1) * 120,
+                    (rows + columns) % 255], -1).astype(np.uint8)
+  model = models.get_model("Ti/16", num_classes=10)
+  params = npz.unflatten(random_flat(build.abstract_params(model, 224)))
+  for pp_eval in ("decode|resize(224)|value_range(-1,1)",
+                  "decode|resize(256, 'bicubic')|central_crop(224)|value_range(-1,1)",
+                  "decode|resize_small(256)|central_crop(224)|value_range(-1,1)"):
+    ours = predict.preprocess_image(preprocess.parse(pp_eval), tf.constant(image))
+    ours = np.asarray(ours).reshape(224, 224, 3)
+    resize = eval_resize.of_preprocessing(pp_eval, 224)
+    cfg = timm_format.hub_config(params, image_size=224, mean=0.5, std=0.5,
+                                 eval_resize=resize)["pretrained_cfg"]
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(
+        pretrained_cfg=cfg))
+    theirs = transform(Image.fromarray(image)).numpy().transpose(1, 2, 0)
+    assert np.abs(theirs - ours).mean() < 0.01, (pp_eval, "timm")
+    with open(tmp_path / "preprocessor_config.json", "w") as f:
+      json.dump(hf_format.preprocessor_config(image_size=224, mean=0.5, std=0.5,
+                                              eval_resize=resize), f)
+    processor = transformers.AutoImageProcessor.from_pretrained(str(tmp_path))
+    theirs = processor(Image.fromarray(image), return_tensors="np")["pixel_values"][0]
+    assert np.abs(theirs.transpose(1, 2, 0) - ours).mean() < 0.01, (pp_eval, "hf")

@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 from jax import export
 
+from vit_jax.data.preprocess import eval_resize
 from vit_jax.inference import normalisation, predict, serving
 from vit_jax.models import attention, hf_format, npz, timm_format
 from vit_jax.train import losses
@@ -296,7 +297,8 @@ def export_torch_format(config, model, params, *, export_format, out):
                 class_names=predict.class_names(config.data),
                 # A ResNet has neither, and is refused by name.
                 gelu=getattr(model, "gelu", "tanh"),
-                layer_norm_epsilon=getattr(model, "layer_norm_epsilon", 1e-6))
+                layer_norm_epsilon=getattr(model, "layer_norm_epsilon", 1e-6),
+                eval_resize=eval_resize.of_preprocessing(config.pp.eval, config.image_size))
     _check_reads_back(module.exported_params(params), module.load(staging), out)
     try:
       torch_model = library_model(staging)

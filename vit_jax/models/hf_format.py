@@ -215,28 +215,56 @@ def hf_config(params, *, image_size, class_names=None, gelu="tanh", layer_norm_e
   return config
 
 
-def preprocessor_config(*, image_size, mean, std):
-  """ViTImageProcessor's settings that give the model its input range."""
+# PIL's resample codes of TensorFlow's resize methods that transformers'
+# processors run; the others (area, lanczos) are stated as bilinear.
+_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
+# ConvNextImageProcessor resizes the shorter side and crops only below this.
+_CONVNEXT_CROPS_BELOW = 384
+
+
+def preprocessor_config(*, image_size, mean, std, eval_resize=None):
+  """An image processor's settings that resize and crop as ``eval_resize``
+  (`vit_jax.data.preprocess.eval_resize.EvalResize`) and give the model its
+  input range.
+
+  ViTImageProcessor resizes both sides (`resize`); DeiTImageProcessor then
+  crops the centre (`resize` and `central_crop`); ConvNextImageProcessor's
+  ``crop_pct`` resizes the shorter side and crops (`resize_small` and
+  `central_crop`), below 384 pixels. Without ``eval_resize``, or one none of
+  them does, a resize of both sides to ``image_size``.
+  """
+  resample = _RESAMPLE.get(getattr(eval_resize, "method", "bilinear"), 2)
+  common = {"do_resize": True, "resample": resample,
+            "do_rescale": True, "rescale_factor": 1 / 255,
+            "do_normalize": True, "image_mean": timm_format.per_channel(mean),
+            "image_std": timm_format.per_channel(std)}
+  mode = getattr(eval_resize, "mode", None)
+  if mode == "squash" and eval_resize.crop < eval_resize.resize_to:
+    side = eval_resize.resize_to
+    return {"image_processor_type": "DeiTImageProcessor",
+            "size": {"height": side, "width": side}, "do_center_crop": True,
+            "crop_size": {"height": image_size, "width": image_size}, **common}
+  if mode == "shorter_side" and image_size < _CONVNEXT_CROPS_BELOW:
+    return {"image_processor_type": "ConvNextImageProcessor",
+            "size": {"shortest_edge": image_size}, "crop_pct": eval_resize.crop_pct,
+            **common}
   return {"image_processor_type": "ViTImageProcessor",
-          "do_resize": True, "size": {"height": image_size, "width": image_size},
-          "resample": 2,  # bilinear
-          "do_rescale": True, "rescale_factor": 1 / 255,
-          "do_normalize": True, "image_mean": timm_format.per_channel(mean),
-          "image_std": timm_format.per_channel(std)}
+          "size": {"height": image_size, "width": image_size}, **common}
 
 
 def save(params, out, *, image_size, mean, std, class_names=None, gelu="tanh",
-         layer_norm_epsilon=1e-6):
+         layer_norm_epsilon=1e-6, eval_resize=None):
   """Writes a Hugging Face model directory: config.json, model.safetensors and
   preprocessor_config.json (``mean``, ``std`` normalise [0, 1] pixels to the
-  model's input range). Returns the config."""
+  model's input range; `preprocessor_config` states ``eval_resize``).
+  Returns the config."""
   state_dict = to_hf(params)  # refusals before anything is written
   config = hf_config(params, image_size=image_size, class_names=class_names, gelu=gelu,
                      layer_norm_epsilon=layer_norm_epsilon)
   os.makedirs(out, exist_ok=True)
   timm_format.write_safetensors(state_dict, os.path.join(out, WEIGHTS_FILES[0]))
   for name, content in ((CONFIG_FILE, config), (PREPROCESSOR_FILE, preprocessor_config(
-      image_size=image_size, mean=mean, std=std))):
+      image_size=image_size, mean=mean, std=std, eval_resize=eval_resize))):
     with open(os.path.join(out, name), "w") as f:
       json.dump(content, f, indent=2)
   return config

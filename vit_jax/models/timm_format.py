@@ -535,12 +535,16 @@ def per_channel(value):
 
 
 def hub_config(params, *, image_size, mean, std, class_names=None, gelu="tanh",
-               layer_norm_epsilon=DEFAULT_EPSILON):
+               layer_norm_epsilon=DEFAULT_EPSILON, eval_resize=None):
   """The config.json of timm's hub layout for ``params``.
 
   ``model_args`` states every argument that differs from a plain timm ViT
   (the GELU, the pooling, no fc_norm), even where ``architecture``
   names the shape, so the architecture's defaults never decide.
+  ``eval_resize`` (`vit_jax.data.preprocess.eval_resize.EvalResize`) is
+  stated as timm's eval transform (crop_pct, crop_mode, interpolation);
+  without one, a resize of the shorter side to ``image_size`` and a
+  central crop.
   """
   args = model_args(params, image_size=image_size, gelu=gelu)
   name = architecture(args, layer_norm_epsilon=layer_norm_epsilon,
@@ -555,9 +559,7 @@ def hub_config(params, *, image_size, mean, std, class_names=None, gelu="tanh",
           "architecture": name,
           "input_size": [3, image_size, image_size],
           "fixed_input_size": True,
-          "interpolation": "bilinear",
-          "crop_pct": 1.0,
-          "crop_mode": "center",
+          **_eval_transform(eval_resize),
           "mean": per_channel(mean),
           "std": per_channel(std),
           "num_classes": args["num_classes"],
@@ -571,8 +573,24 @@ def hub_config(params, *, image_size, mean, std, class_names=None, gelu="tanh",
   return config
 
 
+# timm's interpolation (PIL's filters) of TensorFlow's resize methods; TF's
+# area averaging is PIL's box filter. The others are stated as bilinear.
+_TIMM_INTERPOLATIONS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest",
+                        "area": "box", "lanczos3": "lanczos"}
+
+
+def _eval_transform(eval_resize):
+  """timm's pretrained_cfg fields of its eval transform for ``eval_resize``."""
+  if eval_resize is None:
+    return {"interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center"}
+  return {"interpolation": _TIMM_INTERPOLATIONS.get(eval_resize.method, "bilinear"),
+          "crop_pct": eval_resize.crop_pct,
+          # timm's 'squash' resizes both sides, as `resize`; 'center' the shorter.
+          "crop_mode": "squash" if eval_resize.mode == "squash" else "center"}
+
+
 def save(params, out, *, image_size, mean, std, class_names=None, gelu="tanh",
-         layer_norm_epsilon=DEFAULT_EPSILON):
+         layer_norm_epsilon=DEFAULT_EPSILON, eval_resize=None):
   """Writes ``out``/model.safetensors and ``out``/config.json in timm's hub layout.
 
   ``mean`` and ``std`` (a number, or one per channel) are timm's
@@ -582,7 +600,7 @@ def save(params, out, *, image_size, mean, std, class_names=None, gelu="tanh",
   state_dict = to_timm(params)  # refusals before anything is written
   config = hub_config(params, image_size=image_size, mean=mean, std=std,
                       class_names=class_names, gelu=gelu,
-                      layer_norm_epsilon=layer_norm_epsilon)
+                      layer_norm_epsilon=layer_norm_epsilon, eval_resize=eval_resize)
   os.makedirs(out, exist_ok=True)
   write_safetensors(state_dict, os.path.join(out, WEIGHTS_FILES[0]))
   with open(os.path.join(out, CONFIG_FILE), "w") as f:

@@ -60,6 +60,19 @@ def parse(spec: str) -> Op:
 
 def _parse_op(piece: str, spec: str) -> Op:
   """Turns one piece of `spec`, e.g. ``resize(224)``, into a ready op."""
+  name, bound = bound_arguments(piece, spec)
+  try:
+    return _REGISTRY[name](*bound.args, **bound.kwargs)
+  except TypeError as e:
+    raise ValueError(f"Bad arguments in preprocessing op {piece.strip()!r}: {e}") from e
+
+
+def bound_arguments(piece: str, spec: str) -> tuple[str, inspect.BoundArguments]:
+  """(op name, its arguments with the op's defaults) of one piece of `spec`.
+
+  Raises ValueError where the piece is no call of a registered op with
+  literal arguments it takes, naming the arguments it does take.
+  """
   piece = piece.strip()
   if not piece:
     raise ValueError(f"Malformed preprocessing spec {spec!r}: empty op "
@@ -90,17 +103,15 @@ def _parse_op(piece: str, spec: str) -> Op:
                      f"registered ops: {', '.join(registered_ops())}.")
   signature = inspect.signature(_REGISTRY[name])
   try:
-    signature.bind(*args, **kwargs)
+    bound = signature.bind(*args, **kwargs)
   except TypeError as e:  # big_vision's ops take some arguments these do not
     accepted = ", ".join(
         p.name if p.default is p.empty else f"{p.name}={p.default!r}"
         for p in signature.parameters.values())
     raise ValueError(f"Bad arguments in preprocessing op {piece!r}: {e}; it takes "
                      f"{name}({accepted})") from None
-  try:
-    return _REGISTRY[name](*args, **kwargs)
-  except TypeError as e:
-    raise ValueError(f"Bad arguments in preprocessing op {piece!r}: {e}") from e
+  bound.apply_defaults()
+  return name, bound
 
 
 def add_example_seeds(ds: tf.data.Dataset, seed: int) -> tf.data.Dataset:
