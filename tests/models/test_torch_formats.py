@@ -420,6 +420,17 @@ def test_a_distillation_token_without_a_class_token_or_beside_registers_is_refus
                                                  num_registers=2)))
 
 
+@pytest.mark.parametrize("convert", [timm_format.to_timm, hf_format.to_hf])
+@pytest.mark.parametrize("options, setting", [
+    (dict(parallel_block=True), r"parallel blocks \(model.parallel_block=True\)"),
+    (dict(use_bias=False), r"no biases \(model.use_bias=False\)")])
+def test_vit_22b_layouts_are_refused_on_export_naming_the_setting(convert, options, setting):
+  # They used to be refused as "parameter ...LayerNorm_2/scale is missing".
+  with pytest.raises(ValueError, match=rf"^these parameters are of a ViT with {setting}, as "
+                                       rf"ViT-22B's, which (timm|transformers)'"):
+    convert(random_params(tiny_model("token", **options)))
+
+
 @pytest.mark.parametrize("convert, match", [
     (timm_format.to_timm, r"^parameter pre_logits/kernel: timm's VisionTransformer has no "
                           r"representation layer .* model.representation_size=None"),

@@ -307,6 +307,13 @@ class OurParams:
     self.num_registers = self.flat["registers"].shape[1] if "registers" in self.flat else 0
     self.num_classes = (self.flat["head/kernel"].shape[1] if "head/kernel" in self.flat
                         else 0)
+    block = OUR_BLOCK.format(0)
+    for lacking, setting in (("LayerNorm_2/scale", "parallel blocks "
+                                                   "(model.parallel_block=True)"),
+                             ("LayerNorm_0/bias", "no biases (model.use_bias=False)")):
+      if self.depth and block + lacking not in self.flat:
+        raise ValueError(f"these parameters are of a ViT with {setting}, as "
+                         f"ViT-22B's, which {target} does not have")
 
   def take(self, name):
     if name not in self.left:
