@@ -1,10 +1,10 @@
 r"""Exports a run's classifier for use outside this codebase.
 
-  python scripts/export.py --workdir=runs/demo/finetune --format=npz --out=vit.npz
-  python scripts/export.py --workdir=runs/demo/finetune --format=serving --out=vit_serving
-  python scripts/export.py --workdir=runs/demo/finetune --format=saved_model --out=vit_tf
-  python scripts/export.py --workdir=runs/demo/finetune --format=timm --out=vit_timm
-  python scripts/export.py --workdir=runs/demo/finetune --format=hf --out=vit_hf
+  python scripts/export.py --workdir=runs/demo/transfer/fashion_mnist_last5/seed0 --format=npz --out=vit.npz
+  python scripts/export.py --workdir=runs/demo/transfer/fashion_mnist_last5/seed0 --format=serving --out=vit_serving
+  python scripts/export.py --workdir=runs/demo/transfer/fashion_mnist_last5/seed0 --format=saved_model --out=vit_tf
+  python scripts/export.py --workdir=runs/demo/transfer/fashion_mnist_last5/seed0 --format=timm --out=vit_timm
+  python scripts/export.py --workdir=runs/demo/transfer/fashion_mnist_last5/seed0 --format=hf --out=vit_hf
 
 Flags only; `vit_jax/inference/export.py` says what each format holds. Each
 export reads its result back and prints how far it is from the model:

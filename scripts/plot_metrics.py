@@ -1,6 +1,6 @@
 r"""Plots runs' metrics against steps and against TPUv3-core-days.
 
-  python scripts/plot_metrics.py runs/demo/pretrain runs/demo/finetune \
+  python scripts/plot_metrics.py runs/demo/pretrain runs/demo/transfer/fashion_mnist_last5/seed0 \
       --out=docs/demo_metrics.png
 
 One row per metric (train loss, eval accuracy, few-shot accuracy, learning

@@ -1,6 +1,6 @@
 r"""Prints runs as rows of a table like the ViT paper's Table 2.
 
-  python scripts/summarize.py runs/demo/pretrain runs/demo/finetune
+  python scripts/summarize.py runs/demo/pretrain runs/demo/transfer/fashion_mnist_last5/seed0
   python scripts/summarize.py runs/demo/transfer
 
 Each WORKDIR must hold the `summary.json` a finished run writes, or be a

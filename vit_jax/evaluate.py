@@ -1,6 +1,6 @@
 r"""Evaluates a checkpoint without training; prints one JSON line per split.
 
-  python -m vit_jax.evaluate --workdir=runs/demo/finetune \
+  python -m vit_jax.evaluate --workdir=runs/demo/transfer/fashion_mnist_last5/seed0 \
       [--checkpoint=PATH] [--split=NAME]
 
 Flags only; `evaluators.classification.evaluate_checkpoint` runs on the

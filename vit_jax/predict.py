@@ -1,6 +1,6 @@
 r"""Prints the top-5 classes of image files, from a run or a checkpoint.
 
-  python -m vit_jax.predict --workdir=runs/demo/finetune shirt.png boot.jpg
+  python -m vit_jax.predict --workdir=runs/demo/transfer/fashion_mnist_last5/seed0 shirt.png boot.jpg
   python -m vit_jax.predict --checkpoint=ViT-B_16_cifar10.npz \
       --config=configs/finetune.py:variant=B/16,data=cifar10 cat.jpg
 

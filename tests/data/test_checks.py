@@ -76,7 +76,7 @@ def test_a_label_outside_the_classes_stops_training_and_eval_naming_the_record(
   with pytest.raises(ValueError, match=message):
     next(input_pipeline.train_batches(source, PP, global_batch=NUM, seed=0))
   with pytest.raises(ValueError, match=message):
-    list(input_pipeline.EvalData(source, PP, "train", global_batch=4))
+    list(input_pipeline.EvalData(source, PP, "train", image_size=8, global_batch=4))
 
 
 @pytest.mark.parametrize("labels", [[], [3, 4]])
@@ -91,9 +91,9 @@ def test_a_record_without_one_label_stops_a_single_label_run_naming_it(tmp_path,
              f"\\], and a single-label dataset one each; fix the data, or set "
              f"config.data.multi_label=True for labels of several classes$")
   with pytest.raises(ValueError, match=message):
-    list(input_pipeline.EvalData(make_source(tmp_path), PP, "train", global_batch=4))
+    list(input_pipeline.EvalData(make_source(tmp_path), PP, "train", image_size=8, global_batch=4))
   batches = list(input_pipeline.EvalData(make_source(tmp_path, multi_label=True), PP,
-                                         "train", global_batch=10))
+                                         "train", image_size=8, global_batch=10))
   rows = [[float(c in (labels if i == 7 else [i])) for c in range(NUM)] for i in range(NUM)]
   assert sorted(batches[0]["labels"].tolist()) == sorted(rows)
 
@@ -173,7 +173,7 @@ def test_shards_that_agree_with_their_manifest_pass_every_check(tmp_path):
                        train_split="train[:80%]")
   sources.check_splits(source)
   assert sum(b["mask"].sum() for b in input_pipeline.EvalData(
-      source, PP, "test", global_batch=4)) == NUM
+      source, PP, "test", image_size=8, global_batch=4)) == NUM
 
 
 @pytest.mark.parametrize("overrides, message", [

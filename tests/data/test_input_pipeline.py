@@ -23,7 +23,7 @@ def source(data_dir):
 
 def test_eval_counts_every_example_once_with_a_padded_last_batch(fashion_data_dir):
   eval_data = input_pipeline.EvalData(source(fashion_data_dir), EVAL_PP,
-                                      "test", global_batch=40)
+                                      "test", image_size=16, global_batch=40)
   batches = list(eval_data)
   assert eval_data.num_examples == NUM_TEST
   assert len(batches) == eval_data.num_batches == 3  # 40 + 40 + 23 real
@@ -37,7 +37,7 @@ def test_eval_slices_of_two_processes_are_disjoint_and_cover_the_split(fashion_d
   for index in range(2):
     eval_data = input_pipeline.EvalData(
         source(fashion_data_dir), "decode|resize(16)|value_range(-1,1)|onehot(10)",
-        "test", global_batch=40, process_index=index, process_count=2)
+        "test", image_size=16, global_batch=40, process_index=index, process_count=2)
     batches = list(eval_data)
     assert len(batches) == 3  # ceil(52 / 20): both processes yield as many
     images = np.concatenate([b["image"] for b in batches])[

@@ -88,7 +88,7 @@ def test_split_slices_count_records_in_file_order(tfrecord_dir):
 
 def test_a_sliced_eval_split_reads_exactly_its_records(tfrecord_dir):
   eval_data = input_pipeline.EvalData(make_source("tfrecord", tfrecord_dir), PP,
-                                      "train[5:-3]", global_batch=8)
+                                      "train[5:-3]", image_size=8, global_batch=8)
   batches = list(eval_data)
   masks = np.concatenate([b["mask"] for b in batches])
   labels = np.concatenate([b["labels"] for b in batches])[masks]
@@ -158,7 +158,7 @@ def test_a_folder_of_jpegs_and_pngs_reads_every_image_with_its_class(folder_dir)
   source = make_source("folder", folder_dir)
   assert source.num_examples("train") == NUM
   eval_data = input_pipeline.EvalData(
-      source, f"decode|value_range(0,255)|onehot({NUM})", "train", global_batch=10)
+      source, f"decode|value_range(0,255)|onehot({NUM})", "train", image_size=8, global_batch=10)
   batches = list(eval_data)
   mask = np.concatenate([b["mask"] for b in batches])
   images = np.concatenate([b["image"] for b in batches])[mask]
@@ -179,7 +179,7 @@ def test_one_folder_source_lists_each_directory_once_for_sizes_eval_and_train(
   listed = listings(monkeypatch)
   source = make_source("folder", folder_dir, train_split="train[:50%]")
   assert source.num_examples("train[:50%]") == NUM // 2
-  list(input_pipeline.EvalData(source, PP, "train[50%:]", global_batch=12))
+  list(input_pipeline.EvalData(source, PP, "train[50%:]", image_size=8, global_batch=12))
   next(input_pipeline.train_batches(source, PP, global_batch=4, seed=0))
   assert len(listed) == len(set(listed)) == 1 + NUM  # the split, each class folder
 
@@ -207,20 +207,20 @@ def test_a_folder_split_is_sliced_over_a_seeded_shuffle_of_its_files(folder_dir)
   source = make_source("folder", folder_dir)
   halves = []
   for split in ("train[:50%]", "train[50%:]"):
-    eval_data = input_pipeline.EvalData(source, PP, split, global_batch=12)
+    eval_data = input_pipeline.EvalData(source, PP, split, image_size=8, global_batch=12)
     batch = next(iter(eval_data))
     halves.append(sorted(np.argmax(batch["labels"][batch["mask"]], -1)))
   assert len(halves[0]) == len(halves[1]) == NUM // 2
   assert halves[0] != list(range(NUM // 2))  # not the first classes
   assert sorted(halves[0] + halves[1]) == list(range(NUM))
-  again = next(iter(input_pipeline.EvalData(source, PP, "train[:50%]", global_batch=12)))
+  again = next(iter(input_pipeline.EvalData(source, PP, "train[:50%]", image_size=8, global_batch=12)))
   assert sorted(np.argmax(again["labels"][again["mask"]], -1)) == halves[0]
 
 
 def test_multi_label_records_give_multi_hot_targets(tmp_path):
   write_tfrecords(tmp_path, num_shards=2, multi_label=True)
   eval_data = input_pipeline.EvalData(make_source("tfrecord", tmp_path, multi_label=True),
-                                      PP, "train[:3]", global_batch=4)
+                                      PP, "train[:3]", image_size=8, global_batch=4)
   labels = next(iter(eval_data))["labels"][:3]
   assert [np.flatnonzero(row).tolist() for row in labels] == [[0, 1], [1, 2], [2, 3]]
 
@@ -254,9 +254,29 @@ def test_a_corrupt_jpeg_is_skipped_and_counted(tmp_path, intact_markers):
   epochs = classes_of([next(batches), next(batches)])  # two epochs of 23 good ones
   assert sorted(epochs[:23]) == sorted(epochs[23:]) == [c for c in range(NUM) if c != 15]
   assert stats.corrupt_images == 2  # once per epoch
-  eval_data = input_pipeline.EvalData(source, PP, "train", global_batch=8)
+  eval_data = input_pipeline.EvalData(source, PP, "train", image_size=8, global_batch=8)
   assert sum(b["mask"].sum() for b in eval_data) == NUM  # scored as blank
   assert eval_data.corrupt_images == 1
+
+
+@pytest.mark.parametrize("intact_markers", [False, True], ids=["truncated", "bad_body"])
+@pytest.mark.parametrize("geometry, size", [("", 12), ("|central_crop(10)", 10)])
+def test_a_corrupt_image_is_blanked_at_the_models_size_without_a_resize(
+    tmp_path, intact_markers, geometry, size):
+  """The blank stand-in is the model's size, so an eval preprocessing without
+  a resize (images already at that size, or cropped to it) batches it; a
+  fixed small blank did not."""
+  corrupt_shards(tmp_path, intact_markers=intact_markers)  # images are 12 px
+  pp = f"decode{geometry}|value_range(-1,1)|onehot({NUM})"
+  eval_data = input_pipeline.EvalData(make_source("tfrecord", tmp_path), pp, "train",
+                                      image_size=size, global_batch=8)
+  batches = list(eval_data)
+  assert {b["image"].shape for b in batches} == {(8, size, size, 3)}
+  assert sum(b["mask"].sum() for b in batches) == NUM
+  assert eval_data.corrupt_images == 1
+  scored = np.concatenate([b["image"][b["mask"]] for b in batches])
+  flat = lambda value: np.abs(scored - (value / 255 * 2 - 1)).max(axis=(1, 2, 3)) < 0.005
+  assert flat(128).sum() == 1 and not flat(150).any()  # the blank for example 15
 
 
 def test_a_corrupt_first_image_is_counted_too(tmp_path):
@@ -287,7 +307,7 @@ def test_a_corrupt_jpeg_is_named_in_strict_mode(tmp_path, intact_markers, proble
     for _ in range(3):
       next(batches)
   with pytest.raises(ValueError, match=message):
-    list(input_pipeline.EvalData(source, PP, "train", global_batch=8))
+    list(input_pipeline.EvalData(source, PP, "train", image_size=8, global_batch=8))
 
 
 def test_a_preprocessing_error_is_raised_not_skipped_as_a_corrupt_image(tfrecord_dir):
@@ -299,7 +319,7 @@ def test_a_preprocessing_error_is_raised_not_skipped_as_a_corrupt_image(tfrecord
   with pytest.raises(tf.errors.InvalidArgumentError, match=crop_failed):
     next(input_pipeline.train_batches(source, too_big, global_batch=8, seed=0))
   with pytest.raises(tf.errors.InvalidArgumentError, match=crop_failed):
-    list(input_pipeline.EvalData(source, too_big, "train", global_batch=8))
+    list(input_pipeline.EvalData(source, too_big, "train", image_size=8, global_batch=8))
 
 
 def test_a_training_file_deleted_mid_run_stops_the_stream_naming_it(tmp_path):

@@ -363,7 +363,7 @@ def test_real_accuracy_is_precision_at_1_over_the_images_with_a_real_label(tmp_p
   config = common.dataset_config("imagenet2012_real", data_dir=str(tmp_path))
   source = sources.get_source(config)
   data = input_pipeline.EvalData(source, "decode|value_range(-1,1)|onehot(1000)",
-                                 "validation", global_batch=4)
+                                 "validation", image_size=16, global_batch=4)
   model = ClassOfTheColour([top for _, top in images], config.num_classes)
   mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1}),
                             jax.devices()[:1])

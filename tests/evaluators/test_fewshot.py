@@ -104,7 +104,7 @@ def test_the_same_seed_gives_the_same_shots_and_k_of_each_class():
 def features_on(devices, config, params, source):
   mesh = sharding.make_mesh(config.mesh, devices)
   eval_data = input_pipeline.EvalData(source, config.pp.eval, "test",
-                                      global_batch=config.eval_batch, keyed=True)
+                                      image_size=config.image_size, global_batch=config.eval_batch, keyed=True)
   model = build.model_from_config(config)
   return fewshot.extract_features(fewshot.make_feature_step(model), params, eval_data,
                                   sharding.batch_sharding(mesh))
@@ -130,7 +130,7 @@ def test_the_keys_that_order_the_features_keep_their_62_bits_through_the_devices
   config = tiny_config(fashion_data_dir)
   source = sources.get_source(config.data)
   eval_data = input_pipeline.EvalData(source, config.pp.eval, "test",
-                                      global_batch=config.eval_batch, keyed=True)
+                                      image_size=config.image_size, global_batch=config.eval_batch, keyed=True)
   batch_sharding = sharding.batch_sharding(sharding.make_mesh(config.mesh))
   feature_step = fewshot.make_feature_step(build.model_from_config(config))
   params = build.init_params(build.model_from_config(config), config.image_size, seed=0)
@@ -164,7 +164,7 @@ def test_features_are_one_array_and_hold_the_host_to_two_rows_an_example(fashion
 
   def traced_peak(split):
     eval_data = input_pipeline.EvalData(source, config.pp.eval, split,
-                                        global_batch=config.eval_batch, keyed=True)
+                                        image_size=config.image_size, global_batch=config.eval_batch, keyed=True)
     tracemalloc.start()
     try:
       before = tracemalloc.get_traced_memory()[0]
@@ -208,7 +208,7 @@ def test_the_command_probes_a_saved_model_and_prints_a_row_per_shot_count(
   features = {}
   for split in ("train", "test"):
     eval_data = input_pipeline.EvalData(source, config.pp.eval, split,
-                                        global_batch=config.eval_batch, keyed=True)
+                                        image_size=config.image_size, global_batch=config.eval_batch, keyed=True)
     features[split] = fewshot.extract_features(
         fewshot.make_feature_step(build.model_from_config(config)), params, eval_data,
         sharding.batch_sharding(sharding.make_mesh(config.mesh)))
@@ -340,7 +340,7 @@ def by_hand(config, params, name, *, shots, seeds, regulariser=fewshot.DEFAULT_R
   feature_step = feature_step or fewshot.make_feature_step(build.model_from_config(config))
   features = {split: fewshot.extract_features(
       feature_step, params,
-      input_pipeline.EvalData(source, spec, splits[split], global_batch=40, keyed=True),
+      input_pipeline.EvalData(source, spec, splits[split], image_size=config.image_size, global_batch=40, keyed=True),
       sharding.batch_sharding(sharding.make_mesh(config.mesh)))
       for split in ("train", "test")}
   return {k: np.mean([fewshot.probe_accuracy(

@@ -62,19 +62,26 @@ def is_decodable(data: tf.Tensor) -> tf.Tensor:
   return valid
 
 
-def blank_jpeg() -> tf.Tensor:
-  """A small mid-grey JPEG, the stand-in for a corrupt image at eval time."""
-  return tf.io.encode_jpeg(tf.fill([32, 32, 3], tf.constant(128, tf.uint8)))
+def blank_jpeg(size: int) -> tf.Tensor:
+  """A mid-grey JPEG of ``size`` x ``size``, the stand-in for a corrupt image at
+  eval time.
+
+  At the model's input size, the eval preprocessing brings it there as any
+  image: a resize from any size, a crop to the model's size from it, and
+  preprocessing without either (images already at the model's size) keeps it.
+  """
+  return tf.io.encode_jpeg(tf.fill([size, size, 3], tf.constant(128, tf.uint8)))
 
 
-def prepared(ds, prepare, *, on_corrupt, cores, before_decoding=lambda ds: ds):
+def prepared(ds, prepare, *, on_corrupt, cores, before_decoding=lambda ds: ds,
+             blank_size=None):
   """``before_decoding(ds).map(prepare)``, with corrupt images handled.
 
   ``ds`` yields a source's examples (`vit_jax.data.sources`), ``prepare``
   decodes and preprocesses one. ``on_corrupt`` says what becomes of a
   corrupt image: ``'skip'`` drops it, ``'blank'`` prepares the blank
-  stand-in instead and keeps ``_corrupt`` and ``_id`` in the result (see
-  `pop_blanked`), ``'fail'`` stops naming its file and record. Skipping
+  stand-in (`blank_jpeg` of ``blank_size``, the model's input size) instead
+  and keeps ``_corrupt`` and ``_id`` in the result (see `pop_blanked`), ``'fail'`` stops naming its file and record. Skipping
   stops the run too once `checks.MAX_CORRUPT_IN_A_ROW` images in a row were
   corrupt: an endless stream of them would never yield an example.
   ``before_decoding`` runs between the cheap check and the decoding: the
@@ -87,14 +94,18 @@ def prepared(ds, prepare, *, on_corrupt, cores, before_decoding=lambda ds: ds):
     return before_decoding(ds).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   if on_corrupt == "skip":
     check = _mark_decodable(checks.CorruptInARow())
+  elif on_corrupt == "blank":
+    def check(features):
+      return _blanked(features, tf.logical_not(is_decodable(features["image"])), blank_size)
   else:
-    check = {"blank": _blank_if_corrupt, "fail": _strict_check}[on_corrupt]
+    check = _strict_check
   ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE)
   if on_corrupt == "skip":
     ds = ds.filter(lambda features: features[_DECODABLE])
   if on_corrupt == "blank":
     prepare = _keeping_corrupt_fields(prepare)
-  return _decoded(before_decoding(ds), prepare, on_corrupt=on_corrupt, cores=cores)
+  return _decoded(before_decoding(ds), prepare, on_corrupt=on_corrupt, cores=cores,
+                  blank_size=blank_size)
 
 
 def pop_blanked(batch):
@@ -123,16 +134,12 @@ def _image_or_fail(ok, features, problem):
       ok, lambda: [f"{problem} ", features["_id"], " (config.data.strict=True)"], features)
 
 
-def _blank_if_corrupt(features):
-  return _blanked(features, tf.logical_not(is_decodable(features["image"])))
-
-
-def _blanked(features, corrupt):
-  """``features`` with the blank stand-in image where ``corrupt``.
+def _blanked(features, corrupt, size):
+  """``features`` with the blank stand-in image of ``size`` where ``corrupt``.
 
   ``_corrupt`` records it, for the eval count and warning.
   """
-  image = tf.where(corrupt, blank_jpeg(), features["image"])
+  image = tf.where(corrupt, blank_jpeg(size), features["image"])
   return {**features, "image": image, _CORRUPT: corrupt}
 
 
@@ -141,7 +148,7 @@ def _keeping_corrupt_fields(prepare):
                            "_id": features["_id"]}
 
 
-def _decoded(ds, prepare, *, on_corrupt, cores):
+def _decoded(ds, prepare, *, on_corrupt, cores, blank_size):
   """``ds.map(prepare)`` where an image that fails to decode is handled.
 
   Such an image passed `is_decodable` (intact markers, damaged body).
@@ -177,7 +184,7 @@ def _decoded(ds, prepare, *, on_corrupt, cores):
   def settle(decodes, example):
     """The example to prepare, its blank stand-in, or the strict-mode error."""
     if on_corrupt == "blank":  # corrupt already where the cheap check failed
-      return _blanked(example, example[_CORRUPT] | tf.logical_not(decodes))
+      return _blanked(example, example[_CORRUPT] | tf.logical_not(decodes), blank_size)
     if on_corrupt == "fail":
       return _image_or_fail(decodes, example, "image that does not decode")
     return example  # 'skip': the undecodable ones are filtered out already

@@ -186,12 +186,13 @@ class EvalData:
   processes, so by default it is scored as a blank image (a miss, almost
   surely), counted in ``corrupt_images`` and named in a warning; with
   ``config.data.strict`` it stops the evaluation naming the file and record.
-  ``source`` (`vit_jax.data.sources.get_source`) is built once per run.
+  ``source`` (`vit_jax.data.sources.get_source`) is built once per run;
+  ``image_size`` is the model's, the blank image's size.
   ``keyed`` adds each example's `KEY`, for consumers that need the split in
   one order on any number of processes (few-shot probes draw their shots).
   """
 
-  def __init__(self, source, pp_spec, split, *, global_batch, keyed=False,
+  def __init__(self, source, pp_spec, split, *, global_batch, image_size, keyed=False,
                process_index=None, process_count=None):
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
@@ -214,7 +215,7 @@ class EvalData:
     ds = corrupt_images.prepared(
         source.read(split, process_index, process_count), prepare,
         on_corrupt="fail" if source.config.get("strict", False) else "blank",
-        cores=_CORES)
+        cores=_CORES, blank_size=image_size)
     self._dataset = ds.batch(self.local_batch).prefetch(tf.data.AUTOTUNE).with_options(
         _options())
 

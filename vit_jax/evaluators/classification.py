@@ -89,7 +89,8 @@ def evaluate_checkpoint(config, path, splits):
   results = {}
   for name, split in splits.items():
     data = input_pipeline.EvalData(source, config.pp.eval, split,
-                                   global_batch=config.eval_batch)
+                                   global_batch=config.eval_batch,
+                                   image_size=config.image_size)
     results[name] = evaluate(eval_step, params, data, sharding.batch_sharding(mesh),
                              multi_label=config.data.multi_label)
   return results

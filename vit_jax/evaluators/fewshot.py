@@ -235,7 +235,8 @@ def _check_splits(source, splits, field):
 def _eval_data(source, pp_spec, splits, config):
   """The keyed `input_pipeline.EvalData` of each of ``splits``."""
   return {name: input_pipeline.EvalData(source, pp_spec, split,
-                                        global_batch=config.eval_batch, keyed=True)
+                                        global_batch=config.eval_batch,
+                                        image_size=config.image_size, keyed=True)
           for name, split in splits.items()}
 
 

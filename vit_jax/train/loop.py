@@ -92,7 +92,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
   total_steps = config_checks.resolve_total_steps(config, train_examples)
   eval_sets = {
       name: input_pipeline.EvalData(source, config.pp.eval, split,
-                                    global_batch=config.eval_batch)
+                                    global_batch=config.eval_batch,
+                                    image_size=config.image_size)
       for name, split in config.data.eval_splits.items()}
   # Every few-shot dataset is found now: a missing one stops the run here.
   probe_config = config.get("fewshot", {})  # a run from before the probes has none
