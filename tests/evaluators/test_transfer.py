@@ -63,11 +63,17 @@ def test_a_diverging_rate_is_not_chosen_and_a_rerun_redoes_nothing(fashion_data_
   finished = tmp_path / "tiny" / "seed0" / "summary.json"
   mtime = finished.stat().st_mtime_ns
   (tmp_path / "tiny" / "seed1" / "summary.json").unlink()
+  # A benchmark of the same suite that this config leaves out (a run of a
+  # subset, benchmarks=...) keeps its row.
+  saved = json.loads((tmp_path / transfer.RESULTS_FILE).read_text())
+  saved["benchmarks"]["other"] = {**bench, "row": "Other", "extra_row": "Other again"}
+  (tmp_path / transfer.RESULTS_FILE).write_text(json.dumps(saved))
   again = transfer.run_suite(config, str(tmp_path))
   assert finished.stat().st_mtime_ns == mtime  # read, not rerun
   assert again["benchmarks"]["tiny"]["runs"] == bench["runs"]  # seed 1 resumed at its end
   saved = json.loads((tmp_path / transfer.RESULTS_FILE).read_text())
-  assert saved["table"]["rows"][0]["benchmark"] == "Tiny Fashion"
+  assert [row["benchmark"] for row in saved["table"]["rows"]] == [
+      "Other", "Other again", "Tiny Fashion", "Tiny Fashion again"]
   assert "| Tiny Fashion | 0.05 |" in (tmp_path / transfer.TABLE_FILE).read_text()
 
 

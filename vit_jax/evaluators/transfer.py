@@ -59,13 +59,33 @@ def run_suite(config, workdir):
     workdir_files.write_whole(os.path.join(workdir, workdir_files.CONFIG_FILE),
                               config.to_json(indent=2))
   results = {"suite": config.suite, "init": config.init,
-             "pretraining": pretraining_cost(config.init), "benchmarks": {}}
+             "pretraining": pretraining_cost(config.init),
+             "benchmarks": earlier_benchmarks(workdir, config)}
   for name, bench in config.benchmarks.items():
     results["benchmarks"][name] = run_benchmark(bench, config.seeds,
                                                 os.path.join(workdir, name))
     if is_main:  # after each benchmark, so a killed suite still shows its progress
       write_results(workdir, results)
   return results
+
+
+def earlier_benchmarks(workdir, config):
+  """The results already in ``workdir``'s results.json of the benchmarks that
+  ``config`` leaves out, where they are of the same suite and ``init``.
+
+  A suite run again with a subset of its benchmarks (`benchmarks=` of
+  configs/transfer.py) keeps the others' rows in the table; the results of
+  another pre-trained model or suite are not mixed in.
+  """
+  path = os.path.join(workdir, RESULTS_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    earlier = json.load(f)
+  if (earlier.get("suite"), earlier.get("init")) != (config.suite, config.init):
+    return {}
+  return {name: bench for name, bench in earlier.get("benchmarks", {}).items()
+          if name not in config.benchmarks}
 
 
 def check_runs(config):
