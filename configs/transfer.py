@@ -5,10 +5,11 @@ r"""A transfer suite: the ViT paper's fine-tuning protocol over its benchmarks.
 
 For each benchmark the suite (`vit_jax.evaluators.transfer`) picks the
 learning rate on a development split: one fine-tune on `dev_train` per rate
-of the grid, scored on `dev`. It then fine-tunes on the whole training set
-with that rate once per seed and scores the test split. The table gives
-"mean ± std" over the seeds, a row per benchmark, the VTAB group means, and
-the pre-training's TPUv3-core-days (the paper's Table 2, one model).
+of the grid, scored on `dev` (none where the grid has one rate). It then
+fine-tunes on the whole training set with that rate once per seed and
+scores the test split. The table gives "mean ± std" over the seeds, a row
+per benchmark, the VTAB group means, and the pre-training's
+TPUv3-core-days (the paper's Table 2, one model).
 
 Suites (`suite=`):
 - ``paper``: ImageNet (and ImageNet ReaL, from the same runs), CIFAR-10,
@@ -16,8 +17,9 @@ Suites (`suite=`):
   each with Table 4's steps and learning-rate grid (`finetune.TABLE4`), the
   rest of `configs/finetune.py`'s recipe (SGD momentum 0.9, batch 512, cosine
   decay, clip 1, no weight decay, a zero head, 384 px unless `res=`).
-- ``vtab``: VTAB-1k's 19 tasks alone (train on 800, choose on 200, 2,500
-  steps at 0.01, the test split).
+- ``vtab``: VTAB-1k's 19 tasks alone (2,500 steps at the one rate 0.01, so
+  no dev runs: the final runs train on train800val200, scored on the test
+  split).
 - ``demo``: the offline demo's transfer (`make demo`): the ViT pre-trained on
   five Fashion-MNIST classes, fine-tuned on the other five and on sklearn's
   digits, with the same protocol scaled to two CPU cores (`DEMO`).

@@ -12,9 +12,10 @@ repositories): ``train800`` is ``train[:800]``; ``val200`` the first 200
 examples of the validation split, or, where a dataset has none, the 200 that follow
 task_adaptation's own train/validation cut of ``train`` (its first 90, 80 or
 60 %, counted in whole examples); ``test`` the test split, or what
-task_adaptation holds out as one. The suite picks the learning rate by
-training on ``train800`` and scoring ``val200`` (`transfer_splits`' dev_train
-and dev), then trains on both (``train800val200``) and reports ``test``.
+task_adaptation holds out as one. VTAB-1k's grid is the one rate 0.01, so
+the suite runs no dev fine-tunes (``train800`` and ``val200`` stay
+`transfer_splits`' dev_train and dev, for a grid of several rates): its
+final runs train on ``train800val200`` directly and report ``test``.
 
 Keys beyond `configs.common`'s: ``label`` (`config.data.label`: a feature,
 or a label derived from others, `vit_jax.data.labels`), ``binary_images``
