@@ -65,16 +65,17 @@ def logits_function(model):
   return logits
 
 
-def portable(model, platforms):
-  """``model`` with an attention that every one of ``platforms`` can lower.
+def portable(model):
+  """``model`` with an attention that an exported function can hold.
 
-  On a GPU host `auto` traces cuDNN's fused attention, which only CUDA
-  lowers; an export for other platforms too takes XLA's attention, which
-  gives the same logits (tests/models/test_attention.py).
+  On a GPU host `auto` traces cuDNN's fused attention, a custom call
+  (``__cudnn$fmha...``) that only CUDA lowers and that jax.export refuses
+  to serialise for any platform, as its target has no compatibility
+  guarantee; XLA's attention gives the same logits
+  (tests/models/test_attention.py).
   """
   implementation = getattr(model, "attention_implementation", None)  # ResNets: none
-  if (implementation and set(platforms) != {"cuda"}
-      and attention.resolve(implementation) == "cudnn"):
+  if implementation and attention.resolve(implementation) == "cudnn":
     return model.clone(attention_implementation="dot_product_attention")
   return model
 
@@ -254,7 +255,7 @@ def export_model(config, model, params, *, export_format, platforms, source, out
   """
   check_platforms(platforms, export_format)
   contract = make_contract(config, source, export_format, platforms)
-  model = portable(model, platforms)
+  model = portable(model)
   check_output_directory(out, export_format)
   with staged(out) as staging:
     with open(os.path.join(staging, serving.CONTRACT_FILE), "w") as f:
