@@ -52,7 +52,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from configs import common  # noqa: E402
 from vit_jax import models  # noqa: E402
-from vit_jax.cost import benchmarking  # noqa: E402
+from vit_jax.cost import accounting, benchmarking  # noqa: E402
 from vit_jax.models import resnet_stem  # noqa: E402
 from vit_jax.runtime import cli, cpu_devices  # noqa: E402
 from vit_jax.train import config_checks  # noqa: E402
@@ -145,6 +145,12 @@ def benchmark_timm(config, model, batch_size, *, peak, num_devices,
                                 betas=(config.optim.b1, config.optim.b2),
                                 weight_decay=config.optim.weight_decay)
   amp = config.model.dtype == "bfloat16"
+  if device.type == "cuda" and not amp:
+    # float32 matmuls as JAX runs them on the card, and as the peak of MFU
+    # assumes: TF32 unless jax_default_matmul_precision asks for full float32
+    # (torch's default is full float32, which would flatter the speed-up).
+    torch.set_float32_matmul_precision(
+        "highest" if accounting.gpu_float32_is_full() else "high")
   size = config.image_size
   images = torch.randn(batch_size, 3, size, size, device=device)
   labels = torch.randint(0, config.data.num_classes, (batch_size,), device=device)
@@ -172,6 +178,7 @@ def benchmark_timm(config, model, batch_size, *, peak, num_devices,
                                 flops_per_example=flops_per_example)
   stats.update(
       torch=torch.__version__, amp_bf16=amp, threads=torch.get_num_threads(),
+      float32_matmul_precision=torch.get_float32_matmul_precision(),
       peak_device_memory_bytes=(torch.cuda.max_memory_allocated()
                                 if device.type == "cuda" else None))
   return stats

@@ -352,6 +352,12 @@ _GPU_PEAK_FLOPS = {
 _FULL_FLOAT32_PRECISIONS = ("highest", "float32", "F32_F32_F32")
 
 
+def gpu_float32_is_full() -> bool:
+  """Whether JAX multiplies float32 on a GPU in full float32, not TF32 (its
+  default), as `jax_default_matmul_precision` says."""
+  return jax.config.jax_default_matmul_precision in _FULL_FLOAT32_PRECISIONS
+
+
 def peak_flops_per_device(device=None, dtype="float32") -> float:
   """Peak FLOP/s of one JAX device: the denominator of MFU.
 
@@ -387,7 +393,7 @@ def peak_flops_per_device(device=None, dtype="float32") -> float:
     half_precision_peak, tf32_peak, float32_peak = _GPU_PEAK_FLOPS[label]
     if dtype_name != "float32":
       return half_precision_peak
-    full = jax.config.jax_default_matmul_precision in _FULL_FLOAT32_PRECISIONS
+    full = gpu_float32_is_full()
     return float32_peak if full else tf32_peak
   if label == "cpu":
     return measured_matmul_flops("cpu", "float32")
