@@ -182,6 +182,28 @@ def test_an_fsdp_checkpoint_on_8_devices_resumes_data_parallel_on_4(fashion_data
   assert before[6] < before[1]
 
 
+@pytest.mark.parametrize("model_axis", [1, 2])
+def test_fsdp_never_splits_the_layer_axis_of_scanned_blocks(model_axis):
+  """12 layers of width 8: the layer axis is the largest dimension fsdp=4
+  divides, and splitting it would make each step of the scan gather every
+  layer. The widest other dimension fsdp divides is split instead, as the
+  same block's is without scan."""
+  shape = dict(hidden_size=8, num_layers=12, mlp_dim=16, num_heads=2)
+  layout_config = mesh_config(data=1, fsdp=4, model=model_axis, fsdp_min_size=1)
+  mesh = sharding.abstract_mesh(layout_config, 4 * model_axis)
+  specs = {}
+  for scan in (False, True):
+    model = models.get_model("Ti/4", num_classes=10, scan=scan, **shape)
+    params = build.abstract_params(model, 8)
+    specs[scan] = specs_by_name(sharding.param_shardings(mesh, params, layout_config))
+  stacked = {name: spec for name, spec in specs[True].items() if "/encoderblock/" in name}
+  assert len(stacked) > 10
+  for name, spec in stacked.items():
+    assert len(spec) == 0 or spec[0] is None, (name, spec)
+    unrolled = specs[False][name.replace("/encoderblock/", "/encoderblock_0/")]
+    assert tuple(spec)[1:] == tuple(unrolled), (name, spec, unrolled)
+
+
 def test_fsdp_splits_a_bit_resnets_convolutions_like_dense_kernels():
   """R50x1 under 8-way FSDP: every kernel over the threshold is split, on the
   largest dimension 8 divides (output channels for most, the 3x3's input

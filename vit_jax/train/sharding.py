@@ -21,7 +21,9 @@ decay uses too) gives its rule:
 
   'fsdp'       split the largest dimension that the fsdp axis divides, if the
                parameter has at least `config.mesh.fsdp_min_size` elements;
-               otherwise replicate
+               otherwise replicate. Never the layer axis of scan's stacked
+               blocks: each step of the scan reads one layer whole, which
+               split over fsdp would gather the whole stack
   'model:D'    split dimension D over the model axis, D counted from the end
                (-1 the last), and the largest of the other dimensions over
                fsdp as 'fsdp' does. Counting from the end keeps a rule right
@@ -51,7 +53,7 @@ import numpy as np
 from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from vit_jax import tree_util
-from vit_jax.models import activation_sharding
+from vit_jax.models import activation_sharding, layer_stack
 
 MESH_AXES = ("data", "fsdp", "model")
 BATCH_AXES = activation_sharding.BATCH_AXES
@@ -205,7 +207,8 @@ def _spec(name, shape, rule, mesh, min_size):
       spec[model_dim] = "model"
   fsdp = mesh.shape["fsdp"]
   if split_fsdp and fsdp > 1 and math.prod(shape) >= min_size:
-    free = [d for d in range(len(shape)) if spec[d] is None]
+    stacked = f"/{layer_stack.STACKED_BLOCKS}/" in f"/{name}"  # its dimension 0: layers
+    free = [d for d in range(int(stacked), len(shape)) if spec[d] is None]
     for dim in sorted(free, key=lambda d: -shape[d]):
       if shape[dim] % fsdp == 0:
         spec[dim] = "fsdp"
