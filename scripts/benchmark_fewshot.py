@@ -136,6 +136,9 @@ def main(argv):
   except ValueError:
     raise app.UsageError(f"--num_train={','.join(_NUM_TRAIN.value)}: expected "
                          f"integers") from None
+  if not num_train or num_train[0] < 1:  # train[:-5] would be all but 5 images
+    raise app.UsageError(f"--num_train={','.join(_NUM_TRAIN.value)}: expected counts "
+                         f"of 1 or more")
   if not cpu_devices.chosen_by_user():
     jax.config.update("jax_num_cpu_devices", _DEVICES.value)
   config = probe_config()
@@ -149,7 +152,8 @@ def main(argv):
 
   def data(n):
     return {part: input_pipeline.EvalData(source, config.pp.eval, split,
-                                          global_batch=config.eval_batch, keyed=True)
+                                          global_batch=config.eval_batch,
+                                          image_size=config.image_size, keyed=True)
             for part, split in (("train", f"train[:{n}]"),
                                 ("test", f"test[:{_NUM_TEST.value}]"))}
 
@@ -166,6 +170,8 @@ def main(argv):
   if len(rows) > 1:
     first, last = rows[0], rows[-1]
     extra = last["examples"] - first["examples"]
+    if extra == 0:  # counts past the split's size give the same probe
+      return
     print(json.dumps({
         "row_bytes": last["feature_bytes"] // last["examples"],
         "per_example_bytes": {

@@ -3,6 +3,8 @@ host memory they take, big_vision's default datasets and per-dataset shots, and
 the probes a run makes: of other datasets, at its start, on resuming."""
 import json
 import os
+import subprocess
+import sys
 import tracemalloc
 
 import jax
@@ -13,6 +15,7 @@ import tensorflow_datasets as tfds
 import fake_data
 from conftest import NUM_TEST, NUM_TRAIN, tiny_config
 from configs import common, pretrain, transfer_datasets
+from repo_root import REPO
 from vit_jax import train
 from vit_jax.data import input_pipeline, sources, splits
 from vit_jax.evaluators import fewshot
@@ -520,3 +523,23 @@ def test_a_multi_label_runs_own_data_is_refused_for_probes_naming_the_field(tmp_
       "config.fewshot.datasets=() probes the run's own data, and 'fashion_mnist_local' is "
       "multi-label (config.data.multi_label); a few-shot probe needs one class an image: "
       "name single-label presets there, e.g. ('imagenet2012', 'cifar100')")
+
+
+@pytest.mark.slow
+def test_the_probe_benchmark_runs_and_refuses_counts_below_one(fashion_data_dir):
+  """scripts/benchmark_fewshot.py, tiny: one JSON line per --num_train and the
+  per-example line; its own code, run in a fresh process as a user runs it."""
+  command = [sys.executable, os.path.join(REPO, "scripts", "benchmark_fewshot.py"),
+             "--variant=Ti/16", "--image_size=16", "--num_train=16,32", "--num_test=8",
+             "--devices=2", "--batch=8", f"--data_dir={fashion_data_dir}"]
+  result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+  assert [row.get("num_train") for row in rows] == [16, 32, None]
+  assert [row["examples"] for row in rows[:2]] == [24, 40]
+  assert set(rows[0]["accuracy"]) == {"1shot", "5shot", "10shot", "25shot"}
+  refused = subprocess.run(command[:4] + ["--num_train=-5"], capture_output=True, text=True,
+                           timeout=120, cwd=REPO)
+  assert refused.returncode != 0
+  assert refused.stderr.strip().splitlines()[-1] == (
+      "error: --num_train=-5: expected counts of 1 or more")
