@@ -38,6 +38,7 @@ from configs import benchmark as benchmark_config  # noqa: E402
 from configs import common  # noqa: E402
 from vit_jax.cost import benchmarking  # noqa: E402
 from vit_jax.data import input_pipeline, sources, tfrecords  # noqa: E402
+from vit_jax.models import build  # noqa: E402
 from vit_jax.runtime import cli, cpu_devices  # noqa: E402
 
 NUM_CLASSES = 1000
@@ -103,7 +104,15 @@ def pipeline_images_per_second(config, pp, *, batch, seconds, warmup_batches=3):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _VARIANT.value:  # the step on one device per core, as scripts/benchmark.py runs it
+  step_config = None
+  if _VARIANT.value:
+    # Checked before the pipelines are timed, not after minutes of it.
+    step_config = benchmark_config.get_config(f"variant={_VARIANT.value}")
+    try:
+      build.model_from_config(step_config)  # a module only: no device starts
+    except ValueError as e:
+      raise app.UsageError(f"--variant={_VARIANT.value}: {e}") from None
+    # The step on one device per core, as scripts/benchmark.py runs it.
     cpu_devices.use_one_device_per_core((_MODEL_BATCH.value,))
 
   cores = len(os.sched_getaffinity(0))
@@ -118,8 +127,7 @@ def main(argv):
     results.append({"pp": pp, "images_per_s": round(rate, 1),
                     "images_per_s_per_core": round(rate / cores, 1), "cores": cores})
     print(json.dumps(results[-1]), flush=True)
-  if _VARIANT.value:
-    step_config = benchmark_config.get_config(f"variant={_VARIANT.value}")
+  if step_config is not None:
     timing, _ = benchmarking.measure(step_config, _MODEL_BATCH.value,
                                      steps=_MODEL_STEPS.value, rounds=1, warmup=2,
                                      inference=False)

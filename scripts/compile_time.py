@@ -19,12 +19,17 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
+from vit_jax.runtime import cli
+
+FLAGS = cli.command_flags(__name__)
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/benchmark.py", "Config whose train step is compiled.",
-    lock_config=True)
-_BATCH = flags.DEFINE_integer("batch", 2, "Global batch of the step.", lower_bound=1)
+    lock_config=True, flag_values=FLAGS)
+_BATCH = flags.DEFINE_integer("batch", 2, "Global batch of the step.", lower_bound=1,
+                              flag_values=FLAGS)
 _ONE = flags.DEFINE_bool("one", False, "Compile the config as given, once, and print "
-                         "its seconds (what each layout's process runs).")
+                         "its seconds (what each layout's process runs).",
+                         flag_values=FLAGS)
 
 
 def compile_seconds(config, batch_size):
@@ -57,8 +62,18 @@ def compile_seconds(config, batch_size):
   return time.perf_counter() - start
 
 
+def _last_error(stderr):
+  """The last line of a layout process's stderr, which says why it failed: its
+  one-line error (``error: `` dropped), or its traceback's exception."""
+  lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+  if not lines:
+    return "it printed nothing on stderr"
+  return lines[-1].removeprefix("error: ")
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _ONE.value:
     print(compile_seconds(_CONFIG.value, _BATCH.value))
     return
@@ -67,7 +82,10 @@ def main(argv):
   for layout, scan in (("unrolled", False), ("scanned", True)):
     out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one",
                           f"--config.model.scan={scan}"],
-                         env=env, check=True, capture_output=True, text=True)
+                         env=env, capture_output=True, text=True)
+    if out.returncode:
+      raise ValueError(f"the {layout} step (--config.model.scan={scan}) did not "
+                       f"compile: {_last_error(out.stderr)}")
     seconds[layout] = float(out.stdout.strip().splitlines()[-1])
   print(json.dumps({"unrolled_s": round(seconds["unrolled"], 1),
                     "scanned_s": round(seconds["scanned"], 1),
@@ -75,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -6,8 +6,8 @@ From a folder of class subfolders (JPEG/PNG files, stored as they are):
       --out_dir=/data/pets_tfr --split=train --num_shards=64
 
 From arrays in an .npz (`images` uint8 (N, H, W, C), or (N, H, W) grayscale;
-`labels` (N,) class ids or (N, classes) multi-hot rows for multi-label data),
-encoded as JPEG:
+`labels` (N,) or (N, 1) class ids, or (N, classes) 0/1 multi-hot rows for
+multi-label data), encoded as JPEG:
 
   python scripts/make_tfrecords.py --from_npz=arrays.npz --out_dir=DIR --split=train
 
@@ -49,9 +49,12 @@ _NUM_SHARDS = flags.DEFINE_integer("num_shards", 16, "Shards to write.", lower_b
 _WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes that "
                                 "encode and write.", lower_bound=1, flag_values=FLAGS)
 _FORMAT = flags.DEFINE_enum("format", "jpeg", ["jpeg", "png"], "How --from_npz "
-                            "arrays are encoded.", flag_values=FLAGS)
-_CLASSES = flags.DEFINE_string("classes", None, "A text file of class names, one a line.",
-                               flag_values=FLAGS)
+                            "arrays are encoded (--from_folder files are stored as "
+                            "they are).", flag_values=FLAGS)
+_CLASSES = flags.DEFINE_string(
+    "classes", None, "A text file of class names, one a line: class id i is line "
+    "i's name. With --from_folder (whose names are its sorted subfolders) it must "
+    "list those.", flag_values=FLAGS)
 _NUM_CLASSES = flags.DEFINE_integer(
     "num_classes", None, "Class count of --from_npz labels: a class id outside "
     "[0, N) is refused before anything is written (default: the number of "
@@ -67,16 +70,27 @@ flags.register_multi_flags_validator(
     flag_values=FLAGS)
 
 
+def read_classes(path):
+  """The class names of a --classes file, one a line; a missing or empty one is
+  refused, naming the flag."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--classes={path}: no such file; it is a text file of "
+                            f"class names, one a line")
+  with open(path) as f:
+    classes = [line.strip() for line in f if line.strip()]
+  if not classes:
+    raise ValueError(f"--classes={path} lists no class names; it is a text file of "
+                     f"class names, one a line")
+  return classes
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from vit_jax.data import tfrecords  # after flag parsing: --help is fast
 
   out_dir = _OUT_DIR.value
-  classes = None
-  if _CLASSES.value:
-    with open(_CLASSES.value) as f:
-      classes = [line.strip() for line in f if line.strip()]
+  classes = read_classes(_CLASSES.value) if _CLASSES.value else None
   if _INDEX_ONLY.value:
     paths = sorted(glob.glob(os.path.join(out_dir, "*.tfrecord*")))
     if not paths:
@@ -85,8 +99,20 @@ def main(argv):
         out_dir, tfrecords.count_records(paths, _WORKERS.value), classes)
   else:
     if _FROM_FOLDER.value:
+      # Images of a folder are stored as they are, and labelled by it.
+      ignored = [f"--{name}" for name in ("num_classes", "format") if FLAGS[name].present]
+      if ignored:
+        raise app.UsageError(
+            f"{' and '.join(ignored)} apply to --from_npz; with --from_folder the "
+            f"images are stored as they are and the classes are its subfolders")
       examples, folder_classes = tfrecords.folder_examples(_FROM_FOLDER.value)
-      classes = classes or folder_classes
+      if classes is not None and classes != folder_classes:
+        raise app.UsageError(
+            f"--classes={_CLASSES.value} lists {', '.join(classes)}; with "
+            f"--from_folder the labels are the class folders' places in sorted "
+            f"order, so it must list {', '.join(folder_classes)} (the folders of "
+            f"{_FROM_FOLDER.value}), or be left out")
+      classes = folder_classes
     else:
       num_classes = _NUM_CLASSES.value or (len(classes) if classes else None)
       try:  # checked whole before any shard is written

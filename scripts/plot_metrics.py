@@ -34,16 +34,32 @@ ROWS = (
 X_AXES = (("step", "step"), ("tpuv3_core_days", "TPUv3-core-days"))
 
 FLAGS = cli.command_flags(__name__)
-_OUT = flags.DEFINE_string("out", "metrics.png", "The PNG to write.", flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", "metrics.png", "The PNG to write (its directory is "
+                           "made if need be).", flag_values=FLAGS)
 
 
 def read_metrics(workdir):
-  """The records of ``workdir/metrics.jsonl``, in the order written."""
+  """The records of ``workdir/metrics.jsonl``, in the order written.
+
+  A last line that is no JSON is the torn write of a killed run, skipped as
+  the trainer skips it when the run resumes (`metrics._kept`); one elsewhere
+  is a damaged file, named with its line.
+  """
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     raise FileNotFoundError(f"no metrics in {workdir}: {path} does not exist")
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [(number, line) for number, line in enumerate(f, start=1) if line.strip()]
+  records = []
+  for number, line in lines:
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if number == lines[-1][0]:
+        break
+      raise ValueError(f"{path}:{number} is not a JSON record ({e}); each line of "
+                       f"metrics.jsonl is one") from None
+  return records
 
 
 def series(records, split, keys, x_key):
@@ -100,6 +116,8 @@ def plot(workdirs, out):
       if row == 0 and column == 0 or split in ("eval", "fewshot") and column == 0:
         ax.legend(fontsize=7)
   figure.tight_layout()
+  if os.path.dirname(out):
+    os.makedirs(os.path.dirname(out), exist_ok=True)
   figure.savefig(out, dpi=110)
   plt.close(figure)
   return out

@@ -19,18 +19,34 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-_VARIANT = flags.DEFINE_string("variant", "G/14", "configs/pretrain.py's variant.")
-_LAYERS = flags.DEFINE_integer("layers", 4, "Encoder blocks.", lower_bound=1)
-_DEVICES = flags.DEFINE_integer("devices", 8, "Emulated devices (set XLA_FLAGS to match).")
-_FSDP = flags.DEFINE_integer("fsdp", 8, "config.mesh.fsdp; data takes the other devices.")
-_PER_DEVICE = flags.DEFINE_integer("per_device", 16, "Examples a device.", lower_bound=1)
-_DTYPE = flags.DEFINE_string("dtype", "float32", "config.model.dtype.")
-_REMAT = flags.DEFINE_bool("remat", True, "config.model.remat.")
-_SCAN = flags.DEFINE_bool("scan", True, "config.model.scan.")
+from vit_jax.runtime import cli  # noqa: E402
+
+FLAGS = cli.command_flags(__name__)
+_VARIANT = flags.DEFINE_string("variant", "G/14", "configs/pretrain.py's variant.",
+                               flag_values=FLAGS)
+_LAYERS = flags.DEFINE_integer("layers", 4, "Encoder blocks.", lower_bound=1,
+                               flag_values=FLAGS)
+_DEVICES = flags.DEFINE_integer("devices", 8, "Emulated devices (set XLA_FLAGS to match).",
+                                lower_bound=1, flag_values=FLAGS)
+_FSDP = flags.DEFINE_integer("fsdp", 8, "config.mesh.fsdp, a divisor of --devices; data "
+                             "takes the other devices.", lower_bound=1, flag_values=FLAGS)
+_PER_DEVICE = flags.DEFINE_integer("per_device", 16, "Examples a device.", lower_bound=1,
+                                   flag_values=FLAGS)
+_DTYPE = flags.DEFINE_string("dtype", "float32", "config.model.dtype.", flag_values=FLAGS)
+_REMAT = flags.DEFINE_bool("remat", True, "config.model.remat.", flag_values=FLAGS)
+_SCAN = flags.DEFINE_bool("scan", True, "config.model.scan.", flag_values=FLAGS)
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # The mesh is data x fsdp over every device; checked before JAX starts.
+  if _DEVICES.value % _FSDP.value:
+    divisors = [d for d in range(1, _DEVICES.value + 1) if _DEVICES.value % d == 0]
+    raise ValueError(f"--fsdp={_FSDP.value} does not divide --devices={_DEVICES.value} "
+                     f"(the mesh is data x fsdp over them); valid: "
+                     f"{', '.join(map(str, divisors))}")
+
   import jax
 
   from configs import pretrain
@@ -60,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

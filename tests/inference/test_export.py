@@ -159,6 +159,26 @@ def test_a_failed_export_leaves_the_earlier_one_whole(fashion_data_dir, tmp_path
   assert sorted(os.listdir(tmp_path / "exports")) == ["serving", "vit.npz"]
 
 
+def test_an_npz_export_writes_through_a_link_with_the_umasks_mode(fashion_data_dir, tmp_path):
+  """Replaced by a rename once read back, yet as a plain write would leave it:
+  a link to the file stays a link to the new one, readable as umask says."""
+  _, _, evaluated = make_run(fashion_data_dir, tmp_path / "run")
+  (tmp_path / "store").mkdir()
+  (tmp_path / "store" / "vit.npz").write_bytes(b"an earlier export")
+  os.symlink(tmp_path / "store" / "vit.npz", tmp_path / "current.npz")
+  umask = os.umask(0o022)
+  try:
+    run_export(f"--workdir={tmp_path / 'run'}", "--format=npz",
+               f"--out={tmp_path / 'current.npz'}")
+  finally:
+    os.umask(umask)
+  assert os.path.islink(tmp_path / "current.npz")
+  assert os.stat(tmp_path / "store" / "vit.npz").st_mode & 0o777 == 0o644
+  jax.tree.map(np.testing.assert_array_equal, npz.load_npz(str(tmp_path / "current.npz")),
+               evaluated[7])
+  assert sorted(os.listdir(tmp_path / "store")) == ["vit.npz"]
+
+
 def test_platforms_are_checked_and_a_foreign_ones_export_is_not_run_here(
     fashion_data_dir, tmp_path, capsys):
   make_run(fashion_data_dir, tmp_path / "run")

@@ -39,16 +39,22 @@ def folder_examples(directory):
   return examples, classes
 
 
+# The layouts `array_examples` reads ``labels`` in, for its errors to name.
+LABEL_LAYOUTS = "(N,) or (N, 1) class ids, or (N, classes) 0/1 multi-hot rows"
+
+
 def array_examples(images, labels, image_format="jpeg", num_classes=None):
   """(encode thunk, class ids) per image of a uint8 (N, H, W, C) array.
 
-  ``labels`` is (N,) class ids or (N, classes) multi-hot rows. Grayscale
-  (N, H, W) images (MNIST's layout) get a channel axis. The arrays are
-  checked here, before anything is written: an image the encoder refuses
-  would fail the writer threads midway, leaving empty shards and no
-  manifest, labels of another length would drop examples silently, and a
-  class id outside [0, num_classes) (negative ones always) would make a
-  run fail on it, or train on an all-zero target where nothing checks.
+  ``labels`` is (N,) class ids, (N, 1) class ids (Keras' CIFAR ``y_train``)
+  or (N, classes) 0/1 multi-hot rows. Grayscale (N, H, W) images (MNIST's
+  layout) get a channel axis. The arrays are checked here, before anything
+  is written: an image the encoder refuses would fail the writer threads
+  midway, leaving empty shards and no manifest, labels of another length
+  would drop examples silently, a class id outside [0, num_classes)
+  (negative ones always) would make a run fail on it, or train on an
+  all-zero target where nothing checks, and 2-D labels that are not 0/1
+  (class ids, k to a row) would be read as the columns that are not zero.
   """
   images, labels = np.asarray(images), np.asarray(labels)
   channels = {"jpeg": (1, 3), "png": (1, 2, 3, 4)}[image_format]
@@ -59,8 +65,9 @@ def array_examples(images, labels, image_format="jpeg", num_classes=None):
                      f"needs uint8 (N, H, W) or (N, H, W, C) with C in {channels}")
   if labels.ndim not in (1, 2) or len(labels) != len(images):
     raise ValueError(f"labels are {labels.shape} for {len(images)} images; valid: "
-                     f"({len(images)},) class ids or ({len(images)}, classes) "
-                     f"multi-hot rows")
+                     f"{LABEL_LAYOUTS.replace('N', str(len(images)))}")
+  if labels.ndim == 2 and labels.shape[1] == 1:
+    labels = labels[:, 0]
   _check_class_ids(labels, num_classes)
   encode = {"jpeg": tf.io.encode_jpeg, "png": tf.io.encode_png}[image_format]
   ids = ([[int(l)] for l in labels] if labels.ndim == 1
@@ -70,8 +77,15 @@ def array_examples(images, labels, image_format="jpeg", num_classes=None):
 
 
 def _check_class_ids(labels, num_classes):
-  """Refuses class ids (or multi-hot columns) outside [0, num_classes)."""
+  """Refuses class ids (or multi-hot columns) outside [0, num_classes), and
+  2-D labels whose values are not all 0 or 1."""
   if labels.ndim == 2:
+    not_binary = np.argwhere((labels != 0) & (labels != 1))
+    if not_binary.size:
+      image, column = not_binary[0]
+      raise ValueError(f"labels are {labels.shape} with {labels[image, column]} at "
+                       f"image {image}, column {column}, so they are no multi-hot rows; "
+                       f"valid: {LABEL_LAYOUTS}")
     if num_classes is not None and labels.shape[1] > num_classes:
       raise ValueError(f"labels are {labels.shape[1]}-wide multi-hot rows for "
                        f"{num_classes} classes")
@@ -94,7 +108,7 @@ def npz_examples(path, image_format="jpeg", num_classes=None):
       if missing:
         raise ValueError(f"no {' or '.join(map(repr, missing))} array (it holds "
                          f"{arrays.files}); valid: 'images' uint8 (N, H, W[, C]) "
-                         f"and 'labels' (N,) or (N, classes)")
+                         f"and 'labels' {LABEL_LAYOUTS}")
       return array_examples(arrays["images"], arrays["labels"], image_format,
                             num_classes)
   except (OSError, ValueError) as e:  # a missing, unreadable or pickled file too
@@ -137,6 +151,9 @@ def write_split(out_dir, split, examples, *, num_shards, classes=None, workers=8
         f"{out_dir} already holds {len(stale)} shard(s) of split {split!r} of "
         f"another shard count ({stale[0]} ...), which would be read with the "
         f"{num_shards} new ones; delete them first, or write to another directory")
+  # Every manifest check comes before the first shard is written: a refusal
+  # after it would leave the new shards beside a manifest that counts the old.
+  manifest = _checked_manifest(out_dir, classes)
   bounds = np.linspace(0, len(examples), num_shards + 1).astype(int)
 
   def write(shard):
@@ -148,7 +165,7 @@ def write_split(out_dir, split, examples, *, num_shards, classes=None, workers=8
 
   with futures.ThreadPoolExecutor(workers) as pool:
     counts = dict(pool.map(write, range(num_shards)))
-  return update_manifest(out_dir, counts, classes)
+  return _write_manifest(out_dir, manifest, counts)
 
 
 def count_records(paths, workers=8):
@@ -161,15 +178,49 @@ def count_records(paths, workers=8):
 
 def update_manifest(out_dir, counts, classes=None):
   """Merges shard counts (and classes, if given) into ``out_dir/manifest.json``."""
+  return _write_manifest(out_dir, _checked_manifest(out_dir, classes), counts)
+
+
+def _checked_manifest(out_dir, classes):
+  """``out_dir``'s manifest with ``classes`` set, refused where it cannot take them.
+
+  A manifest that is no JSON object of shard counts, or lists other classes,
+  is refused: merging into it would lose what it holds, or name the new
+  shards' labels after the old classes.
+  """
   path = os.path.join(out_dir, sources.MANIFEST)
   manifest = {"classes": None, "files": {}}
   if tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path) as f:
-      manifest = json.load(f)
+      try:
+        manifest = json.load(f)
+      except json.JSONDecodeError as e:
+        manifest = f"not valid JSON ({e})"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+      what = manifest if isinstance(manifest, str) else "no object with 'files'"
+      raise ValueError(f"{path} is {what}; a manifest is one object with 'files' "
+                       f"(shard name: records) and 'classes'; delete it and index the "
+                       f"shards again (scripts/make_tfrecords.py --index_only)")
+    manifest.setdefault("classes", None)
   if classes is not None:
     if manifest["classes"] not in (None, list(classes)):
-      raise ValueError(f"{path} already lists other classes than these")
+      raise ValueError(
+          f"{path} already lists other classes ({_few(manifest['classes'])}) than "
+          f"these ({_few(classes)}); write to another directory, or delete it")
     manifest["classes"] = list(classes)
+  return manifest
+
+
+def _few(names, shown=3):
+  """The first ``shown`` of ``names``, and how many there are."""
+  more = ", ..." if len(names) > shown else ""
+  return f"{len(names)}: {', '.join(map(str, names[:shown]))}{more}"
+
+
+def _write_manifest(out_dir, manifest, counts):
+  """Writes ``manifest`` with ``counts`` merged in, whole: a temporary file
+  renamed over the old one, so a crash or a reader never meets half of it."""
+  path = os.path.join(out_dir, sources.MANIFEST)
   # Shards deleted since (an earlier write of another shard count) leave
   # the manifest, so that its count is the directory's.
   present = set(tf.io.gfile.listdir(out_dir))
@@ -177,6 +228,7 @@ def update_manifest(out_dir, counts, classes=None):
                        if name in present}
   manifest["files"].update(counts)
   manifest["count"] = sum(manifest["files"].values())
-  with tf.io.gfile.GFile(path, "w") as f:
+  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
     json.dump(manifest, f, indent=1, sort_keys=True)
+  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
   return manifest

@@ -23,7 +23,7 @@ importer, bit for bit, and, where timm or transformers is installed, the
 library's model, whose logits are compared. `scripts/export.py` is the
 command line.
 
-An export is written beside ``out`` and moved into place only once it has
+An export is written aside (`staged`) and moved into place only once it has
 read back: a failed one (a full disk, a platform that cannot lower) leaves
 an earlier export at ``out`` whole, not a new contract beside old weights.
 """
@@ -167,23 +167,30 @@ def _check_reads_back(params, loaded, out):
 
 @contextlib.contextmanager
 def staged(out):
-  """A fresh directory beside ``out`` to write an export into; once the block
-  succeeds, each of its entries replaces ``out``'s of that name (other
-  files there stay), contract.json last, and it is removed either way."""
-  parent = os.path.dirname(os.path.abspath(out))
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.",
-                             dir=parent)
+  """A fresh hidden directory inside ``out`` to write an export into; once the
+  block succeeds, each of its entries replaces ``out``'s of that name (other
+  files there stay), contract.json last, and it is removed either way.
+
+  Inside ``out``, not beside it, so that each move is a rename on one
+  filesystem whatever ``out`` is (a mount point, a link to another disk). A
+  failed export into a directory it made leaves none.
+  """
+  made = not os.path.exists(out)
+  os.makedirs(out, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=".export-", dir=out)
   try:
     yield staging
-    os.makedirs(out, exist_ok=True)
     for name in sorted(os.listdir(staging), key=lambda n: n == serving.CONTRACT_FILE):
       target = os.path.join(out, name)
       if os.path.isdir(target) and not os.path.islink(target):
         shutil.rmtree(target)  # a SavedModel's variables/: a directory replaces one
       os.replace(os.path.join(staging, name), target)
-  finally:
+  except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
+    if made and not os.listdir(out):
+      os.rmdir(out)
+    raise
+  shutil.rmtree(staging, ignore_errors=True)
 
 
 def export_npz(params, out):
@@ -192,21 +199,22 @@ def export_npz(params, out):
   ``out`` must end in .npz: that suffix is how `config.init`, predict and
   evaluate recognise the file, so a file without it could not be read back
   where it is meant to go. Its directory is made, as the other formats make
-  theirs. Raises RuntimeError unless the file reads back bit for bit.
+  theirs. Written to a partial file beside it (beside a link's target, so
+  the link stays) and renamed once it reads back bit for bit; else a
+  RuntimeError, and ``out`` as it was.
   """
   if not out.endswith(".npz") or os.path.isdir(out):
     raise ValueError(f"--out={out}: an npz export is a file whose name ends in .npz "
                      f"(e.g. vit.npz), the suffix by which config.init and "
                      f"--checkpoint recognise it")
-  directory = os.path.dirname(os.path.abspath(out))
+  target = os.path.realpath(out)
+  directory, name = os.path.split(target)
   os.makedirs(directory, exist_ok=True)
-  descriptor, partial = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".npz",
-                                         dir=directory)
-  os.close(descriptor)
+  partial = os.path.join(directory, f".{name}.{os.getpid()}.partial.npz")
   try:
-    npz.save_npz(params, partial)
+    npz.save_npz(params, partial)  # opened as any file, so the umask's mode
     count = _check_reads_back(params, npz.load_npz(partial), out)
-    os.replace(partial, out)
+    os.replace(partial, target)
   finally:
     if os.path.exists(partial):
       os.remove(partial)
