@@ -103,7 +103,8 @@ def main(argv):
       ignored = [f"--{name}" for name in ("num_classes", "format") if FLAGS[name].present]
       if ignored:
         raise app.UsageError(
-            f"{' and '.join(ignored)} apply to --from_npz; with --from_folder the "
+            f"{' and '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} "
+            f"to --from_npz; with --from_folder the "
             f"images are stored as they are and the classes are its subfolders")
       examples, folder_classes = tfrecords.folder_examples(_FROM_FOLDER.value)
       if classes is not None and classes != folder_classes:

@@ -53,12 +53,12 @@ def read_metrics(workdir):
   records = []
   for number, line in lines:
     try:
-      records.append(json.loads(line))
+      records.append(json.loads(line.strip()))
     except json.JSONDecodeError as e:
       if number == lines[-1][0]:
         break
-      raise ValueError(f"{path}:{number} is not a JSON record ({e}); each line of "
-                       f"metrics.jsonl is one") from None
+      raise ValueError(f"{path}:{number} is not a JSON record ({e.msg} at column "
+                       f"{e.colno}); each line of metrics.jsonl is one") from None
   return records
 
 

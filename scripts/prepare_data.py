@@ -50,6 +50,11 @@ _OFFLINE = ("this project's offline ones are in vit_jax/data/builders/: "
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # --dataset= (absl's empty list) would build nothing, and say nothing of it.
+  if not _DATASET.value or not all(name.strip() for name in _DATASET.value):
+    raise app.UsageError(f"--dataset={','.join(_DATASET.value)} is empty or holds an "
+                         f"empty name; name the datasets to build, comma-separated "
+                         f"({_OFFLINE})")
   import tensorflow_datasets as tfds  # after flag parsing: --help is fast
 
   from vit_jax.data import builders  # noqa: F401  (registers the local builders)

@@ -38,13 +38,51 @@ def read_summary(workdir):
   return summary
 
 
+# What `transfer_table.markdown` reads of a suite's results.json.
+SUITE_LAYOUT = ("one object whose 'benchmarks' map each benchmark to its row, lr, "
+                "group and runs (each run's accuracy and tpuv3_core_days), as "
+                "`python -m vit_jax.transfer` writes it")
+BENCHMARK_FIELDS = ("row", "lr", "group", "runs")
+RUN_FIELDS = ("accuracy", "tpuv3_core_days")
+
+
 def read_suite(workdir):
-  """The results a transfer suite wrote in ``workdir``, or None if it is no suite's."""
+  """The results a transfer suite wrote in ``workdir``, or None if it is no suite's.
+
+  Checked whole, as `read_summary` checks a run's, so a bad file is named
+  and what it lacks said, not a KeyError from the table.
+  """
   path = os.path.join(workdir, transfer.RESULTS_FILE)
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    return json.load(f)
+    try:
+      results = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path} is not valid JSON ({e}): a suite's "
+                       f"{transfer.RESULTS_FILE} is {SUITE_LAYOUT}") from None
+  problem = _suite_problem(results)
+  if problem:
+    raise ValueError(f"{path} {problem}: a suite's {transfer.RESULTS_FILE} is "
+                     f"{SUITE_LAYOUT}")
+  return results
+
+
+def _suite_problem(results):
+  """What the first part of ``results`` that the table cannot read lacks, or None."""
+  if not isinstance(results, dict) or not isinstance(results.get("benchmarks"), dict):
+    return "has no 'benchmarks' object"
+  for name, bench in results["benchmarks"].items():
+    missing = [f for f in BENCHMARK_FIELDS if not isinstance(bench, dict) or f not in bench]
+    if missing:
+      return f"lacks {', '.join(missing)} of benchmark {name!r}"
+    if not isinstance(bench["runs"], list):
+      return f"has no list of runs for benchmark {name!r}"
+    for index, run in enumerate(bench["runs"]):
+      missing = [f for f in RUN_FIELDS if not isinstance(run, dict) or f not in run]
+      if missing:
+        return f"lacks {', '.join(missing)} of run {index} of benchmark {name!r}"
+  return None
 
 
 def main(argv):

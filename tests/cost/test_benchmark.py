@@ -131,6 +131,52 @@ def test_benchmark_input_times_the_step_on_one_device_per_core_as_benchmark_does
   assert step["devices"] == cpu_devices.count_for((2,), len(os.sched_getaffinity(0)))
 
 
+def test_benchmark_input_refuses_an_unknown_variant_before_timing_anything(tmp_path):
+  # It used to write the shards and time every pipeline first.
+  from scripts import benchmark_input
+  from vit_jax.runtime import cli
+
+  with pytest.raises(SystemExit) as exit_info:
+    cli.call(benchmark_input.main, benchmark_input.FLAGS,
+             ["benchmark_input", "--variant=Q/16", f"--data_dir={tmp_path / 'data'}",
+              "--num_images=8", "--seconds=0.1"])
+  assert str(exit_info.value) == (
+      "error: --variant=Q/16: unknown ViT variant 'Q/16'; valid: Ti, S, B, L, H, g, G, e, "
+      "22B followed by /PATCH, e.g. 'B/16' (ResNets: 'R50x1', hybrids: 'R50x1+B/16')")
+  assert not (tmp_path / "data").exists()
+
+
+def test_compile_time_ends_with_the_failing_layouts_own_error(tmp_path):
+  # A layout's process that failed was a CalledProcessError, its stderr lost.
+  process = subprocess.run(
+      [sys.executable, "scripts/compile_time.py",
+       "--config=configs/benchmark.py:variant=Ti/16,res=32", "--config.mesh.data=16"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert process.returncode == 1
+  assert process.stderr.splitlines() == [
+      "error: the unrolled step (--config.model.scan=False) did not compile: config.mesh "
+      "data=16 x fsdp=1 x model=1 does not cover the 1 devices; choose sizes whose "
+      "product is 1, at most one of them -1 (it takes the rest); or, on this CPU host, "
+      "emulate 16 devices with JAX_NUM_CPU_DEVICES=16"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--fsdp=0"], "FATAL Flags parsing error: flag --fsdp=0: 0 is not a positive integer"),
+    (["--devices=0"], "FATAL Flags parsing error: flag --devices=0: 0 is not a positive "
+     "integer"),
+    (["--devices=8", "--fsdp=3"], "error: --fsdp=3 does not divide --devices=8 (the mesh "
+     "is data x fsdp over them); valid: 1, 2, 4, 8"),
+], ids=["fsdp_0", "devices_0", "fsdp_not_dividing"])
+def test_scan_fsdp_memory_names_a_mesh_it_cannot_make(flags, message):
+  # They used to be a ZeroDivisionError, a backend error and a traceback.
+  from scripts import scan_fsdp_memory
+  from vit_jax.runtime import cli
+
+  with pytest.raises(SystemExit) as exit_info:
+    cli.call(scan_fsdp_memory.main, scan_fsdp_memory.FLAGS, ["scan_fsdp_memory", *flags])
+  assert str(exit_info.value).splitlines()[0] == message
+
+
 def benchmark_config(**overrides):
   from configs import benchmark as benchmark_configs
 

@@ -151,3 +151,17 @@ def test_prepare_data_refuses_a_tfds_dataset_that_downloads(tmp_path):
       f"sklearn_digits). Prepare it with `tfds build cifar10 --data_dir={tmp_path / 'data'}` "
       "on a machine with network access")
   assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("dataset", ["", "sklearn_digits,"])
+def test_prepare_data_refuses_an_empty_dataset_name(tmp_path, dataset):
+  # --dataset= used to build nothing and say nothing.
+  argv = ["prepare_data", f"--dataset={dataset}", f"--data_dir={tmp_path / 'data'}"]
+  with pytest.raises(SystemExit) as error:
+    cli.call(prepare_data.main, prepare_data.FLAGS, argv)
+  assert str(error.value) == (
+      f"error: --dataset={dataset} is empty or holds an empty name; name the datasets to "
+      "build, comma-separated (this project's offline ones are in vit_jax/data/builders/: "
+      "fashion_mnist_local, fashion_mnist_halves/first5, fashion_mnist_halves/last5, "
+      "sklearn_digits)")
+  assert not (tmp_path / "data").exists()

@@ -426,15 +426,118 @@ def test_make_tfrecords_from_folders_mixes_the_classes_over_the_shards(tmp_path)
   assert shards["a"] == shards["b"]  # the same shuffle on every run
 
 
+def test_make_tfrecords_reads_a_column_of_labels_as_class_ids(tmp_path):
+  # Keras' CIFAR y_train is (N, 1); its ids used to be read as multi-hot
+  # rows: 0 as no class, every other id as class 0.
+  np.savez(tmp_path / "column.npz", images=np.stack([image(c) for c in range(4)]),
+           labels=np.array([[2], [0], [3], [1]], np.uint8))
+  make_tfrecords_main(f"--from_npz={tmp_path / 'column.npz'}", f"--out_dir={tmp_path / 'out'}",
+                      "--num_shards=1", "--keep_order")
+  [shard] = shard_records(tmp_path / "out")
+  assert [labels for _, labels in shard] == [[2], [0], [3], [1]]
+
+
+def write_class_folders(directory, names):
+  for c, name in enumerate(names):
+    (directory / name).mkdir(parents=True)
+    tf.io.write_file(str(directory / name / "0.png"), tf.io.encode_png(image(c)))
+
+
+@pytest.mark.parametrize("flags, problem", [
+    (["--classes={classes}"],
+     "--classes={classes} lists dog, cat; with --from_folder the labels are the class "
+     "folders' places in sorted order, so it must list cat, dog (the folders of "
+     "{images}), or be left out"),
+    (["--num_classes=2"], "--num_classes applies to --from_npz; with --from_folder the "
+     "images are stored as they are and the classes are its subfolders"),
+    (["--format=png", "--num_classes=2"], "--num_classes and --format apply to "
+     "--from_npz; with --from_folder the images are stored as they are and the "
+     "classes are its subfolders"),
+    (["--classes={tmp}/nowhere.txt"], "--classes={tmp}/nowhere.txt: no such file; it "
+     "is a text file of class names, one a line"),
+], ids=["classes_out_of_folder_order", "num_classes", "format", "missing_classes_file"])
+def test_make_tfrecords_from_a_folder_refuses_names_and_flags_that_do_not_fit(
+    tmp_path, flags, problem):
+  # The labels come from the sorted folders, the names from --classes: label 0
+  # (cat's images) used to be named dog.
+  write_class_folders(tmp_path / "images", ["cat", "dog"])
+  (tmp_path / "classes.txt").write_text("dog\ncat\n")
+  names = dict(classes=tmp_path / "classes.txt", images=tmp_path / "images", tmp=tmp_path)
+  with pytest.raises(SystemExit) as exit_info:
+    make_tfrecords_main(f"--from_folder={tmp_path / 'images'}",
+                        f"--out_dir={tmp_path / 'out'}",
+                        *[flag.format(**names) for flag in flags])
+  assert str(exit_info.value) == f"error: {problem.format(**names)}"
+  assert not (tmp_path / "out").exists()
+
+
+def test_make_tfrecords_from_a_folder_takes_its_own_names_as_classes(tmp_path):
+  write_class_folders(tmp_path / "images", ["cat", "dog"])
+  (tmp_path / "classes.txt").write_text("cat\ndog\n")
+  make_tfrecords_main(f"--from_folder={tmp_path / 'images'}", f"--out_dir={tmp_path / 'out'}",
+                      f"--classes={tmp_path / 'classes.txt'}")
+  manifest = json.loads((tmp_path / "out" / sources.MANIFEST).read_text())
+  assert (manifest["classes"], manifest["count"]) == (["cat", "dog"], 2)
+
+
+def test_a_class_list_conflict_is_refused_before_any_shard_is_overwritten(tmp_path):
+  # The shards used to be rewritten first, then the manifest refused: new
+  # shards beside a manifest of the old ones.
+  write_tfrecords(tmp_path, num_shards=2)
+  before = {path: open(path, "rb").read() for path in glob.glob(str(tmp_path / "*"))}
+  examples = tfrecords.array_examples(np.stack([image(1)] * 4), np.zeros(4, np.int64))
+  with pytest.raises(ValueError) as error:
+    tfrecords.write_split(str(tmp_path), "train", examples, num_shards=2,
+                          classes=["cat", "dog"])
+  assert str(error.value) == (
+      f"{tmp_path / sources.MANIFEST} already lists other classes (24: class0, class1, "
+      "class2, ...) than these (2: cat, dog); write to another directory, or delete it")
+  assert {path: open(path, "rb").read()
+          for path in glob.glob(str(tmp_path / "*"))} == before
+
+
+def test_a_manifest_that_is_no_json_is_refused_before_any_shard_is_written(tmp_path):
+  (tmp_path / sources.MANIFEST).write_text('{"files": {')
+  examples = tfrecords.array_examples(np.stack([image(1)] * 4), np.zeros(4, np.int64))
+  with pytest.raises(ValueError) as error:
+    tfrecords.write_split(str(tmp_path), "train", examples, num_shards=2)
+  assert str(error.value) == (
+      f"{tmp_path / sources.MANIFEST} is not valid JSON (Expecting property name "
+      "enclosed in double quotes: line 1 column 12 (char 11)); a manifest is one object "
+      "with 'files' (shard name: records) and 'classes'; delete it and index the shards "
+      "again (scripts/make_tfrecords.py --index_only)")
+  assert os.listdir(tmp_path) == [sources.MANIFEST]
+
+
+def test_the_manifest_is_written_whole_through_a_temporary_file(tmp_path, monkeypatch):
+  renamed = []
+  rename = tf.io.gfile.rename
+  monkeypatch.setattr(tf.io.gfile, "rename", lambda src, dst, overwrite=False: (
+      renamed.append((src, dst)), rename(src, dst, overwrite=overwrite)))
+  manifest = write_tfrecords(tmp_path, num_shards=2)
+  path = str(tmp_path / sources.MANIFEST)
+  assert renamed == [(path + ".tmp", path)]
+  assert json.loads((tmp_path / sources.MANIFEST).read_text()) == manifest
+  assert sorted(os.listdir(tmp_path)) == [sources.MANIFEST, "train-00000-of-00002.tfrecord",
+                                          "train-00001-of-00002.tfrecord"]
+
+
 GOOD_IMAGES = np.zeros((4, 12, 12, 3), np.uint8)
 
 
 @pytest.mark.parametrize("arrays, flags, problem", [
     (dict(images=GOOD_IMAGES), [],
      "no 'labels' array (it holds ['images']); valid: 'images' uint8 (N, H, W[, C]) "
-     "and 'labels' (N,) or (N, classes)"),
+     "and 'labels' (N,) or (N, 1) class ids, or (N, classes) 0/1 multi-hot rows"),
     (dict(images=GOOD_IMAGES, labels=np.arange(3)), [],
-     "labels are (3,) for 4 images; valid: (4,) class ids or (4, classes) multi-hot rows"),
+     "labels are (3,) for 4 images; valid: (4,) or (4, 1) class ids, or (4, classes) "
+     "0/1 multi-hot rows"),
+    # Two class ids a row used to be read as the columns that are not zero.
+    (dict(images=GOOD_IMAGES, labels=np.array([[0, 3], [1, 2], [2, 1], [3, 0]])), [],
+     "labels are (4, 2) with 3 at image 0, column 1, so they are no multi-hot rows; "
+     "valid: (N,) or (N, 1) class ids, or (N, classes) 0/1 multi-hot rows"),
+    (dict(images=GOOD_IMAGES, labels=np.array([[5], [0], [1], [2]])), ["--num_classes=5"],
+     "label 5 of image 0 is not a class id; valid: 0 to 4"),
     (dict(images=np.zeros((4, 12, 12, 3)), labels=np.arange(4)), [],
      "images are float64 (4, 12, 12, 3); jpeg needs uint8 (N, H, W) or (N, H, W, C) "
      "with C in (1, 3)"),
@@ -446,8 +549,9 @@ GOOD_IMAGES = np.zeros((4, 12, 12, 3), np.uint8)
      "labels are 4-wide multi-hot rows for 3 classes"),
     (dict(images=GOOD_IMAGES, labels=np.array([0.0, 1.5, 2.0, 3.0])), [],
      "labels are float64; class ids must be integers"),
-], ids=["no_labels", "short_labels", "float_images", "negative_label",
-        "label_past_num_classes", "wide_multi_hot", "float_labels"])
+], ids=["no_labels", "short_labels", "class_id_pairs", "column_label_past_num_classes",
+        "float_images", "negative_label", "label_past_num_classes", "wide_multi_hot",
+        "float_labels"])
 def test_make_tfrecords_from_a_bad_npz_names_the_file_and_writes_nothing(
     tmp_path, arrays, flags, problem):
   path = tmp_path / "bad.npz"

@@ -9,6 +9,7 @@ from ml_collections.config_dict import placeholder
 
 from configs import common, transfer as transfer_config
 from conftest import tiny_config
+from vit_jax.cost import accounting
 from vit_jax.data import sources
 from vit_jax.evaluators import transfer, transfer_table
 from vit_jax.train import checkpoints
@@ -67,6 +68,8 @@ def test_a_diverging_rate_is_not_chosen_and_a_rerun_redoes_nothing(fashion_data_
   # subset, benchmarks=...) keeps its row.
   saved = json.loads((tmp_path / transfer.RESULTS_FILE).read_text())
   saved["benchmarks"]["other"] = {**bench, "row": "Other", "extra_row": "Other again"}
+  # One of other seeds is not: its runs would not make one table with these.
+  saved["benchmarks"]["one_seed"] = {**bench, "row": "One seed", "runs": bench["runs"][:1]}
   (tmp_path / transfer.RESULTS_FILE).write_text(json.dumps(saved))
   again = transfer.run_suite(config, str(tmp_path))
   assert finished.stat().st_mtime_ns == mtime  # read, not rerun
@@ -286,3 +289,26 @@ def test_the_pre_training_cost_is_read_from_its_workdir_or_a_checkpoint_of_it(tm
   assert transfer.pretraining_cost(str(workdir / "checkpoints" / "600")) == {
       key: value / 4 for key, value in cost.items()}
   assert transfer.pretraining_cost(str(tmp_path / "model.npz")) is None  # no workdir
+
+
+def test_a_checkpoint_of_a_run_resumed_on_other_devices_costs_its_own_stretch(tmp_path):
+  """1000 s on 8 TPU v3 cores up to step 100, then 1000 s on 4 H100s: step
+  100 cost the TPU stretch alone, not a time share of both kinds."""
+  workdir = tmp_path / "pretrain"
+  manager = checkpoints.make_manager(str(workdir))
+  tpu = accounting.Accountant(flops_per_example=1e9, num_devices=8, device_kind="TPU_v3",
+                              peak_flops_per_device=accounting.TPU_V3_CORE_PEAK)
+  tpu.update(examples=6400, seconds=1000.0)
+  checkpoints.save(manager, 100, {"step": np.int32(100)}, tpu.state_dict())
+  gpu = accounting.Accountant(flops_per_example=1e9, num_devices=4, device_kind="H100",
+                              peak_flops_per_device=989e12, **tpu.state_dict())
+  gpu.update(examples=6400, seconds=1000.0)
+  checkpoints.save(manager, 200, {"step": np.int32(200)}, gpu.state_dict())
+  checkpoints.wait(manager)
+  manager.close()
+  (workdir / "summary.json").write_text(json.dumps({"step": 200, **gpu.fields()}))
+  assert transfer.pretraining_cost(str(workdir / "checkpoints" / "100")) == pytest.approx(
+      {"core_days": 8000 / 86400, "core_days_TPU_v3": 8000 / 86400,
+       "tpuv3_core_days": 8000 / 86400})
+  whole = transfer.pretraining_cost(str(workdir))
+  assert whole["core_days_H100"] == pytest.approx(4000 / 86400)

@@ -93,3 +93,64 @@ def test_plot_metrics_of_runs_without_a_plottable_metric_says_so(tmp_path):
   assert str(exit_info.value) == (
       f"error: nothing to plot: {tmp_path / 'metrics.jsonl'} log none of 10shot, "
       "1shot, 25shot, 5shot, img_per_sec, loss, lr, prec@1, top1 with a step")
+
+
+def test_plot_metrics_skips_the_torn_last_line_of_a_killed_run(tmp_path):
+  # It used to end in a JSONDecodeError; the trainer drops this line on resume.
+  records = [{"step": s, "split": "train", "loss": 1.0 / s} for s in (1, 2)]
+  (tmp_path / "metrics.jsonl").write_text(
+      "".join(json.dumps(r) + "\n" for r in records) + '{"step": 3, "spl')
+  assert plot_metrics.read_metrics(str(tmp_path)) == records
+
+
+def test_plot_metrics_names_the_line_of_a_damaged_record(tmp_path):
+  lines = [json.dumps({"step": 1, "split": "train", "loss": 1.0}), '{"step": 2,',
+           json.dumps({"step": 3, "split": "train", "loss": 0.5})]
+  (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+  with pytest.raises(SystemExit) as exit_info:
+    cli.call(plot_metrics.main, plot_metrics.FLAGS,
+             ["plot_metrics", str(tmp_path), f"--out={tmp_path / 'm.png'}"])
+  assert str(exit_info.value) == (
+      f"error: {tmp_path / 'metrics.jsonl'}:2 is not a JSON record (Expecting property "
+      "name enclosed in double quotes at column 12); each line of metrics.jsonl is one")
+
+
+def test_plot_metrics_makes_the_directory_of_its_out(tmp_path):
+  (tmp_path / "metrics.jsonl").write_text(
+      json.dumps({"step": 1, "split": "train", "loss": 1.0}) + "\n")
+  out = tmp_path / "plots" / "new" / "m.png"
+  cli.call(plot_metrics.main, plot_metrics.FLAGS,
+           ["plot_metrics", str(tmp_path), f"--out={out}"])
+  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+SUITE_LAYOUT = ("one object whose 'benchmarks' map each benchmark to its row, lr, group "
+                "and runs (each run's accuracy and tpuv3_core_days), as `python -m "
+                "vit_jax.transfer` writes it")
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"benchmarks": {', "is not valid JSON (Expecting property name enclosed in double "
+     "quotes: line 1 column 17 (char 16))"),
+    ("[]", "has no 'benchmarks' object"),
+    ('{"benchmarks": {"cifar10": {"row": "CIFAR-10", "runs": []}}}',
+     "lacks lr, group of benchmark 'cifar10'"),
+    ('{"benchmarks": {"cifar10": {"row": "CIFAR-10", "lr": 0.01, "group": null, '
+     '"runs": [{"accuracy": 0.9}]}}}',
+     "lacks tpuv3_core_days of run 0 of benchmark 'cifar10'"),
+], ids=["not_json", "no_object", "benchmark_fields", "run_fields"])
+def test_summarize_names_a_malformed_suite_result_and_what_it_lacks(tmp_path, text, problem):
+  # It used to be a JSONDecodeError or KeyError traceback.
+  (tmp_path / "results.json").write_text(text)
+  with pytest.raises(SystemExit) as exit_info:
+    cli.call(summarize.main, summarize.FLAGS, ["summarize", str(tmp_path)])
+  assert str(exit_info.value) == (f"error: {tmp_path / 'results.json'} {problem}: "
+                                  f"a suite's results.json is {SUITE_LAYOUT}")
+
+
+def test_summarize_prints_a_suites_table(tmp_path, capsys):
+  (tmp_path / "results.json").write_text(json.dumps({"benchmarks": {"cifar10": {
+      "row": "CIFAR-10", "lr": 0.01, "group": None,
+      "runs": [{"accuracy": 0.9, "tpuv3_core_days": 0.5}]}}}))
+  cli.call(summarize.main, summarize.FLAGS, ["summarize", str(tmp_path)])
+  assert "| CIFAR-10 | 0.01 | 90.00 ± 0.00 |" in capsys.readouterr().out

@@ -535,20 +535,15 @@ class Accountant:
 
   def fields(self) -> dict[str, float]:
     """The metrics of the class docstring; all zero before any update."""
-    device_seconds = sum(self.device_seconds.values())
     fields = {
       "examples_seen": float(self.examples_seen),
       "train_seconds": self.train_seconds,
       "img_per_sec": _ratio(self.examples_seen, self.train_seconds),
-      "img_per_sec_per_device": _ratio(self.examples_seen, device_seconds),
-      "core_days": device_seconds / SECONDS_PER_DAY,
-      **{f"core_days_{kind}": seconds / SECONDS_PER_DAY
-         for kind, seconds in self.device_seconds.items()},
+      "img_per_sec_per_device": _ratio(self.examples_seen,
+                                       sum(self.device_seconds.values())),
+      **cost_fields(self.state_dict()),
       "mfu": _ratio(self.examples_seen * self.flops_per_example,
                     self.peak_flops_available),
-      "tpuv3_core_days": (
-        self.peak_flops_available / (TPU_V3_CORE_PEAK * SECONDS_PER_DAY)
-      ),
       "flops_per_example": self.flops_per_example,
     }
     if self.examples_per_epoch:
@@ -563,6 +558,20 @@ class Accountant:
       "device_seconds": dict(self.device_seconds),
       "peak_flops_available": self.peak_flops_available,
     }
+
+
+def cost_fields(progress) -> dict[str, float]:
+  """core_days (also per device kind) and tpuv3_core_days of a run's
+  `Accountant.state_dict()`, as its metrics give them; a checkpoint's
+  progress prices the training up to that step."""
+  device_seconds = progress["device_seconds"]
+  return {
+    "core_days": sum(device_seconds.values()) / SECONDS_PER_DAY,
+    **{f"core_days_{kind}": seconds / SECONDS_PER_DAY
+       for kind, seconds in device_seconds.items()},
+    "tpuv3_core_days": (
+      progress["peak_flops_available"] / (TPU_V3_CORE_PEAK * SECONDS_PER_DAY)),
+  }
 
 
 def _ratio(numerator, denominator):

@@ -29,6 +29,7 @@ import re
 import jax
 from absl import logging
 
+from vit_jax.cost import accounting
 from vit_jax.data import sources
 from vit_jax.evaluators import classification, transfer_table
 from vit_jax.train import checkpoints, config_checks, loop, workdir_files
@@ -71,21 +72,26 @@ def run_suite(config, workdir):
 
 def earlier_benchmarks(workdir, config):
   """The results already in ``workdir``'s results.json of the benchmarks that
-  ``config`` leaves out, where they are of the same suite and ``init``.
+  ``config`` leaves out, where they are of the same suite, ``init`` and seeds.
 
   A suite run again with a subset of its benchmarks (`benchmarks=` of
   configs/transfer.py) keeps the others' rows in the table; the results of
-  another pre-trained model or suite are not mixed in.
+  another pre-trained model, suite or set of seeds are not mixed in.
   """
   path = os.path.join(workdir, RESULTS_FILE)
   if not os.path.exists(path):
     return {}
-  with open(path) as f:
-    earlier = json.load(f)
+  try:
+    with open(path) as f:
+      earlier = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is no JSON ({e}); move it away to start the "
+                     f"suite's table afresh") from None
   if (earlier.get("suite"), earlier.get("init")) != (config.suite, config.init):
     return {}
   return {name: bench for name, bench in earlier.get("benchmarks", {}).items()
-          if name not in config.benchmarks}
+          if name not in config.benchmarks
+          and [run["seed"] for run in bench["runs"]] == list(config.seeds)}
 
 
 def check_runs(config):
@@ -327,8 +333,9 @@ def extra_accuracy(run_config, extra, run_dir):
 def pretraining_cost(init):
   """The core-days the pre-training run ``init`` reported, where it is a workdir.
 
-  One of its checkpoint steps before the end cost the share of them that its
-  saved training seconds are of the whole run's.
+  One of its checkpoint steps before the end cost what its saved progress
+  says (`accounting.cost_fields`); one saved before that was kept, the share
+  of the whole run's that its training seconds are.
   """
   workdir = workdir_files.run_workdir(init)
   summary = workdir_files.read_summary(workdir)
@@ -343,6 +350,8 @@ def pretraining_cost(init):
       progress = checkpoints.read_progress(manager, step)
     finally:
       manager.close()
+    if "device_seconds" in progress:
+      return accounting.cost_fields(progress)
     share = progress["train_seconds"] / summary["train_seconds"]
   return {key: value * share for key, value in summary.items()
           if key.startswith("core_days") or key == "tpuv3_core_days"}
