@@ -216,7 +216,9 @@ def hf_config(params, *, image_size, class_names=None, gelu="tanh", layer_norm_e
 
 
 # PIL's resample codes of TensorFlow's resize methods that transformers'
-# processors run; the others (area, lanczos) are stated as bilinear.
+# processors run; the others are stated as bilinear, which transformers 5
+# antialiases: its processors resize with torch, which has no box filter for
+# TF's area (timm's PIL does, `timm_format._TIMM_INTERPOLATIONS`).
 _RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
 # ConvNextImageProcessor resizes the shorter side and crops only below this.
 _CONVNEXT_CROPS_BELOW = 384
