@@ -17,8 +17,10 @@ Then, in the same process, it times the train step of `--variant`
 1000 classes, AdamW, softmax cross-entropy; `vit_jax.cost.benchmarking`) at
 `--model_batch` 224 px images on the JAX devices (on a CPU host one per
 core, as `scripts/benchmark.py` starts them), and prints how many times
-the images/s each pipeline delivers exceeds what the step consumes. Both share the machine's cores, so each is measured alone.
-Prints one JSON line per measurement.
+the images/s each pipeline delivers exceeds what the step consumes. Both
+share the machine's cores, so each is measured alone. An unknown
+`--variant` is refused before anything is written or timed. Prints one
+JSON line per measurement.
 """
 import json
 import os

@@ -213,7 +213,8 @@ def test_a_folder_split_is_sliced_over_a_seeded_shuffle_of_its_files(folder_dir)
   assert len(halves[0]) == len(halves[1]) == NUM // 2
   assert halves[0] != list(range(NUM // 2))  # not the first classes
   assert sorted(halves[0] + halves[1]) == list(range(NUM))
-  again = next(iter(input_pipeline.EvalData(source, PP, "train[:50%]", image_size=8, global_batch=12)))
+  again = next(iter(input_pipeline.EvalData(source, PP, "train[:50%]", image_size=8,
+                                            global_batch=12)))
   assert sorted(np.argmax(again["labels"][again["mask"]], -1)) == halves[0]
 
 
