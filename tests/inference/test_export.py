@@ -400,8 +400,8 @@ def test_a_timm_export_states_the_runs_per_channel_normalisation(
      {"image_processor_type": "DeiTImageProcessor", "size": {"height": 20, "width": 20},
       "crop_size": {"height": 16, "width": 16}}),
     ("decode|resize_small(20, 'bilinear')|central_crop(16)|value_range(-1,1)", (0.8, "center"),
-     {"image_processor_type": "ConvNextImageProcessor", "size": {"shortest_edge": 16},
-      "crop_pct": 0.8}),
+     {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 20},
+      "crop_size": {"height": 16, "width": 16}}),
 ])
 def test_timm_and_hf_exports_state_the_runs_eval_resize_and_crop(
     fashion_data_dir, tmp_path, monkeypatch, pp_eval, timm_transform, processor):
@@ -440,22 +440,24 @@ def test_the_libraries_eval_transforms_of_an_export_are_the_runs(tmp_path):
   rows, columns = np.mgrid[0:300, 0:420]
   image = np.stack([(np.sin(columns / 23) + 1) * 120, (np.cos(rows / 17) + 1) * 120,
                     (rows + columns) % 255], -1).astype(np.uint8)
-  model = models.get_model("Ti/16", num_classes=10)
-  params = npz.unflatten(random_flat(build.abstract_params(model, 224)))
-  for pp_eval in ("decode|resize(224)|value_range(-1,1)",
-                  "decode|resize(256, 'bicubic')|central_crop(224)|value_range(-1,1)",
-                  "decode|resize_small(256)|central_crop(224)|value_range(-1,1)"):
+  for pp_eval, size in (
+      ("decode|resize(224)|value_range(-1,1)", 224),
+      ("decode|resize(256, 'bicubic')|central_crop(224)|value_range(-1,1)", 224),
+      ("decode|resize_small(256)|central_crop(224)|value_range(-1,1)", 224),
+      ("decode|resize_small(438, 'bicubic')|central_crop(384)|value_range(-1,1)", 384)):
     ours = predict.preprocess_image(preprocess.parse(pp_eval), tf.constant(image))
-    ours = np.asarray(ours).reshape(224, 224, 3)
-    resize = eval_resize.of_preprocessing(pp_eval, 224)
-    cfg = timm_format.hub_config(params, image_size=224, mean=0.5, std=0.5,
+    ours = np.asarray(ours).reshape(size, size, 3)
+    resize = eval_resize.of_preprocessing(pp_eval, size)
+    model = models.get_model("Ti/16", num_classes=10)
+    params = npz.unflatten(random_flat(build.abstract_params(model, size)))
+    cfg = timm_format.hub_config(params, image_size=size, mean=0.5, std=0.5,
                                  eval_resize=resize)["pretrained_cfg"]
     transform = timm.data.create_transform(**timm.data.resolve_data_config(
         pretrained_cfg=cfg))
     theirs = transform(Image.fromarray(image)).numpy().transpose(1, 2, 0)
     assert np.abs(theirs - ours).mean() < 0.01, (pp_eval, "timm")
     with open(tmp_path / "preprocessor_config.json", "w") as f:
-      json.dump(hf_format.preprocessor_config(image_size=224, mean=0.5, std=0.5,
+      json.dump(hf_format.preprocessor_config(image_size=size, mean=0.5, std=0.5,
                                               eval_resize=resize), f)
     processor = transformers.AutoImageProcessor.from_pretrained(str(tmp_path))
     theirs = processor(Image.fromarray(image), return_tensors="np")["pixel_values"][0]

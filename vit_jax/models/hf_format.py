@@ -220,8 +220,6 @@ def hf_config(params, *, image_size, class_names=None, gelu="tanh", layer_norm_e
 # antialiases: its processors resize with torch, which has no box filter for
 # TF's area (timm's PIL does, `timm_format._TIMM_INTERPOLATIONS`).
 _RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
-# ConvNextImageProcessor resizes the shorter side and crops only below this.
-_CONVNEXT_CROPS_BELOW = 384
 
 
 def preprocessor_config(*, image_size, mean, std, eval_resize=None):
@@ -230,10 +228,9 @@ def preprocessor_config(*, image_size, mean, std, eval_resize=None):
   input range.
 
   ViTImageProcessor resizes both sides (`resize`); DeiTImageProcessor then
-  crops the centre (`resize` and `central_crop`); ConvNextImageProcessor's
-  ``crop_pct`` resizes the shorter side and crops (`resize_small` and
-  `central_crop`), below 384 pixels. Without ``eval_resize``, or one none of
-  them does, a resize of both sides to ``image_size``.
+  crops the centre (`resize` and `central_crop`); CLIPImageProcessor resizes
+  the shorter side and crops the centre (`resize_small`, and `central_crop`).
+  Without ``eval_resize``, a resize of both sides to ``image_size``.
   """
   resample = _RESAMPLE.get(getattr(eval_resize, "method", "bilinear"), 2)
   common = {"do_resize": True, "resample": resample,
@@ -246,10 +243,11 @@ def preprocessor_config(*, image_size, mean, std, eval_resize=None):
     return {"image_processor_type": "DeiTImageProcessor",
             "size": {"height": side, "width": side}, "do_center_crop": True,
             "crop_size": {"height": image_size, "width": image_size}, **common}
-  if mode == "shorter_side" and image_size < _CONVNEXT_CROPS_BELOW:
-    return {"image_processor_type": "ConvNextImageProcessor",
-            "size": {"shortest_edge": image_size}, "crop_pct": eval_resize.crop_pct,
-            **common}
+  if mode == "shorter_side":
+    return {"image_processor_type": "CLIPImageProcessor",
+            "size": {"shortest_edge": eval_resize.resize_to}, "do_center_crop": True,
+            "crop_size": {"height": image_size, "width": image_size},
+            "do_convert_rgb": True, **common}
   return {"image_processor_type": "ViTImageProcessor",
           "size": {"height": image_size, "width": image_size}, **common}
 
