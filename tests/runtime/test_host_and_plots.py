@@ -85,12 +85,17 @@ def test_summarize_names_a_malformed_summary_and_what_it_lacks(tmp_path, text, p
                                   + ", ".join(summarize.metrics.SUMMARY_FIELDS))
 
 
-def test_plot_metrics_of_runs_without_a_plottable_metric_says_so(tmp_path):
-  (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "split": "train"}) + "\n")
+def plot_metrics_error(workdir, lines):
+  """The one-line error of plot_metrics on a workdir whose metrics.jsonl is ``lines``."""
+  (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
   with pytest.raises(SystemExit) as exit_info:
     cli.call(plot_metrics.main, plot_metrics.FLAGS,
-             ["plot_metrics", str(tmp_path), f"--out={tmp_path / 'm.png'}"])
-  assert str(exit_info.value) == (
+             ["plot_metrics", str(workdir), f"--out={workdir / 'm.png'}"])
+  return str(exit_info.value)
+
+
+def test_plot_metrics_of_runs_without_a_plottable_metric_says_so(tmp_path):
+  assert plot_metrics_error(tmp_path, [json.dumps({"step": 1, "split": "train"})]) == (
       f"error: nothing to plot: {tmp_path / 'metrics.jsonl'} log none of 10shot, "
       "1shot, 25shot, 5shot, img_per_sec, loss, lr, prec@1, top1 with a step")
 
@@ -106,11 +111,7 @@ def test_plot_metrics_skips_the_torn_last_line_of_a_killed_run(tmp_path):
 def test_plot_metrics_names_the_line_of_a_damaged_record(tmp_path):
   lines = [json.dumps({"step": 1, "split": "train", "loss": 1.0}), '{"step": 2,',
            json.dumps({"step": 3, "split": "train", "loss": 0.5})]
-  (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-  with pytest.raises(SystemExit) as exit_info:
-    cli.call(plot_metrics.main, plot_metrics.FLAGS,
-             ["plot_metrics", str(tmp_path), f"--out={tmp_path / 'm.png'}"])
-  assert str(exit_info.value) == (
+  assert plot_metrics_error(tmp_path, lines) == (
       f"error: {tmp_path / 'metrics.jsonl'}:2 is not a JSON record (Expecting property "
       "name enclosed in double quotes at column 12); each line of metrics.jsonl is one")
 
