@@ -2,13 +2,14 @@
 import re
 
 import jax
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from fake_params import random_flat
 from vit_jax import models, tree_util
-from vit_jax.models import npz, posemb, pretrained
+from vit_jax.models import npz, posemb, pretrained, vit
 from vit_jax.models.build import abstract_params
 
 TINY = dict(hidden_size=16, num_layers=2, mlp_dim=32, num_heads=2)
@@ -103,15 +104,18 @@ def flax_optim_layout(flat):
 
 
 def big_vision_layout(flat):
-  """big_vision with scan=True: 'params/', top-level posemb, stacked blocks."""
+  """big_vision with scan=True: 'params/', stacked blocks, and at the top level
+  a posemb of one row a patch (the class token, prepended after it, gets none)."""
   out, layers = {}, {}
   for name, value in flat.items():
     name = linen_name(name)
     block = re.fullmatch(r"Transformer/encoderblock_(\d+)/(.*)", name)
     if block:
       layers.setdefault(block[2], {})[int(block[1])] = value
+    elif name == npz.POSEMB:
+      out["params/pos_embedding"] = value[:, 1:] if "cls" in flat else value
     else:
-      out["params/" + ("pos_embedding" if name == npz.POSEMB else name)] = value
+      out["params/" + name] = value
   for rest, by_index in layers.items():
     out["params/Transformer/encoderblock/" + rest] = np.stack(
         [by_index[i] for i in sorted(by_index)])
@@ -125,12 +129,37 @@ def big_vision_layout(flat):
 ], ids=["linen_numbering", "flax_optim", "big_vision_scanned"])
 def test_older_layouts_load_with_the_published_names(tmp_path, layout):
   flat = tiny_params(representation_size=16)
+  flat[npz.POSEMB][:, 0] = 0  # big_vision's class token has no position embedding
   path = str(tmp_path / "other.npz")
   np.savez(path, **layout(flat))
   loaded = npz.flatten(npz.load_npz(path))
   assert sorted(loaded) == sorted(flat)
   for name, value in flat.items():
     np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("classifier", ["token", "gap"])
+def test_a_big_vision_file_computes_what_big_vision_does(tmp_path, classifier):
+  """big_vision adds its table (one row a patch) to the patches, then prepends
+  the class token: loaded here, its file gives the logits of that forward pass."""
+  model = models.get_model("Ti/8", num_classes=5, classifier=classifier, **TINY)
+  flat = random_flat(abstract_params(model, 32))
+  path = str(tmp_path / "big_vision.npz")
+  np.savez(path, **big_vision_layout(flat))
+  table = np.load(path)["params/pos_embedding"]
+  assert table.shape[1] == 16  # (32 / 8) ** 2 patches, no class token row
+
+  def big_vision_posemb(next_fun, args, kwargs, context):
+    if not isinstance(context.module, vit.AddPositionEmbs):
+      return next_fun(*args, **kwargs)
+    tokens, = args
+    return tokens.at[:, tokens.shape[1] - table.shape[1]:].add(table)
+
+  images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  with nn.intercept_methods(big_vision_posemb):
+    expected = model.apply({"params": npz.unflatten(flat)}, images, train=False)
+  logits = model.apply({"params": npz.load_npz(path)}, images, train=False)
+  np.testing.assert_allclose(logits, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_a_pickle_inside_the_npz_is_refused_naming_file_and_array(tmp_path):

@@ -82,9 +82,21 @@ def _published_names(flat):
   for prefix in _PARAMS_PREFIXES:
     if prefix + "embedding/kernel" in flat:
       flat = {n[len(prefix):]: v for n, v in flat.items() if n.startswith(prefix)}
+  if _BIG_VISION_POSEMB in flat and "cls" in flat:
+    flat = {**flat, _BIG_VISION_POSEMB: _with_class_token_row(flat[_BIG_VISION_POSEMB])}
   return {_LINEN_BLOCK_RE.sub(lambda m: m[1] + _LINEN_BLOCK_NAMES[m[2]] + "/",
                              POSEMB if n == _BIG_VISION_POSEMB else n): v
           for n, v in flat.items()}
+
+
+def _with_class_token_row(posemb):
+  """big_vision's table (one row a patch) with a zero row for the class token.
+
+  big_vision (``pool_type='tok'``) adds the position embeddings to the patches
+  before it prepends the class token, so the token gets none; the published
+  layout has a row for it, which a row of zeros makes the same model.
+  """
+  return np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
 
 
 def load_npz(path):
