@@ -18,3 +18,14 @@ def test_mixup_blends_each_example_with_its_neighbour():
   np.testing.assert_allclose(mixed_images, weight * images + (1 - weight) * np.roll(images, 1, 0),
                              rtol=1e-6)
   np.testing.assert_allclose(mixed_labels.sum(axis=1), 1, rtol=1e-6)
+
+
+def test_the_weight_is_folded_to_keep_each_row_mostly_its_own_example():
+  """As big_vision's: max(a, 1 - a) of a Beta draw, so never under one half."""
+  labels = jax.numpy.eye(2)
+  weights = [float(mixup.mixup(jax.random.key(seed), labels, labels, alpha=0.2)[1][0, 0])
+             for seed in range(64)]
+  assert min(weights) >= 0.5
+  draws = [float(jax.random.beta(jax.random.key(seed), 0.2, 0.2)) for seed in range(64)]
+  assert min(draws) < 0.5  # unfolded, a quarter or more of the draws would be
+  np.testing.assert_allclose(weights, np.maximum(draws, 1 - np.array(draws)), rtol=1e-6)
