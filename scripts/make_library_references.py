@@ -84,6 +84,9 @@ EXPORTS = {
     "ours_to_hf": ("hf", dict(classifier="token")),
     "ours_to_hf_exact_gelu": ("hf", dict(classifier="token", gelu="exact")),
     "ours_to_hf_distilled": ("hf", dict(classifier="token", distillation_token=True)),
+    "ours_to_hf_dinov2": ("hf", dict(classifier="token", layer_scale_init=0.1, gelu="exact")),
+    "ours_to_hf_dinov2_registers": ("hf", dict(classifier="token", layer_scale_init=0.1,
+                                               num_registers=4, gelu="exact")),
 }
 
 # Our settings a library's config.json states (`pretrained.stated_function`).

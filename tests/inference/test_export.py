@@ -336,8 +336,8 @@ def test_timm_and_hf_exports_give_the_model_logits_in_their_library(
 
 def test_timm_and_hf_refuse_what_they_cannot_hold_in_one_line(fashion_data_dir, tmp_path):
   make_run(fashion_data_dir, tmp_path / "run", classifier="gap", representation_size=16)
-  with pytest.raises(SystemExit, match=r"^error: the 'gap' classifier .* classifies the class "
-                                       r"token only"):
+  with pytest.raises(SystemExit, match=r"^error: the 'gap' classifier .* DINOv2 classifiers "
+                                       r"read the class token"):
     run_export(f"--workdir={tmp_path / 'run'}", "--format=hf", f"--out={tmp_path / 'hf'}")
   with pytest.raises(SystemExit, match=r"^error: parameter pre_logits/kernel: timm's "
                                        r"VisionTransformer has no representation layer"):

@@ -309,12 +309,13 @@ def test_a_hf_dinov2_file_reads_as_layer_scale_and_registers():
   files = dinov2_files(params)
   assert_same_params(hf_format.from_hf(files, DINOV2_CONFIG, source="sd"), want)
   # transformers 5's module names, and Dinov2ForImageClassification's prefix
-  # and classifier (on the class token beside the patches' mean), left out.
+  # and a classifier that reads the patches' mean, left out.
   live = {re.sub(r"attention\.attention\.(query|key|value)\.",
                  lambda m: f"attention.{m[1][0]}_proj.", "dinov2." + name): value
           for name, value in files.items()}
   live = {re.sub(r"attention\.output\.dense", "attention.o_proj", n): v for n, v in live.items()}
-  live["classifier.weight"] = np.zeros((10, 64), np.float32)
+  live["classifier.weight"] = np.ones((10, 64), np.float32)
+  live["classifier.bias"] = np.zeros(10, np.float32)
   assert "dinov2.encoder.layer.1.attention.q_proj.weight" in live
   assert_same_params(hf_format.from_hf(live, DINOV2_CONFIG, source="sd"), want)
 
@@ -435,16 +436,16 @@ def test_vit_22b_layouts_are_refused_on_export_naming_the_setting(convert, optio
     (timm_format.to_timm, r"^parameter pre_logits/kernel: timm's VisionTransformer has no "
                           r"representation layer .* model.representation_size=None"),
     (hf_format.to_hf, r"^parameter pre_logits/kernel: transformers' "
-                      r"ViTForImageClassification has no representation layer"),
+                      r"image classifiers have no representation layer"),
 ])
 def test_pre_logits_is_refused_on_export(convert, match):
   with pytest.raises(ValueError, match=match):
     convert(random_params(tiny_model(representation_size=16)))
 
 
-def test_gap_map_and_qk_norm_are_refused_on_export_to_hf():
-  with pytest.raises(ValueError, match=r"'gap' classifier .* classifies the class token "
-                                       r"only; export this model to timm instead"):
+def test_what_no_transformers_classifier_computes_is_refused_on_export_to_hf():
+  with pytest.raises(ValueError, match=r"'gap' classifier .* read the class token; "
+                                       r"export this model to timm instead$"):
     hf_format.to_hf(random_params(tiny_model("gap")))
   with pytest.raises(ValueError, match=r"^the 'map' classifier \(attention pooling, no class "
                                        r"token\): .* export this model to timm instead"):
@@ -453,16 +454,46 @@ def test_gap_map_and_qk_norm_are_refused_on_export_to_hf():
                                        r"MultiHeadDotProductAttention_1/query_ln/scale: "
                                        r"query/key normalisation \(qk_norm\)"):
     hf_format.to_hf(random_params(tiny_model("token", qk_norm=True)))
-  with pytest.raises(ValueError, match=r"^parameter Transformer/encoderblock_0/LayerScale_0/"
-                                       r"scale: layer scale \(layer_scale_init\), which "
-                                       r"transformers' ViT does not have"):
-    hf_format.to_hf(random_params(tiny_model("token", layer_scale_init=0.1)))
-  with pytest.raises(ValueError, match=r"^parameter registers: register tokens "
-                                       r"\(num_registers\), which transformers' ViT"):
-    hf_format.to_hf(random_params(tiny_model("token", num_registers=1)))
   with pytest.raises(ValueError, match=r"^parameter Transformer/pre_norm/scale: a LayerNorm "
-                                       r"before the blocks \(pre_norm\), which transformers'"):
+                                       r"before the blocks \(pre_norm\), which transformers' "
+                                       r"ViT, DeiT and DINOv2 do not have"):
     hf_format.to_hf(random_params(tiny_model("token", pre_norm=True)))
+  with pytest.raises(ValueError, match=r"^parameter registers: register tokens without "
+                                       r"layer scale \(model.layer_scale_init\)"):
+    hf_format.to_hf(random_params(tiny_model("token", num_registers=1)))
+  with pytest.raises(ValueError, match=r"^parameter dist: a distillation token beside "
+                                       r"layer scale, which no transformers ViT has"):
+    hf_format.to_hf(random_params(tiny_model("token", distillation_token=True,
+                                             layer_scale_init=0.1)))
+  odd_mlp = random_params(models.get_model("Ti/4", num_classes=10, **dict(TINY, mlp_dim=48),
+                                           layer_scale_init=0.1))
+  with pytest.raises(ValueError, match=r"^MLP width 48 is no whole multiple of the hidden "
+                                       r"size 32, as transformers' DINOv2 states it"):
+    hf_format.hf_config(odd_mlp, image_size=SIZE)
+
+
+@pytest.mark.parametrize("num_registers, model_type", [
+    (0, "dinov2"), (2, "dinov2_with_registers")])
+def test_layer_scale_goes_to_hf_dinov2_and_back_bit_exact(num_registers, model_type):
+  """As Dinov2(WithRegisters)ForImageClassification, whose classifier reads the
+  class token beside the patches' mean: ours its first half, the other zero."""
+  params = random_params(tiny_model("token", layer_scale_init=0.1,
+                                    num_registers=num_registers))
+  state_dict = hf_format.to_hf(params)
+  config = hf_format.hf_config(params, image_size=SIZE)
+  assert (config["model_type"], config["mlp_ratio"]) == (model_type, 2)
+  assert config["num_register_tokens" if num_registers else "use_mask_token"] == (
+      num_registers or True)
+  weight = state_dict["classifier.weight"]
+  assert weight.shape == (10, 64) and not weight[:, 32:].any()
+  np.testing.assert_array_equal(weight[:, :32], params["head"]["kernel"].T)
+  assert state_dict[f"{model_type}.encoder.layer.1.layer_scale2.lambda1"].shape == (32,)
+  assert_same_params(hf_format.from_hf(state_dict, config, source="sd"), params)
+  # A classifier that reads the patches' mean is none of ours: left out.
+  state_dict["classifier.weight"] = np.ones_like(weight)
+  backbone = {n: v for n, v in npz.flatten(params).items() if not n.startswith("head/")}
+  assert_same_params(hf_format.from_hf(state_dict, config, source="sd"),
+                     npz.unflatten(backbone))
 
 
 def test_hf_config_labels_every_class_of_the_head_where_fewer_are_named():
@@ -675,18 +706,25 @@ def hf_classes():
   return transformers
 
 
-@pytest.mark.parametrize("gelu", ["tanh", "exact"])
-def test_ours_in_transformers_gives_our_logits(tmp_path, gelu):
-  transformers = hf_classes()
-  model = tiny_model("token", gelu=gelu)
+@pytest.mark.parametrize("options, architecture", [
+    (dict(gelu="tanh"), "ViTForImageClassification"),
+    (dict(gelu="exact"), "ViTForImageClassification"),
+    (dict(gelu="exact", layer_scale_init=0.1), "Dinov2ForImageClassification"),
+    (dict(gelu="exact", layer_scale_init=0.1, num_registers=4),
+     "Dinov2WithRegistersForImageClassification")])
+def test_ours_in_transformers_gives_our_logits(tmp_path, options, architecture):
+  hf_classes()
+  model = tiny_model("token", **options)
   params = random_params(model)
-  hf_format.save(params, str(tmp_path), image_size=SIZE, mean=0.5, std=0.5, gelu=gelu)
-  module = transformers.ViTForImageClassification.from_pretrained(str(tmp_path)).eval()
+  hf_format.save(params, str(tmp_path), image_size=SIZE, mean=0.5, std=0.5,
+                 gelu=options["gelu"])
+  module = hf_format.hf_model(str(tmp_path))
+  assert type(module).__name__ == architecture
   batch = images()
   difference = relative_difference(timm_format.torch_logits(module, batch),
                                    our_logits(model, params, batch))
-  print(f"ours -> transformers ({gelu} GELU): max relative logit difference "
-        f"{difference:.2g}")
+  print(f"ours -> transformers {architecture} ({options}): max relative logit "
+        f"difference {difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
 
 

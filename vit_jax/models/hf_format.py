@@ -1,4 +1,4 @@
-"""ViT parameters <-> Hugging Face transformers' ViTForImageClassification and DeiT.
+"""ViT parameters <-> Hugging Face transformers' ViT, DeiT and DINOv2 classifiers.
 
 A Hugging Face model directory holds ``config.json`` (a ViTConfig, ``model_type:
 vit``) and ``model.safetensors`` (or a pickled ``pytorch_model.bin``), whose
@@ -23,12 +23,16 @@ transformers fine-tunes) classifies the class token alone, which our
 distilled model does not, so its ``classifier`` is left out on import, as
 is a bare DeiTModel's pooler: fine-tuning starts fresh heads.
 
-DINOv2 (``model_type: dinov2``, and ``dinov2_with_registers``) is read too,
-one way: its layers are a ViT's with layer scale (``layer_scale{1,2}.lambda1``)
-and register tokens (``embeddings.register_tokens``), our
-``model.layer_scale_init`` and ``model.num_registers``; the MLP is
-``mlp.fc1``/``mlp.fc2``, and the SwiGLU of its giant model is refused. So is
-CLIP's image tower (``model_type: clip``, its ``vision_model``, or
+DINOv2 (``model_type: dinov2``, and ``dinov2_with_registers``): its layers
+are a ViT's with layer scale (``layer_scale{1,2}.lambda1``) and register
+tokens (``embeddings.register_tokens``), our ``model.layer_scale_init`` and
+``model.num_registers``; the MLP is ``mlp.fc1``/``mlp.fc2``, and the SwiGLU
+of its giant model is refused. A model with layer scale (and registers)
+exports to Dinov2(WithRegisters)ForImageClassification, whose classifier
+reads the class token beside the patches' mean: ours is its class-token
+half, the other half zero, which computes our logits and reads back as our
+head (a classifier that uses the mean is left out on import). CLIP's image
+tower is read, one way (``model_type: clip``, its ``vision_model``, or
 ``clip_vision_model``): a ViT with a LayerNorm before the blocks
 (``pre_layrnorm``, our ``model.pre_norm``), QuickGELU and LayerNorm epsilon
 1e-5, whose ``post_layernorm`` of the class token is our ``encoder_norm``;
@@ -37,9 +41,9 @@ the text tower and the projections into the joint embedding are left out.
 Converting is exact and needs numpy alone (state-dict files are read with
 `timm_format`'s helpers). Where the models differ:
 
-- classifier: ViTForImageClassification reads the class token only, so a
-  'gap' model is refused on export, as is our ``pre_logits`` layer, which
-  its classifier does not use.
+- classifier: transformers' classifiers read the class token, so a 'gap'
+  or 'map' model is refused on export, as is our ``pre_logits`` layer,
+  which no classifier of theirs uses.
 - GELU: ViTConfig's default ``hidden_act='gelu'`` is the exact erf form; ours
   is the tanh approximation, which transformers calls ``gelu_pytorch_tanh``,
   unless ``model.gelu`` says another. An export states ours; `stated_function`
@@ -78,11 +82,18 @@ _DEFAULT_EPSILONS = {MODEL_TYPE: 1e-12, DEIT_MODEL_TYPE: 1e-12, "dinov2": 1e-6,
                      "dinov2_with_registers": 1e-6}
 # The classifier class of each model type that `save` writes.
 _CLASSIFIERS = {MODEL_TYPE: "ViTForImageClassification",
-                DEIT_MODEL_TYPE: "DeiTForImageClassificationWithTeacher"}
+                DEIT_MODEL_TYPE: "DeiTForImageClassificationWithTeacher",
+                "dinov2": "Dinov2ForImageClassification",
+                "dinov2_with_registers": "Dinov2WithRegistersForImageClassification"}
 # Our heads <- DeiTForImageClassificationWithTeacher's classifiers.
 _DEIT_HEADS = (("head", "cls_classifier"), ("head_dist", "distillation_classifier"))
 
 _LAYER = "encoder.layer.{}."
+# A layer's (LayerNorm_0, LayerNorm_2) and (Dense_0, Dense_1) in ViT's and DeiT's
+# files, and in DINOv2's.
+_VIT_BLOCK = (("layernorm_before", "layernorm_after"), ("intermediate.dense", "output.dense"))
+_DINOV2_BLOCK = (("norm1", "norm2"), ("mlp.fc1", "mlp.fc2"))
+_DINOV2_PREFIX = re.compile(r"^dinov2(?:_with_registers)?\.")
 # Our layer scales of a block's two branches <- DINOv2's.
 _DINOV2_LAYER_SCALES = (("LayerScale_0", "layer_scale1"), ("LayerScale_1", "layer_scale2"))
 
@@ -112,33 +123,57 @@ def is_hf_config(config):
 # ---------------------------------------------------------------------------
 
 
-def to_hf(params):
-  """The state dict (numpy, by its file names) of ``params`` as
-  ViTForImageClassification's, or DeiTForImageClassificationWithTeacher's
-  for a model with a distillation token."""
-  ours = OurParams(params, "transformers' ViTForImageClassification")
+def export_model_type(ours):
+  """The transformers model type ``ours`` (`OurParams`) exports to: DINOv2's
+  for layer scale (Dinov2WithRegisters' with register tokens too), DeiT's
+  for a distillation token, else ViT's."""
+  if ours.num_registers and not ours.layer_scale:
+    raise ValueError("parameter registers: register tokens without layer scale "
+                     "(model.layer_scale_init), which transformers' DINOv2 with "
+                     "registers has in every block; export this model to timm instead")
+  if ours.layer_scale:
+    if ours.has_dist:
+      raise ValueError("parameter dist: a distillation token beside layer scale, which "
+                       "no transformers ViT has; export this model to timm instead")
+    return DINOV2_MODEL_TYPES[bool(ours.num_registers)]
+  return DEIT_MODEL_TYPE if ours.has_dist else MODEL_TYPE
+
+
+def _ours(params):
+  """``params`` as `OurParams`, refused where no transformers classifier
+  computes their model, and the model type they export to."""
+  ours = OurParams(params, "transformers' image classifier")
   if not ours.has_cls:
     pooling = ("'map' classifier (attention pooling" if ours.has_map
                else "'gap' classifier (tokens averaged")
-    raise ValueError(f"the {pooling}, no class token): transformers' "
-                     f"ViTForImageClassification classifies the class token only; "
-                     f"export this model to timm instead")
+    raise ValueError(f"the {pooling}, no class token): transformers' ViT, DeiT and "
+                     f"DINOv2 classifiers read the class token; export this model to "
+                     f"timm instead")
   for name, what in ((f"{OUR_BLOCK.format(0)}{OUR_ATTENTION}query_ln/scale",
                       "query/key normalisation (qk_norm)"),
-                     (f"{OUR_BLOCK.format(0)}LayerScale_0/scale",
-                      "layer scale (layer_scale_init)"),
-                     ("registers", "register tokens (num_registers)"),
                      (f"{timm_format.PRE_NORM}/scale", "a LayerNorm before the blocks "
                                                       "(pre_norm)"),
                      ("fc_norm/scale", "a LayerNorm after pooling (fc_norm)")):
-    ours.refuse(name, f"{what}, which transformers' ViT does not have; export this "
-                      f"model to timm instead")
+    ours.refuse(name, f"{what}, which transformers' ViT, DeiT and DINOv2 do not have; "
+                      f"export this model to timm instead")
   ours.refuse("pre_logits/kernel",
-              "transformers' ViTForImageClassification has no representation layer "
-              "(Dense + tanh) before its classifier; fine-tune with "
+              "transformers' image classifiers have no representation layer "
+              "(Dense + tanh) before the classifier; fine-tune with "
               "model.representation_size=None to export to Hugging Face")
-  model_type = DEIT_MODEL_TYPE if ours.has_dist else MODEL_TYPE
+  model_type = export_model_type(ours)
+  ours.target = f"transformers' {_CLASSIFIERS[model_type]}"
+  return ours, model_type
+
+
+def to_hf(params):
+  """The state dict (numpy, by its file names) of ``params`` as the
+  transformers classifier `export_model_type` picks: ViTForImageClassification,
+  DeiTForImageClassificationWithTeacher, or DINOv2's ForImageClassification,
+  whose classifier reads the class token beside the patches' mean, the mean's
+  half of it zero."""
+  ours, model_type = _ours(params)
   prefix = f"{model_type}."
+  dinov2 = model_type in DINOV2_MODEL_TYPES
   sd = {f"{prefix}embeddings.cls_token": ours.take("cls"),
         f"{prefix}embeddings.position_embeddings": ours.take(npz.POSEMB),
         f"{prefix}embeddings.patch_embeddings.projection.weight":
@@ -146,10 +181,14 @@ def to_hf(params):
         f"{prefix}embeddings.patch_embeddings.projection.bias": ours.take("embedding/bias")}
   if ours.has_dist:
     sd[f"{prefix}embeddings.distillation_token"] = ours.take("dist")
+  if dinov2:  # masked-image modelling's, unused in a forward pass: zero, as DINOv2 starts it
+    sd[f"{prefix}embeddings.mask_token"] = np.zeros((1, ours.width), np.float32)
+  if ours.num_registers:
+    sd[f"{prefix}embeddings.register_tokens"] = ours.take("registers")
+  norms, mlp = _DINOV2_BLOCK if dinov2 else _VIT_BLOCK
   for i in range(ours.depth):
     block, theirs = OUR_BLOCK.format(i), prefix + _LAYER.format(i)
-    for our_norm, their_norm in (("LayerNorm_0", "layernorm_before"),
-                                 ("LayerNorm_2", "layernorm_after")):
+    for our_norm, their_norm in zip(("LayerNorm_0", "LayerNorm_2"), norms):
       sd[f"{theirs}{their_norm}.weight"] = ours.take(f"{block}{our_norm}/scale")
       sd[f"{theirs}{their_norm}.bias"] = ours.take(f"{block}{our_norm}/bias")
     for name in ("query", "key", "value"):
@@ -159,16 +198,21 @@ def to_hf(params):
     sd[f"{theirs}attention.output.dense.weight"] = timm_format.out_to_torch(
         ours.take(f"{block}{OUR_ATTENTION}out/kernel"))
     sd[f"{theirs}attention.output.dense.bias"] = ours.take(f"{block}{OUR_ATTENTION}out/bias")
-    for our_dense, their_dense in (("Dense_0", "intermediate.dense"),
-                                   ("Dense_1", "output.dense")):
+    for our_dense, their_dense in zip(("Dense_0", "Dense_1"), mlp):
       sd[f"{theirs}{their_dense}.weight"] = ours.take(f"{block}MlpBlock_3/{our_dense}/kernel").T
       sd[f"{theirs}{their_dense}.bias"] = ours.take(f"{block}MlpBlock_3/{our_dense}/bias")
+    if dinov2:
+      for our_scale, their_scale in _DINOV2_LAYER_SCALES:
+        sd[f"{theirs}{their_scale}.lambda1"] = ours.take(f"{block}{our_scale}/scale")
   sd[f"{prefix}layernorm.weight"] = ours.take("Transformer/encoder_norm/scale")
   sd[f"{prefix}layernorm.bias"] = ours.take("Transformer/encoder_norm/bias")
   heads = _DEIT_HEADS if ours.has_dist else (("head", "classifier"),)
   for head, classifier in heads:
     if f"{head}/kernel" in ours.flat:
-      sd[f"{classifier}.weight"] = ours.take(f"{head}/kernel").T
+      weight = ours.take(f"{head}/kernel").T
+      if dinov2:  # [class token, mean of the patches] -> classes
+        weight = np.concatenate([weight, np.zeros_like(weight)], axis=1)
+      sd[f"{classifier}.weight"] = weight
       sd[f"{classifier}.bias"] = ours.take(f"{head}/bias")
   ours.check_all_taken()
   return {name: np.ascontiguousarray(value) for name, value in sd.items()}
@@ -180,23 +224,23 @@ def exported_params(params):
 
 
 def hf_config(params, *, image_size, class_names=None, gelu="tanh", layer_norm_epsilon=1e-6):
-  """The config.json of ``params`` as ViTForImageClassification (a ViTConfig)
-  or, with a distillation token, DeiTForImageClassificationWithTeacher.
+  """The config.json of ``params`` as the classifier `to_hf` writes: a
+  ViTConfig, DeiTConfig, Dinov2Config or Dinov2WithRegistersConfig.
 
   The labels are the run's class names where it has them, else LABEL_i, one
   for every class of the head: transformers sizes its classifier by them.
   """
-  ours = OurParams(params, "transformers' ViTForImageClassification")
+  ours, model_type = _ours(params)
   names = list(class_names or [])  # a source may name fewer than num_classes
   names += [f"LABEL_{i}" for i in range(len(names), ours.num_classes)]
-  model_type = DEIT_MODEL_TYPE if ours.has_dist else MODEL_TYPE
+  dinov2 = model_type in DINOV2_MODEL_TYPES
   config = {
       "architectures": [_CLASSIFIERS[model_type]],
       "model_type": model_type,
       "hidden_size": ours.width,
       "num_hidden_layers": ours.depth,
       "num_attention_heads": ours.heads,
-      "intermediate_size": ours.mlp_dim,
+      **({"mlp_ratio": _mlp_ratio(ours)} if dinov2 else {"intermediate_size": ours.mlp_dim}),
       "hidden_act": HIDDEN_ACTS[gelu][0],
       "hidden_dropout_prob": 0.0,
       "attention_probs_dropout_prob": 0.0,
@@ -206,13 +250,29 @@ def hf_config(params, *, image_size, class_names=None, gelu="tanh", layer_norm_e
       "patch_size": ours.patch,
       "num_channels": 3,
       "qkv_bias": True,
-      "encoder_stride": ours.patch,
-      "dtype": "float32",
-      "id2label": {str(i): name for i, name in enumerate(names)},
   }
+  if dinov2:
+    config.update(layerscale_value=1.0, use_swiglu_ffn=False, drop_path_rate=0.0,
+                  apply_layernorm=True)
+    config.update({"num_register_tokens": ours.num_registers} if ours.num_registers
+                  else {"use_mask_token": True})
+  else:
+    config["encoder_stride"] = ours.patch
+  config["dtype"] = "float32"
+  config["id2label"] = {str(i): name for i, name in enumerate(names)}
   if len(set(names)) == len(names):
     config["label2id"] = {name: i for i, name in enumerate(names)}
   return config
+
+
+def _mlp_ratio(ours):
+  """Dinov2Config's ``mlp_ratio``, the MLP's width over the hidden size, a whole number."""
+  ratio, rest = divmod(ours.mlp_dim, ours.width)
+  if rest:
+    raise ValueError(f"MLP width {ours.mlp_dim} is no whole multiple of the hidden size "
+                     f"{ours.width}, as transformers' DINOv2 states it (mlp_ratio); export "
+                     f"this model to timm instead")
+  return ratio
 
 
 # PIL's resample codes of TensorFlow's resize methods that transformers'
@@ -465,14 +525,11 @@ def _from_dinov2(state_dict, config, *, source):
     raise ValueError(f"{source}: use_swiglu_ffn=True (DINOv2's giant model) is a SwiGLU "
                      f"MLP; this ViT's MLP is Dense, GELU, Dense")
   width, depth, heads, patch = _shape(config, source, patch_size=14)
-  state_dict = {name.removeprefix("dinov2."): value for name, value
+  # The classification models' backbone is `dinov2.`, or `dinov2_with_registers.`.
+  state_dict = {_DINOV2_PREFIX.sub("", name): value for name, value
                 in _renamed(state_dict, _V5_ATTENTION_RENAMES).items()}
   # Masked-image modelling's mask token takes no part in a forward pass.
   state_dict.pop("embeddings.mask_token", None)
-  # Dinov2ForImageClassification's head reads the class token beside the
-  # patches' mean, which our head does not: fine-tuning starts a fresh one.
-  for name in [n for n in state_dict if n.startswith("classifier.")]:
-    del state_dict[name]
   sd = TorchTensors(state_dict, source, f"DINOv2 of hidden_size {width}, {depth} layers")
   tokens = sd.shape("embeddings.position_embeddings")[1]
   flat = {"cls": sd.take("embeddings.cls_token", (1, 1, width)),
@@ -493,8 +550,22 @@ def _from_dinov2(state_dict, config, *, source):
     for our_scale, their_scale in _DINOV2_LAYER_SCALES:
       flat[f"{block}{our_scale}/scale"] = sd.take(f"{theirs}{their_scale}.lambda1", (width,))
   timm_format.norm_from_torch(sd, "layernorm", "Transformer/encoder_norm", width, flat)
+  if "classifier.weight" in state_dict:
+    _dinov2_head(sd, width, flat)
   sd.check_all_taken()
   return npz.unflatten({name: np.ascontiguousarray(value) for name, value in flat.items()})
+
+
+def _dinov2_head(sd, width, flat):
+  """Dinov2ForImageClassification's classifier reads the class token beside
+  the patches' mean. Where the mean's half is zero, as `to_hf` writes ours,
+  it is our head; otherwise ours cannot compute it, and it is left out (a
+  fine-tuning starts a fresh head)."""
+  num_classes = sd.shape("classifier.weight")[0]
+  weight = sd.take("classifier.weight", (num_classes, 2 * width))
+  bias = sd.take("classifier.bias", (num_classes,))
+  if not weight[:, width:].any():
+    flat["head/kernel"], flat["head/bias"] = weight[:, :width].T, bias
 
 
 def _from_clip(state_dict, config, *, source):
