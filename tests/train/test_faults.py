@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
+from unittest import mock
 
 import jax
 import numpy as np
@@ -21,7 +21,7 @@ from orbax.checkpoint._src.path import async_path
 
 from conftest import tiny_config
 from vit_jax import train
-from vit_jax.train import checkpoints
+from vit_jax.train import checkpoints, steps
 from vit_jax.models import pretrained
 from vit_jax.data import input_pipeline
 from vit_jax.evaluators import classification
@@ -54,15 +54,14 @@ def config_flags(config, data_dir):
 
 
 def run_main(config, data_dir, workdir, fault=None):
-  """Runs the job in a fresh process (with ``fault`` injected); (rc, stderr, seconds)."""
+  """Runs the job in a fresh process (with ``fault`` injected); (rc, stderr)."""
   command = ([sys.executable, "tests/fault_injection.py", fault] if fault
              else [sys.executable, "-m", "vit_jax.main"])
-  start = time.monotonic()
   result = subprocess.run(
       command + config_flags(config, data_dir) + [f"--workdir={workdir}"],
       cwd=REPO, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, PYTHONPATH=REPO))
-  return result.returncode, result.stderr, time.monotonic() - start
+  return result.returncode, result.stderr
 
 
 def params_of(workdir):
@@ -103,7 +102,7 @@ def test_kill_9_three_times_then_rerun_ends_with_the_uninterrupted_params(
   workdir = str(tmp_path / "run")
   for fault in ("sigkill:6", "sigkill_save:8", "sigkill:10"):
     resume_from = max(committed_steps(workdir), default=0)
-    rc, stderr, _ = run_main(config, fashion_data_dir, workdir, fault)
+    rc, stderr = run_main(config, fashion_data_dir, workdir, fault)
     assert rc == -9, stderr[-2000:]
     # It resumed from the last committed checkpoint, and the steps the killed
     # run had logged after it were dropped, not logged twice.
@@ -115,7 +114,7 @@ def test_kill_9_three_times_then_rerun_ends_with_the_uninterrupted_params(
       assert 8 not in committed_steps(workdir)
       leftovers = os.listdir(os.path.join(workdir, "checkpoints"))
       assert any(name.startswith("8.orbax-checkpoint-tmp") for name in leftovers)
-  rc, stderr, _ = run_main(config, fashion_data_dir, workdir)
+  rc, stderr = run_main(config, fashion_data_dir, workdir)
   assert rc == 0, stderr[-2000:]
   assert 12 in committed_steps(workdir)
   assert_same_params(params_of(workdir), uninterrupted)
@@ -128,13 +127,13 @@ def test_sigterm_saves_the_current_step_and_the_rerun_matches(
     fashion_data_dir, tmp_path, uninterrupted):
   config = tiny_config(fashion_data_dir, **RUN)
   workdir = str(tmp_path / "run")
-  rc, stderr, _ = run_main(config, fashion_data_dir, workdir, "sigterm:6")
+  rc, stderr = run_main(config, fashion_data_dir, workdir, "sigterm:6")
   assert rc == preemption.EXIT_CODE, stderr[-2000:]
   # The signal lands while step 6 is logged; the loop acts at the next step.
   assert "preempted: stopped at step 7" in stderr
   assert "Traceback" not in stderr
   assert max(committed_steps(workdir)) == 7
-  rc, stderr, _ = run_main(config, fashion_data_dir, workdir)
+  rc, stderr = run_main(config, fashion_data_dir, workdir)
   assert rc == 0, stderr[-2000:]
   assert train_steps_logged(workdir) == [2, 4, 6, 7, 8, 10, 12]
   assert_same_params(params_of(workdir), uninterrupted)
@@ -245,19 +244,24 @@ def test_skip_mode_leaves_the_nan_step_out_and_counts_it(
 
 
 # ---------------------------------------------------------------------------
-# 4. Bad configs fail in seconds, naming the field; bad files, naming the file.
+# 4. Bad configs fail before the train step is built, naming the field; bad files,
+#    naming the file.
 # ---------------------------------------------------------------------------
 def failure_of(config, workdir):
-  """The error ``train_and_evaluate`` stops with, and how long it took."""
-  start = time.monotonic()
-  with pytest.raises(ValueError) as e:
+  """The one-line error ``train_and_evaluate`` stops with, which must come
+  before it builds the train step (and spends the compile's seconds)."""
+  def build_train_step(*args, **kwargs):
+    raise AssertionError("the run built its train step before it failed")
+
+  with mock.patch.object(steps.TrainingParts, "jit_train_step", build_train_step), \
+       pytest.raises(ValueError) as e:
     train.train_and_evaluate(config, workdir)
   message = str(e.value)
   assert "\n" not in message, message
-  return message, time.monotonic() - start
+  return message
 
 
-def test_bad_configs_fail_within_10_seconds_naming_the_field(fashion_data_dir, tmp_path):
+def test_bad_configs_fail_before_the_train_step_naming_the_field(fashion_data_dir, tmp_path):
   cases = {"global_batch": dict(global_batch=36),
            "accum_steps": dict(global_batch=32, accum_steps=8),
            "image_size": dict(image_size=18),
@@ -267,18 +271,17 @@ def test_bad_configs_fail_within_10_seconds_naming_the_field(fashion_data_dir, t
            "keep_checkpoints": dict(keep_checkpoints=0),  # orbax: keep none
            "ema_decay": dict(ema_decay=1.0)}  # would evaluate the initial params
   for field, overrides in cases.items():
-    message, seconds = failure_of(tiny_config(fashion_data_dir, **overrides),
-                                  str(tmp_path / field))
-    assert f"config.{field}=" in message and seconds < 10, (message, seconds)
+    message = failure_of(tiny_config(fashion_data_dir, **overrides), str(tmp_path / field))
+    assert f"config.{field}=" in message, message
 
 
-def test_main_fails_within_10_seconds_on_a_resolution_the_patch_does_not_divide(
+def test_main_fails_before_training_on_a_resolution_the_patch_does_not_divide(
     fashion_data_dir, tmp_path):
   config = tiny_config(fashion_data_dir, image_size=18)
-  rc, stderr, seconds = run_main(config, fashion_data_dir, str(tmp_path / "run"))
+  rc, stderr = run_main(config, fashion_data_dir, str(tmp_path / "run"))
   assert rc != 0
   assert "config.image_size=18 is not divisible by the patch size 4" in stderr
-  assert seconds < 10, seconds
+  assert "[train] step" not in stderr and not os.path.exists(tmp_path / "run"), stderr
 
 
 @pytest.fixture(scope="module")
@@ -302,21 +305,20 @@ def copy_run(source, destination):
 def test_fine_tuning_from_another_width_fails_naming_the_parameter(
     fashion_data_dir, tmp_path, runs_of_two_widths):
   config = tiny_config(fashion_data_dir, init=runs_of_two_widths[48])
-  message, seconds = failure_of(config, str(tmp_path / "finetune"))
+  message = failure_of(config, str(tmp_path / "finetune"))
   assert message.startswith(runs_of_two_widths[48]), message
-  assert "has shape" in message and seconds < 10, (message, seconds)
+  assert "has shape" in message, message
 
 
 def test_resuming_a_workdir_of_another_width_names_its_checkpoint_and_the_parameter(
     fashion_data_dir, tmp_path, runs_of_two_widths):
   workdir = copy_run(runs_of_two_widths[48], str(tmp_path / "run"))
-  message, seconds = failure_of(tiny_config(fashion_data_dir, total_steps=8), workdir)
+  message = failure_of(tiny_config(fashion_data_dir, total_steps=8), workdir)
   assert message.startswith(
       f"{os.path.join(workdir, 'checkpoints', '1')}: parameter "
       f"Transformer/encoder_norm/bias has shape (48,) in the checkpoint but "
       f"(32,) in the model"), message
   assert f"resume it with the model and optimizer of {workdir}/config.json" in message
-  assert seconds < 10
 
 
 @pytest.mark.parametrize("field, value, array", [
@@ -328,12 +330,11 @@ def test_resuming_with_a_part_of_the_state_switched_on_or_off_names_the_array(
   """An average or an optimizer stage more or less: not a corrupt checkpoint."""
   workdir = copy_run(runs_of_two_widths[32], str(tmp_path / "run"))
   config = tiny_config(fashion_data_dir, total_steps=8, **{field: value})
-  message, seconds = failure_of(config, workdir)
+  message = failure_of(config, workdir)
   assert message.startswith(
       f"{os.path.join(workdir, 'checkpoints', '1')}: array {array} of the model "
       f"is missing in the checkpoint"), message
   assert f"resume it with the model and optimizer of {workdir}/config.json" in message
-  assert seconds < 10
 
 
 def test_a_checkpoint_of_another_model_names_its_directory(
@@ -342,7 +343,7 @@ def test_a_checkpoint_of_another_model_names_its_directory(
   step_dir = os.path.join(workdir, "checkpoints", "1")
   shutil.rmtree(step_dir)
   copy_run(os.path.join(runs_of_two_widths[48], "checkpoints", "1"), step_dir)
-  message, _ = failure_of(tiny_config(fashion_data_dir, total_steps=8), workdir)
+  message = failure_of(tiny_config(fashion_data_dir, total_steps=8), workdir)
   assert message.startswith(f"{step_dir}: parameter "), message
   assert "has shape" in message
 
@@ -396,7 +397,7 @@ def test_a_truncated_checkpoint_names_its_directory(
     for name in files:
       path = os.path.join(root, name)
       os.truncate(path, os.path.getsize(path) // 2)
-  message, _ = failure_of(tiny_config(fashion_data_dir, total_steps=8), workdir)
+  message = failure_of(tiny_config(fashion_data_dir, total_steps=8), workdir)
   assert message.startswith(f"{step_dir} is not a readable checkpoint"), message
 
 
