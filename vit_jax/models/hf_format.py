@@ -123,7 +123,7 @@ def is_hf_config(config):
 # ---------------------------------------------------------------------------
 
 
-def export_model_type(ours):
+def _export_model_type(ours):
   """The transformers model type ``ours`` (`OurParams`) exports to: DINOv2's
   for layer scale (Dinov2WithRegisters' with register tokens too), DeiT's
   for a distillation token, else ViT's."""
@@ -160,14 +160,14 @@ def _ours(params):
               "transformers' image classifiers have no representation layer "
               "(Dense + tanh) before the classifier; fine-tune with "
               "model.representation_size=None to export to Hugging Face")
-  model_type = export_model_type(ours)
+  model_type = _export_model_type(ours)
   ours.target = f"transformers' {_CLASSIFIERS[model_type]}"
   return ours, model_type
 
 
 def to_hf(params):
   """The state dict (numpy, by its file names) of ``params`` as the
-  transformers classifier `export_model_type` picks: ViTForImageClassification,
+  transformers classifier `_export_model_type` picks: ViTForImageClassification,
   DeiTForImageClassificationWithTeacher, or DINOv2's ForImageClassification,
   whose classifier reads the class token beside the patches' mean, the mean's
   half of it zero."""
