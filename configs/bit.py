@@ -57,9 +57,10 @@ STAGE_ARGS = {"upstream": ("epochs", "steps"), "hyperrule": ("init", "res", "ste
 UPSTREAM_SCHEDULE = {"jft": (40, (10, 23, 30, 37))}
 DEFAULT_UPSTREAM_SCHEDULE = (90, (30, 60, 80))
 UPSTREAM_LR_PER_256 = 0.03
-# BiT's weight decay of 1e-4 is read as an L2 gradient term of 1e-4 x w (torch
-# SGD's `weight_decay`; the paper does not say whether its loss term was
-# halved): with momentum 0.9 it builds up in the momentum to 1e-4 / (1 - 0.9) x w. Our weight decay is
+# BiT's weight decay of 1e-4 is read as an L2 gradient term of 1e-4 x w
+# (torch SGD's `weight_decay`; the paper does not say whether its loss term
+# was halved): with momentum 0.9 it builds up in the momentum to
+# 1e-4 / (1 - 0.9) x w. Our weight decay is
 # added after the momentum (vit_jax/train/optim.py), so 1e-3 shrinks each
 # kernel by the same lr x 1e-3 x w a step.
 UPSTREAM_WEIGHT_DECAY = 1e-3

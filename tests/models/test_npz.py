@@ -1,8 +1,8 @@
 """The published .npz layout: other layouts of it, a published-size file, bad files."""
 import re
 
-import jax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

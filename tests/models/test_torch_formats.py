@@ -4,6 +4,7 @@ the same logits as the real libraries (skipped where they are not installed).
 Logits are compared by their max relative difference, max |a - b| / max |b|,
 with the libraries configured for our tanh GELU.
 """
+import functools
 import json
 import re
 import sys
@@ -467,9 +468,10 @@ def test_what_no_transformers_classifier_computes_is_refused_on_export_to_hf():
                                              layer_scale_init=0.1)))
   odd_mlp = random_params(models.get_model("Ti/4", num_classes=10, **dict(TINY, mlp_dim=48),
                                            layer_scale_init=0.1))
-  with pytest.raises(ValueError, match=r"^MLP width 48 is no whole multiple of the hidden "
-                                       r"size 32, as transformers' DINOv2 states it"):
-    hf_format.hf_config(odd_mlp, image_size=SIZE)
+  for convert in (hf_format.to_hf, functools.partial(hf_format.hf_config, image_size=SIZE)):
+    with pytest.raises(ValueError, match=r"^model.mlp_dim=48 is no whole multiple of the "
+                                         r"hidden size 32, as transformers' DINOv2 states it"):
+      convert(odd_mlp)
 
 
 @pytest.mark.parametrize("num_registers, model_type", [

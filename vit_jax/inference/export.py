@@ -13,7 +13,8 @@ timm         a directory in timm's hub layout (model.safetensors, config.json)
              that `timm.create_model` loads (`vit_jax.models.timm_format`).
 hf           a Hugging Face model directory (config.json, model.safetensors,
              preprocessor_config.json) that transformers'
-             `ViTForImageClassification.from_pretrained` loads
+             `AutoModelForImageClassification.from_pretrained` loads as the
+             ViT, DeiT or DINOv2 class its config names
              (`vit_jax.models.hf_format`).
 
 Each export reads its result back and compares it with the model: the

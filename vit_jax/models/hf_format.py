@@ -58,6 +58,7 @@ import json
 import os
 import re
 
+from absl import logging
 import numpy as np
 
 from vit_jax.models import npz, timm_format
@@ -94,6 +95,9 @@ _LAYER = "encoder.layer.{}."
 _VIT_BLOCK = (("layernorm_before", "layernorm_after"), ("intermediate.dense", "output.dense"))
 _DINOV2_BLOCK = (("norm1", "norm2"), ("mlp.fc1", "mlp.fc2"))
 _DINOV2_PREFIX = re.compile(r"^dinov2(?:_with_registers)?\.")
+# Dinov2Config's and Dinov2WithRegistersConfig's default patch size, which a
+# config.json saved by transformers leaves out.
+_DINOV2_PATCH_SIZES = {"dinov2": 14, "dinov2_with_registers": 16}
 # Our layer scales of a block's two branches <- DINOv2's.
 _DINOV2_LAYER_SCALES = (("LayerScale_0", "layer_scale1"), ("LayerScale_1", "layer_scale2"))
 
@@ -161,6 +165,8 @@ def _ours(params):
               "(Dense + tanh) before the classifier; fine-tune with "
               "model.representation_size=None to export to Hugging Face")
   model_type = _export_model_type(ours)
+  if model_type in DINOV2_MODEL_TYPES:
+    _mlp_ratio(ours)  # refused before anything is converted
   ours.target = f"transformers' {_CLASSIFIERS[model_type]}"
   return ours, model_type
 
@@ -269,9 +275,9 @@ def _mlp_ratio(ours):
   """Dinov2Config's ``mlp_ratio``, the MLP's width over the hidden size, a whole number."""
   ratio, rest = divmod(ours.mlp_dim, ours.width)
   if rest:
-    raise ValueError(f"MLP width {ours.mlp_dim} is no whole multiple of the hidden size "
-                     f"{ours.width}, as transformers' DINOv2 states it (mlp_ratio); export "
-                     f"this model to timm instead")
+    raise ValueError(f"model.mlp_dim={ours.mlp_dim} is no whole multiple of the hidden "
+                     f"size {ours.width}, as transformers' DINOv2 states it (mlp_ratio); "
+                     f"export this model to timm instead")
   return ratio
 
 
@@ -482,14 +488,13 @@ def from_hf(state_dict, config, *, source):
     flat["dist"] = sd.take(f"{prefix}embeddings.distillation_token", (1, 1, width))
   for i in range(depth):
     block, theirs = OUR_BLOCK.format(i), prefix + _LAYER.format(i)
-    for our_norm, their_norm in (("LayerNorm_0", "layernorm_before"),
-                                 ("LayerNorm_2", "layernorm_after")):
+    norms, dense_layers = _VIT_BLOCK
+    for our_norm, their_norm in zip(("LayerNorm_0", "LayerNorm_2"), norms):
       timm_format.norm_from_torch(sd, theirs + their_norm, block + our_norm, width, flat)
     _attention_from_hf(sd, theirs, block, width=width, heads=heads,
                        qkv_bias=config.get("qkv_bias", True), flat=flat)
-    for our_dense, their_dense, (n_out, n_in) in (
-        ("Dense_0", "intermediate.dense", (mlp_dim, width)),
-        ("Dense_1", "output.dense", (width, mlp_dim))):
+    for our_dense, their_dense, (n_out, n_in) in zip(
+        ("Dense_0", "Dense_1"), dense_layers, ((mlp_dim, width), (width, mlp_dim))):
       flat[f"{block}MlpBlock_3/{our_dense}/kernel"] = sd.take(
           f"{theirs}{their_dense}.weight", (n_out, n_in)).T
       flat[f"{block}MlpBlock_3/{our_dense}/bias"] = sd.take(f"{theirs}{their_dense}.bias",
@@ -524,7 +529,8 @@ def _from_dinov2(state_dict, config, *, source):
   if config.get("use_swiglu_ffn"):
     raise ValueError(f"{source}: use_swiglu_ffn=True (DINOv2's giant model) is a SwiGLU "
                      f"MLP; this ViT's MLP is Dense, GELU, Dense")
-  width, depth, heads, patch = _shape(config, source, patch_size=14)
+  width, depth, heads, patch = _shape(config, source,
+                                      patch_size=_DINOV2_PATCH_SIZES[config["model_type"]])
   # The classification models' backbone is `dinov2.`, or `dinov2_with_registers.`.
   state_dict = {_DINOV2_PREFIX.sub("", name): value for name, value
                 in _renamed(state_dict, _V5_ATTENTION_RENAMES).items()}
@@ -542,10 +548,11 @@ def _from_dinov2(state_dict, config, *, source):
     flat["registers"] = sd.take("embeddings.register_tokens", (1, count, width))
   for i in range(depth):
     block, theirs = OUR_BLOCK.format(i), _LAYER.format(i)
-    for our_norm, their_norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+    for our_norm, their_norm in zip(("LayerNorm_0", "LayerNorm_2"), _DINOV2_BLOCK[0]):
       timm_format.norm_from_torch(sd, theirs + their_norm, block + our_norm, width, flat)
     _attention_from_hf(sd, theirs, block, width=width, heads=heads,
                        qkv_bias=config.get("qkv_bias", True), flat=flat)
+    # mlp.fc1 and mlp.fc2 (_DINOV2_BLOCK), as timm names them.
     timm_format.mlp_from_torch(sd, theirs + "mlp", block + "MlpBlock_3", width, flat)
     for our_scale, their_scale in _DINOV2_LAYER_SCALES:
       flat[f"{block}{our_scale}/scale"] = sd.take(f"{theirs}{their_scale}.lambda1", (width,))
@@ -564,7 +571,10 @@ def _dinov2_head(sd, width, flat):
   num_classes = sd.shape("classifier.weight")[0]
   weight = sd.take("classifier.weight", (num_classes, 2 * width))
   bias = sd.take("classifier.bias", (num_classes,))
-  if not weight[:, width:].any():
+  if weight[:, width:].any():
+    logging.info("%s: Dinov2ForImageClassification's classifier reads the patches' mean, "
+                 "which this ViT's head does not; it is left out", sd.source)
+  else:
     flat["head/kernel"], flat["head/bias"] = weight[:, :width].T, bias
 
 
