@@ -422,11 +422,12 @@ def measured_matmul_flops(platform: str, dtype_name: str) -> float:
   up), and a peak read too low inflates every MFU computed against it. So
   half a second of untimed calls comes first, then the fastest call of the
   next second counts, since noise only ever slows a call down. The side,
-  2048 on CPU and 8192 on accelerators, is large enough to saturate a
-  device.
+  1024 on CPU and 8192 on accelerators, is large enough to saturate a
+  device; a larger one on CPU reads no higher a peak (docs/benchmarks.md)
+  and takes seconds a call on a host of many emulated devices.
   """
   devices = jax.local_devices(backend=platform)
-  side = 2048 if platform == "cpu" else 8192
+  side = 1024 if platform == "cpu" else 8192
   operands_sharding = matmul_operands_sharding(devices)
 
   @functools.partial(jax.jit, out_shardings=operands_sharding)

@@ -73,6 +73,7 @@ def blank_jpeg(size: int) -> tf.Tensor:
   return tf.io.encode_jpeg(tf.fill([size, size, 3], tf.constant(128, tf.uint8)))
 
 
+@tf.autograph.experimental.do_not_convert
 def prepared(ds, prepare, *, on_corrupt, cores, before_decoding=lambda ds: ds,
              blank_size=None):
   """``before_decoding(ds).map(prepare)``, with corrupt images handled.
@@ -89,6 +90,11 @@ def prepared(ds, prepare, *, on_corrupt, cores, before_decoding=lambda ds: ds,
   counting valid examples only, as the uninterrupted run did. ``cores``
   windows of examples are decoded at once. Already decoded images (tfds
   with decoding on) are prepared as they are.
+
+  Autograph is off for all it maps (nested datasets too): these functions
+  and the preprocessing ops are graph code as written (``tf.cond``,
+  ``tf.where``), and converting them cost seconds at every pipeline's start
+  (docs/benchmarks.md, "Input pipeline").
   """
   if ds.element_spec["image"].dtype != tf.string:
     return before_decoding(ds).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
