@@ -24,6 +24,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _OWN_CACHE = tempfile.mkdtemp(prefix="vit_jax_tests_jax_cache_")
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# The tests' programs are tiny and many: compiling them, not running them,
+# is most of the suite's time, and LLVM's optimisations (which change no
+# program's HLO, shardings or memory plan) a third of that
+# (docs/benchmarks.md, "Test suite"). The commands the tests start inherit
+# it, so a run in a subprocess and one in the test compute alike.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import pytest  # noqa: E402  (after the environment above)
 
