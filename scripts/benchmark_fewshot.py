@@ -146,7 +146,7 @@ def main(argv):
   mesh = sharding.make_mesh(config.mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   model = build.model_from_config(config)
-  params = jax.jit(lambda: build.init_params(model, config.image_size, seed=0))()
+  params = build.init_params(model, config.image_size, seed=0)
   params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))
   feature_step = fewshot.make_feature_step(model)
 

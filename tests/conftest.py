@@ -30,6 +30,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # (docs/benchmarks.md, "Test suite"). The commands the tests start inherit
 # it, so a run in a subprocess and one in the test compute alike.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# `import tensorflow` imports Keras 3 (and scikit-learn through it) whether
+# or not anything uses it: 2 to 3 s of every test process and of every
+# command the tests start, which vit_jax never needs. Asked for the legacy
+# Keras, tf_keras, which is not installed, TensorFlow skips the import.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import pytest  # noqa: E402  (after the environment above)
 

@@ -7,7 +7,7 @@ import pytest
 
 from trees import assert_gradients_close
 from vit_jax import models
-from vit_jax.models import patch_embedding
+from vit_jax.models import build, patch_embedding
 
 
 def test_patchify_orders_patches_and_pixels_as_the_conv_kernel_flattens():
@@ -63,7 +63,7 @@ def test_vit_logits_and_gradients_do_not_depend_on_the_implementation():
   vits = {name: models.get_model("Ti/16", num_classes=5, hidden_size=32, num_layers=2,
                                  mlp_dim=64, num_heads=2, embedding_implementation=name)
           for name in ("conv", "matmul")}
-  params = vits["conv"].init(jax.random.key(1), images, train=False)["params"]
+  params = build.init_params(vits["conv"], 32, seed=1)
   # A nonzero head, so that every parameter has a gradient.
   params["head"]["kernel"] = jax.random.normal(jax.random.key(2), params["head"]["kernel"].shape)
 
@@ -71,10 +71,10 @@ def test_vit_logits_and_gradients_do_not_depend_on_the_implementation():
     return lambda p: -jnp.sum(labels * jax.nn.log_softmax(
         model.apply({"params": p}, images, train=True)))
 
-  logits = {name: model.apply({"params": params}, images, train=False)
-            for name, model in vits.items()}
+  logits = {name: jax.jit(model.apply, static_argnames="train")(
+      {"params": params}, images, train=False) for name, model in vits.items()}
   np.testing.assert_allclose(logits["matmul"], logits["conv"], rtol=1e-5, atol=1e-5)
-  grads = {name: jax.grad(loss(model))(params) for name, model in vits.items()}
+  grads = {name: jax.jit(jax.grad(loss(model)))(params) for name, model in vits.items()}
   assert_gradients_close(grads["matmul"], grads["conv"], relative=1e-5)
 
 

@@ -70,7 +70,7 @@ def test_a_token_count_that_is_no_grid_is_refused():
 
 
 def init(model, size):
-  return jax.jit(lambda: build.init_params(model, size, seed=0))()
+  return build.init_params(model, size, seed=0)
 
 
 TINY = dict(hidden_size=16, num_layers=2, mlp_dim=32, num_heads=2)

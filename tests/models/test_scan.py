@@ -265,8 +265,9 @@ def test_stochastic_depth_drops_the_same_branches_scanned_or_unrolled():
   outcomes = {}
   for scan in (False, True):
     model = unrolled.clone(scan=scan)
-    logits = model.apply({"params": layer_stack.stack(params) if scan else params}, images,
-                         train=True, rngs={"dropout": jax.random.key(scan)})
+    logits = jax.jit(model.apply, static_argnames="train")(
+        {"params": layer_stack.stack(params) if scan else params}, images,
+        train=True, rngs={"dropout": jax.random.key(scan)})
     outcomes[scan] = distinct_rows(logits)
   for rows, counts in outcomes.values():
     assert len(rows) == 4 and counts.min() > 256 * 0.15, counts
@@ -276,8 +277,8 @@ def test_stochastic_depth_drops_the_same_branches_scanned_or_unrolled():
   # model is its first block alone.
   first_block_only = {**params, "Transformer": {
       k: v for k, v in params["Transformer"].items() if k != "encoderblock_1"}}
-  expected = tiny_model(num_layers=1).apply({"params": first_block_only}, images[:1],
-                                            train=False)
+  expected = jax.jit(tiny_model(num_layers=1).apply, static_argnames="train")(
+      {"params": first_block_only}, images[:1], train=False)
   assert min(np.abs(row - expected[0]).max() for row in outcomes[False][0]) < 1e-5
 
 

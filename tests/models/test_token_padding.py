@@ -19,7 +19,7 @@ LABELS = jax.nn.one_hot(jnp.array([1, 3]), 5)
 
 
 def block_token_counts(model, params, images, *, train, rngs=None):
-  """The token count that each block's call saw, call by call."""
+  """The token count that each block's call saw, call by call (traced, not run)."""
   counts = []
 
   def record(call, args, kwargs, context):
@@ -28,16 +28,24 @@ def block_token_counts(model, params, images, *, train, rngs=None):
     return call(*args, **kwargs)
 
   with nn.intercept_methods(record):
-    model.apply({'params': params}, images, train=train, rngs=rngs)
+    jax.eval_shape(lambda: model.apply({'params': params}, images, train=train, rngs=rngs))
   return counts
 
 
+def init(model, images):
+  return jax.jit(model.init, static_argnames='train')(
+      jax.random.key(1), images, train=False)['params']
+
+
 def logits_and_grads(model, params, images=IMAGES):
-  def loss(p):
-    logits = model.apply({'params': p}, images, train=True)
-    return -jnp.sum(LABELS * jax.nn.log_softmax(logits)), logits
-  (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
-  return logits, grads
+  @jax.jit
+  def logits_and_grads_of(p):
+    def loss(p):
+      logits = model.apply({'params': p}, images, train=True)
+      return -jnp.sum(LABELS * jax.nn.log_softmax(logits)), logits
+    (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(p)
+    return logits, grads
+  return logits_and_grads_of(params)
 
 
 @pytest.mark.parametrize('options', [
@@ -52,7 +60,7 @@ def test_padding_once_gives_the_unpadded_logits_and_gradients(options):
   padded, unpadded = build('once'), build('per_attention')  # the latter: none on a CPU
   images, tokens = (WIDER, 9) if options.get('classifier') in ('gap', 'map') else (IMAGES, 5)
   tokens += options.get('num_registers', 0)
-  params = unpadded.init(jax.random.key(1), images, train=False)['params']
+  params = init(unpadded, images)
   params['head']['kernel'] = jax.random.normal(jax.random.key(2),
                                                params['head']['kernel'].shape)
 
@@ -70,7 +78,7 @@ def test_padding_once_gives_the_unpadded_logits_and_gradients(options):
 def test_no_padding_under_attention_dropout_which_computes_its_own_attention():
   model = models.get_model('Ti/8', num_classes=5, attention_implementation='dot_product_attention',
                            token_padding='once', attention_dropout_rate=0.1, **TINY)
-  params = model.init(jax.random.key(1), IMAGES, train=False)['params']
+  params = init(model, IMAGES)
   assert block_token_counts(model, params, IMAGES, train=True,
                             rngs={'dropout': jax.random.key(0)}) == [5, 5]
 
@@ -78,7 +86,7 @@ def test_no_padding_under_attention_dropout_which_computes_its_own_attention():
 def test_head_major_attention_needs_and_gets_no_padding():
   model = models.get_model('Ti/8', num_classes=5, attention_implementation='head_major',
                            token_padding='once', **TINY)
-  params = model.init(jax.random.key(1), IMAGES, train=False)['params']
+  params = init(model, IMAGES)
   assert set(block_token_counts(model, params, IMAGES, train=True)) == {5}
 
 
@@ -89,7 +97,7 @@ def test_cudnn_on_a_gpu_padded_once_equals_padded_per_attention():
       'B/8', num_classes=5, num_layers=2, attention_implementation='cudnn',
       token_padding=padding, dtype='bfloat16', patch_size=8)
   once, per_attention = build('once'), build('per_attention')
-  params = once.init(jax.random.key(1), IMAGES, train=False)['params']
+  params = init(once, IMAGES)
   params['head']['kernel'] = jax.random.normal(jax.random.key(2),
                                                params['head']['kernel'].shape)
   want_logits, want_grads = logits_and_grads(per_attention, params)

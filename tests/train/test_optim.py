@@ -377,11 +377,13 @@ def test_an_rsqrt_cooldown_longer_than_the_decay_is_refused():
 
 
 def tiny_vit_params(**options):
+  """Parameters of a tiny ViT, all ones."""
   from vit_jax import models
+  from vit_jax.models import build
   model = models.get_model("Ti/8", num_classes=3, hidden_size=16, num_layers=3, mlp_dim=32,
                            num_heads=2, num_registers=1, **options)
-  return jax.tree.map(jnp.ones_like, model.init(
-      jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"])
+  return jax.tree.map(lambda leaf: jnp.ones(leaf.shape, leaf.dtype),
+                      build.abstract_params(model, 16))
 
 
 @pytest.mark.parametrize("classifier", ["token", "map", "gap", "distilled"])
@@ -393,7 +395,7 @@ def test_layer_decay_scales_each_blocks_step_by_its_depth_as_timm_groups_them(cl
                            fc_norm=classifier == "gap", distillation_token=distilled)
   tx = optim.make_optimizer(optim_config(name="sgd", momentum=0.0, weight_decay=0.5,
                                          layer_decay=0.5), optax.constant_schedule(1.0))
-  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
   steps = {name: float(-leaf.ravel()[0]) for name, leaf in tree_util.flatten_named(updates)}
   decayed = 1.5  # a kernel: gradient 1 plus weight decay 0.5 of a weight of 1
   # Three blocks: embeddings 0.5**4, block i 0.5**(3 - i), after the blocks 1.
@@ -417,8 +419,9 @@ def test_layer_decay_of_a_scanned_model_equals_the_unrolled_models():
   tx = optim.make_optimizer(optim_config(layer_decay=0.7), optax.constant_schedule(1e-3))
   grads = jax.tree.map(lambda p: jnp.arange(p.size, dtype=p.dtype).reshape(p.shape) - 1.5,
                        unrolled)
-  want, _ = tx.update(grads, tx.init(unrolled), unrolled)
-  got, _ = tx.update(layer_stack.like(grads, stacked), tx.init(stacked), stacked)
+  update = jax.jit(tx.update)
+  want, _ = update(grads, tx.init(unrolled), unrolled)
+  got, _ = update(layer_stack.like(grads, stacked), tx.init(stacked), stacked)
   for name, leaf in tree_util.flatten_named(layer_stack.like(want, stacked)):
     np.testing.assert_allclose(dict(tree_util.flatten_named(got))[name], leaf, rtol=1e-6,
                                err_msg=name)

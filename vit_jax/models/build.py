@@ -18,9 +18,17 @@ def model_from_config(config):
 
 
 def init_params(model, image_size, *, seed):
-  """Fresh parameters of ``model`` for square RGB images of side ``image_size``."""
-  images = jnp.zeros((1, image_size, image_size, 3))
-  return model.init(jax.random.key(seed), images, train=False)["params"]
+  """Fresh parameters of ``model`` for square RGB images of side ``image_size``.
+
+  Drawn in one compiled program: run op by op, an initialisation (which runs
+  the model's forward pass) compiles each of its hundreds of operations on
+  its own. Under an enclosing `jax.jit` or `jax.eval_shape` it is traced
+  into that program as is.
+  """
+  def init(key):
+    images = jnp.zeros((1, image_size, image_size, 3))
+    return model.init(key, images, train=False)["params"]
+  return jax.jit(init)(jax.random.key(seed))
 
 
 def abstract_params(model, image_size):
