@@ -9,6 +9,7 @@ from gpu_mark import needs_a_gpu
 from trees import assert_gradients_close
 from vit_jax import models
 from vit_jax.models import vit
+from vit_jax.models.build import init_params
 
 TINY = dict(hidden_size=32, num_layers=2, mlp_dim=64, num_heads=4, patch_size=8)
 # 16 px images in 8 px patches and a class token: 5 tokens, an odd count.
@@ -30,11 +31,6 @@ def block_token_counts(model, params, images, *, train, rngs=None):
   with nn.intercept_methods(record):
     jax.eval_shape(lambda: model.apply({'params': params}, images, train=train, rngs=rngs))
   return counts
-
-
-def init(model, images):
-  return jax.jit(model.init, static_argnames='train')(
-      jax.random.key(1), images, train=False)['params']
 
 
 def logits_and_grads(model, params, images=IMAGES):
@@ -60,7 +56,7 @@ def test_padding_once_gives_the_unpadded_logits_and_gradients(options):
   padded, unpadded = build('once'), build('per_attention')  # the latter: none on a CPU
   images, tokens = (WIDER, 9) if options.get('classifier') in ('gap', 'map') else (IMAGES, 5)
   tokens += options.get('num_registers', 0)
-  params = init(unpadded, images)
+  params = init_params(unpadded, images.shape[1], seed=1)
   params['head']['kernel'] = jax.random.normal(jax.random.key(2),
                                                params['head']['kernel'].shape)
 
@@ -78,7 +74,7 @@ def test_padding_once_gives_the_unpadded_logits_and_gradients(options):
 def test_no_padding_under_attention_dropout_which_computes_its_own_attention():
   model = models.get_model('Ti/8', num_classes=5, attention_implementation='dot_product_attention',
                            token_padding='once', attention_dropout_rate=0.1, **TINY)
-  params = init(model, IMAGES)
+  params = init_params(model, 16, seed=1)
   assert block_token_counts(model, params, IMAGES, train=True,
                             rngs={'dropout': jax.random.key(0)}) == [5, 5]
 
@@ -86,7 +82,7 @@ def test_no_padding_under_attention_dropout_which_computes_its_own_attention():
 def test_head_major_attention_needs_and_gets_no_padding():
   model = models.get_model('Ti/8', num_classes=5, attention_implementation='head_major',
                            token_padding='once', **TINY)
-  params = init(model, IMAGES)
+  params = init_params(model, 16, seed=1)
   assert set(block_token_counts(model, params, IMAGES, train=True)) == {5}
 
 
@@ -97,7 +93,7 @@ def test_cudnn_on_a_gpu_padded_once_equals_padded_per_attention():
       'B/8', num_classes=5, num_layers=2, attention_implementation='cudnn',
       token_padding=padding, dtype='bfloat16', patch_size=8)
   once, per_attention = build('once'), build('per_attention')
-  params = init(once, IMAGES)
+  params = init_params(once, 16, seed=1)
   params['head']['kernel'] = jax.random.normal(jax.random.key(2),
                                                params['head']['kernel'].shape)
   want_logits, want_grads = logits_and_grads(per_attention, params)
