@@ -158,7 +158,7 @@ def test_features_are_one_array_and_hold_the_host_to_two_rows_an_example(fashion
   per-example rows (an object each) measures 370 bytes an example, over the bound."""
   config = tiny_config(fashion_data_dir, **{"model.representation_size": 32})
   model = build.model_from_config(config)
-  params = jax.jit(lambda: build.init_params(model, config.image_size, seed=0))()
+  params = build.init_params(model, config.image_size, seed=0)
   source = sources.get_source(config.data)
   feature_step = fewshot.make_feature_step(model)
   # One device: what the host holds does not depend on the mesh (tested above).

@@ -7,6 +7,7 @@ import pytest
 
 from trees import assert_gradients_close
 from vit_jax import models
+from vit_jax.inference import export
 from vit_jax.models import build, patch_embedding
 
 
@@ -71,8 +72,7 @@ def test_vit_logits_and_gradients_do_not_depend_on_the_implementation():
     return lambda p: -jnp.sum(labels * jax.nn.log_softmax(
         model.apply({"params": p}, images, train=True)))
 
-  logits = {name: jax.jit(model.apply, static_argnames="train")(
-      {"params": params}, images, train=False) for name, model in vits.items()}
+  logits = {name: export.model_logits(model, params, images) for name, model in vits.items()}
   np.testing.assert_allclose(logits["matmul"], logits["conv"], rtol=1e-5, atol=1e-5)
   grads = {name: jax.jit(jax.grad(loss(model)))(params) for name, model in vits.items()}
   assert_gradients_close(grads["matmul"], grads["conv"], relative=1e-5)

@@ -9,13 +9,13 @@ import json
 import re
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 from fake_params import random_flat
 from torch_libraries import library
 from vit_jax import models
+from vit_jax.inference.export import model_logits
 from vit_jax.models import build, hf_format, npz, pretrained, timm_format
 
 TINY = dict(hidden_size=32, num_layers=2, mlp_dim=64, num_heads=2)
@@ -37,11 +37,6 @@ def random_params(model, seed=0):
 
 def images(batch=3, seed=0):
   return np.random.default_rng(seed).uniform(-1, 1, (batch, SIZE, SIZE, 3)).astype(np.float32)
-
-
-def our_logits(model, params, batch):
-  return np.asarray(jax.jit(model.apply, static_argnames="train")(
-      {"params": params}, batch, train=False))
 
 
 def relative_difference(theirs, ours):
@@ -136,8 +131,8 @@ def test_a_pre_norm_models_patch_bias_joins_the_positions():
   assert not npz.flatten(loaded)["embedding/bias"].any()
   assert_same_params(loaded, timm_format.exported_params(params))
   batch = images()
-  np.testing.assert_allclose(our_logits(tiny_model("token", pre_norm=True), loaded, batch),
-                             our_logits(tiny_model("token", pre_norm=True), params, batch),
+  np.testing.assert_allclose(model_logits(tiny_model("token", pre_norm=True), loaded, batch),
+                             model_logits(tiny_model("token", pre_norm=True), params, batch),
                              rtol=1e-5, atol=1e-5)
 
 
@@ -597,7 +592,7 @@ def test_ours_in_timm_gives_our_logits(classifier, options):
                           in timm_format.to_timm(params).items()}, strict=True)
   batch = images()
   difference = relative_difference(timm_format.torch_logits(module.eval(), batch),
-                                   our_logits(model, params, batch))
+                                   model_logits(model, params, batch))
   print(f"ours -> timm ({classifier}, {options}): max relative logit difference "
         f"{difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
@@ -642,7 +637,7 @@ def test_a_timm_model_here_gives_timms_logits(classifier, extra):
                      pre_norm=extra.get("pre_norm", False),
                      fc_norm=extra.get("global_pool") == "avg" and extra.get("fc_norm", True),
                      gelu=timm_format.gelu_of(args, source="timm"))
-  difference = relative_difference(our_logits(model, params, batch),
+  difference = relative_difference(model_logits(model, params, batch),
                                    timm_format.torch_logits(module, batch))
   print(f"timm -> ours ({classifier}, {extra}): max relative logit difference "
         f"{difference:.2g}")
@@ -674,7 +669,7 @@ def test_a_timm_architecture_gives_its_logits_here_and_back(tmp_path, name, opti
   model = tiny_model("token", **options, **stated)
   params = pretrained.read_params(str(tmp_path / "theirs"))
   batch = images()
-  ours = our_logits(model, params, batch)
+  ours = model_logits(model, params, batch)
   difference = relative_difference(ours, timm_format.torch_logits(module, batch))
   print(f"timm {name} -> ours: max relative logit difference {difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
@@ -724,7 +719,7 @@ def test_ours_in_transformers_gives_our_logits(tmp_path, options, architecture):
   assert type(module).__name__ == architecture
   batch = images()
   difference = relative_difference(timm_format.torch_logits(module, batch),
-                                   our_logits(model, params, batch))
+                                   model_logits(model, params, batch))
   print(f"ours -> transformers {architecture} ({options}): max relative logit "
         f"difference {difference:.2g}")
   assert difference < RELATIVE_TOLERANCE
@@ -750,7 +745,7 @@ def test_a_transformers_model_here_gives_its_logits(tmp_path, hidden_act, gelu):
   assert_same_params(live, saved)
   batch = images()
   assert pretrained.stated_function(str(tmp_path)) == dict(gelu=gelu, layer_norm_epsilon=1e-6)
-  difference = relative_difference(our_logits(tiny_model("token", gelu=gelu), saved, batch),
+  difference = relative_difference(model_logits(tiny_model("token", gelu=gelu), saved, batch),
                                    timm_format.torch_logits(module, batch))
   print(f"transformers -> ours ({hidden_act}): max relative logit difference "
         f"{difference:.2g}")

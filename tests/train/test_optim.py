@@ -382,8 +382,7 @@ def tiny_vit_params(**options):
   from vit_jax.models import build
   model = models.get_model("Ti/8", num_classes=3, hidden_size=16, num_layers=3, mlp_dim=32,
                            num_heads=2, num_registers=1, **options)
-  return jax.tree.map(lambda leaf: jnp.ones(leaf.shape, leaf.dtype),
-                      build.abstract_params(model, 16))
+  return jax.tree.map(jnp.ones_like, build.abstract_params(model, 16))
 
 
 @pytest.mark.parametrize("classifier", ["token", "map", "gap", "distilled"])
