@@ -48,7 +48,10 @@ Any other program fails: a new kind of command needs a rule here.
 The Python commands run one after another in one worker process, so jax
 and TensorFlow are imported once: each runs as ``python`` would run it
 (``runpy``, its argv, its environment, the repository root as working
-directory), and the flags it defined are removed before the next one.
+directory; what it prints and logs is its output, and a message it exits
+with is printed, as the interpreter does), and the flags it defined are
+removed before the next one. tests/runtime/test_cli.py runs the commands a
+user's mistake stops in such a worker too.
 """
 import ast
 import contextlib
@@ -66,6 +69,7 @@ import tempfile
 import traceback
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHELL_LANGUAGES = ("sh", "bash", "shell", "console")
@@ -327,6 +331,8 @@ def _execute(argv, env, flag_values):
   os.environ.update(env)
   before = set(flag_values)
   printed, ok = io.StringIO(), True
+  # absl's handler holds the stream it was made with; its log is printed too.
+  log_stream = absl_logging.get_absl_handler().python_handler.setStream(printed)
   try:
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
       if argv[0] == "-m":
@@ -341,15 +347,20 @@ def _execute(argv, env, flag_values):
   except SystemExit as e:
     if e.code not in (0, None):
       ok = False
-      printed.write(f"\nexit status: {e.code}")
+      # As the interpreter ends: a message is printed, with status 1.
+      if not isinstance(e.code, int):
+        printed.write(f"\n{e.code}")
+      printed.write(f"\nexit status: {e.code if isinstance(e.code, int) else 1}")
   except Exception:  # a failing command is reported, and the next one runs
     ok = False
     printed.write(traceback.format_exc())
   finally:
+    absl_logging.get_absl_handler().python_handler.setStream(log_stream)
     os.environ.clear()
     os.environ.update(saved_env)
     sys.argv, sys.path[:] = saved_argv, saved_path
     flag_values.unparse_flags()
+    flag_values.verbosity = 0  # INFO, as absl's app.run sets on its first run only
     # The program's own flags (registered under its file path) and config
     # overrides (``config.a.b``, which a script run up to its parsing leaves
     # registered under absl's module) go; flags of libraries it imported stay

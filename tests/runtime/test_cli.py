@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from scripts import check_docs
 from vit_jax import evaluate
 from vit_jax.data import preprocess, sources, tfrecords
 from vit_jax.runtime import cli
@@ -17,66 +18,84 @@ import fake_data
 from repo_root import REPO
 
 
-def run_main(workdir, *flags, timeout=300):
-  """`python -m vit_jax.main` on the demo config, in its own process."""
-  return subprocess.run(
-      [sys.executable, "-m", "vit_jax.main", "--config=configs/demo.py",
-       f"--workdir={workdir}", *flags],
-      cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def main_command(workdir, *flags):
+  """`python -m vit_jax.main` on the demo config (a later --config= replaces it)."""
+  return ("-m", "vit_jax.main", "--config=configs/demo.py", f"--workdir={workdir}",
+          *flags)
 
 
-def refused_run_of_main(tmp_path, *flags):
-  """The one line `python -m vit_jax.main` ended with on the demo config,
-  which must come before the train step is compiled (the loop logs "compiled
-  in" once it is)."""
-  process = run_main(tmp_path / "run", *flags)
-  assert process.returncode == 1, process.stderr
-  assert "Traceback" not in process.stderr, process.stderr
-  assert "compiled in" not in process.stderr, process.stderr
-  return process.stderr.strip().splitlines()[-1]
+def refusal_line(output):
+  """The one line a refused `python -m vit_jax.main` ended with (its exit
+  status 1), which must come before the train step is compiled (the loop logs
+  "compiled in" once it is)."""
+  ok, printed = output
+  lines = printed.strip().splitlines()
+  assert not ok and lines[-1] == "exit status: 1", printed
+  assert "Traceback" not in printed, printed
+  assert "compiled in" not in printed, printed
+  return lines[-2]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--config.data.data_dir=/nonexistent"],
-     "error: dataset 'fashion_mnist_local' (config.data.name) is not prepared in "
-     "data_dir '/nonexistent' (config.data.data_dir)"),
-    (["--config.ema_decay=2"], "error: config.ema_decay=2.0 must be in [0, 1)"),
-    (["--config.init=/nonexistent/vit.npz"],
-     "error: checkpoint file /nonexistent/vit.npz does not exist"),
-    (["--config.optim.grad_clip_norm=-1"],
-     "error: config.optim.grad_clip_norm=-1.0 must be >= 0 (0 turns clipping off"),
-    (["--config.foo=1"],
-     "error: --config.foo: config has no field 'foo'; valid: accum_steps, "),
-    (["--config.optim.wieght_decay=0.1"],
-     "error: --config.optim.wieght_decay: config.optim has no field 'wieght_decay' "
-     "(did you mean config.optim.weight_decay?); valid: adafactor_decay_rate, "
-     "adafactor_min_dim_to_factor, b1, b2, "),
-    (["--config.label_smoothing=1.5"],
-     "error: config.label_smoothing=1.5 must be in [0, 1) (1 would make every target "
-     "uniform, more would invert them)"),
-    (["--config.total_steps=0"], "error: config.total_steps=0 must be >= 1 or None"),
-    (["--config.pp.train=decode|resize(21)|value_range(-1,1)|onehot(5)"],
-     "error: config.pp.train='decode|resize(21)|value_range(-1,1)|onehot(5)' gives 5 "
-     "classes but config.data.num_classes=10, the size of the model's head"),
-    (["--config.model.dtype=bf16"],
-     "error: config.model.dtype='bf16'; valid: float32, bfloat16, float16"),
-    (["--config.data.train_split=train[:150%]"],
-     "error: config.data.train_split: split 'train[:150%]': 150% lies outside the "
-     "split of 512 records; valid bounds: -100% to 100%"),
-    (["--config.data.eval_splits.test=validation"],
-     "error: config.data.eval_splits.test: dataset 'fashion_mnist_local' has no split "
-     "'validation'; valid: test, train"),
-], ids=["missing_dataset", "bad_config_value", "missing_checkpoint",
-        "negative_clip_norm", "unknown_field", "misspelt_nested_field",
-        "label_smoothing_above_one", "no_steps", "onehot_of_other_class_count",
-        "unknown_dtype", "slice_past_the_split", "split_not_in_dataset"])
-def test_main_ends_a_users_mistake_with_one_line_naming_it(
-    fashion_data_dir, tmp_path, flags, message):
-  line = refused_run_of_main(tmp_path, f"--config.data.data_dir={fashion_data_dir}",
-                             *flags)
-  assert line.startswith(message), line
-
-
+MISTAKES = {  # case: (flags, the start of the line that refuses them)
+    "missing_dataset": (
+        ["--config.data.data_dir=/nonexistent"],
+        "error: dataset 'fashion_mnist_local' (config.data.name) is not prepared in "
+        "data_dir '/nonexistent' (config.data.data_dir)"),
+    "bad_config_value": (["--config.ema_decay=2"],
+                         "error: config.ema_decay=2.0 must be in [0, 1)"),
+    "missing_checkpoint": (["--config.init=/nonexistent/vit.npz"],
+                           "error: checkpoint file /nonexistent/vit.npz does not exist"),
+    "negative_clip_norm": (
+        ["--config.optim.grad_clip_norm=-1"],
+        "error: config.optim.grad_clip_norm=-1.0 must be >= 0 (0 turns clipping off"),
+    "unknown_field": (["--config.foo=1"],
+                      "error: --config.foo: config has no field 'foo'; valid: accum_steps, "),
+    "misspelt_nested_field": (
+        ["--config.optim.wieght_decay=0.1"],
+        "error: --config.optim.wieght_decay: config.optim has no field 'wieght_decay' "
+        "(did you mean config.optim.weight_decay?); valid: adafactor_decay_rate, "
+        "adafactor_min_dim_to_factor, b1, b2, "),
+    "label_smoothing_above_one": (
+        ["--config.label_smoothing=1.5"],
+        "error: config.label_smoothing=1.5 must be in [0, 1) (1 would make every target "
+        "uniform, more would invert them)"),
+    "no_steps": (["--config.total_steps=0"],
+                 "error: config.total_steps=0 must be >= 1 or None"),
+    "onehot_of_other_class_count": (
+        ["--config.pp.train=decode|resize(21)|value_range(-1,1)|onehot(5)"],
+        "error: config.pp.train='decode|resize(21)|value_range(-1,1)|onehot(5)' gives 5 "
+        "classes but config.data.num_classes=10, the size of the model's head"),
+    "unknown_dtype": (["--config.model.dtype=bf16"],
+                      "error: config.model.dtype='bf16'; valid: float32, bfloat16, float16"),
+    "slice_past_the_split": (
+        ["--config.data.train_split=train[:150%]"],
+        "error: config.data.train_split: split 'train[:150%]': 150% lies outside the "
+        "split of 512 records; valid bounds: -100% to 100%"),
+    "split_not_in_dataset": (
+        ["--config.data.eval_splits.test=validation"],
+        "error: config.data.eval_splits.test: dataset 'fashion_mnist_local' has no "
+        "split 'validation'; valid: test, train"),
+}
+CONFIG_FILE_MISTAKES = {  # case: (flags, the start of the line that refuses them)
+    "unknown_argument": (
+        ["--config=configs/demo.py:stage=pretrain,bogus=1"],
+        "error: unknown config argument 'bogus'; valid keys: data, data_dir, init, "
+        "stage, variant"),
+    "missing_argument": (
+        ["--config=configs/transfer.py:suite=demo"],
+        "error: configs/transfer.py: init= is needed: the pre-trained run's workdir"),
+    "missing_file": (
+        ["--config=configs/nothere.py"],
+        f"error: --config=configs/nothere.py: no such file; the configs are the files "
+        f"of {REPO}/configs"),
+    # absl takes `--config FILE` as `--config=FILE`, and so do the one-line errors.
+    "spaced_missing_file": (["--config", "configs/nothere.py"],
+                            "error: --config=configs/nothere.py: no such file"),
+    "spaced_misspelt_field": (
+        ["--config", "configs/demo.py:stage=pretrain", "--config.optim.wieght_decay=0.1"],
+        "error: --config.optim.wieght_decay: config.optim has no field 'wieght_decay' "
+        "(did you mean config.optim.weight_decay?)"),
+}
 TINY_RUN = ["--config.data.source=tfrecord", "--config.data.name=tiny",
             "--config.data.pattern={split}-*.tfrecord", "--config.total_steps=2",
             "--config.global_batch=16", "--config.eval_batch=16",
@@ -105,19 +124,74 @@ def tfrecord_data_dir(tmp_path_factory):
   return write_bar_images(tmp_path_factory.mktemp("bars"))
 
 
-def test_a_label_past_num_classes_stops_the_run_naming_the_record(tfrecord_data_dir, tmp_path):
-  line = refused_run_of_main(tmp_path, f"--config.data.data_dir={tfrecord_data_dir}",
-                             *TINY_RUN, "--config.data.num_classes=5")
+@pytest.fixture(scope="module")
+def overcounted_data_dir(tfrecord_data_dir, tmp_path_factory):
+  """The TFRecords, with a manifest that counts 10 records too many in one shard."""
+  data_dir = tmp_path_factory.mktemp("overcounted") / "data"
+  shutil.copytree(tfrecord_data_dir, data_dir)
+  with open(data_dir / sources.MANIFEST) as f:
+    manifest = json.load(f)
+  manifest["files"]["test-00003-of-00004.tfrecord"] += 10
+  with open(data_dir / sources.MANIFEST, "w") as f:
+    json.dump(manifest, f)
+  return str(data_dir)
+
+
+@pytest.fixture(scope="module")
+def raw_pixels_data_dir(tmp_path_factory):
+  return write_bar_images(tmp_path_factory.mktemp("raw"), encoded=False)
+
+
+@pytest.fixture(scope="module")
+def refusals(fashion_data_dir, tfrecord_data_dir, overcounted_data_dir,
+             raw_pixels_data_dir, tmp_path_factory):
+  """The line `python -m vit_jax.main` refused each case with, by case.
+
+  The cases run one after another in one process, each as `python` runs it
+  (scripts/check_docs.py's worker): jax and TensorFlow are imported once,
+  not in a process a case, which took 5 to 15 s each.
+  """
+  fashion = f"--config.data.data_dir={fashion_data_dir}"
+  cases = {name: [fashion, *flags] for name, (flags, _) in MISTAKES.items()}
+  cases.update({name: flags for name, (flags, _) in CONFIG_FILE_MISTAKES.items()})
+  cases.update({
+      "label_past_num_classes": [f"--config.data.data_dir={tfrecord_data_dir}",
+                                 *TINY_RUN, "--config.data.num_classes=5"],
+      "pattern_reads_train_shards": [f"--config.data.data_dir={tfrecord_data_dir}",
+                                     *TINY_RUN, "--config.data.pattern=*.tfrecord"],
+      "overcounting_manifest": [f"--config.data.data_dir={overcounted_data_dir}",
+                                *TINY_RUN],
+      "raw_pixels": [f"--config.data.data_dir={raw_pixels_data_dir}", *TINY_RUN],
+  })
+  workdir = tmp_path_factory.mktemp("refused")
+  outputs = check_docs.run_python(
+      [check_docs.Check("run", main_command(workdir / name, *flags))
+       for name, flags in cases.items()])
+  return dict(zip(cases, map(refusal_line, outputs)))
+
+
+@pytest.mark.parametrize("case", MISTAKES)
+def test_main_ends_a_users_mistake_with_one_line_naming_it(refusals, case):
+  assert refusals[case].startswith(MISTAKES[case][1]), refusals[case]
+
+
+@pytest.mark.parametrize("case", CONFIG_FILE_MISTAKES)
+def test_a_mistake_in_the_config_file_or_its_arguments_is_one_line(refusals, case):
+  assert refusals[case].startswith(CONFIG_FILE_MISTAKES[case][1]), refusals[case]
+
+
+def test_a_label_past_num_classes_stops_the_run_naming_the_record(
+    refusals, tfrecord_data_dir):
+  line = refusals["label_past_num_classes"]
   assert re.fullmatch(
       rf"error: label [5-9] of {tfrecord_data_dir}/train-0000[0-3]-of-00004\.tfrecord:\d+ "
       r"is outside \[0, 5\) \(config\.data\.num_classes\); fix the data or the class "
       r"count", line), line
 
 
-def test_a_pattern_that_lets_eval_read_the_train_shards_is_refused(tfrecord_data_dir, tmp_path):
-  line = refused_run_of_main(tmp_path, f"--config.data.data_dir={tfrecord_data_dir}",
-                             *TINY_RUN, "--config.data.pattern=*.tfrecord")
-  assert line == (
+def test_a_pattern_that_lets_eval_read_the_train_shards_is_refused(
+    refusals, tfrecord_data_dir):
+  assert refusals["pattern_reads_train_shards"] == (
       f"error: config.data.eval_splits.test shares records with config.data.train_split: "
       f"both read records [0, 5) of {tfrecord_data_dir}/test-00000-of-00004.tfrecord, "
       f"so the evaluation would score examples the model trained on "
@@ -126,72 +200,45 @@ def test_a_pattern_that_lets_eval_read_the_train_shards_is_refused(tfrecord_data
 
 
 def test_a_manifest_counting_more_records_than_a_shard_holds_is_named(
-    tfrecord_data_dir, tmp_path):
-  data_dir = tmp_path / "data"
-  shutil.copytree(tfrecord_data_dir, data_dir)
-  with open(data_dir / sources.MANIFEST) as f:
-    manifest = json.load(f)
-  manifest["files"]["test-00003-of-00004.tfrecord"] += 10
-  with open(data_dir / sources.MANIFEST, "w") as f:
-    json.dump(manifest, f)
-  line = refused_run_of_main(tmp_path, f"--config.data.data_dir={data_dir}", *TINY_RUN)
-  assert line == (
-      f"error: {data_dir / sources.MANIFEST} lists 15 records for "
+    refusals, overcounted_data_dir):
+  data_dir = overcounted_data_dir
+  assert refusals["overcounting_manifest"] == (
+      f"error: {data_dir}/{sources.MANIFEST} lists 15 records for "
       f"{data_dir}/test-00003-of-00004.tfrecord ('test') but it holds 5; re-index "
       f"it with scripts/make_tfrecords.py --index_only --out_dir={data_dir}")
 
 
-def test_shards_of_raw_pixels_end_the_run_before_training(tmp_path):
-  data_dir = write_bar_images(tmp_path / "raw", encoded=False)
-  line = refused_run_of_main(tmp_path, f"--config.data.data_dir={data_dir}", *TINY_RUN)
+def test_shards_of_raw_pixels_end_the_run_before_training(refusals, raw_pixels_data_dir):
+  line = refusals["raw_pixels"]
   assert re.fullmatch(
       r"error: the last 1000 images read were all corrupt or undecodable, the last of "
-      rf"them {data_dir}/train-0000[0-3]-of-00004\.tfrecord:\d+; the training stream "
-      r"would skip them forever\. .*", line), line
+      rf"them {raw_pixels_data_dir}/train-0000[0-3]-of-00004\.tfrecord:\d+; the "
+      r"training stream would skip them forever\. .*", line), line
 
 
 @pytest.mark.slow
 def test_resuming_a_finished_run_with_fewer_steps_is_refused_and_keeps_it(
     tfrecord_data_dir, tmp_path):
+  """In processes of their own: the real command's exit status and stderr."""
   workdir = tmp_path / "run"
-  flags = [f"--config.data.data_dir={tfrecord_data_dir}", *TINY_RUN]
-  assert run_main(workdir, *flags, "--config.total_steps=3").returncode == 0
+  command = [sys.executable, *main_command(
+      workdir, f"--config.data.data_dir={tfrecord_data_dir}", *TINY_RUN)]
+
+  def run(*flags):
+    return subprocess.run([*command, *flags], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+  assert run("--config.total_steps=3").returncode == 0
   kept = {name: (workdir / name).read_bytes() for name in ("summary.json", "config.json")}
-  line = refused_run_of_main(tmp_path, *flags)  # 2 steps
-  assert line == (
+  process = run()  # 2 steps
+  assert process.returncode == 1, process.stderr
+  assert "Traceback" not in process.stderr and "compiled in" not in process.stderr
+  assert process.stderr.strip().splitlines()[-1] == (
       f"error: {workdir} holds a checkpoint at step 3, past this config's 2 steps "
       f"(config.total_steps or config.total_epochs): the run is longer than that "
       f"already. Resume it with its own length ({workdir}/config.json), evaluate it "
       f"with python -m vit_jax.evaluate --workdir={workdir}, or start a new workdir")
   assert {name: (workdir / name).read_bytes() for name in kept} == kept
-
-
-@pytest.mark.parametrize("config, message", [
-    ("configs/demo.py:stage=pretrain,bogus=1",
-     "error: unknown config argument 'bogus'; valid keys: data, data_dir, init, stage, "
-     "variant"),
-    ("configs/transfer.py:suite=demo",
-     "error: configs/transfer.py: init= is needed: the pre-trained run's workdir"),
-    ("configs/nothere.py",
-     f"error: --config=configs/nothere.py: no such file; the configs are the files "
-     f"of {REPO}/configs"),
-], ids=["unknown_argument", "missing_argument", "missing_file"])
-def test_a_mistake_in_the_config_file_or_its_arguments_is_one_line(tmp_path, config, message):
-  # The last --config= wins: demo.py, which run_main gives first, is replaced.
-  line = refused_run_of_main(tmp_path, f"--config={config}")
-  assert line.startswith(message), line
-
-
-@pytest.mark.parametrize("flags, message", [
-    (["--config", "configs/nothere.py"], "error: --config=configs/nothere.py: no such file"),
-    (["--config", "configs/demo.py:stage=pretrain", "--config.optim.wieght_decay=0.1"],
-     "error: --config.optim.wieght_decay: config.optim has no field 'wieght_decay' "
-     "(did you mean config.optim.weight_decay?)"),
-], ids=["missing_file", "misspelt_field"])
-def test_the_config_flag_spelt_with_a_space_is_read_as_with_an_equals_sign(
-    tmp_path, flags, message):
-  """absl takes `--config FILE` as `--config=FILE`, and so do the one-line errors."""
-  assert refused_run_of_main(tmp_path, *flags).startswith(message)
 
 
 def test_a_bad_flag_is_absls_one_line(tmp_path):
