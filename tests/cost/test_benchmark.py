@@ -12,8 +12,11 @@ from vit_jax.runtime import cpu_devices
 from repo_root import REPO
 from torch_libraries import library
 
-TINY = ["--config=configs/benchmark.py:variant=Ti/16,res=32", "--batch=8",
-        "--steps=2", "--rounds=2", "--warmup=1"]
+# Two blocks, not Ti's twelve: what the JSON says of a step does not depend on
+# its depth, and each run compiles in a third of the time.
+TINY = ["--config=configs/benchmark.py:variant=Ti/16,res=32",
+        "--config.model.num_layers=2", "--batch=8", "--steps=2", "--rounds=2",
+        "--warmup=1"]
 
 
 def run_benchmark(tmp_path, *flags, check=True, **environment):
@@ -73,7 +76,7 @@ def test_against_times_the_overridden_config_interleaved(tmp_path):
   train, against = result["train"], result["against"]
   assert result["against_overrides"] == "image_size=48,model.remat=True"
   assert "inference" not in result and "timm" not in result
-  assert against["flops_per_example"] > 2 * train["flops_per_example"]
+  assert against["flops_per_example"] > 1.5 * train["flops_per_example"]  # 2x tokens
   devices = result["num_devices"]
   for stats in (train, against):
     assert stats["step_ms_min"] <= stats["step_ms_median"] <= stats["step_ms_max"]
@@ -190,14 +193,15 @@ def benchmark_config(**overrides):
 def test_xla_flops_per_example_count_every_micro_batch_of_an_accumulated_step():
   """XLA counts the accumulation loop's body once; the benchmark counts every pass.
 
-  At 128 px (65 tokens) XLA's count per example sits ~10% above the analytic
-  one (the optimizer, replicated on each of the 8 devices, and the elementwise
-  work); one micro-batch's count would be about half of it.
+  For two blocks at 128 px (65 tokens) XLA's count per example sits ~8% above
+  the analytic one (the optimizer, replicated on each of the 8 devices, and
+  the elementwise work); one micro-batch's count would be about half of it.
   """
   from vit_jax.cost import benchmarking
 
-  result, _ = benchmarking.measure(benchmark_config(top=dict(accum_steps=2)), 16,
-                                   steps=1, rounds=1, warmup=0, inference=False)
+  config = benchmark_config(num_layers=2, top=dict(accum_steps=2))
+  result, _ = benchmarking.measure(config, 16, steps=1, rounds=1, warmup=0,
+                                   inference=False)
   train = result["train"]
   assert train["xla_flops_per_example"] == pytest.approx(train["flops_per_example"],
                                                          rel=0.15)
