@@ -37,6 +37,7 @@ def test_a_family_trains_is_probed_fine_tunes_and_exports(family, fashion_data_d
                                                            tmp_path):
   """One run per family (its compilations dominate), then each use of it."""
   config = family_config(fashion_data_dir, family, total_steps=24, eval_every=24,
+                         checkpoint_every=24,
                          **{"fewshot.every": 24, "fewshot.shots": (5,),
                             "fewshot.seeds": (0,), "mesh.data": 4, "mesh.fsdp": 2,
                             "mesh.fsdp_min_size": 2 ** 12})
