@@ -112,10 +112,19 @@ def _traced_outputs(source, pp_spec):
 
 
 def _options():
-  """Deterministic order, and a thread pool of its own for the pipeline."""
+  """Deterministic order, a thread pool of its own, and no autotuning.
+
+  With autotuning, each iterator runs a model thread that sleeps between
+  optimisations, for periods that double up to a minute, and deleting the
+  iterator waits for that sleep to end (TensorFlow 2.21): a run's end
+  stalled up to 20 s when it closed its train stream (docs/benchmarks.md,
+  "Input pipeline"). Without it, AUTOTUNE parallelism is the thread pool's
+  size, every core, which is what the autotuner climbs to on a busy host.
+  """
   options = tf.data.Options()
   options.deterministic = True
   options.threading.private_threadpool_size = _CORES
+  options.autotune.enabled = False
   return options
 
 
