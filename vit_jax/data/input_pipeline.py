@@ -119,7 +119,7 @@ def _options():
   iterator waits for that sleep to end (TensorFlow 2.21): a run's end
   stalled up to 20 s when it closed its train stream (docs/benchmarks.md,
   "Input pipeline"). Without it, AUTOTUNE parallelism is the thread pool's
-  size, every core, which is what the autotuner climbs to on a busy host.
+  size: every core.
   """
   options = tf.data.Options()
   options.deterministic = True
