@@ -45,6 +45,13 @@ def test_top1_hits_is_accuracy_for_one_hot_and_precision_at_1_for_multi_hot():
   np.testing.assert_array_equal(losses.top1_hits(logits, multi_hot), [True, False, True])
 
 
+def test_top1_hits_with_smoothed_targets_counts_only_the_true_class():
+  # big_vision's onehot(3, on=0.9, off=1e-4): every class has a target above 0.
+  logits = jnp.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.0, 0.2, 0.7]])
+  smoothed = jnp.array([[1e-4, 0.9, 1e-4], [1e-4, 0.9, 1e-4], [1e-4, 1e-4, 0.9]])
+  np.testing.assert_array_equal(losses.top1_hits(logits, smoothed), [True, False, True])
+
+
 def test_unknown_loss_is_named():
   with pytest.raises(ValueError, match=r"config.loss='l2'.*sigmoid_xent, softmax_xent"):
     losses.get_loss("l2")

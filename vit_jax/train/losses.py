@@ -46,7 +46,11 @@ def top1_hits(logits, labels):
   """1 where the top-scoring class is a true label, else 0.
 
   For one-hot targets this is top-1 accuracy; for multi-hot targets it is
-  the precision@1 that big_vision reports for multi-label data.
+  the precision@1 that big_vision reports for multi-label data. A true
+  label is one of the row's largest targets, not any above zero, so that
+  smoothed targets (`onehot(..., off=1e-4)` in an eval pipeline) do not
+  count every prediction as a hit.
   """
   predicted = jnp.argmax(logits, axis=-1)
-  return jnp.take_along_axis(labels, predicted[:, None], axis=-1)[:, 0] > 0
+  at_prediction = jnp.take_along_axis(labels, predicted[:, None], axis=-1)[:, 0]
+  return (at_prediction > 0) & (at_prediction == jnp.max(labels, axis=-1))
