@@ -369,6 +369,22 @@ def test_a_hf_clip_files_image_tower_reads_as_a_pre_norm_vit():
                                                                     layer_norm_epsilon=1e-5)
 
 
+def test_the_position_ids_buffer_of_older_clip_files_is_read_past_when_it_counts_0_1_2():
+  """transformers before 4.31 saved each tower's embeddings.position_ids."""
+  params = random_params(tiny_model("token", pre_norm=True))
+  params["embedding"]["bias"] = np.zeros_like(params["embedding"]["bias"])
+  want = {n: v for n, v in npz.flatten(params).items() if not n.startswith("head/")}
+  files = clip_files(params)
+  files["vision_model.embeddings.position_ids"] = np.arange(17, dtype=np.int64)[None]
+  files["text_model.embeddings.position_ids"] = np.arange(77, dtype=np.int64)[None]
+  assert_same_params(hf_format.from_hf(files, CLIP_CONFIG, source="sd"), want)
+  files["vision_model.embeddings.position_ids"] = np.arange(17, dtype=np.int64)[None, ::-1]
+  with pytest.raises(ValueError, match=r"^sd: the image tower's embeddings.position_ids is "
+                                       r"not 0, 1, \.\.\., 16; this ViT reads the 17 position "
+                                       r"embeddings in order$"):
+    hf_format.from_hf(files, CLIP_CONFIG, source="sd")
+
+
 def test_a_bare_hf_vit_model_pooler_is_our_pre_logits():
   """ViTModel files (the in21k checkpoints) have no 'vit.' prefix, no classifier,
   and a Dense + tanh pooler on the class token."""

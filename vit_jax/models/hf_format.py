@@ -73,6 +73,7 @@ CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
 MODEL_TYPES = (MODEL_TYPE, DEIT_MODEL_TYPE, *DINOV2_MODEL_TYPES, *CLIP_MODEL_TYPES)
 # CLIPVisionConfig's defaults, where they are not ViTConfig's.
 _CLIP_VISION_DEFAULTS = dict(patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5)
+_CLIP_POSITION_IDS = "embeddings.position_ids"  # a buffer of older files
 PREPROCESSOR_FILE = "preprocessor_config.json"
 # transformers' activation names of our GELUs (vit.GELUS), the first of each
 # form what an export writes.
@@ -587,9 +588,15 @@ def _from_clip(state_dict, config, *, source):
   if any(name.startswith(prefix) for name in state_dict):  # the text tower goes
     state_dict = {name.removeprefix(prefix): value for name, value in state_dict.items()
                   if name.startswith(prefix)}
+  # transformers before 4.31 saved the positions' indices, a buffer, beside
+  # the weights; they are 0, 1, ... as our model counts them.
+  position_ids = state_dict.pop(_CLIP_POSITION_IDS, None)
   sd = TorchTensors(state_dict, source, f"CLIP image tower of hidden_size {width}, "
                                         f"{depth} layers, intermediate_size {mlp_dim}")
   tokens = sd.shape("embeddings.position_embedding.weight")[0]
+  if position_ids is not None and not np.array_equal(np.ravel(position_ids), np.arange(tokens)):
+    raise ValueError(f"{source}: the image tower's {_CLIP_POSITION_IDS} is not 0, 1, ..., "
+                     f"{tokens - 1}; this ViT reads the {tokens} position embeddings in order")
   kernel = timm_format.conv_from_torch(
       sd.take("embeddings.patch_embedding.weight", (width, 3, patch, patch)))
   flat = {"cls": sd.take("embeddings.class_embedding", (width,)).reshape(1, 1, width),
