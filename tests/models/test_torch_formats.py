@@ -189,6 +189,21 @@ def test_deit3_and_dinov2_names_give_their_heads(name, width, heads):
   assert_same_params(loaded, params)
 
 
+def test_the_names_registered_with_other_heads_or_post_norm_blocks_are_read_as_timm_builds_them():
+  # timm's ViT-B/16 with average pooling has 16 heads of 48, not 12 of 64.
+  params = random_params(models.get_model("Ti/4", num_classes=10, hidden_size=768,
+                                          num_layers=1, mlp_dim=64, num_heads=16,
+                                          classifier="gap"))
+  state_dict = timm_format.to_timm(params)
+  loaded = timm_format.from_timm(state_dict, source="sd",
+                                 config={"architecture": "vit_base_patch16_gap_224"})
+  assert_same_params(loaded, params)
+  with pytest.raises(ValueError, match=r"^sd: vit_base_patch16_rpn_224 is timm's post-norm "
+                                       r"ViT \(block_fn=ResPostBlock, x \+ norm\(attn\(x\)\)\)"):
+    timm_format.from_timm(state_dict, source="sd",
+                          config={"architecture": "vit_base_patch16_rpn_224"})
+
+
 @pytest.mark.parametrize("gelu, act_layer, hidden_act", [
     ("tanh", "gelu_tanh", "gelu_pytorch_tanh"), ("exact", "gelu", "gelu"),
     ("quick", "quick_gelu", "quick_gelu")])

@@ -80,8 +80,13 @@ TIMM_NAMES = frozenset({
     "vit_large_patch32_224", "vit_large_patch32_384", "vit_huge_patch14_224"})
 # Any shape can be built from this name with model_args overriding it.
 _DEFAULT_ARCHITECTURE = "vit_base_patch16_224"
-# DeiT's and DeiT-III's names give the heads of ViT's sizes too.
+# DeiT's and DeiT-III's names give the heads of ViT's sizes too, but for
+# those registered with others (timm's vision_transformer.py).
 _ARCHITECTURE_RE = re.compile(r"^(?:vit|deit3?)_(tiny|small|base|large|huge)_")
+_ARCHITECTURE_HEADS = {"vit_base_patch16_gap_224": 16}
+# Registered with blocks that compute another function under a normal
+# block's tensor names: timm's post-norm ResPostBlock, x + norm(attn(x)).
+_POST_NORM_ARCHITECTURES = frozenset({"vit_base_patch16_rpn_224"})
 
 # DeiT's distilled ViTs (timm's VisionTransformerDistilled): the shape and
 # the rest in model_args, as for `_DEFAULT_ARCHITECTURE`.
@@ -682,7 +687,7 @@ def _heads_of(args, width, num_heads, source):
     # name alone describes only a checkpoint of its width.
     variant = {size: v for v, size in _TIMM_SIZES.items()}[match[1]]
     if "embed_dim" in args or vit.VARIANTS[variant][0] == width:
-      return vit.VARIANTS[variant][3]
+      return _ARCHITECTURE_HEADS.get(args["architecture"], vit.VARIANTS[variant][3])
   if num_heads:
     logging.warning("%s: %d attention heads, as the caller says (no config.json "
                     "states them)", source, num_heads)
@@ -708,6 +713,10 @@ def from_timm(state_dict, *, source, config=None, num_heads=None):
                      f"(vit.embeddings...), not timm's: give the model directory "
                      f"with its config.json")
   gelu_of(args, source=source)  # refuses another activation
+  if args.get("architecture") in _POST_NORM_ARCHITECTURES:
+    raise ValueError(f"{source}: {args['architecture']} is timm's post-norm ViT "
+                     f"(block_fn=ResPostBlock, x + norm(attn(x))); this ViT's blocks "
+                     f"normalise the input of attention and MLP")
 
   sd = TorchTensors(state_dict, source, "timm ViT")
   width, channels, patch, patch_w = sd.shape("patch_embed.proj.weight")
