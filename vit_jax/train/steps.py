@@ -76,14 +76,16 @@ def initial_state(params, tx, config):
 
   ``skipped_steps`` and ``first_skipped_step`` count the steps whose loss or
   gradient norm was not finite, on the device; ``ema_params`` is there when
-  ``config.ema_decay`` asks for an average.
+  ``config.ema_decay`` asks for an average. It is float32 whatever the
+  parameters' dtype: in bfloat16 a decay of 0.9999 rounds to 1, and a step's
+  share of the difference, 1e-4 of it, to nothing.
   """
   state = {"step": jnp.zeros((), jnp.int32), "params": params,
            "opt_state": tx.init(params),
            "skipped_steps": jnp.zeros((), jnp.int32),
            "first_skipped_step": jnp.zeros((), jnp.int32)}
   if config.ema_decay:
-    state["ema_params"] = params
+    state["ema_params"] = jax.tree.map(lambda p: p.astype(jnp.float32), params)
   return state
 
 
@@ -141,9 +143,10 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
       # TensorFlow's ExponentialMovingAverage with num_updates: the decay
       # grows to ema_decay as (1 + step) / (10 + step), so the initial
       # parameters do not dominate a run shorter than 1 / (1 - ema_decay).
-      decay = jnp.minimum(config.ema_decay, (1.0 + step) / (10.0 + step))
+      decay = jnp.minimum(config.ema_decay,
+                          (1.0 + step) / (10.0 + step)).astype(jnp.float32)
       new_state["ema_params"] = jax.tree.map(
-          lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype),
+          lambda e, p: decay * e + (1.0 - decay) * p.astype(jnp.float32),
           state["ema_params"], new_state["params"])
     grad_norm = optax.global_norm(grads)
     # A step whose loss or gradient norm is NaN or Inf changes nothing but the
