@@ -12,7 +12,9 @@ Flowers-102 500, each VTAB task (presets named vtab_*) 2,500; any other
 dataset 10k (ours). The lr is 0.01, which is in every dataset's
 grid of Table 4 (ImageNet {0.003, 0.01, 0.03, 0.06}; CIFAR, Pets, Flowers
 {0.001, 0.003, 0.01, 0.03}; VTAB 0.01 alone); the paper picks one per dataset
-on a held-out part of train (the presets' minival), and `lr=` runs another.
+on a held-out part of train (the presets' minival; Flowers' preset trains on
+all of train+validation and has none, the transfer suite holds out 10% of
+each), and `lr=` runs another.
 
 ImageNet as in the paper's Table 2: L/16 fine-tunes at 512 px and H/14 at 518
 px (32x32 and 37x37 patches), both with Polyak averaging of decay 0.9999
