@@ -96,10 +96,13 @@ def test_a_sliced_eval_split_reads_exactly_its_records(tfrecord_dir):
   assert eval_data.num_examples == 16 and len(batches) == 2
 
 
-@pytest.mark.parametrize("num_shards", [4, 1])  # whole files / record ranges
-def test_two_processes_read_disjoint_shares_that_make_the_whole_split(tmp_path, num_shards):
+# 3 files of 8 records: 12 records each, not 2 files to one and 1 to the other.
+@pytest.mark.parametrize("num_shards", [4, 3, 1])
+def test_two_processes_read_disjoint_even_shares_that_make_the_whole_split(tmp_path,
+                                                                          num_shards):
   write_tfrecords(tmp_path, num_shards=num_shards)
   source = make_source("tfrecord", tmp_path)
+  assert source.process_counts("train", 2) == [NUM // 2, NUM // 2]
   seen = []
   for index in range(2):
     batches = input_pipeline.train_batches(source, PP, global_batch=8, seed=0,

@@ -8,9 +8,8 @@ after shuffling, on the examples actually used.
 
 Splits of TFRecord and folder sources accept tfds-style slices of one
 split, ``train[:98%]``, ``train[1000:]``, counted over the split's records
-in file order. Each process reads a disjoint share: whole files, dealt out
-in turn, when a split has at least as many files as there are processes,
-else an even range of records; all shares together are the split.
+in file order. Each process reads a disjoint share, an even range of
+records (`process_share`); all shares together are the split.
 
 - ``tfds``: ``config.data.name`` in ``config.data.data_dir``; never downloads.
   ``label`` is the feature ``config.data.label`` names, or a label derived
@@ -93,8 +92,15 @@ def _records(parts, start, stop):
 
 
 def process_share(parts, process_index, process_count):
-  """This process's disjoint share: whole files in turn, else a record range."""
-  if len(parts) >= process_count:
+  """This process's disjoint share, within one record of every other's.
+
+  Every process reads a batch of the same size a step, so a smaller share
+  would be read more often: whole files dealt in turn, 10 equal ones to 8
+  processes, gave 2 files to some and 1 to the others, read twice as often.
+  A folder's images (a record each) are dealt in turn; files of many records
+  are cut into even ranges of records, as `tfds.even_splits` cuts a split.
+  """
+  if all(p.end - p.begin == 1 for p in parts):
     return parts[process_index::process_count]
   total = sum(p.end - p.begin for p in parts)
   bounds = [total * i // process_count for i in range(process_count + 1)]
