@@ -235,6 +235,18 @@ def test_the_map_head_pools_by_its_probe_attention():
                              rtol=1e-5, atol=1e-6)
 
 
+def test_the_map_heads_softmax_is_float32_in_a_bfloat16_model():
+  """As every block's attention: flax's own would compute it in bfloat16."""
+  model = models.get_model("B/8", num_classes=10, **TINY, classifier="map",
+                           dtype="bfloat16")
+  x = jnp.zeros((1, 16, 16, 3), jnp.float32)
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+  jaxpr = str(jax.make_jaxpr(lambda p: model.apply(p, x, train=False))(params))
+  exp_outputs = [line.split("=")[0] for line in jaxpr.splitlines()
+                    if " exp " in f" {line.split('=', 1)[-1].strip()} "]
+  assert exp_outputs and all("f32[" in line for line in exp_outputs), exp_outputs
+
+
 def test_an_unknown_classifier_names_the_valid_ones():
   with pytest.raises(ValueError, match="unknown classifier 'pool'; valid: token, gap, map"):
     tiny_shapes(classifier="pool")

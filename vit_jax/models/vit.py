@@ -439,6 +439,13 @@ def drop_path_rates(rate: float, num_layers: int) -> list[float] | None:
   return [rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
 
 
+def _float32_softmax_attention(query, key, value, mask=None):
+  """MAPHead's ``attention_fn``: JAX's attention, whose logits and softmax
+  are float32 as every block's are; flax's own computes them in the compute
+  dtype, bfloat16 in a bfloat16 model."""
+  return jax.nn.dot_product_attention(query, key, value, mask=mask)
+
+
 class MAPHead(nn.Module, kw_only=True):
   """Multi-head attention pooling, big_vision's ``MAPHead``.
 
@@ -459,6 +466,7 @@ class MAPHead(nn.Module, kw_only=True):
     x = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, kernel_init=nn.initializers.xavier_uniform(),
         dtype=self.compute.dtype, param_dtype=self.compute.param_dtype,
+        attention_fn=_float32_softmax_attention,
         name='MultiHeadDotProductAttention_0')(probe, x)
     y = self.compute.norm(name='LayerNorm_0')(x)
     x = x + MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=0.0, compute=self.compute,
