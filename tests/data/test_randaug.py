@@ -143,6 +143,34 @@ def test_not_increasing_does_what_big_visions_randaug_does_on_a_cpu_host(
       brightened, np.clip(image.astype(np.float32) * np.float32(factor), 0, 255).astype(np.uint8))
 
 
+@pytest.mark.parametrize("magnitude, factor", [(0, 0.1), (15, 2.8)])
+def test_not_increasing_sharpness_blends_with_the_blur_cast_to_uint8_as_tf_models(
+    magnitude, factor):
+  # TF models' sharpness: the 3x3 smoothing clipped and cast to uint8 (which
+  # truncates) before its blend; the border pixels are the image's own.
+  image = random_image()
+  kernel = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13
+  blurred = tf.nn.depthwise_conv2d(tf.constant(image, tf.float32)[tf.newaxis],
+                                   np.tile(kernel[:, :, None, None], [1, 1, 3, 1]),
+                                   [1, 1, 1, 1], "VALID")[0].numpy()
+  degenerate = image.astype(np.float32)
+  degenerate[1:-1, 1:-1] = np.clip(blurred, 0, 255).astype(np.uint8)
+  want = np.clip(degenerate + np.float32(factor) * (image - degenerate), 0, 255)
+  sharpened = randaug.randaug_ops(magnitude, increasing=False)["sharpness"](
+      tf.constant(image), SEED).numpy()
+  np.testing.assert_array_equal(sharpened, want.astype(np.uint8))
+
+
+def test_translate_at_strength_10_shifts_100_pixels_at_224():
+  image = np.tile(np.arange(224, dtype=np.uint8)[None, :, None], [8, 1, 3])
+  for seed in range(4):  # either way
+    row = randaug.randaug_ops(10)["translate_x"](
+        tf.constant(image), tf.constant([seed, 0], tf.int64)).numpy()[0, :, 0]
+    left = np.array_equal(row[:124], image[0, 100:, 0]) and (row[124:] == 128).all()
+    right = np.array_equal(row[100:], image[0, :124, 0]) and (row[:100] == 128).all()
+    assert left or right, row
+
+
 def test_tensorflow_clamps_shifts_and_wraps_thresholds_as_the_emulation_assumes():
   # What TF models' posterize and solarize meet, checked on this TensorFlow.
   pixels = tf.constant([0, 100, 200, 255], tf.uint8)

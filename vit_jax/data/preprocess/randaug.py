@@ -65,14 +65,15 @@ def _auto_contrast(image):
 
 
 def _sharpness(image):
-  """Blurs with PIL's smoothing kernel; the border keeps the original pixels."""
+  """Blurs with PIL's smoothing kernel, to uint8 before the blend as TF
+  models' sharpness; the border keeps the original pixels."""
   kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13
   kernel = tf.tile(kernel[:, :, tf.newaxis, tf.newaxis], [1, 1, 3, 1])
   blurred = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[tf.newaxis], kernel,
                                    [1, 1, 1, 1], "VALID")[0]
-  blurred = tf.pad(blurred, [[1, 1], [1, 1], [0, 0]])
+  blurred = tf.pad(tf.saturate_cast(blurred, tf.uint8), [[1, 1], [1, 1], [0, 0]])
   inner = tf.pad(tf.ones_like(blurred[1:-1, 1:-1]), [[1, 1], [1, 1], [0, 0]])
-  return tf.where(inner > 0, blurred, tf.cast(image, tf.float32))
+  return tf.where(inner > 0, blurred, image)
 
 
 def _equalize(image):
@@ -148,7 +149,7 @@ def randaug_ops(magnitude: float, increasing: bool = True) -> dict[str, Callable
 
   def shift(image, seed, axis):
     size = tf.cast(tf.shape(image)[1 - axis], tf.float32)
-    pixels = _sign(seed) * level * 0.45 * size  # 100 px at 224 px, as the reference
+    pixels = _sign(seed) * level * 100 / 224 * size  # 100 px at 224 px, as the reference
     rows = [[1., 0., -pixels], [0., 1., 0.]] if axis == 0 else [[1., 0., 0.], [0., 1., -pixels]]
     return _transform(image, rows + [[0., 0., 1.]])
 
