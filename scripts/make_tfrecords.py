@@ -115,6 +115,11 @@ def main(argv):
             f"{_FROM_FOLDER.value}), or be left out")
       classes = folder_classes
     else:
+      if classes is not None and _NUM_CLASSES.value not in (None, len(classes)):
+        raise app.UsageError(
+            f"--num_classes={_NUM_CLASSES.value} but --classes={_CLASSES.value} names "
+            f"{len(classes)}; the manifest's class names must cover every label: "
+            f"give one of the two, or agreeing ones")
       num_classes = _NUM_CLASSES.value or (len(classes) if classes else None)
       try:  # checked whole before any shard is written
         examples = tfrecords.npz_examples(_FROM_NPZ.value, _FORMAT.value, num_classes)

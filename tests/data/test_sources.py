@@ -411,6 +411,20 @@ def test_make_tfrecords_from_npz_gives_grayscale_images_a_channel(tmp_path):
     assert decoded.shape == (12, 12, 1) and decoded.max() == decoded.min() == label * 10
 
 
+def test_make_tfrecords_refuses_a_class_count_other_than_the_class_names(tmp_path):
+  # Labels 3 and 4 were written under a manifest of three class names.
+  np.savez(tmp_path / "five.npz", images=np.stack([image(c) for c in range(5)]),
+           labels=np.arange(5))
+  (tmp_path / "classes.txt").write_text("a\nb\nc\n")
+  with pytest.raises(SystemExit, match=re.escape(
+      f"error: --num_classes=5 but --classes={tmp_path / 'classes.txt'} names 3; the "
+      f"manifest's class names must cover every label: give one of the two, or agreeing "
+      f"ones")):
+    make_tfrecords_main(f"--from_npz={tmp_path / 'five.npz'}", f"--out_dir={tmp_path / 'out'}",
+                        f"--classes={tmp_path / 'classes.txt'}", "--num_classes=5")
+  assert not (tmp_path / "out").exists()
+
+
 def test_make_tfrecords_from_folders_mixes_the_classes_over_the_shards(tmp_path):
   """Class folders come class by class; a slice like train[50%:] must not be
   the last class alone, so the shards are a seeded shuffle of the examples."""
