@@ -52,6 +52,28 @@ class SaveError(RuntimeError):
   """A checkpoint could not be written (disk full, read-only directory)."""
 
 
+# tensorstore, which writes orbax's arrays, raises a failed write as a
+# ValueError of its status, the paths, and the operating system's reason:
+# 'RESOURCE_EXHAUSTED: Error writing "params..." in OCDBT database at ...:
+# No space left on device [os_error_code='28']' (a full disk; a file past
+# the size limit is OUT_OF_RANGE). A remote store's failure has no OS code.
+_OS_ERROR_CODE = "[os_error_code="
+_TENSORSTORE_WRITE_STATUSES = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "UNAVAILABLE",
+                               "DATA_LOSS")
+
+
+def _write_failure(error):
+  """What a failed write says, in a line; None for an error of another kind."""
+  if isinstance(error, OSError):
+    return str(error)
+  text = str(error)
+  if isinstance(error, ValueError) and (_OS_ERROR_CODE in text
+                                        or text.startswith(_TENSORSTORE_WRITE_STATUSES)):
+    status, reason = text.split(":", 1)[0], text.rsplit(": ", 1)[-1]
+    return f"{status}: {_first_line(reason)}"
+  return None
+
+
 @contextlib.contextmanager
 def _reported_write_errors(manager, on_error, why):
   """Turns a failed write into one clear line; stops or logs by ``on_error``.
@@ -62,9 +84,12 @@ def _reported_write_errors(manager, on_error, why):
   """
   try:
     yield
-  except OSError as e:
+  except (OSError, ValueError) as e:
+    failure = _write_failure(e)
+    if failure is None:
+      raise
     last = manager.latest_step()
-    message = (f"could not write a checkpoint in {manager.directory}: {e}; " + (
+    message = (f"could not write a checkpoint in {manager.directory}: {failure}; " + (
         f"the last committed checkpoint is step {last}" if last is not None
         else "no checkpoint is committed yet"))
     if on_error == "continue":
