@@ -391,7 +391,7 @@ def base_config():
   # name: "adam", "sgd" (`momentum`) or "adafactor" (Scaling-ViT's, for ViT-g/G:
   # b1 its momentum, b2 its second moment's decay cap, the `adafactor_*`
   # fields). mu_dtype: the first moment's dtype, "bfloat16" to save memory;
-  # None: the parameters'. head_weight_decay: the head's own (Scaling-ViT:
+  # None: float32. head_weight_decay: the head's own (Scaling-ViT:
   # 3.0 on the head, weight_decay 0.03 on the body); None: weight_decay.
   # Weight decay is decoupled and x lr (vit_jax/train/optim.py).
   c.optim = dict(name="adam", b1=0.9, b2=0.999, momentum=0.9,

@@ -172,7 +172,7 @@ def test_unknown_optimizer_is_named():
 @pytest.mark.parametrize("dtype", ["float16", "bf16", "int8"])
 def test_unknown_first_moment_dtype_is_named(dtype):
   with pytest.raises(ValueError, match=rf"config.optim.mu_dtype='{dtype}'; valid: "
-                     r"float32, bfloat16, or None \(the parameters' dtype\)"):
+                     r"float32, bfloat16, or None \(float32\)"):
     optim.make_optimizer(optim_config(mu_dtype=dtype), optax.constant_schedule(1.0))
 
 

@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from conftest import tiny_config
 from vit_jax.models import build
@@ -66,6 +67,25 @@ def test_the_ema_of_bfloat16_parameters_is_kept_in_float32_and_averages_them(tmp
   assert {leaf.dtype for leaf in jax.tree.leaves(ema)} == {jnp.dtype(jnp.float32)}
   jax.tree.map(lambda e, p: np.testing.assert_array_equal(e, np.asarray(p, np.float32)),
                ema, params)
+
+
+@pytest.mark.parametrize("param_dtype", ["bfloat16", "float16"])
+def test_the_optimizer_state_of_half_precision_parameters_is_float32(tmp_path, param_dtype):
+  """In bfloat16 Adam's b2 of 0.999 is 1, so its second moment stopped
+  decaying; in float16 its epsilon is 0 and small gradients' squares too, so
+  the first step wrote -inf into the parameters."""
+  config = tiny_config(str(tmp_path), **{"model.param_dtype": param_dtype})
+  states, metrics, _ = run_steps(config, 2, learning_rate=1e-3)
+  adam = states[-1]["opt_state"][1]  # clipping, then Adam's scale_by_adam
+  assert {leaf.dtype for leaf in jax.tree.leaves((adam.mu, adam.nu))} == {
+      jnp.dtype(jnp.float32)}
+  assert states[-1]["params"]["embedding"]["kernel"].dtype == param_dtype
+  assert int(metrics["skipped_steps"]) == 0
+  assert all(np.isfinite(np.asarray(leaf, np.float32)).all()
+             for leaf in jax.tree.leaves(states[-1]["params"]))
+  moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(states[0]["params"]),
+                                                    jax.tree.leaves(states[-1]["params"]))]
+  assert sum(moved) > len(moved) // 2
 
 
 def test_the_step_trains_on_smoothed_labels(tmp_path):

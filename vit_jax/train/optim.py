@@ -37,8 +37,8 @@ from vit_jax import tree_util
 
 DECAYS = ("linear", "cosine", "step", "rsqrt")
 OPTIMIZERS = ("adam", "sgd", "adafactor")
-# The first moment's storage; None (the default) keeps it in the parameters'
-# dtype, as optax does.
+# The first moment's storage; None (the default) keeps it in float32, as the
+# rest of the state (`steps.initial_state`).
 MU_DTYPES = ("float32", "bfloat16")
 # The classifier, which `optim.head_weight_decay` decays apart from the rest:
 # the top-level `head` module of every model here (ViT, hybrids, BiT), and
@@ -174,7 +174,7 @@ def check_config(optim_config):
                      f"{', '.join(OPTIMIZERS)}")
   if optim_config.mu_dtype is not None and optim_config.mu_dtype not in MU_DTYPES:
     raise ValueError(f"config.optim.mu_dtype={optim_config.mu_dtype!r}; valid: "
-                     f"{', '.join(MU_DTYPES)}, or None (the parameters' dtype)")
+                     f"{', '.join(MU_DTYPES)}, or None (float32)")
 
 
 def make_optimizer(optim_config, schedule):

@@ -76,17 +76,23 @@ def initial_state(params, tx, config):
 
   ``skipped_steps`` and ``first_skipped_step`` count the steps whose loss or
   gradient norm was not finite, on the device; ``ema_params`` is there when
-  ``config.ema_decay`` asks for an average. It is float32 whatever the
-  parameters' dtype: in bfloat16 a decay of 0.9999 rounds to 1, and a step's
-  share of the difference, 1e-4 of it, to nothing.
+  ``config.ema_decay`` asks for an average. The optimizer's state (but a
+  first moment `optim.mu_dtype` asks for in bfloat16) and the EMA are
+  float32 whatever the parameters' dtype: in bfloat16 Adam's b2 of 0.999,
+  and an EMA's decay of 0.9999, round to 1, and a step's share of the
+  difference to nothing (in float16 Adam's epsilon is 0).
   """
   state = {"step": jnp.zeros((), jnp.int32), "params": params,
-           "opt_state": tx.init(params),
+           "opt_state": tx.init(_float32(params)),
            "skipped_steps": jnp.zeros((), jnp.int32),
            "first_skipped_step": jnp.zeros((), jnp.int32)}
   if config.ema_decay:
-    state["ema_params"] = jax.tree.map(lambda p: p.astype(jnp.float32), params)
+    state["ema_params"] = _float32(params)
   return state
+
+
+def _float32(tree):
+  return jax.tree.map(lambda x: x.astype(jnp.float32), tree)
 
 
 def make_train_step(model, tx, loss_fn, schedule, config, mesh):
@@ -135,7 +141,9 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
                microbatches(labels))
       (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro)
       loss, grads = jax.tree.map(lambda x: x / config.accum_steps, (loss, grads))
-      grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
+    # In float32, as the optimizer's state: its update is cast to the
+    # parameters' dtype as it is applied.
+    grads = _float32(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_state = dict(state, opt_state=opt_state,
                      params=optax.apply_updates(params, updates))
