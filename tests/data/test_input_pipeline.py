@@ -47,6 +47,18 @@ def test_eval_slices_of_two_processes_are_disjoint_and_cover_the_split(fashion_d
   assert not seen[0] & seen[1]
 
 
+def test_an_eval_split_of_fewer_examples_than_processes_is_refused_on_every_process(
+    fashion_data_dir):
+  # Only the process without an example used to fail; the others waited for
+  # it in the first collective until the coordination service gave up.
+  for index in range(3):
+    with pytest.raises(ValueError, match=r"^eval split 'test\[:2\]' has 2 examples, fewer "
+                                         r"than the 3 processes; each must read one or more$"):
+      input_pipeline.EvalData(source(fashion_data_dir), "decode|onehot(10)", "test[:2]",
+                              image_size=28, global_batch=3, process_index=index,
+                              process_count=3)
+
+
 def test_train_slices_of_two_processes_are_disjoint(fashion_data_dir):
   seen = []
   for index in range(2):

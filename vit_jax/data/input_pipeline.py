@@ -206,6 +206,9 @@ class EvalData:
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     counts = source.process_counts(split, process_count)
+    if min(counts) == 0:  # on every process: the others would wait for it
+      raise ValueError(f"eval split {split!r} has {sum(counts)} examples, fewer than "
+                       f"the {process_count} processes; each must read one or more")
     self.num_examples = sum(counts)
     self.local_batch = global_batch // process_count
     self.num_batches = math.ceil(max(counts) / self.local_batch)
@@ -239,9 +242,6 @@ class EvalData:
         self.corrupt_images += 1
       template, count = batch, count + 1
       yield _pad(batch, self.local_batch)
-    if template is None:
-      raise ValueError(f"eval split {self.split!r} gives this process no "
-                       f"examples: it has fewer examples than processes")
     for _ in range(self.num_batches - count):
       yield _pad({k: v[:0] for k, v in template.items()}, self.local_batch)
 
