@@ -17,10 +17,11 @@ def test_a_checkpoint_without_its_manifest_is_one_short_line_without_tensorstore
   state = {"step": np.int32(3), "params": {"kernel": np.ones((2, 3), np.float32)}}
   checkpoints.save(manager, 3, state, {"examples_seen": 0})
   manager.wait_until_finished()
+  manager.close()  # its threads, which a collected manager leaves to another test
   step_dir = checkpoints.step_dir(manager, 3)
   os.remove(os.path.join(step_dir, "state", "manifest.ocdbt"))
-  with pytest.raises(ValueError) as raised:
-    checkpoints.saved_arrays(checkpoints.make_manager(str(tmp_path)), 3)
+  with pytest.raises(ValueError) as raised, checkpoints.make_manager(str(tmp_path)) as again:
+    checkpoints.saved_arrays(again, 3)
   message = str(raised.value)
   assert message.startswith(f"{step_dir} is not a readable checkpoint (truncated or "
                             f"corrupt?): "), message
