@@ -62,9 +62,11 @@ MULTI_LABEL = [(3, one_hot(1, 3)),      # hit
                (3, one_hot(0, 1, 2))]   # miss
 
 
-def test_precision_at_1_leaves_out_examples_without_a_label():
+# Targets as `onehot(5)` and big_vision's smoothed `onehot(5, on=0.9, off=1e-4)`.
+@pytest.mark.parametrize("on, off", [(1.0, 0.0), (0.9, 1e-4)])
+def test_precision_at_1_leaves_out_examples_without_a_label(on, off):
   logits = [one_hot(predicted) * 5 for predicted, _ in MULTI_LABEL]
-  labels = [row for _, row in MULTI_LABEL]
+  labels = [np.where(row > 0, on, off).astype(np.float32) for _, row in MULTI_LABEL]
   result = run_eval(batches_of(logits, labels, num_examples=6), multi_label=True)
   labelled = [0, 2, 3, 5]
   expected_loss = np.mean(losses.get_loss("sigmoid_xent")(

@@ -52,6 +52,16 @@ def test_top1_hits_with_smoothed_targets_counts_only_the_true_class():
   np.testing.assert_array_equal(losses.top1_hits(logits, smoothed), [True, False, True])
 
 
+def test_a_row_without_a_label_is_no_hit_whatever_its_off_value():
+  logits = jnp.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]])
+  for off in (0.0, 1e-4):
+    unlabelled = jnp.full((2, 3), off)
+    np.testing.assert_array_equal(losses.labelled(unlabelled), [False, False])
+    np.testing.assert_array_equal(losses.top1_hits(logits, unlabelled), [False, False])
+  # One class: a row is its label's target alone.
+  np.testing.assert_array_equal(losses.labelled(jnp.array([[1.0], [0.0]])), [True, False])
+
+
 def test_unknown_loss_is_named():
   with pytest.raises(ValueError, match=r"config.loss='l2'.*sigmoid_xent, softmax_xent"):
     losses.get_loss("l2")

@@ -36,7 +36,7 @@ def make_eval_step(model, loss_fn, mesh=None):
     with activation_sharding.under(mesh):
       logits = model.apply({"params": params}, batch["image"], train=False)
     labels, mask = batch["labels"], batch["mask"]
-    counted = mask & (jnp.max(labels, axis=-1) > 0)
+    counted = mask & losses.labelled(labels)
     hits = losses.top1_hits(logits, labels) & counted
     loss = jnp.where(counted, loss_fn(logits, labels), 0.0)
     return {"hits": jnp.sum(hits), "loss_sum": jnp.sum(loss),

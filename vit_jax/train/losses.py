@@ -42,15 +42,29 @@ def get_loss(name):
   return LOSSES[name]
 
 
+def labelled(labels):
+  """Whether each row of targets holds a label: a class above the row's others.
+
+  A row without one is `off` everywhere (0, or the smoothed ``onehot(...,
+  off=1e-4)``'s value), as ImageNet ReaL's images that no real label fits.
+  With a single class, whose row has no other, a label is a target above 0.
+  """
+  top = jnp.max(labels, axis=-1)
+  if labels.shape[-1] == 1:
+    return top > 0
+  return top > jnp.min(labels, axis=-1)
+
+
 def top1_hits(logits, labels):
   """1 where the top-scoring class is a true label, else 0.
 
   For one-hot targets this is top-1 accuracy; for multi-hot targets it is
   the precision@1 that big_vision reports for multi-label data. A true
-  label is one of the row's largest targets, not any above zero, so that
-  smoothed targets (`onehot(..., off=1e-4)` in an eval pipeline) do not
-  count every prediction as a hit.
+  label is one of the row's largest targets in a row that has a label
+  (`labelled`), not any target above zero, so that smoothed targets
+  (`onehot(..., off=1e-4)` in an eval pipeline) do not count every
+  prediction as a hit.
   """
   predicted = jnp.argmax(logits, axis=-1)
   at_prediction = jnp.take_along_axis(labels, predicted[:, None], axis=-1)[:, 0]
-  return (at_prediction > 0) & (at_prediction == jnp.max(labels, axis=-1))
+  return labelled(labels) & (at_prediction == jnp.max(labels, axis=-1))
