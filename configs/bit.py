@@ -27,7 +27,9 @@ reference's 200, 300, 400); under 500k 10k steps, else 20k, both with 500
 warm-up and x0.1 at 30/60/90 %; mixup alpha 0.1 from 20k examples on. Images
 under 96x96 px are resized to 160 and randomly cropped to 128, others
 resized to 448 and cropped to 384 (the paper's; the reference code uses 512
-and 480); flip; eval resizes to the crop. The presets give the image side
+and 480); flip; the crop or the flip left out where it would change the
+label (VTAB's structured tasks: `common.finetune_train_pp`); eval resizes
+to the crop. The presets give the image side
 of cifar10, cifar100 and fashion_mnist (`image_px`); the others
 (imagenet2012, imagenet21k, jft, oxford_iiit_pet, oxford_flowers102) have
 images of varied sizes, hundreds of pixels a side, and take the large rule,
@@ -162,6 +164,5 @@ def _hyperrule(config, data, args):
   precrop = config.get_ref("image_size") * rule["precrop"] // rule["crop"]
   config.pp = common.pp_strings(
       config, values=dict(precrop=precrop),
-      train="decode|resize({precrop})|random_crop({image_size})|flip_lr"
-            "|value_range(-1,1)|onehot({num_classes})",
+      train=common.finetune_train_pp(data, "resize({precrop})|random_crop({image_size})"),
       eval="decode|resize({image_size})|value_range(-1,1)|onehot({num_classes})")

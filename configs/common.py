@@ -266,6 +266,23 @@ UPSTREAM_PP = dict(
          "|value_range(-1,1)|onehot({num_classes})")
 
 
+def finetune_train_pp(data, crop):
+  """Fine-tuning's training preprocessing of dataset preset ``data``.
+
+  ``crop`` is the random crop's ops (a template, as `pp_strings`'); it and
+  the flip that follows are left out where the preset's ``train_augment``
+  says they would change the label, as BiT leaves them out (VTAB's
+  dSprites position and orientation, SmallNORB azimuth, the counts and
+  distances: configs/transfer_datasets.py). Without the crop, the image is
+  resized to the model's size.
+  """
+  augment = DATASETS[data].get("train_augment", ("crop", "flip"))
+  ops = ["decode", crop if "crop" in augment else "resize({image_size})"]
+  if "flip" in augment:
+    ops.append("flip_lr")
+  return "|".join(ops + ["value_range(-1,1)", "onehot({num_classes})"])
+
+
 def pp_strings(config, *, values=None, **templates):
   """``config.pp``'s strings, kept in step with the config they run under.
 

@@ -20,6 +20,13 @@ ImageNet as in the paper's Table 2: L/16 fine-tunes at 512 px and H/14 at 518
 px (32x32 and 37x37 patches), both with Polyak averaging of decay 0.9999
 (`config.ema_decay`, also with another `res`; `--config.ema_decay=0` drops it).
 
+Augmentation: an inception crop and a flip (vision_transformer's); VTAB-1k,
+for which the paper follows BiT's protocol, BiT's random 384 px crop of the
+image resized to 448 and a flip, either left out where it would change the
+label, as BiT does (dSprites position and orientation, SmallNORB azimuth,
+CLEVR, DMLab and KITTI: configs/transfer_datasets.py). Eval resizes to the
+model's size.
+
 The warm-up is ours, as the paper states none: a tenth of the run, at most
 500 steps (500 from 5k steps on, 250 for VTAB, 50 for Pets and Flowers). It
 follows `steps=N` and `--config.total_steps=N` alike.
@@ -61,6 +68,9 @@ TABLE2 = {
     ("H/14", "imagenet2012"): (518, 0.9999),
 }
 MAX_WARMUP = 500
+# VTAB-1k's random crop: BiT's (448 -> 384 px), as the paper follows BiT's
+# protocol there; `{precrop}` is 7/6 of the image size.
+VTAB_CROP = "resize({precrop})|random_crop({image_size})"
 
 
 def steps_and_lrs(data):
@@ -107,9 +117,9 @@ def get_config(arg=None):
   config.lr.warmup_steps = warmup_steps(config.get_ref("total_steps"))
   config.eval_every = 1_000
   config.pp = common.pp_strings(
-      config,
-      train="decode|inception_crop({image_size})|flip_lr|value_range(-1,1)"
-            "|onehot({num_classes})",
+      config, values=dict(precrop=config.get_ref("image_size") * 7 // 6),
+      train=common.finetune_train_pp(args.data, VTAB_CROP if args.data.startswith("vtab_")
+                                     else "inception_crop({image_size})"),
       eval="decode|resize({image_size})|value_range(-1,1)|onehot({num_classes})")
   config.lock()
   return config

@@ -20,9 +20,11 @@ final runs train on ``train800val200`` directly and report ``test``.
 Keys beyond `configs.common`'s: ``label`` (`config.data.label`: a feature,
 or a label derived from others, `vit_jax.data.labels`), ``binary_images``
 (dsprites stores pixels as 0 and 1), ``group`` (VTAB's natural, specialized
-and structured tasks). Published sizes are tfds's; the test splits cut from
-them hold as many examples as the VTAB paper's test sets (KITTI 711,
-dSprites 73,728, SmallNORB 12,150, ...).
+and structured tasks), ``train_augment`` (which of a random crop and a flip
+fine-tuning may apply without changing the label; both where it is absent:
+`configs.common.finetune_train_pp`). Published sizes are tfds's; the test
+splits cut from them hold as many examples as the VTAB paper's test sets
+(KITTI 711, dSprites 73,728, SmallNORB 12,150, ...).
 
 The few-shot presets read their datasets as big_vision's few-shot evaluator
 does (``big_vision/configs/common_fewshot.py``): shots drawn from the whole
@@ -55,6 +57,15 @@ def _fewshot(name, *, num_classes, sizes, train="train", test="test"):
       eval_splits={"test": test}, published_sizes=sizes,
       prepare=f"tfds build {name.split(':')[0]} (on a machine with network access), "
               f"then copy the data_dir")
+
+
+# BiT fine-tunes with a random crop and a flip, "omitting flipping or cropping
+# when appropriate": where they would change the label (BiT paper, section
+# 3.3). Which tasks: as scenic's ViT-G VTAB-1k sweep
+# (scenic/projects/baselines/plainvit/configs/vtab_plainvit_config.py).
+_ORIENTATION = ("crop",)  # a mirror image shows another orientation or azimuth
+_CONTENTS = ("flip",)  # a crop may cut out what is counted or the nearest object
+_POSITION = ()  # both move the object: its x position is the label
 
 
 def _vtab(name, group, *, num_classes, val200, test, sizes, label="label", **extra):
@@ -149,32 +160,35 @@ DATASETS = {
     "vtab_clevr_count": _vtab(
         "clevr", "structured", num_classes=8, label="clevr_count_all",
         sizes=_SIZES["clevr"], val200=_after_cut(_SIZES["clevr"]["train"], 90),
-        test="validation"),
+        test="validation", train_augment=_CONTENTS),
     "vtab_clevr_distance": _vtab(
         "clevr", "structured", num_classes=6, label="clevr_closest_object_distance",
         sizes=_SIZES["clevr"], val200=_after_cut(_SIZES["clevr"]["train"], 90),
-        test="validation"),
+        test="validation", train_augment=_CONTENTS),
     "vtab_dmlab": _vtab(
         "dmlab", "structured", num_classes=6, sizes=_SIZES["dmlab"],
-        val200="validation[:200]", test="test"),
+        val200="validation[:200]", test="test", train_augment=_CONTENTS),
     "vtab_dsprites_location": _vtab(
         "dsprites", "structured", num_classes=16, label="dsprites_x_position_16",
         sizes=_SIZES["dsprites"], image_px=64, binary_images=True,
-        val200=_after_cut(_DSPRITES, 80), test=_DSPRITES_TEST),
+        val200=_after_cut(_DSPRITES, 80), test=_DSPRITES_TEST, train_augment=_POSITION),
     "vtab_dsprites_orientation": _vtab(
         "dsprites", "structured", num_classes=16, label="dsprites_orientation_16",
         sizes=_SIZES["dsprites"], image_px=64, binary_images=True,
-        val200=_after_cut(_DSPRITES, 80), test=_DSPRITES_TEST),
+        val200=_after_cut(_DSPRITES, 80), test=_DSPRITES_TEST,
+        train_augment=_ORIENTATION),
     # task_adaptation pins kitti:3.1.0, made before tfds 3.2.0's "Devkit
     # updated"; today's tfds builds every version from the current devkit (whose
     # video mapping cuts the splits), so tfds's default, 3.3.0, is read here.
     "vtab_kitti_distance": _vtab(
         "kitti", "structured", num_classes=4, label="kitti_closest_vehicle_distance",
-        sizes=_SIZES["kitti"], val200="validation[:200]", test="test"),
+        sizes=_SIZES["kitti"], val200="validation[:200]", test="test",
+        train_augment=_CONTENTS),
     # task_adaptation's SmallNORB validation is the first half of test.
     "vtab_smallnorb_azimuth": _vtab(
         "smallnorb", "structured", num_classes=18, label="label_azimuth",
-        sizes=_SIZES["smallnorb"], image_px=96, val200="test[:200]", test="test[50%:]"),
+        sizes=_SIZES["smallnorb"], image_px=96, val200="test[:200]", test="test[50%:]",
+        train_augment=_ORIENTATION),
     "vtab_smallnorb_elevation": _vtab(
         "smallnorb", "structured", num_classes=9, label="label_elevation",
         sizes=_SIZES["smallnorb"], image_px=96, val200="test[:200]", test="test[50%:]"),

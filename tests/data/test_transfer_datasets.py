@@ -20,7 +20,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.testing import mocking
 
-from configs import common, transfer_datasets
+from configs import bit, common, finetune, transfer_datasets
+from preprocess_cases import example
 from vit_jax.data import input_pipeline, labels, preprocess, sources, splits
 from vit_jax.evaluators import classification
 from vit_jax.train import losses, sharding
@@ -290,6 +291,35 @@ def test_smallnorbs_tasks_read_their_own_features(name, feature, classes):
   features = tfds.builder("smallnorb").info.features
   assert common.DATASETS[name]["label"] == feature
   assert features[feature].num_classes == classes == common.DATASETS[name]["num_classes"]
+
+
+# BiT's crop and flip, each left out where it would change the label.
+@pytest.mark.parametrize("name, crops, flips", [
+    ("vtab_dsprites_location", False, False),  # both move the object
+    ("vtab_dsprites_orientation", True, False),  # a mirror is another orientation
+    ("vtab_smallnorb_azimuth", True, False),
+    ("vtab_clevr_count", False, True),  # a crop may cut out what counts
+    ("vtab_clevr_distance", False, True), ("vtab_dmlab", False, True),
+    ("vtab_kitti_distance", False, True),
+    ("vtab_smallnorb_elevation", True, True), ("vtab_dtd", True, True)])
+def test_fine_tuning_crops_and_flips_only_where_the_label_survives(name, crops, flips):
+  for config in (finetune.get_config(f"variant=B/16,data={name}"),
+                 bit.get_config(f"stage=hyperrule,variant=R50x1,data={name}")):
+    ops = [op.split("(")[0] for op in config.pp.train.split("|")]
+    assert ("random_crop" in ops, "flip_lr" in ops) == (crops, flips), config.pp.train
+    assert "inception_crop" not in ops
+    assert ops[1] == "resize"  # to the crop's precrop, or to the model's size
+
+
+def test_dsprites_location_training_views_keep_the_objects_column():
+  config = finetune.get_config("variant=B/16,data=vtab_dsprites_location,res=32")
+  image = np.zeros((64, 64, 3), np.uint8)
+  image[30:34, 8:12] = 255  # columns 8-11 of 64: x class 2 of 16
+  train_view = preprocess.parse(config.pp.train)
+  for seed in range(8):
+    view = train_view(example(tf.io.encode_png(image), seed=(seed, 1)))["image"].numpy()
+    columns = np.nonzero(view.max(axis=(0, 2)) > 0)[0]
+    assert columns.mean() * 64 / 32 == pytest.approx(9.5, abs=0.5), seed
 
 
 def test_every_derived_label_has_its_presets_class_count():
