@@ -138,6 +138,26 @@ def test_older_layouts_load_with_the_published_names(tmp_path, layout):
     np.testing.assert_array_equal(loaded[name], value, err_msg=name)
 
 
+def test_a_published_hybrids_stem_group_norms_of_pre_linen_shape_load(tmp_path):
+  # vision_transformer's R50+ViT-B_16.npz and AugReg's hybrids keep pre-Linen
+  # flax's GroupNorm scale and bias shape, (1, 1, 1, C).
+  model = models.get_model("R26x1+Ti/32", num_classes=5, **dict(TINY, num_layers=1))
+  params = abstract_params(model, 64)
+  flat = random_flat(params)
+  group_norms = [name for name in flat if re.search(r"(^|/)gn(\d+|_root|_proj)/", name)]
+  assert {"gn_root/scale", "block1/unit1/gn_proj/bias", "block4/unit2/gn3/scale"} <= set(
+      group_norms)  # R26's stem: 4 stages of 2 units
+  published = {name: value.reshape(1, 1, 1, -1) if name in group_norms else value
+               for name, value in flat.items()}
+  path = str(tmp_path / "hybrid.npz")
+  np.savez(path, **published)
+  fitted = npz.flatten(pretrained.load_pretrained(
+      path, zeros_like(params), new_grid=(2, 2),
+      num_prefix_tokens=vit.num_prefix_tokens(model)))
+  for name in group_norms:
+    np.testing.assert_array_equal(fitted[name], flat[name], err_msg=name)
+
+
 @pytest.mark.parametrize("classifier", ["token", "gap"])
 def test_a_big_vision_file_computes_what_big_vision_does(tmp_path, classifier):
   """big_vision adds its table (one row a patch) to the patches, then prepends

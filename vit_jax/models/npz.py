@@ -72,6 +72,11 @@ _LINEN_BLOCK_NAMES = {"MultiHeadDotProductAttention_0": "MultiHeadDotProductAtte
                       "LayerNorm_1": "LayerNorm_2", "MlpBlock_0": "MlpBlock_3"}
 _LINEN_BLOCK_RE = re.compile(
     rf"^(Transformer/encoderblock(?:_\d+)?/)({'|'.join(_LINEN_BLOCK_NAMES)})/")
+# Pre-Linen flax (before 0.3.6) made GroupNorm's scale and bias of shape
+# (1, 1, 1, C), and the published hybrids' stems keep that shape
+# (vision_transformer's R50+ViT-B_16, AugReg's R+Ti/16, R26+S/32, R50+L/32);
+# vision_transformer's and big_vision's loaders squeeze them, as this one does.
+_STEM_GROUP_NORM_RE = re.compile(r"(^|/)gn(\d+|_root|_proj)/(scale|bias)$")
 # big_vision keeps the position embeddings at the top level (and with
 # `scan=True` stacks the blocks, which `layer_stack.unstack` undoes).
 _BIG_VISION_POSEMB = "pos_embedding"
@@ -85,8 +90,15 @@ def _published_names(flat):
   if _BIG_VISION_POSEMB in flat and "cls" in flat:
     flat = {**flat, _BIG_VISION_POSEMB: _with_class_token_row(flat[_BIG_VISION_POSEMB])}
   return {_LINEN_BLOCK_RE.sub(lambda m: m[1] + _LINEN_BLOCK_NAMES[m[2]] + "/",
-                             POSEMB if n == _BIG_VISION_POSEMB else n): v
-          for n, v in flat.items()}
+                             POSEMB if n == _BIG_VISION_POSEMB else n):
+          _squeezed_stem_group_norm(n, v) for n, v in flat.items()}
+
+
+def _squeezed_stem_group_norm(name, value):
+  """A hybrid stem's GroupNorm scale or bias of shape (1, 1, 1, C) as (C,)."""
+  if _STEM_GROUP_NORM_RE.search(name) and value.ndim == 4 and value.shape[:3] == (1, 1, 1):
+    return value.reshape(-1)
+  return value
 
 
 def _with_class_token_row(posemb):
