@@ -38,7 +38,6 @@ the learning rate from the benchmark's `lrs`, the splits from its `splits`.
 Those fields are unset here, and a value given to one is refused rather
 than silently replaced.
 """
-import json
 import os
 
 import ml_collections
@@ -185,9 +184,10 @@ def _demo_finetune(name, args):
 
 def _init_variant(init):
   """The variant of the pre-training run ``init`` names (its workdir's config.json)."""
+  if not os.path.exists(init):
+    raise FileNotFoundError(f"configs/transfer.py: init={init!r} does not exist")
   path = os.path.join(workdir_files.run_workdir(init), workdir_files.CONFIG_FILE)
   if not os.path.exists(path):
     raise ValueError(f"configs/transfer.py: variant= is needed: init={init!r} "
                      f"has no {path} to read the pre-trained model's variant from")
-  with open(path) as f:
-    return json.load(f)["variant"]
+  return workdir_files.read_config(path).variant

@@ -14,27 +14,17 @@ from absl import app
 
 from vit_jax.evaluators import transfer, transfer_table
 from vit_jax.runtime import cli
-from vit_jax.train import metrics
+from vit_jax.train import metrics, workdir_files
 
 FLAGS = cli.command_flags(__name__)  # no flags of its own, but absl's (--help)
 
 
 def read_summary(workdir):
   """``workdir``'s summary.json, checked whole so a bad one is named, not a KeyError."""
-  path = os.path.join(workdir, "summary.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist: is {workdir} a finished run?")
-  with open(path) as f:
-    try:
-      summary = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path} is not valid JSON ({e}): a run's summary.json "
-                       f"is one object with {', '.join(metrics.SUMMARY_FIELDS)}") from None
-  missing = [field for field in metrics.SUMMARY_FIELDS
-             if not isinstance(summary, dict) or field not in summary]
-  if missing:
-    raise ValueError(f"{path} lacks {', '.join(missing)}: a finished run's "
-                     f"summary.json has {', '.join(metrics.SUMMARY_FIELDS)}")
+  summary = workdir_files.read_summary(workdir, metrics.SUMMARY_FIELDS)
+  if summary is None:
+    raise FileNotFoundError(f"{os.path.join(workdir, workdir_files.SUMMARY_FILE)} does "
+                            f"not exist: is {workdir} a finished run?")
   return summary
 
 

@@ -125,6 +125,35 @@ def test_a_field_no_run_could_take_stops_the_suite_before_anything_trains(
   assert not os.path.exists(tmp_path / "tiny")
 
 
+@pytest.mark.parametrize("run_files", [("config.json",), ("checkpoints/",)])
+def test_a_workdir_holding_a_training_run_is_refused_and_kept(run_files, tmp_path):
+  run_config = json.dumps({"variant": "Ti/16", "data": {}, "pp": {}})
+  for name in run_files:
+    if name.endswith("/"):
+      (tmp_path / name).mkdir()
+    else:
+      (tmp_path / name).write_text(run_config)
+  config = tiny_suite(str(tmp_path / "no_data"))
+  with pytest.raises(ValueError, match=(
+      rf"--workdir={tmp_path} holds a training run .*; give the suite a workdir of "
+      rf"its own, such as {tmp_path}/transfer")):
+    transfer.run_suite(config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == sorted(name.rstrip("/") for name in run_files)
+  if "config.json" in run_files:
+    assert (tmp_path / "config.json").read_text() == run_config
+
+
+def test_a_suites_own_workdir_is_taken_again(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"benchmarks": {}}))
+  transfer.check_workdir(str(tmp_path))  # no error: a suite run again resumes
+
+
+def test_an_init_that_does_not_exist_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match=(
+      rf"configs/transfer.py: init='{tmp_path}/nothere' does not exist")):
+    transfer_config.get_config(f"suite=demo,init={tmp_path}/nothere")
+
+
 @pytest.mark.parametrize("field, value, source", [
     ("seed", 3, "config.seeds"),
     ("lr.base", 0.5, "config.benchmarks.tiny.lrs"),

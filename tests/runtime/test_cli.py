@@ -241,6 +241,16 @@ def test_resuming_a_finished_run_with_fewer_steps_is_refused_and_keeps_it(
       f"already. Resume it with its own length ({workdir}/config.json), evaluate it "
       f"with python -m vit_jax.evaluate --workdir={workdir}, or start a new workdir")
   assert {name: (workdir / name).read_bytes() for name in kept} == kept
+  # A summary.json cut short is named before the run's files are touched.
+  (workdir / "summary.json").write_text('{"step": 3,')
+  kept = {name: (workdir / name).read_bytes() for name in ("config.json", "metrics.jsonl")}
+  process = run("--config.total_steps=4")
+  assert process.returncode == 1 and "Traceback" not in process.stderr, process.stderr
+  assert process.stderr.strip().splitlines()[-1] == (
+      f"error: {workdir}/summary.json is not valid JSON (Expecting property name "
+      f"enclosed in double quotes: line 1 column 12 (char 11)): a run's summary.json is "
+      f"one object with step")
+  assert {name: (workdir / name).read_bytes() for name in kept} == kept
 
 
 def test_a_bad_flag_is_absls_one_line(tmp_path):
@@ -256,6 +266,25 @@ def test_evaluate_in_process_names_a_missing_workdir_in_one_line(tmp_path):
   with pytest.raises(SystemExit, match="^" + re.escape(message)):
     cli.call(evaluate.main, evaluate.FLAGS,
              ["evaluate", f"--workdir={tmp_path / 'nothing'}"])
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"benchmarks": {}, "suite": "demo"}', "is a transfer suite's config, not a run's: "
+     "give one of its runs, the workdir SUITE_DIR/BENCHMARK/seed0"),
+    ('{"model_type": "vit", "hidden_size": 768}', "lacks variant, data, pp, so it is not "
+     "a vit_jax run's config (a timm or Hugging Face export's?): a run's config.json is "
+     "its resolved config, with variant, data, pp"),
+    ("[1, 2]", "holds a JSON list, not an object: a run's config.json is its resolved "
+     "config, with variant, data, pp"),
+    ("{", "is not valid JSON (Expecting property name enclosed in double quotes: line 1 "
+     "column 2 (char 1)): a run's config.json"),
+])
+def test_a_workdir_whose_config_json_is_no_runs_is_named(tmp_path, text, problem):
+  (tmp_path / workdir_files.CONFIG_FILE).write_text(text)
+  with pytest.raises(SystemExit) as exit_info:
+    cli.call(evaluate.main, evaluate.FLAGS, ["evaluate", f"--workdir={tmp_path}"])
+  assert str(exit_info.value).startswith(
+      f"error: {tmp_path / workdir_files.CONFIG_FILE} {problem}"), exit_info.value
 
 
 @pytest.mark.parametrize("split, message", [

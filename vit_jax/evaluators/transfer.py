@@ -52,6 +52,7 @@ def run_suite(config, workdir):
 
   Every run's config and every dataset are checked before anything trains.
   """
+  check_workdir(workdir)
   check_runs(config)
   check_datasets(config)
   is_main = jax.process_index() == 0
@@ -68,6 +69,21 @@ def run_suite(config, workdir):
     if is_main:  # after each benchmark, so a killed suite still shows its progress
       write_results(workdir, results)
   return results
+
+
+def check_workdir(workdir):
+  """Refuses a ``workdir`` that holds a training run, whose config.json the
+  suite's would replace (and whose checkpoints no suite reads)."""
+  config_path = os.path.join(workdir, workdir_files.CONFIG_FILE)
+  holds_a_run = os.path.isdir(os.path.join(workdir, workdir_files.CHECKPOINT_SUBDIR))
+  if not holds_a_run and os.path.exists(config_path):
+    saved = workdir_files.read_json(config_path, "the config.json of a suite or a run")
+    holds_a_run = workdir_files.SUITE_FIELD not in saved
+  if holds_a_run:
+    raise ValueError(f"--workdir={workdir} holds a training run ({config_path}, "
+                     f"{workdir_files.CHECKPOINT_SUBDIR}/), which the suite's files "
+                     f"would replace; give the suite a workdir of its own, such as "
+                     f"{os.path.join(workdir, 'transfer')}")
 
 
 def earlier_benchmarks(workdir, config):

@@ -117,6 +117,8 @@ def train_and_evaluate(config, workdir, *, devices=None):
     cleanup.callback(manager.close)  # orbax's threads
     cleanup.push(_commit_in_flight(manager, config.on_save_error))
     start_step = manager.latest_step() or 0
+    # A finished run extended (see the loop), read before anything is written.
+    finished = workdir_files.read_summary(workdir, ("step",)) if start_step else None
     if start_step:  # before anything is compiled or the run's config.json replaced
       resume.check_resumable(manager, start_step, abstract_state, workdir=workdir)
       resume.check_length(start_step, total_steps, workdir=workdir)
@@ -222,7 +224,6 @@ def train_and_evaluate(config, workdir, *, devices=None):
     eval_results, probe_results = {}, {}
     # A finished run extended: it evaluated (and probed) its last step there,
     # on or off the grid, and `metrics` dropped those records on resuming.
-    finished = workdir_files.read_summary(workdir)
     extended = 0 < start_step and finished is not None and finished["step"] == start_step
     if 0 < start_step < total_steps and (start_step % config.eval_every == 0 or extended):
       # The run before stopped at this eval step, maybe before its eval ran
