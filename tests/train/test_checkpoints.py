@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -27,6 +28,30 @@ def test_a_checkpoint_without_its_manifest_is_one_short_line_without_tensorstore
                             f"corrupt?): "), message
   assert message.endswith("does not exist"), message
   assert "tensorstore_spec" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("with_ema", [True, False])
+def test_the_parameters_are_read_to_host_memory_alone(tmp_path, with_ema):
+  """The EMA where kept, else the parameters, as numpy; the optimizer state,
+  4 MiB here, is not read (the host allocates less than a MiB)."""
+  params = {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}
+  state = {"step": np.int32(3), "params": params,
+           "opt_state": [{"mu": {"kernel": np.zeros((1024, 1024), np.float32)}}]}
+  if with_ema:
+    state["ema_params"] = {"kernel": params["kernel"] + 0.5}
+  with checkpoints.make_manager(str(tmp_path)) as manager:
+    checkpoints.save(manager, 3, state, {"examples_seen": 0})
+    manager.wait_until_finished()
+    tracemalloc.start()
+    try:
+      read = checkpoints.restore_params_on_host(manager, 3)
+      _, peak = tracemalloc.get_traced_memory()
+    finally:
+      tracemalloc.stop()
+  assert peak < 2**20, peak
+  expected = state["ema_params" if with_ema else "params"]
+  assert type(read["kernel"]) is np.ndarray
+  np.testing.assert_array_equal(read["kernel"], expected["kernel"])
 
 
 # A process whose files may not grow past 100 kB (RLIMIT_FSIZE) saves step 1,

@@ -18,7 +18,6 @@ import os
 import re
 from typing import Any
 
-import jax
 import numpy as np
 from absl import logging
 
@@ -71,9 +70,7 @@ def read_params(path, *, step=None, num_heads=None):
     return timm_format.load(found.path, num_heads=num_heads)
   if found.kind == "hf":
     return hf_format.load(found.path)
-  state = checkpoints.restore_on_host(found.manager, found.step)
-  params = state.get("ema_params") or state["params"]
-  return layer_stack.unstack(jax.tree.map(np.asarray, params))
+  return layer_stack.unstack(checkpoints.restore_params_on_host(found.manager, found.step))
 
 
 def _model_directory_kind(path):

@@ -18,6 +18,7 @@ import re
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from vit_jax.models import layer_stack
@@ -186,11 +187,24 @@ def read_progress(manager, step):
       progress=ocp.args.JsonRestore()))["progress"]
 
 
-def restore_on_host(manager, step):
-  """Every array of a step, on one local device, whatever mesh wrote it."""
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-      saved_arrays(manager, step))
-  return manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target)))["state"]
+def restore_params_on_host(manager, step):
+  """The parameters of a step that its evaluation used (the EMA, where the
+  run kept one), as numpy arrays in host memory, whatever mesh wrote them.
+
+  Only those arrays are read: the optimizer state, twice the parameters
+  under Adam, stays on disk, and no accelerator holds any of it, so a model
+  that trained split over many devices is read whole on one host.
+  """
+  saved = saved_arrays(manager, step)
+  name = "ema_params" if saved.get("ema_params") else "params"
+  wanted = {name: jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), saved[name])}
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+  path = os.path.join(step_dir(manager, step), "state")  # the Composite item's directory
+  try:
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+          item=wanted, restore_args=as_numpy, partial_restore=True))
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{step_dir(manager, step)} is not a readable checkpoint "
+                     f"(truncated or corrupt?): {_first_line(e)}") from None
+  return restored[name]
