@@ -348,11 +348,20 @@ def _check_switched_parts(loaded, fresh, source):
                      f"--config.model.num_registers={in_checkpoint}")
 
 
+def fresh_heads(params):
+  """The tensors of fresh ``params`` that `load_pretrained` keeps: the heads
+  for the new classes, by published name. Of the rest of a fresh tree only
+  the names, shapes and dtypes are read."""
+  return {name: value for name, value in tree_util.flatten_named(params)
+          if name.startswith(HEAD_PREFIXES)}
+
+
 def load_pretrained(path, init_params, *, new_grid, num_prefix_tokens,
                     posemb_method=posemb.DEFAULT_METHOD, model=None):
   """Fits the parameters at ``path`` to a model whose fresh ones are ``init_params``.
 
-  The head keeps its fresh (zero) initialisation for the new classes; a
+  Of ``init_params`` only `fresh_heads` are read for their values, the rest
+  for their names, shapes and dtypes. The head keeps its fresh (zero) initialisation for the new classes; a
   pre_logits layer the new model lacks is dropped; the position embeddings
   are resampled to ``new_grid`` by ``posemb_method`` (a name of
   `posemb.RESAMPLE_METHODS`); every other tensor must match in name and

@@ -15,12 +15,14 @@ import os
 import time
 
 import jax
+import numpy as np
 from absl import logging
 
+from vit_jax import tree_util
 from vit_jax.cost import accounting
 from vit_jax.data import input_pipeline, sources
 from vit_jax.evaluators import classification, fewshot
-from vit_jax.models import posemb, pretrained, vit
+from vit_jax.models import npz, posemb, pretrained, vit
 from vit_jax.train import (checkpoints, config_checks, metrics, preemption, resume,
                            sharding, steps, workdir_files)
 
@@ -153,16 +155,26 @@ def train_and_evaluate(config, workdir, *, devices=None):
     else:
       progress = {"examples_seen": 0, "train_seconds": 0.0}
       if config.init:
-        # The seed is an argument, not a constant of the program, so the
-        # runs of a transfer suite share one compiled init (`vit_jax.transfer`).
-        fresh = jax.device_get(jax.jit(training.init_params)(config.seed))
+        # Of fresh parameters only the heads are kept, and only they are made:
+        # no device holds the whole model before it is split. The seed is an
+        # argument, not a constant of the program, so the runs of a transfer
+        # suite share one compiled init (`vit_jax.transfer`).
+        heads = jax.device_get(jax.jit(
+            lambda seed: pretrained.fresh_heads(training.init_params(seed)),
+            out_shardings=sharding.replicated(mesh))(config.seed))
+        fresh = npz.unflatten({  # host zeros (untouched pages) for the rest
+            **{name: np.zeros(leaf.shape, leaf.dtype)
+               for name, leaf in tree_util.flatten_named(abstract_state["params"])},
+            **heads})
         params = pretrained.load_pretrained(
             config.init, fresh, new_grid=grid,
             num_prefix_tokens=vit.num_prefix_tokens(model),
             # A ResNet's config has no posemb_resample, nor posemb to resample.
             posemb_method=config.get("posemb_resample", posemb.DEFAULT_METHOD),
             model=model)
-        state = jax.jit(training.initial_state, out_shardings=state_shardings)(params)
+        # The loaded parameters go to the devices split as they will lie.
+        state = jax.jit(training.initial_state, in_shardings=(state_shardings["params"],),
+                        out_shardings=state_shardings)(params)
       else:
         state = training.init_state(state_shardings)
 
