@@ -24,10 +24,14 @@ splits are sliced in file order (`train[:98%]`, `train[98%:]`), and class
 folders come class by class, so unshuffled shards would hold a few classes
 each and a held-out slice only the last ones. `--keep_order` writes them as
 given.
+
+A split that --out_dir holds already is refused, naming its shards:
+`--overwrite` replaces them (of whatever shard count).
 """
 import glob
 import os
 import random
+import re
 
 from absl import app, flags
 
@@ -44,6 +48,9 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the shards and manifest g
                                flag_values=FLAGS, required=True)
 _SPLIT = flags.DEFINE_string("split", "train", "The shards' file name prefix.",
                              flag_values=FLAGS)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the shards of --split "
+                               "that --out_dir holds already (refused without it).",
+                               flag_values=FLAGS)
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 16, "Shards to write.", lower_bound=1,
                                    flag_values=FLAGS)
 _WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes that "
@@ -84,12 +91,20 @@ def read_classes(path):
   return classes
 
 
+# What --split may hold: it starts the shards' file names, which are read
+# through the glob config.data.pattern ('{split}-*.tfrecord').
+_SPLIT_NAME = re.compile(r"[^/*?\[\]]+")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from vit_jax.data import tfrecords  # after flag parsing: --help is fast
 
   out_dir = _OUT_DIR.value
+  cli.check_no_file_in_the_way(
+      "out_dir", out_dir, "it is the directory the shards and their manifest go to "
+      "(made if need be)")
   classes = read_classes(_CLASSES.value) if _CLASSES.value else None
   if _INDEX_ONLY.value:
     paths = sorted(glob.glob(os.path.join(out_dir, "*.tfrecord*")))
@@ -98,6 +113,18 @@ def main(argv):
     manifest = tfrecords.update_manifest(
         out_dir, tfrecords.count_records(paths, _WORKERS.value), classes)
   else:
+    if not _SPLIT_NAME.fullmatch(_SPLIT.value):
+      raise app.UsageError(
+          f"--split={_SPLIT.value} is no file name prefix; the shards are "
+          f"--out_dir/SPLIT-00000-of-NNNNN.tfrecord, read through the glob "
+          f"config.data.pattern, so SPLIT is not empty and holds none of / * ? [ ] "
+          f"(train, test, val)")
+    # Before the examples are read: a split written already is refused whole.
+    if not _OVERWRITE.value:
+      tfrecords.check_split_is_new(
+          out_dir, _SPLIT.value, remedy="give --overwrite to replace them, "
+          "--split=NAME to write another split (train unless given), or another "
+          "--out_dir")
     if _FROM_FOLDER.value:
       # Images of a folder are stored as they are, and labelled by it.
       ignored = [f"--{name}" for name in ("num_classes", "format") if FLAGS[name].present]
@@ -129,7 +156,8 @@ def main(argv):
       random.Random(0).shuffle(examples)
     manifest = tfrecords.write_split(out_dir, _SPLIT.value, examples,
                                      num_shards=_NUM_SHARDS.value, classes=classes,
-                                     workers=_WORKERS.value)
+                                     workers=_WORKERS.value,
+                                     overwrite=_OVERWRITE.value)
   print(f"{out_dir}: {manifest['count']} records in {len(manifest['files'])} "
         f"shards, {len(manifest['classes'] or [])} class names")
 

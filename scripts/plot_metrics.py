@@ -17,6 +17,7 @@ from absl import app, flags
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vit_jax.runtime import cli  # noqa: E402
@@ -34,8 +35,26 @@ ROWS = (
 X_AXES = (("step", "step"), ("tpuv3_core_days", "TPUv3-core-days"))
 
 FLAGS = cli.command_flags(__name__)
-_OUT = flags.DEFINE_string("out", "metrics.png", "The PNG to write (its directory is "
+_OUT = flags.DEFINE_string("out", "metrics.png", "The image to write, of the format "
+                           "its suffix names (.png, .pdf, .svg, ...; its directory is "
                            "made if need be).", flag_values=FLAGS)
+
+
+def check_out(out):
+  """Refuses, before any metric is read, an --out that matplotlib cannot write:
+  one whose suffix names no format it writes (a config.json, say), a
+  directory, or one under a file (no directory can be made there)."""
+  formats = FigureCanvasBase.get_supported_filetypes()
+  suffix = os.path.splitext(out)[1].lstrip(".").lower()
+  if suffix not in formats:
+    problem = (f"matplotlib writes no .{suffix} images" if suffix
+               else "no suffix names the image format")
+    raise ValueError(f"--out={out}: {problem}; valid suffixes: "
+                     f"{', '.join('.' + f for f in sorted(formats))}")
+  if os.path.isdir(out):
+    raise ValueError(f"--out={out} is a directory; it is the image file to write")
+  if not os.path.exists(out):
+    cli.check_no_file_in_the_way("out", out, "it is the image file to write")
 
 
 def read_metrics(workdir):
@@ -92,6 +111,7 @@ def rows_with_data(runs):
 
 
 def plot(workdirs, out):
+  check_out(out)
   runs = {workdir: read_metrics(workdir) for workdir in workdirs}
   rows = rows_with_data(runs)
   if not rows:

@@ -47,6 +47,51 @@ _OFFLINE = ("this project's offline ones are in vit_jax/data/builders/: "
             "fashion_mnist_halves/last5, sklearn_digits")
 
 
+def offline_builder(tfds, builders, name, data_dir):
+  """The builder of ``--dataset=name`` (NAME[/CONFIG][:VERSION]), refused with
+  one line where ``name`` is no offline builder of this project, or names a
+  config or version it does not have (tfds's own errors are tracebacks)."""
+  try:
+    dataset, kwargs = tfds.core.naming.parse_builder_name_kwargs(name, data_dir=data_dir)
+  except ValueError:
+    raise app.UsageError(f"--dataset={name} is no dataset name; the form is "
+                         f"NAME[/CONFIG][:VERSION] ({_OFFLINE})") from None
+  try:
+    builder_cls = tfds.builder_cls(str(dataset))
+  except tfds.core.registered.DatasetNotFoundError:
+    raise app.UsageError(
+        f"--dataset={name} is not a registered tfds dataset ({_OFFLINE})") from None
+  # Any other tfds builder (cifar10, say) would download its files here,
+  # which this script promises never to do.
+  if not builder_cls.__module__.startswith(builders.__name__):
+    raise app.UsageError(
+        f"--dataset={name} is a tfds dataset that downloads its files; this "
+        f"script builds none such ({_OFFLINE}). Prepare it with "
+        f"`tfds build {name} --data_dir={data_dir}` on a machine with "
+        f"network access")
+  extra = sorted(set(kwargs) - {"config", "version", "data_dir"})
+  if extra:
+    raise app.UsageError(f"--dataset={name} passes builder arguments "
+                         f"({', '.join(extra)}); the form is NAME[/CONFIG][:VERSION] "
+                         f"({_OFFLINE})")
+  configs = [config.name for config in builder_cls.BUILDER_CONFIGS]
+  config = kwargs.get("config")
+  if config is not None and config not in configs:
+    valid = (", ".join(f"{dataset}/{c}" for c in configs) if configs
+             else f"{dataset} (it has no builder configs)")
+    raise app.UsageError(f"--dataset={name}: {dataset} has no builder config "
+                         f"{config!r}; valid: {valid}")
+  version = kwargs.pop("version", None)
+  builder = tfds.builder(str(dataset), **kwargs)
+  if (version not in (None, "experimental_latest")
+      and not any(v.match(version) for v in builder.versions)):
+    raise app.UsageError(
+        f"--dataset={name}: {dataset} has no version {version}; valid: "
+        f"{', '.join(str(v) for v in builder.versions)}; without :VERSION it "
+        f"builds {builder.version}")
+  return builder if version is None else tfds.builder(name, data_dir=data_dir)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -55,26 +100,16 @@ def main(argv):
     raise app.UsageError(f"--dataset={','.join(_DATASET.value)} is empty or holds an "
                          f"empty name; name the datasets to build, comma-separated "
                          f"({_OFFLINE})")
+  cli.check_no_file_in_the_way("data_dir", _DATA_DIR.value,
+                                  "it is the directory the TFDS records are written "
+                                  "to (made if need be)")
   import tensorflow_datasets as tfds  # after flag parsing: --help is fast
 
   from vit_jax.data import builders  # noqa: F401  (registers the local builders)
 
   builders_by_name = {}
   for name in _DATASET.value:  # every name checked before anything is built
-    try:
-      builder = tfds.builder(name, data_dir=_DATA_DIR.value)
-    except tfds.core.registered.DatasetNotFoundError:
-      raise app.UsageError(
-          f"--dataset={name} is not a registered tfds dataset ({_OFFLINE})") from None
-    # Any other tfds builder (cifar10, say) would download its files here,
-    # which this script promises never to do.
-    if not type(builder).__module__.startswith(builders.__name__):
-      raise app.UsageError(
-          f"--dataset={name} is a tfds dataset that downloads its files; this "
-          f"script builds none such ({_OFFLINE}). Prepare it with "
-          f"`tfds build {name} --data_dir={_DATA_DIR.value}` on a machine with "
-          f"network access")
-    builders_by_name[name] = builder
+    builders_by_name[name] = offline_builder(tfds, builders, name, _DATA_DIR.value)
   config = tfds.download.DownloadConfig(manual_dir=_MANUAL_DIR.value,
                                         try_download_gcs=False)
   for name, builder in builders_by_name.items():

@@ -165,3 +165,29 @@ def test_prepare_data_refuses_an_empty_dataset_name(tmp_path, dataset):
       "fashion_mnist_local, fashion_mnist_halves/first5, fashion_mnist_halves/last5, "
       "sklearn_digits)")
   assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("dataset, data_dir, problem", [
+    ("fashion_mnist_halves/third5", "data", "--dataset=fashion_mnist_halves/third5: "
+     "fashion_mnist_halves has no builder config 'third5'; valid: "
+     "fashion_mnist_halves/first5, fashion_mnist_halves/last5"),
+    ("sklearn_digits:3.0.0", "data", "--dataset=sklearn_digits:3.0.0: sklearn_digits has "
+     "no version 3.0.0; valid: 1.0.0; without :VERSION it builds 1.0.0"),
+    ("sklearn_digits", "afile", "--data_dir={tmp}/afile is a file; it is the directory "
+     "the TFDS records are written to (made if need be)"),
+    ("sklearn_digits", "afile/data", "--data_dir={tmp}/afile/data lies under "
+     "{tmp}/afile, a file; it is the directory the TFDS records are written to (made "
+     "if need be)"),
+], ids=["unknown_config", "unknown_version", "data_dir_is_a_file",
+        "data_dir_under_a_file"])
+def test_prepare_data_names_a_config_version_or_data_dir_it_cannot_use(
+    tmp_path, dataset, data_dir, problem):
+  # They used to end in tfds's ValueError and AssertionError, and in
+  # NotADirectoryError, as tracebacks.
+  (tmp_path / "afile").write_text("kept")
+  argv = ["prepare_data", f"--dataset={dataset}", f"--data_dir={tmp_path / data_dir}"]
+  with pytest.raises(SystemExit) as error:
+    cli.call(prepare_data.main, prepare_data.FLAGS, argv)
+  assert str(error.value) == f"error: {problem.format(tmp=tmp_path)}"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+  assert (tmp_path / "afile").read_text() == "kept"

@@ -654,3 +654,95 @@ def test_rewriting_a_split_with_another_shard_count_is_refused_until_the_old_sha
                                        "train-00001-of-00002.tfrecord"]
   assert manifest["count"] == NUM
   assert make_source("tfrecord", tmp_path).num_examples("train") == NUM
+
+
+def write_png_folders(directory, per_class, colour=0):
+  """Two class folders of ``per_class`` PNGs each."""
+  for c in range(2):
+    (directory / f"class{c}").mkdir(parents=True)
+    for i in range(per_class):
+      tf.io.write_file(str(directory / f"class{c}" / f"{i}.png"),
+                       tf.io.encode_png(image(colour + c)))
+
+
+def test_make_tfrecords_refuses_to_replace_a_split_until_overwrite_is_given(tmp_path):
+  # A test folder written without --split=test used to replace the train
+  # split silently: the manifest went from 8 train records to 4.
+  write_png_folders(tmp_path / "train", per_class=4)
+  write_png_folders(tmp_path / "test", per_class=2, colour=5)
+  out = tmp_path / "tfr"
+  make_tfrecords_main(f"--from_folder={tmp_path / 'train'}", f"--out_dir={out}",
+                      "--num_shards=2")
+  before = {path: open(path, "rb").read() for path in glob.glob(str(out / "*"))}
+  for shards in (2, 4):  # of the same shard count, or of another
+    with pytest.raises(SystemExit) as exit_info:
+      make_tfrecords_main(f"--from_folder={tmp_path / 'test'}", f"--out_dir={out}",
+                          f"--num_shards={shards}")
+    assert str(exit_info.value) == (
+        f"error: {out} already holds split 'train': 2 shard(s) (train-00000-of-00002"
+        ".tfrecord ... train-00001-of-00002.tfrecord), 8 records in its manifest.json, "
+        "which writing the split again would replace; give --overwrite to replace "
+        "them, --split=NAME to write another split (train unless given), or another "
+        "--out_dir")
+    assert {path: open(path, "rb").read() for path in glob.glob(str(out / "*"))} == before
+  make_tfrecords_main(f"--from_folder={tmp_path / 'test'}", f"--out_dir={out}",
+                      "--num_shards=2", "--split=test")
+  make_tfrecords_main(f"--from_folder={tmp_path / 'test'}", f"--out_dir={out}",
+                      "--num_shards=4", "--overwrite")
+  manifest = json.loads((out / sources.MANIFEST).read_text())
+  assert manifest["files"] == {
+      **{f"test-0000{i}-of-00002.tfrecord": 2 for i in range(2)},
+      **{f"train-0000{i}-of-00004.tfrecord": 1 for i in range(4)}}
+  assert sorted(os.listdir(out)) == [sources.MANIFEST, *sorted(manifest["files"])]
+
+
+def test_write_split_refuses_a_split_already_written_and_overwrite_replaces_it(tmp_path):
+  write_tfrecords(tmp_path, num_shards=2)
+  before = {path: open(path, "rb").read() for path in glob.glob(str(tmp_path / "*"))}
+  with pytest.raises(ValueError) as error:
+    write_tfrecords(tmp_path, num_shards=2, num=4)
+  assert str(error.value) == (
+      f"{tmp_path} already holds split 'train': 2 shard(s) (train-00000-of-00002.tfrecord"
+      f" ... train-00001-of-00002.tfrecord), {NUM} records in its manifest.json, which "
+      "writing the split again would replace; pass overwrite=True to replace them, or "
+      "write another split or to another directory")
+  assert {path: open(path, "rb").read()
+          for path in glob.glob(str(tmp_path / "*"))} == before
+  examples = tfrecords.array_examples(np.stack([image(c) for c in range(4)]), np.arange(4))
+  manifest = tfrecords.write_split(str(tmp_path), "train", examples, num_shards=1,
+                                   overwrite=True)
+  assert manifest["files"] == {"train-00000-of-00001.tfrecord": 4}
+  assert sorted(os.listdir(tmp_path)) == [sources.MANIFEST,
+                                          "train-00000-of-00001.tfrecord"]
+
+
+@pytest.mark.parametrize("flags, problem", [
+    (["--out_dir={tmp}/afile"], "--out_dir={tmp}/afile is a file; it is the directory "
+     "the shards and their manifest go to (made if need be)"),
+    (["--out_dir={tmp}/afile/tfr"], "--out_dir={tmp}/afile/tfr lies under {tmp}/afile, "
+     "a file; it is the directory the shards and their manifest go to (made if need be)"),
+    (["--out_dir={tmp}/out", "--split=a/b"], "--split=a/b is no file name prefix; the "
+     "shards are --out_dir/SPLIT-00000-of-NNNNN.tfrecord, read through the glob "
+     "config.data.pattern, so SPLIT is not empty and holds none of / * ? [ ] (train, "
+     "test, val)"),
+    (["--out_dir={tmp}/out", "--from_npz={tmp}/cut.npz"], "--from_npz: {tmp}/cut.npz is "
+     "no readable .npz (File is not a zip file); it may be cut short or damaged; valid: "
+     "'images' uint8 (N, H, W[, C]) and 'labels' (N,) or (N, 1) class ids, or (N, "
+     "classes) 0/1 multi-hot rows (numpy.savez)"),
+], ids=["out_dir_is_a_file", "out_dir_under_a_file", "split_with_a_slash", "cut_npz"])
+def test_make_tfrecords_names_a_bad_out_dir_split_or_npz_in_one_line(
+    tmp_path, flags, problem):
+  # They used to end in TensorFlow's FailedPreconditionError and NotFoundError,
+  # and zipfile's BadZipFile, as tracebacks.
+  (tmp_path / "afile").write_text("kept")
+  np.savez(tmp_path / "good.npz", images=GOOD_IMAGES, labels=np.arange(4))
+  whole = (tmp_path / "good.npz").read_bytes()
+  (tmp_path / "cut.npz").write_bytes(whole[:len(whole) // 2])
+  flags = [flag.format(tmp=tmp_path) for flag in flags]
+  if not any(flag.startswith("--from_npz") for flag in flags):
+    flags.append(f"--from_npz={tmp_path / 'good.npz'}")
+  with pytest.raises(SystemExit) as exit_info:
+    make_tfrecords_main(*flags)
+  assert str(exit_info.value) == f"error: {problem.format(tmp=tmp_path)}"
+  assert (tmp_path / "afile").read_text() == "kept"
+  assert not (tmp_path / "out").exists()

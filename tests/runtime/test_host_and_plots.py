@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+from matplotlib.backend_bases import FigureCanvasBase
 import pytest
 
 from scripts import plot_metrics, summarize
@@ -155,3 +156,25 @@ def test_summarize_prints_a_suites_table(tmp_path, capsys):
       "runs": [{"accuracy": 0.9, "tpuv3_core_days": 0.5}]}}}))
   cli.call(summarize.main, summarize.FLAGS, ["summarize", str(tmp_path)])
   assert "| CIFAR-10 | 0.01 | 90.00 ± 0.00 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("out, problem", [
+    ("config.json", "--out={tmp}/config.json: matplotlib writes no .json images; valid "
+     "suffixes: " + ", ".join(
+         "." + f for f in sorted(FigureCanvasBase.get_supported_filetypes()))),
+    ("afile/m.png", "--out={tmp}/afile/m.png lies under {tmp}/afile, a file; it is the "
+     "image file to write"),
+], ids=["json_suffix", "under_a_file"])
+def test_plot_metrics_names_an_out_it_cannot_write(tmp_path, out, problem):
+  # They used to end in matplotlib's "Format 'json' is not supported" and in
+  # FileExistsError, as tracebacks.
+  (tmp_path / "metrics.jsonl").write_text(
+      json.dumps({"step": 1, "split": "train", "loss": 1.0}) + "\n")
+  (tmp_path / "config.json").write_text("{}")
+  (tmp_path / "afile").write_text("kept")
+  with pytest.raises(SystemExit) as exit_info:
+    cli.call(plot_metrics.main, plot_metrics.FLAGS,
+             ["plot_metrics", str(tmp_path), f"--out={tmp_path / out}"])
+  assert str(exit_info.value) == f"error: {problem.format(tmp=tmp_path)}"
+  assert (tmp_path / "config.json").read_text() == "{}"
+  assert (tmp_path / "afile").read_text() == "kept"

@@ -10,6 +10,7 @@ encoding and the writes run in TensorFlow's C++ code, outside the GIL).
 import json
 import os
 import re
+import zipfile
 from concurrent import futures
 
 import numpy as np
@@ -100,19 +101,29 @@ def _check_class_ids(labels, num_classes):
                      f"class id; valid: {valid}")
 
 
+# What an .npz for `npz_examples` holds, for its errors to name.
+NPZ_LAYOUT = f"'images' uint8 (N, H, W[, C]) and 'labels' {LABEL_LAYOUTS}"
+
+
 def npz_examples(path, image_format="jpeg", num_classes=None):
   """`array_examples` of an .npz's ``images`` and ``labels``; errors name the file."""
   try:
-    with np.load(path) as arrays:
+    arrays = np.load(path)
+    if not isinstance(arrays, np.lib.npyio.NpzFile):
+      raise ValueError(f"it is one array ({arrays.dtype} {arrays.shape}), no .npz of "
+                       f"named arrays; valid: {NPZ_LAYOUT} (numpy.savez)")
+    with arrays:
       missing = [key for key in ("images", "labels") if key not in arrays.files]
       if missing:
         raise ValueError(f"no {' or '.join(map(repr, missing))} array (it holds "
-                         f"{arrays.files}); valid: 'images' uint8 (N, H, W[, C]) "
-                         f"and 'labels' {LABEL_LAYOUTS}")
+                         f"{arrays.files}); valid: {NPZ_LAYOUT}")
       return array_examples(arrays["images"], arrays["labels"], image_format,
                             num_classes)
   except (OSError, ValueError) as e:  # a missing, unreadable or pickled file too
     raise ValueError(f"{path}: {e}") from None
+  except (zipfile.BadZipFile, EOFError) as e:  # cut short, or damaged
+    raise ValueError(f"{path} is no readable .npz ({e}); it may be cut short or "
+                     f"damaged; valid: {NPZ_LAYOUT} (numpy.savez)") from None
 
 
 def _example(image, labels):
@@ -132,21 +143,24 @@ def _image_bytes(image):
   return image
 
 
-def write_split(out_dir, split, examples, *, num_shards, classes=None, workers=8):
+def write_split(out_dir, split, examples, *, num_shards, classes=None, workers=8,
+                overwrite=False):
   """Writes ``examples`` [(image, class ids)] as ``split-i-of-n.tfrecord``.
 
   Shard i holds a contiguous run of the examples, so file order is example
-  order. Returns the manifest after adding the shards to it.
+  order. Returns the manifest after adding the shards to it. A split already
+  in ``out_dir`` is refused (`check_split_is_new`) unless ``overwrite``, which
+  replaces its shards, of whatever shard count.
   """
   tf.io.gfile.makedirs(out_dir)
   num_shards = max(1, min(num_shards, len(examples)))
-  # Shards of an earlier write with another shard count are not overwritten,
-  # yet `{split}-*.tfrecord` reads them with the new ones: every example twice.
-  shard_name = re.compile(rf"{re.escape(split)}-\d{{5}}-of-(\d{{5}})\.tfrecord")
-  stale = sorted(name for name in tf.io.gfile.listdir(out_dir)
-                 if (match := shard_name.fullmatch(name))
-                 and int(match[1]) != num_shards)
-  if stale:
+  existing = split_shards(out_dir, split)
+  # Shards of an earlier write with another shard count keep their names, and
+  # `{split}-*.tfrecord` would read them with the new ones: every example
+  # twice. ``overwrite`` removes them once the new ones are written.
+  stale = [name for name in existing
+           if int(_shard_name(split).fullmatch(name)[1]) != num_shards]
+  if stale and not overwrite:
     raise ValueError(
         f"{out_dir} already holds {len(stale)} shard(s) of split {split!r} of "
         f"another shard count ({stale[0]} ...), which would be read with the "
@@ -154,6 +168,8 @@ def write_split(out_dir, split, examples, *, num_shards, classes=None, workers=8
   # Every manifest check comes before the first shard is written: a refusal
   # after it would leave the new shards beside a manifest that counts the old.
   manifest = _checked_manifest(out_dir, classes)
+  if not overwrite:
+    check_split_is_new(out_dir, split)
   bounds = np.linspace(0, len(examples), num_shards + 1).astype(int)
 
   def write(shard):
@@ -165,7 +181,43 @@ def write_split(out_dir, split, examples, *, num_shards, classes=None, workers=8
 
   with futures.ThreadPoolExecutor(workers) as pool:
     counts = dict(pool.map(write, range(num_shards)))
+  for name in stale:  # replaced (overwrite): they leave the manifest too
+    tf.io.gfile.remove(os.path.join(out_dir, name))
   return _write_manifest(out_dir, manifest, counts)
+
+
+def _shard_name(split):
+  """The file names `write_split` gives ``split``'s shards; group 1 is the count."""
+  return re.compile(rf"{re.escape(split)}-\d{{5}}-of-(\d{{5}})\.tfrecord")
+
+
+def split_shards(out_dir, split):
+  """The shards of ``split`` (``split-i-of-n.tfrecord``, any n) in ``out_dir``, sorted."""
+  if not tf.io.gfile.isdir(out_dir):
+    return []
+  shard_name = _shard_name(split)
+  return sorted(name for name in tf.io.gfile.listdir(out_dir)
+                if shard_name.fullmatch(name))
+
+
+def check_split_is_new(out_dir, split, remedy="pass overwrite=True to replace them, "
+                       "or write another split or to another directory"):
+  """Refuses to write ``split`` into an ``out_dir`` that holds shards of it.
+
+  Writing it again would replace them and their manifest entries: a folder
+  of test images written without its split name used to replace the train
+  split, silently. The error names the shards, their records and ``remedy``.
+  """
+  existing = split_shards(out_dir, split)
+  if not existing:
+    return
+  names = existing[0] if len(existing) == 1 else f"{existing[0]} ... {existing[-1]}"
+  listed = _checked_manifest(out_dir, None)["files"]
+  records = sum(listed.get(name, 0) for name in existing)
+  raise ValueError(
+      f"{out_dir} already holds split {split!r}: {len(existing)} shard(s) ({names}), "
+      f"{records} records in its {sources.MANIFEST}, which writing the split again "
+      f"would replace; {remedy}")
 
 
 def count_records(paths, workers=8):

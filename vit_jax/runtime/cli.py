@@ -117,6 +117,26 @@ def define_checkpoint_flags(flag_values, *, use):
   return workdir, checkpoint
 
 
+def check_no_file_in_the_way(flag, path, purpose):
+  """Refuses ``--flag=path`` where a file stands in the way of the directories
+  it needs made: ``path`` itself (a directory to make) or one above it.
+  ``purpose`` says what the flag is for."""
+  blocking = file_in_the_way(path)
+  if blocking:
+    where = ("is a file" if blocking == os.path.abspath(path)
+             else f"lies under {blocking}, a file")
+    raise app.UsageError(f"--{flag}={path} {where}; {purpose}")
+
+
+def file_in_the_way(path):
+  """The file that keeps a directory from being made at ``path``: ``path``
+  itself, or the nearest of its parents that exists; None where there is none."""
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  return None if os.path.isdir(existing) else existing
+
+
 def _raised_by_project(error):
   """Whether the innermost frame of ``error``'s traceback is the project's code."""
   traceback = error.__traceback__
