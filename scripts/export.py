@@ -31,7 +31,10 @@ _STEP = flags.DEFINE_integer("step", None, "A checkpoint step (default: the late
 _FORMAT = flags.DEFINE_enum("format", None, FORMATS, "What to write.",
                             flag_values=FLAGS, required=True)
 _OUT = flags.DEFINE_string(
-    "out", None, "A .npz file for npz, a directory for the other formats.",
+    "out", None, "A .npz file for npz (replaced where it exists), a directory for "
+    "the other formats: a new one, or an earlier export of the format, whose files "
+    "it replaces; a run's workdir, or a directory whose files of those names are "
+    "not such an export's, is refused.",
     flag_values=FLAGS, required=True)
 _PLATFORMS = flags.DEFINE_list(
     "platforms", ["cpu", "cuda", "tpu"], "Platforms the model formats are lowered for.",
@@ -46,6 +49,7 @@ def main(argv):
   from vit_jax.train import workdir_files
 
   config = workdir_files.read_config(_WORKDIR.value)
+  export.check_out(_OUT.value, _FORMAT.value)  # before the restore, which takes a while
   model, params = restore.restore_model(config, _WORKDIR.value, step=_STEP.value)
   if _FORMAT.value == "npz":
     count = export.export_npz(params, _OUT.value)

@@ -2,6 +2,7 @@
 classifier, read back and run."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -131,6 +132,91 @@ def test_directory_formats_refuse_an_existing_file_in_one_line(
                                        rf"the {export_format} format writes a directory"):
     run_export(f"--workdir={tmp_path / 'run'}", f"--format={export_format}", f"--out={out}")
   assert out.read_bytes() == b"an earlier export"
+
+
+def files_under(directory):
+  """{path: bytes} of every file under ``directory``."""
+  return {path: path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("export_format", ["hf", "timm", "serving", "saved_model"])
+def test_an_export_into_a_runs_workdir_is_refused_and_leaves_the_run_as_it_was(
+    fashion_data_dir, tmp_path, export_format):
+  """--out=WORKDIR once replaced the run's config.json with the export's."""
+  make_run(fashion_data_dir, tmp_path / "run")
+  before = files_under(tmp_path / "run")
+  with pytest.raises(SystemExit, match=rf"^error: --out=.*/run holds a vit_jax run "
+                                       rf"\(.*/run/config\.json\), whose files an export "
+                                       rf"must neither replace nor mix with: name a new "
+                                       rf"directory, or an earlier {export_format} export's$"):
+    run_export(f"--workdir={tmp_path / 'run'}", f"--format={export_format}",
+               f"--out={tmp_path / 'run'}")
+  assert files_under(tmp_path / "run") == before
+  assert workdir_files.read_config(str(tmp_path / "run")).variant  # evaluate reads it
+  (tmp_path / "metrics_only").mkdir()  # a run is known by any of its files
+  (tmp_path / "metrics_only" / "metrics.jsonl").write_text("{}\n")
+  with pytest.raises(SystemExit, match=r"holds a vit_jax run \(.*/metrics_only/metrics\.jsonl\)"):
+    run_export(f"--workdir={tmp_path / 'run'}", f"--format={export_format}",
+               f"--out={tmp_path / 'metrics_only'}")
+  assert sorted(os.listdir(tmp_path / "metrics_only")) == ["metrics.jsonl"]
+
+
+def test_a_directory_export_replaces_an_earlier_one_of_its_format_and_no_other_file(
+    fashion_data_dir, tmp_path, monkeypatch):
+  """Re-exporting replaces an earlier export's files; a file of the same name
+  that no export of the format wrote (another format's, a user's) is refused
+  by name before anything is written."""
+  make_run(fashion_data_dir, tmp_path / "run")
+  monkeypatch.setitem(sys.modules, "timm", None)  # the weights alone are checked
+  monkeypatch.setitem(sys.modules, "transformers", None)
+  timm_out, mine = tmp_path / "timm", tmp_path / "mine"
+  run_export(f"--workdir={tmp_path / 'run'}", "--format=timm", f"--out={timm_out}")
+  mine.mkdir()
+  (mine / "config.json").write_text('{"a user\'s": "own file"}')
+  earlier = {**files_under(timm_out), **files_under(mine)}
+  for export_format, out, held in (("hf", timm_out, "config.json of Hugging Face's, "
+                                    "with 'model_type'"),
+                                   ("timm", mine, "config.json of timm's, with 'architecture'")):
+    path = re.escape(str(out))
+    with pytest.raises(SystemExit, match=rf"^error: --out={path}: the {export_format} export "
+                                         rf"would replace {path}/config\.json, and {path} holds "
+                                         rf"no earlier {export_format} export \(its {held}\)"):
+      run_export(f"--workdir={tmp_path / 'run'}", f"--format={export_format}", f"--out={out}")
+  assert {**files_under(timm_out), **files_under(mine)} == earlier
+  (timm_out / "model.safetensors").write_bytes(b"a damaged earlier export")
+  run_export(f"--workdir={tmp_path / 'run'}", "--format=timm", f"--out={timm_out}")
+  assert files_under(timm_out) == {path: data for path, data in earlier.items()
+                                   if path.parent == timm_out}
+
+
+def test_a_file_a_saved_model_writes_is_checked_before_it_replaces_anything(tmp_path):
+  """A SavedModel's names are TensorFlow's: `staged` checks those written."""
+  (tmp_path / "out").mkdir()
+  (tmp_path / "out" / "saved_model.pb").write_bytes(b"someone else's")
+  with pytest.raises(ValueError, match=r"the saved_model export would replace "
+                                       r".*/out/saved_model\.pb, and .*/out holds no earlier "
+                                       r"saved_model export"):
+    with export.staged(str(tmp_path / "out"), "saved_model") as staging:
+      with open(os.path.join(staging, "saved_model.pb"), "wb") as f:
+        f.write(b"a new model")
+  assert files_under(tmp_path) == {tmp_path / "out" / "saved_model.pb": b"someone else's"}
+  assert os.listdir(tmp_path / "out") == ["saved_model.pb"]  # no staging left
+
+
+@pytest.mark.parametrize("export_format, name", [
+    ("npz", "x.npz"), ("npz", "deeper/x.npz"), ("serving", "serving")])
+def test_an_out_inside_an_existing_file_is_refused_in_one_line(
+    fashion_data_dir, tmp_path, export_format, name):
+  make_run(fashion_data_dir, tmp_path / "run")
+  (tmp_path / "vit.npz").write_bytes(b"an earlier export")
+  out = tmp_path / "vit.npz" / name
+  with pytest.raises(SystemExit, match=rf"^error: --out={re.escape(str(out))}: "
+                                       rf"{re.escape(str(tmp_path))}/vit\.npz is a "
+                                       rf"file, so nothing can be written inside it; name a "
+                                       rf"path in a directory, new or existing$"):
+    run_export(f"--workdir={tmp_path / 'run'}", f"--format={export_format}", f"--out={out}")
+  assert (tmp_path / "vit.npz").read_bytes() == b"an earlier export"
+
 
 def test_a_failed_export_leaves_the_earlier_one_whole(fashion_data_dir, tmp_path, monkeypatch):
   """Written beside --out and moved there once read back: a failure (here a

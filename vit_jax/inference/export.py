@@ -27,6 +27,10 @@ command line.
 An export is written aside (`staged`) and moved into place only once it has
 read back: a failed one (a full disk, a platform that cannot lower) leaves
 an earlier export at ``out`` whole, not a new contract beside old weights.
+A directory export replaces only an earlier export of its format: an
+``out`` that holds a run (`run_file`), or a file of another kind where the
+export would write (`check_output_directory`), is refused before anything
+is written. An npz export replaces the one file ``out`` names.
 """
 import contextlib
 import json
@@ -43,7 +47,8 @@ from jax import export
 from vit_jax.data.preprocess import eval_resize
 from vit_jax.inference import normalisation, predict, serving
 from vit_jax.models import attention, hf_format, npz, timm_format
-from vit_jax.train import losses
+from vit_jax.runtime import cli
+from vit_jax.train import losses, workdir_files
 
 CHECK_BATCH = 3  # not 1, so a symbolic batch size is exercised
 # What jax.export lowers for (`export.export`'s platform names).
@@ -167,20 +172,23 @@ def _check_reads_back(params, loaded, out):
 
 
 @contextlib.contextmanager
-def staged(out):
+def staged(out, export_format):
   """A fresh hidden directory inside ``out`` to write an export into; once the
   block succeeds, each of its entries replaces ``out``'s of that name (other
   files there stay), contract.json last, and it is removed either way.
 
-  Inside ``out``, not beside it, so that each move is a rename on one
-  filesystem whatever ``out`` is (a mount point, a link to another disk). A
-  failed export into a directory it made leaves none.
+  Before anything is replaced, the names written are checked as
+  `check_output_directory` checks those it expects (a SavedModel's are
+  TensorFlow's to choose). Inside ``out``, not beside it, so that each move
+  is a rename on one filesystem whatever ``out`` is (a mount point, a link
+  to another disk). A failed export into a directory it made leaves none.
   """
   made = not os.path.exists(out)
   os.makedirs(out, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=".export-", dir=out)
   try:
     yield staging
+    check_replaced(out, export_format, os.listdir(staging))
     for name in sorted(os.listdir(staging), key=lambda n: n == serving.CONTRACT_FILE):
       target = os.path.join(out, name)
       if os.path.isdir(target) and not os.path.islink(target):
@@ -204,10 +212,7 @@ def export_npz(params, out):
   the link stays) and renamed once it reads back bit for bit; else a
   RuntimeError, and ``out`` as it was.
   """
-  if not out.endswith(".npz") or os.path.isdir(out):
-    raise ValueError(f"--out={out}: an npz export is a file whose name ends in .npz "
-                     f"(e.g. vit.npz), the suffix by which config.init and "
-                     f"--checkpoint recognise it")
+  check_out(out, "npz")
   target = os.path.realpath(out)
   directory, name = os.path.split(target)
   os.makedirs(directory, exist_ok=True)
@@ -231,15 +236,125 @@ def check_platforms(platforms, export_format):
                      + (f", not {', '.join(unknown)}" if unknown else ""))
 
 
-def check_output_directory(out, export_format):
-  """Raises ValueError where ``out``, the directory of a format, is a file.
+# The entries each directory format writes in --out. A SavedModel's are
+# TensorFlow's choice: `staged` checks the ones it wrote, too.
+WRITTEN = {
+    "serving": (serving.CONTRACT_FILE, serving.FUNCTION_FILE, serving.PARAMS_FILE),
+    "saved_model": (serving.CONTRACT_FILE, tf.saved_model.SAVED_MODEL_FILENAME_PB,
+                    tf.saved_model.VARIABLES_DIRECTORY, tf.saved_model.ASSETS_DIRECTORY,
+                    "fingerprint.pb"),
+    "timm": (timm_format.CONFIG_FILE, timm_format.WEIGHTS_FILES[0]),
+    "hf": (hf_format.CONFIG_FILE, hf_format.WEIGHTS_FILES[0], hf_format.PREPROCESSOR_FILE),
+}
+# A run's files in its workdir (vit_jax/train/workdir_files.py, metrics.py).
+RUN_FILES = (workdir_files.CONFIG_FILE, workdir_files.CHECKPOINT_SUBDIR,
+             workdir_files.SUMMARY_FILE, "metrics.jsonl")
+# The file that makes a directory an earlier export of a format, and what it
+# says there: an export replaces the files of an earlier one of its format only.
+EARLIER_EXPORT = {
+    "serving": (serving.CONTRACT_FILE, "with format 'serving'",
+                lambda c: c.get("format") == "serving"),
+    "saved_model": (serving.CONTRACT_FILE, "with format 'saved_model'",
+                    lambda c: c.get("format") == "saved_model"),
+    "timm": (timm_format.CONFIG_FILE, "of timm's, with 'architecture'",
+             timm_format.is_timm_config),
+    "hf": (hf_format.CONFIG_FILE, "of Hugging Face's, with 'model_type'",
+           hf_format.is_hf_config),
+}
 
-  Without this, the path of an existing file (say the .npz of an earlier
-  export) fails deep inside os.makedirs with a traceback.
+
+def _json_object(path):
+  """The JSON object in ``path``; None where there is none (no file, another kind)."""
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return value if isinstance(value, dict) else None
+
+
+def run_file(directory):
+  """The path of the first of `RUN_FILES` in ``directory`` that says it holds a
+  vit_jax run (a config.json only where it is a run's or a suite's), or None."""
+  for name in RUN_FILES:
+    path = os.path.join(directory, name)
+    if name == workdir_files.CONFIG_FILE:
+      config = _json_object(path) or {}
+      if "variant" in config or "benchmarks" in config:  # a run's, a transfer suite's
+        return path
+    elif os.path.exists(path):
+      return path
+  return None
+
+
+def is_earlier_export(directory, export_format):
+  """Whether ``directory`` holds an export of ``export_format`` (`EARLIER_EXPORT`)."""
+  name, _, is_format = EARLIER_EXPORT[export_format]
+  marker = _json_object(os.path.join(directory, name))
+  return marker is not None and bool(is_format(marker))
+
+
+def check_replaced(out, export_format, names):
+  """Refuses, naming --out and the file, to replace any of ``names`` in ``out``
+  unless ``out`` holds an earlier export of ``export_format``."""
+  existing = [name for name in sorted(names) if os.path.lexists(os.path.join(out, name))]
+  if existing and not is_earlier_export(out, export_format):
+    marker, says, _ = EARLIER_EXPORT[export_format]
+    raise ValueError(
+        f"--out={out}: the {export_format} export would replace "
+        f"{os.path.join(out, existing[0])}, and {out} holds no earlier {export_format} "
+        f"export (its {marker} {says}), so that file is not the export's to replace: "
+        f"name a new directory, or an earlier {export_format} export's")
+
+
+def check_parent_directories(out):
+  """Raises ValueError where a directory that ``out`` would be written in is a file.
+
+  Without this, os.makedirs fails with a FileExistsError (or
+  NotADirectoryError) traceback.
+  """
+  parent = cli.file_in_the_way(os.path.dirname(os.path.abspath(out)))
+  if parent:
+    raise ValueError(f"--out={out}: {parent} is a file, so nothing can be written "
+                     f"inside it; name a path in a directory, new or existing")
+
+
+def check_out(out, export_format):
+  """Raises ValueError where --out cannot take ``export_format``, before anything
+  is written: an npz export's name must end in .npz, in a directory (new or
+  existing); a directory format's, `check_output_directory`."""
+  if export_format != "npz":
+    check_output_directory(out, export_format)
+    return
+  if not out.endswith(".npz") or os.path.isdir(out):
+    raise ValueError(f"--out={out}: an npz export is a file whose name ends in .npz "
+                     f"(e.g. vit.npz), the suffix by which config.init and "
+                     f"--checkpoint recognise it")
+  check_parent_directories(out)
+
+
+def check_output_directory(out, export_format):
+  """Raises ValueError where ``out``, the directory of a format, cannot take it.
+
+  That is where ``out`` (or a directory above it) is a file, where it holds
+  a vit_jax run, and where it holds a file the export writes but no earlier
+  export of its format (`check_replaced`): all before anything is written.
+  Without the first, the path of an existing file (say the .npz of an
+  earlier export) fails deep inside os.makedirs with a traceback; without
+  the others, --out=WORKDIR replaced the run's config.json.
   """
   if os.path.exists(out) and not os.path.isdir(out):
     raise ValueError(f"--out={out} is an existing file; the {export_format} format "
                      f"writes a directory: name a new or existing directory")
+  check_parent_directories(out)
+  if not os.path.isdir(out):
+    return
+  found = run_file(out)
+  if found:
+    raise ValueError(f"--out={out} holds a vit_jax run ({found}), whose files an "
+                     f"export must neither replace nor mix with: name a new directory, "
+                     f"or an earlier {export_format} export's")
+  check_replaced(out, export_format, WRITTEN[export_format])
 
 
 def check_images(input_range, image_size):
@@ -266,7 +381,7 @@ def export_model(config, model, params, *, export_format, platforms, source, out
   contract = make_contract(config, source, export_format, platforms)
   model = portable(model)
   check_output_directory(out, export_format)
-  with staged(out) as staging:
+  with staged(out, export_format) as staging:
     with open(os.path.join(staging, serving.CONTRACT_FILE), "w") as f:
       json.dump(contract, f, indent=2)
     exported_logits = EXPORTERS[export_format](model, params, contract, staging)
@@ -302,7 +417,7 @@ def export_torch_format(config, model, params, *, export_format, out):
   black, white = normalisation.channel_ranges(config.pp.eval, config.image_size)
   mean, std = normalisation.mean_and_std(black, white)
   check_output_directory(out, export_format)
-  with staged(out) as staging:
+  with staged(out, export_format) as staging:
     module.save(params, staging, image_size=config.image_size, mean=mean, std=std,
                 class_names=predict.class_names(config.data),
                 # A ResNet has neither, and is refused by name.
