@@ -95,10 +95,11 @@ def main(argv):
   if regulariser is None:
     regulariser = (config.get("fewshot") or {}).get("regulariser",
                                                     fewshot.DEFAULT_REGULARISER)
-  # Every dataset is found before the restore.
+  # Every dataset is found, and its shots' split sized, before the restore.
   probes = fewshot.probe_sets(
       config, datasets=datasets, splits=splits, shots=shots,
-      datasets_field="config.fewshot.datasets" if _DATASETS.value is None else "--datasets")
+      datasets_field="config.fewshot.datasets" if _DATASETS.value is None else "--datasets",
+      shots_field="--shots")
   model, params = restore.restore_model(config, _CHECKPOINT.value or _WORKDIR.value)
   mesh = sharding.make_mesh(config.mesh)
   params = jax.device_put(params, sharding.param_shardings(mesh, params, config.mesh))
@@ -113,6 +114,8 @@ def main(argv):
     print(f"{name}: shots from {probe.data['train'].split} "
           f"({len(features['train'][1])} images), scored on {probe.data['test'].split} "
           f"({len(features['test'][1])}); features in {time.monotonic() - start:.1f}s")
+    fewshot.check_shots(features["train"][1], probe.shots, probe.num_classes,
+                        where=fewshot.shots_from(probe.data["train"]))
     accuracies = fewshot.probe_accuracies(
         features["train"], features["test"], shots=probe.shots, seeds=seeds,
         num_classes=probe.num_classes, regulariser=regulariser)

@@ -104,6 +104,87 @@ def test_the_same_seed_gives_the_same_shots_and_k_of_each_class():
   assert np.bincount(labels[first], minlength=7).tolist() == [5] * 7
 
 
+def test_a_class_with_fewer_examples_than_the_shots_is_named_not_probed_with_fewer():
+  """big_vision probes such a class on what it has and reports k shots; a
+  probe here never reports a shot count it did not use."""
+  where = "dataset 'd', split 'train[:33]'"
+  fewshot.check_shots(np.repeat(np.arange(4), 5), (1, 5), 4, where=where)  # enough
+  for counts, message in (
+      ([10, 10, 3, 10], "class 2 has 3 example(s), fewer than the 5 shots asked; a probe "
+                        "never reports a shot count it did not use: ask for 3 shots or "
+                        "fewer, or draw them from a larger split"),
+      ([10, 4, 3, 10], "class 2 has 3 example(s), fewer than the 5 shots asked (2 of its 4 "
+                       "classes have fewer than 5); a probe never reports a shot count it "
+                       "did not use: ask for 3 shots or fewer, or draw them from a larger "
+                       "split"),
+      ([10, 10, 10, 0], "class 3 has 0 example(s), fewer than the 5 shots asked; a probe "
+                        "never reports a shot count it did not use: draw the shots from a "
+                        "split that holds every class")):
+    with pytest.raises(ValueError) as error:
+      fewshot.check_shots(np.repeat(np.arange(4), counts), (1, 5), 4, where=where)
+    assert str(error.value) == f"few-shot probes of {where}: {message}"
+
+
+def test_a_runs_probe_logs_a_class_with_fewer_examples_than_its_shots_and_probes_on(
+    fashion_data_dir, caplog):
+  """The split's size allows the shots (10 classes x k <= its 512 images), so
+  only its labels show the class that lacks them: a run's probe names it in
+  the log and probes with what it has, as big_vision's does."""
+  config = tiny_config(fashion_data_dir, **{"fewshot.every": 4})
+  labels = np.array([example["label"] for example in tfds.as_numpy(
+      sources.get_builder(config.data).as_dataset(split="train"))])
+  counts = np.bincount(labels, minlength=10)
+  shots = int(counts.min()) + 1
+  assert 10 * shots <= NUM_TRAIN
+  probe, = fewshot.probe_sets(config, shots=(1, shots)).values()
+  model = build.model_from_config(config)
+  with caplog.at_level("WARNING"):
+    metrics = fewshot.run_probes(
+        fewshot.make_feature_step(model), build.init_params(model, config.image_size, seed=0),
+        probe.data, sharding.batch_sharding(sharding.make_mesh(config.mesh)),
+        shots=probe.shots, seeds=(0,), num_classes=10)
+  assert f"{shots}shot" in metrics
+  assert (f"few-shot probes of dataset 'fashion_mnist_local', split 'train': class "
+          f"{np.argmin(counts)} has {counts.min()} example(s), fewer than the {shots} shots "
+          f"asked; its {shots}-shot probes use what that class has") in caplog.text
+
+
+@pytest.mark.parametrize("split, shots, advice", [
+    ("train[:200]", 10000, "ask for 20 shots or fewer, or draw the shots from a larger split"),
+    ("train[:3]", 5, "draw the shots from a larger split")])
+def test_the_command_refuses_more_shots_than_its_split_holds_before_it_probes(
+    fashion_data_dir, tmp_path, capsys, split, shots, advice):
+  from vit_jax import fewshot as fewshot_command
+  from vit_jax.runtime import cli
+  saved_run(tiny_config(fashion_data_dir), tmp_path)
+  with pytest.raises(SystemExit) as error:
+    cli.call(fewshot_command.main, fewshot_command.FLAGS, [
+        "fewshot", f"--workdir={tmp_path}", f"--checkpoint={tmp_path / 'params.npz'}",
+        "--datasets=", f"--train_split={split}", f"--shots={shots}", "--seeds=0"])
+  examples = int(split[len("train[:"):-1])
+  assert str(error.value) == (
+      f"error: few-shot probes of dataset 'fashion_mnist_local', split {split!r}: {shots} "
+      f"shots (--shots) of each of its 10 classes need {10 * shots} examples, and the "
+      f"split has {examples}, so some class has fewer than {shots}; a probe never reports "
+      f"a shot count it did not use: {advice}")
+  assert capsys.readouterr().out == ""  # no row of shots that were not used
+
+
+def test_a_run_whose_shots_outnumber_its_probe_split_stops_before_anything_is_written(
+    fashion_data_dir, tmp_path):
+  workdir = tmp_path / "run"
+  config = tiny_config(fashion_data_dir, **{"fewshot.every": 4, "fewshot.shots": (1, 5),
+                                            "fewshot.train_split": "train[:30]"})
+  with pytest.raises(ValueError) as error:
+    train.train_and_evaluate(config, str(workdir))
+  assert str(error.value) == (
+      "few-shot probes of dataset 'fashion_mnist_local', split 'train[:30]': 5 shots "
+      "(config.fewshot.shots) of each of its 10 classes need 50 examples, and the split "
+      "has 30, so some class has fewer than 5; a probe never reports a shot count it did "
+      "not use: ask for 3 shots or fewer, or draw the shots from a larger split")
+  assert not workdir.exists()
+
+
 def features_on(devices, config, params, source):
   mesh = sharding.make_mesh(config.mesh, devices)
   eval_data = input_pipeline.EvalData(source, config.pp.eval, "test",
@@ -447,6 +528,18 @@ def test_the_command_probes_the_datasets_named_at_their_shots_with_the_runs_regu
   expected = by_hand(config, params, "digits", shots=(5,), seeds=(0, 1), regulariser=4.0)
   assert lines[2].split()[:3] == ["digits", "5", f"{expected[5]:.2%}"]
   assert len(lines) == 3
+
+
+def test_a_preset_entrys_own_shots_are_named_where_its_split_cannot_hold_them(
+    probe_data_dir):
+  with pytest.raises(ValueError) as error:
+    fewshot.probe_sets(probe_config(probe_data_dir), datasets=("digits:200",),
+                       datasets_field="--datasets")
+  assert str(error.value) == (
+      "few-shot probes of dataset 'digits', split 'train': 200 shots (--datasets entry "
+      "'digits:200') of each of its 10 classes need 2000 examples, and the split has "
+      "1297, so some class has fewer than 200; a probe never reports a shot count it did "
+      "not use: ask for 129 shots or fewer, or draw the shots from a larger split")
 
 
 def test_plot_metrics_draws_a_few_shot_line_per_probed_dataset(tmp_path):

@@ -6,7 +6,11 @@ where there is one) does from a few examples a class, because a fine-tune
 per checkpoint costs too much. The protocol is big_vision's:
 
 - the k shots of a class are its first k examples after a seeded
-  permutation of the training split (`sample_shots`);
+  permutation of the training split (`sample_shots`). A split of fewer
+  examples than k times the classes is refused before a run trains
+  (`probe_sets`); a class with fewer than k, known once the labels are
+  read, is refused by the `vit_jax.fewshot` command (`check_shots`) and
+  logged by a run's probes, which take the fewer as big_vision's do;
 - features are standardised with the k-shot set's own mean and standard
   deviation (+1e-5), and a constant bias feature of 100 is added (large, so
   the regulariser barely shrinks the bias);
@@ -38,6 +42,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 import numpy as np
 from jax.experimental import multihost_utils
 
@@ -58,9 +63,23 @@ SPLIT = "fewshot"
 class ProbeSet(NamedTuple):
   """One dataset's probes: where they are logged, their data, classes and shots."""
   split: str  # the metrics split: SPLIT, or SPLIT/<preset>
-  data: dict  # {"train": EvalData of the shots' split, "test": of the scored one}
+  data: dict  # {"train": ProbeData of the shots' split, "test": of the scored one}
   num_classes: int
   shots: tuple  # the shot counts probed: the entry's own, else config.fewshot.shots
+
+
+class ProbeData(input_pipeline.EvalData):
+  """A probe's split, which knows the name of its dataset (the preset's, else
+  ``config.data.name``) for the errors about its shots (`shots_from`)."""
+
+  def __init__(self, dataset, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.dataset = dataset
+
+
+def shots_from(probe_data):
+  """"dataset 'digits', split 'train'": where a probe's shots are drawn, for errors."""
+  return f"dataset {probe_data.dataset!r}, split {probe_data.split!r}"
 
 
 def probe_splits(config):
@@ -109,7 +128,7 @@ def parse_entry(entry, field="config.fewshot.datasets"):
 
 
 def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None,
-               datasets_field="config.fewshot.datasets"):
+               datasets_field="config.fewshot.datasets", shots_field="config.fewshot.shots"):
   """``{metrics split: ProbeSet}`` of every dataset the run probes, all found now.
 
   ``datasets`` (default `probe_datasets`) are entries (`parse_entry`) naming
@@ -118,9 +137,11 @@ def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None,
   `sources.get_source`, if built), on ``splits`` (default `probe_splits`).
   ``shots`` (default ``config.fewshot.shots``) serve every entry without
   its own. Every dataset that is not prepared, or lacks a split, is named
-  in one error with how to prepare it, before anything is trained. Errors
-  about the entries name ``datasets_field``, where the user gave them (the
-  `fewshot` command's `--datasets`).
+  in one error with how to prepare it, before anything is trained; so is
+  one whose shots' split is too small for its shots (`check_split_size`).
+  Errors about the entries name ``datasets_field``, and about the shots
+  ``shots_field``, where the user gave them (the `fewshot` command's
+  `--datasets`, `--shots`).
   """
   datasets = probe_datasets(config) if datasets is None else tuple(datasets)
   shots = tuple(config.fewshot.shots if shots is None else shots)
@@ -133,8 +154,10 @@ def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None,
     source = source or sources.get_source(config.data)
     splits = splits or probe_splits(config)
     _check_splits(source, splits, "the few-shot {0} split (config.fewshot.{0}_split)")
-    return {SPLIT: ProbeSet(SPLIT, _eval_data(source, config.pp.eval, splits, config),
-                            config.data.num_classes, shots)}
+    probe = ProbeSet(SPLIT, _eval_data(config.data.name, source, config.pp.eval, splits,
+                                       config), config.data.num_classes, shots)
+    check_split_size(probe, shots_field)
+    return {SPLIT: probe}
   parsed = [parse_entry(entry, datasets_field) for entry in datasets]
   names = [name for name, _ in parsed]
   twice = sorted({name for name in names if names.count(name) > 1})
@@ -159,7 +182,8 @@ def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None,
       problems.append((name, e))
       continue
     pp_spec = with_num_classes(config.pp.eval, data_config.num_classes)
-    found[name] = ProbeSet(f"{SPLIT}/{name}", _eval_data(source, pp_spec, splits, config),
+    found[name] = ProbeSet(f"{SPLIT}/{name}",
+                           _eval_data(name, source, pp_spec, splits, config),
                            data_config.num_classes, own_shots or shots)
   if problems:
     error = (sources.DatasetNotPreparedError
@@ -167,7 +191,29 @@ def probe_sets(config, *, source=None, datasets=None, splits=None, shots=None,
     raise error(f"{datasets_field}: {len(problems)} of {len(datasets)} few-shot "
                 f"dataset(s) cannot be read:\n  "
                 + "\n  ".join(f"{name}: {e}" for name, e in problems))
+  for (name, own_shots), entry in zip(parsed, datasets):
+    if name in found:
+      check_split_size(found[name], f"{datasets_field} entry {entry!r}" if own_shots
+                       else shots_field)
   return {probe.split: probe for probe in found.values()}
+
+
+def check_split_size(probe, shots_field):
+  """Refuses, before any feature is computed, a `ProbeSet` whose shots' split
+  has fewer examples than its most shots times its classes: then some class
+  has fewer than those shots (`check_shots` finds which, once the labels
+  are read). ``shots_field`` is where the shots were given."""
+  data, most = probe.data["train"], max(probe.shots)
+  if data.num_examples >= most * probe.num_classes:
+    return
+  fit = data.num_examples // probe.num_classes
+  raise ValueError(
+      f"few-shot probes of {shots_from(data)}: {most} shots ({shots_field}) of each of "
+      f"its {probe.num_classes} classes need {most * probe.num_classes} examples, and "
+      f"the split has {data.num_examples}, so some class has fewer than {most}; a "
+      f"probe never reports a shot count it did not use: "
+      + (f"ask for {fit} shots or fewer, or " if fit else "")
+      + "draw the shots from a larger split")
 
 
 def probe_data_config(config, name):
@@ -232,11 +278,10 @@ def _check_splits(source, splits, field):
       raise ValueError(f"{field.format(name)}: {e}") from None
 
 
-def _eval_data(source, pp_spec, splits, config):
-  """The keyed `input_pipeline.EvalData` of each of ``splits``."""
-  return {name: input_pipeline.EvalData(source, pp_spec, split,
-                                        global_batch=config.eval_batch,
-                                        image_size=config.image_size, keyed=True)
+def _eval_data(dataset, source, pp_spec, splits, config):
+  """The keyed `ProbeData` of each of ``splits`` of the dataset named ``dataset``."""
+  return {name: ProbeData(dataset, source, pp_spec, split, global_batch=config.eval_batch,
+                          image_size=config.image_size, keyed=True)
           for name, split in splits.items()}
 
 
@@ -244,12 +289,22 @@ def run_probes(feature_step, params, data, batch_sharding, *, shots, seeds,
                num_classes, regulariser=DEFAULT_REGULARISER):
   """The metrics of one round of probes: ``{"10shot": mean accuracy, ...}``.
 
+  ``data`` is a `ProbeSet`'s; a class of its shots' split with fewer
+  examples than ``shots`` ask is logged (`short_classes`) and probed with
+  what it has, as big_vision's probes are: a run is not stopped at its
+  first probe because a preset's smallest class falls short of 25 shots.
+
   With ``seconds``, the round's time (features and solves), which the
   trainer leaves out of training's time and core-days.
   """
   start = time.monotonic()
   features = {name: extract_features(feature_step, params, split_data, batch_sharding)
               for name, split_data in data.items()}
+  short = short_classes(features["train"][1], shots, num_classes,
+                        where=shots_from(data["train"]))
+  if short:  # a run probes on: its other probes, and its training, stand
+    logging.warning("%s; its %d-shot probes use what that class has, as big_vision's "
+                    "do", short, max(shots))
   accuracies = probe_accuracies(features["train"], features["test"], shots=shots,
                                 seeds=seeds, num_classes=num_classes,
                                 regulariser=regulariser)
@@ -320,7 +375,7 @@ def extract_features(feature_step, params, eval_data, batch_sharding):
 def sample_shots(labels, shots, seed):
   """Indices of the first ``shots`` examples of each class in a seeded permutation.
 
-  A class with fewer examples gives all it has.
+  A class with fewer examples gives all it has (`short_classes`).
   """
   order = np.random.RandomState(seed).permutation(len(labels))
   picked = [order[labels[order] == c][:shots] for c in np.unique(labels)]
@@ -342,9 +397,46 @@ def ridge_weights(x, y, regulariser):
   return (vectors / (values + regulariser)) @ (vectors.T @ (x.T @ y))
 
 
+def short_classes(labels, shots, num_classes, *, where):
+  """What a class of ``labels`` (class ids, the shots' split's) with fewer
+  examples than the most of ``shots`` says (naming ``where`` the shots come
+  from, `shots_from`, the class, its examples and the shots), or None.
+  A class the split lacks has 0 examples."""
+  counts = np.bincount(labels, minlength=num_classes)
+  most = max(shots)
+  short = np.flatnonzero(counts < most)
+  if not short.size:
+    return None
+  fewest = int(short[np.argmin(counts[short])])
+  others = (f" ({len(short)} of its {num_classes} classes have fewer than {most})"
+            if len(short) > 1 else "")
+  return (f"few-shot probes of {where}: class {fewest} has {counts[fewest]} example(s), "
+          f"fewer than the {most} shots asked{others}")
+
+
+def check_shots(labels, shots, num_classes, *, where):
+  """Raises ValueError where `short_classes` finds a class short of the shots.
+
+  A probe of k shots on a class with fewer uses what there is and is
+  reported as k shots (big_vision's is): the `vit_jax.fewshot` command,
+  whose table is what the user asked for, refuses that before it solves.
+  """
+  short = short_classes(labels, shots, num_classes, where=where)
+  if short:
+    fewest = np.bincount(labels, minlength=num_classes).min()
+    advice = (f"ask for {fewest} shots or fewer, or draw them from a larger split"
+              if fewest else "draw the shots from a split that holds every class")
+    raise ValueError(f"{short}; a probe never reports a shot count it did not use: "
+                     f"{advice}")
+
+
 def probe_accuracies(train, test, *, shots, seeds, num_classes,
                      regulariser=DEFAULT_REGULARISER):
-  """``{k: [accuracy of each seed]}`` for each k of ``shots``."""
+  """``{k: [accuracy of each seed]}`` for each k of ``shots``.
+
+  What reports them as k-shot accuracies checks the shots first
+  (`short_classes`): `run_probes`, the `vit_jax.fewshot` command.
+  """
   return {k: [probe_accuracy(train, test, shots=k, seed=seed, num_classes=num_classes,
                              regulariser=regulariser) for seed in seeds]
           for k in shots}
