@@ -31,6 +31,7 @@ flags.mark_flag_as_required("config", flag_values=FLAGS)
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.check_config_kind(_CONFIG.value, suite=False)
   from vit_jax.cost import estimate  # after flag parsing: --help is fast
 
   estimate.print_report(_CONFIG.value, train_examples=_TRAIN_EXAMPLES.value,

@@ -39,14 +39,20 @@ flags.DEFINE_bool("dry_run", False,
 _ASSUMED_MFU, _TRAIN_EXAMPLES, _DEVICES = cli.define_estimate_flags(FLAGS)
 flags.DEFINE_integer("distributed_timeout", 300,
                      "Seconds to wait for the coordinator and for every "
-                     "process to join before failing.")
+                     "process to join before failing.", lower_bound=1)
 flags.mark_flags_as_required(["config", "workdir"])
+cli.refuse_empty_flag("workdir")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_library_logs()
+  cli.check_config_kind(FLAGS.config, suite=False)
+  if not FLAGS.dry_run:
+    cli.check_no_file_in_the_way("workdir", FLAGS.workdir,
+                                 "it is the directory the run keeps everything in "
+                                 "(made if need be)")
   import jax  # after flag parsing, so --help is fast
 
   if FLAGS.dry_run:

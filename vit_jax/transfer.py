@@ -34,12 +34,17 @@ flags.DEFINE_string("compilation_cache", None,
                     "default WORKDIR/compilation_cache, 'none' turns it off.")
 cli.define_distributed_flags(FLAGS)
 flags.mark_flags_as_required(["config", "workdir"])
+cli.refuse_empty_flag("workdir")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_library_logs()
+  cli.check_config_kind(FLAGS.config, suite=True)
+  cli.check_no_file_in_the_way("workdir", FLAGS.workdir,
+                               "it is the directory the suite keeps its runs and table "
+                               "in (made if need be)")
   import jax  # after flag parsing, so --help is fast
 
   distributed.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,

@@ -1,9 +1,11 @@
 """The commands' error rule: a user's mistake is one line, a bug a traceback."""
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,6 +166,15 @@ def refusals(fashion_data_dir, tfrecord_data_dir, overcounted_data_dir,
       "raw_pixels": [f"--config.data.data_dir={raw_pixels_data_dir}", *TINY_RUN],
   })
   workdir = tmp_path_factory.mktemp("refused")
+  (workdir / "a_file").write_text("kept")
+  pretrained_run = workdir / "pretrained"
+  pretrained_run.mkdir()
+  (pretrained_run / "config.json").write_text(
+      json.dumps({"variant": "Ti/7", "data": {}, "pp": {}}))
+  cases.update({
+      "workdir_is_a_file": [fashion, f"--workdir={workdir / 'a_file'}"],
+      "suite_config": [f"--config=configs/transfer.py:suite=demo,init={pretrained_run}"],
+  })
   outputs = check_docs.run_python(
       [check_docs.Check("run", main_command(workdir / name, *flags))
        for name, flags in cases.items()])
@@ -216,6 +227,39 @@ def test_shards_of_raw_pixels_end_the_run_before_training(refusals, raw_pixels_d
       r"error: the last 1000 images read were all corrupt or undecodable, the last of "
       rf"them {raw_pixels_data_dir}/train-0000[0-3]-of-00004\.tfrecord:\d+; the "
       r"training stream would skip them forever\. .*", line), line
+
+
+def test_a_workdir_that_is_a_file_is_named_and_kept(refusals, tmp_path_factory):
+  line = refusal_line(refusals["workdir_is_a_file"])
+  assert re.fullmatch(r"error: --workdir=(\S+)/a_file is a file; it is the directory the "
+                      r"run keeps everything in \(made if need be\)", line), line
+  assert (Path(line.split("=", 1)[1].split(" ")[0])).read_text() == "kept"
+
+
+def test_a_suites_config_names_the_command_that_runs_it(refusals):
+  assert refusal_line(refusals["suite_config"]) == (
+      "error: --config is a transfer suite's (configs/transfer.py): run it with python "
+      "-m vit_jax.transfer; this command takes one run's config (configs/pretrain.py, "
+      "finetune.py, bit.py, demo.py, benchmark.py)")
+
+
+@pytest.mark.parametrize("command, problem", [
+    (main_command("", "--workdir="), "FATAL Flags parsing error: flag --workdir=: "
+     "--workdir is empty; give a directory"),
+    (("-m", "vit_jax.transfer", "--config=configs/demo.py", "--workdir=WORKDIR"),
+     "error: --config is one run's config: run it with python -m vit_jax.main; this "
+     "command takes a transfer suite's, configs/transfer.py"),
+], ids=["empty_workdir", "run_config_to_transfer"])
+def test_a_command_refuses_an_empty_workdir_or_the_other_kind_of_config(
+    tmp_path, command, problem):
+  command = [part.replace("WORKDIR", str(tmp_path / "suite"))
+             .replace("=configs/", f"={REPO}/configs/") for part in command]
+  process = subprocess.run([sys.executable, *command], cwd=tmp_path,
+                           env={**os.environ, "PYTHONPATH": str(REPO)},
+                           capture_output=True, text=True, timeout=300)
+  assert process.returncode == 1 and "Traceback" not in process.stderr, process.stderr
+  assert problem in process.stderr.splitlines(), process.stderr
+  assert os.listdir(tmp_path) == []  # nothing written where it ran
 
 
 @pytest.mark.slow

@@ -117,6 +117,29 @@ def define_checkpoint_flags(flag_values, *, use):
   return workdir, checkpoint
 
 
+def refuse_empty_flag(name, flag_values=flags.FLAGS):
+  """Makes ``--name=`` (empty) absl's one-line flag error: a run given an
+  empty --workdir wrote its checkpoints in the current directory."""
+  flags.register_validator(name, lambda value: value != "",
+                           message=f"--{name} is empty; give a directory",
+                           flag_values=flag_values)
+
+
+def check_config_kind(config, *, suite):
+  """Refuses a transfer suite's ``--config`` where one run's is wanted, or
+  the reverse (``suite``), naming the command that takes it."""
+  is_suite = "benchmarks" in config
+  if is_suite and not suite:
+    raise app.UsageError(
+        "--config is a transfer suite's (configs/transfer.py): run it with python -m "
+        "vit_jax.transfer; this command takes one run's config (configs/pretrain.py, "
+        "finetune.py, bit.py, demo.py, benchmark.py)")
+  if suite and not is_suite:
+    raise app.UsageError(
+        "--config is one run's config: run it with python -m vit_jax.main; this "
+        "command takes a transfer suite's, configs/transfer.py")
+
+
 def check_no_file_in_the_way(flag, path, purpose):
   """Refuses ``--flag=path`` where a file stands in the way of the directories
   it needs made: ``path`` itself (a directory to make) or one above it.
