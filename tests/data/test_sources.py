@@ -366,6 +366,34 @@ def test_a_missing_manifest_says_how_to_write_one(tmp_path):
     sources.get_source(data_config("tfrecord", tmp_path))
 
 
+@pytest.mark.parametrize("text, what", [
+    ('{"files": {', "not valid JSON (Expecting property name enclosed in double quotes: "
+     "line 1 column 12 (char 11))"),
+    ('{"classes": ["a"]}', "no object with 'files'"),
+    ("[1, 2]", "no object with 'files'")])
+def test_a_run_names_a_manifest_it_cannot_read(tmp_path, text, what):
+  (tmp_path / sources.MANIFEST).write_text(text)
+  with pytest.raises(ValueError) as error:
+    sources.get_source(data_config("tfrecord", tmp_path))
+  assert str(error.value) == (
+      f"{tmp_path / sources.MANIFEST} is {what}; a manifest is one object with 'files' "
+      "(shard name: records) and 'classes'; delete it and index the shards again "
+      "(scripts/make_tfrecords.py --index_only)")
+
+
+def test_a_dataset_named_on_the_command_line_is_not_given_its_presets_command(tmp_path):
+  from configs import common
+  config = common.dataset_config("fashion_mnist", data_dir=str(tmp_path))
+  config.name = "mnist"  # --config.data.name=mnist
+  with pytest.raises(sources.DatasetNotPreparedError) as error:
+    sources.get_builder(config)
+  assert str(error.value).endswith(
+      "Nothing is downloaded at run time; prepare it with: tfds build mnist (on a "
+      "machine with network access), then copy the data_dir, or point "
+      "config.data.data_dir at a directory that holds it")
+  assert "fashion_mnist" not in str(error.value)
+
+
 def test_index_only_counts_foreign_shards(tmp_path):
   write_tfrecords(tmp_path, num_shards=3)
   os.remove(tmp_path / sources.MANIFEST)

@@ -29,6 +29,7 @@ records (`process_share`); all shares together are the split.
 import json
 import os
 import random
+import re
 from concurrent import futures
 from typing import NamedTuple
 
@@ -210,8 +211,7 @@ class TFRecordSource(_PartsSource):
           f"dataset {data_config.get('name', '')!r} (config.data.name): no "
           f"{MANIFEST} in config.data.data_dir={self.root!r}. Nothing is "
           f"downloaded at run time; prepare it with: {prepare}")
-    with tf.io.gfile.GFile(path) as f:
-      self.manifest = json.load(f)
+    self.manifest = read_manifest(path)
     self.class_names = self.manifest.get("classes")
     if self.class_names and len(self.class_names) > data_config.num_classes:
       raise ValueError(f"{path} lists {len(self.class_names)} classes, more "
@@ -471,12 +471,40 @@ def _cached_if_asked(ds, data_config):
   return ds.cache() if data_config.cache else ds
 
 
+def read_manifest(path):
+  """The TFRecord manifest at ``path``, refused in one line where it is no
+  JSON object of shard counts (``files``) and ``classes`` (None if absent)."""
+  with tf.io.gfile.GFile(path) as f:
+    try:
+      manifest = json.load(f)
+    except json.JSONDecodeError as e:
+      manifest = f"not valid JSON ({e})"
+  if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+    what = manifest if isinstance(manifest, str) else "no object with 'files'"
+    raise ValueError(f"{path} is {what}; a manifest is one object with 'files' "
+                     f"(shard name: records) and 'classes'; delete it and index the "
+                     f"shards again (scripts/make_tfrecords.py --index_only)")
+  manifest.setdefault("classes", None)
+  return manifest
+
+
+def _prepare_command(data_config):
+  """How to prepare the tfds dataset ``config.data.name``: its preset's
+  command (``config.data.prepare``) where that names it, else tfds's own
+  (the name was set on the command line, the preset's command is another's)."""
+  name = data_config.name.split(":")[0]
+  dataset = re.escape(name.split("/")[0])
+  if re.search(rf"(?<![\w-]){dataset}(?![\w-])", data_config.get("prepare") or ""):
+    return data_config.prepare
+  return f"tfds build {name} (on a machine with network access), then copy the data_dir"
+
+
 def get_builder(data_config):
   """The tfds builder of `config.data`, which must already be prepared."""
   data_dir = data_config.data_dir
   where = data_dir or tfds.core.constants.DATA_DIR
   how = (f"Nothing is downloaded at run time; prepare it with: "
-         f"{data_config.prepare}, or point config.data.data_dir at a "
+         f"{_prepare_command(data_config)}, or point config.data.data_dir at a "
          f"directory that holds it")
   try:
     builder = tfds.builder(data_config.name, data_dir=data_dir)

@@ -243,17 +243,7 @@ def _checked_manifest(out_dir, classes):
   path = os.path.join(out_dir, sources.MANIFEST)
   manifest = {"classes": None, "files": {}}
   if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path) as f:
-      try:
-        manifest = json.load(f)
-      except json.JSONDecodeError as e:
-        manifest = f"not valid JSON ({e})"
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-      what = manifest if isinstance(manifest, str) else "no object with 'files'"
-      raise ValueError(f"{path} is {what}; a manifest is one object with 'files' "
-                       f"(shard name: records) and 'classes'; delete it and index the "
-                       f"shards again (scripts/make_tfrecords.py --index_only)")
-    manifest.setdefault("classes", None)
+    manifest = sources.read_manifest(path)
   if classes is not None:
     if manifest["classes"] not in (None, list(classes)):
       raise ValueError(
