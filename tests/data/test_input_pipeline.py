@@ -150,16 +150,19 @@ def test_the_stock_strings_follow_an_image_size_override_and_fit_the_model(fashi
   assert "inception_crop(24,area_min=50)" in config.pp.train
 
 
-def test_preprocessing_that_never_decodes_is_named_before_the_model_is_built(fashion_data_dir):
+@pytest.mark.parametrize("spec", ["value_range(-1,1)|onehot(10)",
+                                  "resize(16)|value_range(-1,1)|onehot(10)"])
+def test_preprocessing_that_never_decodes_is_named_before_the_model_is_built(
+    fashion_data_dir, spec):
   # The traced image is then the encoded string, of shape []: it used to fail
-  # with "not enough values to unpack (expected 2, got 0)".
-  config = tiny_config(fashion_data_dir, **{"pp.eval": "value_range(-1,1)|onehot(10)"})
+  # with "not enough values to unpack (expected 2, got 0)", and in an image op
+  # with TensorFlow's "'images' must have either 3 or 4 dimensions".
+  config = tiny_config(fashion_data_dir, **{"pp.eval": spec})
   with pytest.raises(ValueError) as error:
     input_pipeline.check_fits_model(source(fashion_data_dir), config)
   assert str(error.value) == (
-      "config.pp.eval='value_range(-1,1)|onehot(10)' gives images of shape [], not "
-      "(height, width, channels); decode them first (start it with decode or "
-      "decode_jpeg_and_inception_crop)")
+      f"config.pp.eval={spec!r} has no decode op, and the dataset's images are encoded "
+      f"files; start it with decode or decode_jpeg_and_inception_crop")
 
 
 def test_an_ops_own_error_surfaces_as_raised_when_the_strings_are_checked(fashion_data_dir):
@@ -168,7 +171,7 @@ def test_an_ops_own_error_surfaces_as_raised_when_the_strings_are_checked(fashio
   with pytest.raises(KeyError) as error:
     input_pipeline.check_fits_model(source(fashion_data_dir), config)
   assert error.value.args[0] == ("keep: no feature(s) ['img']; available: "
-                                 "['_id', '_rng', 'image', 'label'].")
+                                 "['_id', 'image', 'label'].")  # eval's: no seed
 
 
 def test_a_batch_that_cannot_be_read_raises_in_its_turn_not_while_prefetched():

@@ -67,6 +67,17 @@ MISTAKES = {  # case: (flags, the start of the line that refuses them)
         ["--config.pp.train=decode|resize(21)|value_range(-1,1)|onehot(5)"],
         "error: config.pp.train='decode|resize(21)|value_range(-1,1)|onehot(5)' gives 5 "
         "classes but config.data.num_classes=10, the size of the model's head"),
+    "pp_without_decode": (
+        ["--config.pp.train=resize(21)|value_range(-1,1)|onehot(10)"],
+        "error: config.pp.train='resize(21)|value_range(-1,1)|onehot(10)' has no decode "
+        "op, and the dataset's images are encoded files; start it with decode or "
+        "decode_jpeg_and_inception_crop"),
+    "random_op_in_eval": (
+        ["--config.pp.eval=decode|inception_crop(21)|value_range(-1,1)|onehot(10)"],
+        "error: config.pp.eval='decode|inception_crop(21)|value_range(-1,1)|onehot(10)' "
+        "has the random op 'inception_crop'; evaluation scores each example as it is, the "
+        "same every time: take its deterministic counterpart (resize, resize_small, "
+        "central_crop)"),
     "unknown_dtype": (["--config.model.dtype=bf16"],
                       "error: config.model.dtype='bf16'; valid: float32, bfloat16, float16"),
     "slice_past_the_split": (

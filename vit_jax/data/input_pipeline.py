@@ -79,7 +79,20 @@ def check_fits_model(source, config):
   image_size = config_fields.height_width(config.image_size)
   for field in ("train", "eval"):
     spec = config.pp[field]
-    outputs = _traced_outputs(source, spec)
+    ops = [piece.split("(")[0].strip() for piece in spec.split("|")]
+    if (source.element_spec["image"].dtype == tf.string
+        and not any(op.startswith("decode") for op in ops)):
+      raise ValueError(
+          f"config.pp.{field}={spec!r} has no decode op, and the dataset's images "
+          f"are encoded files; start it with decode or decode_jpeg_and_inception_crop")
+    try:
+      # Eval examples have no seeds (`EvalData`), and are traced without.
+      outputs = _traced_outputs(source, spec, seeded=field == "train")
+    except preprocess.UnseededRandomOp as e:
+      raise ValueError(
+          f"config.pp.eval={spec!r} has the random op {e.op_name!r}; evaluation "
+          f"scores each example as it is, the same every time: take its "
+          f"deterministic counterpart (resize, resize_small, central_crop)") from None
     shape = outputs["image"].shape
     if shape.rank not in (3, None):
       raise ValueError(
@@ -100,15 +113,17 @@ def check_fits_model(source, config):
           f"model's head; make its onehot(N) match")
 
 
-def _traced_outputs(source, pp_spec):
-  """The model inputs ``pp_spec`` makes of ``source``'s examples, as traced tensors."""
+def _traced_outputs(source, pp_spec, *, seeded):
+  """The model inputs ``pp_spec`` makes of ``source``'s examples, as traced
+  tensors; ``seeded``: the examples carry a seed for the random ops."""
   pp = preprocess.parse(pp_spec)
-  seeded = {**source.element_spec,
-            preprocess.RNG_KEY: tf.TensorSpec([2], tf.int64)}
+  spec = dict(source.element_spec)
+  if seeded:
+    spec[preprocess.RNG_KEY] = tf.TensorSpec([2], tf.int64)
   # Without autograph an op's own error (a missing feature, say) surfaces as
   # it was raised, not buried in a multi-line "in user code" traceback.
   traced = tf.function(lambda features: _model_inputs(pp(features)), autograph=False)
-  return traced.get_concrete_function(seeded).structured_outputs
+  return traced.get_concrete_function(spec).structured_outputs
 
 
 def _options():

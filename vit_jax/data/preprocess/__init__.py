@@ -13,4 +13,4 @@ Importing this package registers all of them.
 """
 from vit_jax.data.preprocess import general_ops, image_ops, randaug  # noqa: F401  (register)
 from vit_jax.data.preprocess.registry import (  # noqa: F401  (the API)
-    RNG_KEY, add_example_seeds, parse, register, registered_ops)
+    RNG_KEY, UnseededRandomOp, add_example_seeds, parse, register, registered_ops)

@@ -132,6 +132,17 @@ def add_example_seeds(ds: tf.data.Dataset, seed: int) -> tf.data.Dataset:
                             deterministic=True)
 
 
+class UnseededRandomOp(ValueError):
+  """A random op applied to examples without seeds (an eval pipeline's)."""
+
+  def __init__(self, op_name):
+    super().__init__(
+        f"Preprocessing op {op_name!r} is random and needs a per-example seed "
+        f"in features[{RNG_KEY!r}]; attach one with "
+        "preprocess.add_example_seeds(ds, seed) before mapping.")
+    self.op_name = op_name
+
+
 def take_seed(features: Features, op_name: str) -> tuple[Features, tf.Tensor]:
   """Splits '_rng' into a seed for this op and a fresh key for later ops.
 
@@ -139,10 +150,7 @@ def take_seed(features: Features, op_name: str) -> tuple[Features, tf.Tensor]:
   op twice) its own independent seed.
   """
   if RNG_KEY not in features:
-    raise ValueError(
-        f"Preprocessing op {op_name!r} is random and needs a per-example seed "
-        f"in features[{RNG_KEY!r}]; attach one with "
-        "preprocess.add_example_seeds(ds, seed) before mapping.")
+    raise UnseededRandomOp(op_name)
   next_rng, op_seed = tf.unstack(
       tf.random.experimental.stateless_split(features[RNG_KEY], num=2))
   return {**features, RNG_KEY: next_rng}, op_seed
