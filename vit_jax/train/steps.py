@@ -131,7 +131,15 @@ def make_train_step(model, tx, loss_fn, schedule, config, mesh):
     else:
       def accumulate(carry, micro):
         index, images, labels = micro
-        loss, grads = grad_fn(params, images, labels, jax.random.fold_in(key, index))
+        # Tied to each micro-batch by a barrier, the parameters are gathered
+        # (FSDP) inside the loop, one micro-batch at a time: else XLA hoists
+        # the all-gathers of an unrolled model's loop-invariant kernels out
+        # of it and holds every layer's whole kernels through the loop, more
+        # memory than without the accumulation that is meant to save it
+        # (tests/train/test_train_step.py).
+        micro_params, images = jax.lax.optimization_barrier((params, images))
+        loss, grads = grad_fn(micro_params, images, labels,
+                              jax.random.fold_in(key, index))
         return jax.tree.map(lambda c, x: c + x.astype(c.dtype), carry, (loss, grads)), None
       # Summed in float32 whatever the parameters' dtype: bfloat16 sums would
       # lose a bit of every gradient to rounding per doubling of accum_steps.
