@@ -334,8 +334,54 @@ def test_a_state_already_split_as_far_as_the_rules_allow_asks_for_more_chips():
 
   assert message.endswith(
       f"config.mesh.data, config.mesh.fsdp and config.mesh.model split the state as "
-      f"far as config.mesh.rules allow ({estimate.format_bytes(state_bytes(1, 4, 2))} "
-      f"per device); more chips (--devices=tiny:N) split it further")
+      f"far as config.mesh.rules and the trainer's checks allow "
+      f"({estimate.format_bytes(state_bytes(1, 4, 2))} per device); more chips "
+      f"(--devices=tiny:N) split it further")
+
+
+def with_split(config, data, fsdp, model):
+  config = config.copy_and_resolve_references()
+  config.mesh.update(data=data, fsdp=fsdp, model=model)
+  return config
+
+
+@pytest.mark.parametrize("batches, reason", [
+    (dict(global_batch=4, eval_batch=4),
+     "config.global_batch=4 must be divisible by config.accum_steps=1 x 8 devices; e.g. 8"),
+    (dict(global_batch=8, eval_batch=8, accum_steps=2),
+     "config.global_batch=8 must be divisible by config.accum_steps=2 x 8 devices; "
+     "e.g. 16"),
+    (dict(global_batch=8, eval_batch=4),
+     "config.eval_batch=4 must be divisible by the 8 devices and the 1 processes; e.g. 8"),
+])
+def test_a_state_refusal_names_only_a_split_the_trainer_accepts_for_the_batches(
+    batches, reason):
+  """8 heads of a hidden 32: data=1, fsdp=8 leaves the least state, but a
+  batch (or micro-batch) of 4 does not split 8 ways and the trainer refuses
+  it; the refusal names the least the trainer accepts, fsdp=4 with a model
+  axis of 2, and says why not the other. It named data=1, fsdp=8."""
+  from vit_jax.train import config_checks
+
+  config = tiny_plan_config(data=2, fsdp=1, hidden=32, mlp=64, heads=8)
+  config.unlock()
+  config.mesh.model = 4
+  config.update(batches)
+  config.lock()
+  message, state_bytes = state_refusal(config)
+
+  config_checks.check_config(with_split(config, 1, 4, 2), num_devices=8, process_count=1)
+  with pytest.raises(ValueError) as refused:
+    config_checks.check_config(with_split(config, 1, 8, 1), num_devices=8, process_count=1)
+  assert str(refused.value) == reason
+  assert state_bytes(1, 8, 1) < state_bytes(1, 4, 2) < state_bytes(2, 1, 4)
+  assert message == (
+      f"1.75 MiB per device does not fit tiny's 0.25 MiB; the largest term is "
+      f"optimizer state, 1.00 MiB: set config.mesh.data=1, config.mesh.fsdp=4, "
+      f"config.mesh.model=2 (now data=2, fsdp=1, model=4) for "
+      f"{estimate.format_bytes(state_bytes(1, 4, 2))} of parameters and optimizer "
+      f"state per device, not {estimate.format_bytes(state_bytes(2, 1, 4))} (data=1, "
+      f"fsdp=8, model=1 would leave {estimate.format_bytes(state_bytes(1, 8, 1))}, but "
+      f"the trainer refuses it: {reason})")
 
 
 @pytest.mark.parametrize("spec, message", [  # an unknown kind: the command's test

@@ -333,39 +333,83 @@ def _layout_fix(config, kind, mesh, abstract_state):
   """The split of the devices into data x fsdp x model that leaves the least state.
 
   Each split is laid out by the config's own rules on `sharding.abstract_mesh`,
-  without devices; a model axis that does not divide a dimension the rules
-  split over it (heads, MLP units) is skipped, as the trainer would refuse it.
-  Of equal splits the one with the smaller model axis wins, then the smaller
-  fsdp: tensor parallelism communicates in every layer, forward and
-  backward, and FSDP gathers every layer's parameters.
+  without devices. Only a split the trainer accepts is named: one whose model
+  axis does not divide a dimension the rules split over it (heads, MLP
+  units) is skipped, and so is one that `config_checks.check_config` refuses,
+  e.g. whose data x fsdp batch shards do not divide the global batch, the
+  eval batch or each of the ``accum_steps`` micro-batches. A refused split
+  that would leave less state is named with the trainer's reason, so the
+  batch that would allow it can be chosen. Of equal splits the one with the
+  smaller model axis wins, then the smaller fsdp: tensor parallelism
+  communicates in every layer, forward and backward, and FSDP gathers every
+  layer's parameters.
   """
-  by_split = {}
+  current = tuple(mesh.shape[axis] for axis in sharding.MESH_AXES)
+  # The run's own split was checked before its plan (`print_report`).
+  accepted, refused, reasons = {}, {}, {}  # {split: state bytes}, {split: why}
   for model in _divisors(mesh.size):
     for fsdp in _divisors(mesh.size // model):
       split = (mesh.size // (model * fsdp), fsdp, model)
-      mesh_config = copy.deepcopy(config.mesh)
-      mesh_config.unlock()  # a config from before tensor parallelism has no model
-      mesh_config.update(dict(zip(sharding.MESH_AXES, split)))
-      layout = sharding.abstract_mesh(mesh_config, mesh.size)
+      split_config = _with_split(config, split)
+      layout = sharding.abstract_mesh(split_config.mesh, mesh.size)
       try:
-        shardings = sharding.state_shardings(layout, abstract_state, mesh_config)
+        shardings = sharding.state_shardings(layout, abstract_state, split_config.mesh)
       except sharding.ModelAxisError:  # the trainer would refuse this split
         continue
-      by_split[split] = sharding.bytes_per_device(abstract_state, shardings)
-  current = tuple(mesh.shape[axis] for axis in sharding.MESH_AXES)
-  now = by_split[current]
-  best = min(by_split, key=lambda split: (by_split[split], split[2], split[1]))
-  if by_split[best] < now:
-    settings = ", ".join(f"config.mesh.{axis}={size}"
-                         for axis, size in zip(sharding.MESH_AXES, best))
-    current_settings = ", ".join(f"{axis}={size}"
-                                 for axis, size in zip(sharding.MESH_AXES, current))
-    return (f"set {settings} (now {current_settings}) for "
-            f"{format_bytes(by_split[best])} of parameters and optimizer state per "
-            f"device, not {format_bytes(now)}")
-  return (f"config.mesh.data, config.mesh.fsdp and config.mesh.model split the state "
-          f"as far as config.mesh.rules allow ({format_bytes(now)} per device); more "
-          f"chips (--devices={kind.name}:N) split it further")
+      state_bytes = sharding.bytes_per_device(abstract_state, shardings)
+      reason = None if split == current else _trainer_refusal(split_config, mesh.size)
+      if reason:
+        refused[split], reasons[split] = state_bytes, reason
+      else:
+        accepted[split] = state_bytes
+  now = accepted[current]
+  best = _least_state(accepted)
+  if accepted[best] < now:
+    message = (f"set {_split_settings(best, 'config.mesh.')} (now "
+               f"{_split_settings(current)}) for {format_bytes(accepted[best])} of "
+               f"parameters and optimizer state per device, not {format_bytes(now)}")
+  else:
+    message = (f"config.mesh.data, config.mesh.fsdp and config.mesh.model split the "
+               f"state as far as config.mesh.rules and the trainer's checks allow "
+               f"({format_bytes(now)} per device); more chips "
+               f"(--devices={kind.name}:N) split it further")
+  leaner = _least_state(refused) if refused else None
+  if leaner is not None and refused[leaner] < accepted[best]:
+    message += (f" ({_split_settings(leaner)} would leave "
+                f"{format_bytes(refused[leaner])}, but the trainer refuses it: "
+                f"{reasons[leaner]})")
+  return message
+
+
+def _trainer_refusal(config, num_devices):
+  """Why the trainer refuses ``config`` on ``num_devices`` (its own checks), or None.
+
+  The plan does not know the target's hosts: it checks for one process, as
+  `print_report` does.
+  """
+  try:
+    config_checks.check_config(config, num_devices=num_devices, process_count=1)
+  except ValueError as e:
+    return str(e)
+  return None
+
+
+def _least_state(state_bytes):
+  """The split of ``state_bytes`` with the least, then the smaller model axis and fsdp."""
+  return min(state_bytes, key=lambda split: (state_bytes[split], split[2], split[1]))
+
+
+def _with_split(config, split):
+  """A copy of ``config`` whose mesh is ``split``: (data, fsdp, model) sizes."""
+  config = copy.deepcopy(config)
+  config.unlock()  # a config from before tensor parallelism has no model axis
+  config.mesh.update(dict(zip(sharding.MESH_AXES, split)))
+  return config
+
+
+def _split_settings(split, prefix=""):
+  """'data=2, fsdp=4, model=1', each name after ``prefix``."""
+  return ", ".join(f"{prefix}{axis}={size}" for axis, size in zip(sharding.MESH_AXES, split))
 
 
 def _divisors(number):
