@@ -140,13 +140,18 @@ def parse_arg_string(arg, **defaults):
 
   Values keep the type of their default (``res=384`` is an int when the
   default is an int); a key without a default is an error naming it and the
-  valid keys. An empty or missing string gives the defaults.
+  valid keys, and so is a key given twice. An empty or missing string gives
+  the defaults.
   """
-  parsed = dict(defaults)
+  parsed, given = dict(defaults), {}
   valid = f"valid keys: {', '.join(sorted(defaults))}"
   for key, value in _key_values(arg, what="config argument", hint=valid):
     if key not in defaults:
       raise ValueError(f"unknown config argument {key!r}; {valid}")
+    if key in given:
+      raise ValueError(f"config argument {key!r} is given twice ({key}={given[key]} "
+                       f"and {key}={value}); give it once")
+    given[key] = value
     parsed[key] = _like(defaults[key], value, key)
   return ml_collections.ConfigDict(parsed)
 

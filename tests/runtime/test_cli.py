@@ -78,6 +78,15 @@ MISTAKES = {  # case: (flags, the start of the line that refuses them)
         "has the random op 'inception_crop'; evaluation scores each example as it is, the "
         "same every time: take its deterministic counterpart (resize, resize_small, "
         "central_crop)"),
+    "heads_not_dividing_width": (
+        ["--config.model.num_heads=3"],
+        "error: the width 128 (config.model.hidden_size, else Ti/7's) is not divisible "
+        "by its 3 heads (config.model.num_heads, else Ti/7's): each head takes an equal "
+        "share of the width"),
+    "probe_at_start_that_never_probes": (
+        ["--config.fewshot.at_start=True"],
+        "error: config.fewshot.at_start=True probes when config.fewshot.every is set, "
+        "and it is 0: no probe would run; set every=N as well"),
     "unknown_dtype": (["--config.model.dtype=bf16"],
                       "error: config.model.dtype='bf16'; valid: float32, bfloat16, float16"),
     "slice_past_the_split": (
@@ -94,6 +103,10 @@ CONFIG_FILE_MISTAKES = {  # case: (flags, the start of the line that refuses the
         ["--config=configs/demo.py:stage=pretrain,bogus=1"],
         "error: unknown config argument 'bogus'; valid keys: data, data_dir, init, "
         "stage, variant"),
+    "argument_given_twice": (
+        ["--config=configs/demo.py:stage=pretrain,stage=finetune"],
+        "error: config argument 'stage' is given twice (stage=pretrain and "
+        "stage=finetune); give it once"),
     "missing_argument": (
         ["--config=configs/transfer.py:suite=demo"],
         "error: configs/transfer.py: init= is needed: the pre-trained run's workdir"),

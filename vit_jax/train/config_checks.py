@@ -229,6 +229,12 @@ def check_config(config, *, num_devices, process_count):
     raise ValueError(f"config.optim.layer_decay={config.optim.layer_decay} scales the "
                      f"learning rate of a ViT's blocks by depth, and {config.variant} has "
                      f"no such blocks; unset it")
+  heads, width = getattr(model, "num_heads", None), getattr(model, "hidden_size", None)
+  if heads and width and width % heads:
+    raise ValueError(f"the width {width} (config.model.hidden_size, else "
+                     f"{config.variant}'s) is not divisible by its {heads} heads "
+                     f"(config.model.num_heads, else {config.variant}'s): each head "
+                     f"takes an equal share of the width")
   patch = getattr(model, "patch_size", None)  # a ResNet takes any size
   if patch and config.image_size % patch:
     raise ValueError(f"config.image_size={config.image_size} is not divisible "
@@ -269,7 +275,11 @@ PROBE_COUNT_LOWS = {"shots": 1, "seeds": 0}
 
 
 def _check_probe_counts(fewshot):
-  """Refuses shot counts and seeds below `PROBE_COUNT_LOWS`, or none of either."""
+  """Refuses shot counts and seeds below `PROBE_COUNT_LOWS`, or none of either,
+  and a probe at the start of a run that probes never (``every`` unset)."""
+  if fewshot.get("at_start") and not fewshot.get("every"):
+    raise ValueError("config.fewshot.at_start=True probes when config.fewshot.every "
+                     "is set, and it is 0: no probe would run; set every=N as well")
   for field, low in PROBE_COUNT_LOWS.items():
     values = tuple(fewshot[field])
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < low
