@@ -259,7 +259,7 @@ def test_the_table_gives_mean_and_sample_std_per_benchmark_and_vtab_group():
 
 
 def test_suite_configs_follow_table_4_and_name_their_splits(tmp_path):
-  (tmp_path / "config.json").write_text(json.dumps({"variant": "B/16"}))
+  (tmp_path / "config.json").write_text(json.dumps({"variant": "B/16", "data": {}, "pp": {}}))
   config = transfer_config.get_config(f"suite=paper,init={tmp_path}")
   names = list(config.benchmarks)
   assert names[:5] == ["imagenet2012", "cifar10", "cifar100", "oxford_iiit_pet",
@@ -282,8 +282,9 @@ def test_suite_configs_follow_table_4_and_name_their_splits(tmp_path):
           "cifar10", "vtab_dtd"]
   with pytest.raises(ValueError, match=r"benchmarks=mnist not in suite=vtab; valid: vtab_"):
     transfer_config.get_config(f"suite=vtab,init={tmp_path},benchmarks=mnist")
-  with pytest.raises(ValueError, match=r"variant= is needed: init='x.npz' has no"):
-    transfer_config.get_config("suite=paper,init=x.npz")
+  (tmp_path / "x.npz").write_bytes(b"")
+  with pytest.raises(ValueError, match=rf"variant= is needed: init='{tmp_path}/x.npz' has no"):
+    transfer_config.get_config(f"suite=paper,init={tmp_path}/x.npz")
   assert transfer_config.get_config("suite=paper,init=x.npz,variant=L/16").benchmarks[
       "cifar10"].finetune.variant == "L/16"
 
