@@ -143,6 +143,18 @@ def test_a_checkpoint_of_the_other_classifier_is_named_by_its_class_token(
                                num_prefix_tokens=int(wanted == "token"))
 
 
+def test_parameters_with_a_nan_or_an_infinity_are_refused_naming_the_tensor(tmp_path):
+  kernel = np.ones((3, 4), np.float32)
+  kernel[1, 2], kernel[2, 0] = np.nan, np.inf
+  path = str(tmp_path / "diverged.npz")
+  np.savez(path, **{"head/kernel": kernel, "head/bias": np.zeros(4, np.float32)})
+  with pytest.raises(ValueError) as error:
+    pretrained.read_params(path)
+  assert str(error.value) == (
+      f"{path}: parameter head/kernel holds 2 NaN or infinite value(s) of 12; a "
+      f"checkpoint of a run that diverged? Take an earlier step or another file")
+
+
 def test_missing_init_path_says_what_it_expected(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"nowhere' does not exist; a checkpoint is "
                                               r"one of: a .npz file; a timm or Hugging "

@@ -18,6 +18,7 @@ import os
 import re
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -65,12 +66,30 @@ def read_params(path, *, step=None, num_heads=None):
   """
   found = locate(path, step=step)
   if found.kind == "npz":
-    return npz.load_npz(found.path)
-  if found.kind == "timm":
-    return timm_format.load(found.path, num_heads=num_heads)
-  if found.kind == "hf":
-    return hf_format.load(found.path)
-  return layer_stack.unstack(checkpoints.restore_params_on_host(found.manager, found.step))
+    params = npz.load_npz(found.path)
+  elif found.kind == "timm":
+    params = timm_format.load(found.path, num_heads=num_heads)
+  elif found.kind == "hf":
+    params = hf_format.load(found.path)
+  else:
+    params = layer_stack.unstack(
+        checkpoints.restore_params_on_host(found.manager, found.step))
+  _check_finite(params, path)
+  return params
+
+
+def _check_finite(params, path):
+  """Refuses parameters with a NaN or an infinity, naming the first such
+  tensor: fine-tuned, the run would stop at its first step blaming its own
+  loss; used for predictions, every score would be NaN."""
+  for name, value in tree_util.flatten_named(params):
+    value = np.asarray(value)
+    if jnp.issubdtype(value.dtype, jnp.inexact):  # bfloat16 too
+      bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+      if bad:
+        raise ValueError(f"{path}: parameter {name} holds {bad} NaN or infinite "
+                         f"value(s) of {np.size(value)}; a checkpoint of a run that "
+                         f"diverged? Take an earlier step or another file")
 
 
 def _model_directory_kind(path):
