@@ -113,6 +113,17 @@ def test_predict_names_a_file_that_is_not_an_image(tiny_run, bar_images, tmp_pat
     assert error.startswith(f"error: {bad}: cannot read it as an image"), error
 
 
+def test_a_config_that_is_neither_a_config_file_nor_a_runs_json_is_named(tmp_path):
+  from vit_jax.inference import predict as inference_predict
+  notes = tmp_path / "notes.txt"
+  notes.write_text("variant=B/16")
+  with pytest.raises(ValueError) as error:
+    inference_predict.config_from_file(f"{notes}:variant=B/16")
+  assert str(error.value) == (
+      f"--config={notes}:variant=B/16: {notes} is neither a config file "
+      f"(configs/X.py[:args]) nor a run's config.json")
+
+
 def test_top_classes_name_by_index_the_classes_a_source_does_not_name():
   """An image-folder source may name fewer classes than config.data.num_classes."""
   from vit_jax.inference import predict as inference_predict

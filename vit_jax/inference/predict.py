@@ -74,6 +74,9 @@ def config_from_file(spec):
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     raise FileNotFoundError(f"--config={spec}: {path} does not exist")
+  if not path.endswith(".py"):
+    raise ValueError(f"--config={spec}: {path} is neither a config file "
+                     f"(configs/X.py[:args]) nor a run's config.json")
   module_spec = importlib.util.spec_from_file_location("config_file", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
