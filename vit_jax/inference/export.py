@@ -280,7 +280,8 @@ def run_file(directory):
     path = os.path.join(directory, name)
     if name == workdir_files.CONFIG_FILE:
       config = _json_object(path) or {}
-      if "variant" in config or "benchmarks" in config:  # a run's, a transfer suite's
+      # A run's (workdir_files.read_config's fields) or a transfer suite's.
+      if workdir_files.RUN_CONFIG_FIELDS[0] in config or workdir_files.SUITE_FIELD in config:
         return path
     elif os.path.exists(path):
       return path
