@@ -47,12 +47,14 @@ def labelled(labels):
 
   A row without one is `off` everywhere (0, or the smoothed ``onehot(...,
   off=1e-4)``'s value), as ImageNet ReaL's images that no real label fits.
-  With a single class, whose row has no other, a label is a target above 0.
+  A multi-hot row `on` everywhere holds every class, no class above another:
+  its targets are at least one half, which no `off` value reaches. With a
+  single class, whose row has no other, a label is a target above 0.
   """
   top = jnp.max(labels, axis=-1)
   if labels.shape[-1] == 1:
     return top > 0
-  return top > jnp.min(labels, axis=-1)
+  return (top > jnp.min(labels, axis=-1)) | (top >= 0.5)
 
 
 def top1_hits(logits, labels):
