@@ -3,6 +3,8 @@ import io
 import json
 import time
 
+import jax.numpy as jnp
+import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing import plugin_event_accumulator as event_accumulator
 
@@ -77,3 +79,43 @@ def test_the_eta_counts_from_the_first_record(tmp_path, monkeypatch):
   writer.write(400, {"loss": 1.0})
   writer.close()
   assert stream.getvalue().splitlines()[-1].endswith(" eta 10m00s")
+
+
+def test_device_and_integer_scalars_are_logged_as_plain_numbers_everywhere(tmp_path):
+  """The loop hands over jax and numpy scalars (the step's metrics) and
+  Python ints (`examples_seen`): the JSON line holds them as numbers, and
+  TensorBoard gets the integer counters too, not only the floats."""
+  writer = metrics.MetricWriter(str(tmp_path), total_steps=12, stream=io.StringIO())
+  writer.write(3, {"loss": np.float32(0.5), "skipped_steps": jnp.asarray(2, jnp.int32),
+                   "examples_seen": 96})
+  writer.close()
+  with open(tmp_path / "metrics.jsonl") as f:
+    assert [json.loads(line) for line in f] == [
+        {"step": 3, "split": "train", "loss": 0.5, "skipped_steps": 2, "examples_seen": 96}]
+  events = event_accumulator.EventAccumulator(
+      str(tmp_path / "tensorboard"), size_guidance={event_accumulator.TENSORS: 0})
+  events.Reload()
+  logged = {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
+            for tag in events.Tags()["tensors"]}
+  assert logged == {"train/loss": [(3, 0.5)], "train/skipped_steps": [(3, 2.0)],
+                    "train/examples_seen": [(3, 96.0)]}
+
+
+def test_the_summary_table_shows_each_runs_accuracy_in_percent_of_every_split():
+  """The table `main` and `scripts/summarize.py` print, like the ViT paper's
+  Table 2: top-1 or, for multi-label data, precision@1, in percent, for
+  each eval split; other eval metrics (the loss) are not accuracies."""
+  summary = dict(variant="B/16", dataset="imagenet2012", image_size=384, step=20_000,
+                 examples_seen=10_240_000, core_days=1.2345, tpuv3_core_days=0.56789,
+                 eval={"test": {"top1": 0.8512, "loss": 0.61}, "real": {"prec@1": 0.9}})
+  bit = dict(summary, variant="R50x1", dataset="jft", image_size=224, step=500,
+             examples_seen=256_000, core_days=0.02, tpuv3_core_days=0.01,
+             eval={"val": {"prec@1": 0.4567}})
+  table = metrics.summary_table({"ft": summary, "upstream": bit})
+  assert table.splitlines() == [
+      "run       model      data          res  steps  examples    core-days  "
+      "TPUv3-core-days  accuracy",
+      "ft        ViT-B/16   imagenet2012  384  20000  10,240,000  1.23       "
+      "0.568            test top1 85.12%, real prec@1 90.00%",
+      "upstream  BiT-R50x1  jft           224  500    256,000     0.02       "
+      "0.01             val prec@1 45.67%"]

@@ -163,6 +163,19 @@ def test_global_norm_clipping_bounds_the_update():
   np.testing.assert_allclose(optax.global_norm(updates), 1.0, rtol=1e-6)
 
 
+def test_gradients_are_clipped_to_the_configured_global_norm_and_smaller_ones_kept():
+  """`optim.grad_clip_norm` is the bound, not 1.0 whatever it says: a
+  gradient of global norm sqrt(6 * 9) is scaled to norm 2, one of norm
+  sqrt(6 / 4) < 2 passes as it is."""
+  tx = optim.make_optimizer(optim_config(name="sgd", momentum=0.0, grad_clip_norm=2.0),
+                            optax.constant_schedule(1.0))
+  for value, scale in ((3.0, 2.0 / np.sqrt(6 * 9.0)), (0.5, 1.0)):
+    grads = {"dense": {"kernel": jnp.full((2, 2), value), "bias": jnp.full((2,), value)}}
+    updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
+    np.testing.assert_allclose(updates["dense"]["kernel"], np.full((2, 2), -value * scale),
+                               rtol=1e-6)
+    np.testing.assert_allclose(updates["dense"]["bias"], np.full(2, -value * scale), rtol=1e-6)
+
 def test_unknown_optimizer_is_named():
   with pytest.raises(ValueError, match=r"config.optim.name='lamb'; valid: adam, sgd, "
                      r"adafactor$"):
@@ -286,6 +299,36 @@ def test_adafactors_second_moment_decay_is_capped_at_b2():
   assert capped == pytest.approx(0.999 * second + 0.001 * 1.0, rel=1e-6)
 
 
+def test_adafactors_second_moment_decays_with_the_configured_exponent():
+  """`optim.adafactor_decay_rate` is the exponent: at the second step the
+  decay is 1 - 2 ** -0.5 with 0.5, not the default's 1 - 2 ** -0.8."""
+  tx = optim.make_optimizer(optim_config(name="adafactor", adafactor_decay_rate=0.5),
+                            optax.constant_schedule(1.0))
+  params = {"w": jnp.ones((1,))}
+  state = tx.init(params)
+  for grad in (2.0, 1.0):
+    _, state = tx.update({"w": jnp.full((1,), grad)}, state, params)
+  decay = 1.0 - 2.0 ** -0.5
+  assert float(state[0][0].v["w"][0]) == pytest.approx(decay * 4.0 + (1 - decay) * 1.0, rel=1e-6)
+
+
+def test_adafactors_momentum_is_b1s_average_of_the_scaled_gradients_without_debiasing():
+  """Scaling-ViT's (big_vision's) momentum: m = b1 m + (1 - b1) g / sqrt(v),
+  not debiased, so the first step moves by (1 - b1) x lr, not by lr as
+  Adam's debiased one does. With b1 0.8, gradients 2 then 1 (v = 4, then
+  d 4 + (1 - d) 1 with d = 1 - 2 ** -0.8) at lr 1."""
+  tx = optim.make_optimizer(optim_config(name="adafactor", b1=0.8),
+                            optax.constant_schedule(1.0))
+  params = {"w": jnp.ones((1,))}
+  state = tx.init(params)
+  first, state = tx.update({"w": jnp.full((1,), 2.0)}, state, params)
+  second, _ = tx.update({"w": jnp.full((1,), 1.0)}, state, params)
+  m1 = 0.2 * (2.0 / np.sqrt(4.0))
+  decay = 1.0 - 2.0 ** -0.8
+  m2 = 0.8 * m1 + 0.2 * (1.0 / np.sqrt(decay * 4.0 + (1 - decay) * 1.0))
+  np.testing.assert_allclose([float(first["w"][0]), float(second["w"][0])], [-m1, -m2],
+                             rtol=1e-6)
+
 def test_adafactor_lowers_a_toy_models_loss_on_a_fixed_batch():
   x = jnp.asarray(RNG.normal(size=(32, 64)), jnp.float32)
   y = jnp.asarray(RNG.integers(0, 10, size=32))
@@ -343,6 +386,24 @@ def test_the_head_gets_its_own_decoupled_weight_decay_times_the_lr():
   np.testing.assert_array_equal(unset["head"]["kernel"],
                                 np.full((2, 3), -0.5 * 0.03 * 4.0, np.float32))
 
+
+def test_deits_distillation_head_decays_with_the_head():
+  """HEAD_PARAMS covers DeiT's `head_dist` too: both classifiers of a
+  distilled model get `head_weight_decay` (3.0 here, x lr 0.5), the body
+  `weight_decay`; biases neither."""
+  params = {"Transformer": {"kernel": jnp.full((2, 2), 2.0)},
+            "head": {"kernel": jnp.full((2, 3), 4.0), "bias": jnp.ones((3,))},
+            "head_dist": {"kernel": jnp.full((2, 3), 4.0), "bias": jnp.ones((3,))}}
+  tx = optim.make_optimizer(optim_config(name="sgd", momentum=0.0, weight_decay=0.03,
+                                         head_weight_decay=3.0),
+                            optax.constant_schedule(0.5))
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  np.testing.assert_array_equal(updates["Transformer"]["kernel"],
+                                np.full((2, 2), -0.5 * 0.03 * 2.0, np.float32))
+  for head in ("head", "head_dist"):
+    np.testing.assert_array_equal(updates[head]["kernel"],
+                                  np.full((2, 3), -0.5 * 3.0 * 4.0, np.float32), err_msg=head)
+    np.testing.assert_array_equal(updates[head]["bias"], np.zeros(3), err_msg=head)
 
 def rsqrt_lr(warmup=10, timescale=100, cooldown_steps=0, end=0.0):
   config = lr(base=0.5, warmup=warmup, decay="rsqrt", end=end)

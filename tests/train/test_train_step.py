@@ -195,3 +195,179 @@ def test_under_fsdp_the_accumulation_loop_gathers_the_kernels_none_are_gathered_
       gathers[computation] += 1
   assert gathers["entry"] == 0, f"{gathers['entry']} all-gathers before the loop"
   assert sum(gathers.values()) > 0
+
+
+class LinearModel:
+  """A linear classifier of the flattened image in the ViT's place: its
+  gradients have a closed form, and its step compiles in a moment."""
+
+  def apply(self, variables, images, *, train, rngs):
+    del train, rngs
+    params = variables["params"]
+    return images.reshape(images.shape[0], -1) @ params["kernel"] + params["bias"]
+
+
+class KeyRecordingModel(LinearModel):
+  """`LinearModel` that records, each time it runs, its dropout key and the
+  first pixel of the batch it is given (after mixup)."""
+
+  def __init__(self):
+    self.seen = []
+
+  def apply(self, variables, images, *, train, rngs):
+    jax.debug.callback(
+        lambda key, pixel: self.seen.append((tuple(np.asarray(key).ravel()), float(pixel))),
+        jax.random.key_data(rngs["dropout"]), images[0, 0, 0, 0])
+    return super().apply(variables, images, train=train, rngs=rngs)
+
+
+def linear_config(tmp_path, **overrides):
+  """Plain SGD at learning rate 0.5: no momentum, weight decay, clipping or mixup."""
+  return tiny_config(str(tmp_path), **{
+      "loss": "softmax_xent", "optim.name": "sgd", "optim.momentum": 0.0,
+      "optim.weight_decay": 0.0, "optim.grad_clip_norm": 0.0, "mixup.alpha": 0.0,
+      **overrides})
+
+
+LINEAR_RNG = np.random.default_rng(0)
+LINEAR_PARAMS = {"kernel": jnp.asarray(0.1 * LINEAR_RNG.normal(size=(12, 5)), jnp.float32),
+                 "bias": jnp.asarray(0.1 * np.arange(5), jnp.float32)}
+LINEAR_BATCH = {"image": jnp.asarray(LINEAR_RNG.normal(size=(32, 2, 2, 3)), jnp.float32),
+                "labels": jax.nn.one_hot(jnp.arange(32) % 5, 5)}
+
+
+def linear_step(config, model=None, loss_fn=None):
+  """The jitted train step of `LinearModel` (or ``model``) and its first state."""
+  schedule = optax.constant_schedule(0.5)
+  tx = optim.make_optimizer(config.optim, schedule)
+  step = steps.make_train_step(model or LinearModel(), tx,
+                               loss_fn or losses.get_loss(config.loss), schedule, config,
+                               sharding.make_mesh(config.mesh))
+  return jax.jit(step), steps.initial_state(LINEAR_PARAMS, tx, config)
+
+
+def softmax_loss_and_grads(params, batch):
+  """The mean softmax cross-entropy of `LinearModel` and its gradients, by hand."""
+  x = np.asarray(batch["image"], np.float64).reshape(len(batch["image"]), -1)
+  y = np.asarray(batch["labels"], np.float64)
+  logits = x @ np.asarray(params["kernel"], np.float64) + np.asarray(params["bias"], np.float64)
+  logits -= logits.max(axis=1, keepdims=True)
+  probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+  loss = -np.mean(np.sum(y * np.log(probs), axis=1))
+  dlogits = (probs - y) / len(x)
+  return loss, {"kernel": x.T @ dlogits, "bias": dlogits.sum(axis=0)}
+
+
+@pytest.mark.parametrize("accum_steps", [1, 4])
+def test_a_step_follows_the_full_batchs_mean_gradient_however_it_is_accumulated(
+    tmp_path, accum_steps):
+  """Micro-batches change memory, not the update: with 4 of them the step
+  applies the full batch's mean gradient (their sum divided by 4) and logs
+  the full batch's mean loss and its gradient's global norm. An undivided
+  sum would be a 4x step under SGD or a clipped norm, and a 4x loss in the
+  log."""
+  step, state = linear_step(linear_config(tmp_path, accum_steps=accum_steps))
+  new_state, step_metrics = step(state, LINEAR_BATCH)
+  loss, grads = softmax_loss_and_grads(LINEAR_PARAMS, LINEAR_BATCH)
+  for name in ("kernel", "bias"):
+    np.testing.assert_allclose(new_state["params"][name],
+                               np.asarray(LINEAR_PARAMS[name]) - 0.5 * grads[name],
+                               rtol=1e-5, atol=1e-7, err_msg=name)
+  np.testing.assert_allclose(step_metrics["loss"], loss, rtol=1e-5)
+  grad_norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
+  np.testing.assert_allclose(step_metrics["grad_norm"], grad_norm, rtol=1e-5)
+
+
+def infinite_gradient_loss(logits, labels):
+  # sqrt at 0: the loss is the softmax loss, its gradient infinite.
+  zero = logits[:, 0] - jax.lax.stop_gradient(logits[:, 0])
+  return losses.softmax_xent(logits, labels) + jnp.sqrt(zero)
+
+
+def infinite_loss(logits, labels):
+  # An infinite constant: the loss is infinite, its gradient the softmax loss's.
+  return losses.softmax_xent(logits, labels) + jnp.inf
+
+
+@pytest.mark.parametrize("loss_fn", [infinite_gradient_loss, infinite_loss])
+def test_a_step_whose_loss_or_gradient_alone_is_not_finite_is_skipped(tmp_path, loss_fn):
+  """Either is enough: a finite loss does not make an infinite gradient's
+  update safe, nor a finite gradient an infinite loss's. The step changes
+  no parameter, counts one skip and names step 1 as the first (0 would
+  say there was none)."""
+  step, state = linear_step(linear_config(tmp_path), loss_fn=loss_fn)
+  new_state, step_metrics = step(state, LINEAR_BATCH)
+  finite = {"loss": bool(np.isfinite(step_metrics["loss"])),
+            "grad_norm": bool(np.isfinite(step_metrics["grad_norm"]))}
+  assert finite == ({"loss": True, "grad_norm": False} if loss_fn is infinite_gradient_loss
+                    else {"loss": False, "grad_norm": True})
+  jax.tree.map(np.testing.assert_array_equal, new_state["params"], LINEAR_PARAMS)
+  assert [int(new_state[k]) for k in ("step", "skipped_steps", "first_skipped_step")] == [1, 1, 1]
+
+
+def test_the_counters_keep_the_first_skipped_step_and_count_every_skip(tmp_path):
+  """Good, NaN, good, NaN, good: two skips, the first at step 2, which the
+  loop names when it stops. A skipped step moves neither the parameters
+  nor their average (an EMA fed the unchanged parameters would still move
+  towards them)."""
+  step, state = linear_step(linear_config(tmp_path, ema_decay=0.5))
+  nan_batch = dict(LINEAR_BATCH, image=LINEAR_BATCH["image"].at[3, 0, 0, 0].set(jnp.nan))
+  counters = []
+  for batch in (LINEAR_BATCH, nan_batch, LINEAR_BATCH, nan_batch, LINEAR_BATCH):
+    new_state, _ = step(state, batch)
+    if batch is nan_batch:
+      for part in ("params", "ema_params"):
+        jax.tree.map(np.testing.assert_array_equal, new_state[part], state[part])
+    else:
+      assert not np.array_equal(new_state["ema_params"]["bias"], state["ema_params"]["bias"])
+    state = new_state
+    counters.append((int(state["step"]), int(state["skipped_steps"]),
+                     int(state["first_skipped_step"])))
+  assert counters == [(1, 0, 0), (2, 1, 2), (3, 1, 2), (4, 2, 2), (5, 2, 2)]
+
+
+def test_each_micro_batch_and_step_draws_its_own_dropout_key_and_mixup_weight(tmp_path):
+  """Dropout keys and the mixup weight come from the seed and the step alone:
+  the two micro-batches of a step draw different masks, the next step other
+  ones and another weight, and the same step again (a resumed run) the same.
+  Row 0 of the batch is 0 and the rest 1, so after mixup with weight w its
+  first pixel is 1 - w (row 31 rolled in)."""
+  model = KeyRecordingModel()
+  step, state = linear_step(linear_config(tmp_path, accum_steps=2, **{"mixup.alpha": 0.4}),
+                            model=model)
+  batch = dict(LINEAR_BATCH, image=jnp.ones((32, 2, 2, 3)).at[0].set(0.0))
+
+  def draws(step_number):
+    model.seen.clear()
+    jax.block_until_ready(step(dict(state, step=jnp.asarray(step_number, jnp.int32)), batch))
+    jax.effects_barrier()
+    keys = {key for key, _ in model.seen}
+    weight = 1.0 - min(pixel for _, pixel in model.seen)
+    return keys, weight
+
+  (keys_0, weight_0), (keys_1, weight_1) = draws(0), draws(1)
+  assert len(keys_0) == len(keys_1) == 2
+  assert not keys_0 & keys_1
+  assert 0.5 <= weight_0 <= 1 and 0.5 <= weight_1 <= 1 and weight_0 != weight_1
+  assert draws(0) == (keys_0, weight_0)
+
+
+def test_micro_batches_are_split_where_the_rows_are_no_row_moves_between_devices(tmp_path):
+  """Each micro-batch takes every accum_steps-th row, so that each device's
+  part of it is rows the device already holds: the compiled step of a
+  data-parallel batch over 8 devices in 2 micro-batches communicates only
+  the gradients' all-reduce. Micro-batches of consecutive rows lie on half
+  the devices each, and XLA moved them with all-to-alls and
+  collective-permutes every step."""
+  config = linear_config(tmp_path, accum_steps=2)
+  mesh = sharding.make_mesh(config.mesh)
+  schedule = optax.constant_schedule(0.5)
+  tx = optim.make_optimizer(config.optim, schedule)
+  state = steps.initial_state(LINEAR_PARAMS, tx, config)
+  replicated = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+  step = steps.jit_train_step(LinearModel(), tx, losses.get_loss(config.loss), schedule, config,
+                              mesh, replicated)
+  hlo = step.lower(state, LINEAR_BATCH).compile().as_text()
+  moves = re.findall(r"\b(all-to-all|collective-permute|all-gather)(?:-start)?\(", hlo)
+  assert moves == []
+  assert re.search(r"\ball-reduce(-start)?\(", hlo)
