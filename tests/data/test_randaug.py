@@ -1,4 +1,6 @@
 """RandAugment (vit_jax.data.preprocess.randaug)."""
+import collections
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -185,3 +187,129 @@ def test_increasing_must_be_a_bool():
   with pytest.raises(ValueError, match=r"^randaug: increasing must be True or False, "
                      r"got 'no'\.$"):
     preprocess.parse("randaug(2, 10, increasing='no')")
+
+
+def test_rotate_at_strength_30_is_a_quarter_turn_either_way():
+  """30 degrees at strength 10 and linear past it: 90 at 30, which turns a
+  square of odd side onto itself exactly (np.rot90)."""
+  image = random_image(7, 7)
+  turns = set()
+  for seed in range(6):
+    out = randaug.randaug_ops(30)["rotate"](
+        tf.constant(image), tf.constant([seed, 0], tf.int64)).numpy()
+    turns |= {k for k in (1, -1) if np.array_equal(out, np.rot90(image, k))}
+  assert turns == {1, -1}
+
+
+def _sheared(image, amount, axis):
+  """Nearest-pixel reference: output (x, y) reads input (x + amount * y, y)
+  for shear_x, (x, y + amount * x) for shear_y; outside is grey."""
+  height, width = image.shape[:2]
+  out = np.full_like(image, 128)
+  for y in range(height):
+    for x in range(width):
+      source_x, source_y = (x + amount * y, y) if axis == 0 else (x, y + amount * x)
+      column, row = int(np.floor(source_x + 0.5)), int(np.floor(source_y + 0.5))
+      if 0 <= column < width and 0 <= row < height:
+        out[y, x] = image[row, column]
+  return out
+
+
+@pytest.mark.parametrize("name, axis, shape", [("shear_x", 0, (5, 9)), ("shear_y", 1, (9, 5))])
+def test_shear_at_strength_10_is_0_3_either_way(name, axis, shape):
+  # 5 rows (columns): offsets 0, 0.3, ..., 1.2 pixels, none half a pixel.
+  image = random_image(*shape)
+  amounts = set()
+  for seed in range(6):
+    out = randaug.randaug_ops(10)[name](tf.constant(image),
+                                        tf.constant([seed, 0], tf.int64)).numpy()
+    amounts |= {a for a in (0.3, -0.3) if np.array_equal(out, _sheared(image, a, axis))}
+  assert amounts == {0.3, -0.3}
+
+
+def test_solarize_add_at_strength_10_adds_110_below_128_as_tf_models():
+  image = random_image()
+  out = randaug.randaug_ops(10)["solarize_add"](tf.constant(image), SEED).numpy()
+  want = np.where(image < 128, np.minimum(image.astype(np.int32) + 110, 255), image)
+  np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("magnitude, shift, threshold", [
+    (0, 0, 256), (2.5, 1, 192), (5, 2, 128), (10, 4, 0), (20, 7, 0)])
+def test_increasing_posterize_and_solarize_grow_from_the_identity(magnitude, shift, threshold):
+  """The default: posterize drops round(magnitude * 0.4) bits (4 bits kept at
+  strength 10, as docs/input_pipelines.md says), at most 7; solarize inverts
+  the pixels at or above 256 - magnitude * 25.6 (none at 0, all from 10)."""
+  image = random_image()
+  ops = randaug.randaug_ops(magnitude)
+  np.testing.assert_array_equal(ops["posterize"](tf.constant(image), SEED),
+                                image >> shift << shift)
+  np.testing.assert_array_equal(ops["solarize"](tf.constant(image), SEED),
+                                np.where(image < threshold, image, 255 - image))
+
+
+def test_auto_contrast_stretches_each_channel_to_the_whole_range_exactly():
+  """PIL's ImageOps.autocontrast, channel by channel: each channel's lowest
+  value goes to 0, its highest to 255, and the rest to the whole part of
+  (value - lowest) * 255 / (highest - lowest), computed here in integers.
+  PIL's own double arithmetic lands some values a level below that, never
+  above; a float32 scale once left a channel's highest value at 254."""
+  from PIL import Image, ImageOps
+  image = np.stack([random_image()[..., 0] // 2 + 30, random_image()[..., 1] // 4,
+                    random_image()[..., 2] // 3 + 100], -1).astype(np.uint8)
+  out = randaug.randaug_ops(10)["auto_contrast"](tf.constant(image), SEED).numpy()
+  low, high = image.min(axis=(0, 1)).astype(int), image.max(axis=(0, 1)).astype(int)
+  np.testing.assert_array_equal(out, (image.astype(int) - low) * 255 // (high - low))
+  assert (out.max(axis=(0, 1)) == 255).all() and (out.min(axis=(0, 1)) == 0).all()
+  pils = np.asarray(ImageOps.autocontrast(Image.fromarray(image)), np.int32)
+  assert set(np.unique(out - pils)) <= {0, 1}
+  # Every range width whose float32 scale left the top at 254 reaches 255.
+  for width in (7, 14, 28, 41):
+    channel = np.arange(width + 1, dtype=np.uint8)[None, :, None].repeat(3, -1)
+    assert randaug.randaug_ops(10)["auto_contrast"](
+        tf.constant(channel), SEED).numpy().max() == 255, width
+
+
+def _which_ops(image, outputs, magnitude):
+  """For each output, the names of the single ops at `magnitude` that give it.
+
+  Ops drawing a direction are tried with seeds that give both; cutout is
+  recognised by what it does: a grey square, the rest untouched.
+  """
+  ops = randaug.randaug_ops(magnitude)
+  made = {name: {fn(tf.constant(image), tf.constant([seed, 9], tf.int64)).numpy().tobytes()
+                 for seed in range(8)}
+          for name, fn in ops.items() if name != "cutout"}
+  def cutout(out):
+    grey = (out != image).any(-1)
+    return grey.any() and (out[grey] == 128).all()
+  return [{name for name, outs in made.items() if out.tobytes() in outs}
+          | ({"cutout"} if cutout(out) else set()) for out in outputs]
+
+
+def _randaug_outputs(spec, image, count):
+  """`spec` applied to `image` under `count` example seeds."""
+  return [run(spec, example(image, (seed, 1)), "eager")["image"] for seed in range(count)]
+
+
+def test_randaug_draws_each_of_the_sixteen_ops_and_applies_num_layers_of_them():
+  """One layer: every output is exactly one op's, and all 16 are drawn, about
+  equally often (uniform choice, 160 draws: 10 expected each). Two layers:
+  outputs are compositions, almost never any single op's."""
+  image = random_image(16, 16) // 2 + 40  # auto_contrast and equalize change it
+  names = _which_ops(image, _randaug_outputs("randaug(1, 5)", image, 160), 5)
+  assert all(len(found) == 1 for found in names), names
+  counts = collections.Counter(found.pop() for found in names)
+  assert set(counts) == set(randaug.randaug_ops(5)) and max(counts.values()) <= 25, counts
+  twice = _which_ops(image, _randaug_outputs("randaug(2, 5)", image, 20), 5)
+  assert sum(not found for found in twice) >= 15
+
+
+def test_increasing_enhance_factors_stop_at_0_1_past_strength_10():
+  """At 20 the factors are 1 + 1.8 or 1 - 1.8, the latter held at 0.1 as
+  timm's: a flat 100 brightens to 255 (saturated) or darkens to 10, never
+  to black."""
+  op = randaug.randaug_ops(20)["brightness"]
+  flat = tf.constant(np.full((4, 4, 3), 100, np.uint8))
+  assert {int(op(flat, tf.constant([seed, 7], tf.int64)).numpy()[0, 0, 0])
+          for seed in range(16)} == {255, 10}
