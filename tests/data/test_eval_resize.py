@@ -22,6 +22,8 @@ from vit_jax.data.preprocess.eval_resize import SHORTER_SIDE, SQUASH, EvalResize
     ("decode|resize((224, 160))|value_range(-1,1)", 224, None),
     ("decode|resize(256)|value_range(-1,1)", 224, None),
     ("decode|resize(256)|central_crop(224)|central_crop(200)", 200, None),
+    # A flip after the resize: no fixed placement a library's eval transform states.
+    ("decode|resize(224)|flip_lr|value_range(-1,1)", 224, None),
 ])
 def test_an_eval_preprocessing_reads_as_a_resize_and_a_central_crop(spec, size, expected):
   assert eval_resize.of_preprocessing(spec, size) == expected

@@ -104,3 +104,11 @@ def test_value_range_clip_values_must_be_a_bool():
   with pytest.raises(ValueError, match=r"^value_range: clip_values must be True or False, "
                      r"got 'False'\.$"):
     preprocess.parse("value_range(0, 1, clip_values='False')")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_value_range_clips_an_inverted_range_to_its_own_ends(mode):
+  # vmin > vmax maps black to vmin: the clip still keeps [vmax, vmin].
+  image = tf.constant([-20.0, 0.0, 255.0, 300.0])
+  np.testing.assert_allclose(run("value_range(1, -1, clip_values=True)", {"image": image},
+                                 mode)["image"], [1.0, 1.0, -1.0, -1.0])

@@ -205,3 +205,62 @@ def test_a_bad_size_method_or_area_range_is_named_when_the_spec_is_parsed(spec, 
   with pytest.raises(ValueError) as error:
     preprocess.parse(spec)
   assert str(error.value) == message
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_central_crop_floors_an_odd_margin_on_each_axis_as_big_visions(mode):
+  """Margins of 7 rows and 9 columns: 3 rows above and 4 columns left,
+  ``(size - crop) // 2`` per axis; even margins could not tell rows from
+  columns or floor from ceiling."""
+  image = np.arange(11 * 14, dtype=np.uint8).reshape(11, 14, 1)
+  out = run("central_crop((4, 5))", {"image": tf.constant(image)}, mode)
+  np.testing.assert_array_equal(out["image"], image[3:7, 4:9])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_uint8_resize_rounds_to_the_nearest_level(mode):
+  """Half-pixel bilinear of [0, 255] to 4 columns samples 0, 1/4, 3/4 and 1
+  of the way: 63.75 and 191.25 round to 64 and 191, as PIL's resizes do
+  (truncation would give 63)."""
+  image = np.array([[[0], [255]]], np.uint8)
+  out = run("resize((1, 4))", {"image": tf.constant(image)}, mode)["image"]
+  np.testing.assert_array_equal(out[0, :, 0], np.round(np.interp(
+      [-0.25, 0.25, 0.75, 1.25], [0, 1], [0, 255])).astype(np.uint8))
+
+
+def test_decode_to_one_channel_of_a_decoded_rgb_image_is_its_luminance():
+  """tfds data decoded to uint8 RGB, read with decode(1): grey by the
+  ITU-R 601 weights (within a level of rounding), not one colour channel."""
+  rgb = random_image(12, 16)
+  grey = run("decode(1)", {"image": tf.constant(rgb)}, "eager")["image"]
+  luminance = rgb.astype(np.float64) @ [0.299, 0.587, 0.114]
+  assert grey.shape == (12, 16, 1)
+  assert np.abs(grey[..., 0] - luminance).max() <= 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_decode_jpeg_and_inception_crop_of_a_jpeg_crops_the_box_decode_then_inception_crop_does(
+    mode):
+  """The JPEG window is the same box as the whole-image path's, rows as
+  rows and columns as columns. Without chroma subsampling, decoding a
+  window gives the whole image's pixels exactly."""
+  jpeg = tf.io.encode_jpeg(random_image(32, 40), chroma_downsampling=False)
+  for seed in range(4):
+    features = example(jpeg, seed=(seed, 3))
+    out = run("decode_jpeg_and_inception_crop((8, 12), area_max=50)", features, mode)
+    expected = run("decode|inception_crop((8, 12), area_max=50)", features, mode)
+    np.testing.assert_array_equal(out["image"], expected["image"])
+
+
+def test_inception_boxes_keep_the_area_range_and_an_aspect_ratio_of_three_quarters_to_four_thirds():
+  """The ViT paper's crop: areas within area_min..area_max % of the image,
+  width / height within 3/4..4/3 (up to a pixel of rounding), both ends drawn."""
+  areas, aspects = [], []
+  for seed in range(300):
+    _, size = image_ops._inception_box(tf.constant([100, 100, 3]),
+                                       tf.constant([seed, 7]), 20, 50)
+    height, width = int(size[0]), int(size[1])
+    areas.append(height * width / 100**2)
+    aspects.append(width / height)
+  assert 0.2 <= min(areas) < 0.25 and 0.45 < max(areas) <= 0.5
+  assert 0.72 < min(aspects) < 0.8 and 1.25 < max(aspects) < 1.37

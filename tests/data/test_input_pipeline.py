@@ -192,3 +192,96 @@ def test_a_batch_that_cannot_be_read_raises_in_its_turn_not_while_prefetched():
   with pytest.raises(ValueError, match="shard 3 holds fewer records"):
     next(batches)
   assert list(input_pipeline.prefetch_to_devices(iter([]), batch_sharding)) == []
+
+
+class _EveryProcessReadsTheFirstShare:
+  """A source whose processes all read process 0's share of a split."""
+
+  def __init__(self, source):
+    self._source = source
+
+  def __getattr__(self, name):
+    return getattr(self._source, name)
+
+  def read(self, split, process_index, process_count, **kwargs):
+    del process_index
+    return self._source.read(split, 0, process_count, **kwargs)
+
+
+def test_each_seed_and_each_process_draw_a_shuffle_and_augmentation_of_their_own(
+    fashion_data_dir):
+  """Given the same examples, the stream of seed 0 on process 0 differs from
+  seed 1's and from process 1's: another seed is another run, and processes
+  sharing a seed would crop and flip the i-th example of each host alike."""
+  same_examples = _EveryProcessReadsTheFirstShare(source(fashion_data_dir))
+  def first_batch(seed, process_index):
+    return next(input_pipeline.train_batches(
+        same_examples, TRAIN_PP, global_batch=16, seed=seed,
+        process_index=process_index, process_count=2))["image"]
+  reference = first_batch(0, 0)
+  assert not np.array_equal(first_batch(1, 0), reference)
+  assert not np.array_equal(first_batch(0, 1), reference)
+
+
+def test_each_epoch_holds_every_example_once_in_a_new_order(fashion_data_dir):
+  """Shuffled before the repeat and reshuffled each epoch: whole epochs, and
+  no fixed order the model could learn across them."""
+  batches = input_pipeline.train_batches(
+      source(fashion_data_dir), "decode|value_range(0,255)|onehot(10)",
+      global_batch=64, seed=0)
+  epochs = [[img.tobytes() for _ in range(NUM_TRAIN // 64) for img in next(batches)["image"]]
+            for _ in range(2)]
+  assert len(set(epochs[0])) == NUM_TRAIN and set(epochs[0]) == set(epochs[1])
+  assert epochs[0] != epochs[1]
+
+
+def test_a_second_process_resumes_at_its_own_share_of_the_steps_taken(fashion_data_dir):
+  """Each process skips start_step * (global_batch / process_count) of its
+  own examples, not start_step * global_batch."""
+  def stream(start_step):
+    return input_pipeline.train_batches(
+        source(fashion_data_dir), TRAIN_PP, global_batch=16, seed=3,
+        start_step=start_step, process_index=1, process_count=2)
+  full = [next(b) for b in [stream(0)] for _ in range(5)]
+  resumed = stream(3)
+  for expected in full[3:]:
+    np.testing.assert_array_equal(next(resumed)["image"], expected["image"])
+
+
+def test_a_process_with_fewer_eval_examples_pads_with_whole_masked_batches(fashion_data_dir):
+  """41 examples on 2 processes, 20 a batch each: 21 and 20, so both yield
+  ceil(21 / 20) = 2 batches, one process's second all padding; a process
+  yielding fewer would leave the others waiting in a collective."""
+  masks = []
+  for index in range(2):
+    batches = list(input_pipeline.EvalData(
+        source(fashion_data_dir), EVAL_PP, "test[:41]", image_size=16, global_batch=40,
+        process_index=index, process_count=2))
+    assert len(batches) == 2
+    assert all(b["image"].shape == (20, 16, 16, 3) for b in batches)
+    masks.append([int(b["mask"].sum()) for b in batches])
+  assert sorted(masks) == [[20, 0], [20, 1]]
+
+
+def test_processes_share_a_split_that_does_not_divide_evenly_record_by_record(tmp_path):
+  """25 records in 2 TFRecord files over 3 processes: shares of 8, 8 and 9
+  records (within one of each other, as every process reads a batch a step),
+  each record in exactly one share; none is dropped for the remainder."""
+  from vit_jax.data import tfrecords
+
+  num = 25
+  images = np.stack([np.full((8, 8, 3), 10 * i, np.uint8) for i in range(num)])
+  tfrecords.write_split(str(tmp_path), "train", tfrecords.array_examples(images, np.arange(num)),
+                        num_shards=2)
+  config = ml_collections.ConfigDict(dict(
+      source="tfrecord", name="records", data_dir=str(tmp_path),
+      pattern="{split}-*.tfrecord", strict=False, num_classes=num, multi_label=False,
+      train_split="train", eval_splits={}, shuffle_buffer=64, cache=False))
+  records = sources.get_source(config)
+  assert records.process_counts("train", 3) == [8, 8, 9]
+  shares = []
+  for index in range(3):
+    batches = input_pipeline.EvalData(records, f"decode|onehot({num})", "train", image_size=8,
+                                      global_batch=30, process_index=index, process_count=3)
+    shares.append([int(c) for b in batches for c in b["labels"][b["mask"]].argmax(-1)])
+  assert sorted(sum(shares, [])) == list(range(num))

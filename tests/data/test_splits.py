@@ -1,4 +1,6 @@
 """Split slices are counted as tfds counts them, and refused where tfds refuses them."""
+import types
+
 import pytest
 
 from vit_jax.data import splits
@@ -67,3 +69,21 @@ def test_an_eval_split_sharing_a_record_with_training_is_refused(train, evaluate
         f"config.data.eval_splits.val shares records with config.data.train_split: "
         f"both read {shared}, so the evaluation would score examples the model "
         f"trained on (why)")
+
+
+@pytest.mark.parametrize("total", [7, 150, 1001, 2350])
+@pytest.mark.parametrize("split", ["train[:99%]", "train[99%:]", "train[:98%]", "train[1%:3%]",
+                                   "train[-10%:]", "train[:-2%]", "train[33%:67%]"])
+def test_a_percent_slice_rounds_its_bounds_to_the_closest_record_as_tfds(split, total):
+  """The held-out part of train that picks a fine-tuning lr (99% / 1% of
+  ImageNet) must hold the records tfds's own `ReadInstruction` gives: 99% of
+  1001 records is 990.99, so record 990 trains, not evaluates."""
+  import tensorflow_datasets as tfds  # here: the other tests need no TensorFlow
+  (absolute,) = tfds.core.ReadInstruction.from_spec(split).to_absolute(
+      {"train": types.SimpleNamespace(num_examples=total)})
+  expected = slice(absolute.from_, absolute.to).indices(total)[:2]
+  if expected[0] >= expected[1]:
+    with pytest.raises(ValueError, match="holds no records"):
+      splits.slice_bounds(split, total)
+  else:
+    assert splits.slice_bounds(split, total) == expected
