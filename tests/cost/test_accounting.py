@@ -425,6 +425,25 @@ def test_accountant_known_numbers():
   assert fields["tpuv3_core_days"] == pytest.approx(1.3008130 / 86400)
 
 
+def test_epochs_are_fractional():
+  """750 examples of a 500-example epoch are 1.5 epochs, not 1: the metric
+  that plots a run over epochs needs the fraction."""
+  accountant = make_accountant()
+  accountant.update(examples=750, seconds=1.0)
+  assert accountant.fields()["epochs"] == 1.5
+
+
+def test_the_benchmarks_mfu_divides_by_every_devices_peak_and_matches_the_runs():
+  """1e9 FLOPs an image at 100 img/s on 8 devices of 1e12 FLOP/s: 1e11 of
+  8e12 FLOP/s, 0.0125; a run on the same devices logs the same figure."""
+  assert accounting.mfu(1e9, 100.0, num_devices=8, peak_flops_per_device=1e12) == (
+    pytest.approx(0.0125))
+  accountant = make_accountant()
+  accountant.update(examples=1000, seconds=10.0)
+  assert accountant.fields()["mfu"] == pytest.approx(
+    accounting.mfu(1e9, 100.0, num_devices=8, peak_flops_per_device=1e12))
+
+
 def test_on_tpu_v3_tpuv3_core_days_equal_core_days():
   accountant = make_accountant(
     device_kind="TPU_v3", peak_flops_per_device=61.5e12

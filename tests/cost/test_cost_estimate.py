@@ -416,3 +416,47 @@ def test_a_mesh_that_does_not_cover_the_targets_devices_names_the_devices_flag(
       f"config.mesh data={data} x fsdp=1 x model=1 does not cover the 8 devices; "
       f"choose sizes whose product is 8, at most one of them -1 (it takes the "
       f"rest){hint}")
+
+
+def test_the_estimate_prices_a_training_step_as_three_forward_passes():
+  """The forward pass (hand-counted in test_accounting.py) x 3 for a training
+  step, x 16 x 10 examples, at 61.5e12 FLOP/s a TPU v3 core and the assumed
+  MFU of 0.4: TPUv3-core-days = FLOPs / (61.5e12 x 0.4 x 86,400). A step is
+  its global batch of examples, however many micro-batches make it up."""
+  from vit_jax.models import build
+
+  config = tiny_plan_config(data=-1, fsdp=1).copy_and_resolve_references()
+  config.accum_steps = 2
+  forward = accounting.analytic_flops_per_example(build.model_from_config(config), 16,
+                                                  train=False)
+  result = estimate.estimate(config, total_steps=10, mfu=0.4)
+  assert result["inference_flops_per_example"] == forward
+  assert result["train_flops_per_example"] == 3 * forward
+  assert result["examples"] == 160 and result["total_train_flops"] == 3 * forward * 160
+  assert result["tpuv3_core_days"] == pytest.approx(
+      3 * forward * 160 / (61.5e12 * 0.4 * 86400), rel=1e-12)
+  # XLA's count of the gradient too, not of the forward pass alone.
+  assert result["train_flops_per_example_xla"] == pytest.approx(3 * forward, rel=0.3)
+
+
+def test_a_plans_step_time_divides_its_flops_by_every_device_of_every_chip():
+  """4 chips of two TPU v3 cores are 8 devices of 61.5e12 FLOP/s: a step of
+  16 examples of 3 forward passes each takes 16 x 3F / (8 x 61.5e12 x 0.4)
+  seconds, whatever the accumulation, and 10 steps that over 86,400 days.
+  XLA's count of one device's micro-batch, x 8 devices x 2 micro-batches, is
+  the whole step's and more (the optimizer's and elementwise work: 1.7x the
+  model's here); one device's share or one micro-batch (0.2x, 0.8x) is less."""
+  kind = estimate.DeviceKind("tiny_v3", "TPU v3", "tpu", memory_bytes=2**18,
+                             devices_per_chip=2)
+  config = tiny_plan_config(data=-1, fsdp=1).copy_and_resolve_references()
+  config.accum_steps = 2
+  forward = estimate.estimate(config, total_steps=10, mfu=0.4)["inference_flops_per_example"]
+  plan, _ = estimate.device_plan(config, kind, 4, total_steps=10, mfu=0.4)
+  assert plan["devices"] == "tiny_v3:4, 8 JAX devices of 0.25 MiB"
+  assert plan["micro_batch_per_device"] == 1
+  assert plan["peak_flops_per_device"] == 61.5e12
+  assert plan["step_flops"] == 16 * 3 * forward
+  assert plan["step_seconds"] == pytest.approx(16 * 3 * forward / (8 * 61.5e12 * 0.4),
+                                               rel=1e-12)
+  assert plan["run_days"] == pytest.approx(plan["step_seconds"] * 10 / 86400, rel=1e-12)
+  assert plan["step_flops_xla"] > plan["step_flops"]

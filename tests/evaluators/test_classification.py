@@ -131,3 +131,22 @@ def test_the_eval_step_under_the_runs_fsdp_mesh_keeps_the_batch_split():
     assert int(results[1][key]) == int(results[0][key]), key
   np.testing.assert_allclose(results[1]["loss_sum"], results[0]["loss_sum"], rtol=1e-5)
   assert temp_bytes[1] < temp_bytes[0] / 2, temp_bytes
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_a_padding_row_counts_for_nothing_even_when_it_holds_a_real_example(multi_label):
+  """The mask alone says which rows are padding. `EvalData` pads with zero
+  rows, which hold no label anyway; a pipeline that pads by repeating an
+  example (here the first, a hit) must not have it counted: 2 hits of the
+  3 real rows, not 3 of 4."""
+  predicted, true = [0, 1, 2], [0, 1, 1]
+  logits = np.stack([one_hot(p) * 5 for p in predicted + [0]])
+  labels = np.stack([one_hot(t) for t in true + [0]])
+  data = Batches([{"image": logits, "labels": labels,
+                   "mask": np.array([True, True, True, False])}], num_examples=3)
+  result = run_eval(data, multi_label=multi_label, loss="softmax_xent")
+  expected_loss = np.mean(losses.get_loss("softmax_xent")(jnp.asarray(logits[:3]),
+                                                          jnp.asarray(labels[:3])))
+  assert result["prec@1" if multi_label else "top1"] == 2 / 3
+  assert result["num_examples"] == 3 and result.get("unlabelled", 0) == 0
+  assert result["loss"] == pytest.approx(float(expected_loss), rel=1e-6)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
+import types
 
 import jax
 import numpy as np
@@ -69,6 +70,29 @@ def test_accuracy_does_not_change_when_features_are_rescaled_per_dimension():
                                        seed=0, num_classes=4)
                 for x_train, x_test in ((train[0], test[0]),
                                         (train[0] * scale, test[0] * scale))]
+  assert 0.3 < accuracies[0] < 1.0  # a probe that can err, so a change would show
+  assert accuracies[0] == accuracies[1]
+
+
+@pytest.mark.parametrize("regulariser", [fewshot.DEFAULT_REGULARISER, 2.0 ** 20])
+def test_accuracy_does_not_change_when_features_are_shifted_per_dimension(regulariser):
+  """The shots' own mean is taken off before the solve, and the test features,
+  scored as they are, get ``- mean @ W / std`` back in the offset: a shift of
+  every feature changes nothing. Uncentred, the shift s would act on the
+  scores through the shots' class sums: under a strong regulariser (W ~
+  A^T Y / r) each class c gains a constant ~ (s / std) . (sum of its shots /
+  std), which at |s| ~ 100 outweighs the features (measured: 0.65 -> 0.25, and
+  0.25 too with the mean's sign flipped in the offset)."""
+  rng = np.random.RandomState(1)
+  features, labels = clustered(rng, 4, 60, 24, 8.0)
+  order = rng.permutation(len(labels))
+  features, labels = features[order], labels[order]
+  train, test = (features[:120], labels[:120]), (features[120:], labels[120:])
+  shift = rng.uniform(-100, 100, size=24).astype(np.float32)
+  accuracies = [fewshot.probe_accuracy((x_train, train[1]), (x_test, test[1]), shots=10,
+                                       seed=0, num_classes=4, regulariser=regulariser)
+                for x_train, x_test in ((train[0], test[0]),
+                                        (train[0] + shift, test[0] + shift))]
   assert 0.3 < accuracies[0] < 1.0  # a probe that can err, so a change would show
   assert accuracies[0] == accuracies[1]
 
@@ -149,6 +173,37 @@ def test_a_runs_probe_logs_a_class_with_fewer_examples_than_its_shots_and_probes
           f"asked; its {shots}-shot probes use what that class has") in caplog.text
 
 
+def test_a_runs_probe_draws_shots_from_train_scores_test_and_averages_the_seeds(monkeypatch):
+  """`run_probes`'s wiring, the features given: each k-shot figure is the mean
+  over the seeds of `probe_accuracy` (pinned above) with the shots drawn from
+  the "train" split, scored on the "test" one, at the regulariser asked. The
+  splits differ in size and the seeds in accuracy, so shots drawn from the
+  test split, one seed reported, or the default regulariser would show."""
+  rng = np.random.RandomState(4)
+  features, labels = clustered(rng, 4, 40, 16, 7.0)
+  order = rng.permutation(len(labels))
+  features, labels = features[order], labels[order]
+  splits = {"train": (features[:60], labels[:60]), "test": (features[60:], labels[60:])}
+  monkeypatch.setattr(fewshot, "extract_features",
+                      lambda step, params, data, batch_sharding: splits[data.split])
+  data = {name: types.SimpleNamespace(dataset="d", split=name) for name in splits}
+  metrics = fewshot.run_probes(None, None, data, None, shots=(1, 5), seeds=(0, 1, 2),
+                               num_classes=4, regulariser=4.0)
+
+  def by_seed(train, test, k, regulariser=4.0):
+    return [fewshot.probe_accuracy(train, test, shots=k, seed=seed, num_classes=4,
+                                   regulariser=regulariser) for seed in (0, 1, 2)]
+
+  expected = {k: by_seed(splits["train"], splits["test"], k) for k in (1, 5)}
+  assert set(metrics) == {"1shot", "5shot", "seconds"} and metrics["seconds"] >= 0
+  for k in (1, 5):
+    assert len(set(expected[k])) > 1  # the seeds disagree: their mean is not one of them
+    assert metrics[f"{k}shot"] == np.mean(expected[k])
+    assert metrics[f"{k}shot"] != np.mean(by_seed(splits["test"], splits["train"], k))
+  assert metrics["1shot"] != np.mean(by_seed(splits["train"], splits["test"], 1,
+                                             fewshot.DEFAULT_REGULARISER))
+
+
 @pytest.mark.parametrize("split, shots, advice", [
     ("train[:200]", 10000, "ask for 20 shots or fewer, or draw the shots from a larger split"),
     ("train[:3]", 5, "draw the shots from a larger split")])
@@ -168,6 +223,34 @@ def test_the_command_refuses_more_shots_than_its_split_holds_before_it_probes(
       f"split has {examples}, so some class has fewer than {shots}; a probe never reports "
       f"a shot count it did not use: {advice}")
   assert capsys.readouterr().out == ""  # no row of shots that were not used
+
+
+def test_a_shots_split_of_exactly_the_shots_times_the_classes_is_not_refused():
+  """5 shots of 10 classes need 50 examples: a split of 50 may hold them all
+  (`check_shots` tells once the labels are read); one of 49 cannot."""
+  def probe(num_examples):
+    train = types.SimpleNamespace(dataset="d", split="train[:N]", num_examples=num_examples)
+    return fewshot.ProbeSet(fewshot.SPLIT, {"train": train}, 10, (1, 5))
+
+  fewshot.check_split_size(probe(50), "config.fewshot.shots")
+  with pytest.raises(ValueError, match=r"need 50 examples, and the split has 49, so some "
+                                       r"class has fewer than 5; .* ask for 4 shots or fewer"):
+    fewshot.check_split_size(probe(49), "config.fewshot.shots")
+
+
+def test_a_runs_own_probes_are_scored_on_its_eval_split_named_test_not_its_last():
+  """Of eval splits {test, val} (a ConfigDict orders them by name, so val is
+  last) the probes score 'test'; without one named 'test', the last; the
+  shots come from the training split unless config.fewshot names others."""
+  config = tiny_config("/nowhere", **{"data.eval_splits": {"test": "test",
+                                                           "val": "train[90%:]"}})
+  assert fewshot.probe_splits(config) == {"train": "train", "test": "test"}
+  config = tiny_config("/nowhere", **{"data.eval_splits": {"minival": "train[90%:]",
+                                                           "val": "train[:5%]"}})
+  assert fewshot.probe_splits(config) == {"train": "train", "test": "train[:5%]"}
+  config = tiny_config("/nowhere", **{"fewshot.train_split": "train[5%:]",
+                                      "fewshot.test_split": "train[:5%]"})
+  assert fewshot.probe_splits(config) == {"train": "train[5%:]", "test": "train[:5%]"}
 
 
 def test_a_run_whose_shots_outnumber_its_probe_split_stops_before_anything_is_written(

@@ -236,6 +236,60 @@ def test_the_lr_of_the_best_dev_score_is_chosen_ties_to_the_first():
     transfer.choose_lr((0.1, 0.2), {0.1: None, 0.2: None})
 
 
+def test_dev_runs_choose_the_lr_on_the_held_out_split_and_final_runs_use_all_of_train(
+    monkeypatch, tmp_path):
+  """The paper's protocol (Appendix B.1.1): each rate trains on dev_train and
+  is scored on dev, the held-out rest of train; the best dev score's rate then
+  trains on all of train, once a seed, scored on test. The fake runs score
+  the test split in the opposite order, so a rate chosen on test would be 0.1."""
+  bench = tiny_suite(str(tmp_path / "no_data"), lrs=(0.01, 0.03, 0.1)).benchmarks.tiny
+  scores = {"train[80%:]": {0.01: 0.5, 0.03: 0.7, 0.1: 0.6},
+            "test": {0.01: 0.6, 0.03: 0.7, 0.1: 0.8}}
+  runs = []
+
+  def fake_run_once(config, run_dir):
+    (name, split), = config.data.eval_splits.items()
+    runs.append((os.path.basename(run_dir), config.lr.base, config.seed,
+                 config.data.train_split, name, split))
+    return {"eval": {name: {"top1": scores[split][config.lr.base] + config.seed / 100}},
+            "core_days": 1.0 + config.seed, "tpuv3_core_days": 0.5 + config.seed}
+
+  monkeypatch.setattr(transfer, "run_once", fake_run_once)
+  monkeypatch.setattr(transfer, "extra_accuracy",
+                      lambda run_config, extra, run_dir: 0.65 + run_config.seed / 100)
+  result = transfer.run_benchmark(bench, (0, 1), str(tmp_path / "tiny"))
+  assert runs == [
+      ("dev_lr0.01", 0.01, 0, "train[:80%]", "dev", "train[80%:]"),
+      ("dev_lr0.03", 0.03, 0, "train[:80%]", "dev", "train[80%:]"),
+      ("dev_lr0.1", 0.1, 0, "train[:80%]", "dev", "train[80%:]"),
+      ("seed0", 0.03, 0, "train", "test", "test"),
+      ("seed1", 0.03, 1, "train", "test", "test")]
+  assert result["lr"] == 0.03 and result["dev"] == {"0.01": 0.5, "0.03": 0.7, "0.1": 0.6}
+  assert result["runs"] == [
+      {"seed": 0, "accuracy": 0.7, "core_days": 1.0, "tpuv3_core_days": 0.5,
+       "extra_accuracy": 0.65},
+      {"seed": 1, "accuracy": 0.71, "core_days": 2.0, "tpuv3_core_days": 1.5,
+       "extra_accuracy": 0.66}]
+
+
+def test_the_extra_row_is_the_mean_and_std_of_the_extra_labels_accuracy():
+  """ImageNet's ReaL row: the final runs' precision@1 on the re-assessed
+  labels (``extra_accuracy``), its own mean ± std, under its own name."""
+  runs = [{"seed": s, "accuracy": a, "extra_accuracy": e, "core_days": 0.0,
+           "tpuv3_core_days": 0.0} for s, (a, e) in enumerate([(0.80, 0.85), (0.82, 0.89)])]
+  results = {"benchmarks": {"imagenet2012": {
+      "row": "ImageNet", "group": "", "extra_row": "ImageNet ReaL", "lr": 0.03, "dev": {},
+      "runs": runs}}}
+  rows = transfer_table.rows(results)
+  assert [row["benchmark"] for row in rows] == ["ImageNet", "ImageNet ReaL"]
+  assert rows[0]["seeds"] == pytest.approx([80.0, 82.0])
+  assert rows[1]["seeds"] == pytest.approx([85.0, 89.0])
+  # Sample std of 85 and 89: |85 - 89| / sqrt(2).
+  assert rows[1]["mean"] == pytest.approx(87.0) and rows[1]["std"] == pytest.approx(2 * 2 ** 0.5)
+  assert rows[1]["lr"] == 0.03
+  assert "| ImageNet ReaL | 0.03 | 87.00 ± 2.83 |" in transfer_table.markdown(results)
+
+
 def test_the_table_gives_mean_and_sample_std_per_benchmark_and_vtab_group():
   def bench(row, group, scores):
     return {"row": row, "group": group, "extra_row": "", "lr": 0.01, "dev": {},

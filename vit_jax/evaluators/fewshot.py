@@ -95,7 +95,8 @@ def probe_splits(config):
 
 
 def _preset_splits(data_config):
-  """A dataset's training split and its eval split named 'test' (else its last)."""
+  """A dataset's training split and its eval split named 'test' (else the last by
+  name: a ConfigDict keeps its keys sorted, not in the order written)."""
   eval_splits = dict(data_config.eval_splits)
   return {"train": data_config.train_split,
           "test": eval_splits.get("test", list(eval_splits.values())[-1])}
