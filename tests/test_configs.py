@@ -402,6 +402,59 @@ def test_a_numeric_field_out_of_its_range_is_named_with_what_is_valid(field):
   assert str(error.value) == f"config.{field}={bad!r} must be {valid.describe()}"
 
 
+@pytest.mark.parametrize("field", [field for field, valid in config_checks.NUMERIC_FIELDS.items()
+                                   if valid.high is not None and valid.low is not None])
+def test_a_numeric_field_past_the_high_end_of_its_range_is_named_too(field):
+  """An EMA decay of 1 never moves the average, a dropout rate of 1 drops
+  everything: a range's high end is checked as its low end is."""
+  config = next(c for c in (STOCK_CONFIGS["demo pretrain"](), STOCK_CONFIGS["pretrain i21k"]())
+                if has_field(c, field))
+  valid = config_checks.NUMERIC_FIELDS[field]
+  *parents, leaf = field.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  with config.unlocked():
+    node[leaf] = valid.high if valid.high_open else valid.high + 1
+  bad = node[leaf]
+  with pytest.raises(ValueError) as error:
+    config_checks.check_config(config, num_devices=1, process_count=1)
+  assert str(error.value) == f"config.{field}={bad!r} must be {valid.describe()}"
+
+
+@pytest.mark.parametrize("epochs, examples, batch, steps", [
+    (2.3, 50_000, 10, 11_500),  # 2.3 * 50,000 is 114999.99... in floats
+    (0.57, 100, 1, 57),
+    (7, 1_281_167, 4096, 2_189),
+    (0.01, 100, 32, 1),  # less than a batch still trains a step
+])
+def test_epochs_count_as_written_and_a_run_takes_at_least_a_step(epochs, examples, batch, steps):
+  config = STOCK_CONFIGS["demo pretrain"]()
+  with config.unlocked():
+    config.total_steps, config.total_epochs, config.global_batch = None, epochs, batch
+  assert config_checks.resolve_total_steps(config, examples) == steps
+
+
+def test_a_width_its_heads_do_not_divide_is_refused():
+  config = common.with_overrides(STOCK_CONFIGS["demo pretrain"](),
+                                 "model.hidden_size=30,model.num_heads=4")
+  with pytest.raises(ValueError, match=r"^the width 30 \(config.model.hidden_size, else "
+                                       r"Ti/7's\) is not divisible by its 4 heads"):
+    config_checks.check_config(config, num_devices=1, process_count=1)
+
+
+@pytest.mark.parametrize("field, values", [("shots", (0,)), ("shots", ()), ("seeds", (-1,))])
+def test_a_probe_of_no_shots_or_a_negative_seed_is_refused(field, values):
+  config = STOCK_CONFIGS["demo pretrain"]()
+  with config.unlocked():
+    config.fewshot[field] = values
+  low = config_checks.PROBE_COUNT_LOWS[field]
+  with pytest.raises(ValueError) as error:
+    config_checks.check_config(config, num_devices=1, process_count=1)
+  assert str(error.value) == (f"config.fewshot.{field}={values!r} must be one or more "
+                              f"integers >= {low}")
+
+
 def string_leaves(node, prefix=""):
   for key, value in node.items():
     if hasattr(value, "items"):

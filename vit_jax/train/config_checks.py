@@ -5,6 +5,7 @@ The trainer runs them before anything is compiled, and the cost estimator
 configs with the same message; this module imports no TensorFlow.
 """
 import dataclasses
+import fractions
 import math
 import numbers
 import re
@@ -196,7 +197,11 @@ def check_fields(config):
 
 
 def resolve_total_steps(config, train_examples):
-  """Steps of the run from `config.total_steps` or `config.total_epochs`."""
+  """Steps of the run from `config.total_steps` or `config.total_epochs`.
+
+  Epochs count as the decimal written (2.3, not the float just below it, whose
+  product with 50,000 examples is 114999.99...), so no step is lost to rounding.
+  """
   if (config.total_steps is None) == (config.total_epochs is None):
     raise ValueError(
         f"set exactly one of config.total_steps={config.total_steps} and "
@@ -204,7 +209,8 @@ def resolve_total_steps(config, train_examples):
         f"counts epochs=N, or steps=N instead)")
   if config.total_steps is not None:
     return int(config.total_steps)
-  return max(1, int(config.total_epochs * train_examples // config.global_batch))
+  examples = fractions.Fraction(str(config.total_epochs)) * train_examples
+  return max(1, int(examples // config.global_batch))
 
 
 def check_config(config, *, num_devices, process_count):
