@@ -4,6 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import tiny_config
 from vit_jax import models
 from vit_jax.data.preprocess import general_ops
 from vit_jax.inference import normalisation, restore
@@ -60,3 +61,27 @@ def test_inference_is_silent_where_the_pixels_agree_or_nothing_is_stated(
     assert restore.check_normalisation(eval_config("value_range(-1,1)"),
                                        str(tmp_path / "a.npz"))
   assert caplog.records == []
+
+
+def test_inference_warns_where_only_the_std_differs(hf_imagenet_checkpoint, caplog):
+  """ImageNet's mean with a std of 0.5: the right centre, the wrong scale,
+  so the pixels the checkpoint was trained on are not the ones it is fed."""
+  pp_eval = "vgg_value_range(mean=(0.485, 0.456, 0.406), std=(0.5, 0.5, 0.5))|onehot(3)"
+  with caplog.at_level("WARNING", logger="absl"):
+    assert not restore.check_normalisation(eval_config(pp_eval), hf_imagenet_checkpoint)
+  assert len(caplog.records) == 1
+  assert "feeds it mean=(0.485, 0.456, 0.406), std=(0.5, 0.5, 0.5)" in (
+      caplog.records[0].getMessage())
+
+
+def test_restoring_parameters_of_another_shape_is_refused_naming_the_first(tmp_path):
+  """Inference adapts nothing: a file of a wider MLP than the config's model
+  is refused, not run with parameters the model does not have."""
+  config = tiny_config(str(tmp_path))  # Ti/4: hidden 32, MLP 64, 2 layers, 16 px
+  wider = models.get_model("Ti/4", num_classes=10, hidden_size=32, num_layers=2, mlp_dim=96,
+                           num_heads=2)
+  npz.save_npz(build.init_params(wider, 16, seed=0), str(tmp_path / "wider.npz"))
+  with pytest.raises(ValueError, match=(
+      r"wider.npz: parameter Transformer/encoderblock_0/MlpBlock_3/Dense_0/bias has shape "
+      r"\(96,\) in the checkpoint but \(64,\) in the model")):
+    restore.restore_model(config, str(tmp_path / "wider.npz"))

@@ -1,7 +1,10 @@
 """The inference commands on a tiny finished run: predict and evaluate."""
 import json
 import os
+import types
 
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,9 +13,9 @@ import fake_data
 from conftest import NUM_TEST, tiny_config
 from vit_jax import evaluate, predict, train
 from vit_jax.data.builders import fashion_mnist_local
+from vit_jax.inference import predict as inference_predict
 from vit_jax.runtime import cli
 
-pytestmark = pytest.mark.slow
 CLASS_NAMES = fashion_mnist_local.CLASS_NAMES
 
 
@@ -60,6 +63,7 @@ def parse_top5(output):
   return results
 
 
+@pytest.mark.slow
 def test_predict_prints_the_top5_class_names(tiny_run, bar_images, capsys):
   workdir, _ = tiny_run
   run_predict(f"--workdir={workdir}", *bar_images)
@@ -74,6 +78,7 @@ def test_predict_prints_the_top5_class_names(tiny_run, bar_images, capsys):
   assert results[bar_images[1]][0][0] == "Sneaker"
 
 
+@pytest.mark.slow
 def test_predict_from_a_checkpoint_and_config_file_matches_the_workdir(
     tiny_run, bar_images, capsys):
   workdir, _ = tiny_run
@@ -86,6 +91,7 @@ def test_predict_from_a_checkpoint_and_config_file_matches_the_workdir(
     run_predict(f"--config={os.path.join(workdir, 'config.json')}", *bar_images)
 
 
+@pytest.mark.slow
 def test_evaluate_command_reproduces_the_run_summary(tiny_run, capsys):
   workdir, summary = tiny_run
   run_evaluate(f"--workdir={workdir}")
@@ -95,6 +101,7 @@ def test_evaluate_command_reproduces_the_run_summary(tiny_run, capsys):
   assert printed[0]["num_examples"] == NUM_TEST
 
 
+@pytest.mark.slow
 def test_evaluate_command_on_a_slice_of_a_split(tiny_run, capsys):
   workdir, _ = tiny_run
   run_evaluate(f"--workdir={workdir}", "--split=test[:40]")
@@ -102,6 +109,7 @@ def test_evaluate_command_on_a_slice_of_a_split(tiny_run, capsys):
   assert printed["split"] == "test[:40]" and printed["num_examples"] == 40
 
 
+@pytest.mark.slow
 def test_predict_names_a_file_that_is_not_an_image(tiny_run, bar_images, tmp_path):
   workdir, _ = tiny_run
   text = tmp_path / "notes.png"
@@ -114,7 +122,6 @@ def test_predict_names_a_file_that_is_not_an_image(tiny_run, bar_images, tmp_pat
 
 
 def test_a_config_that_is_neither_a_config_file_nor_a_runs_json_is_named(tmp_path):
-  from vit_jax.inference import predict as inference_predict
   notes = tmp_path / "notes.txt"
   notes.write_text("variant=B/16")
   with pytest.raises(ValueError) as error:
@@ -126,7 +133,42 @@ def test_a_config_that_is_neither_a_config_file_nor_a_runs_json_is_named(tmp_pat
 
 def test_top_classes_name_by_index_the_classes_a_source_does_not_name():
   """An image-folder source may name fewer classes than config.data.num_classes."""
-  from vit_jax.inference import predict as inference_predict
   probabilities = np.array([0.1, 0.05, 0.5, 0.3, 0.05])
   assert inference_predict.top_classes(probabilities, ["a", "b", "c"], k=3) == [
       ("c", 0.5), ("3", 0.3), ("a", 0.1)]
+
+
+def test_class_probabilities_are_those_of_the_runs_loss(tmp_path):
+  """A white and a black PNG through value_range(-1, 1) into a model whose
+  logits are (mean pixel, -mean pixel, 0): a sigmoid run scores each class
+  on its own (rows need not sum to 1), a softmax run over the classes."""
+  paths = []
+  for name, value in (("white", 255), ("black", 0)):
+    paths.append(str(tmp_path / f"{name}.png"))
+    tf.io.write_file(paths[-1], tf.io.encode_png(np.full((8, 8, 3), value, np.uint8)))
+
+  def apply(variables, images, train):
+    assert not train
+    mean = images.mean(axis=(1, 2, 3)) * variables["params"]["scale"]
+    return jnp.stack([mean, -mean, 0 * mean], axis=1)
+
+  model = types.SimpleNamespace(apply=apply)
+  logits = np.array([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0]])
+  expected = {"sigmoid_xent": 1 / (1 + np.exp(-logits)),
+              "softmax_xent": np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)}
+  for loss, probabilities in expected.items():
+    config = ml_collections.ConfigDict(
+        {"loss": loss, "pp": {"eval": "decode|resize(4)|value_range(-1,1)|onehot(3)"}})
+    np.testing.assert_allclose(
+        inference_predict.class_probabilities(config, model, {"scale": 1.0}, paths),
+        probabilities, rtol=1e-6)
+
+
+def test_a_tfds_datasets_class_names_are_its_labels_in_index_order(tmp_path):
+  """Read from the builder's metadata, with no data prepared: class i is
+  label i (Fashion-MNIST's 0 is T-shirt/top, not the alphabet's first)."""
+  data = ml_collections.ConfigDict({"name": "fashion_mnist_local", "data_dir": str(tmp_path)})
+  assert inference_predict.class_names(data) == list(CLASS_NAMES)
+  assert CLASS_NAMES[:2] == ("T-shirt/top", "Trouser")
+  data.name = "no_such_dataset"
+  assert inference_predict.class_names(data) is None

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from vit_jax.runtime import cpu_devices
@@ -69,3 +70,26 @@ def test_setting_the_count_after_the_backend_started_is_refused():
                       "cpu_devices.use_one_device_per_core((8,))")
   assert result.returncode != 0
   assert "before backends are initialized" in result.stderr
+
+
+def test_a_count_set_in_code_before_the_setup_is_kept():
+  """jax_num_cpu_devices set by the user's own code is their choice too."""
+  result = run_python(
+      "import jax; jax.config.update('jax_num_cpu_devices', 3); "
+      "from vit_jax.runtime import cpu_devices; "
+      "print(cpu_devices.use_one_device_per_core((12, 8)), jax.local_device_count())")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split() == ["None", "3"]
+
+
+def test_a_process_of_a_multi_process_run_keeps_its_device_count(monkeypatch):
+  """Processes that share a host would each claim every core, so after
+  jax.distributed.initialize nothing is set, with no count of the user's."""
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+  assert not cpu_devices.chosen_by_user()
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
+  updates = []
+  monkeypatch.setattr(jax.config, "update", lambda *args: updates.append(args))
+  assert cpu_devices.use_one_device_per_core((12, 8)) is None
+  assert updates == []

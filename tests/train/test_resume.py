@@ -8,12 +8,13 @@ import json
 import os
 import shutil
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from conftest import tiny_config
 from vit_jax import train
-
-pytestmark = pytest.mark.slow
+from vit_jax.train import checkpoints, resume
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def read_config_json(workdir):
     return json.load(f)
 
 
+@pytest.mark.slow
 def test_a_run_saved_before_a_model_field_existed_resumes_and_finishes(
     fashion_data_dir, tmp_path, four_steps):
   workdir = copy_of(four_steps, tmp_path)
@@ -49,6 +51,7 @@ def test_a_run_saved_before_a_model_field_existed_resumes_and_finishes(
   assert read_config_json(workdir)["model"]["param_dtype"] == "float32"
 
 
+@pytest.mark.slow
 def test_a_field_that_changes_a_parameter_shape_is_refused_naming_it(
     fashion_data_dir, tmp_path, four_steps):
   workdir = copy_of(four_steps, tmp_path)
@@ -68,6 +71,7 @@ def test_a_field_that_changes_a_parameter_shape_is_refused_naming_it(
     assert f.read() == config_before  # nothing already written is lost
 
 
+@pytest.mark.slow
 def test_a_field_that_changes_a_parameter_dtype_is_refused_naming_it(
     fashion_data_dir, tmp_path, four_steps):
   workdir = copy_of(four_steps, tmp_path)
@@ -78,3 +82,52 @@ def test_a_field_that_changes_a_parameter_dtype_is_refused_naming_it(
       f"{os.path.join(workdir, 'checkpoints', '4')}: parameter "
       f"Transformer/encoder_norm/bias is float32 in the checkpoint but "
       f"bfloat16 in the model"), str(e.value)
+
+
+def test_a_run_resumes_up_to_its_last_step_and_is_refused_past_its_new_length(tmp_path):
+  """A checkpoint at the config's last step resumes (the finished run is
+  evaluated again); one a step past it is refused, as the summary would
+  report a step beyond the run's length."""
+  workdir = str(tmp_path)
+  resume.check_length(8, 8, workdir=workdir)
+  with pytest.raises(ValueError) as e:
+    resume.check_length(9, 8, workdir=workdir)
+  assert str(e.value).startswith(
+      f"{workdir} holds a checkpoint at step 9, past this config's 8 steps"), str(e.value)
+
+
+def small_state(param_dtype=jnp.float32, kernel_shape=(4, 2), moments=("mu",)):
+  """A train state of one kernel and its optimizer moments, made of zeros."""
+  params = {"kernel": jnp.zeros(kernel_shape, param_dtype)}
+  return {"params": params, "step": jnp.zeros((), jnp.int32),
+          "opt_state": {moment: {"kernel": jnp.zeros((4, 2), jnp.float32)}
+                        for moment in moments}}
+
+
+def test_resuming_checks_the_optimizer_state_and_the_dtypes_parameters_first(
+    tmp_path, request):
+  """Same parameters but another optimizer (a second moment more), or
+  parameters of another dtype, are refused by name; where parameters and
+  optimizer state both differ, the error names the parameter, the config
+  field a user changed."""
+  manager = checkpoints.make_manager(str(tmp_path))
+  request.addfinalizer(manager.close)  # orbax's threads
+  checkpoints.save(manager, 4, small_state(), {"examples_seen": 64, "train_seconds": 1.0})
+  checkpoints.wait(manager)
+  source = str(tmp_path / "checkpoints" / "4")
+
+  def refusal(**changes):
+    with pytest.raises(ValueError) as e:
+      resume.check_resumable(manager, 4, jax.eval_shape(lambda: small_state(**changes)),
+                             workdir=str(tmp_path))
+    return str(e.value).split(";")[0]
+
+  resume.check_resumable(manager, 4, jax.eval_shape(small_state), workdir=str(tmp_path))
+  assert refusal(moments=("mu", "nu")) == (
+      f"{source}: array opt_state/nu/kernel of the model is missing in the checkpoint "
+      f"(1 mismatching in all)")
+  assert refusal(param_dtype=jnp.bfloat16) == (
+      f"{source}: parameter kernel is float32 in the checkpoint but bfloat16 in the model")
+  assert refusal(kernel_shape=(4, 3), moments=("nu",)) == (
+      f"{source}: parameter kernel has shape (4, 2) in the checkpoint but (4, 3) in the "
+      f"model (1 mismatching in all)")

@@ -275,3 +275,84 @@ def test_dropout_and_stochastic_depth_draw_the_same_masks_however_the_batch_is_s
   np.testing.assert_allclose(np.asarray(split), np.asarray(whole), rtol=1e-5, atol=1e-5)
   deterministic = model.apply({"params": params}, images, train=False)
   assert not np.allclose(whole, deterministic)  # the masks did something
+
+
+def leaves(**shapes):
+  """{name: float32 ShapeDtypeStruct}, ``a__b`` standing for ``a/b``."""
+  tree = {}
+  for name, shape in shapes.items():
+    *parents, leaf = name.split("__")
+    node = tree
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = jax.ShapeDtypeStruct(shape, jnp.float32)
+  return tree
+
+
+def test_fsdp_splits_the_widest_dimension_it_divides_from_fsdp_min_size_elements_on():
+  """fsdp=4, fsdp_min_size=64: a split dimension must divide evenly (10 does
+  not, so the 8 beside it is split), a parameter none of whose dimensions 4
+  divides stays whole, and the threshold counts: 64 elements split, 60 do
+  not, though 4 divides their first dimension."""
+  params = leaves(wide_not_divisible=(10, 8), none_divisible=(10, 7), at_threshold=(4, 16),
+                  below_threshold=(4, 15), third_dimension=(10, 6, 4))
+  config = mesh_config(data=1, fsdp=-1, fsdp_min_size=64, rules=((".*", "fsdp"),))
+  specs = specs_by_name(sharding.param_shardings(
+      sharding.abstract_mesh(config, 4), params, config))
+  assert specs == {"wide_not_divisible": P(None, "fsdp"), "none_divisible": P(),
+                   "at_threshold": P(None, "fsdp"), "below_threshold": P(),
+                   "third_dimension": P(None, None, "fsdp")}
+
+
+def test_the_first_matching_rule_wins_and_replicate_keeps_a_parameter_whole():
+  """'replicate' before a catch-all 'fsdp': the head, which both match and
+  fsdp could split, stays whole on every device; the rest is split."""
+  params = leaves(head__kernel=(64, 16), pre_logits__kernel=(64, 16))
+  config = mesh_config(data=1, fsdp=-1, fsdp_min_size=1,
+                       rules=(("head/.*", "replicate"), (".*", "fsdp")))
+  mesh = sharding.abstract_mesh(config, 8)
+  specs = specs_by_name(sharding.param_shardings(mesh, params, config))
+  assert specs == {"head/kernel": P(), "pre_logits/kernel": P("fsdp", None)}
+  assert sharding.bytes_per_device(params, sharding.param_shardings(mesh, params, config)) == (
+      4 * (64 * 16 + 64 * 16 // 8))
+
+
+def test_a_rule_applies_only_where_its_regex_matches_the_whole_name():
+  """'Dense_0/kernel' names the top-level parameter alone: a block's
+  MlpBlock_3/Dense_0/kernel ends with it and Dense_0/kernel_scale starts
+  with it, and both stay replicated (no rule matched)."""
+  params = leaves(Dense_0__kernel=(64, 16), MlpBlock_3__Dense_0__kernel=(64, 16),
+                  Dense_0__kernel_scale=(64, 16))
+  config = mesh_config(data=1, fsdp=-1, fsdp_min_size=1, rules=(("Dense_0/kernel", "fsdp"),))
+  mesh = sharding.abstract_mesh(config, 8)
+  specs = specs_by_name(sharding.param_shardings(mesh, params, config))
+  assert specs == {"Dense_0/kernel": P("fsdp", None), "MlpBlock_3/Dense_0/kernel": P(),
+                   "Dense_0/kernel_scale": P()}
+  assert f"MlpBlock_3/Dense_0/kernel (64, 16) -> {P()} (no rule matched)\n" in (
+      sharding.describe(mesh, params, config))
+
+
+def test_bytes_per_device_count_each_parameters_own_dtype():
+  """bfloat16 parameters take 2 bytes an element, int8 1: a plan for a
+  bfloat16 model is half that of a float32 one."""
+  params = {"kernel": jax.ShapeDtypeStruct((64, 16), jnp.bfloat16),
+            "codes": jax.ShapeDtypeStruct((64, 16), jnp.int8),
+            "scale": jax.ShapeDtypeStruct((16,), jnp.float32)}
+  config = mesh_config(data=1, fsdp=-1, fsdp_min_size=1024, rules=((".*", "fsdp"),))
+  mesh = sharding.abstract_mesh(config, 8)
+  assert sharding.bytes_per_device(params, sharding.param_shardings(mesh, params, config)) == (
+      64 * 16 // 8 * 2 + 64 * 16 // 8 * 1 + 16 * 4)
+
+
+def test_a_batch_is_split_over_data_and_fsdp_and_whole_on_each_model_device():
+  """data=2 x fsdp=2 x model=2: four slices of 4 rows, in order, each held
+  by the two devices of one model group, which see the same examples."""
+  mesh = sharding.make_mesh(mesh_config(data=2, fsdp=2, model=2))
+  batch = jax.device_put(np.arange(16 * 3, dtype=np.float32).reshape(16, 3),
+                         sharding.batch_sharding(mesh))
+  rows_by_device = {shard.device: tuple(np.asarray(shard.data)[:, 0] // 3)
+                    for shard in batch.addressable_shards}
+  assert sorted(set(rows_by_device.values())) == [
+      tuple(range(start, start + 4)) for start in (0, 4, 8, 12)]
+  for group in mesh.devices.reshape(-1, 2):  # the model axis is the last
+    assert rows_by_device[group[0]] == rows_by_device[group[1]]

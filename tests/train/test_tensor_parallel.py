@@ -238,3 +238,30 @@ def test_a_batch_only_the_data_axes_divide_trains_under_a_model_axis(fashion_dat
     config_checks.check_config(tiny_config(fashion_data_dir, **{
         **overrides, "global_batch": 3, "mesh.data": 2, "mesh.model": 4}),
         num_devices=8, process_count=1)
+
+
+def test_the_batch_checks_count_batch_shards_micro_batches_and_processes(tmp_path):
+  """data=2 x model=4 on 8 devices cuts a batch in 2 slices, not 8: a batch
+  of 2 passes; so does each micro-batch of 2 under accum_steps=2, where
+  micro-batches of 1 are refused; and a batch must divide among the
+  processes too (lcm(2, 3) = 6)."""
+  def check(process_count=1, **overrides):
+    config_checks.check_config(
+        tiny_config(str(tmp_path), **{"mesh.data": 2, "mesh.model": 4, "eval_batch": 8,
+                                      **overrides}),
+        num_devices=8, process_count=process_count)
+
+  assert config_checks.batch_shards(mesh_config(data=2, model=4), 8) == (
+      2, "2 batch shards (the 8 devices over config.mesh.model=4)")
+  assert config_checks.batch_shards(mesh_config(data=2, fsdp=-1), 8) == (8, "8 devices")
+  check(global_batch=2)
+  check(global_batch=4, accum_steps=2)
+  with pytest.raises(ValueError, match=re.escape(
+      "config.global_batch=2 must be divisible by config.accum_steps=2 x 2 batch shards "
+      "(the 8 devices over config.mesh.model=4); e.g. 4")):
+    check(global_batch=2, accum_steps=2)
+  check(global_batch=6, eval_batch=6, process_count=3)
+  with pytest.raises(ValueError, match=re.escape(
+      "config.global_batch=16 must be divisible by the 2 batch shards (the 8 devices over "
+      "config.mesh.model=4) and the 3 processes; e.g. 12 or 18")):
+    check(global_batch=16, process_count=3)
