@@ -246,6 +246,95 @@ def test_bfloat16_compute_gives_float32_logits_close_to_float32():
   assert not np.array_equal(half, full)  # bfloat16 really was used
 
 
+def test_group_norm_epsilon_is_bits_1e_5():
+  """Groups of variance ~1e-5, where the epsilon is half the denominator:
+  flax's default of 1e-6 would scale every output by ~1.35."""
+  x = 3e-3 * jax.random.normal(jax.random.key(0), (2, 4, 4, 64))
+  y = bit.GroupNorm().apply({'params': {'gamma': jnp.ones(64), 'beta': jnp.zeros(64)}}, x)
+  grouped = np.asarray(x, np.float64).reshape(2, 4, 4, 32, 2)
+  expected = ((grouped - grouped.mean((1, 2, 4), keepdims=True))
+              / np.sqrt(grouped.var((1, 2, 4), keepdims=True) + 1e-5))
+  np.testing.assert_allclose(y, expected.reshape(x.shape), rtol=1e-4, atol=1e-5)
+
+
+# --- Against BiT written out in numpy -----------------------------------------
+
+
+def numpy_std_conv(x, kernel, strides=1):
+  """BiT's weight-standardised convolution of NHWC ``x`` by an HWIO ``kernel``,
+  zero-padded by (k - 1) / 2 on every side, summed one kernel tap at a time."""
+  kernel = ((kernel - kernel.mean((0, 1, 2)))
+            / np.sqrt(kernel.var((0, 1, 2)) + 1e-10))
+  k = kernel.shape[0]
+  pad = (k - 1) // 2
+  x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  out_h, out_w = (x.shape[1] - k) // strides + 1, (x.shape[2] - k) // strides + 1
+  return sum(x[:, i:i + strides * (out_h - 1) + 1:strides,
+               j:j + strides * (out_w - 1) + 1:strides] @ kernel[i, j]
+             for i in range(k) for j in range(k))
+
+
+def numpy_group_norm_relu(x, params):
+  """GroupNorm (32 groups, epsilon 1e-5) with gamma and beta, then ReLU."""
+  grouped = x.reshape(*x.shape[:3], 32, -1)
+  grouped = ((grouped - grouped.mean((1, 2, 4), keepdims=True))
+             / np.sqrt(grouped.var((1, 2, 4), keepdims=True) + 1e-5))
+  return np.maximum(grouped.reshape(x.shape) * params['gamma'] + params['beta'], 0)
+
+
+def numpy_bit(params, x):
+  """big_transfer's ResNet-v2 forward pass in float64.
+
+  Root: 7x7/2 conv, zero padding of 1, 3x3/2 max pool. A unit
+  pre-activates its input (GroupNorm, ReLU); the first unit of a stage
+  projects that activated input for the shortcut, the others add their
+  input itself; 1x1, 3x3 (the first unit's with the stage's stride), 1x1
+  convs, each after GroupNorm and ReLU. Then GroupNorm, ReLU, the spatial
+  mean and the 1x1 head.
+  """
+  conv_of = lambda part: part['standardized_conv2d']['kernel']
+  resnet = params['resnet']
+  x = numpy_std_conv(x, conv_of(resnet['root_block']), 2)
+  x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  out = (x.shape[1] - 3) // 2 + 1
+  x = np.max([x[:, i:i + 2 * out - 1:2, j:j + 2 * out - 1:2]
+              for i in range(3) for j in range(3)], axis=0)
+  for stage in range(1, 5):
+    for name, unit in sorted(resnet.get(f'block{stage}', {}).items()):
+      strides = 2 if stage > 1 and name == 'unit01' else 1
+      activated = numpy_group_norm_relu(x, unit['a']['group_norm'])
+      shortcut = (numpy_std_conv(activated, conv_of(unit['a']['proj']), strides)
+                  if 'proj' in unit['a'] else x)
+      y = numpy_std_conv(activated, conv_of(unit['a']))
+      y = numpy_std_conv(numpy_group_norm_relu(y, unit['b']['group_norm']), conv_of(unit['b']),
+                         strides)
+      y = numpy_std_conv(numpy_group_norm_relu(y, unit['c']['group_norm']), conv_of(unit['c']))
+      x = y + shortcut
+  pooled = numpy_group_norm_relu(x, resnet['group_norm']).mean((1, 2))
+  head = resnet['head']['conv2d']
+  return pooled @ head['kernel'][0, 0] + head['bias']
+
+
+def test_tiny_bit_logits_equal_bit_written_out_in_numpy():
+  """Where timm is not installed nothing else checks BiT's function: the
+  stride in part b's 3x3 conv, symmetric (k - 1) / 2 padding, the root's max
+  pool over zero padding, a projection of the activated input, the identity
+  shortcut of a second unit, and GroupNorm + ReLU before the mean. Every
+  kernel has mean 0.3 and std 0.05 per output channel, which the
+  standardisation has to undo."""
+  model = tiny_bit(block_sizes=(2, 1))
+  flat = npz.flatten(random_params(abstract_params(model, size=32)))
+  params = npz.unflatten({name: 0.3 + 0.05 * value
+                          if value.ndim == 4 and not name.startswith('resnet/head') else value
+                          for name, value in flat.items()})
+  x = images()
+  expected = numpy_bit(jax.tree.map(lambda a: np.asarray(a, np.float64), params),
+                       np.asarray(x, np.float64))
+  logits = apply(model, params, x)
+  assert np.abs(expected).max() > 0.5  # the head reads something
+  assert np.abs(logits - expected).max() <= 2e-5 * np.abs(expected).max()
+
+
 # --- The hybrids' stem -------------------------------------------------------
 
 

@@ -284,6 +284,22 @@ def test_the_exact_gelu_is_the_erf_form_and_moves_the_logits_slightly(tiny_param
   assert 0 < np.abs(exact - tanh).max() < 1e-2 * np.abs(tanh).max()
 
 
+def test_initial_values_are_the_original_vits():
+  """What a from-scratch run starts from, vision_transformer's initialisers:
+  position embeddings normal(0.02), a zero class token and head,
+  Xavier-uniform Dense kernels and normal(1e-6) MLP biases."""
+  params = init(tiny_model(), images())
+  table = params['Transformer']['posembed_input']['pos_embedding']
+  assert table.shape == (1, 5, 32)
+  assert 0.015 < np.std(table) < 0.025 and abs(np.mean(table)) < 0.005
+  np.testing.assert_array_equal(params['cls'], 0.0)
+  np.testing.assert_array_equal(params['head']['kernel'], 0.0)
+  mlp = params['Transformer']['encoderblock_0']['MlpBlock_3']['Dense_0']
+  bound = np.sqrt(6 / (32 + 64))  # Xavier-uniform of a 32 -> 64 layer
+  assert 0.9 * bound < np.abs(mlp['kernel']).max() <= bound
+  assert 0 < np.std(mlp['bias']) < 1e-5
+
+
 def test_head_init():
   model = tiny_model(head_bias_init=-10.0)
   x = images()

@@ -45,6 +45,19 @@ def test_zoom_linear_of_a_non_square_grid():
   np.testing.assert_allclose(out[0, 1:], expected.reshape(24, 4), atol=1e-6)
 
 
+def test_zoom_linear_zooms_rows_and_columns_each_by_its_own_factor():
+  """2x3 -> 4x3: the rows zoomed by 2, the columns by 1, so each column is
+  its two rows interpolated at 0, 1/3, 2/3 and 1. A zoom that took one
+  axis's factor for the other's would give a 2x6 grid, of the same count."""
+  table = np.random.RandomState(3).randn(1, 1 + 6, 4).astype(np.float32)
+  out = posemb.resample_posemb(table, (4, 3), num_prefix_tokens=1, old_grid=(2, 3))
+  grid = table[0, 1:].reshape(2, 3, 4)
+  at = np.array([0, 1 / 3, 2 / 3, 1])[:, None, None]
+  np.testing.assert_allclose(out[0, 1:].reshape(4, 3, 4), (1 - at) * grid[0] + at * grid[1],
+                             atol=1e-6)
+  np.testing.assert_array_equal(out[:, :1], table[:, :1])
+
+
 def test_an_unknown_method_names_the_valid_ones():
   table = np.zeros((1, 1 + 16, 4), np.float32)
   with pytest.raises(ValueError, match=r"^config.posemb_resample='linear'; valid: "

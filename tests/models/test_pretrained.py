@@ -61,6 +61,31 @@ def test_bicubic_and_non_square_grids():
   np.testing.assert_allclose(out[0, 1:], expected.reshape(24, 4), rtol=1e-5, atol=1e-5)
 
 
+def linear_weights(old, new):
+  """(new, old) weights of the linear (triangle) kernel at half-pixel centres,
+  renormalised over the taps inside the grid; shrinking, the triangle is
+  widened by old / new (antialiasing), so that every old row is read."""
+  widen = max(old / new, 1.0)
+  centres = (np.arange(new) + 0.5) * old / new - 0.5
+  weights = np.maximum(0.0, 1.0 - np.abs(centres[:, None] - np.arange(old)) / widen)
+  return weights / weights.sum(axis=1, keepdims=True)
+
+
+def test_bilinear_shrinking_is_antialiased():
+  """4x6 -> 2x3, as when fine-tuning below the pre-training resolution: each
+  new row is 3/7, 3/7 and 1/7 of three old ones, where without antialiasing
+  it would be half of each of the nearest two."""
+  table = np.random.RandomState(2).randn(1, 1 + 24, 3).astype(np.float32)
+  out = posemb.resample_posemb(table, (2, 3), num_prefix_tokens=1, old_grid=(4, 6),
+                               method="bilinear")
+  np.testing.assert_allclose(linear_weights(4, 2)[0], [3 / 7, 3 / 7, 1 / 7, 0])
+  expected = np.einsum("ih,hwc,jw->ijc", linear_weights(4, 2),
+                       table[0, 1:].reshape(4, 6, 3).astype(np.float64),
+                       linear_weights(6, 3))
+  np.testing.assert_allclose(out[0, 1:], expected.reshape(6, 3), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(out[:, :1], table[:, :1])
+
+
 def test_a_token_count_that_is_no_grid_is_refused():
   table = np.zeros((1, 1 + 50, 4), np.float32)
   with pytest.raises(ValueError, match="50 patch tokens form no square grid"):
@@ -109,6 +134,70 @@ def test_load_pretrained_resets_head_drops_pre_logits_and_resamples_posemb(tmp_p
       old["Transformer"]["encoderblock_1"]["MlpBlock_3"]["Dense_0"]["kernel"])
   logits = new_model.apply({"params": fitted}, jnp.zeros((2, 48, 48, 3)), train=False)
   np.testing.assert_array_equal(logits, np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("method", ["bilinear", "bicubic"])
+def test_load_pretrained_resamples_the_posemb_by_the_method_asked(tmp_path, method):
+  """config.posemb_resample reaches the resample: the table is the method's,
+  which here differs from the default zoom_linear's."""
+  model = models.get_model("Ti/8", num_classes=3, **TINY)
+  old = jax.device_get(init(model, 32))  # 4x4 grid
+  path = str(tmp_path / "pretrained.npz")
+  npz.save_npz(old, path)
+  fresh = jax.device_get(init(model, 48))  # 6x6 grid
+  fitted = pretrained.load_pretrained(path, fresh, new_grid=(6, 6), num_prefix_tokens=1,
+                                      posemb_method=method)
+  old_table = old["Transformer"]["posembed_input"]["pos_embedding"]
+  want = posemb.resample_posemb(old_table, (6, 6), num_prefix_tokens=1, method=method)
+  assert not np.allclose(want, posemb.resample_posemb(old_table, (6, 6), num_prefix_tokens=1))
+  np.testing.assert_array_equal(fitted["Transformer"]["posembed_input"]["pos_embedding"], want)
+
+
+def test_a_new_model_with_pre_logits_starts_from_the_checkpoints(tmp_path):
+  """pre_logits is dropped only where the new model has none; one of the same
+  size is fine-tuned from the trained layer, not from a fresh one."""
+  old = jax.device_get(init(models.get_model("Ti/8", num_classes=21, representation_size=16,
+                                             **TINY), 32))
+  path = str(tmp_path / "pretrained.npz")
+  npz.save_npz(old, path)
+  new_model = models.get_model("Ti/8", num_classes=3, representation_size=16, **TINY)
+  fresh = jax.device_get(build.init_params(new_model, 32, seed=1))
+  assert not np.array_equal(fresh["pre_logits"]["kernel"], old["pre_logits"]["kernel"])
+  fitted = pretrained.load_pretrained(path, fresh, new_grid=(4, 4), num_prefix_tokens=1)
+  jax.tree.map(np.testing.assert_array_equal, fitted["pre_logits"], old["pre_logits"])
+  np.testing.assert_array_equal(fitted["head"]["kernel"], np.zeros((16, 3)))
+
+
+def test_fitted_parameters_take_the_new_models_dtype(tmp_path):
+  """A float32 checkpoint fits a model of param_dtype bfloat16 as bfloat16
+  throughout, as the model's own parameters would be, each value rounded."""
+  old = jax.device_get(init(models.get_model("Ti/8", num_classes=3, **TINY), 32))
+  path = str(tmp_path / "pretrained.npz")
+  npz.save_npz(old, path)
+  new_model = models.get_model("Ti/8", num_classes=3, param_dtype="bfloat16", **TINY)
+  fresh = jax.device_get(init(new_model, 32))
+  fitted = npz.flatten(pretrained.load_pretrained(path, fresh, new_grid=(4, 4),
+                                                  num_prefix_tokens=1))
+  assert {value.dtype for value in fitted.values()} == {np.dtype(jnp.bfloat16)}
+  old = npz.flatten(old)
+  for name in ("embedding/kernel", npz.POSEMB, "Transformer/encoder_norm/scale"):
+    np.testing.assert_array_equal(fitted[name], old[name].astype(jnp.bfloat16), err_msg=name)
+
+
+def test_every_head_of_the_new_model_starts_fresh_the_distillation_head_too(tmp_path):
+  """A distilled checkpoint fine-tuned for as many classes as it had: neither
+  trained head (head, head_dist) is carried over, though their shapes fit."""
+  model = models.get_model("Ti/8", num_classes=3, distillation_token=True, **TINY)
+  saved = random_flat(build.abstract_params(model, 32))
+  path = str(tmp_path / "deit.npz")
+  np.savez(path, **saved)
+  fresh = npz.flatten(jax.device_get(init(model, 32)))
+  fitted = npz.flatten(pretrained.load_pretrained(path, npz.unflatten(fresh), new_grid=(4, 4),
+                                                  num_prefix_tokens=2))
+  for name in ("head/kernel", "head/bias", "head_dist/kernel", "head_dist/bias"):
+    assert saved[name].any() and not fresh[name].any(), name
+    np.testing.assert_array_equal(fitted[name], fresh[name], err_msg=name)
+  np.testing.assert_array_equal(fitted["dist"], saved["dist"])
 
 
 @pytest.mark.parametrize("name, other, match", [

@@ -177,6 +177,32 @@ def test_an_orbax_checkpoint_of_a_scanned_run_resumes_unrolled_and_back(
     resume.check_resumable(scanned_run, 4, wider, workdir=str(tmp_path))
 
 
+def test_a_scanned_model_draws_each_layers_initial_values_afresh():
+  """nn.scan splits the init key per layer, as the unrolled model gives each
+  block its own: a from-scratch scanned run whose layers started as copies
+  of one another would train another model."""
+  stacked = init(tiny_model(scan=True))["Transformer"]["encoderblock"]
+  kernels = [(name, leaf) for name, leaf in tree_util.flatten_named(stacked)
+             if name.endswith("kernel")]
+  assert len(kernels) == 6  # query, key, value, out, and the MLP's two
+  for name, leaf in kernels:
+    for i in range(3):
+      for j in range(i):
+        assert not np.array_equal(leaf[i], leaf[j]), (name, i, j)
+
+
+def test_stacking_orders_twelve_blocks_by_number_not_by_name():
+  """ViT-B has 12 blocks, and as strings 'encoderblock_10' sorts before
+  'encoderblock_2': stacked in that order, a scanned model would run a
+  published checkpoint's blocks out of order."""
+  tree = {"Transformer": {layer_stack.block_name(i): {"w": np.full(2, i, np.float32)}
+                          for i in reversed(range(12))}}
+  stacked = layer_stack.stack(tree)
+  np.testing.assert_array_equal(stacked["Transformer"]["encoderblock"]["w"][:, 0],
+                                np.arange(12))
+  assert_trees_equal(layer_stack.unstack(stacked), tree)
+
+
 def test_blocks_that_skip_a_number_are_refused_when_stacked():
   tree = {"Transformer": {"encoderblock_0": {"w": np.zeros(2)},
                           "encoderblock_2": {"w": np.zeros(2)}}}

@@ -170,6 +170,24 @@ def test_the_registers_position_rows_fold_into_them(no_embed_class):
                                 0 if no_embed_class else want[npz.POSEMB][:, 0])
 
 
+def test_register_rows_are_read_where_all_tokens_and_the_patches_both_form_squares():
+  """A class token, 4 registers and a 2x2 grid make 9 position rows, a square
+  as the 4 patch rows are. Without a config.json stating no_embed_class the
+  rows are read as timm's default builds them, with the class token's and
+  the registers' rows, which fold into the registers."""
+  model = tiny_model("token", num_registers=4)
+  flat = random_flat(build.abstract_params(model, 8), seed=3)  # 2x2 patches of 4 pixels
+  params = npz.unflatten({name: (value - 0.5) * 0.6 for name, value in flat.items()})
+  state_dict = timm_format.to_timm(params)
+  assert state_dict["pos_embed"].shape == (1, 9, 32)
+  rows = np.random.default_rng(1).normal(size=(1, 4, 32)).astype(np.float32)
+  state_dict["pos_embed"][:, 1:5] = rows
+  loaded = npz.flatten(timm_format.from_timm(state_dict, source="sd", num_heads=2))
+  want = npz.flatten(params)
+  np.testing.assert_array_equal(loaded["registers"], want["registers"] + rows)
+  np.testing.assert_array_equal(loaded[npz.POSEMB], want[npz.POSEMB])
+
+
 def test_pooling_the_register_tokens_too_is_refused():
   params = random_params(tiny_model("gap", num_registers=2))
   with pytest.raises(ValueError, match=r"^sd: pool_include_prefix=True pools the register "
@@ -561,6 +579,16 @@ def test_heads_unknown_without_a_config_are_named():
   args = timm_format._timm_args({"architecture": "vit_base_patch16_224",
                                  "model_args": {"embed_dim": 384}})
   assert timm_format._heads_of(args, 384, 6, "ckpt") == 12
+
+
+def test_a_timm_name_alone_gives_the_heads_of_a_checkpoint_of_its_width_only():
+  """A config.json naming vit_base_patch16_224 and no model_args describes
+  ViT-B's 768 wide blocks: of a 32 wide checkpoint the heads are the
+  caller's (2), not ViT-B's 12."""
+  params = random_params(tiny_model())
+  loaded = timm_format.from_timm(timm_format.to_timm(params), source="sd", num_heads=2,
+                                 config={"architecture": "vit_base_patch16_224"})
+  assert_same_params(loaded, params)
 
 
 def test_an_export_takes_timms_name_where_the_shape_has_one():
