@@ -342,11 +342,12 @@ def test_features_are_one_array_and_hold_the_host_to_two_rows_an_example(fashion
       tracemalloc.stop()
 
   traced_peak("train[:40]")  # compiled outside the measurement
-  # The least of two peaks each: what other threads allocate meanwhile
-  # only ever adds to one.
-  small = min(traced_peak("train[:64]")[0] for _ in range(2))
+  # The least of three peaks each: what other threads allocate meanwhile
+  # (those an earlier test of the suite left running) only ever adds to one;
+  # with two, a CI run once measured 344 bytes an example.
+  small = min(traced_peak("train[:64]")[0] for _ in range(3))
   large_peak, features, labels = traced_peak("train[:512]")
-  large_peak = min(large_peak, traced_peak("train[:512]")[0])
+  large_peak = min(large_peak, *(traced_peak("train[:512]")[0] for _ in range(2)))
   assert type(features) is np.ndarray and features.flags.c_contiguous
   assert features.shape == (512, 32) and features.dtype == np.float32
   assert type(labels) is np.ndarray and labels.shape == (512,)
