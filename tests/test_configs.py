@@ -383,13 +383,12 @@ def out_of_range(valid):
   return float("nan")
 
 
-@pytest.mark.parametrize("field", config_checks.NUMERIC_FIELDS)
-def test_a_numeric_field_out_of_its_range_is_named_with_what_is_valid(field):
+def assert_refused_with_its_range(field, bad):
+  """Sets ``field`` to ``bad`` in a stock config that has it; the error names
+  the value as the config holds it and the field's valid range."""
   # The demo has the tiny model's fields; the pre-training config pre_logits.
   config = next(c for c in (STOCK_CONFIGS["demo pretrain"](), STOCK_CONFIGS["pretrain i21k"]())
                 if has_field(c, field))
-  valid = config_checks.NUMERIC_FIELDS[field]
-  bad = out_of_range(valid)
   *parents, leaf = field.split(".")
   node = config
   for part in parents:
@@ -399,7 +398,13 @@ def test_a_numeric_field_out_of_its_range_is_named_with_what_is_valid(field):
   bad = node[leaf]  # as the config holds it: an int given to a float field is a float
   with pytest.raises(ValueError) as error:
     config_checks.check_config(config, num_devices=1, process_count=1)
+  valid = config_checks.NUMERIC_FIELDS[field]
   assert str(error.value) == f"config.{field}={bad!r} must be {valid.describe()}"
+
+
+@pytest.mark.parametrize("field", config_checks.NUMERIC_FIELDS)
+def test_a_numeric_field_out_of_its_range_is_named_with_what_is_valid(field):
+  assert_refused_with_its_range(field, out_of_range(config_checks.NUMERIC_FIELDS[field]))
 
 
 @pytest.mark.parametrize("field", [field for field, valid in config_checks.NUMERIC_FIELDS.items()
@@ -407,19 +412,8 @@ def test_a_numeric_field_out_of_its_range_is_named_with_what_is_valid(field):
 def test_a_numeric_field_past_the_high_end_of_its_range_is_named_too(field):
   """An EMA decay of 1 never moves the average, a dropout rate of 1 drops
   everything: a range's high end is checked as its low end is."""
-  config = next(c for c in (STOCK_CONFIGS["demo pretrain"](), STOCK_CONFIGS["pretrain i21k"]())
-                if has_field(c, field))
   valid = config_checks.NUMERIC_FIELDS[field]
-  *parents, leaf = field.split(".")
-  node = config
-  for part in parents:
-    node = node[part]
-  with config.unlocked():
-    node[leaf] = valid.high if valid.high_open else valid.high + 1
-  bad = node[leaf]
-  with pytest.raises(ValueError) as error:
-    config_checks.check_config(config, num_devices=1, process_count=1)
-  assert str(error.value) == f"config.{field}={bad!r} must be {valid.describe()}"
+  assert_refused_with_its_range(field, valid.high if valid.high_open else valid.high + 1)
 
 
 @pytest.mark.parametrize("epochs, examples, batch, steps", [
